@@ -45,6 +45,13 @@ INFLUX_RPC_PORT=${MILLWRIGHT_INFLUX_RPC_PORT:-8088}
 NATS_PORT=${MILLWRIGHT_NATS_PORT:-4222}
 NATS_MONITOR_PORT=${MILLWRIGHT_NATS_MONITOR_PORT:-8222}
 READY_TIMEOUT=${MILLWRIGHT_SERVICES_TIMEOUT:-30}
+for _var in MQTT_PORT INFLUX_PORT INFLUX_RPC_PORT NATS_PORT NATS_MONITOR_PORT; do
+	if ! [[ ${!_var} =~ ^[0-9]+$ ]] || ((${!_var} < 1 || ${!_var} > 65535)); then
+		printf 'services.sh: MILLWRIGHT_%s=%s is not a TCP port\n' "$_var" "${!_var}" >&2
+		exit 1
+	fi
+done
+unset _var
 
 MOSQUITTO_BIN=/usr/sbin/mosquitto
 MOSQUITTO_SUB=/usr/bin/mosquitto_sub
@@ -74,12 +81,15 @@ APT_UPDATED=0
 apt_install() {
 	command -v apt-get >/dev/null || die "apt-get not found; install $* by hand"
 	local noninteractive=(env DEBIAN_FRONTEND=noninteractive NEEDRESTART_MODE=a)
+	local aptlog=$STATE_DIR/log/apt.log
 	if [[ $APT_UPDATED -eq 0 ]]; then
-		as_root "${noninteractive[@]}" apt-get update -qq >/dev/null
+		as_root "${noninteractive[@]}" apt-get update >>"$aptlog" 2>&1 ||
+			{ tail -n 20 "$aptlog" >&2; die "apt-get update failed; full output in $aptlog"; }
 		APT_UPDATED=1
 	fi
-	as_root "${noninteractive[@]}" apt-get install -y -qq --no-install-recommends \
-		-o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "$@" >/dev/null
+	as_root "${noninteractive[@]}" apt-get install -y --no-install-recommends \
+		-o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "$@" >>"$aptlog" 2>&1 ||
+		{ tail -n 20 "$aptlog" >&2; die "apt-get install $* failed; full output in $aptlog"; }
 }
 
 # render TEMPLATE OUT KEY=VALUE... replaces @KEY@ with VALUE.
@@ -130,7 +140,9 @@ fail_start() { # SERVICE PID MESSAGE
 	local svc=$1 pid=$2 msg=$3
 	printf 'services.sh: %s %s; last lines of %s:\n' "$svc" "$msg" "$(log_file "$svc")" >&2
 	tail -n 30 "$(log_file "$svc")" >&2 || true
-	[[ -n $pid ]] && kill -KILL "$pid" 2>/dev/null || true
+	if [[ -n $pid ]]; then
+		kill -KILL "$pid" 2>/dev/null || true
+	fi
 	rm -f "$(pid_file "$svc")" "$(ports_file "$svc")"
 	exit 1
 }
@@ -142,7 +154,7 @@ wait_ready() {
 	shift 2
 	deadline=$(($(now) + READY_TIMEOUT))
 	until "$@"; do
-		if [[ -n $pid ]] && ! kill -0 "$pid" 2>/dev/null; then
+		if [[ -n $pid ]] && ! alive "$pid"; then
 			fail_start "$svc" "" "exited during startup"
 		fi
 		if (($(now) >= deadline)); then
@@ -163,6 +175,7 @@ launch() {
 	printf '=== %s starting %s\n' "$(date -u +%FT%TZ)" "$*" >>"$lf"
 	# The inner shell writes its own PID and then execs the service, so the PID file
 	# holds the service's PID whether or not setsid had to fork.
+	# shellcheck disable=SC2016 # $$, $0 and $@ belong to the inner shell
 	setsid nohup bash -c 'echo $$ >"$0.tmp" && mv -f "$0.tmp" "$0" && exec "$@"' "$pf" "$@" \
 		</dev/null >>"$lf" 2>&1 9>&- &
 	local i
@@ -174,17 +187,27 @@ launch() {
 	cat "$pf"
 }
 
+# alive PID: the process exists and has not exited (an exited service waits as a zombie
+# until init reaps it, which can take seconds in containers).
+alive() {
+	local stat
+	stat=$(cat /proc/"$1"/stat 2>/dev/null) || return 1
+	stat=${stat##*) }
+	[[ ${stat:0:1} != Z ]]
+}
+
 # stop_pid PID waits up to 10 s after TERM, then KILLs.
 stop_pid() {
 	local pid=$1 i
 	kill -TERM "$pid" 2>/dev/null || return 0
 	for i in $(seq 100); do
-		kill -0 "$pid" 2>/dev/null || return 0
+		alive "$pid" || return 0
 		sleep 0.1
 	done
+	log "stopping pid $pid: no exit 10 s after TERM, sending KILL" >&2
 	kill -KILL "$pid" 2>/dev/null || true
-	for i in $(seq 20); do
-		kill -0 "$pid" 2>/dev/null || return 0
+	for i in $(seq 50); do
+		alive "$pid" || return 0
 		sleep 0.1
 	done
 }
@@ -215,38 +238,44 @@ go_install() { # NAME PACKAGE@VERSION DEST [go install flags...]
 	rm -rf "$tmp"
 }
 
-stop_system_mosquitto() {
-	# The Debian package may enable and start its own broker on 1883 (not under systemd
-	# when the machine has none). Stop it and keep it from starting at boot.
-	local pids
-	pids=$(pgrep -x mosquitto || true)
-	[[ -n $pids ]] || return 0
-	local pid found=0
-	for pid in $pids; do
+# The Debian package enables a system broker on 1883 (and starts it where an init system
+# runs). Keep it from starting at boot; ours runs with its own config instead.
+disable_system_mosquitto() {
+	as_root update-rc.d mosquitto disable >/dev/null 2>&1 || true
+	if command -v systemctl >/dev/null; then
+		as_root systemctl disable mosquitto >/dev/null 2>&1 || true
+	fi
+}
+
+system_mosquitto_pids() { # mosquitto processes started with the Debian config
+	local pid
+	for pid in $(pgrep -x mosquitto || true); do
 		if tr '\0' ' ' </proc/"$pid"/cmdline 2>/dev/null | grep -q '/etc/mosquitto/'; then
-			found=1
+			echo "$pid"
 		fi
 	done
-	[[ $found -eq 1 ]] || return 0
-	log "mosquitto: stopping the system mosquitto service started by the Debian package"
+}
+
+stop_system_mosquitto() {
+	local pids i
+	mapfile -t pids < <(system_mosquitto_pids)
+	((${#pids[@]})) || return 0
+	log "mosquitto: stopping and disabling the system mosquitto service (pid ${pids[*]}) that holds its port"
+	disable_system_mosquitto
 	if [[ $(systemctl is-system-running 2>/dev/null || true) =~ ^(running|degraded|starting)$ ]]; then
-		as_root systemctl disable --now mosquitto >/dev/null 2>&1 || true
-	fi
-	if [[ -x /etc/init.d/mosquitto ]]; then
+		as_root systemctl stop mosquitto >/dev/null 2>&1 || true
+	elif [[ -x /etc/init.d/mosquitto ]]; then
 		as_root /etc/init.d/mosquitto stop >/dev/null 2>&1 || true
 	fi
-	as_root update-rc.d mosquitto disable >/dev/null 2>&1 || true
-	command -v systemctl >/dev/null && { as_root systemctl disable mosquitto >/dev/null 2>&1 || true; }
-	for pid in $pids; do
-		if tr '\0' ' ' </proc/"$pid"/cmdline 2>/dev/null | grep -q '/etc/mosquitto/'; then
-			as_root kill -TERM "$pid" 2>/dev/null || true
-		fi
-	done
-	local i
 	for i in $(seq 50); do
-		port_busy 1883 || return 0
+		mapfile -t pids < <(system_mosquitto_pids)
+		((${#pids[@]})) || return 0
+		if ((i % 20 == 1)); then
+			as_root kill -TERM "${pids[@]}" 2>/dev/null || true
+		fi
 		sleep 0.1
 	done
+	die "could not stop the system mosquitto (pid ${pids[*]}); stop it or set MILLWRIGHT_MQTT_PORT"
 }
 
 ensure_mosquitto() {
@@ -254,6 +283,7 @@ ensure_mosquitto() {
 	local t0
 	t0=$(now)
 	apt_install mosquitto mosquitto-clients
+	disable_system_mosquitto
 	stop_system_mosquitto
 	[[ -x $MOSQUITTO_BIN ]] || die "apt-get install mosquitto did not provide $MOSQUITTO_BIN"
 	log "mosquitto: installed $($MOSQUITTO_BIN -h 2>/dev/null | sed -n 's/^mosquitto version //p' | head -1) (Debian package) in $(($(now) - t0))s"
@@ -285,6 +315,7 @@ ensure_curl() {
 # Readiness checks
 
 mosquitto_ready() { # a real MQTT round trip: the broker's retained $SYS version message
+	# shellcheck disable=SC2016 # $SYS is a topic, not a variable
 	"$MOSQUITTO_SUB" -h 127.0.0.1 -p "$MQTT_PORT" -i "services-sh-$$" -t '$SYS/broker/version' \
 		-C 1 -W 2 >/dev/null 2>&1
 }
@@ -316,7 +347,7 @@ adopt_ports() {
 	for var in "$@"; do
 		want=${!var}
 		if [[ $want != "${recorded[$i]}" ]]; then
-			log "$svc: warning: running on port ${recorded[$i]}, not $want ($var); run 'down' first to change it" >&2
+			log "$svc: warning: running on port ${recorded[$i]}, not $want (MILLWRIGHT_$var); run 'down' first to change it" >&2
 			printf -v "$var" '%s' "${recorded[$i]}"
 		fi
 		i=$((i + 1))
@@ -332,8 +363,8 @@ up_mosquitto() {
 		return
 	fi
 	ensure_mosquitto
-	if port_busy "$MQTT_PORT" && [[ $MQTT_PORT == 1883 ]]; then
-		stop_system_mosquitto
+	if [[ $MQTT_PORT == 1883 ]] && port_busy "$MQTT_PORT"; then
+		stop_system_mosquitto # only if the holder is the Debian service
 	fi
 	require_free "$MQTT_PORT" MILLWRIGHT_MQTT_PORT
 	local data=$STATE_DIR/data/mosquitto conf=$STATE_DIR/mosquitto.conf
