@@ -62,9 +62,18 @@ type Sink interface {
 	Close(ctx context.Context) error
 }
 
+// Batcher is implemented by sinks that want batches of a given size: the pipeline hands
+// Write at most maxPoints points, waiting up to linger after the first for more to arrive.
+type Batcher interface {
+	BatchPolicy() (maxPoints int, linger time.Duration)
+}
+
 // Rejection is one point a sink refused for good, with the sink's reason.
 type Rejection struct {
-	Point  telemetry.Point
+	Point telemetry.Point
+	// Class is a short, bounded reason class for metrics ("type_conflict", "not_finite",
+	// "no_timestamp", "unparsable"); Reason is the full text.
+	Class  string
 	Reason string
 }
 
