@@ -1,0 +1,130 @@
+// Command millwright is the industrial IoT edge gateway: one binary with a subcommand per user.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/debug"
+	"syscall"
+
+	"github.com/millwright-io/millwright/gateway"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+const usage = `millwright: industrial IoT edge gateway
+
+Usage:
+  millwright run --config FILE         run the gateway
+  millwright config check FILE...      check configuration files, reporting every problem
+  millwright demo [flags]              simulated machines -> MQTT -> gateway -> InfluxDB, end to end
+  millwright version                   print the version
+
+Run 'millwright COMMAND -h' for a command's flags.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run executes one command and returns the process exit code: 0 success, 1 failure, 2 usage.
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	switch args[0] {
+	case "run":
+		return cmdRun(ctx, args[1:], stderr)
+	case "config":
+		if len(args) < 2 || args[1] != "check" {
+			fmt.Fprint(stderr, "usage: millwright config check FILE...\n")
+			return 2
+		}
+		return cmdConfigCheck(args[2:], stdout, stderr)
+	case "demo":
+		return cmdDemo(ctx, args[1:], stdout, stderr)
+	case "version", "--version", "-version":
+		fmt.Fprintf(stdout, "millwright %s (%s, %s/%s)\n", buildVersion(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+		return 0
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "millwright: unknown command %q\n\n%s", args[0], usage)
+	return 2
+}
+
+func buildVersion() string {
+	if version != "dev" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return version
+}
+
+func cmdRun(ctx context.Context, args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "/etc/millwright/gateway.yaml", "configuration file")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	cfg, err := gateway.Load(*path)
+	if err != nil {
+		fmt.Fprintf(stderr, "millwright: invalid configuration %s\n", err)
+		return 1
+	}
+	log := newLogger(stderr, cfg.Gateway.Log)
+	log.Info("starting", "version", buildVersion(), "config", *path)
+	g, err := gateway.New(cfg, log)
+	if err != nil {
+		log.Error("cannot build the gateway", "err", err)
+		return 1
+	}
+	if err := g.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		log.Error("gateway failed", "err", err)
+		return 1
+	}
+	return 0
+}
+
+func cmdConfigCheck(files []string, stdout, stderr io.Writer) int {
+	if len(files) == 0 {
+		fmt.Fprint(stderr, "usage: millwright config check FILE...\n")
+		return 2
+	}
+	code := 0
+	for _, f := range files {
+		cfg, err := gateway.Load(f)
+		if err != nil {
+			fmt.Fprintf(stderr, "%v\n", err)
+			code = 1
+			continue
+		}
+		fmt.Fprintf(stdout, "%s: ok (factory %s, %d source(s), %d sink(s))\n", f, cfg.Gateway.Factory, len(cfg.Sources), len(cfg.Sinks))
+	}
+	return code
+}
+
+func newLogger(w io.Writer, c gateway.LogConfig) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}

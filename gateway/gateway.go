@@ -1,0 +1,146 @@
+// Package gateway assembles a running gateway from its configuration: sources, write-ahead log, pipeline, sinks, dead letters and the HTTP API.
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/millwright-io/millwright/connectors"
+	"github.com/millwright-io/millwright/connectors/influxdb"
+	"github.com/millwright-io/millwright/connectors/mqtt"
+	"github.com/millwright-io/millwright/gateway/api"
+	"github.com/millwright-io/millwright/gateway/buffer"
+	"github.com/millwright-io/millwright/gateway/deadletter"
+	"github.com/millwright-io/millwright/gateway/pipeline"
+)
+
+// Gateway is one configured gateway. Build it with New, run it with Run.
+type Gateway struct {
+	cfg     Config
+	log     *slog.Logger
+	reg     *prometheus.Registry
+	dl      *lazyDeadLetters
+	sources []pipeline.Source
+	sinks   []pipeline.Sink
+}
+
+// New builds every connector from a validated configuration. It does no I/O: an error is a
+// configuration error.
+func New(cfg Config, log *slog.Logger) (*Gateway, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	g := &Gateway{cfg: cfg, log: log, reg: reg, dl: &lazyDeadLetters{}}
+	for _, sc := range cfg.Sources {
+		env := connectors.Env{Logger: log.With("component", "source", "name", sc.Name), Registerer: reg, DeadLetters: g.dl}
+		var (
+			src connectors.Source
+			err error
+		)
+		switch {
+		case sc.MQTT != nil:
+			src, err = mqtt.New(sc.Name, *sc.MQTT, env)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("source %q: %w", sc.Name, err)
+		}
+		g.sources = append(g.sources, pipeline.Source{Name: sc.Name, Source: src})
+	}
+	for _, sc := range cfg.Sinks {
+		env := connectors.Env{Logger: log.With("component", "sink", "name", sc.Name), Registerer: reg, DeadLetters: g.dl}
+		var (
+			sink connectors.Sink
+			err  error
+		)
+		switch {
+		case sc.InfluxDB != nil:
+			sink, err = influxdb.New(sc.Name, *sc.InfluxDB, env)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("sink %q: %w", sc.Name, err)
+		}
+		g.sinks = append(g.sinks, pipeline.Sink{Name: sc.Name, Sink: sink})
+	}
+	return g, nil
+}
+
+// Registry returns the gateway's metrics registry.
+func (g *Gateway) Registry() *prometheus.Registry { return g.reg }
+
+// Run opens the state directory, then runs the pipeline and the HTTP API until ctx is done.
+// It returns nil after a clean shutdown, or the error that stopped the gateway.
+func (g *Gateway) Run(ctx context.Context) error {
+	if err := os.MkdirAll(g.cfg.Gateway.StateDir, 0o750); err != nil {
+		return fmt.Errorf("state directory: %w", err)
+	}
+	dl, err := deadletter.Open(g.cfg.DeadLetters, g.log.With("component", "deadletters"), g.reg)
+	if err != nil {
+		return err
+	}
+	defer dl.Close()
+	g.dl.set(dl)
+
+	readers := make([]string, len(g.sinks))
+	for i, s := range g.sinks {
+		readers[i] = s.Name
+	}
+	wal, err := buffer.Open(g.cfg.Buffer, readers, buffer.WithLogger(g.log.With("component", "buffer")), buffer.WithRegisterer(g.reg))
+	if err != nil {
+		return fmt.Errorf("write-ahead log in %s: %w", g.cfg.Buffer.Dir, err)
+	}
+	defer wal.Close()
+	sinks := make([]pipeline.Sink, len(g.sinks))
+	for i, s := range g.sinks {
+		s.Cursor = wal.Reader(s.Name)
+		sinks[i] = s
+	}
+	engine, err := pipeline.New(wal, g.sources, sinks, pipeline.Options{
+		Logger: g.log, Registerer: g.reg, DeadLetters: dl, Factory: g.cfg.Gateway.Factory,
+	})
+	if err != nil {
+		return err
+	}
+
+	grp, gctx := errgroup.WithContext(ctx)
+	grp.Go(func() error { return engine.Run(gctx) })
+	if addr := g.cfg.Gateway.HTTP.Listen; addr != "" {
+		srv := api.New(addr, g.reg, engine.Ready, g.log.With("component", "api"))
+		grp.Go(func() error { return srv.Run(gctx) })
+	}
+	g.log.Info("gateway started", "factory", g.cfg.Gateway.Factory, "sources", len(g.sources), "sinks", len(sinks),
+		"state_dir", g.cfg.Gateway.StateDir)
+	err = grp.Wait()
+	g.log.Info("gateway stopped")
+	return err
+}
+
+// lazyDeadLetters lets connectors be built (in New, without I/O) before the dead-letter file
+// is opened (in Run). Nothing is put before Run, because connectors do not read before then.
+type lazyDeadLetters struct {
+	store connectors.DeadLetters
+}
+
+func (l *lazyDeadLetters) set(s connectors.DeadLetters) { l.store = s }
+
+func (l *lazyDeadLetters) Put(ctx context.Context, d connectors.DeadLetter) {
+	if l.store != nil {
+		l.store.Put(ctx, d)
+	}
+}
+
+// statePath returns dir, or <state_dir>/name when dir is empty.
+func statePath(stateDir, dir, name string) string {
+	if dir != "" {
+		return dir
+	}
+	return filepath.Join(stateDir, name)
+}
