@@ -382,7 +382,7 @@ func TestE2EMalformedPayloads(t *testing.T) {
 		{"bad json", []byte(`{"ts": 1, "value": `), "json_syntax"},
 		{"wrong type", []byte(`{"ts": 1700000000000, "value": {"nested": [1, 2]}}`), "wrong_type"},
 		{"bad timestamp", []byte(`{"ts": true, "value": 1}`), "bad_timestamp"},
-		{"missing fields", []byte(`{"ts": 1700000000000}`), "missing_field"},
+		{"missing fields", []byte(`{"ts": 1700000000000}`), "no_signal"},
 		{"1 MB garbage", garbage, "payload_too_large"},
 	}
 	m.publish(ctx, 0, 100, 0)

@@ -214,7 +214,7 @@ func (s *Store) logLocked(dl connectors.DeadLetter, class string) {
 		return
 	}
 	s.lastLog[k] = now
-	attrs := []any{"component", dl.Component, "name", dl.Name, "class", class, "reason", dl.Reason}
+	attrs := []any{"kind", dl.Component, "connector", dl.Name, "class", class, "reason", dl.Reason}
 	if dl.Origin != "" {
 		attrs = append(attrs, "origin", dl.Origin)
 	}
