@@ -51,7 +51,7 @@ func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 			src, err = mqtt.New(sc.Name, *sc.MQTT, env)
 		}
 		if err != nil {
-			return nil, fmt.Errorf("source %q: %w", sc.Name, err)
+			return nil, err // names the connector already
 		}
 		g.sources = append(g.sources, pipeline.Source{Name: sc.Name, Source: src})
 	}
@@ -66,7 +66,7 @@ func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 			sink, err = influxdb.New(sc.Name, *sc.InfluxDB, env)
 		}
 		if err != nil {
-			return nil, fmt.Errorf("sink %q: %w", sc.Name, err)
+			return nil, err // names the connector already
 		}
 		g.sinks = append(g.sinks, pipeline.Sink{Name: sc.Name, Sink: sink})
 	}
