@@ -38,6 +38,9 @@ type Settings struct {
 type HTTPConfig struct {
 	// Listen is the address to serve on; empty turns the API off.
 	Listen string `yaml:"listen"`
+	// Pprof serves Go's runtime profiles under /debug/pprof/ (for diagnosing CPU or memory
+	// use; keep the address local).
+	Pprof bool `yaml:"pprof"`
 }
 
 // LogConfig configures logging to standard error.

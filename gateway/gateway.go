@@ -113,7 +113,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	grp, gctx := errgroup.WithContext(ctx)
 	grp.Go(func() error { return engine.Run(gctx) })
 	if addr := g.cfg.Gateway.HTTP.Listen; addr != "" {
-		srv := api.New(addr, g.reg, engine.Ready, g.log.With("component", "api"))
+		srv := api.New(addr, g.reg, engine.Ready, g.cfg.Gateway.HTTP.Pprof, g.log.With("component", "api"))
 		grp.Go(func() error { return srv.Run(gctx) })
 	}
 	g.log.Info("gateway started", "factory", g.cfg.Gateway.Factory, "sources", len(g.sources), "sinks", len(sinks),

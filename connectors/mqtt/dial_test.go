@@ -1,6 +1,7 @@
 package mqtt
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -12,6 +13,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -95,5 +97,68 @@ func TestOpenConnectionHonoursContext(t *testing.T) {
 	u.Scheme = "gopher"
 	if _, err := openConnection(t.Context(), time.Second)(u, paho.ClientOptions{}); err == nil || err.Error() != `unknown URL scheme "gopher"` {
 		t.Errorf("dial of an unknown scheme = %v", err)
+	}
+}
+
+// Writes from many goroutines arrive complete and in each writer's order, coalesced into
+// fewer sends than writes, and Close sends what is still pending.
+func TestBufferedConnCoalescesInOrder(t *testing.T) {
+	client, server := net.Pipe()
+	var got bytes.Buffer
+	readDone := make(chan struct{})
+	go func() {
+		defer close(readDone)
+		io.Copy(&got, server)
+	}()
+	c := newBufferedConn(client, time.Second)
+	const writers, perWriter = 4, 500
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			for i := range perWriter {
+				if _, err := c.Write([]byte{byte(w), byte(i >> 8), byte(i)}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	<-readDone
+	b := got.Bytes()
+	if len(b) != writers*perWriter*3 {
+		t.Fatalf("received %d bytes, want %d", len(b), writers*perWriter*3)
+	}
+	next := make([]int, writers)
+	for i := 0; i < len(b); i += 3 {
+		w, n := int(b[i]), int(b[i+1])<<8|int(b[i+2])
+		if n != next[w] {
+			t.Fatalf("writer %d: got packet %d, want %d (order or bytes lost)", w, n, next[w])
+		}
+		next[w]++
+	}
+	if _, err := c.Write([]byte("x")); err == nil {
+		t.Error("Write after Close succeeded")
+	}
+}
+
+// A failed send closes the connection and later writes report the error.
+func TestBufferedConnFailedSendFailsWrites(t *testing.T) {
+	client, server := net.Pipe()
+	server.Close()
+	c := newBufferedConn(client, time.Second)
+	defer c.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, err := c.Write([]byte("ping")); err != nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("writes kept succeeding after the peer closed")
+		}
+		time.Sleep(time.Millisecond)
 	}
 }

@@ -279,6 +279,7 @@ func (c *connection) clientOptions(ctx context.Context, id string, tlsCfg *tls.C
 	// One handler call at a time, in receive order, acknowledged by the source itself.
 	o.SetOrderMatters(true)
 	o.SetAutoAckDisabled(true)
+	o.SetStore(discardStore{})
 	o.SetDefaultPublishHandler(r.onMessage)
 	o.SetConnectionLostHandler(func(_ paho.Client, err error) {
 		c.src.m.lost.Inc()

@@ -1,4 +1,4 @@
-// Package api serves the gateway's HTTP endpoints: Prometheus metrics, liveness and readiness.
+// Package api serves the gateway's HTTP endpoints: Prometheus metrics, liveness, readiness and, when enabled, profiles.
 package api
 
 import (
@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,9 +25,16 @@ type Server struct {
 
 // New builds the server for addr ("127.0.0.1:9273"); ready reports nil when the gateway is
 // ready to serve, or an error naming what is not. It does no I/O.
-func New(addr string, gatherer prometheus.Gatherer, ready func() error, log *slog.Logger) *Server {
+// With profiling on, /debug/pprof/ serves Go's profiles (keep the address local).
+func New(addr string, gatherer prometheus.Gatherer, ready func() error, profiling bool, log *slog.Logger) *Server {
 	s := &Server{addr: addr, log: log, ready: ready}
 	mux := http.NewServeMux()
+	if profiling {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelError)}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")

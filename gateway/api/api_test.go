@@ -34,7 +34,7 @@ func TestEndpoints(t *testing.T) {
 			return errors.New("not connected: source/plant")
 		}
 		return nil
-	}, slog.New(slog.DiscardHandler))
+	}, true, slog.New(slog.DiscardHandler))
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -67,6 +67,9 @@ func TestEndpoints(t *testing.T) {
 	if code, _ := get("/readyz"); code != 200 {
 		t.Errorf("/readyz when ready = %d", code)
 	}
+	if code, body := get("/debug/pprof/"); code != 200 || !strings.Contains(body, "goroutine") {
+		t.Errorf("/debug/pprof/ = %d", code)
+	}
 	if code, body := get("/metrics"); code != 200 || !strings.Contains(body, "millwright_test_total 3") {
 		t.Errorf("/metrics = %d %q", code, body)
 	}
@@ -82,7 +85,7 @@ func TestRunFailsOnTakenAddress(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	err = New(ln.Addr().String(), prometheus.NewRegistry(), func() error { return nil }, slog.New(slog.DiscardHandler)).Run(context.Background())
+	err = New(ln.Addr().String(), prometheus.NewRegistry(), func() error { return nil }, false, slog.New(slog.DiscardHandler)).Run(context.Background())
 	if err == nil || !strings.Contains(err.Error(), ln.Addr().String()) {
 		t.Errorf("err = %v, want one naming the address", err)
 	}
