@@ -20,6 +20,7 @@ import (
 
 	"github.com/millwright-io/millwright/connectors/mqtt"
 	"github.com/millwright-io/millwright/internal/servicetest"
+	"github.com/millwright-io/millwright/internal/testlog"
 )
 
 // The end-to-end tests run the whole gateway against the real Mosquitto and InfluxDB that
@@ -363,9 +364,9 @@ func TestE2EMalformedPayloads(t *testing.T) {
 	servicetest.Require(t, "Mosquitto and InfluxDB")
 	influx := servicetest.InfluxURL()
 	s := newSetup(t, influx, servicetest.Database(t, influx))
-	var logs syncBuffer
+	log, logs := testlog.New(slog.LevelWarn)
 	cfg := s.config(t)
-	g := runGateway(t, cfg, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	g := runGateway(t, cfg, log)
 	m := newMachines(t, s.root)
 	ctx := context.Background()
 
@@ -425,21 +426,4 @@ func readDeadLetters(t *testing.T, path string, want int) []string {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/millwright-io/millwright/gateway/buffer"
 	"github.com/millwright-io/millwright/gateway/telemetry"
+	"github.com/millwright-io/millwright/internal/testlog"
 )
 
 // TestAppendReadCommitAcrossSegmentsAndRestarts runs in a synctest bubble, so waiting for
@@ -275,7 +276,7 @@ func TestTornTail(t *testing.T) {
 			wantCut := tc.truncate(data, int(lastStart))
 			writeFile(t, seg, tc.damage(data, int(lastStart)))
 
-			var logs syncBuffer
+			var logs testlog.Buffer
 			reg := prometheus.NewRegistry()
 			w, err = buffer.Open(cfg, []string{"sink"}, buffer.WithRegisterer(reg),
 				buffer.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
