@@ -39,7 +39,7 @@ func main() {
 	messages := flag.Int("messages", 250_000, "MQTT messages to drain")
 	signals := flag.Int("signals", 4, "signals (points) per message")
 	series := flag.Int("series", 300, "distinct machines")
-	writers := flag.Int("writers", 4, "concurrent writers, for the baseline and the gateway's sink")
+	writers := flag.Int("writers", 8, "concurrent writers, for the baseline and the gateway's sink")
 	connections := flag.Int("connections", 1, "MQTT connections of the gateway (shared subscription when > 1)")
 	fsync := flag.String("fsync", "batch", "write-ahead log fsync policy")
 	flag.Parse()

@@ -20,7 +20,7 @@ var SampleConfig string
 const (
 	DefaultMeasurement   = "telemetry"
 	DefaultBatchPoints   = 5000
-	DefaultWriters       = 4
+	DefaultWriters       = 8
 	DefaultFlushInterval = time.Second
 	DefaultTimeout       = 10 * time.Second
 
