@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/millwright-io/millwright/connectors/mqtt"
 	"github.com/millwright-io/millwright/internal/servicetest"
 	"github.com/millwright-io/millwright/internal/testlog"
@@ -33,7 +35,17 @@ func TestMain(m *testing.M) {
 	if path := os.Getenv(gatewayChildEnv); path != "" {
 		os.Exit(runChildGateway(path))
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	if code == 0 {
+		// The tests' own HTTP client keeps idle connections; anything else still running
+		// is a goroutine the gateway leaked.
+		http.DefaultClient.CloseIdleConnections()
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goroutines leaked:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
 }
 
 func runChildGateway(path string) int {
