@@ -18,8 +18,6 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/millwright-io/millwright/connectors/mqtt"
 	"github.com/millwright-io/millwright/internal/servicetest"
 	"github.com/millwright-io/millwright/internal/testlog"
@@ -35,17 +33,7 @@ func TestMain(m *testing.M) {
 	if path := os.Getenv(gatewayChildEnv); path != "" {
 		os.Exit(runChildGateway(path))
 	}
-	code := m.Run()
-	if code == 0 {
-		// The tests' own HTTP client keeps idle connections; anything else still running
-		// is a goroutine the gateway leaked.
-		http.DefaultClient.CloseIdleConnections()
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintln(os.Stderr, "goroutines leaked:", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
+	os.Exit(servicetest.RunWithLeakCheck(m))
 }
 
 func runChildGateway(path string) int {

@@ -1,25 +1,11 @@
 package influxdb
 
 import (
-	"fmt"
-	"net/http"
 	"os"
 	"testing"
 
-	"go.uber.org/goleak"
+	"github.com/millwright-io/millwright/internal/servicetest"
 )
 
-// TestMain checks that the package's tests leave no goroutine behind. The admin helpers of
-// internal/servicetest use http.DefaultClient, whose idle keep-alive connections are closed
-// first.
-func TestMain(m *testing.M) {
-	code := m.Run()
-	http.DefaultClient.CloseIdleConnections()
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintln(os.Stderr, "goleak:", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
+// TestMain checks that the package's tests leave no goroutine behind.
+func TestMain(m *testing.M) { os.Exit(servicetest.RunWithLeakCheck(m)) }
