@@ -2,11 +2,15 @@
 # Install-if-missing and run the real services the integration tests need:
 # Mosquitto (MQTT), InfluxDB 1.8.10 (v2 HTTP API + Flux) and NATS with JetStream,
 # all bound to 127.0.0.1, with their data, logs and PIDs under one state directory.
+# Mosquitto serves three listeners: plain and anonymous, TLS that requires a client
+# certificate of a test CA (generated with openssl under <state>/pki), and plain with a
+# password (user "millwright", random password generated into <state>/mqtt-password).
 #
 # Usage: deploy/services.sh up|down|status
 #
 #   up      install what is missing, start what is not running, wait until ready,
-#           write <state>/env. Running services are left alone (a warm `up` takes ~1 s).
+#           write <state>/env. Running services are left alone (a warm `up` takes ~1 s),
+#           except a Mosquitto whose test certificates or password had to be made anew.
 #   down    stop exactly the recorded PIDs (TERM, then KILL after 10 s), remove PID files.
 #   status  print each service; exit 0 if all run, 3 otherwise.
 #
@@ -14,7 +18,9 @@
 #   MILLWRIGHT_SERVICES_DIR       state dir (default <repo>/.services): data/ run/ log/ env
 #   MILLWRIGHT_TOOLS_DIR          binary cache shared by clones
 #                                 (default ${XDG_CACHE_HOME:-$HOME/.cache}/millwright/bin)
-#   MILLWRIGHT_MQTT_PORT          1883
+#   MILLWRIGHT_MQTT_PORT          1883 (anonymous)
+#   MILLWRIGHT_MQTT_TLS_PORT      8883 (mutual TLS: client certificate required)
+#   MILLWRIGHT_MQTT_AUTH_PORT     1884 (username and password required)
 #   MILLWRIGHT_INFLUX_PORT        8086 (HTTP)
 #   MILLWRIGHT_INFLUX_RPC_PORT    8088
 #   MILLWRIGHT_NATS_PORT          4222
@@ -40,24 +46,41 @@ STATE_DIR=$(cd "$STATE_DIR" && pwd)
 TOOLS_DIR=$(cd "$TOOLS_DIR" && pwd)
 
 MQTT_PORT=${MILLWRIGHT_MQTT_PORT:-1883}
+MQTT_TLS_PORT=${MILLWRIGHT_MQTT_TLS_PORT:-8883}
+MQTT_AUTH_PORT=${MILLWRIGHT_MQTT_AUTH_PORT:-1884}
 INFLUX_PORT=${MILLWRIGHT_INFLUX_PORT:-8086}
 INFLUX_RPC_PORT=${MILLWRIGHT_INFLUX_RPC_PORT:-8088}
 NATS_PORT=${MILLWRIGHT_NATS_PORT:-4222}
 NATS_MONITOR_PORT=${MILLWRIGHT_NATS_MONITOR_PORT:-8222}
 READY_TIMEOUT=${MILLWRIGHT_SERVICES_TIMEOUT:-30}
-for _var in MQTT_PORT INFLUX_PORT INFLUX_RPC_PORT NATS_PORT NATS_MONITOR_PORT; do
+for _var in MQTT_PORT MQTT_TLS_PORT MQTT_AUTH_PORT INFLUX_PORT INFLUX_RPC_PORT NATS_PORT NATS_MONITOR_PORT; do
 	if ! [[ ${!_var} =~ ^[0-9]+$ ]] || ((${!_var} < 1 || ${!_var} > 65535)); then
 		printf 'services.sh: MILLWRIGHT_%s=%s is not a TCP port\n' "$_var" "${!_var}" >&2
 		exit 1
 	fi
 done
 unset _var
+if ((MQTT_PORT == MQTT_TLS_PORT || MQTT_PORT == MQTT_AUTH_PORT || MQTT_TLS_PORT == MQTT_AUTH_PORT)); then
+	printf 'services.sh: the MQTT ports must differ (MILLWRIGHT_MQTT_PORT=%s, MILLWRIGHT_MQTT_TLS_PORT=%s, MILLWRIGHT_MQTT_AUTH_PORT=%s)\n' \
+		"$MQTT_PORT" "$MQTT_TLS_PORT" "$MQTT_AUTH_PORT" >&2
+	exit 1
+fi
 
 MOSQUITTO_BIN=/usr/sbin/mosquitto
 MOSQUITTO_SUB=/usr/bin/mosquitto_sub
+MOSQUITTO_PASSWD=/usr/bin/mosquitto_passwd
 INFLUXD_BIN=$TOOLS_DIR/influxd-$INFLUX_VERSION
 NATS_BIN=$TOOLS_DIR/nats-server-$NATS_VERSION
 INFLUX_DB=millwright
+
+# Credentials of Mosquitto's TLS and password listeners. They survive `down`; `up` makes
+# what is missing, and certificates that expire within a day.
+PKI_DIR=$STATE_DIR/pki
+MQTT_USER=millwright
+MQTT_PASSWORD_FILE=$STATE_DIR/mqtt-password     # the password itself, for `password: file:...`
+MOSQUITTO_PASSWD_FILE=$STATE_DIR/mosquitto.passwd # its hash, for Mosquitto
+MQTT_CREDS_CHANGED=0                            # set by ensure_mqtt_credentials
+MQTT_SECURE=1                                   # 0 while an older broker without them runs
 
 log() { printf '%s\n' "$*"; }
 die() { printf 'services.sh: %s\n' "$*" >&2; exit 1; }
@@ -158,7 +181,7 @@ wait_ready() {
 			fail_start "$svc" "" "exited during startup"
 		fi
 		if (($(now) >= deadline)); then
-			fail_start "$svc" "$pid" "was not ready after ${READY_TIMEOUT}s"
+			fail_start "$svc" "$pid" "was not ready after ${READY_TIMEOUT}s (check $1 kept failing)"
 		fi
 		sleep 0.2
 	done
@@ -279,7 +302,7 @@ stop_system_mosquitto() {
 }
 
 ensure_mosquitto() {
-	[[ -x $MOSQUITTO_BIN && -x $MOSQUITTO_SUB ]] && return 0
+	[[ -x $MOSQUITTO_BIN && -x $MOSQUITTO_SUB && -x $MOSQUITTO_PASSWD ]] && return 0
 	local t0
 	t0=$(now)
 	apt_install mosquitto mosquitto-clients
@@ -311,13 +334,130 @@ ensure_curl() {
 	apt_install curl ca-certificates
 }
 
+ensure_openssl() {
+	command -v openssl >/dev/null && return 0
+	apt_install openssl
+	command -v openssl >/dev/null || die "apt-get install openssl did not provide openssl"
+}
+
+# pki_valid CA CERT... succeeds when every CERT (and its .key) exists, is signed by CA and is
+# still valid a day from now. The CA is checked by naming it among the CERTs.
+pki_valid() {
+	local ca=$1 cert
+	shift
+	for cert in "$@"; do
+		[[ -s $cert && -s ${cert%.pem}.key ]] || return 1
+	done
+	openssl verify -CAfile "$ca" -attime $(($(now) + 86400)) "$@" >/dev/null 2>&1
+}
+
+# new_cert NAME SUBJECT EXTENSIONS DAYS writes $PKI_DIR/NAME.key (EC P-256) and NAME.pem,
+# self-signed for the CA, else signed by $PKI_DIR/ca.pem. The pair replaces the old one only
+# once both are complete.
+new_cert() {
+	local name=$1 subject=$2 ext=$3 days=$4 cnf=$TEMPLATE_DIR/test-pki.cnf tmp pkilog
+	pkilog=$STATE_DIR/log/pki.log
+	tmp=$(mktemp -d "$PKI_DIR/.new-$name.XXXXXX")
+	if [[ $name == ca ]]; then
+		(umask 077 && openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$tmp/key" &&
+			openssl req -config "$cnf" -new -x509 -key "$tmp/key" -subj "$subject" -days "$days" \
+				-extensions "$ext" -out "$tmp/pem") >>"$pkilog" 2>&1
+	else
+		(umask 077 && openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$tmp/key" &&
+			openssl req -config "$cnf" -new -key "$tmp/key" -subj "$subject" -out "$tmp/csr" &&
+			openssl x509 -req -in "$tmp/csr" -CA "$PKI_DIR/ca.pem" -CAkey "$PKI_DIR/ca.key" \
+				-set_serial "0x$(openssl rand -hex 16)" -days "$days" -extfile "$cnf" -extensions "$ext" \
+				-out "$tmp/pem") >>"$pkilog" 2>&1
+	fi || {
+		rm -rf "$tmp"
+		tail -n 20 "$pkilog" >&2
+		die "openssl could not make the test certificate $name; full output in $pkilog"
+	}
+	chmod 644 "$tmp/pem"
+	mv -f "$tmp/key" "$PKI_DIR/$name.key"
+	mv -f "$tmp/pem" "$PKI_DIR/$name.pem"
+	rm -rf "$tmp"
+}
+
+# ensure_test_pki makes the test PKI under $PKI_DIR where a part is missing, not signed by
+# the CA or expires within a day: ca.pem, server.pem (localhost, 127.0.0.1, ::1) and
+# client.pem, each with its .key. It sets MQTT_CREDS_CHANGED=1 when it wrote anything.
+ensure_test_pki() {
+	local ca=$PKI_DIR/ca.pem server=$PKI_DIR/server.pem client=$PKI_DIR/client.pem
+	pki_valid "$ca" "$ca" "$server" "$client" && return 0 # the fast path of a warm `up`
+	local t0 made=()
+	t0=$(date +%s.%N)
+	mkdir -p "$PKI_DIR"
+	chmod 700 "$PKI_DIR"
+	if ! pki_valid "$ca" "$ca"; then
+		new_cert ca "/CN=Millwright test CA" ca_ext 3650
+		made+=(ca)
+	fi
+	if ((${#made[@]})) || ! pki_valid "$ca" "$server"; then
+		new_cert server "/CN=localhost" server_ext 825
+		made+=(server)
+	fi
+	if ((${#made[@]})) || ! pki_valid "$ca" "$client"; then
+		new_cert client "/CN=millwright-test-client" client_ext 825
+		made+=(client)
+	fi
+	pki_valid "$ca" "$ca" "$server" "$client" || die "the test PKI in $PKI_DIR does not verify after generating it; see $STATE_DIR/log/pki.log"
+	MQTT_CREDS_CHANGED=1
+	log "mosquitto: made test certificates (${made[*]}) in $PKI_DIR in $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.2f", b-a}')s"
+}
+
+# ensure_mqtt_password makes a random password for $MQTT_USER and Mosquitto's password file
+# when either is missing. It sets MQTT_CREDS_CHANGED=1 when it wrote them.
+ensure_mqtt_password() {
+	if [[ -s $MQTT_PASSWORD_FILE && -s $MOSQUITTO_PASSWD_FILE ]] &&
+		grep -q "^$MQTT_USER:" "$MOSQUITTO_PASSWD_FILE"; then
+		return 0
+	fi
+	local pw
+	pw=$(openssl rand -hex 16) || die "openssl rand failed"
+	rm -f "$MQTT_PASSWORD_FILE.tmp" "$MOSQUITTO_PASSWD_FILE.tmp"
+	(umask 077 && printf '%s\n' "$pw" >"$MQTT_PASSWORD_FILE.tmp" &&
+		"$MOSQUITTO_PASSWD" -c -b "$MOSQUITTO_PASSWD_FILE.tmp" "$MQTT_USER" "$pw") >>"$STATE_DIR/log/pki.log" 2>&1 ||
+		die "mosquitto_passwd could not write $MOSQUITTO_PASSWD_FILE; see $STATE_DIR/log/pki.log"
+	mv -f "$MOSQUITTO_PASSWD_FILE.tmp" "$MOSQUITTO_PASSWD_FILE"
+	mv -f "$MQTT_PASSWORD_FILE.tmp" "$MQTT_PASSWORD_FILE"
+	MQTT_CREDS_CHANGED=1
+	log "mosquitto: made a password for user $MQTT_USER in $MQTT_PASSWORD_FILE"
+}
+
+ensure_mqtt_credentials() {
+	ensure_mosquitto # mosquitto_passwd
+	ensure_openssl
+	ensure_test_pki
+	ensure_mqtt_password
+}
+
 # ---------------------------------------------------------------------------------------
 # Readiness checks
 
-mosquitto_ready() { # a real MQTT round trip: the broker's retained $SYS version message
+# mosquitto_round_trip PORT [mosquitto_sub options]: a real MQTT round trip, the broker's
+# retained $SYS version message.
+mosquitto_round_trip() {
+	local port=$1
+	shift
 	# shellcheck disable=SC2016 # $SYS is a topic, not a variable
-	"$MOSQUITTO_SUB" -h 127.0.0.1 -p "$MQTT_PORT" -i "services-sh-$$" -t '$SYS/broker/version' \
-		-C 1 -W 2 >/dev/null 2>&1
+	"$MOSQUITTO_SUB" -h 127.0.0.1 -p "$port" -i "services-sh-$$-$port" -t '$SYS/broker/version' \
+		-C 1 -W 2 "$@" >/dev/null 2>&1
+}
+
+mosquitto_ready() { mosquitto_round_trip "$MQTT_PORT"; }
+
+mosquitto_tls_ready() { # with the client certificate, checking the server's against the CA
+	mosquitto_round_trip "$MQTT_TLS_PORT" --cafile "$PKI_DIR/ca.pem" \
+		--cert "$PKI_DIR/client.pem" --key "$PKI_DIR/client.key"
+}
+
+mosquitto_auth_ready() { mosquitto_round_trip "$MQTT_AUTH_PORT" -u "$MQTT_USER" -P "$(<"$MQTT_PASSWORD_FILE")"; }
+
+mosquitto_all_ready() { # the listeners that the running broker has
+	mosquitto_ready || return 1
+	((MQTT_SECURE)) || return 0
+	mosquitto_tls_ready && mosquitto_auth_ready
 }
 
 influx_ready() {
@@ -354,27 +494,53 @@ adopt_ports() {
 	done
 }
 
+mosquitto_addrs() {
+	printf 'tcp://127.0.0.1:%s' "$MQTT_PORT"
+	((MQTT_SECURE)) || return 0
+	printf ', ssl://127.0.0.1:%s (client certificate), tcp://127.0.0.1:%s (password)' "$MQTT_TLS_PORT" "$MQTT_AUTH_PORT"
+}
+
 up_mosquitto() {
-	local pid
+	local pid recorded
+	ensure_mqtt_credentials
 	if pid=$(our_pid mosquitto); then
-		adopt_ports mosquitto MQTT_PORT
-		wait_ready mosquitto "$pid" mosquitto_ready
-		log "mosquitto: already running (pid $pid) at tcp://127.0.0.1:$MQTT_PORT"
-		return
+		read -r -a recorded <<<"$(recorded_ports mosquitto)"
+		if ((${#recorded[@]} == 1)); then
+			# Started by an older services.sh, with the plain listener only.
+			MQTT_SECURE=0
+			adopt_ports mosquitto MQTT_PORT
+			log "mosquitto: warning: running without the TLS and password listeners (started by an older services.sh); run 'down' then 'up' to add them" >&2
+		elif ((MQTT_CREDS_CHANGED)); then
+			log "mosquitto: restarting (pid $pid) to load the new test certificates or password"
+			stop_pid "$pid"
+			rm -f "$(pid_file mosquitto)" "$(ports_file mosquitto)"
+			pid=
+		else
+			adopt_ports mosquitto MQTT_PORT MQTT_TLS_PORT MQTT_AUTH_PORT
+		fi
+		if [[ -n $pid ]]; then
+			wait_ready mosquitto "$pid" mosquitto_all_ready
+			log "mosquitto: already running (pid $pid) at $(mosquitto_addrs)"
+			return
+		fi
 	fi
-	ensure_mosquitto
 	if [[ $MQTT_PORT == 1883 ]] && port_busy "$MQTT_PORT"; then
 		stop_system_mosquitto # only if the holder is the Debian service
 	fi
 	require_free "$MQTT_PORT" MILLWRIGHT_MQTT_PORT
+	require_free "$MQTT_TLS_PORT" MILLWRIGHT_MQTT_TLS_PORT
+	require_free "$MQTT_AUTH_PORT" MILLWRIGHT_MQTT_AUTH_PORT
 	local data=$STATE_DIR/data/mosquitto conf=$STATE_DIR/mosquitto.conf
 	mkdir -p "$data"
 	render "$TEMPLATE_DIR/mosquitto.conf.tmpl" "$conf" \
-		USER="$(id -un)" MQTT_PORT="$MQTT_PORT" DATA_DIR="$data" LOG_FILE="$(log_file mosquitto)"
+		USER="$(id -un)" MQTT_PORT="$MQTT_PORT" MQTT_TLS_PORT="$MQTT_TLS_PORT" MQTT_AUTH_PORT="$MQTT_AUTH_PORT" \
+		PKI_DIR="$PKI_DIR" PASSWORD_FILE="$MOSQUITTO_PASSWD_FILE" DATA_DIR="$data" LOG_FILE="$(log_file mosquitto)"
 	pid=$(launch mosquitto "$MOSQUITTO_BIN" -c "$conf")
 	wait_ready mosquitto "$pid" mosquitto_ready
-	echo "$MQTT_PORT" >"$(ports_file mosquitto)"
-	log "mosquitto: started (pid $pid) at tcp://127.0.0.1:$MQTT_PORT"
+	wait_ready mosquitto "$pid" mosquitto_tls_ready
+	wait_ready mosquitto "$pid" mosquitto_auth_ready
+	echo "$MQTT_PORT $MQTT_TLS_PORT $MQTT_AUTH_PORT" >"$(ports_file mosquitto)"
+	log "mosquitto: started (pid $pid) at $(mosquitto_addrs)"
 }
 
 up_influxdb() {
@@ -427,6 +593,15 @@ write_env() {
 		echo "# Written by deploy/services.sh up; source it before running integration tests."
 		printf 'export MILLWRIGHT_INTEGRATION=1\n'
 		printf 'export MILLWRIGHT_MQTT_URL=%q\n' "tcp://127.0.0.1:$MQTT_PORT"
+		if ((MQTT_SECURE)); then
+			printf 'export MILLWRIGHT_MQTT_TLS_URL=%q\n' "ssl://127.0.0.1:$MQTT_TLS_PORT"
+			printf 'export MILLWRIGHT_MQTT_CA=%q\n' "$PKI_DIR/ca.pem"
+			printf 'export MILLWRIGHT_MQTT_CLIENT_CERT=%q\n' "$PKI_DIR/client.pem"
+			printf 'export MILLWRIGHT_MQTT_CLIENT_KEY=%q\n' "$PKI_DIR/client.key"
+			printf 'export MILLWRIGHT_MQTT_AUTH_URL=%q\n' "tcp://127.0.0.1:$MQTT_AUTH_PORT"
+			printf 'export MILLWRIGHT_MQTT_USER=%q\n' "$MQTT_USER"
+			printf 'export MILLWRIGHT_MQTT_PASSWORD_FILE=%q\n' "$MQTT_PASSWORD_FILE"
+		fi
 		printf 'export MILLWRIGHT_INFLUX_URL=%q\n' "http://127.0.0.1:$INFLUX_PORT"
 		printf 'export MILLWRIGHT_INFLUX_DB=%q\n' "$INFLUX_DB"
 		printf 'export MILLWRIGHT_NATS_URL=%q\n' "nats://127.0.0.1:$NATS_PORT"
@@ -471,7 +646,12 @@ cmd_status() {
 		if pid=$(our_pid "$svc"); then
 			read -r -a ports <<<"$(recorded_ports "$svc")"
 			case $svc in
-			mosquitto) addr="tcp://127.0.0.1:${ports[0]:-?}" ;;
+			mosquitto)
+				addr="tcp://127.0.0.1:${ports[0]:-?}"
+				if ((${#ports[@]} == 3)); then
+					addr+=", ssl://127.0.0.1:${ports[1]} (client certificate), tcp://127.0.0.1:${ports[2]} (password)"
+				fi
+				;;
 			influxdb) addr="http://127.0.0.1:${ports[0]:-?}" ;;
 			nats) addr="nats://127.0.0.1:${ports[0]:-?} (monitor :${ports[1]:-?})" ;;
 			esac

@@ -19,6 +19,9 @@ const (
 	readBufferSize = 32 << 10
 	// maxPendingWrite bounds the bytes written but not yet sent; writers wait past it.
 	maxPendingWrite = 256 << 10
+	// failedSendReadGrace is how long reads go on after a send failed, so that the reader
+	// still gets what the peer sent before it went away.
+	failedSendReadGrace = time.Second
 )
 
 // openConnection returns the function paho calls to open a network connection during one
@@ -86,8 +89,11 @@ func dialTCP(ctx context.Context, d *net.Dialer, addr string) (net.Conn, error) 
 
 // bufferedConn reads through a buffer and coalesces writes: Write appends to a pending
 // buffer and returns; a flusher goroutine sends what is pending, so everything written
-// while it sends goes out in its next write. Packets keep their order. A failed send closes
-// the connection, so paho's reader fails and reports the connection lost.
+// while it sends goes out in its next write. Packets keep their order. After a failed send,
+// writes fail and reads fail too once failedSendReadGrace has passed, so paho reports the
+// connection lost. Reads are not cut off at once: a broker that refuses a client in the TLS
+// handshake sends an alert that says why (certificate required, unknown certificate
+// authority) and closes, and the reader must get that alert rather than a closed connection.
 type bufferedConn struct {
 	net.Conn
 	r       *bufio.Reader
@@ -186,7 +192,7 @@ func (c *bufferedConn) flush() bool {
 			c.err = err
 		}
 		c.cond.Broadcast()
-		_ = c.Conn.Close()
+		_ = c.Conn.SetReadDeadline(time.Now().Add(failedSendReadGrace))
 		return false
 	}
 	c.spare = buf[:0]

@@ -162,3 +162,45 @@ func TestBufferedConnFailedSendFailsWrites(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// After a failed send the reader still gets what the peer sent before it went away (a TLS
+// alert saying why the broker refused the client), and then an error.
+func TestBufferedConnFailedSendKeepsWhatPeerSent(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	raw, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newBufferedConn(raw, time.Second)
+	defer c.Close()
+	// The peer says why and closes; its kernel resets the connection when more comes in.
+	if _, err := peer.Write([]byte("bye")); err != nil {
+		t.Fatal(err)
+	}
+	peer.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, err := c.Write([]byte("more")); err != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("writes kept succeeding after the peer reset the connection")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	got := make([]byte, 3)
+	if _, err := io.ReadFull(c, got); err != nil || string(got) != "bye" {
+		t.Fatalf("read after the failed send = %q, %v; want what the peer sent", got, err)
+	}
+	if n, err := c.Read(got); err == nil {
+		t.Fatalf("read %d more bytes from a reset connection", n)
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/eclipse/paho.mqtt.golang/packets"
 
 	"github.com/millwright-io/millwright/connectors"
 	"github.com/millwright-io/millwright/gateway/telemetry"
@@ -313,7 +314,7 @@ func (c *connection) connectClient(ctx context.Context, id string, tlsCfg *tls.C
 		return ctx.Err()
 	}
 	if err := tok.Error(); err != nil {
-		return fmt.Errorf("connect to %s as client id %q: %w", strings.Join(cfg.Servers, ", "), id, err)
+		return fmt.Errorf("connect to %s as client id %q: %w%s", strings.Join(cfg.Servers, ", "), id, err, refusalHint(err, cfg.Username))
 	}
 	c.src.m.connects.Inc()
 	sessionPresent := false
@@ -346,6 +347,19 @@ func (c *connection) connectClient(ctx context.Context, id string, tlsCfg *tls.C
 	case <-timer.C:
 		return fmt.Errorf("subscribe as client id %q: no SUBACK from the broker within %s", id, cfg.ConnectTimeout)
 	}
+}
+
+// refusalHint says what to check when the broker refused the client's credentials, which
+// paho reports in two words ("not Authorized", from CONNACK return code 5, or code 4's "bad
+// user name or password").
+func refusalHint(err error, username string) string {
+	if !errors.Is(err, packets.ErrorRefusedNotAuthorised) && !errors.Is(err, packets.ErrorRefusedBadUsernameOrPassword) {
+		return ""
+	}
+	if username == "" {
+		return "; the broker refused a client without a username: set username and password"
+	}
+	return fmt.Sprintf("; the broker refused username %q with the configured password: check username and password", username)
 }
 
 // checkSubscription checks a completed subscription: every filter must be granted.
