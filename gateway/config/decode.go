@@ -38,6 +38,11 @@ var (
 // MaxInputBytes bounds the size of a configuration document.
 const MaxInputBytes = 4 << 20
 
+// maxAliasedValues bounds the values the decoder reaches through YAML aliases (*name),
+// counting a value again each time an alias repeats it, so that a small document of nested
+// aliases cannot make decoding run for hours or exhaust memory.
+const maxAliasedValues = 1 << 16
+
 // Decode decodes one YAML document into v (a pointer to a struct) strictly: unknown keys,
 // wrong types, duplicate keys and values out of range are errors. It reports every problem
 // it finds, joined, each as a *FieldError with its path and line. Keys absent from the
@@ -70,7 +75,27 @@ func Decode(data []byte, v any) error {
 }
 
 type decoder struct {
-	errs []error
+	errs       []error
+	aliasDepth int  // > 0 while decoding the target of an alias
+	aliased    int  // values decoded through aliases, each repetition counted
+	stopped    bool // too many aliased values: decode nothing more
+}
+
+// visit counts a value decoded through an alias and reports whether decoding may go on.
+func (d *decoder) visit(path string, n *yaml.Node) bool {
+	if d.stopped {
+		return false
+	}
+	if d.aliasDepth == 0 {
+		return true
+	}
+	d.aliased++
+	if d.aliased > maxAliasedValues {
+		d.stopped = true
+		d.fail(path, n, "aliases repeat more than %d values; the document expands too much through its anchors", maxAliasedValues)
+		return false
+	}
+	return true
 }
 
 func (d *decoder) fail(path string, n *yaml.Node, format string, args ...any) {
@@ -79,7 +104,13 @@ func (d *decoder) fail(path string, n *yaml.Node, format string, args ...any) {
 
 func (d *decoder) value(path string, n *yaml.Node, v reflect.Value) {
 	if n.Kind == yaml.AliasNode {
-		n = n.Alias
+		d.aliasDepth++
+		d.value(path, n.Alias, v)
+		d.aliasDepth--
+		return
+	}
+	if !d.visit(path, n) {
+		return
 	}
 	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
 		// An explicit null (or "key:" with nothing) keeps the default.
@@ -240,9 +271,12 @@ func (d *decoder) structure(path string, n *yaml.Node, v reflect.Value) {
 	fs := fields(v.Type())
 	seen := map[string]bool{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, val := n.Content[i], n.Content[i+1]
+		k, val := mapKey(n.Content[i]), n.Content[i+1]
 		key := k.Value
 		kp := Join(path, key)
+		if !d.visit(kp, k) {
+			return
+		}
 		if seen[key] {
 			d.fail(kp, k, "key given twice")
 			continue
@@ -291,8 +325,11 @@ func (d *decoder) mapping(path string, n *yaml.Node, v reflect.Value) {
 	}
 	seen := map[string]bool{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, val := n.Content[i], n.Content[i+1]
+		k, val := mapKey(n.Content[i]), n.Content[i+1]
 		kp := Join(path, k.Value)
+		if !d.visit(kp, k) {
+			return
+		}
 		if seen[k.Value] {
 			d.fail(kp, k, "key given twice")
 			continue
@@ -303,6 +340,14 @@ func (d *decoder) mapping(path string, n *yaml.Node, v reflect.Value) {
 		d.value(kp, val, ev.Elem())
 		v.SetMapIndex(reflect.ValueOf(k.Value).Convert(v.Type().Key()), ev.Elem())
 	}
+}
+
+// mapKey resolves a key written as an alias (*name) to the key it repeats.
+func mapKey(k *yaml.Node) *yaml.Node {
+	if k.Kind == yaml.AliasNode {
+		return k.Alias
+	}
+	return k
 }
 
 func setDefaults(p reflect.Value) {

@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"strconv"
@@ -70,6 +71,19 @@ func (s Secret) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 
 // GoString redacts the value in %#v output.
 func (s Secret) GoString() string { return s.String() }
+
+// Format redacts the value under every fmt verb, including those not meant for a Secret
+// (%d, %t, %f), which would otherwise print its fields.
+func (s Secret) Format(f fmt.State, verb rune) {
+	switch {
+	case verb == 'v' && f.Flag('#'):
+		io.WriteString(f, s.GoString())
+	case verb == 'v' || verb == 's' || verb == 'q' || verb == 'x' || verb == 'X':
+		fmt.Fprintf(f, fmt.FormatString(f, verb), s.String())
+	default:
+		io.WriteString(f, s.String())
+	}
+}
 
 // ByteSize is a size in bytes, written in YAML as a number with an optional unit:
 // 1048576, 512KiB, 64MiB, 1GiB, 10MB, 2GB.
