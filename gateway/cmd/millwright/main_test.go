@@ -1,0 +1,181 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"testing"
+)
+
+const (
+	exampleConfig = "../../../deploy/examples/gateway.yaml"
+	goodConfig    = "../../testdata/good/minimal.yaml"
+	badConfig     = "../../testdata/bad/many.yaml"
+	badConfigWant = "../../testdata/bad/many.want"
+)
+
+func TestRun(t *testing.T) {
+	t.Setenv("MQTT_PASSWORD", "s3cret")
+	t.Setenv("INFLUX_TOKEN", "user:pass")
+	missing := filepath.Join(t.TempDir(), "missing.yaml")
+	badWant := wantLines(t, badConfigWant)
+
+	tests := []struct {
+		name       string
+		args       []string
+		code       int
+		stdout     []string // fragments stdout must contain
+		stderr     []string // fragments stderr must contain
+		noStdout   bool
+		notStderr  []string // fragments stderr must not contain
+		secretFree bool     // neither output may show a secret value
+	}{
+		{
+			name: "no arguments", args: nil, code: 2,
+			stderr: []string{"millwright: industrial IoT edge gateway", "Usage:", "millwright config check FILE..."}, noStdout: true,
+		},
+		{
+			name: "version", args: []string{"version"}, code: 0,
+			stdout: []string{"millwright ", runtime.Version(), runtime.GOOS + "/" + runtime.GOARCH},
+		},
+		{name: "--version", args: []string{"--version"}, code: 0, stdout: []string{"millwright ", runtime.Version()}},
+		{name: "help", args: []string{"help"}, code: 0, stdout: []string{"Usage:", "millwright run --config FILE"}},
+		{name: "-h", args: []string{"-h"}, code: 0, stdout: []string{"Usage:"}},
+		{
+			name: "unknown command", args: []string{"frobnicate"}, code: 2,
+			stderr: []string{`millwright: unknown command "frobnicate"`, "Usage:"}, noStdout: true,
+		},
+		{
+			name: "config without check", args: []string{"config"}, code: 2,
+			stderr: []string{"usage: millwright config check FILE..."}, noStdout: true,
+		},
+		{
+			name: "config with another subcommand", args: []string{"config", "validate", exampleConfig}, code: 2,
+			stderr: []string{"usage: millwright config check FILE..."}, noStdout: true,
+		},
+		{
+			name: "config check without files", args: []string{"config", "check"}, code: 2,
+			stderr: []string{"usage: millwright config check FILE..."}, noStdout: true,
+		},
+		{
+			name: "config check the example", args: []string{"config", "check", exampleConfig}, code: 0,
+			stdout:     []string{exampleConfig + ": ok (factory acme-berlin, 1 source(s), 1 sink(s))"},
+			secretFree: true,
+		},
+		{
+			name: "config check a bad file", args: []string{"config", "check", badConfig}, code: 1,
+			stderr: append([]string{badConfig + ":"}, badWant...), noStdout: true,
+		},
+		{
+			name: "config check a missing file", args: []string{"config", "check", missing}, code: 1,
+			stderr: []string{"read configuration", missing}, noStdout: true,
+		},
+		{
+			name: "config check a bad and a good file", args: []string{"config", "check", badConfig, goodConfig}, code: 1,
+			stdout: []string{goodConfig + ": ok (factory plant-1, 1 source(s), 1 sink(s))"},
+			stderr: append([]string{badConfig + ":"}, badWant...), notStderr: []string{goodConfig},
+		},
+		{
+			name: "config check a good and a bad file", args: []string{"config", "check", exampleConfig, missing}, code: 1,
+			stdout: []string{exampleConfig + ": ok"},
+			stderr: []string{missing}, notStderr: []string{exampleConfig},
+		},
+		{
+			name: "run with a bad configuration", args: []string{"run", "--config", badConfig}, code: 1,
+			stderr: append([]string{"millwright: invalid configuration", badConfig}, badWant...), noStdout: true,
+		},
+		{
+			name: "run with a missing configuration", args: []string{"run", "-config", missing}, code: 1,
+			stderr: []string{"millwright: invalid configuration", missing}, noStdout: true,
+		},
+		{
+			name: "run with an unknown flag", args: []string{"run", "--nope"}, code: 2,
+			stderr: []string{"flag provided but not defined: -nope", "-config"}, noStdout: true,
+		},
+		{
+			name: "run -h", args: []string{"run", "-h"}, code: 2,
+			stderr: []string{"-config", "configuration file"}, noStdout: true,
+		},
+		{
+			name: "demo with an unknown flag", args: []string{"demo", "--nope"}, code: 2,
+			stderr: []string{"flag provided but not defined: -nope", "-mqtt", "-influx"}, noStdout: true,
+		},
+		{
+			name: "demo with a bad flag value", args: []string{"demo", "-duration", "forever"}, code: 2,
+			stderr: []string{`invalid value "forever" for flag -duration`}, noStdout: true,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			code := run(tt.args, &stdout, &stderr)
+			if code != tt.code {
+				t.Errorf("run(%q) = %d, want %d\nstdout:\n%s\nstderr:\n%s", tt.args, code, tt.code, &stdout, &stderr)
+			}
+			for _, f := range tt.stdout {
+				if !strings.Contains(stdout.String(), f) {
+					t.Errorf("stdout does not contain %q:\n%s", f, &stdout)
+				}
+			}
+			for _, f := range tt.stderr {
+				if !strings.Contains(stderr.String(), f) {
+					t.Errorf("stderr does not contain %q:\n%s", f, &stderr)
+				}
+			}
+			for _, f := range tt.notStderr {
+				if strings.Contains(stderr.String(), f) {
+					t.Errorf("stderr contains %q:\n%s", f, &stderr)
+				}
+			}
+			if tt.noStdout && stdout.Len() > 0 {
+				t.Errorf("unexpected stdout:\n%s", &stdout)
+			}
+			if tt.secretFree {
+				for _, s := range []string{"s3cret", "user:pass"} {
+					if strings.Contains(stdout.String()+stderr.String(), s) {
+						t.Errorf("the output shows the secret %q", s)
+					}
+				}
+			}
+		})
+	}
+}
+
+// Every problem of a bad file is printed on a line of its own, after the file's name.
+func TestConfigCheckPrintsOneProblemPerLine(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"config", "check", badConfig}, &stdout, &stderr); code != 1 {
+		t.Fatalf("exit code %d", code)
+	}
+	lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
+	if lines[0] != badConfig+":" {
+		t.Errorf("first line %q, want the file name", lines[0])
+	}
+	for _, want := range wantLines(t, badConfigWant) {
+		i := slices.IndexFunc(lines[1:], func(l string) bool { return strings.Contains(l, want) })
+		if i < 0 {
+			t.Errorf("no line contains %q:\n%s", want, &stderr)
+			continue
+		}
+		lines = slices.Delete(lines, i+1, i+2) // each problem on its own line
+	}
+}
+
+// wantLines reads a .want file: one expected error fragment per non-empty line.
+func wantLines(t *testing.T, path string) []string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			out = append(out, l)
+		}
+	}
+	return out
+}
