@@ -2,16 +2,9 @@ package mqtt
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
-	"math/big"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -22,6 +15,7 @@ import (
 
 	"github.com/millwright-io/millwright/connectors"
 	"github.com/millwright-io/millwright/gateway/config"
+	"github.com/millwright-io/millwright/internal/testpki"
 )
 
 // Integration tests of TLS and password authentication against the two listeners that
@@ -200,7 +194,7 @@ func TestIntegrationMutualTLS(t *testing.T) {
 func TestIntegrationTLSRefused(t *testing.T) {
 	b := secureBrokerEnv(t)
 	t.Parallel()
-	other := newTestCA(t)
+	other := testpki.New(t, "Millwright test: an unknown CA")
 	url := b.tlsURL
 	isUnknownAuthority := func(err error) bool { return errors.As(err, new(x509.UnknownAuthorityError)) }
 	isHostname := func(err error) bool { return errors.As(err, new(x509.HostnameError)) }
@@ -213,10 +207,10 @@ func TestIntegrationTLSRefused(t *testing.T) {
 		// The broker refuses: its TLS alert says why.
 		{"no client certificate", config.TLS{CAFile: b.caFile},
 			[]string{"remote error: tls: certificate required"}, nil},
-		{"client certificate of another CA", config.TLS{CAFile: b.caFile, CertFile: other.certFile, KeyFile: other.keyFile},
+		{"client certificate of another CA", config.TLS{CAFile: b.caFile, CertFile: other.CertFile, KeyFile: other.KeyFile},
 			[]string{"remote error: tls: unknown certificate authority"}, nil},
 		// The source refuses the broker's certificate.
-		{"server certificate of an unknown CA", config.TLS{CAFile: other.caFile, CertFile: b.certFile, KeyFile: b.keyFile},
+		{"server certificate of an unknown CA", config.TLS{CAFile: other.CAFile, CertFile: b.certFile, KeyFile: b.keyFile},
 			[]string{"tls: failed to verify certificate: x509: certificate signed by unknown authority"}, isUnknownAuthority},
 		{"server_name mismatch", config.TLS{CAFile: b.caFile, CertFile: b.certFile, KeyFile: b.keyFile, ServerName: "broker.invalid"},
 			[]string{"tls: failed to verify certificate: x509: certificate is valid for localhost, not broker.invalid"}, isHostname},
@@ -275,69 +269,5 @@ func TestIntegrationPasswordRefused(t *testing.T) {
 				}
 			}
 		})
-	}
-}
-
-// testCA is a CA made in the test, unknown to the broker, with a client certificate it signed.
-type testCA struct {
-	caFile, certFile, keyFile string
-}
-
-func newTestCA(t *testing.T) testCA {
-	t.Helper()
-	dir := t.TempDir()
-	write := func(name, blockType string, der []byte) string {
-		path := filepath.Join(dir, name)
-		if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: blockType, Bytes: der}), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return path
-	}
-	newKey := func() *ecdsa.PrivateKey {
-		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return k
-	}
-	now := time.Now()
-	caKey := newKey()
-	caTmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "Millwright test: an unknown CA"},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		t.Fatal(err)
-	}
-	clientKey := newKey()
-	clientDER, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{
-		SerialNumber: big.NewInt(2),
-		Subject:      pkix.Name{CommonName: "millwright-test-client of an unknown CA"},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}, ca, &clientKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(clientKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return testCA{
-		caFile:   write("ca.pem", "CERTIFICATE", caDER),
-		certFile: write("client.pem", "CERTIFICATE", clientDER),
-		keyFile:  write("client.key", "PRIVATE KEY", keyDER),
 	}
 }

@@ -2,26 +2,21 @@ package config
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/millwright-io/millwright/internal/testpki"
 )
 
 func TestParseByteSize(t *testing.T) {
@@ -317,7 +312,7 @@ func TestTLSValidate(t *testing.T) {
 
 func TestTLSLoad(t *testing.T) {
 	dir := t.TempDir()
-	pki := newTestPKI(t, dir)
+	pki := testpki.New(t, "millwright-test-ca")
 	notPEM := filepath.Join(dir, "not.pem")
 	if err := os.WriteFile(notPEM, []byte("this is not a certificate\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -349,7 +344,7 @@ func TestTLSLoad(t *testing.T) {
 		}
 	})
 	t.Run("CA and client certificate", func(t *testing.T) {
-		c, err := TLS{CAFile: pki.caFile, CertFile: pki.certFile, KeyFile: pki.keyFile, ServerName: "broker.local"}.Load()
+		c, err := TLS{CAFile: pki.CAFile, CertFile: pki.CertFile, KeyFile: pki.KeyFile, ServerName: "broker.local"}.Load()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -357,10 +352,10 @@ func TestTLSLoad(t *testing.T) {
 			t.Fatal("no root CAs")
 		}
 		// The pool holds the test CA: the leaf it signed verifies against it.
-		if _, err := pki.leaf.Verify(x509.VerifyOptions{Roots: c.RootCAs, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		if _, err := pki.Client.Verify(x509.VerifyOptions{Roots: c.RootCAs, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
 			t.Errorf("the test leaf does not verify against the loaded CA pool: %v", err)
 		}
-		if len(c.Certificates) != 1 || c.Certificates[0].Leaf == nil || c.Certificates[0].Leaf.Subject.CommonName != "millwright-test-client" {
+		if len(c.Certificates) != 1 || c.Certificates[0].Leaf == nil || c.Certificates[0].Leaf.Subject.CommonName != pki.Client.Subject.CommonName {
 			t.Errorf("client certificates %+v", c.Certificates)
 		}
 		if c.ServerName != "broker.local" || c.InsecureSkipVerify {
@@ -376,9 +371,9 @@ func TestTLSLoad(t *testing.T) {
 	}{
 		{"missing CA file", TLS{CAFile: missing}, []string{"tls ca_file", missing}, true},
 		{"CA file without PEM", TLS{CAFile: notPEM}, []string{"tls ca_file " + notPEM, "no PEM certificate found"}, false},
-		{"missing certificate file", TLS{CertFile: missing, KeyFile: pki.keyFile}, []string{"tls cert_file/key_file", missing}, true},
-		{"certificate file without PEM", TLS{CertFile: notPEM, KeyFile: pki.keyFile}, []string{"tls cert_file/key_file"}, false},
-		{"key that does not match", TLS{CertFile: pki.certFile, KeyFile: pki.caKeyFile}, []string{"tls cert_file/key_file", "does not match"}, false},
+		{"missing certificate file", TLS{CertFile: missing, KeyFile: pki.KeyFile}, []string{"tls cert_file/key_file", missing}, true},
+		{"certificate file without PEM", TLS{CertFile: notPEM, KeyFile: pki.KeyFile}, []string{"tls cert_file/key_file"}, false},
+		{"key that does not match", TLS{CertFile: pki.CertFile, KeyFile: pki.CAKeyFile}, []string{"tls cert_file/key_file", "does not match"}, false},
 	}
 	for _, tt := range errTests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -395,82 +390,6 @@ func TestTLSLoad(t *testing.T) {
 				t.Errorf("errors.Is(%v, fs.ErrNotExist) = %v", err, got)
 			}
 		})
-	}
-}
-
-type testPKI struct {
-	caFile, caKeyFile, certFile, keyFile string
-	leaf                                 *x509.Certificate
-}
-
-// newTestPKI writes a self-signed CA and a client certificate it signed into dir.
-func newTestPKI(t *testing.T, dir string) testPKI {
-	t.Helper()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
-	caTmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "millwright-test-ca"},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leafKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leafTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2),
-		Subject:      pkix.Name{CommonName: "millwright-test-client"},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
-	leafDER, err := x509.CreateCertificate(rand.Reader, leafTmpl, ca, &leafKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, err := x509.ParseCertificate(leafDER)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := testPKI{
-		caFile:    filepath.Join(dir, "ca.pem"),
-		caKeyFile: filepath.Join(dir, "ca-key.pem"),
-		certFile:  filepath.Join(dir, "client.pem"),
-		keyFile:   filepath.Join(dir, "client-key.pem"),
-		leaf:      leaf,
-	}
-	writePEM(t, p.caFile, "CERTIFICATE", caDER)
-	writePEM(t, p.certFile, "CERTIFICATE", leafDER)
-	for path, key := range map[string]*ecdsa.PrivateKey{p.caKeyFile: caKey, p.keyFile: leafKey} {
-		der, err := x509.MarshalPKCS8PrivateKey(key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		writePEM(t, path, "PRIVATE KEY", der)
-	}
-	return p
-}
-
-func writePEM(t *testing.T, path, typ string, der []byte) {
-	t.Helper()
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
 	}
 }
 
