@@ -252,7 +252,7 @@ func (e *Engine) readLoop(ctx context.Context, s Source) error {
 			storeCtx, cancel = context.WithCancel(ctx)
 		}
 		start := time.Now()
-		err = e.log.Append(storeCtx, b)
+		err = e.store(storeCtx, s.Name, b)
 		cancel()
 		e.m.appendSeconds.Observe(time.Since(start).Seconds())
 		if err != nil {
@@ -267,6 +267,27 @@ func (e *Engine) readLoop(ctx context.Context, s Source) error {
 		e.m.pointsIn.WithLabelValues(s.Name).Add(float64(b.Len()))
 		e.m.batchesIn.WithLabelValues(s.Name).Inc()
 	}
+}
+
+// store appends b to the log. A batch too large for one record of the log is split in
+// halves, recursively, so no configuration of batch and segment sizes can make a batch
+// that is never stored (and so redelivered forever); a single point that still does not fit
+// is dead-lettered.
+func (e *Engine) store(ctx context.Context, source string, b telemetry.Batch) error {
+	err := e.log.Append(ctx, b)
+	if !errors.Is(err, buffer.ErrBatchTooLarge) {
+		return err
+	}
+	if n := b.Len(); n > 1 {
+		if err := e.store(ctx, source, telemetry.Batch{Points: b.Points[:n/2]}); err != nil {
+			return err
+		}
+		return e.store(ctx, source, telemetry.Batch{Points: b.Points[n/2:]})
+	}
+	e.opts.DeadLetters.Put(ctx, connectors.DeadLetter{
+		Component: "source", Name: source, Class: "too_large", Reason: err.Error(), Point: &b.Points[0],
+	})
+	return nil
 }
 
 // prepare fills in what a point must carry before it is stored: the gateway's factory and,

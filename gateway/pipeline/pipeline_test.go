@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -299,6 +300,25 @@ func TestBackpressureWhenLogIsFull(t *testing.T) {
 	}
 	waitFor(t, "all stored after the sink recovered", func() bool { return len(sink.stored()) == 400*20 })
 	waitFor(t, "all acked", func() bool { return h.src.ackedCount() == 400 })
+}
+
+// A source batch larger than a record of the log is split rather than refused, so it is
+// stored and acknowledged instead of being redelivered forever; a point too large on its
+// own is dead-lettered.
+func TestBatchLargerThanASegmentIsSplit(t *testing.T) {
+	sink := &fakeSink{}
+	h := start(t, func(c *buffer.Config) { c.SegmentBytes = 4 << 10; c.MaxBytes = 1 << 20 }, sink)
+	h.src.batches <- batch(1, 2000) // about 25 KiB encoded: several segments' worth
+	huge := batch(2, 1)
+	huge.Points[0].Value = telemetry.String(strings.Repeat("x", 8<<10))
+	h.src.batches <- huge
+	h.src.batches <- batch(3, 5)
+	waitFor(t, "the split batch and the next one stored", func() bool { return len(sink.stored()) == 2005 })
+	waitFor(t, "all three acknowledged", func() bool { return h.src.ackedCount() == 3 })
+	waitFor(t, "the oversized point dead-lettered", func() bool { return h.dl.len() == 1 })
+	if d := h.dl.dls[0]; d.Class != "too_large" || d.Point == nil || d.Point.Value.Kind != telemetry.KindString {
+		t.Errorf("dead letter = %+v", d)
+	}
 }
 
 func TestNewRejectsBadWiring(t *testing.T) {
