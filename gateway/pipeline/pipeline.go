@@ -24,6 +24,7 @@ import (
 	"github.com/millwright-io/millwright/connectors"
 	"github.com/millwright-io/millwright/gateway/buffer"
 	"github.com/millwright-io/millwright/gateway/telemetry"
+	"github.com/millwright-io/millwright/internal/backoff"
 )
 
 // Log is the write-ahead log as the sources' side of the engine sees it.
@@ -184,7 +185,7 @@ func (e *Engine) setUp(kind, name string, up bool) {
 // connect calls connect until it succeeds or ctx is done, with backoff, and reports whether
 // it connected. Failures are logged quietly: the first, then at exponentially spaced attempts.
 func (e *Engine) connect(ctx context.Context, kind, name string, connect func(context.Context) error) bool {
-	bo := Backoff{Initial: e.opts.BackoffInitial, Max: e.opts.BackoffMax}
+	bo := backoff.Backoff{Initial: e.opts.BackoffInitial, Max: e.opts.BackoffMax}
 	log := e.logger.With("component", kind, "name", name)
 	for {
 		err := connect(ctx)
@@ -202,7 +203,7 @@ func (e *Engine) connect(ctx context.Context, kind, name string, connect func(co
 		if n := bo.Attempts(); n&(n-1) == 0 { // attempts 0, 1, 2, 4, 8, ...
 			log.Warn("cannot connect, retrying", "err", err, "attempt", n+1)
 		}
-		if !sleep(ctx, bo.Next()) {
+		if !backoff.Sleep(ctx, bo.Next()) {
 			return false
 		}
 	}
@@ -210,7 +211,7 @@ func (e *Engine) connect(ctx context.Context, kind, name string, connect func(co
 
 func (e *Engine) runSource(ctx context.Context, s Source) {
 	log := e.logger.With("component", "source", "name", s.Name)
-	bo := Backoff{Initial: e.opts.BackoffInitial, Max: e.opts.BackoffMax}
+	bo := backoff.Backoff{Initial: e.opts.BackoffInitial, Max: e.opts.BackoffMax}
 	for ctx.Err() == nil {
 		if !e.connect(ctx, "source", s.Name, s.Source.Connect) {
 			break
@@ -227,7 +228,7 @@ func (e *Engine) runSource(ctx context.Context, s Source) {
 		}
 		e.m.readErrors.WithLabelValues(s.Name).Inc()
 		log.Warn("source read failed, reconnecting", "err", err)
-		if !sleep(ctx, bo.Next()) {
+		if !backoff.Sleep(ctx, bo.Next()) {
 			return
 		}
 	}
@@ -341,7 +342,7 @@ func (e *Engine) runSink(ctx context.Context, s Sink) {
 // dead-lettered) or ctx is done, and reports whether it was stored.
 func (e *Engine) deliver(ctx context.Context, s Sink, b telemetry.Batch) bool {
 	log := e.logger.With("component", "sink", "name", s.Name)
-	bo := Backoff{Initial: e.opts.BackoffInitial, Max: e.opts.BackoffMax}
+	bo := backoff.Backoff{Initial: e.opts.BackoffInitial, Max: e.opts.BackoffMax}
 	var failedSince time.Time
 	for {
 		start := time.Now()
@@ -386,7 +387,7 @@ func (e *Engine) deliver(ctx context.Context, s Sink, b telemetry.Batch) bool {
 		if n := bo.Attempts() - 1; n&(n-1) == 0 {
 			log.Warn("sink write failed; the points stay in the write-ahead log and are retried", "err", err, "points", b.Len(), "attempt", n+1, "retry_in", wait.Round(time.Millisecond))
 		}
-		if !sleep(ctx, wait) {
+		if !backoff.Sleep(ctx, wait) {
 			return false
 		}
 	}

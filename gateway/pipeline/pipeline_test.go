@@ -338,19 +338,3 @@ func TestNewRejectsBadWiring(t *testing.T) {
 		t.Error("sink without cursor accepted")
 	}
 }
-
-func TestBackoffGrowsWithJitterAndResets(t *testing.T) {
-	b := Backoff{Initial: 100 * time.Millisecond, Max: time.Second}
-	wantMax := []time.Duration{100, 200, 400, 800, 1000, 1000}
-	for i, w := range wantMax {
-		w *= time.Millisecond
-		d := b.Next()
-		if d < w/2 || d > w {
-			t.Errorf("wait %d = %v, want in [%v, %v]", i, d, w/2, w)
-		}
-	}
-	b.Reset()
-	if d := b.Next(); d > 100*time.Millisecond {
-		t.Errorf("after Reset wait = %v", d)
-	}
-}

@@ -1,4 +1,5 @@
-package pipeline
+// Package backoff computes the jittered, exponentially growing waits between retries that every reconnecting or retrying loop of Millwright uses.
+package backoff
 
 import (
 	"context"
@@ -32,8 +33,8 @@ func (b *Backoff) Reset() { b.attempt = 0 }
 // Attempts returns how many waits were handed out since the last Reset.
 func (b *Backoff) Attempts() int { return b.attempt }
 
-// sleep waits for d or until ctx is done, and reports whether the full wait elapsed.
-func sleep(ctx context.Context, d time.Duration) bool {
+// Sleep waits for d or until ctx is done, and reports whether the full wait elapsed.
+func Sleep(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
