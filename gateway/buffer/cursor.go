@@ -8,7 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"strings"
+
+	"github.com/millwright-io/millwright/internal/atomicfile"
 )
 
 // A cursor file, "cursor-<reader>", holds the position up to which a reader has committed:
@@ -17,9 +18,9 @@ import (
 // fsync is "off"), renamed over the old one.
 const (
 	cursorPrefix = "cursor-"
-	// cursorTmpPrefix starts the temporary file of a cursor write. Reader names cannot start
+	// cursorTmpPrefix starts the temporary file of a cursor write (atomicfile's naming). Reader names cannot start
 	// with '.', so it never collides with a cursor file.
-	cursorTmpPrefix = ".tmp-cursor-"
+	cursorTmpPrefix = atomicfile.TempPrefix + cursorPrefix
 	cursorFileLen   = 20
 )
 
@@ -54,29 +55,7 @@ func readCursor(path string) (pos Position, ok bool, err error) {
 	return Position(binary.LittleEndian.Uint64(b[8:])), true, nil
 }
 
-// writeCursor replaces the cursor file at path atomically.
+// writeCursor replaces the cursor file at path atomically; with fsync it is also durable.
 func writeCursor(path string, pos Position, fsync bool) error {
-	tmp := filepath.Join(filepath.Dir(path), cursorTmpPrefix+strings.TrimPrefix(filepath.Base(path), cursorPrefix))
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(encodeCursor(pos))
-	if err == nil && fsync {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
-		return err
-	}
-	if fsync {
-		return syncDir(filepath.Dir(path))
-	}
-	return nil
+	return atomicfile.WriteFile(path, encodeCursor(pos), 0o600, fsync)
 }

@@ -212,17 +212,4 @@ func scanSegment(f *os.File, size int64, base Position, verify bool, stop int64)
 	return r, nil
 }
 
-// syncDir makes the creation, renaming or removal of files in dir durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
-
 func segmentPath(dir string, base Position) string { return filepath.Join(dir, segmentName(base)) }

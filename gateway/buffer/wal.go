@@ -20,6 +20,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/millwright-io/millwright/internal/atomicfile"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/millwright-io/millwright/gateway/telemetry"
@@ -387,7 +389,7 @@ func (w *WAL) createActive(base Position) error {
 	if err == nil && w.cfg.Fsync != FsyncOff {
 		err = w.sync(f)
 		if err == nil {
-			err = syncDir(w.cfg.Dir)
+			err = atomicfile.SyncDir(w.cfg.Dir)
 		}
 	}
 	if err != nil {
