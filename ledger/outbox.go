@@ -20,6 +20,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/millwright-io/millwright/internal/metricreg"
+
 	"github.com/millwright-io/millwright/internal/atomicfile"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -623,45 +625,30 @@ type outboxMetrics struct {
 func newOutboxMetrics(reg prometheus.Registerer) (*outboxMetrics, error) {
 	var m outboxMetrics
 	var err error
-	if m.records, err = register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
+	if m.records, err = metricreg.Register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "millwright_ledger_outbox_records", Help: "Records in the ledger outbox waiting to be anchored."})); err != nil {
 		return nil, err
 	}
-	if m.anchored, err = register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+	if m.anchored, err = metricreg.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "millwright_ledger_anchored_total", Help: "Records anchored to the ledger backend."})); err != nil {
 		return nil, err
 	}
-	if m.errors, err = register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+	if m.errors, err = metricreg.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "millwright_ledger_anchor_errors_total", Help: "Transient failures to anchor a record (each is retried)."})); err != nil {
 		return nil, err
 	}
-	if m.rejected, err = register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+	if m.rejected, err = metricreg.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "millwright_ledger_rejected_total", Help: "Records the ledger backend refused for good, moved to the dead-letter file."})); err != nil {
 		return nil, err
 	}
-	if m.full, err = register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+	if m.full, err = metricreg.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "millwright_ledger_outbox_full_total", Help: "Records refused because the outbox was full."})); err != nil {
 		return nil, err
 	}
-	if m.seconds, err = register(reg, prometheus.NewHistogram(prometheus.HistogramOpts{
+	if m.seconds, err = metricreg.Register(reg, prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name: "millwright_ledger_anchor_seconds", Help: "Time of one attempt to anchor a record.",
 		Buckets: prometheus.ExponentialBuckets(0.001, 4, 8)})); err != nil {
 		return nil, err
 	}
 	return &m, nil
-}
-
-// register registers c, or returns the collector already registered under the same
-// description (an outbox reopened on the same registerer).
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing, nil
-			}
-		}
-		return c, err
-	}
-	return c, nil
 }
