@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/millwright-io/millwright/internal/metricreg"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -41,33 +43,15 @@ func newMetrics(reg prometheus.Registerer, source string) (*metrics, error) {
 			Help: "MQTT connections lost without the source closing them.",
 		}),
 	}
-	var err error
-	m.messages = register(reg, m.messages, &err)
-	m.payloadBytes = register(reg, m.payloadBytes, &err)
-	m.inflight = register(reg, m.inflight, &err)
-	m.connects = register(reg, m.connects, &err)
-	m.lost = register(reg, m.lost, &err)
-	if err != nil {
+	// A source rebuilt under the same name keeps counting on the same series.
+	var errs [5]error
+	m.messages, errs[0] = metricreg.Register(reg, m.messages)
+	m.payloadBytes, errs[1] = metricreg.Register(reg, m.payloadBytes)
+	m.inflight, errs[2] = metricreg.Register(reg, m.inflight)
+	m.connects, errs[3] = metricreg.Register(reg, m.connects)
+	m.lost, errs[4] = metricreg.Register(reg, m.lost)
+	if err := errors.Join(errs[:]...); err != nil {
 		return nil, fmt.Errorf("register mqtt metrics: %w", err)
 	}
 	return m, nil
-}
-
-// register registers c, or returns the collector already registered under the same name and
-// labels (a source rebuilt under the same name keeps counting on the same series).
-func register[C prometheus.Collector](reg prometheus.Registerer, c C, errp *error) C {
-	err := reg.Register(c)
-	if err == nil {
-		return c
-	}
-	var are prometheus.AlreadyRegisteredError
-	if errors.As(err, &are) {
-		if existing, ok := are.ExistingCollector.(C); ok {
-			return existing
-		}
-	}
-	if *errp == nil {
-		*errp = err
-	}
-	return c
 }
