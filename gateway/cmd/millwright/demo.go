@@ -6,49 +6,37 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
-	"math/rand/v2"
 	"os"
 	"sort"
 	"strings"
-	"sync/atomic"
 	"text/tabwriter"
 	"time"
 
 	"github.com/millwright-io/millwright/connectors/influxdb"
 	"github.com/millwright-io/millwright/connectors/mqtt"
+	"github.com/millwright-io/millwright/connectors/sim"
 	"github.com/millwright-io/millwright/gateway"
 )
 
-// demoMachine is a simulated machine of the first demo: a few physically plausible signals
-// (later issues replace it with the simulated plant of connectors/sim).
-type demoMachine struct {
-	line, name string
-	baseTemp   float64
-	faultAfter time.Duration // vibration starts to grow after this long (0: never)
-}
-
-var demoMachines = []demoMachine{
-	{line: "line-1", name: "pump-1", baseTemp: 41},
-	{line: "line-1", name: "pump-2", baseTemp: 44, faultAfter: 5 * time.Second},
-	{line: "line-2", name: "spindle-1", baseTemp: 36},
-}
-
-var demoSignals = []string{"temperature", "vibration_rms", "current", "speed"}
-
-func (m demoMachine) sample(rng *rand.Rand, t time.Duration) string {
-	sec := t.Seconds()
-	vib := 1.2 + 0.1*rng.NormFloat64()
-	if m.faultAfter > 0 && t > m.faultAfter {
-		vib += 0.15 * (t - m.faultAfter).Seconds() // bearing wear developing
+// demoPlant is the simulated plant of the demo: four machines on two lines, and a bearing
+// that starts to wear after a few seconds, so the table shows its vibration drifting up.
+func demoPlant(seed uint64, interval time.Duration) sim.Config {
+	return sim.Config{
+		Seed:     seed,
+		Interval: interval,
+		Machines: []sim.Machine{
+			{ID: "pump-1", Line: "line-1", Kind: sim.KindPump},
+			{ID: "pump-2", Line: "line-1", Kind: sim.KindPump, Faults: []sim.Fault{
+				{Kind: sim.FaultBearingWear, Onset: 4 * time.Second, Ramp: 20 * time.Second},
+			}},
+			{ID: "spindle-1", Line: "line-2", Kind: sim.KindSpindle},
+			{ID: "motor-1", Line: "line-2", Kind: sim.KindMotor},
+		},
 	}
-	return fmt.Sprintf(`{"ts": %d, "temperature": %.3f, "vibration_rms": %.4f, "current": %.3f, "speed": %.1f}`,
-		time.Now().UnixMilli(),
-		m.baseTemp+2*math.Sin(sec/30)+0.2*rng.NormFloat64(),
-		vib,
-		12+0.5*math.Sin(sec/7)+0.1*rng.NormFloat64(),
-		1480+5*rng.NormFloat64())
 }
+
+// demoSignals are the table's columns: every signal any machine reports.
+var demoSignals = sim.KindPump.Signals()
 
 func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
@@ -60,9 +48,21 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	rate := fs.Int("rate", 20, "samples per second per machine")
 	httpAddr := fs.String("http", "127.0.0.1:9273", "gateway HTTP API (metrics, health)")
 	stateDir := fs.String("state", "", "state directory (default: a temporary one, removed afterwards)")
+	seed := fs.Uint64("seed", 1, "seed of the simulated plant: the same seed gives the same signals")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
+	if *rate <= 0 || *rate > 1000 {
+		fmt.Fprintf(stderr, "demo: -rate %d is out of range; expected 1 to 1000 samples per second\n", *rate)
+		return 2
+	}
+	interval := time.Second / time.Duration(*rate)
+	plant, err := sim.New(demoPlant(*seed, interval))
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	machines := plant.Config().Machines
 	if *stateDir == "" {
 		dir, err := os.MkdirTemp("", "millwright-demo-")
 		if err != nil {
@@ -110,8 +110,14 @@ sinks:
 	go func() { gdone <- g.Run(gctx) }()
 
 	fmt.Fprintf(stdout, "Millwright demo: %d simulated machines -> MQTT %s -> gateway -> InfluxDB %s (database %q)\n",
-		len(demoMachines), *mqttURL, *influxURL, *db)
-	fmt.Fprintf(stdout, "gateway metrics: http://%s/metrics   run id (factory tag): %s\n\n", *httpAddr, run)
+		len(machines), *mqttURL, *influxURL, *db)
+	fmt.Fprintf(stdout, "gateway metrics: http://%s/metrics   run id (factory tag): %s\n", *httpAddr, run)
+	for _, m := range machines {
+		for _, f := range m.Faults {
+			fmt.Fprintf(stdout, "injected fault: %s %s from %s, full severity %s later (seed %d)\n", m.ID, f.Kind, f.Onset, f.Ramp, *seed)
+		}
+	}
+	fmt.Fprintln(stdout)
 
 	pub, err := mqtt.NewPublisher(mqtt.PublisherConfig{Server: *mqttURL, ClientID: "millwright-demo-machines", QoS: 1})
 	if err != nil {
@@ -124,46 +130,58 @@ sinks:
 	}
 	defer pub.Close()
 
-	var published, failed atomic.Int64
-	rng := rand.New(rand.NewPCG(7, 11))
+	steps := int(*duration / interval)
 	start := time.Now()
-	tick := time.NewTicker(time.Second / time.Duration(*rate))
+	runner, err := sim.NewRunner(plant, pub, sim.RunOptions{
+		Start: start,
+		Topic: func(s sim.Sample) string {
+			return "demo/" + run + "/" + s.Line + "/" + s.Machine + "/telemetry"
+		},
+		Steps: steps,
+	})
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	rctx, stopRunner := context.WithCancel(ctx)
+	defer stopRunner()
+	rdone := make(chan error, 1)
+	go func() { rdone <- runner.Run(rctx) }()
 	progress := time.NewTicker(3 * time.Second)
-	defer tick.Stop()
 	defer progress.Stop()
+	// samples counts the points of n messages, one per signal: the runner publishes the
+	// machines in order, step after step.
+	samples := func(n int64) int64 {
+		var pts int64
+		for i := range n {
+			pts += int64(len(machines[i%int64(len(machines))].Kind.Signals()))
+		}
+		return pts
+	}
 publish:
 	for {
 		select {
-		case <-ctx.Done():
+		case err := <-rdone:
+			if err != nil {
+				fmt.Fprintln(stderr, "demo:", err)
+				return 1
+			}
 			break publish
 		case err := <-gdone:
+			stopRunner()
+			<-rdone
 			fmt.Fprintln(stderr, "demo: gateway stopped:", err)
 			return 1
 		case <-progress.C:
-			fmt.Fprintf(stdout, "  %4.0fs  published %6d samples\n", time.Since(start).Seconds(), published.Load()*int64(len(demoSignals)))
-		case <-tick.C:
-			if time.Since(start) >= *duration {
-				break publish
-			}
-			for _, m := range demoMachines {
-				topic := fmt.Sprintf("demo/%s/%s/%s/telemetry", run, m.line, m.name)
-				err := pub.Publish(ctx, topic, []byte(m.sample(rng, time.Since(start))), func(err error) {
-					if err != nil {
-						failed.Add(1)
-					}
-				})
-				if err != nil {
-					break publish
-				}
-				published.Add(1)
-			}
+			fmt.Fprintf(stdout, "  %4.0fs  published %6d samples\n", time.Since(start).Seconds(), samples(runner.Stats().Published))
 		}
 	}
 	flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
 	_ = pub.Flush(flushCtx)
-	want := published.Load() * int64(len(demoSignals))
-	fmt.Fprintf(stdout, "\npublished %d messages = %d samples (%d failed); waiting for them in InfluxDB...\n", published.Load(), want, failed.Load())
+	st := runner.Stats()
+	want := samples(st.Published)
+	fmt.Fprintf(stdout, "\npublished %d messages = %d samples (%d failed); waiting for them in InfluxDB...\n", st.Published, want, st.Failed)
 
 	q, err := influxdb.NewQuerier(*cfg.Sinks[0].InfluxDB)
 	if err != nil {
@@ -173,7 +191,7 @@ publish:
 	defer q.Close()
 	var stored map[string]machineSummary
 	for deadline := time.Now().Add(60 * time.Second); ; {
-		stored, err = summarize(flushCtx, q, *db, run, start)
+		stored, err = summarize(flushCtx, q, *db, run, start, machines)
 		if err == nil && total(stored) >= want || time.Now().After(deadline) {
 			break
 		}
@@ -210,12 +228,12 @@ func total(s map[string]machineSummary) int64 {
 
 // summarize counts the run's points per machine and reads each signal's last value, one
 // narrow Flux query per machine (InfluxDB 1.8's Flux is slow on wide queries).
-func summarize(ctx context.Context, q *influxdb.Querier, db, run string, since time.Time) (map[string]machineSummary, error) {
+func summarize(ctx context.Context, q *influxdb.Querier, db, run string, since time.Time, machines []sim.Machine) (map[string]machineSummary, error) {
 	out := map[string]machineSummary{}
-	for _, m := range demoMachines {
+	for _, m := range machines {
 		s := machineSummary{last: map[string]float64{}}
 		base := fmt.Sprintf(`from(bucket: %q) |> range(start: %s) |> filter(fn: (r) => r._measurement == "telemetry" and r.factory == %q and r.machine == %q and r._field == "value")`,
-			db, since.Add(-time.Minute).UTC().Format(time.RFC3339), run, m.name)
+			db, since.Add(-time.Minute).UTC().Format(time.RFC3339), run, m.ID)
 		err := q.Query(ctx, base+` |> group() |> count()`, func(v map[string]any) error {
 			if n, ok := v["_value"].(int64); ok {
 				s.points += n
@@ -235,7 +253,7 @@ func summarize(ctx context.Context, q *influxdb.Querier, db, run string, since t
 		if err != nil {
 			return nil, err
 		}
-		out[m.name] = s
+		out[m.ID] = s
 	}
 	return out, nil
 }
@@ -252,7 +270,11 @@ func printSummary(w io.Writer, s map[string]machineSummary) {
 		m := s[n]
 		fmt.Fprintf(tw, "%s\t%d\t", n, m.points)
 		for _, sig := range demoSignals {
-			fmt.Fprintf(tw, "%.2f\t", m.last[sig])
+			if v, ok := m.last[sig]; ok {
+				fmt.Fprintf(tw, "%.2f\t", v)
+			} else {
+				fmt.Fprint(tw, "-\t")
+			}
 		}
 		fmt.Fprintln(tw)
 	}
