@@ -26,6 +26,7 @@ Usage:
   millwright run --config FILE         run the gateway
   millwright config check FILE...      check configuration files, reporting every problem
   millwright demo [flags]              simulated machines -> MQTT -> gateway -> InfluxDB, end to end
+  millwright audit COMMAND ARG ...     lineage, verify, report, export: audit a model from the ledger
   millwright version                   print the version
 
 Run 'millwright COMMAND -h' for a command's flags.
@@ -52,6 +53,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 		return cmdConfigCheck(args[2:], stdout, stderr)
+	case "audit":
+		return cmdAudit(ctx, args[1:], stdout, stderr)
 	case "demo":
 		return cmdDemo(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-version":

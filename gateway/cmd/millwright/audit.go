@@ -1,0 +1,233 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/millwright-io/millwright/ledger"
+	"github.com/millwright-io/millwright/ledger/audit"
+	"github.com/millwright-io/millwright/ledger/local"
+)
+
+const auditUsage = `usage: millwright audit COMMAND ARG --ledger DIR [--keys FILE] [flags]
+
+Commands:
+  lineage MODEL@VERSION                       the provenance DAG of a model version, down to the dataset snapshots
+  verify FILE                                 is FILE a model version the ledger attests? (hash, signatures, chain)
+  report MODEL@VERSION --format md|html|json  the evidence pack, mapped to EU AI Act articles
+  export MODEL@VERSION --format prov|openlineage
+                                              the lineage as W3C PROV-JSON or OpenLineage 2-0-2 run events (JSON Lines)
+
+Flags:
+  --ledger DIR   directory of the local ledger (holding ledger.jsonl); required for now,
+                 a Fabric backend is coming
+  --keys FILE    trusted keys, one "NAME ORG BASE64-ED25519-PUBLIC-KEY" per line (# comments);
+                 verify and report check every signature against it and report an unknown
+                 signer; required by verify, optional for report
+  --format F     report or export format
+  --out FILE     write the report or export to FILE instead of standard output
+
+Exit status: 0 ok (verified), 1 verification failed or not found, 2 usage.
+`
+
+// maxKeyringFile bounds the keyring file the command reads.
+const maxKeyringFile = 1 << 20
+
+// auditFlags are the flags of every audit command.
+type auditFlags struct {
+	ledger, keys, format, out string
+}
+
+// parseInterspersed parses fs over args allowing flags after positional arguments
+// ("report pump@3 --format md"), returning the positional ones.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}
+
+func cmdAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, auditUsage)
+		return 2
+	}
+	sub := args[0]
+	switch sub {
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, auditUsage)
+		return 0
+	case "lineage", "verify", "report", "export":
+	default:
+		fmt.Fprintf(stderr, "millwright audit: unknown command %q, expected lineage, verify, report or export\n\n%s", sub, auditUsage)
+		return 2
+	}
+	usageErr := func(format string, a ...any) int {
+		fmt.Fprintf(stderr, "millwright audit %s: %s\n\n%s", sub, fmt.Sprintf(format, a...), auditUsage)
+		return 2
+	}
+	fs := flag.NewFlagSet("audit "+sub, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	var f auditFlags
+	fs.StringVar(&f.ledger, "ledger", "", "local ledger directory")
+	fs.StringVar(&f.keys, "keys", "", "keyring file")
+	fs.StringVar(&f.format, "format", "", "output format")
+	fs.StringVar(&f.out, "out", "", "output file")
+	pos, err := parseInterspersed(fs, args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprint(stdout, auditUsage)
+		return 0
+	}
+	if err != nil {
+		return usageErr("%v", err)
+	}
+	argName := map[string]string{"lineage": "MODEL@VERSION", "verify": "FILE", "report": "MODEL@VERSION", "export": "MODEL@VERSION"}[sub]
+	if len(pos) != 1 {
+		return usageErr("%d arguments %q, expected one %s", len(pos), pos, argName)
+	}
+	if f.ledger == "" {
+		return usageErr("--ledger DIR is required (the local ledger directory; a Fabric backend is coming)")
+	}
+	var formats []string
+	switch sub {
+	case "report":
+		formats = audit.ReportFormats
+	case "export":
+		formats = audit.ExportFormats
+	}
+	if formats != nil && !slices.Contains(formats, f.format) {
+		if f.format == "" {
+			return usageErr("--format is required, expected one of %s", strings.Join(formats, ", "))
+		}
+		return usageErr("--format %q is not supported, expected one of %s", f.format, strings.Join(formats, ", "))
+	}
+	if formats == nil && (f.format != "" || f.out != "") {
+		return usageErr("--format and --out are for report and export")
+	}
+	if sub == "verify" && f.keys == "" {
+		return usageErr("--keys FILE is required: signatures are verified against the keys it lists")
+	}
+	var ref ledger.ModelRef
+	if argName == "MODEL@VERSION" {
+		if ref, err = audit.ParseModelRef(pos[0]); err != nil {
+			return usageErr("%v", err)
+		}
+	}
+
+	fail := func(err error) int {
+		fmt.Fprintf(stderr, "millwright audit %s: %v\n", sub, err)
+		return 1
+	}
+	opts := audit.Options{Chain: audit.LocalChain(f.ledger), Now: time.Now}
+	if f.keys != "" {
+		if opts.Keys, err = loadKeyring(f.keys); err != nil {
+			return fail(err)
+		}
+	}
+	l, err := openLedger(f.ledger)
+	if err != nil {
+		if errors.Is(err, local.ErrTampered) {
+			fmt.Fprintf(stdout, "NOT VERIFIED: the ledger fails verification: %v\n", err)
+			return 1
+		}
+		return fail(err)
+	}
+	defer l.Close()
+
+	switch sub {
+	case "lineage":
+		tree, err := audit.Lineage(ctx, l, ref)
+		if err != nil {
+			return fail(err)
+		}
+		if err := tree.WriteText(stdout); err != nil {
+			return fail(err)
+		}
+		return 0
+	case "verify":
+		res, err := audit.VerifyArtifact(ctx, l, pos[0], opts)
+		if err != nil {
+			return fail(err)
+		}
+		fmt.Fprintln(stdout, res.Verdict)
+		for _, c := range res.Checked {
+			status := "ok  "
+			if c.Err != nil {
+				status = "FAIL"
+			}
+			h := c.Record.Header
+			fmt.Fprintf(stdout, "  %s %-16s %s %s by %s (%s)\n", status, h.Type, h.ID, h.Time.Format(time.RFC3339), h.Actor.Name, h.Actor.Org)
+		}
+		for _, p := range res.Problems {
+			fmt.Fprintf(stdout, "  problem: %s\n", p)
+		}
+		if !res.OK {
+			return 1
+		}
+		return 0
+	}
+	var out []byte
+	if sub == "report" {
+		out, err = audit.Report(ctx, l, ref, f.format, opts)
+	} else {
+		out, err = audit.Export(ctx, l, ref, f.format)
+	}
+	if err != nil {
+		return fail(err)
+	}
+	if f.out == "" {
+		_, err = stdout.Write(out)
+	} else if err = os.WriteFile(f.out, out, 0o644); err == nil {
+		fmt.Fprintf(stderr, "millwright audit %s: wrote %s (%d bytes)\n", sub, f.out, len(out))
+	}
+	if err != nil {
+		return fail(err)
+	}
+	return 0
+}
+
+// openLedger opens an existing local ledger; unlike local.Open it does not create one
+// where there is none, since an auditor's typo should not look like an empty ledger.
+func openLedger(dir string) (*local.Ledger, error) {
+	path := filepath.Join(dir, local.FileName)
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("--ledger %s: expected a local ledger directory holding %s: %w", dir, local.FileName, err)
+	}
+	return local.Open(dir)
+}
+
+func loadKeyring(path string) (*audit.Keyring, error) {
+	fh, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("--keys: %w", err)
+	}
+	defer fh.Close()
+	b, err := io.ReadAll(io.LimitReader(fh, maxKeyringFile+1))
+	if err != nil {
+		return nil, fmt.Errorf("--keys %s: %w", path, err)
+	}
+	if len(b) > maxKeyringFile {
+		return nil, fmt.Errorf("--keys %s: larger than %d bytes, expected a keyring file", path, maxKeyringFile)
+	}
+	k, err := audit.ParseKeyring(b)
+	if err != nil {
+		return nil, fmt.Errorf("--keys %s: %w", path, err)
+	}
+	return k, nil
+}
