@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"regexp"
 
 	"github.com/millwright-io/millwright/connectors/influxdb"
@@ -162,4 +163,12 @@ func Load(path string) (Config, error) {
 		return c, fmt.Errorf("%s:\n%w", path, err)
 	}
 	return c, nil
+}
+
+// statePath returns dir, or <state_dir>/name when dir is empty.
+func statePath(stateDir, dir, name string) string {
+	if dir != "" {
+		return dir
+	}
+	return filepath.Join(stateDir, name)
 }

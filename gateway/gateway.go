@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -135,12 +134,4 @@ func (l *lazyDeadLetters) Put(ctx context.Context, d connectors.DeadLetter) {
 	if l.store != nil {
 		l.store.Put(ctx, d)
 	}
-}
-
-// statePath returns dir, or <state_dir>/name when dir is empty.
-func statePath(stateDir, dir, name string) string {
-	if dir != "" {
-		return dir
-	}
-	return filepath.Join(stateDir, name)
 }

@@ -218,7 +218,7 @@ func (e *Engine) runSource(ctx context.Context, s Source) {
 		}
 		err := e.readLoop(ctx, s)
 		e.setUp("source", s.Name, false)
-		closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.opts.DrainTimeout)
+		closeCtx, cancel := e.drainContext(ctx)
 		if cerr := s.Source.Close(closeCtx); cerr != nil {
 			log.Debug("close after read error", "err", cerr)
 		}
@@ -232,9 +232,15 @@ func (e *Engine) runSource(ctx context.Context, s Source) {
 			return
 		}
 	}
-	closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.opts.DrainTimeout)
+	closeCtx, cancel := e.drainContext(ctx)
 	defer cancel()
 	_ = s.Source.Close(closeCtx)
+}
+
+// drainContext returns a context for finishing work during shutdown: it outlives ctx's
+// cancellation, bounded by DrainTimeout.
+func (e *Engine) drainContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), e.opts.DrainTimeout)
 }
 
 // readLoop reads and stores batches until a read fails or ctx is done.
@@ -247,10 +253,9 @@ func (e *Engine) readLoop(ctx context.Context, s Source) error {
 		e.prepare(b)
 		// A batch already read is stored even during shutdown, so its acknowledgement reaches
 		// the peer; past DrainTimeout it is left unacknowledged and delivered again later.
-		storeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.opts.DrainTimeout)
-		if ctx.Err() == nil {
-			cancel()
-			storeCtx, cancel = context.WithCancel(ctx)
+		storeCtx, cancel := ctx, context.CancelFunc(func() {})
+		if ctx.Err() != nil {
+			storeCtx, cancel = e.drainContext(ctx)
 		}
 		start := time.Now()
 		err = e.store(storeCtx, s.Name, b)
@@ -311,7 +316,7 @@ func (e *Engine) prepare(b telemetry.Batch) {
 
 func (e *Engine) runSink(ctx context.Context, s Sink) {
 	defer func() {
-		closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.opts.DrainTimeout)
+		closeCtx, cancel := e.drainContext(ctx)
 		defer cancel()
 		_ = s.Sink.Close(closeCtx)
 		e.setUp("sink", s.Name, false)

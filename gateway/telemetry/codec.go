@@ -299,16 +299,14 @@ func (d *decoder) uvarint(field string) (uint64, error) {
 	return v, nil
 }
 
+// varint reads a zigzag-encoded signed varint, as binary.AppendVarint writes it.
 func (d *decoder) varint(field string) (int64, error) {
-	v, n := binary.Varint(d.src[d.off:])
-	if n <= 0 {
-		if n == 0 {
-			return 0, d.fail(field, "input ends inside a varint")
-		}
-		return 0, d.fail(field, "varint overflows 64 bits")
+	u, err := d.uvarint(field)
+	x := int64(u >> 1)
+	if u&1 != 0 {
+		x = ^x
 	}
-	d.off += n
-	return v, nil
+	return x, err
 }
 
 func (d *decoder) str(field string, st *decodeState, in *Interner) (string, error) {

@@ -319,23 +319,18 @@ func intendedPurpose(s string) string {
 }
 
 // formatMetrics renders metrics sorted by name.
-func formatMetrics(m map[string]float64) string {
-	if len(m) == 0 {
-		return "no metrics"
-	}
-	var s []string
-	for _, k := range slices.Sorted(maps.Keys(m)) {
-		s = append(s, fmt.Sprintf("%s=%g", k, m[k]))
-	}
-	return strings.Join(s, ", ")
-}
+func formatMetrics(m map[string]float64) string { return formatSorted(m, "no metrics") }
 
 // formatParams renders hyper-parameters sorted by name.
-func formatParams(m map[string]any) string {
+func formatParams(m map[string]any) string { return formatSorted(m, "none recorded") }
+
+// formatSorted renders m as "k=v, ..." sorted by key (%v, which is %g for floats), or none
+// when m is empty.
+func formatSorted[V any](m map[string]V, none string) string {
 	if len(m) == 0 {
-		return "none recorded"
+		return none
 	}
-	var s []string
+	s := make([]string, 0, len(m))
 	for _, k := range slices.Sorted(maps.Keys(m)) {
 		s = append(s, fmt.Sprintf("%s=%v", k, m[k]))
 	}
