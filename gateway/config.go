@@ -22,6 +22,7 @@ type Config struct {
 	DeadLetters deadletter.Config `yaml:"dead_letters"`
 	Sources     []SourceConfig    `yaml:"sources"`
 	Sinks       []SinkConfig      `yaml:"sinks"`
+	Ledger      LedgerConfig      `yaml:"ledger"`
 }
 
 // Settings are the gateway's own settings.
@@ -71,6 +72,7 @@ func (c *Config) SetDefaults() {
 	}
 	c.Buffer.SetDefaults()
 	c.DeadLetters.SetDefaults()
+	c.Ledger.SetDefaults()
 }
 
 var namePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`)
@@ -98,6 +100,7 @@ func (c Config) Validate() error {
 	}
 	p.Nest("buffer", c.Buffer.Validate())
 	p.Nest("dead_letters", c.DeadLetters.Validate())
+	p.Nest("ledger", c.Ledger.Validate())
 
 	names := map[string]string{}
 	checkName := func(path, name string) {
@@ -148,6 +151,7 @@ func Parse(data []byte) (Config, error) {
 	derr := config.Decode(data, &c)
 	c.Buffer.Dir = statePath(c.Gateway.StateDir, c.Buffer.Dir, "wal")
 	c.DeadLetters.Dir = statePath(c.Gateway.StateDir, c.DeadLetters.Dir, "deadletters")
+	c.Ledger.resolve(c.Gateway)
 	// Decoding and validation problems are reported together, so one run shows them all.
 	return c, errors.Join(derr, c.Validate())
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -18,6 +19,7 @@ import (
 	"github.com/millwright-io/millwright/gateway/buffer"
 	"github.com/millwright-io/millwright/gateway/deadletter"
 	"github.com/millwright-io/millwright/gateway/pipeline"
+	"github.com/millwright-io/millwright/ledger"
 )
 
 // Gateway is one configured gateway. Build it with New, run it with Run.
@@ -28,6 +30,8 @@ type Gateway struct {
 	dl      *lazyDeadLetters
 	sources []pipeline.Source
 	sinks   []pipeline.Sink
+	// recorder is the ledger outbox while Run has it open.
+	recorder atomic.Pointer[ledger.Outbox]
 }
 
 // New builds every connector from a validated configuration. It does no I/O: an error is a
@@ -72,6 +76,15 @@ func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 	return g, nil
 }
 
+// Recorder returns the ledger outbox that the gateway's records go to while Run is running,
+// or nil (before Run, after it, or with the ledger backend "none").
+func (g *Gateway) Recorder() ledger.Recorder {
+	if o := g.recorder.Load(); o != nil {
+		return o
+	}
+	return nil
+}
+
 // Registry returns the gateway's metrics registry.
 func (g *Gateway) Registry() *prometheus.Registry { return g.reg }
 
@@ -97,6 +110,13 @@ func (g *Gateway) Run(ctx context.Context) error {
 		return fmt.Errorf("write-ahead log in %s: %w", g.cfg.Buffer.Dir, err)
 	}
 	defer wal.Close()
+	lin, err := openLineage(g.cfg.Ledger, g.log.With("component", "ledger"), g.reg)
+	if err != nil {
+		return err
+	}
+	if lin != nil {
+		defer lin.Close()
+	}
 	sinks := make([]pipeline.Sink, len(g.sinks))
 	for i, s := range g.sinks {
 		s.Cursor = wal.Reader(s.Name)
@@ -111,6 +131,11 @@ func (g *Gateway) Run(ctx context.Context) error {
 
 	grp, gctx := errgroup.WithContext(ctx)
 	grp.Go(func() error { return engine.Run(gctx) })
+	if lin != nil {
+		g.recorder.Store(lin.outbox)
+		defer g.recorder.Store(nil)
+		grp.Go(func() error { return lin.outbox.Run(gctx) })
+	}
 	if addr := g.cfg.Gateway.HTTP.Listen; addr != "" {
 		srv := api.New(addr, g.reg, engine.Ready, g.cfg.Gateway.HTTP.Pprof, g.log.With("component", "api"))
 		grp.Go(func() error { return srv.Run(gctx) })
