@@ -1,0 +1,296 @@
+// Package aggregate turns one round's model updates into the next global model.
+//
+// Threat model: the hub trusts nothing about an update except that the round protocol has
+// authenticated its sender. Every update is checked (length, finite values, a positive
+// sample count, one update per participant) and may be clipped to a norm, rejected as an
+// outlier against the robust center, or out-voted by a robust rule (median, trimmed mean,
+// Krum), which bound the influence of up to f Byzantine participants. Nothing here is
+// private: the rules need every update in the clear (see package secagg and dp for what
+// hides them). Reported sample counts are trusted by FedAvg weighting; a liar inflating
+// its count gains weight, so robust rules ignore counts. Every rejection is returned as a
+// record with the participant and the reason, never dropped silently.
+package aggregate
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+)
+
+// Update is one participant's contribution to a round: the difference between its locally
+// trained parameters and the round's global parameters (a delta, in the global model's
+// flat layout), with the number of samples it trained on.
+type Update struct {
+	Participant string
+	Delta       []float32
+	Samples     int
+}
+
+// Rejection records an update left out of the aggregate and why.
+type Rejection struct {
+	Participant string
+	Reason      string
+}
+
+func (r Rejection) String() string { return r.Participant + ": " + r.Reason }
+
+// Result is the outcome of one aggregation.
+type Result struct {
+	// Params is the new global model.
+	Params []float32
+	// Step is the combined update before the server optimizer (what was averaged).
+	Step []float32
+	// Used lists the participants whose updates went into Step, sorted.
+	Used []string
+	// Clipped lists the participants whose updates were scaled down to ClipNorm, sorted.
+	Clipped []string
+	// Rejected lists every update left out, with the reason, sorted by participant.
+	Rejected []Rejection
+}
+
+// ErrTooFewUpdates is returned (wrapped) when a round has fewer usable updates than the
+// strategy needs.
+var ErrTooFewUpdates = errors.New("too few usable updates")
+
+// Aggregator applies a Strategy round after round, keeping the server optimizer's state.
+// It is not safe for concurrent use.
+type Aggregator struct {
+	s   Strategy
+	opt *adaptive // nil for rules without server state
+}
+
+// New returns an aggregator for s, which must be valid.
+func New(s Strategy) (*Aggregator, error) {
+	if err := s.Validate(); err != nil {
+		return nil, fmt.Errorf("aggregate: strategy: %w", err)
+	}
+	a := &Aggregator{s: s}
+	if s.Name == FedAdam || s.Name == FedYogi {
+		a.opt = &adaptive{yogi: s.Name == FedYogi, cfg: s.Adam}
+	}
+	return a, nil
+}
+
+// Strategy returns the aggregator's configuration.
+func (a *Aggregator) Strategy() Strategy { return a.s }
+
+// Aggregate combines updates relative to global and returns the new global model. It
+// does not modify global or the updates. The result depends only on the set of updates,
+// not on their order. Updates that are malformed, duplicated, or rejected as outliers
+// are reported in Result.Rejected; if fewer than the strategy needs remain, it returns an
+// error wrapping ErrTooFewUpdates and leaves the optimizer state unchanged.
+func (a *Aggregator) Aggregate(global []float32, updates []Update) (Result, error) {
+	var res Result
+	ups := a.check(len(global), updates, &res)
+	ups = a.clip(ups, &res)
+	ups = a.reject(ups, &res)
+	if min := max(a.s.MinUpdates(), a.s.Reject.MinUpdates); len(ups) < min {
+		sortRejections(res.Rejected)
+		return res, fmt.Errorf("aggregate: %s needs at least %d updates, %d of %d usable: %w",
+			a.s.Name, min, len(ups), len(updates), ErrTooFewUpdates)
+	}
+	step := make([]float32, len(global))
+	switch a.s.Name {
+	case FedAvg, FedProx, FedAdam, FedYogi:
+		weightedMean(step, ups)
+		res.Used = participants(ups)
+	case Median:
+		coordinateMedian(step, deltas(ups))
+		res.Used = participants(ups)
+	case TrimmedMean:
+		trimmedMean(step, deltas(ups), a.s.Trim)
+		res.Used = participants(ups)
+	case Krum, MultiKrum:
+		m := 1
+		if a.s.Name == MultiKrum {
+			m = a.s.Select
+			if m == 0 {
+				m = len(ups) - a.s.Byzantine
+			}
+			m = min(m, len(ups))
+		}
+		chosen, rejected := krumSelect(ups, a.s.Byzantine, m)
+		res.Rejected = append(res.Rejected, rejected...)
+		mean(step, chosen)
+		res.Used = participants(chosen)
+	}
+	res.Step = step
+	res.Params = make([]float32, len(global))
+	if a.opt != nil {
+		a.opt.apply(res.Params, global, step, a.s.ServerLR)
+	} else {
+		for i := range global {
+			res.Params[i] = float32(float64(global[i]) + a.s.ServerLR*float64(step[i]))
+		}
+	}
+	slices.Sort(res.Used)
+	slices.Sort(res.Clipped)
+	sortRejections(res.Rejected)
+	return res, nil
+}
+
+// check drops malformed and duplicate updates and sorts the rest by participant, so that
+// the result does not depend on arrival order.
+func (a *Aggregator) check(n int, updates []Update, res *Result) []Update {
+	count := map[string]int{}
+	for _, u := range updates {
+		count[u.Participant]++
+	}
+	var ok []Update
+	for _, u := range updates {
+		reject := func(format string, args ...any) {
+			res.Rejected = append(res.Rejected, Rejection{u.Participant, fmt.Sprintf(format, args...)})
+		}
+		switch {
+		case u.Participant == "":
+			reject("no participant id")
+		case count[u.Participant] > 1:
+			reject("%d updates from the same participant in one round", count[u.Participant])
+		case len(u.Delta) != n:
+			reject("update has %d parameters; the global model has %d", len(u.Delta), n)
+		case u.Samples <= 0:
+			reject("sample count %d; expected a positive number", u.Samples)
+		default:
+			if i := nonFinite(u.Delta); i >= 0 {
+				reject("parameter %d is %v; expected a finite number", i, u.Delta[i])
+				continue
+			}
+			ok = append(ok, u)
+		}
+	}
+	slices.SortFunc(ok, func(x, y Update) int { return cmp.Compare(x.Participant, y.Participant) })
+	return ok
+}
+
+// clip scales updates longer than ClipNorm down to it (copying them, never in place).
+func (a *Aggregator) clip(ups []Update, res *Result) []Update {
+	if a.s.ClipNorm == 0 {
+		return ups
+	}
+	for i, u := range ups {
+		if n := Norm(u.Delta); n > a.s.ClipNorm {
+			d := slices.Clone(u.Delta)
+			Scale(d, a.s.ClipNorm/n)
+			ups[i].Delta = d
+			res.Clipped = append(res.Clipped, u.Participant)
+		}
+	}
+	return ups
+}
+
+// reject leaves out updates whose norm or direction is far from the robust center.
+func (a *Aggregator) reject(ups []Update, res *Result) []Update {
+	r := a.s.Reject
+	if (r.NormRatio == 0 && r.MinCosine == nil) || len(ups) < 3 {
+		return ups
+	}
+	norms := make([]float64, len(ups))
+	for i, u := range ups {
+		norms[i] = Norm(u.Delta)
+	}
+	medNorm := medianOf(slices.Clone(norms))
+	var center []float32
+	var centerNorm float64
+	if r.MinCosine != nil {
+		center = make([]float32, len(ups[0].Delta))
+		coordinateMedian(center, deltas(ups))
+		centerNorm = Norm(center)
+	}
+	var keep []Update
+	for i, u := range ups {
+		if r.NormRatio > 0 && norms[i] > r.NormRatio*medNorm {
+			res.Rejected = append(res.Rejected, Rejection{u.Participant,
+				fmt.Sprintf("norm %.4g is more than %.4g × the median norm %.4g", norms[i], r.NormRatio, medNorm)})
+			continue
+		}
+		if r.MinCosine != nil && norms[i] > 0 && centerNorm > 0 {
+			if c := dot(u.Delta, center) / (norms[i] * centerNorm); c < *r.MinCosine {
+				res.Rejected = append(res.Rejected, Rejection{u.Participant,
+					fmt.Sprintf("cosine %.4f with the robust center is below %.4f", c, *r.MinCosine)})
+				continue
+			}
+		}
+		keep = append(keep, u)
+	}
+	return keep
+}
+
+// Norm returns the L2 norm of v, accumulated in float64.
+func Norm(v []float32) float64 { return math.Sqrt(dot(v, v)) }
+
+// Scale multiplies v by s in place.
+func Scale(v []float32, s float64) {
+	for i := range v {
+		v[i] = float32(float64(v[i]) * s)
+	}
+}
+
+func dot(a, b []float32) float64 {
+	var s float64
+	for i := range a {
+		s += float64(a[i]) * float64(b[i])
+	}
+	return s
+}
+
+func nonFinite(v []float32) int {
+	for i, x := range v {
+		if f := float64(x); math.IsNaN(f) || math.IsInf(f, 0) {
+			return i
+		}
+	}
+	return -1
+}
+
+func weightedMean(out []float32, ups []Update) {
+	var total float64
+	for _, u := range ups {
+		total += float64(u.Samples)
+	}
+	acc := make([]float64, len(out))
+	for _, u := range ups {
+		w := float64(u.Samples) / total
+		for i, x := range u.Delta {
+			acc[i] += w * float64(x)
+		}
+	}
+	for i := range out {
+		out[i] = float32(acc[i])
+	}
+}
+
+// mean averages with equal weights (robust rules ignore the reported
+// sample counts, which a Byzantine participant could inflate).
+func mean(out []float32, ups []Update) {
+	acc := make([]float64, len(out))
+	for _, u := range ups {
+		for i, x := range u.Delta {
+			acc[i] += float64(x)
+		}
+	}
+	for i := range out {
+		out[i] = float32(acc[i] / float64(len(ups)))
+	}
+}
+
+func deltas(ups []Update) [][]float32 {
+	out := make([][]float32, len(ups))
+	for i, u := range ups {
+		out[i] = u.Delta
+	}
+	return out
+}
+
+func participants(ups []Update) []string {
+	out := make([]string, len(ups))
+	for i, u := range ups {
+		out[i] = u.Participant
+	}
+	return out
+}
+
+func sortRejections(r []Rejection) {
+	slices.SortStableFunc(r, func(x, y Rejection) int { return cmp.Compare(x.Participant, y.Participant) })
+}

@@ -1,0 +1,352 @@
+package aggregate
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"testing"
+)
+
+func strategy(t testing.TB, name string, edit func(*Strategy)) *Aggregator {
+	t.Helper()
+	s := Strategy{Name: name}
+	s.SetDefaults()
+	if edit != nil {
+		edit(&s)
+	}
+	a, err := New(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+func randVec(r *rand.Rand, d int, scale float64) []float32 {
+	v := make([]float32, d)
+	for i := range v {
+		v[i] = float32(r.NormFloat64() * scale)
+	}
+	return v
+}
+
+func TestIdenticalUpdatesGiveThatUpdate(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	global := randVec(r, 257, 1)
+	delta := randVec(r, 257, 0.1)
+	for _, name := range []string{FedAvg, FedProx, Median, TrimmedMean, Krum, MultiKrum} {
+		t.Run(name, func(t *testing.T) {
+			a := strategy(t, name, nil)
+			var ups []Update
+			for i := range 7 {
+				ups = append(ups, Update{Participant: fmt.Sprintf("p%d", i), Delta: slices.Clone(delta), Samples: 10 + 13*i})
+			}
+			res, err := a.Aggregate(global, ups)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range delta {
+				if res.Step[i] != delta[i] {
+					t.Fatalf("step[%d] = %v, want the update's %v", i, res.Step[i], delta[i])
+				}
+				if want := float32(float64(global[i]) + float64(delta[i])); res.Params[i] != want {
+					t.Fatalf("params[%d] = %v, want %v", i, res.Params[i], want)
+				}
+			}
+			if len(res.Rejected) != 0 && name != Krum && name != MultiKrum {
+				t.Errorf("rejected %v", res.Rejected)
+			}
+		})
+	}
+}
+
+func TestFedAvgWeightsBySamples(t *testing.T) {
+	a := strategy(t, FedAvg, nil)
+	res, err := a.Aggregate([]float32{1, 1}, []Update{
+		{Participant: "a", Delta: []float32{4, 0}, Samples: 1},
+		{Participant: "b", Delta: []float32{0, 8}, Samples: 3},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []float32{1 + 1, 1 + 6}; !slices.Equal(res.Params, want) {
+		t.Errorf("params %v, want %v (weights 1/4 and 3/4)", res.Params, want)
+	}
+	// Server learning rate scales the step.
+	a = strategy(t, FedAvg, func(s *Strategy) { s.ServerLR = 0.5 })
+	res, _ = a.Aggregate([]float32{0}, []Update{{Participant: "a", Delta: []float32{2}, Samples: 5}})
+	if res.Params[0] != 1 {
+		t.Errorf("server_lr 0.5: params %v, want [1]", res.Params)
+	}
+}
+
+// byzantineRound builds n updates around a true mean, the first nByz of them attacked.
+func byzantineRound(seed uint64, n, nByz, d int, attack string) (honestMean []float32, ups []Update) {
+	r := rand.New(rand.NewPCG(seed, 7))
+	mu := randVec(r, d, 1)
+	acc := make([]float64, d)
+	for i := range n {
+		v := randVec(r, d, 0.1)
+		for k := range v {
+			v[k] += mu[k]
+		}
+		if i >= nByz {
+			for k, x := range v {
+				acc[k] += float64(x)
+			}
+		} else {
+			switch attack {
+			case "scaled":
+				Scale(v, 10)
+			case "sign_flip":
+				Scale(v, -1)
+			case "sign_flip_scaled":
+				Scale(v, -5)
+			}
+		}
+		// Byzantine participants also claim many samples, to pull FedAvg further.
+		samples := 100
+		if i < nByz {
+			samples = 300
+		}
+		ups = append(ups, Update{Participant: fmt.Sprintf("p%02d", i), Delta: v, Samples: samples})
+	}
+	honestMean = make([]float32, d)
+	for k := range acc {
+		honestMean[k] = float32(acc[k] / float64(n-nByz))
+	}
+	return honestMean, ups
+}
+
+func relDist(a, b []float32) float64 {
+	diff := make([]float32, len(a))
+	for i := range a {
+		diff[i] = a[i] - b[i]
+	}
+	return Norm(diff) / Norm(b)
+}
+
+func TestRobustRulesContainByzantine(t *testing.T) {
+	const n, nByz, d = 10, 3, 500
+	neg := -0.1
+	robust := []struct {
+		name string
+		edit func(*Strategy)
+	}{
+		{Median, nil},
+		{TrimmedMean, func(s *Strategy) { s.Trim = 0.3 }},
+		{Krum, func(s *Strategy) { s.Byzantine = 3 }},
+		{MultiKrum, func(s *Strategy) { s.Byzantine = 3 }},
+		{FedAvg + "+reject", func(s *Strategy) { s.Reject.NormRatio = 3; s.Reject.MinCosine = &neg }},
+	}
+	for _, attack := range []string{"scaled", "sign_flip", "sign_flip_scaled"} {
+		honest, ups := byzantineRound(3, n, nByz, d, attack)
+		zero := make([]float32, d)
+		avg, err := strategy(t, FedAvg, nil).Aggregate(zero, ups)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// FedAvg is dragged away: this is what the robust rules must prevent.
+		if dist := relDist(avg.Params, honest); dist < 0.5 {
+			t.Errorf("%s: FedAvg is only %.3f from the honest mean; the attack is too weak to test anything", attack, dist)
+		}
+		for _, rc := range robust {
+			t.Run(attack+"/"+rc.name, func(t *testing.T) {
+				name, _, _ := strings.Cut(rc.name, "+")
+				res, err := strategy(t, name, rc.edit).Aggregate(zero, ups)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if dist := relDist(res.Params, honest); dist > 0.12 {
+					t.Errorf("aggregate is %.3f (relative) from the honest mean; want ≤ 0.12 (FedAvg: %.3f)", dist, relDist(avg.Params, honest))
+				}
+				for _, p := range res.Used {
+					if p < fmt.Sprintf("p%02d", nByz) && name != Median && name != TrimmedMean {
+						t.Errorf("Byzantine %s was used", p)
+					}
+				}
+			})
+		}
+	}
+}
+
+func TestDeterministicAndOrderIndependent(t *testing.T) {
+	_, ups := byzantineRound(5, 9, 2, 300, "scaled")
+	global := randVec(rand.New(rand.NewPCG(9, 9)), 300, 1)
+	for _, name := range Strategies {
+		a1, a2 := strategy(t, name, nil), strategy(t, name, nil)
+		shuffled := slices.Clone(ups)
+		rand.New(rand.NewPCG(1, 1)).Shuffle(len(shuffled), func(i, j int) { shuffled[i], shuffled[j] = shuffled[j], shuffled[i] })
+		r1, err1 := a1.Aggregate(global, ups)
+		r2, err2 := a2.Aggregate(global, shuffled)
+		if err1 != nil || err2 != nil {
+			t.Fatalf("%s: %v %v", name, err1, err2)
+		}
+		if !slices.Equal(r1.Params, r2.Params) || !slices.Equal(r1.Used, r2.Used) || !slices.Equal(r1.Rejected, r2.Rejected) {
+			t.Errorf("%s: result depends on the order of the updates", name)
+		}
+	}
+}
+
+func TestRejectionsAreRecorded(t *testing.T) {
+	nan := float32(math.NaN())
+	ups := []Update{
+		{Participant: "ok1", Delta: []float32{1, 1}, Samples: 1},
+		{Participant: "ok2", Delta: []float32{1.1, 0.9}, Samples: 1},
+		{Participant: "ok3", Delta: []float32{0.9, 1.1}, Samples: 1},
+		{Participant: "short", Delta: []float32{1}, Samples: 1},
+		{Participant: "nan", Delta: []float32{1, nan}, Samples: 1},
+		{Participant: "nosamples", Delta: []float32{1, 1}, Samples: 0},
+		{Participant: "dup", Delta: []float32{1, 1}, Samples: 1},
+		{Participant: "dup", Delta: []float32{1, 1}, Samples: 1},
+		{Participant: "huge", Delta: []float32{50, 50}, Samples: 1},
+		{Participant: "flipped", Delta: []float32{-1, -1}, Samples: 1},
+	}
+	cos := 0.0
+	a := strategy(t, FedAvg, func(s *Strategy) { s.Reject.NormRatio = 3; s.Reject.MinCosine = &cos })
+	res, err := a.Aggregate([]float32{0, 0}, ups)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reasons := map[string]string{}
+	for _, r := range res.Rejected {
+		reasons[r.Participant] += r.Reason + ";"
+	}
+	for p, want := range map[string]string{
+		"short": "has 1 parameters", "nan": "parameter 1 is NaN", "nosamples": "sample count 0",
+		"dup": "2 updates from the same participant", "huge": "× the median norm", "flipped": "cosine -1.0000",
+	} {
+		if !strings.Contains(reasons[p], want) {
+			t.Errorf("%s: reason %q, want it to contain %q", p, reasons[p], want)
+		}
+	}
+	if !slices.Equal(res.Used, []string{"ok1", "ok2", "ok3"}) {
+		t.Errorf("used %v", res.Used)
+	}
+	if len(res.Rejected) != 7 {
+		t.Errorf("%d rejections, want 7: %v", len(res.Rejected), res.Rejected)
+	}
+}
+
+func TestTooFewUpdates(t *testing.T) {
+	a := strategy(t, Krum, func(s *Strategy) { s.Byzantine = 2 })
+	_, ups := byzantineRound(1, 6, 0, 10, "")
+	_, err := a.Aggregate(make([]float32, 10), ups)
+	if !errors.Is(err, ErrTooFewUpdates) || !strings.Contains(err.Error(), "at least 7") {
+		t.Errorf("krum f=2 with 6 updates: %v", err)
+	}
+	a = strategy(t, FedAvg, nil)
+	_, err = a.Aggregate([]float32{0}, []Update{{Participant: "x", Delta: []float32{1, 2}, Samples: 1}})
+	if !errors.Is(err, ErrTooFewUpdates) {
+		t.Errorf("no valid update: %v", err)
+	}
+}
+
+func TestClipNorm(t *testing.T) {
+	a := strategy(t, FedAvg, func(s *Strategy) { s.ClipNorm = 5 })
+	big := []float32{30, 40}
+	res, err := a.Aggregate([]float32{0, 0}, []Update{
+		{Participant: "big", Delta: big, Samples: 1},
+		{Participant: "small", Delta: []float32{3, 4}, Samples: 1},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(res.Params, []float32{3, 4}) || !slices.Equal(res.Clipped, []string{"big"}) {
+		t.Errorf("params %v clipped %v; want [3 4] and [big]", res.Params, res.Clipped)
+	}
+	if big[0] != 30 {
+		t.Error("clipping modified the caller's update")
+	}
+}
+
+func TestAdaptiveOptimizers(t *testing.T) {
+	// One step by hand (Reddi et al. 2021, Algorithm 2): m = (1−β1)Δ, v = β2τ² + (1−β2)Δ²
+	// for Adam, v = τ² − (1−β2)Δ²·sign(τ² − Δ²) for Yogi; x += η m/(√v + τ).
+	const b1, b2, tau, lr, d = 0.9, 0.99, 1e-3, 0.1, 0.5
+	m := (1 - b1) * d
+	vAdam := b2*tau*tau + (1-b2)*d*d
+	vYogi := tau*tau + (1-b2)*d*d
+	for name, v := range map[string]float64{FedAdam: vAdam, FedYogi: vYogi} {
+		a := strategy(t, name, func(s *Strategy) { s.ServerLR = lr })
+		res, err := a.Aggregate([]float32{1}, []Update{{Participant: "a", Delta: []float32{d}, Samples: 1}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := 1 + lr*m/(math.Sqrt(v)+tau)
+		if math.Abs(float64(res.Params[0])-want) > 1e-6 {
+			t.Errorf("%s: %v, want %v", name, res.Params[0], want)
+		}
+	}
+	// Both converge on a federated quadratic where clients step towards their own optimum.
+	for _, name := range []string{FedAdam, FedYogi} {
+		r := rand.New(rand.NewPCG(4, 4))
+		target := randVec(r, 50, 1)
+		x := make([]float32, 50)
+		a := strategy(t, name, func(s *Strategy) { s.ServerLR = 0.05 })
+		start := relDist(x, target)
+		for range 300 {
+			var ups []Update
+			for c := range 5 {
+				dl := make([]float32, 50)
+				for i := range dl {
+					dl[i] = 0.5*(target[i]-x[i]) + float32(r.NormFloat64()*0.01)
+				}
+				ups = append(ups, Update{Participant: fmt.Sprint(c), Delta: dl, Samples: 1})
+			}
+			res, err := a.Aggregate(x, ups)
+			if err != nil {
+				t.Fatal(err)
+			}
+			x = res.Params
+		}
+		if end := relDist(x, target); end > 0.05*start {
+			t.Errorf("%s: distance to optimum %.4f after 300 rounds (start %.4f)", name, end, start)
+		}
+	}
+}
+
+func TestOptimizerStateRestore(t *testing.T) {
+	_, ups := byzantineRound(2, 5, 0, 20, "")
+	x := make([]float32, 20)
+	a := strategy(t, FedYogi, nil)
+	for range 3 {
+		res, _ := a.Aggregate(x, ups)
+		x = res.Params
+	}
+	b := strategy(t, FedYogi, nil)
+	if err := b.Restore(a.State()); err != nil {
+		t.Fatal(err)
+	}
+	ra, _ := a.Aggregate(x, ups)
+	rb, _ := b.Aggregate(x, ups)
+	if !slices.Equal(ra.Params, rb.Params) {
+		t.Error("restored optimizer diverges from the original")
+	}
+	if err := b.Restore(OptimizerState{M: []float64{1}, V: []float64{-1}}); err == nil {
+		t.Error("negative second moment accepted")
+	}
+	if err := strategy(t, FedAvg, nil).Restore(OptimizerState{M: []float64{1}, V: []float64{1}}); err == nil {
+		t.Error("fedavg accepted optimizer state")
+	}
+}
+
+func BenchmarkAggregate(b *testing.B) {
+	const n, d = 10, 100_000
+	_, ups := byzantineRound(1, n, 0, d, "")
+	global := make([]float32, d)
+	for _, name := range []string{FedAvg, FedAdam, Median, TrimmedMean, Krum, MultiKrum} {
+		b.Run(name, func(b *testing.B) {
+			a := strategy(b, name, func(s *Strategy) { s.Byzantine = 3 })
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := a.Aggregate(global, ups); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(n*d)*float64(b.N)/b.Elapsed().Seconds(), "params/s")
+		})
+	}
+}

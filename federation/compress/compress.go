@@ -1,0 +1,353 @@
+// Package compress shrinks model updates for the trip from gateway to hub.
+//
+// Threat model: the bytes come from the network and are untrusted; Decode is strict (magic,
+// version, kind, lengths checked against a caller's bound before anything is allocated,
+// finite values, strictly increasing in-range indices, no trailing bytes) and fuzzed.
+// Compression protects nothing: a compressed update reveals as much as the update. It is
+// lossy; stochastic rounding keeps int8 unbiased and error feedback re-sends what top-k
+// dropped in later rounds, so neither biases the aggregate.
+package compress
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+
+	"github.com/millwright-io/millwright/gateway/config"
+)
+
+// The kinds of Codec.
+const (
+	None = "none" // float32, 4 bytes per parameter
+	Int8 = "int8" // int8 with stochastic rounding and one float32 scale per chunk
+	TopK = "topk" // the K largest-magnitude entries, indices gap-coded as uvarints
+)
+
+var kindByte = map[string]byte{None: 0, Int8: 1, TopK: 2}
+
+// DefaultChunk is the default number of values sharing one int8 scale.
+const DefaultChunk = 256
+
+// maxChunk bounds Codec.Chunk (and what Decode accepts).
+const maxChunk = 1 << 20
+
+// Codec describes how an update is compressed; the hub offers codecs with a round and a
+// client picks one it supports (Negotiate).
+type Codec struct {
+	// Kind is "none", "int8" or "topk". Default "none".
+	Kind string `yaml:"kind" json:"kind"`
+	// K is the number of entries topk keeps (required for topk).
+	K int `yaml:"k" json:"k,omitempty"`
+	// Chunk is the number of values sharing one int8 scale. Default 256.
+	Chunk int `yaml:"chunk" json:"chunk,omitempty"`
+}
+
+// SetDefaults fills in every field left at its zero value.
+func (c *Codec) SetDefaults() {
+	if c.Kind == "" {
+		c.Kind = None
+	}
+	if c.Chunk == 0 {
+		c.Chunk = DefaultChunk
+	}
+}
+
+// Validate reports every problem of the codec at once, with paths relative to it.
+func (c Codec) Validate() error {
+	var p config.Problems
+	if _, ok := kindByte[c.Kind]; !ok {
+		p.Addf("kind", "%q is not a codec; expected %q, %q or %q", c.Kind, None, Int8, TopK)
+	}
+	if c.Kind == TopK && c.K < 1 {
+		p.Addf("k", "%d must be ≥ 1 for topk", c.K)
+	}
+	if c.K < 0 {
+		p.Addf("k", "%d must be ≥ 0", c.K)
+	}
+	if c.Chunk < 1 || c.Chunk > maxChunk {
+		p.Addf("chunk", "%d is out of range; expected 1 to %d", c.Chunk, maxChunk)
+	}
+	return p.Err()
+}
+
+// ErrNoCommonCodec is returned (wrapped) by Negotiate when the client supports none of
+// the offered codecs.
+var ErrNoCommonCodec = errors.New("no common codec")
+
+// Negotiate returns the first codec of offer (the hub's preference order) whose kind the
+// client supports.
+func Negotiate(offer []Codec, supported []string) (Codec, error) {
+	for _, c := range offer {
+		if slices.Contains(supported, c.Kind) {
+			return c, c.Validate()
+		}
+	}
+	kinds := make([]string, len(offer))
+	for i, c := range offer {
+		kinds[i] = c.Kind
+	}
+	return Codec{}, fmt.Errorf("compress: hub offers %q, client supports %q: %w", kinds, supported, ErrNoCommonCodec)
+}
+
+// RawBytes is the size of n parameters as float32, to compare encodings with.
+func RawBytes(n int) int { return 4 * n }
+
+const headerLen = 4 + 1 + 4 // magic+version, kind, n
+
+var magic = [4]byte{'M', 'W', 'C', 1}
+
+// Encode compresses v with c (which must be valid). r supplies the stochastic rounding of
+// int8 (unused by the other kinds); it need not be cryptographic.
+func Encode(c Codec, v []float32, r *rand.Rand) ([]byte, error) {
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("compress: codec: %w", err)
+	}
+	if uint64(len(v)) > math.MaxUint32 {
+		return nil, fmt.Errorf("compress: %d parameters do not fit the format", len(v))
+	}
+	b := make([]byte, headerLen, headerLen+encodedCap(c, len(v)))
+	copy(b, magic[:])
+	b[4] = kindByte[c.Kind]
+	binary.LittleEndian.PutUint32(b[5:], uint32(len(v)))
+	switch c.Kind {
+	case None:
+		for _, x := range v {
+			b = binary.LittleEndian.AppendUint32(b, math.Float32bits(x))
+		}
+	case Int8:
+		b = binary.LittleEndian.AppendUint32(b, uint32(c.Chunk))
+		for start := 0; start < len(v); start += c.Chunk {
+			b = appendInt8Chunk(b, v[start:min(start+c.Chunk, len(v))], r)
+		}
+	case TopK:
+		idx := topK(v, c.K)
+		b = binary.LittleEndian.AppendUint32(b, uint32(len(idx)))
+		prev := -1
+		for _, i := range idx {
+			b = binary.AppendUvarint(b, uint64(i-prev-1))
+			prev = i
+		}
+		for _, i := range idx {
+			b = binary.LittleEndian.AppendUint32(b, math.Float32bits(v[i]))
+		}
+	}
+	return b, nil
+}
+
+// encodedCap is an upper bound of the encoded size after the header.
+func encodedCap(c Codec, n int) int {
+	switch c.Kind {
+	case Int8:
+		return 4 + n + 4*((n+c.Chunk-1)/c.Chunk)
+	case TopK:
+		k := min(c.K, n)
+		return 4 + k*(binary.MaxVarintLen32+4)
+	}
+	return 4 * n
+}
+
+// appendInt8Chunk appends the chunk's scale and its values stochastically rounded to
+// multiples of the scale: x/s is rounded up with probability equal to its fractional
+// part, so the decoded value's expectation is x.
+func appendInt8Chunk(b []byte, v []float32, r *rand.Rand) []byte {
+	var m float64
+	for _, x := range v {
+		m = max(m, math.Abs(float64(x)))
+	}
+	scale := float32(m / 127)
+	b = binary.LittleEndian.AppendUint32(b, math.Float32bits(scale))
+	for _, x := range v {
+		var q float64
+		if scale > 0 {
+			q = math.Floor(float64(x)/float64(scale) + r.Float64())
+			q = max(-127, min(127, q))
+		}
+		b = append(b, byte(int8(q)))
+	}
+	return b
+}
+
+// topK returns the indices of the k entries of largest magnitude, ascending (ties go to
+// the lower index, so the choice is deterministic).
+func topK(v []float32, k int) []int {
+	k = min(k, len(v))
+	if k == 0 {
+		return nil
+	}
+	mags := make([]float32, len(v))
+	for i, x := range v {
+		mags[i] = float32(math.Abs(float64(x)))
+	}
+	sorted := slices.Clone(mags)
+	slices.Sort(sorted)
+	thr := sorted[len(v)-k]
+	above := 0 // entries strictly above the threshold are all kept
+	for _, m := range mags {
+		if m > thr {
+			above++
+		}
+	}
+	ties := k - above
+	idx := make([]int, 0, k)
+	for i, m := range mags {
+		if m > thr || (m == thr && ties > 0) {
+			if m == thr {
+				ties--
+			}
+			idx = append(idx, i)
+		}
+	}
+	return idx
+}
+
+// ErrMalformed is returned (wrapped) by Decode for every malformed input.
+var ErrMalformed = errors.New("malformed compressed update")
+
+// Decode decodes b, which must hold exactly one encoded vector of at most maxParams
+// parameters, and returns the vector and its codec kind.
+func Decode(b []byte, maxParams int) ([]float32, string, error) {
+	fail := func(format string, args ...any) ([]float32, string, error) {
+		return nil, "", fmt.Errorf("compress: %s: %w", fmt.Sprintf(format, args...), ErrMalformed)
+	}
+	if len(b) < headerLen {
+		return fail("%d bytes, shorter than the %d-byte header", len(b), headerLen)
+	}
+	if [4]byte(b[:4]) != magic {
+		return fail("magic/version %x, expected %x", b[:4], magic)
+	}
+	kind := ""
+	for k, v := range kindByte {
+		if v == b[4] {
+			kind = k
+		}
+	}
+	if kind == "" {
+		return fail("unknown codec %d", b[4])
+	}
+	n := int(binary.LittleEndian.Uint32(b[5:]))
+	if n > maxParams {
+		return fail("%d parameters, more than the %d allowed", n, maxParams)
+	}
+	rest := b[headerLen:]
+	switch kind {
+	case None:
+		if len(rest) != 4*n {
+			return fail("%d bytes of float32 data for %d parameters", len(rest), n)
+		}
+		out := make([]float32, n)
+		for i := range out {
+			out[i] = math.Float32frombits(binary.LittleEndian.Uint32(rest[4*i:]))
+			if !finite(out[i]) {
+				return fail("parameter %d is %v", i, out[i])
+			}
+		}
+		return out, kind, nil
+	case Int8:
+		if len(rest) < 4 {
+			return fail("int8 without a chunk size")
+		}
+		chunk := int(binary.LittleEndian.Uint32(rest))
+		if chunk < 1 || chunk > maxChunk {
+			return fail("chunk size %d out of range 1..%d", chunk, maxChunk)
+		}
+		rest = rest[4:]
+		chunks := (n + chunk - 1) / chunk
+		if len(rest) != n+4*chunks {
+			return fail("%d bytes of int8 data for %d parameters in %d chunks; expected %d", len(rest), n, chunks, n+4*chunks)
+		}
+		out := make([]float32, n)
+		for start := 0; start < n; start += chunk {
+			scale := math.Float32frombits(binary.LittleEndian.Uint32(rest))
+			if !finite(scale) || scale < 0 {
+				return fail("chunk at %d has scale %v", start, scale)
+			}
+			end := min(start+chunk, n)
+			for i, q := range rest[4 : 4+end-start] {
+				if int8(q) == -128 {
+					return fail("parameter %d is -128, outside ±127", start+i)
+				}
+				out[start+i] = float32(int8(q)) * scale
+			}
+			rest = rest[4+end-start:]
+		}
+		return out, kind, nil
+	default: // TopK
+		if len(rest) < 4 {
+			return fail("topk without a count")
+		}
+		k := int(binary.LittleEndian.Uint32(rest))
+		if k > n {
+			return fail("%d entries for %d parameters", k, n)
+		}
+		rest = rest[4:]
+		if len(rest) < 5*k { // at least one varint byte and four value bytes each
+			return fail("%d bytes for %d entries", len(rest), k)
+		}
+		idx := make([]int, k)
+		prev := -1
+		for j := range idx {
+			gap, m := binary.Uvarint(rest)
+			if m <= 0 {
+				return fail("index %d is not a valid uvarint", j)
+			}
+			rest = rest[m:]
+			if gap >= uint64(n) || prev+1+int(gap) >= n {
+				return fail("index %d is past the %d parameters", j, n)
+			}
+			prev += 1 + int(gap)
+			idx[j] = prev
+		}
+		if len(rest) != 4*k {
+			return fail("%d bytes of values for %d entries", len(rest), k)
+		}
+		out := make([]float32, n)
+		for j, i := range idx {
+			x := math.Float32frombits(binary.LittleEndian.Uint32(rest[4*j:]))
+			if !finite(x) {
+				return fail("entry %d is %v", j, x)
+			}
+			out[i] = x
+		}
+		return out, kind, nil
+	}
+}
+
+func finite(x float32) bool { return !math.IsNaN(float64(x)) && !math.IsInf(float64(x), 0) }
+
+// Feedback is one participant's error-feedback accumulator (Seide et al. 2014; Karimireddy
+// et al. 2019): what compression dropped from one round's update is added to the next, so
+// nothing is lost for good. A client keeps one per federation; it is not safe for
+// concurrent use.
+type Feedback struct {
+	residual []float32
+}
+
+// Encode adds the residual to v (without changing v), encodes the sum with c and keeps
+// what the encoding lost as the new residual.
+func (f *Feedback) Encode(c Codec, v []float32, r *rand.Rand) ([]byte, error) {
+	if len(f.residual) != len(v) {
+		f.residual = make([]float32, len(v))
+	}
+	corrected := make([]float32, len(v))
+	for i := range v {
+		corrected[i] = v[i] + f.residual[i]
+	}
+	b, err := Encode(c, corrected, r)
+	if err != nil {
+		return nil, err
+	}
+	sent, _, err := Decode(b, len(v))
+	if err != nil {
+		return nil, fmt.Errorf("compress: decoding own encoding: %w", err)
+	}
+	for i := range corrected {
+		f.residual[i] = corrected[i] - sent[i]
+	}
+	return b, nil
+}
+
+// Residual returns a copy of what has not been sent yet.
+func (f *Feedback) Residual() []float32 { return slices.Clone(f.residual) }

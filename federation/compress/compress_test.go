@@ -1,0 +1,278 @@
+package compress
+
+import (
+	"errors"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/millwright-io/millwright/gateway/config"
+)
+
+func vec(seed uint64, n int) []float32 {
+	r := rand.New(rand.NewPCG(seed, 1))
+	v := make([]float32, n)
+	for i := range v {
+		v[i] = float32(r.NormFloat64() * 0.05)
+	}
+	return v
+}
+
+func codec(kind string, k int) Codec {
+	c := Codec{Kind: kind, K: k}
+	c.SetDefaults()
+	return c
+}
+
+func TestRoundTrip(t *testing.T) {
+	v := vec(1, 1000)
+	r := rand.New(rand.NewPCG(1, 2))
+	for _, tc := range []struct {
+		c      Codec
+		maxErr func(i int) float64
+	}{
+		{codec(None, 0), func(int) float64 { return 0 }},
+		{codec(Int8, 0), func(i int) float64 { // within one quantization step of its chunk
+			var m float64
+			for _, x := range v[i/DefaultChunk*DefaultChunk : min(len(v), (i/DefaultChunk+1)*DefaultChunk)] {
+				m = max(m, math.Abs(float64(x)))
+			}
+			return m / 127 * 1.0001
+		}},
+	} {
+		b, err := Encode(tc.c, v, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, kind, err := Decode(b, len(v))
+		if err != nil || kind != tc.c.Kind || len(got) != len(v) {
+			t.Fatalf("%s: decode %v kind %q len %d", tc.c.Kind, err, kind, len(got))
+		}
+		for i := range v {
+			if e := math.Abs(float64(got[i] - v[i])); e > tc.maxErr(i) {
+				t.Fatalf("%s: parameter %d: %v decoded as %v", tc.c.Kind, i, v[i], got[i])
+			}
+		}
+	}
+	// topk keeps exactly the k largest magnitudes.
+	b, _ := Encode(codec(TopK, 10), v, r)
+	got, _, err := Decode(b, len(v))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mags := make([]float64, len(v))
+	for i, x := range v {
+		mags[i] = math.Abs(float64(x))
+	}
+	slices.Sort(mags)
+	kept := 0
+	for i, x := range got {
+		if x != 0 {
+			kept++
+			if x != v[i] || math.Abs(float64(x)) < mags[len(mags)-10] {
+				t.Errorf("kept %d=%v, not among the 10 largest", i, x)
+			}
+		}
+	}
+	if kept != 10 {
+		t.Errorf("kept %d entries, want 10", kept)
+	}
+}
+
+func TestStochasticRoundingIsUnbiased(t *testing.T) {
+	// Values between quantization steps: deterministic rounding would be biased.
+	v := []float32{1, 0.3, -0.77, 0.001, 0.5, -0.25}
+	r := rand.New(rand.NewPCG(3, 4))
+	const trials = 20000
+	sum := make([]float64, len(v))
+	for range trials {
+		b, _ := Encode(codec(Int8, 0), v, r)
+		got, _, _ := Decode(b, len(v))
+		for i, x := range got {
+			sum[i] += float64(x)
+		}
+	}
+	step := 1.0 / 127
+	for i, x := range v {
+		mean := sum[i] / trials
+		// The rounding error of one trial is at most one step; its standard error over
+		// the trials is at most step/(2√trials).
+		if tol := 5 * step / (2 * math.Sqrt(trials)); math.Abs(mean-float64(x)) > tol {
+			t.Errorf("value %v: mean of decodings %v, off by more than %.2g", x, mean, tol)
+		}
+	}
+}
+
+func TestInt8SizeAtMostAThirdOfFloat32(t *testing.T) {
+	v := vec(2, 100_000)
+	b, err := Encode(codec(Int8, 0), v, rand.New(rand.NewPCG(1, 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ratio := float64(len(b)) / float64(RawBytes(len(v)))
+	t.Logf("int8: %d bytes for %d float32 bytes (%.3f×)", len(b), RawBytes(len(v)), ratio)
+	if ratio > 0.3 {
+		t.Errorf("int8 is %.3f× float32, want ≤ 0.3×", ratio)
+	}
+	b, _ = Encode(codec(TopK, 1000), v, nil)
+	if ratio := float64(len(b)) / float64(RawBytes(len(v))); ratio > 0.015 {
+		t.Errorf("top-1%% is %.4f× float32", ratio)
+	}
+}
+
+func TestErrorFeedbackCarriesTheResidual(t *testing.T) {
+	var f Feedback
+	c := codec(TopK, 2)
+	v := []float32{5, 0.1, 0.2, -4, 0.3}
+	b, _ := f.Encode(c, v, nil)
+	sent, _, _ := Decode(b, len(v))
+	if want := []float32{5, 0, 0, -4, 0}; !slices.Equal(sent, want) {
+		t.Fatalf("first round sent %v, want %v", sent, want)
+	}
+	if want := []float32{0, 0.1, 0.2, 0, 0.3}; !slices.Equal(f.Residual(), want) {
+		t.Fatalf("residual %v, want %v", f.Residual(), want)
+	}
+	// With zero new updates the residual is sent, largest first, until nothing is left.
+	zero := make([]float32, len(v))
+	b, _ = f.Encode(c, zero, nil)
+	sent, _, _ = Decode(b, len(v))
+	if want := []float32{0, 0, 0.2, 0, 0.3}; !slices.Equal(sent, want) {
+		t.Errorf("second round sent %v, want the residual's top 2 %v", sent, want)
+	}
+	// Over many rounds, what was sent plus the residual equals what was given.
+	var g Feedback
+	r := rand.New(rand.NewPCG(9, 9))
+	given, total := make([]float64, 200), make([]float64, 200)
+	for round := range 50 {
+		u := vec(uint64(round), 200)
+		for i, x := range u {
+			given[i] += float64(x)
+		}
+		b, err := g.Encode(codec(Int8, 0), u, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, _, _ := Decode(b, 200)
+		for i, x := range s {
+			total[i] += float64(x)
+		}
+	}
+	for i, res := range g.Residual() {
+		if d := math.Abs(total[i] + float64(res) - given[i]); d > 1e-4 {
+			t.Fatalf("parameter %d: sent %v + residual %v ≠ given %v", i, total[i], res, given[i])
+		}
+	}
+}
+
+func TestNegotiate(t *testing.T) {
+	offer := []Codec{codec(TopK, 100), codec(Int8, 0), codec(None, 0)}
+	c, err := Negotiate(offer, []string{None, Int8})
+	if err != nil || c.Kind != Int8 {
+		t.Errorf("got %+v, %v; want int8", c, err)
+	}
+	if _, err := Negotiate(offer[:2], []string{None}); !errors.Is(err, ErrNoCommonCodec) {
+		t.Errorf("no common codec: %v", err)
+	}
+}
+
+func TestCodecValidate(t *testing.T) {
+	err := Codec{Kind: "zstd", K: -1, Chunk: 0}.Validate()
+	for _, want := range []string{`kind: "zstd"`, "k: -1", "chunk: 0"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("missing %q in %v", want, err)
+		}
+	}
+	if err := (Codec{Kind: TopK, Chunk: 1}).Validate(); err == nil || !strings.Contains(err.Error(), "k: 0") {
+		t.Errorf("topk without k: %v", err)
+	}
+	var c Codec
+	c.SetDefaults()
+	if err := config.Decode([]byte("kind: topk\nk: 1000\n"), &c); err != nil || c.Validate() != nil || c.K != 1000 {
+		t.Errorf("decode: %+v %v", c, err)
+	}
+}
+
+func TestDecodeRejects(t *testing.T) {
+	v := vec(1, 300)
+	good := map[string][]byte{}
+	for _, k := range []string{None, Int8, TopK} {
+		good[k], _ = Encode(codec(k, 5), v, rand.New(rand.NewPCG(1, 1)))
+	}
+	nan := slices.Clone(good[None])
+	copy(nan[headerLen:], []byte{0, 0, 0xc0, 0x7f})
+	minus128 := slices.Clone(good[Int8])
+	minus128[headerLen+8] = 0x80
+	for name, b := range map[string][]byte{
+		"empty":     nil,
+		"bad magic": append([]byte("XXXX"), good[None][4:]...),
+		"bad kind":  append(append([]byte{}, good[None][:4]...), append([]byte{9}, good[None][5:]...)...),
+		"trailing":  append(slices.Clone(good[Int8]), 0),
+		"truncated": good[TopK][:len(good[TopK])-1],
+		"nan":       nan,
+		"int8 -128": minus128,
+		"too many":  good[None],
+	} {
+		max := 1000
+		if name == "too many" {
+			max = 299
+		}
+		if _, _, err := Decode(b, max); !errors.Is(err, ErrMalformed) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	v := vec(1, 40)
+	for _, k := range []string{None, Int8, TopK} {
+		b, _ := Encode(codec(k, 7), v, rand.New(rand.NewPCG(1, 1)))
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		out, kind, err := Decode(b, 1<<16)
+		if err != nil {
+			if out != nil || !errors.Is(err, ErrMalformed) {
+				t.Fatalf("error %v with output", err)
+			}
+			return
+		}
+		for i, x := range out {
+			if !finite(x) {
+				t.Fatalf("decoded non-finite %v at %d", x, i)
+			}
+		}
+		// What decodes re-encodes (losslessly for none and topk) to something that decodes.
+		if kind == None {
+			b2, _ := Encode(codec(None, 0), out, nil)
+			if !slices.Equal(b, b2) {
+				t.Fatal("none: re-encoding differs")
+			}
+		}
+	})
+}
+
+func BenchmarkEncode(b *testing.B) {
+	v := vec(1, 100_000)
+	for _, c := range []Codec{codec(None, 0), codec(Int8, 0), codec(TopK, 1000)} {
+		b.Run(c.Kind, func(b *testing.B) {
+			r := rand.New(rand.NewPCG(1, 1))
+			var n int
+			b.ReportAllocs()
+			for b.Loop() {
+				enc, err := Encode(c, v, r)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, _, err := Decode(enc, len(v)); err != nil {
+					b.Fatal(err)
+				}
+				n = len(enc)
+			}
+			b.ReportMetric(float64(n), "bytes/update")
+			b.ReportMetric(float64(n)/float64(RawBytes(len(v))), "x_float32")
+			b.ReportMetric(float64(len(v))*float64(b.N)/b.Elapsed().Seconds(), "params/s")
+		})
+	}
+}

@@ -1,0 +1,177 @@
+package dp
+
+import (
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/millwright-io/millwright/gateway/config"
+)
+
+// The values of Config.Noise.
+const (
+	// NoiseCentral: clients clip, the hub adds N(0, (σC)²) to the sum. The hub sees
+	// un-noised (clipped) updates or sums; the published model is protected.
+	NoiseCentral = "central"
+	// NoiseDistributed: each of the n clients of a round adds N(0, (σC)²/n) before secure
+	// aggregation, so that the sum the hub unmasks carries N(0, (σC)²) and the hub never
+	// sees less noise than that unless clients drop out or collude.
+	NoiseDistributed = "distributed"
+)
+
+// Config configures client-level differential privacy for one federation. Decode it with
+// config.Decode after SetDefaults, then call Validate.
+type Config struct {
+	// Enabled turns DP on. Default false.
+	Enabled bool `yaml:"enabled"`
+	// ClipNorm is C, the L2 bound on every client's update. Default 1.
+	ClipNorm float64 `yaml:"clip_norm"`
+	// NoiseMultiplier is σ: the noise on the sum has standard deviation σ·C. Default 1.
+	NoiseMultiplier float64 `yaml:"noise_multiplier"`
+	// Noise says who adds the noise: "central" (default) or "distributed".
+	Noise string `yaml:"noise"`
+	// SamplingRate is q, the probability that a client takes part in a round, drawn
+	// independently per client by the hub (Poisson sampling). 1 (default) when every
+	// client takes part: no amplification by sampling is claimed then.
+	SamplingRate float64 `yaml:"sampling_rate"`
+	// Delta is δ of the guarantee; it should be well below 1/(number of clients).
+	// Default 1e-5.
+	Delta float64 `yaml:"delta"`
+	// EpsilonLimit is the budget: a round that would take the cumulative ε at Delta past it
+	// is refused. Required when Enabled.
+	EpsilonLimit float64 `yaml:"epsilon_limit"`
+}
+
+// SetDefaults fills in every field left at its zero value.
+func (c *Config) SetDefaults() {
+	if c.ClipNorm == 0 {
+		c.ClipNorm = 1
+	}
+	if c.NoiseMultiplier == 0 {
+		c.NoiseMultiplier = 1
+	}
+	if c.Noise == "" {
+		c.Noise = NoiseCentral
+	}
+	if c.SamplingRate == 0 {
+		c.SamplingRate = 1
+	}
+	if c.Delta == 0 {
+		c.Delta = 1e-5
+	}
+}
+
+// Validate reports every problem of the configuration at once, with paths relative to it.
+func (c Config) Validate() error {
+	var p config.Problems
+	finitePos := func(v float64) bool { return v > 0 && !math.IsInf(v, 0) }
+	if !finitePos(c.ClipNorm) {
+		p.Addf("clip_norm", "%v must be a positive finite number", c.ClipNorm)
+	}
+	if !finitePos(c.NoiseMultiplier) {
+		p.Addf("noise_multiplier", "%v must be a positive finite number", c.NoiseMultiplier)
+	}
+	if c.Noise != NoiseCentral && c.Noise != NoiseDistributed {
+		p.Addf("noise", "%q is not a mode; expected %q or %q", c.Noise, NoiseCentral, NoiseDistributed)
+	}
+	if !(c.SamplingRate > 0 && c.SamplingRate <= 1) {
+		p.Addf("sampling_rate", "%v is out of range; expected (0, 1]", c.SamplingRate)
+	}
+	if !(c.Delta > 0 && c.Delta < 1) {
+		p.Addf("delta", "%v is out of range; expected (0, 1)", c.Delta)
+	}
+	if c.Enabled && !finitePos(c.EpsilonLimit) {
+		p.Addf("epsilon_limit", "%v must be a positive finite number when DP is enabled", c.EpsilonLimit)
+	}
+	return p.Err()
+}
+
+// ErrBudgetExceeded is returned (wrapped) by Budget.Spend when a round would take the
+// cumulative ε past the limit.
+var ErrBudgetExceeded = errors.New("privacy budget exceeded")
+
+// Report is the privacy of one round and of the federation so far, at Delta.
+type Report struct {
+	Round        int     // rounds composed, this one included
+	RoundEpsilon float64 // ε of this round alone
+	Epsilon      float64 // cumulative ε over every round so far
+	Delta        float64
+	Order        int     // the Rényi order α that gives Epsilon
+	Limit        float64 // the budget's ε limit
+}
+
+func (r Report) String() string {
+	return fmt.Sprintf("round %d: ε=%.4g (this round %.4g) at δ=%g, limit %.4g", r.Round, r.Epsilon, r.RoundEpsilon, r.Delta, r.Limit)
+}
+
+// Budget enforces an ε limit over a federation's rounds. It is not safe for concurrent
+// use.
+type Budget struct {
+	cfg  Config
+	acct *Accountant
+}
+
+// NewBudget returns the budget of cfg (which must be valid and enabled) that has already
+// spent steps (as returned by Steps, persisted by the hub).
+func NewBudget(cfg Config, steps ...Step) (*Budget, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("dp: config: %w", err)
+	}
+	if !cfg.Enabled {
+		return nil, errors.New("dp: config: enabled is false; a budget needs DP enabled")
+	}
+	a, err := NewAccountant(steps...)
+	if err != nil {
+		return nil, err
+	}
+	return &Budget{cfg: cfg, acct: a}, nil
+}
+
+// Spend accounts one round at the configured σ and q. If the cumulative ε after it would
+// exceed the limit, it returns an error wrapping ErrBudgetExceeded that names the ε the
+// round would reach, δ and the limit, and spends nothing: the round must not run (or its
+// result must not be released).
+func (b *Budget) Spend() (Report, error) {
+	step := Step{Q: b.cfg.SamplingRate, Sigma: b.cfg.NoiseMultiplier, Count: 1}
+	r, err := b.Preview()
+	if err != nil {
+		return r, err
+	}
+	if err := b.acct.Compose(step); err != nil {
+		return r, err
+	}
+	return r, nil
+}
+
+// Preview reports the privacy the next round would reach, and the same error Spend
+// would return, without spending anything.
+func (b *Budget) Preview() (Report, error) {
+	step := Step{Q: b.cfg.SamplingRate, Sigma: b.cfg.NoiseMultiplier, Count: 1}
+	eps, order := epsilon(addRDP(b.acct.rdp, step), b.cfg.Delta)
+	one, _ := epsilon(addRDP(make([]float64, len(Orders)), step), b.cfg.Delta)
+	r := Report{Round: b.acct.Rounds() + 1, RoundEpsilon: one, Epsilon: eps, Delta: b.cfg.Delta, Order: order, Limit: b.cfg.EpsilonLimit}
+	if eps > b.cfg.EpsilonLimit {
+		return r, fmt.Errorf("dp: round %d would bring ε to %.4g at δ=%g, past the limit ε=%.4g (spent so far ε=%.4g over %d rounds): %w",
+			r.Round, eps, b.cfg.Delta, b.cfg.EpsilonLimit, b.Spent().Epsilon, b.acct.Rounds(), ErrBudgetExceeded)
+	}
+	return r, nil
+}
+
+// Spent reports the privacy spent so far (Round is the number of rounds, RoundEpsilon 0).
+func (b *Budget) Spent() Report {
+	eps, order := b.acct.Epsilon(b.cfg.Delta)
+	return Report{Round: b.acct.Rounds(), Epsilon: eps, Delta: b.cfg.Delta, Order: order, Limit: b.cfg.EpsilonLimit}
+}
+
+// Steps returns the rounds spent, for persistence.
+func (b *Budget) Steps() []Step { return b.acct.Steps() }
+
+// NoiseStd returns the standard deviation of the noise one party adds: σ·C for central
+// noise, σ·C/√n for each of n clients with distributed noise.
+func (c Config) NoiseStd(n int) float64 {
+	s := c.NoiseMultiplier * c.ClipNorm
+	if c.Noise == NoiseDistributed {
+		s /= math.Sqrt(float64(max(n, 1)))
+	}
+	return s
+}

@@ -1,0 +1,184 @@
+package dp
+
+import (
+	"bytes"
+	"errors"
+	"math"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/millwright-io/millwright/gateway/config"
+)
+
+func seed(b byte) *bytes.Reader { return bytes.NewReader(bytes.Repeat([]byte{b}, 32)) }
+
+func TestClip(t *testing.T) {
+	v := []float32{3, 4}
+	if n := Clip(v, 1); n != 5 || math.Abs(float64(v[0])-0.6) > 1e-7 || math.Abs(float64(v[1])-0.8) > 1e-7 {
+		t.Errorf("clip to 1: norm %v, v %v", n, v)
+	}
+	w := []float32{0.3, 0.4}
+	if Clip(w, 1); w[0] != 0.3 || w[1] != 0.4 {
+		t.Errorf("a short vector was changed: %v", w)
+	}
+}
+
+func TestNoiseIsSeededAndGaussian(t *testing.T) {
+	n1, _ := NewNoise(seed(1))
+	n2, _ := NewNoise(seed(1))
+	n3, _ := NewNoise(seed(2))
+	a, b, c := make([]float32, 100000), make([]float32, 100000), make([]float32, 100000)
+	n1.Add(a, 2)
+	n2.Add(b, 2)
+	n3.Add(c, 2)
+	if !slicesEqual(a, b) || slicesEqual(a, c) {
+		t.Fatal("noise is not determined by its seed")
+	}
+	var s, s2 float64
+	for _, x := range a {
+		s += float64(x)
+		s2 += float64(x) * float64(x)
+	}
+	mean, std := s/float64(len(a)), math.Sqrt(s2/float64(len(a))-(s/float64(len(a)))*(s/float64(len(a))))
+	if math.Abs(mean) > 0.03 || math.Abs(std-2) > 0.03 {
+		t.Errorf("mean %.4f std %.4f; want 0 and 2", mean, std)
+	}
+	if _, err := NewNoise(bytes.NewReader(make([]byte, 5))); err == nil {
+		t.Error("a short seed was accepted")
+	}
+	if _, err := NewNoise(nil); err != nil {
+		t.Errorf("crypto/rand: %v", err)
+	}
+}
+
+func slicesEqual(a, b []float32) bool {
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func TestPrivatizeDistributedNoiseSumsToCentral(t *testing.T) {
+	cfg := Config{Enabled: true, EpsilonLimit: 1, Noise: NoiseDistributed}
+	cfg.SetDefaults()
+	cfg.NoiseMultiplier, cfg.ClipNorm = 2, 0.5
+	const clients, d = 16, 20000
+	sum := make([]float64, d)
+	for c := range clients {
+		n, _ := NewNoise(seed(byte(c)))
+		v := make([]float32, d)
+		v[0] = 100 // clipped to 0.5
+		if norm := n.Privatize(v, cfg, clients); norm != 100 {
+			t.Fatalf("norm before clipping %v", norm)
+		}
+		for i, x := range v {
+			sum[i] += float64(x)
+		}
+	}
+	var s2 float64
+	for _, x := range sum[1:] {
+		s2 += x * x
+	}
+	std := math.Sqrt(s2 / float64(d-1))
+	if want := cfg.NoiseMultiplier * cfg.ClipNorm; math.Abs(std-want) > 0.03*want {
+		t.Errorf("noise of the sum has std %.4f, want σC = %.4f", std, want)
+	}
+	if math.Abs(sum[0]-clients*0.5) > 5 {
+		t.Errorf("clipped signal sum %.3f, want ≈ %v", sum[0], clients*0.5)
+	}
+}
+
+func TestBudgetRefusesRoundPastLimit(t *testing.T) {
+	cfg := Config{Enabled: true, NoiseMultiplier: 1, EpsilonLimit: 10}
+	cfg.SetDefaults()
+	b, err := NewBudget(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last Report
+	for {
+		r, err := b.Spend()
+		if err != nil {
+			if !errors.Is(err, ErrBudgetExceeded) {
+				t.Fatal(err)
+			}
+			for _, want := range []string{"ε to", "δ=1e-05", "limit ε=10"} {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q does not name %q", err, want)
+				}
+			}
+			break
+		}
+		if r.Epsilon <= last.Epsilon || r.Round != last.Round+1 || r.Epsilon > cfg.EpsilonLimit {
+			t.Fatalf("report %v after %v", r, last)
+		}
+		last = r
+	}
+	// Refused rounds spend nothing.
+	if s := b.Spent(); s.Round != last.Round || s.Epsilon != last.Epsilon {
+		t.Errorf("spent %v after a refusal, want %v", s, last)
+	}
+	// σ=1, q=1, δ=1e-5: one round is the Gaussian mechanism; ε grows like √T.
+	if last.Round < 3 || last.Round > 10 {
+		t.Errorf("σ=1 allowed %d rounds within ε=10", last.Round)
+	}
+	// A restarted hub resumes from the persisted steps.
+	b2, err := NewBudget(cfg, b.Steps()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b2.Spent() != b.Spent() {
+		t.Errorf("restored budget %v, original %v", b2.Spent(), b.Spent())
+	}
+}
+
+func TestPerRoundAndCumulative(t *testing.T) {
+	cfg := Config{Enabled: true, NoiseMultiplier: 5, SamplingRate: 0.1, EpsilonLimit: 100}
+	cfg.SetDefaults()
+	b, _ := NewBudget(cfg)
+	first, _ := b.Spend()
+	if first.RoundEpsilon != first.Epsilon {
+		t.Errorf("first round: round ε %v, cumulative %v", first.RoundEpsilon, first.Epsilon)
+	}
+	for range 98 {
+		b.Spend()
+	}
+	r, _ := b.Spend()
+	if r.RoundEpsilon != first.RoundEpsilon || r.Epsilon <= first.Epsilon || r.Epsilon >= 100*first.Epsilon {
+		t.Errorf("after 100 rounds %v; first %v (RDP composes sublinearly)", r, first)
+	}
+}
+
+func TestSampleConfigLoads(t *testing.T) {
+	data, err := os.ReadFile("testdata/dp.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c Config
+	c.SetDefaults()
+	if err := config.Decode(data, &c); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if !c.Enabled || c.NoiseMultiplier != 1.1 || c.Noise != NoiseDistributed || c.EpsilonLimit != 8 {
+		t.Errorf("decoded %+v", c)
+	}
+}
+
+func TestConfigValidateReportsEveryProblem(t *testing.T) {
+	c := Config{Enabled: true, ClipNorm: -1, NoiseMultiplier: math.Inf(1), Noise: "local", SamplingRate: 2, Delta: 1}
+	err := c.Validate()
+	for _, want := range []string{"clip_norm: -1", "noise_multiplier: +Inf", `noise: "local"`, "sampling_rate: 2", "delta: 1", "epsilon_limit: 0"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("missing %q in %v", want, err)
+		}
+	}
+	if _, err := NewBudget(Config{}); err == nil {
+		t.Error("budget from a zero config")
+	}
+}

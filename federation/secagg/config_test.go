@@ -1,0 +1,45 @@
+package secagg
+
+import (
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/millwright-io/millwright/gateway/config"
+)
+
+func TestSampleConfigLoads(t *testing.T) {
+	data, err := os.ReadFile("testdata/secagg.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c Config
+	c.SetDefaults()
+	if err := config.Decode(data, &c); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ clients, t int }{{3, 3}, {10, 7}, {4, 3}, {2, 2}} {
+		p, err := c.Params(1, tc.clients, 100)
+		if err != nil || p.Threshold != tc.t {
+			t.Errorf("%d clients: threshold %d (%v), want %d", tc.clients, p.Threshold, err, tc.t)
+		}
+	}
+	// 8 × 2^16 × clients must stay below 2^31: at most 4095 clients, more than MaxClients anyway;
+	// a coarser range shows the overflow check.
+	c.Range = 1 << 12
+	if _, err := c.Params(1, 10, 100); err == nil || !strings.Contains(err.Error(), "overflow") {
+		t.Errorf("overflowing params: %v", err)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	err := Config{Threshold: 0.5, Range: -1, FracBits: 25}.Validate()
+	for _, want := range []string{"threshold: 0.5", "range: -1", "frac_bits: 25"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("missing %q in %v", want, err)
+		}
+	}
+}
