@@ -1,0 +1,10 @@
+package opcua
+
+import (
+	"os"
+	"testing"
+
+	"github.com/millwright-io/millwright/internal/servicetest"
+)
+
+func TestMain(m *testing.M) { os.Exit(servicetest.RunWithLeakCheck(m)) }

@@ -1,0 +1,214 @@
+package opcua
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/millwright-io/millwright/gateway/telemetry"
+)
+
+func TestSubscribeDelivers(t *testing.T) {
+	u := startUnitServer(t)
+	cfg := unitConfig(t, u)
+	cfg.Browse = []Browse{{Root: "ns=1;s=folder:Plant"}}
+	cfg.Browse[0].SetDefaults()
+	s := connectUnit(t, cfg)
+	pts := readUntil(t, s, 10*time.Second, hasAll("Press7/Temperature", "Pump3/Pressure", "Press7/Running", "Press7/Label"))
+	m := bySignal(pts)
+	if v := m["Press7/Temperature"].Value; v.Kind != telemetry.KindFloat || v.Float() != 21.5 {
+		t.Errorf("Press7/Temperature = %v, want float 21.5", v)
+	}
+	if v := m["Press7/Running"].Value; v.Kind != telemetry.KindBool || !v.Bool() {
+		t.Errorf("Running = %v, want true", v)
+	}
+	if v := m["Press7/Label"].Value; v.Kind != telemetry.KindString || v.Str != "ok" {
+		t.Errorf("Label = %v", v)
+	}
+	if v := m["Pump3/Pressure"].Value; v.Kind != telemetry.KindInt || v.Int() != 3 {
+		t.Errorf("Pressure = %v, want int 3", v)
+	}
+	p := m["Press7/Temperature"]
+	if p.SourceTime == 0 || p.ServerTime == 0 || p.ServerTime-p.SourceTime != int64(time.Millisecond) {
+		t.Errorf("timestamps source %d server %d, want both, 1ms apart", p.SourceTime, p.ServerTime)
+	}
+	// A change is delivered.
+	u.set(99.5, 0, "Line1", "Press7", "Temperature")
+	readUntil(t, s, 10*time.Second, func(pts []telemetry.Point) bool {
+		for _, p := range pts {
+			if p.Signal == "Temperature" && p.Machine == "Press7" && p.Value.Float() == 99.5 {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+func TestPollingDelivers(t *testing.T) {
+	u := startUnitServer(t)
+	cfg := unitConfig(t, u)
+	cfg.Mode = ModePolling
+	cfg.Polling.MaxNodesPerRead = 2 // several Read requests per cycle
+	cfg.Browse = []Browse{{Root: "ns=1;s=folder:Plant"}}
+	cfg.Browse[0].SetDefaults()
+	s := connectUnit(t, cfg)
+	readUntil(t, s, 10*time.Second, hasAll("Press7/Temperature", "Pump3/Pressure", "Pump3/Temperature", "Diagnostics/Errors"))
+	u.set(-3.25, 0, "Line1", "Press7", "Temperature")
+	readUntil(t, s, 10*time.Second, func(pts []telemetry.Point) bool {
+		return bySignal(pts)["Press7/Temperature"].Value.Float() == -3.25
+	})
+}
+
+func TestBrowseIncludeExcludeLimit(t *testing.T) {
+	u := startUnitServer(t)
+	tests := []struct {
+		name             string
+		include, exclude []string
+		maxItems         int
+		want             int
+	}{
+		{"all", nil, nil, 0, 8},
+		{"include one machine", []string{"Line1/Press7/*"}, nil, 0, 5},
+		{"exclude diagnostics", nil, []string{"**/Diagnostics/**"}, 0, 7},
+		{"double star", []string{"**/Temperature"}, nil, 0, 2},
+		{"limit", nil, nil, 3, 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := unitConfig(t, u)
+			b := Browse{Root: "ns=1;s=folder:Plant", Include: tt.include, Exclude: tt.exclude, MaxItems: tt.maxItems}
+			b.SetDefaults()
+			cfg.Browse = []Browse{b}
+			s := connectUnit(t, cfg)
+			items := s.Items()
+			ok := 0
+			for _, it := range items {
+				if it.Err == "" {
+					ok++
+				}
+			}
+			if ok != tt.want {
+				t.Errorf("%d items, want %d: %+v", ok, tt.want, items)
+			}
+		})
+	}
+}
+
+func TestArraysFlattenAndSkip(t *testing.T) {
+	u := startUnitServer(t)
+	for _, policy := range []string{ArraysFlatten, ArraysSkip} {
+		t.Run(policy, func(t *testing.T) {
+			cfg := unitConfig(t, u)
+			cfg.Arrays = policy
+			cfg.Nodes = []Node{
+				{NodeID: u.nodeID("Line1", "Press7", "Vibration").String(), Machine: "press-7", Signal: "vib"},
+				{NodeID: u.nodeID("Line1", "Press7", "Count").String(), Machine: "press-7", Signal: "count"},
+			}
+			s := connectUnit(t, cfg)
+			pts := readUntil(t, s, 10*time.Second, hasAll("press-7/count"))
+			if policy == ArraysFlatten {
+				if !hasAll("press-7/vib[0]", "press-7/vib[1]", "press-7/vib[2]")(pts) {
+					pts = readUntil(t, s, 10*time.Second, hasAll("press-7/vib[0]", "press-7/vib[1]", "press-7/vib[2]"))
+				}
+				if v := bySignal(pts)["press-7/vib[2]"].Value.Float(); v != 0.3 {
+					t.Errorf("vib[2] = %v, want 0.3", v)
+				}
+				return
+			}
+			// Skipped arrays are counted, never delivered.
+			time.Sleep(200 * time.Millisecond)
+			for _, p := range pts {
+				if p.Signal != "count" {
+					t.Errorf("unexpected point %+v", p)
+				}
+			}
+		})
+	}
+}
+
+func TestBadNodeIDIsPerItemError(t *testing.T) {
+	u := startUnitServer(t)
+	for _, mode := range []string{ModeSubscription, ModePolling} {
+		t.Run(mode, func(t *testing.T) {
+			cfg := unitConfig(t, u)
+			cfg.Mode = mode
+			cfg.Nodes = []Node{
+				{NodeID: "ns=1;s=Does.Not.Exist", Machine: "ghost", Signal: "x"},
+				{NodeID: u.nodeID("Line1", "Pump3", "Pressure").String(), Machine: "pump-3", Signal: "pressure"},
+				{BrowsePath: "Plant/Line1/Nowhere/Temperature", Machine: "ghost", Signal: "y"},
+			}
+			s := connectUnit(t, cfg)
+			readUntil(t, s, 10*time.Second, hasAll("pump-3/pressure"))
+			var bad []ItemStatus
+			for _, it := range s.Items() {
+				if it.Err != "" {
+					bad = append(bad, it)
+				}
+			}
+			if len(bad) != 2 {
+				t.Fatalf("failed items = %+v, want the unknown node id and the unresolved path", bad)
+			}
+			classes := map[string]bool{bad[0].Class: true, bad[1].Class: true}
+			if !classes[itemErrNodeUnknown] || !classes[itemErrPath] {
+				t.Errorf("classes = %v", classes)
+			}
+		})
+	}
+}
+
+func TestQualityFromStatus(t *testing.T) {
+	u := startUnitServer(t)
+	cfg := unitConfig(t, u)
+	cfg.Nodes = []Node{{NodeID: u.nodeID("Line1", "Pump3", "Temperature").String(), Machine: "pump-3", Signal: "temp"}}
+	s := connectUnit(t, cfg)
+	readUntil(t, s, 10*time.Second, hasAll("pump-3/temp"))
+	u.set(float32(41), 0x40000000|0x00920000, "Line1", "Pump3", "Temperature") // UncertainLastUsableValue-like
+	pts := readUntil(t, s, 10*time.Second, func(pts []telemetry.Point) bool {
+		return len(pts) > 0 && pts[len(pts)-1].Value.Float() == 41
+	})
+	q := pts[len(pts)-1].Quality
+	if q.Level != telemetry.Uncertain || q.Code != 0x40920000 {
+		t.Errorf("quality = %+v, want uncertain with the raw code", q)
+	}
+}
+
+func TestAckFailureCountsLostAndWindowBounds(t *testing.T) {
+	u := startUnitServer(t)
+	cfg := unitConfig(t, u)
+	cfg.Browse = []Browse{{Root: "ns=1;s=folder:Plant"}}
+	cfg.Browse[0].SetDefaults()
+	cfg.MaxBatchPoints = 2
+	cfg.MaxInflightPoints = 2
+	s := connectUnit(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	b, ack, err := s.Read(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Len() > 2 {
+		t.Errorf("batch of %d points, max_batch_points 2", b.Len())
+	}
+	if b.Len() == 2 {
+		// The window is full: Read takes nothing until the batch is settled.
+		short, stop := context.WithTimeout(ctx, 300*time.Millisecond)
+		_, _, err := s.Read(short)
+		stop()
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Read with a full window = %v, want it to wait", err)
+		}
+	}
+	ack(ctx, errors.New("wal full"))
+	ack(ctx, errors.New("twice")) // settles once
+	if got := testutil.ToFloat64(s.m.lost); got != float64(b.Len()) {
+		t.Errorf("lost points = %v, want %d", got, b.Len())
+	}
+	if _, ack, err := s.Read(ctx); err != nil {
+		t.Errorf("Read after settling: %v", err)
+	} else {
+		ack(ctx, nil)
+	}
+}

@@ -1,0 +1,233 @@
+package opcua
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gopcua/opcua/id"
+	"github.com/gopcua/opcua/server"
+	"github.com/gopcua/opcua/server/attrs"
+	"github.com/gopcua/opcua/ua"
+
+	"github.com/millwright-io/millwright/connectors"
+	"github.com/millwright-io/millwright/gateway/telemetry"
+	"github.com/millwright-io/millwright/internal/servicetest"
+)
+
+// unitServer is a gopcua in-process server (security None) with a small plant:
+//
+//	Objects/Plant/Line1/Press7/{Temperature, Running, Label, Vibration (array), Count}
+//	Objects/Plant/Line1/Pump3/{Temperature, Pressure}
+//	Objects/Plant/Line1/Diagnostics/{Errors}
+//
+// Node ids are "ns=<ns>;s=<browse path below Plant, joined by '.'>".
+type unitServer struct {
+	srv  *server.Server
+	ns   *server.NodeNameSpace
+	url  string
+	mu   sync.Mutex
+	vals map[string]*ua.DataValue // by node id string
+}
+
+type unitVar struct {
+	path  []string // below Plant
+	value any
+}
+
+var unitVars = []unitVar{
+	{[]string{"Line1", "Press7", "Temperature"}, 21.5},
+	{[]string{"Line1", "Press7", "Running"}, true},
+	{[]string{"Line1", "Press7", "Label"}, "ok"},
+	{[]string{"Line1", "Press7", "Vibration"}, []float64{0.1, 0.2, 0.3}},
+	{[]string{"Line1", "Press7", "Count"}, int32(7)},
+	{[]string{"Line1", "Pump3", "Temperature"}, float32(40)},
+	{[]string{"Line1", "Pump3", "Pressure"}, uint16(3)},
+	{[]string{"Line1", "Diagnostics", "Errors"}, int64(0)},
+}
+
+func startUnitServer(t testing.TB) *unitServer {
+	t.Helper()
+	port := servicetest.FreePort(t)
+	u := &unitServer{vals: map[string]*ua.DataValue{}}
+	u.srv = server.New(
+		server.EndPoint("127.0.0.1", port),
+		server.EnableSecurity("None", ua.MessageSecurityModeNone),
+		server.EnableAuthMode(ua.UserTokenTypeAnonymous),
+		server.SetLogger(quietLogger{}),
+	)
+	u.url = "opc.tcp://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	u.ns = server.NewNodeNameSpace(u.srv, "urn:millwright:test")
+	root, _ := u.srv.Namespace(0)
+	plant := u.folder("Plant", "Plant")
+	root.Objects().AddRef(plant, id.Organizes, true)
+	folders := map[string]*server.Node{}
+	for _, v := range unitVars {
+		parent := plant
+		key := ""
+		for _, seg := range v.path[:len(v.path)-1] {
+			key += "." + seg
+			f := folders[key]
+			if f == nil {
+				f = u.folder(key[1:], seg)
+				parent.AddRef(f, id.Organizes, true)
+				folders[key] = f
+			}
+			parent = f
+		}
+		nid := u.nodeID(v.path...)
+		u.vals[nid.String()] = dataValue(v.value, time.Now())
+		key2 := nid.String()
+		node := server.NewNode(nid,
+			map[ua.AttributeID]*ua.DataValue{
+				ua.AttributeIDNodeClass:       server.DataValueFromValue(uint32(ua.NodeClassVariable)),
+				ua.AttributeIDBrowseName:      server.DataValueFromValue(attrs.BrowseName(v.path[len(v.path)-1])),
+				ua.AttributeIDDisplayName:     server.DataValueFromValue(attrs.DisplayName(v.path[len(v.path)-1], "")),
+				ua.AttributeIDAccessLevel:     server.DataValueFromValue(byte(ua.AccessLevelTypeCurrentRead)),
+				ua.AttributeIDUserAccessLevel: server.DataValueFromValue(byte(ua.AccessLevelTypeCurrentRead)),
+			},
+			nil,
+			func() *ua.DataValue {
+				u.mu.Lock()
+				defer u.mu.Unlock()
+				dv := *u.vals[key2]
+				return &dv
+			})
+		u.ns.AddNode(node)
+		parent.AddRef(node, id.HasComponent, true)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := u.srv.Start(ctx); err != nil {
+		cancel()
+		t.Fatalf("start server: %v", err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		_ = u.srv.Close()
+	})
+	return u
+}
+
+func (u *unitServer) folder(key, name string) *server.Node {
+	n := server.NewNode(ua.NewStringNodeID(u.ns.ID(), "folder:"+key),
+		map[ua.AttributeID]*ua.DataValue{
+			ua.AttributeIDNodeClass:   server.DataValueFromValue(uint32(ua.NodeClassObject)),
+			ua.AttributeIDBrowseName:  server.DataValueFromValue(attrs.BrowseName(name)),
+			ua.AttributeIDDisplayName: server.DataValueFromValue(attrs.DisplayName(name, "")),
+		}, nil, nil)
+	return u.ns.AddNode(n)
+}
+
+func (u *unitServer) nodeID(path ...string) *ua.NodeID {
+	s := ""
+	for i, p := range path {
+		if i > 0 {
+			s += "."
+		}
+		s += p
+	}
+	return ua.NewStringNodeID(u.ns.ID(), s)
+}
+
+// set changes a value (status Good unless given) and notifies the monitored items.
+func (u *unitServer) set(v any, status ua.StatusCode, path ...string) {
+	nid := u.nodeID(path...)
+	dv := dataValue(v, time.Now())
+	if status != ua.StatusOK {
+		dv.Status = status
+		dv.EncodingMask |= ua.DataValueStatusCode
+	}
+	u.mu.Lock()
+	u.vals[nid.String()] = dv
+	u.mu.Unlock()
+	u.srv.ChangeNotification(nid)
+}
+
+func dataValue(v any, t time.Time) *ua.DataValue {
+	return &ua.DataValue{
+		EncodingMask:    ua.DataValueValue | ua.DataValueSourceTimestamp | ua.DataValueServerTimestamp,
+		Value:           ua.MustVariant(v),
+		SourceTimestamp: t.Add(-time.Millisecond),
+		ServerTimestamp: t,
+	}
+}
+
+type quietLogger struct{}
+
+func (quietLogger) Debug(string, ...any) {}
+func (quietLogger) Info(string, ...any)  {}
+func (quietLogger) Warn(string, ...any)  {}
+func (quietLogger) Error(string, ...any) {}
+
+// unitConfig is a source configuration for u with fast intervals and a private PKI dir.
+func unitConfig(t testing.TB, u *unitServer) Config {
+	var c Config
+	c.Endpoint = u.url
+	c.StateDir = t.TempDir()
+	c.KeepAlive = 200 * time.Millisecond
+	c.Subscription.PublishingInterval = 50 * time.Millisecond
+	c.Polling.Interval = 50 * time.Millisecond
+	return c
+}
+
+func unitEnv(t testing.TB) connectors.Env {
+	return connectors.Env{Logger: slog.New(slog.DiscardHandler)}.WithDefaults()
+}
+
+// connectUnit builds and connects a source; Close runs at cleanup.
+func connectUnit(t testing.TB, cfg Config) *Source {
+	t.Helper()
+	s, err := New("unit", cfg, unitEnv(t))
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := s.Connect(ctx); err != nil {
+		t.Fatalf("Connect: %v", err)
+	}
+	t.Cleanup(func() { _ = s.Close(context.Background()) })
+	return s
+}
+
+// readUntil reads (acking every batch) until want returns true for the points seen so far.
+func readUntil(t testing.TB, s *Source, timeout time.Duration, want func([]telemetry.Point) bool) []telemetry.Point {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	var seen []telemetry.Point
+	for !want(seen) {
+		b, ack, err := s.Read(ctx)
+		if err != nil {
+			t.Fatalf("Read: %v (after %d points)", err, len(seen))
+		}
+		seen = append(seen, b.Points...)
+		ack(ctx, nil)
+	}
+	return seen
+}
+
+// bySignal returns the last point of every machine/signal.
+func bySignal(pts []telemetry.Point) map[string]telemetry.Point {
+	m := map[string]telemetry.Point{}
+	for _, p := range pts {
+		m[p.Machine+"/"+p.Signal] = p
+	}
+	return m
+}
+
+func hasAll(keys ...string) func([]telemetry.Point) bool {
+	return func(pts []telemetry.Point) bool {
+		m := bySignal(pts)
+		for _, k := range keys {
+			if _, ok := m[k]; !ok {
+				return false
+			}
+		}
+		return true
+	}
+}
