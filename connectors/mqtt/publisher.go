@@ -24,6 +24,9 @@ type PublisherConfig struct {
 	// MaxInflight bounds the messages published but not yet acknowledged by the broker;
 	// Publish blocks past it. Default 1,000.
 	MaxInflight int
+	// Will, when not nil, is the message the broker publishes if the connection ends
+	// without a DISCONNECT.
+	Will *Message
 }
 
 // Publisher publishes messages to a broker with a bounded window of unacknowledged
@@ -66,6 +69,9 @@ func NewPublisher(cfg PublisherConfig) (*Publisher, error) {
 	}
 	if tlsCfg != nil {
 		opts.SetTLSConfig(tlsCfg)
+	}
+	if w := cfg.Will; w != nil {
+		opts.SetBinaryWill(w.Topic, w.Payload, w.QoS, w.Retained)
 	}
 	return &Publisher{cfg: cfg, client: paho.NewClient(opts), window: make(chan struct{}, cfg.MaxInflight)}, nil
 }

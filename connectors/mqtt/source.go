@@ -49,6 +49,7 @@ type Source struct {
 	m       *metrics
 	names   *telemetry.Interner
 	filters map[string]byte // subscription filter -> QoS
+	hooks   *Hooks          // set by NewWithHooks
 
 	mu        sync.Mutex // guards conn, gen and connected
 	conn      *connection
@@ -141,6 +142,10 @@ func (s *Source) Connect(ctx context.Context) error {
 			c.shutdown(ctx)
 			return fmt.Errorf("mqtt source %q: %w", s.name, err)
 		}
+	}
+	if err := s.hooks.onConnect(ctx, c); err != nil {
+		c.shutdown(ctx)
+		return fmt.Errorf("mqtt source %q: %w", s.name, err)
 	}
 	s.conn = c
 	s.connected = true
@@ -282,6 +287,7 @@ func (c *connection) clientOptions(ctx context.Context, id string, tlsCfg *tls.C
 	o.SetAutoAckDisabled(true)
 	o.SetStore(discardStore{})
 	o.SetDefaultPublishHandler(r.onMessage)
+	c.src.hooks.setWill(o)
 	o.SetConnectionLostHandler(func(_ paho.Client, err error) {
 		c.src.m.lost.Inc()
 		c.src.log.Debug("connection lost", "client_id", id, "generation", c.gen, "err", err)
@@ -693,11 +699,12 @@ func (r *receiver) onMessage(cl paho.Client, m paho.Message) {
 	}
 }
 
-// decode decodes a message with the decoder of the first topic whose pattern matches, into
-// the receiver's slab.
+// decode decodes a message with the hooks' handler, or else the decoder of the first topic
+// whose pattern matches, into the receiver's slab.
 func (r *receiver) decode(topic string, payload []byte, now int64) ([]telemetry.Point, error) {
+	h := r.c.src.hooks.handler()
 	dec := r.decs[0]
-	if len(r.decs) > 1 {
+	if h == nil && len(r.decs) > 1 {
 		dec = nil
 		for _, d := range r.decs {
 			if d.Match(topic) {
@@ -714,11 +721,14 @@ func (r *receiver) decode(topic string, payload []byte, now int64) ([]telemetry.
 				Reason: fmt.Sprintf("topic %q matches none of the patterns %q", topic, pats)}
 		}
 	}
+	if h == nil {
+		h = dec
+	}
 	if len(r.slab)-r.used < minSlabRoom {
 		r.slab, r.used = make([]telemetry.Point, slabPoints), 0
 	}
 	free := r.slab[r.used:r.used:len(r.slab)]
-	pts, err := dec.Decode(topic, payload, now, free)
+	pts, err := h.Decode(topic, payload, now, free)
 	if err != nil || len(pts) == 0 {
 		return nil, err
 	}

@@ -51,7 +51,7 @@ type Runner struct {
 	pub   Publisher
 	opts  RunOptions
 
-	steps, published, delivered, failed atomic.Int64
+	counts
 }
 
 // NewRunner checks opts and returns a Runner. It does no I/O.
@@ -113,15 +113,21 @@ func (r *Runner) Run(ctx context.Context) error {
 	return nil
 }
 
-func (r *Runner) settle(err error) {
+// counts are a runner's Stats.
+type counts struct {
+	steps, published, delivered, failed atomic.Int64
+}
+
+// settle is the done callback of a publish.
+func (c *counts) settle(err error) {
 	if err != nil {
-		r.failed.Add(1)
+		c.failed.Add(1)
 	} else {
-		r.delivered.Add(1)
+		c.delivered.Add(1)
 	}
 }
 
 // Stats returns the counts so far. It is safe to call while Run runs.
-func (r *Runner) Stats() Stats {
-	return Stats{Steps: r.steps.Load(), Published: r.published.Load(), Delivered: r.delivered.Load(), Failed: r.failed.Load()}
+func (c *counts) Stats() Stats {
+	return Stats{Steps: c.steps.Load(), Published: c.published.Load(), Delivered: c.delivered.Load(), Failed: c.failed.Load()}
 }
