@@ -46,6 +46,12 @@ func (f *fakeSource) Connect(context.Context) error {
 }
 
 func (f *fakeSource) Read(ctx context.Context) (telemetry.Batch, connectors.AckFunc, error) {
+	// A pending failure wins over a ready batch, so "the next Read" fails deterministically.
+	select {
+	case err := <-f.fail:
+		return telemetry.Batch{}, nil, err
+	default:
+	}
 	select {
 	case err := <-f.fail:
 		return telemetry.Batch{}, nil, err

@@ -62,7 +62,7 @@ func TestRun(t *testing.T) {
 		},
 		{
 			name: "config check the example", args: []string{"config", "check", exampleConfig}, code: 0,
-			stdout:     []string{exampleConfig + ": ok (factory acme-berlin, 1 source(s), 1 sink(s))"},
+			stdout:     []string{exampleConfig + ": ok (factory acme-berlin, 2 source(s), 1 sink(s))"},
 			secretFree: true,
 		},
 		{
