@@ -9,6 +9,8 @@ import (
 
 	"github.com/millwright-io/millwright/connectors/influxdb"
 	"github.com/millwright-io/millwright/connectors/mqtt"
+	"github.com/millwright-io/millwright/connectors/opcua"
+	"github.com/millwright-io/millwright/connectors/sparkplug"
 	"github.com/millwright-io/millwright/gateway/buffer"
 	"github.com/millwright-io/millwright/gateway/config"
 	"github.com/millwright-io/millwright/gateway/deadletter"
@@ -23,6 +25,7 @@ type Config struct {
 	Sources     []SourceConfig    `yaml:"sources"`
 	Sinks       []SinkConfig      `yaml:"sinks"`
 	Ledger      LedgerConfig      `yaml:"ledger"`
+	Models      ModelsConfig      `yaml:"models"`
 }
 
 // Settings are the gateway's own settings.
@@ -53,8 +56,11 @@ type LogConfig struct {
 
 // SourceConfig is one source: a name and exactly one connector block.
 type SourceConfig struct {
-	Name string       `yaml:"name"`
-	MQTT *mqtt.Config `yaml:"mqtt"`
+	Name  string        `yaml:"name"`
+	MQTT  *mqtt.Config  `yaml:"mqtt"`
+	OPCUA *opcua.Config `yaml:"opcua"`
+
+	Sparkplug *sparkplug.Config `yaml:"sparkplug"`
 }
 
 // SinkConfig is one sink: a name and exactly one connector block.
@@ -73,6 +79,7 @@ func (c *Config) SetDefaults() {
 	c.Buffer.SetDefaults()
 	c.DeadLetters.SetDefaults()
 	c.Ledger.SetDefaults()
+	c.Models.SetDefaults()
 }
 
 var namePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`)
@@ -101,6 +108,7 @@ func (c Config) Validate() error {
 	p.Nest("buffer", c.Buffer.Validate())
 	p.Nest("dead_letters", c.DeadLetters.Validate())
 	p.Nest("ledger", c.Ledger.Validate())
+	p.Nest("models", c.Models.validate(c.Sinks))
 
 	names := map[string]string{}
 	checkName := func(path, name string) {
@@ -122,10 +130,18 @@ func (c Config) Validate() error {
 		path := config.Index("sources", i)
 		checkName(path, s.Name)
 		switch {
+		case s.MQTT != nil && s.OPCUA != nil:
+			p.Addf(path, "has both an mqtt and an opcua block; expected exactly one")
+		case s.Sparkplug != nil && (s.MQTT != nil || s.OPCUA != nil):
+			p.Addf(path, "has a sparkplug block and another connector block; expected exactly one")
 		case s.MQTT != nil:
 			p.Nest(config.Join(path, "mqtt"), s.MQTT.Validate())
+		case s.OPCUA != nil:
+			p.Nest(config.Join(path, "opcua"), s.OPCUA.Validate())
+		case s.Sparkplug != nil:
+			p.Nest(config.Join(path, "sparkplug"), s.Sparkplug.Validate())
 		default:
-			p.Addf(path, "no connector block; expected one of: mqtt")
+			p.Addf(path, "no connector block; expected one of: mqtt, opcua, sparkplug")
 		}
 	}
 	if len(c.Sinks) == 0 {
@@ -151,7 +167,13 @@ func Parse(data []byte) (Config, error) {
 	derr := config.Decode(data, &c)
 	c.Buffer.Dir = statePath(c.Gateway.StateDir, c.Buffer.Dir, "wal")
 	c.DeadLetters.Dir = statePath(c.Gateway.StateDir, c.DeadLetters.Dir, "deadletters")
+	for _, s := range c.Sources {
+		if s.OPCUA != nil && s.OPCUA.StateDir == "" {
+			s.OPCUA.StateDir = c.Gateway.StateDir
+		}
+	}
 	c.Ledger.resolve(c.Gateway)
+	c.Models.resolve(c.Gateway, c.Sinks)
 	// Decoding and validation problems are reported together, so one run shows them all.
 	return c, errors.Join(derr, c.Validate())
 }

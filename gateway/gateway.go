@@ -15,6 +15,8 @@ import (
 	"github.com/millwright-io/millwright/connectors"
 	"github.com/millwright-io/millwright/connectors/influxdb"
 	"github.com/millwright-io/millwright/connectors/mqtt"
+	"github.com/millwright-io/millwright/connectors/opcua"
+	"github.com/millwright-io/millwright/connectors/sparkplug"
 	"github.com/millwright-io/millwright/gateway/api"
 	"github.com/millwright-io/millwright/gateway/buffer"
 	"github.com/millwright-io/millwright/gateway/deadletter"
@@ -52,6 +54,10 @@ func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 		switch {
 		case sc.MQTT != nil:
 			src, err = mqtt.New(sc.Name, *sc.MQTT, env)
+		case sc.OPCUA != nil:
+			src, err = opcua.New(sc.Name, *sc.OPCUA, env)
+		case sc.Sparkplug != nil:
+			src, err = sparkplug.New(sc.Name, *sc.Sparkplug, env)
 		}
 		if err != nil {
 			return nil, err // names the connector already
@@ -122,8 +128,13 @@ func (g *Gateway) Run(ctx context.Context) error {
 		s.Cursor = wal.Reader(s.Name)
 		sinks[i] = s
 	}
+	mods, err := newModels(g.cfg, g.log, g.reg, g.Recorder)
+	if err != nil {
+		return err
+	}
+	defer mods.close()
 	engine, err := pipeline.New(wal, g.sources, sinks, pipeline.Options{
-		Logger: g.log, Registerer: g.reg, DeadLetters: dl, Factory: g.cfg.Gateway.Factory,
+		Logger: g.log, Registerer: g.reg, DeadLetters: dl, Factory: g.cfg.Gateway.Factory, Tap: mods.tap(),
 	})
 	if err != nil {
 		return err
@@ -136,8 +147,12 @@ func (g *Gateway) Run(ctx context.Context) error {
 		defer g.recorder.Store(nil)
 		grp.Go(func() error { return lin.outbox.Run(gctx) })
 	}
+	if mods != nil {
+		mods.start(gctx, grp)
+	}
 	if addr := g.cfg.Gateway.HTTP.Listen; addr != "" {
 		srv := api.New(addr, g.reg, engine.Ready, g.cfg.Gateway.HTTP.Pprof, g.log.With("component", "api"))
+		mods.serve(srv)
 		grp.Go(func() error { return srv.Run(gctx) })
 	}
 	g.log.Info("gateway started", "factory", g.cfg.Gateway.Factory, "sources", len(g.sources), "sinks", len(sinks),

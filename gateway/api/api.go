@@ -3,6 +3,7 @@ package api
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -20,6 +21,7 @@ type Server struct {
 	addr  string
 	log   *slog.Logger
 	srv   *http.Server
+	mux   *http.ServeMux
 	ready func() error
 }
 
@@ -42,7 +44,21 @@ func New(addr string, gatherer prometheus.Gatherer, ready func() error, profilin
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
 	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	s.mux = mux
 	return s
+}
+
+// HandleJSON serves GET path with the JSON of what fn returns at each request (the
+// gateway adds /api/v1/alarms and /api/v1/models this way). Call it before Run.
+func (s *Server) HandleJSON(path string, fn func() any) {
+	s.mux.HandleFunc("GET "+path, func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(fn()); err != nil {
+			s.log.Debug("write json response", "path", path, "err", err)
+		}
+	})
 }
 
 func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {

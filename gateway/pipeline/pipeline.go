@@ -73,6 +73,12 @@ type Options struct {
 	// DrainTimeout is how long shutdown waits for a batch already read to become durable
 	// before it gives up on it (unacknowledged, so the peer delivers it again). Default 10 s.
 	DrainTimeout time.Duration
+	// Tap, when set, is handed every batch once it is durable in the log, before its source
+	// is acknowledged (the live scorer uses it). It is called from the sources' goroutines,
+	// concurrently when there are several sources, and must return at once without
+	// blocking: it runs on the ingest path. It must not keep b or its points after it
+	// returns (a source may reuse them once acknowledged): copy what it needs.
+	Tap func(b telemetry.Batch)
 }
 
 // Engine runs the pipeline. Build it with New and run it with Run.
@@ -268,6 +274,9 @@ func (e *Engine) readLoop(ctx context.Context, s Source) error {
 				return ctx.Err()
 			}
 			return fmt.Errorf("store batch of %d points: %w", b.Len(), err)
+		}
+		if e.opts.Tap != nil {
+			e.opts.Tap(b)
 		}
 		ack(context.WithoutCancel(ctx), nil)
 		e.m.pointsIn.WithLabelValues(s.Name).Add(float64(b.Len()))

@@ -27,6 +27,7 @@ Usage:
   millwright config check FILE...      check configuration files, reporting every problem
   millwright demo [flags]              simulated machines -> MQTT -> gateway -> InfluxDB, end to end
   millwright audit COMMAND ARG ...     lineage, verify, report, export: audit a model from the ledger
+  millwright models train|eval ...     train a machine's model by hand; run a benchmark protocol
   millwright version                   print the version
 
 Run 'millwright COMMAND -h' for a command's flags.
@@ -53,6 +54,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 		return cmdConfigCheck(args[2:], stdout, stderr)
+	case "models":
+		return cmdModels(ctx, args[1:], stdout, stderr)
 	case "audit":
 		return cmdAudit(ctx, args[1:], stdout, stderr)
 	case "demo":

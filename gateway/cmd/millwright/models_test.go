@@ -1,0 +1,79 @@
+package main
+
+import (
+	"bytes"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+const evalTestdata = "../../../models/eval/testdata"
+
+func TestModelsEval(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "none")
+	tests := []struct {
+		name   string
+		args   []string
+		code   int
+		stdout []string
+		stderr []string
+	}{
+		{name: "no command", args: []string{"models"}, code: 2, stderr: []string{"usage: millwright models COMMAND", "eval --dataset"}},
+		{name: "unknown command", args: []string{"models", "tune"}, code: 2, stderr: []string{`unknown command "tune", expected train or eval`}},
+		{name: "help", args: []string{"models", "help"}, code: 0, stdout: []string{"train --config FILE", "eval --dataset"}},
+		{name: "eval help", args: []string{"models", "eval", "-h"}, code: 0, stderr: []string{"published protocol", "-detector", "-subset"}},
+		{
+			name: "eval without flags", args: []string{"models", "eval"}, code: 2,
+			stderr: []string{"--dataset is required: skab, nab or cmapss", "--dir is required"},
+		},
+		{
+			name: "every bad flag at once", args: []string{"models", "eval", "--dataset", "kaggle", "--detector", "oracle"}, code: 2,
+			stderr: []string{`--dataset "kaggle" is not known`, "--dir is required", `detector "oracle" is not known; expected one of pca,`},
+		},
+		{
+			name: "negative overrides", args: []string{"models", "eval", "--dataset", "skab", "--dir", ".", "--window", "-1", "--threshold-factor", "-2"}, code: 2,
+			stderr: []string{"--window -1 is negative", "--threshold-factor -2 is negative"},
+		},
+		{
+			name: "overrides", args: []string{"models", "eval", "--dataset", "skab", "--dir", evalTestdata + "/skab", "--window", "3", "--threshold-factor", "1.5"}, code: 0,
+			stdout: []string{"window overridden to 3 rows", "threshold factor overridden to 1.5", "millwright pca"},
+		},
+		{name: "unknown flag", args: []string{"models", "eval", "--frobnicate"}, code: 2, stderr: []string{"flag provided but not defined: -frobnicate"}},
+		{name: "stray argument", args: []string{"models", "eval", "--dataset", "skab", "--dir", ".", "extra"}, code: 2, stderr: []string{`unexpected argument "extra"`}},
+		{name: "missing directory", args: []string{"models", "eval", "--dataset", "skab", "--dir", missing}, code: 1, stderr: []string{"skab: reading " + missing}},
+		{name: "missing nab labels", args: []string{"models", "eval", "--dataset", "nab", "--dir", missing}, code: 1, stderr: []string{"combined_windows.json"}},
+		{name: "missing cmapss subset", args: []string{"models", "eval", "--dataset", "cmapss", "--dir", evalTestdata + "/cmapss", "--subset", "FD004"}, code: 1, stderr: []string{"train_FD004.txt"}},
+		{
+			name: "skab", args: []string{"models", "eval", "--dataset", "skab", "--dir", evalTestdata + "/skab", "--per-file"}, code: 0,
+			stdout: []string{"1 files, 80 test rows", "millwright pca", "published Conv-AE", "changepoint detection", "valve1/0.csv"},
+		},
+		{
+			name: "nab", args: []string{"models", "eval", "--dataset", "nab", "--dir", evalTestdata + "/nab", "--detector", "pca"}, code: 0,
+			stdout: []string{"1 files, 1 anomaly windows", "standard", "reward_low_FP_rate", "reward_low_FN_rate"},
+		},
+		{
+			name: "cmapss", args: []string{"models", "eval", "--dataset", "cmapss", "--dir", evalTestdata + "/cmapss", "--subset", "fd999", "--model", "ridge"}, code: 0,
+			stdout: []string{"C-MAPSS FD999", "6 training engines, 3 test engines", "millwright rul ridge"},
+		},
+		{name: "bad regressor", args: []string{"models", "eval", "--dataset", "cmapss", "--dir", evalTestdata + "/cmapss", "--subset", "FD999", "--model", "forest"}, code: 2, stderr: []string{`model "forest" is unknown`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			code := run(tt.args, &stdout, &stderr)
+			if code != tt.code {
+				t.Errorf("exit code %d, want %d\nstdout: %s\nstderr: %s", code, tt.code, stdout.String(), stderr.String())
+			}
+			for _, s := range tt.stdout {
+				if !strings.Contains(stdout.String(), s) {
+					t.Errorf("stdout lacks %q:\n%s", s, stdout.String())
+				}
+			}
+			for _, s := range tt.stderr {
+				if !strings.Contains(stderr.String(), s) {
+					t.Errorf("stderr lacks %q:\n%s", s, stderr.String())
+				}
+			}
+		})
+	}
+}

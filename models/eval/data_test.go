@@ -1,0 +1,114 @@
+package eval
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/millwright-io/millwright/models/rul"
+)
+
+// sharedData returns the benchmark data directory: $MILLWRIGHT_DATA, or ../shared/data next to
+// the repository. It skips the test when the folder (or sub, inside it) is absent: a user's
+// checkout has no benchmark data.
+func sharedData(t *testing.T, sub string) string {
+	t.Helper()
+	dir := os.Getenv("MILLWRIGHT_DATA")
+	if dir == "" {
+		dir = filepath.Join("..", "..", "..", "shared", "data")
+	}
+	p := filepath.Join(dir, sub)
+	if _, err := os.Stat(p); err != nil {
+		t.Skipf("benchmark data %s is absent (%v): set MILLWRIGHT_DATA to the folder holding skab/ and cmapss/ to run the published protocols", p, err)
+	}
+	return p
+}
+
+// TestSKABPublishedProtocol runs the full SKAB protocol with the default detector setup on the
+// real data and checks the corpus shape and that the numbers stay in the band the README reports.
+func TestSKABPublishedProtocol(t *testing.T) {
+	dir := sharedData(t, filepath.Join("skab", "data"))
+	files, err := ReadSKABDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) != 34 {
+		t.Fatalf("%d labelled files, want SKAB's 34", len(files))
+	}
+	setup, err := LookupSetup("pca")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := RunSKAB(context.Background(), files, setup.SKABConfig(), setup.New)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := PrintSKAB(&buf, res, setup, dir); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("\n%s", buf.String())
+	c := res.Confusion
+	if total := c.TP + c.TN + c.FP + c.FN; total != 37401-34*400 {
+		t.Errorf("%d test rows, want 37401 − 34·400 = 23801", total)
+	}
+	if res.Changepoints.Windows != 127 {
+		t.Errorf("%d changepoints in the test parts, want 127", res.Changepoints.Windows)
+	}
+	if c.F1() < 0.78 || c.FAR() > 15 {
+		t.Errorf("F1 %.3f FAR %.2f %%; the default setup measured 0.795 and 13.45 %%", c.F1(), c.FAR())
+	}
+	if s := res.Changepoints.Normalized()[0]; s < 20 {
+		t.Errorf("changepoint score (standard) %.2f; the default setup measured 25.5", s)
+	}
+}
+
+// TestCMAPSSPublishedProtocol runs the C-MAPSS protocol on FD001 and FD003 with a cut-down
+// regressor (half the epochs; with -race one member and 5 epochs on FD001 only) to keep the run
+// short; the README's numbers come from the command's default regressor.
+func TestCMAPSSPublishedProtocol(t *testing.T) {
+	dir := sharedData(t, "cmapss")
+	cfg := rul.Config{Seed: 1, Epochs: 20}
+	maxRMSE := 13.0
+	subsets := []string{"FD001", "FD003"}
+	if raceEnabled {
+		// -race slows training about tenfold: check the plumbing on FD001 with a sane bound.
+		cfg.Members, cfg.Epochs, maxRMSE, subsets = 1, 5, 20, subsets[:1]
+	}
+	for _, subset := range subsets {
+		t.Run(subset, func(t *testing.T) {
+			d, err := ReadCMAPSSDir(dir, subset)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(d.Train) != 100 || len(d.Test) != 100 {
+				t.Fatalf("%d train, %d test engines; want 100 and 100", len(d.Train), len(d.Test))
+			}
+			for _, c := range []rul.Config{cfg, {Model: rul.ModelRidge}} {
+				res, err := RunCMAPSS(context.Background(), d, c)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var buf bytes.Buffer
+				if err := PrintCMAPSS(&buf, res, dir); err != nil {
+					t.Fatal(err)
+				}
+				t.Logf("\n%s", buf.String())
+				limit := maxRMSE
+				if res.Model == rul.ModelRidge {
+					limit = 18
+				}
+				if res.RMSE > limit || res.RMSE < 5 {
+					t.Errorf("%s RMSE %.2f; want 5 to %v", res.Model, res.RMSE, limit)
+				}
+				for i, p := range res.Predictions {
+					if p < 0 || p > RULCap {
+						t.Fatalf("prediction %d = %v outside [0, %d]", i, p, RULCap)
+					}
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,151 @@
+package threshold
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+func gaussian(n int, seed uint64) []float64 {
+	r := rand.New(rand.NewPCG(seed, 1))
+	s := make([]float64, n)
+	for i := range s {
+		s[i] = r.NormFloat64()
+	}
+	return s
+}
+
+func exceed(s []float64, t float64) float64 {
+	n := 0
+	for _, v := range s {
+		if v > t {
+			n++
+		}
+	}
+	return float64(n) / float64(len(s))
+}
+
+func TestQuantile(t *testing.T) {
+	s := make([]float64, 1001)
+	for i := range s {
+		s[i] = float64(i)
+	}
+	th, err := Fit(Config{Method: MethodQuantile, Quantile: 0.99, Margin: 0.5}, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Q(0.99) = 990, median 500: 990 + 0.5·490.
+	if th.Method != MethodQuantile || th.Q != 990 || th.Value != 1235 || th.Median != 500 {
+		t.Errorf("%+v; want q 990, value 1235", th)
+	}
+}
+
+// POT extrapolates to the target risk: on fresh data from the same distribution the
+// exceedance rate is near the risk, far below what the initial quantile gives.
+func TestPOTCalibrated(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		gen  func(n int, seed uint64) []float64
+	}{
+		{"gaussian", gaussian},
+		{"exponential", func(n int, seed uint64) []float64 {
+			r := rand.New(rand.NewPCG(seed, 2))
+			s := make([]float64, n)
+			for i := range s {
+				s[i] = r.ExpFloat64()
+			}
+			return s
+		}},
+		{"squared gaussian (like Q)", func(n int, seed uint64) []float64 {
+			s := gaussian(n, seed)
+			for i := range s {
+				s[i] *= s[i]
+			}
+			return s
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			th, err := Fit(Config{Risk: 1e-3}, tc.gen(20000, 1))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if th.Method != MethodPOT || th.Peaks < 100 {
+				t.Fatalf("%+v; want a POT fit on hundreds of peaks", th)
+			}
+			if rate := exceed(tc.gen(400000, 2), th.Value); rate < 0.0003 || rate > 0.003 {
+				t.Errorf("threshold %v (ξ=%.3f σ=%.3f) is exceeded by %.4f%% of fresh data; want about 0.1%%", th.Value, th.Shape, th.ScaleG, 100*rate)
+			}
+		})
+	}
+}
+
+func TestDegenerateScores(t *testing.T) {
+	same := make([]float64, 500)
+	for i := range same {
+		same[i] = 0.25
+	}
+	for _, m := range []string{MethodPOT, MethodQuantile} {
+		th, err := Fit(Config{Method: m}, same)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !(th.Value > 0.25) || math.IsInf(th.Value, 0) {
+			t.Errorf("%s on constant scores: threshold %v; want just above 0.25", m, th.Value)
+		}
+	}
+	if _, err := Fit(Config{}, []float64{1}); err == nil {
+		t.Error("one score accepted")
+	}
+	if _, err := Fit(Config{}, []float64{1, math.NaN(), 2}); err == nil {
+		t.Error("NaN score accepted")
+	}
+	// Few scores: POT falls back to the quantile method.
+	th, err := Fit(Config{}, gaussian(50, 3))
+	if err != nil || th.Method != MethodQuantile {
+		t.Errorf("50 scores: %+v %v; want the quantile fallback", th, err)
+	}
+	err = Config{Method: "x", Quantile: 2, Margin: -1, Risk: 1, InitialQuantile: 0.1}.Validate()
+	if n := len(err.(interface{ Unwrap() []error }).Unwrap()); n != 5 {
+		t.Errorf("%d problems, want 5: %v", n, err)
+	}
+}
+
+func TestAlarm(t *testing.T) {
+	const T = 1.0
+	tests := []struct {
+		name   string
+		cfg    AlarmConfig
+		scores []float64
+		want   string // per score: . unchanged, R raised, C cleared
+	}{
+		{"one spike does not raise", AlarmConfig{K: 3, N: 5}, []float64{0, 5, 0, 0, 0, 0, 5, 0}, "........"},
+		{"k of n raises", AlarmConfig{K: 3, N: 5}, []float64{2, 0, 2, 0, 2, 2}, "....R."},
+		{"hysteresis holds between the levels", AlarmConfig{K: 2, N: 2, ClearRatio: 0.5, ClearCount: 2}, []float64{2, 2, 0.9, 0.9, 0.9, 0.4, 0.6, 0.4, 0.4, 0.9}, ".R......C."},
+		{"raise again after clear", AlarmConfig{K: 1, N: 1, ClearCount: 1}, []float64{2, 0.1, 2}, "RCR"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			a, err := NewAlarm(tc.cfg, T)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := ""
+			for _, s := range tc.scores {
+				switch a.Update(s) {
+				case Raised:
+					got += "R"
+				case Cleared:
+					got += "C"
+				default:
+					got += "."
+				}
+			}
+			if got != tc.want {
+				t.Errorf("transitions %s; want %s", got, tc.want)
+			}
+		})
+	}
+	if _, err := NewAlarm(AlarmConfig{K: 6, N: 5}, 1); err == nil {
+		t.Error("k > n accepted")
+	}
+}

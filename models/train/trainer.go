@@ -1,0 +1,578 @@
+package train
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"slices"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/millwright-io/millwright/ledger"
+	"github.com/millwright-io/millwright/models"
+	"github.com/millwright-io/millwright/models/features"
+	"github.com/millwright-io/millwright/models/store"
+	"github.com/millwright-io/millwright/models/threshold"
+)
+
+// CodeVersion names this training code in the models' lineage records.
+const CodeVersion = "millwright-train/1"
+
+// Stage is a step of a training, reported to the progress callback.
+type Stage string
+
+// The stages, in order.
+const (
+	StageRead     Stage = "read"     // reading history (Done/Total count chunks)
+	StageAlign    Stage = "align"    // aligning and windowing
+	StageFit      Stage = "fit"      // fitting the detector
+	StageValidate Stage = "validate" // scoring the held-out part
+	StageDone     Stage = "done"
+)
+
+// Progress is one progress report.
+type Progress struct {
+	Machine     string
+	Stage       Stage
+	Done, Total int
+}
+
+// Result is what one training did.
+type Result struct {
+	Model    *Model
+	Current  *Model // the model that was running before, or nil
+	Swapped  bool   // Model replaced Current
+	Reason   string // why it was or was not swapped
+	Rows     int    // grid rows read
+	Windows  int    // windows fitted on
+	Dropped  []string
+	Duration time.Duration
+}
+
+// Options are a Trainer's dependencies. Querier is required.
+type Options struct {
+	Querier Querier
+	// Store keeps the artifacts: every trained model is saved there and a validated one
+	// promoted to the machine's current model. Nil keeps nothing on disk.
+	Store *store.Dir
+	// Factory is the gateway's factory (it scopes the history query and names the models).
+	Factory string
+	// Current returns the model a machine runs now (nil when none); Install is called with
+	// a model that validated at least as well. Both may be nil.
+	Current func(machine string) *Model
+	Install func(m *Model)
+	// Recorder receives the lineage records; nil records nothing.
+	Recorder   func() ledger.Recorder
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+// Trainer trains the configured machines' models, on a schedule (Run) or by hand (Train).
+type Trainer struct {
+	cfg  Config
+	opts Options
+	log  *slog.Logger
+	m    *trainMetrics
+}
+
+type trainMetrics struct {
+	runs     *prometheus.CounterVec // result: swapped, kept, skipped, failed
+	seconds  prometheus.Histogram
+	progress *prometheus.GaugeVec // stage → share done of the running training
+}
+
+// New checks cfg and registers the metrics. It does no I/O.
+func New(cfg Config, opts Options) (*Trainer, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("training: %w", err)
+	}
+	if opts.Querier == nil {
+		return nil, errors.New("training: no InfluxDB querier")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Registerer == nil {
+		opts.Registerer = prometheus.NewRegistry()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	m := &trainMetrics{
+		runs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "millwright_model_trainings_total",
+			Help: "Trainings by result: swapped (new model installed), kept (current model validated better), skipped (too little data), failed."}, []string{"result"}),
+		seconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "millwright_model_training_seconds",
+			Help: "Duration of a training, reading included.", Buckets: prometheus.ExponentialBuckets(0.5, 2, 12)}),
+		progress: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "millwright_model_training_progress",
+			Help: "Share done (0 to 1) of each stage of the running training."}, []string{"stage"}),
+	}
+	for _, c := range []prometheus.Collector{m.runs, m.seconds, m.progress} {
+		if err := opts.Registerer.Register(c); err != nil {
+			return nil, fmt.Errorf("training: register metrics: %w", err)
+		}
+	}
+	return &Trainer{cfg: cfg, opts: opts, log: opts.Logger, m: m}, nil
+}
+
+// Run trains the configured machines until ctx is done: at once the machines that have
+// no model yet, then every machine every Interval. While a machine still has no model
+// (too little history so far), it is retried hourly (or every Interval, if shorter).
+// Trainings run one after another in this goroutine, on one OS thread whose nice value
+// is lowered: training uses at most one core and yields to ingest. A failed training is
+// logged and counted; the machine keeps its model.
+func (t *Trainer) Run(ctx context.Context) error {
+	if t.cfg.Interval <= 0 || len(t.cfg.Machines) == 0 {
+		<-ctx.Done()
+		return nil
+	}
+	release, err := lowerPriority(t.cfg.Nice)
+	defer release()
+	if err != nil {
+		t.log.Warn("training runs at normal priority", "err", err)
+	}
+	retry := min(t.cfg.Interval, time.Hour)
+	var sinceAll time.Duration // time since every machine was last trained
+	wait := time.Duration(0)
+	for {
+		if wait > 0 {
+			timer := time.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+				timer.Stop()
+				return nil
+			case <-timer.C:
+			}
+			sinceAll += wait
+		}
+		all := wait > 0 && sinceAll >= t.cfg.Interval
+		if all {
+			sinceAll = 0
+		}
+		missing := false
+		for _, machine := range t.cfg.Machines {
+			if !all && t.current(machine) != nil {
+				continue
+			}
+			if _, err := t.Train(ctx, machine, nil); err != nil && ctx.Err() == nil {
+				t.log.Warn("training failed; the machine keeps its model", "machine", machine, "err", err)
+			}
+			if ctx.Err() != nil {
+				return nil
+			}
+			missing = missing || t.current(machine) == nil
+		}
+		wait = t.cfg.Interval - sinceAll
+		if missing {
+			wait = min(wait, retry)
+		}
+	}
+}
+
+// current returns machine's running model, or nil.
+func (t *Trainer) current(machine string) *Model {
+	if t.opts.Current == nil {
+		return nil
+	}
+	return t.opts.Current(machine)
+}
+
+// Train runs one training of machine now, in the calling goroutine (Run calls it on its
+// low-priority thread; the command line calls it directly). progress, when not nil, is
+// called at each stage and after each history chunk.
+func (t *Trainer) Train(ctx context.Context, machine string, progress func(Progress)) (*Result, error) {
+	start := time.Now()
+	res, err := t.train(ctx, machine, progress)
+	t.m.seconds.Observe(time.Since(start).Seconds())
+	switch {
+	case err != nil && errors.Is(err, errTooLittle):
+		t.m.runs.WithLabelValues("skipped").Inc()
+	case err != nil:
+		t.m.runs.WithLabelValues("failed").Inc()
+	case res.Swapped:
+		t.m.runs.WithLabelValues("swapped").Inc()
+	default:
+		t.m.runs.WithLabelValues("kept").Inc()
+	}
+	if res != nil {
+		res.Duration = time.Since(start)
+	}
+	return res, err
+}
+
+var errTooLittle = errors.New("too little data")
+
+func (t *Trainer) report(progress func(Progress), machine string, s Stage, done, total int) {
+	if total > 0 {
+		t.m.progress.WithLabelValues(string(s)).Set(float64(done) / float64(total))
+	}
+	if progress != nil {
+		progress(Progress{Machine: machine, Stage: s, Done: done, Total: total})
+	}
+}
+
+func (t *Trainer) train(ctx context.Context, machine string, progress func(Progress)) (*Result, error) {
+	cfg := t.cfg
+	to := t.opts.Now().UTC().Truncate(cfg.Features.Step)
+	from := to.Add(-cfg.Window)
+	hist, err := ReadHistory(ctx, t.opts.Querier, HistoryQuery{
+		Bucket: cfg.Bucket, Measurement: cfg.Measurement, Factory: t.opts.Factory, Machine: machine,
+		From: from, To: to, Chunk: cfg.Chunk, ChunkTimeout: cfg.ChunkTimeout,
+	}, func(done, total int) { t.report(progress, machine, StageRead, done, total) })
+	if err != nil {
+		return nil, err
+	}
+	return t.fit(ctx, hist, progress)
+}
+
+// TrainHistory trains machine h.Machine on history already read (tests, tools): the
+// same steps as Train after reading.
+func (t *Trainer) TrainHistory(ctx context.Context, h *History, progress func(Progress)) (*Result, error) {
+	return t.fit(ctx, h, progress)
+}
+
+func (t *Trainer) fit(ctx context.Context, hist *History, progress func(Progress)) (*Result, error) {
+	started := time.Now()
+	cfg, machine, from, to := t.cfg, hist.Machine, hist.From, hist.To
+	signals := hist.Signals()
+	if len(signals) == 0 {
+		return nil, fmt.Errorf("train %s: no samples from %s to %s: %w", machine, from.Format(time.RFC3339), to.Format(time.RFC3339), errTooLittle)
+	}
+	t.report(progress, machine, StageAlign, 0, 1)
+	grid, err := features.Align(cfg.Features, machine, signals, hist.Points, from, to)
+	if err != nil {
+		return nil, fmt.Errorf("train %s: %w", machine, err)
+	}
+	// The first rows before any sample are not data: start at the first complete row.
+	first := slices.Index(grid.Complete, true)
+	if first < 0 || countTrue(grid.Complete) < cfg.MinRows {
+		return nil, fmt.Errorf("train %s: %d complete grid rows, expected at least %d: %w", machine, countTrue(grid.Complete), cfg.MinRows, errTooLittle)
+	}
+	rows := grid.Values.Rows - first
+	split := first + int(float64(rows)*(1-cfg.Holdout))
+	fitGrid, holdGrid := gridRows(grid, first, split), gridRows(grid, split, grid.Values.Rows)
+	prep, err := features.Prepare(cfg.Features, fitGrid)
+	if err != nil {
+		return nil, fmt.Errorf("train %s: %w", machine, err)
+	}
+	t.report(progress, machine, StageAlign, 1, 1)
+	if prep.Windows.Rows < 10 {
+		return nil, fmt.Errorf("train %s: %d complete windows to fit on: %w", machine, prep.Windows.Rows, errTooLittle)
+	}
+
+	t.report(progress, machine, StageFit, 0, 1)
+	det, err := newDetector(cfg, len(prep.Scaler.Signals))
+	if err != nil {
+		return nil, err
+	}
+	if err := det.Fit(ctx, prep.Windows); err != nil {
+		return nil, fmt.Errorf("train %s: fit %s: %w", machine, cfg.Detector, err)
+	}
+	t.report(progress, machine, StageFit, 1, 1)
+
+	t.report(progress, machine, StageValidate, 0, 1)
+	trainedAt := t.opts.Now().UTC()
+	art := &store.Artifact{
+		Machine: machine, CreatedAt: trainedAt, CodeVersion: CodeVersion, Features: cfg.Features,
+		Scaler: *prep.Scaler, Dropped: prep.Dropped,
+		Training: store.Training{From: from, To: to, Signals: grid.Stats.Signals, GridRows: grid.Values.Rows,
+			IncompleteRows: grid.Stats.IncompleteRows, TrainWindows: prep.Windows.Rows,
+			HyperParameters: t.hyperParameters()},
+	}
+	art.Alarm.SetDefaults()
+	m := &Model{Machine: machine, Version: versionOf(trainedAt), Artifact: art, Detector: det, Threshold: 1} // threshold set below
+	// The held-out part is split in two: the threshold is set on the first half, and both
+	// the new and the current model are judged on the second.
+	calib, judge := gridRows(holdGrid, 0, holdGrid.Values.Rows/2), gridRows(holdGrid, holdGrid.Values.Rows/2, holdGrid.Values.Rows)
+	cs, err := m.ScoreGrid(calib)
+	if err != nil || len(cs) < 10 {
+		return nil, fmt.Errorf("train %s: %d held-out windows to set the threshold on (%v): %w", machine, len(cs), err, errTooLittle)
+	}
+	th, err := threshold.Fit(cfg.Threshold, cs)
+	if err != nil {
+		return nil, fmt.Errorf("train %s: %w", machine, err)
+	}
+	m.Threshold = th.Value
+	art.Threshold = th
+	newQ, err := Judge(m, judge)
+	if err != nil {
+		return nil, fmt.Errorf("train %s: validate: %w", machine, err)
+	}
+	art.Training.Metrics = newQ.metrics()
+	art.Training.ValidWindows = newQ.Windows + len(cs)
+	art.Training.Windows = prep.Windows.Rows + art.Training.ValidWindows
+	res := &Result{Model: m, Rows: rows, Windows: prep.Windows.Rows, Dropped: prep.Dropped}
+	res.Current = t.current(machine)
+	res.Swapped, res.Reason = true, "no current model"
+	if res.Current != nil {
+		curQ, err := Judge(res.Current, judge)
+		if err != nil {
+			res.Reason = "the current model cannot score the data: " + err.Error()
+		} else {
+			res.Swapped, res.Reason = Better(newQ, curQ)
+		}
+	}
+	t.report(progress, machine, StageValidate, 1, 1)
+
+	art.Training.Duration = time.Since(started)
+	if err := art.SetDetector(det.(models.Persistent)); err != nil {
+		return nil, fmt.Errorf("train %s: %w", machine, err)
+	}
+	if t.opts.Store != nil {
+		m.Hash, err = t.opts.Store.Save(art)
+	} else {
+		_, m.Hash, err = store.Encode(art)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("train %s: %w", machine, err)
+	}
+	datasetID := t.recordDataset(ctx, grid, hist)
+	t.recordTraining(ctx, res, datasetID)
+	if res.Swapped {
+		if t.opts.Store != nil {
+			if err := t.opts.Store.Promote(machine, m.Hash); err != nil {
+				return res, fmt.Errorf("train %s: %w", machine, err)
+			}
+		}
+		if t.opts.Install != nil {
+			t.opts.Install(m)
+		}
+		t.recordDeployment(ctx, res)
+	}
+	t.log.Info("training done", "machine", machine, "version", m.Version, "hash", m.Hash, "swapped", res.Swapped, "reason", res.Reason,
+		"rows", rows, "windows", prep.Windows.Rows, "false_alarm_rate", newQ.FalseAlarmRate, "detection_rate", newQ.DetectionRate)
+	t.report(progress, machine, StageDone, 1, 1)
+	return res, nil
+}
+
+// hyperParameters are the training settings an artifact and its ledger record carry.
+func (t *Trainer) hyperParameters() map[string]string {
+	c := t.cfg
+	return map[string]string{
+		"detector": c.Detector, "seed": fmt.Sprint(c.Seed), "holdout": fmt.Sprint(c.Holdout),
+		"window": c.Window.String(), "threshold_method": c.Threshold.Method,
+	}
+}
+
+func countTrue(b []bool) int {
+	n := 0
+	for _, v := range b {
+		if v {
+			n++
+		}
+	}
+	return n
+}
+
+// gridRows returns rows [from, to) of g, sharing its storage.
+func gridRows(g *features.Grid, from, to int) *features.Grid {
+	return &features.Grid{
+		Start: g.Start + int64(from)*int64(g.Step), Step: g.Step, Signals: g.Signals,
+		Values: g.Values.Slice(from, to), Complete: g.Complete[from:to], Stats: g.Stats,
+	}
+}
+
+// Quality is how a model does on held-out normal data at its own threshold.
+type Quality struct {
+	// FalseAlarmRate is the share of held-out normal windows scored above the threshold.
+	FalseAlarmRate float64
+	// DetectionRate is the share of synthetic faults detected: the same windows with one
+	// signal at a time shifted by FaultShift of its robust spread (as the new model's
+	// scaler measured it) scored above the threshold.
+	DetectionRate float64
+	// Separation is the median score of the shifted windows over the threshold.
+	Separation float64
+	Windows    int
+}
+
+// FaultShift is the size of Judge's synthetic faults, in robust standard deviations.
+const FaultShift = 4.0
+
+func (q Quality) metrics() map[string]float64 {
+	return map[string]float64{"false_alarm_rate": q.FalseAlarmRate, "detection_rate": q.DetectionRate,
+		"separation": q.Separation, "validation_windows": float64(q.Windows)}
+}
+
+// Judge measures m on the held-out grid g. The synthetic faults shift each of g's signals
+// in turn by FaultShift times that signal's scale in m's scaler (or its spread in g when m
+// does not score it), so two models judged on the same g face the same faults only when
+// they share the scale; the trainer judges both with the same g.
+func Judge(m *Model, g *features.Grid) (Quality, error) {
+	normal, err := m.ScoreGrid(g)
+	if err != nil {
+		return Quality{}, err
+	}
+	if len(normal) == 0 {
+		return Quality{}, errors.New("no complete windows in the held-out data")
+	}
+	q := Quality{Windows: len(normal)}
+	for _, s := range normal {
+		if s > m.Threshold {
+			q.FalseAlarmRate++
+		}
+	}
+	q.FalseAlarmRate /= float64(len(normal))
+	var shifted []float64
+	buf := slices.Clone(g.Values.Data)
+	for j, sig := range g.Signals {
+		shift := FaultShift * spread(g, j)
+		if k := slices.Index(m.Signals(), sig); k >= 0 {
+			shift = FaultShift * m.Artifact.Scaler.Scale[k]
+		}
+		fg := *g
+		fg.Values = models.Matrix{Rows: g.Values.Rows, Cols: g.Values.Cols, Data: slices.Clone(buf)}
+		for r := range fg.Values.Rows {
+			fg.Values.Data[r*fg.Values.Cols+j] += shift
+		}
+		s, err := m.ScoreGrid(&fg)
+		if err != nil {
+			return Quality{}, err
+		}
+		shifted = append(shifted, s...)
+	}
+	for _, s := range shifted {
+		if s > m.Threshold {
+			q.DetectionRate++
+		}
+	}
+	q.DetectionRate /= float64(len(shifted))
+	slices.Sort(shifted)
+	q.Separation = models.Quantile(shifted, 0.5) / m.Threshold
+	return q, nil
+}
+
+// spread is the standard deviation of column j of g over its non-NaN values (1 if none).
+func spread(g *features.Grid, j int) float64 {
+	var n, sum, sq float64
+	for r := range g.Values.Rows {
+		if v := g.Values.Data[r*g.Values.Cols+j]; !math.IsNaN(v) {
+			n, sum, sq = n+1, sum+v, sq+v*v
+		}
+	}
+	if n < 2 {
+		return 1
+	}
+	return math.Sqrt(max(sq/n-(sum/n)*(sum/n), 0)) + 1e-12
+}
+
+// FalseAlarmSlack is how much higher a new model's false-alarm rate may be than the
+// current one's and still count as "at least as good" (a new model is rarely exactly as
+// quiet), and DetectionSlack how much lower its detection rate.
+const (
+	FalseAlarmSlack = 0.005
+	DetectionSlack  = 0.02
+)
+
+// Better decides whether the new model validated at least as well as the current one on
+// the same held-out data: its false-alarm rate at its own threshold is no more than the
+// current one's plus FalseAlarmSlack, and it detects the synthetic faults at least as often
+// (minus DetectionSlack). It returns the decision and the reason.
+func Better(newQ, curQ Quality) (bool, string) {
+	switch {
+	case newQ.FalseAlarmRate > curQ.FalseAlarmRate+FalseAlarmSlack:
+		return false, fmt.Sprintf("false-alarm rate %.4f is above the current model's %.4f", newQ.FalseAlarmRate, curQ.FalseAlarmRate)
+	case newQ.DetectionRate < curQ.DetectionRate-DetectionSlack:
+		return false, fmt.Sprintf("detection rate %.3f is below the current model's %.3f", newQ.DetectionRate, curQ.DetectionRate)
+	}
+	return true, fmt.Sprintf("false-alarm rate %.4f (current %.4f), detection rate %.3f (current %.3f)",
+		newQ.FalseAlarmRate, curQ.FalseAlarmRate, newQ.DetectionRate, curQ.DetectionRate)
+}
+
+func (t *Trainer) recorder() ledger.Recorder {
+	if t.opts.Recorder == nil {
+		return nil
+	}
+	return t.opts.Recorder()
+}
+
+// modelRef names a model version in the ledger: anomaly.<machine>@<version>.
+func (t *Trainer) modelRef(m *Model) ledger.ModelRef {
+	return ledger.ModelRef{Model: "anomaly." + m.Machine, Version: m.Version}
+}
+
+// recordDataset records the training's dataset snapshot and returns its record id ("" when
+// nothing was recorded).
+func (t *Trainer) recordDataset(ctx context.Context, g *features.Grid, h *History) string {
+	rec := t.recorder()
+	if rec == nil {
+		return ""
+	}
+	var snap ledger.DatasetSnapshot
+	uncertain := map[string]int64{}
+	for i := range h.Points {
+		if h.Points[i].Quality.Level == 1 {
+			uncertain[h.Points[i].Signal]++
+		}
+	}
+	for _, s := range g.Stats.Signals {
+		w := ledger.SignalWindow{Signal: t.opts.Factory + "//" + h.Machine + "/" + s.Signal,
+			From: time.Unix(0, s.First).UTC(), To: time.Unix(0, s.Last).UTC(),
+			Rows: int64(s.Samples), BadQuality: int64(s.BadQuality), Uncertain: uncertain[s.Signal]}
+		if s.Samples == 0 {
+			w.From, w.To = h.From, h.To
+		}
+		if w.BadQuality+w.Uncertain > w.Rows {
+			w.Uncertain = w.Rows - w.BadQuality
+		}
+		snap.Windows = append(snap.Windows, w)
+		snap.Rows += w.Rows
+	}
+	meta, _ := json.Marshal(struct {
+		Windows []ledger.SignalWindow `json:"windows"`
+		Stats   features.Stats        `json:"stats"`
+	}{snap.Windows, g.Stats})
+	sum := sha256.Sum256(meta)
+	snap.MetadataHash = hex.EncodeToString(sum[:])
+	r, err := rec.Record(ctx, snap)
+	if err != nil {
+		t.log.Warn("cannot record the dataset snapshot", "machine", h.Machine, "err", err)
+		return ""
+	}
+	return r.Header.ID
+}
+
+func (t *Trainer) recordTraining(ctx context.Context, res *Result, datasetID string) {
+	rec := t.recorder()
+	if rec == nil {
+		return
+	}
+	m := res.Model
+	hp := map[string]any{}
+	for k, v := range m.Artifact.Training.HyperParameters {
+		hp[k] = v
+	}
+	body := ledger.LocalTraining{
+		ModelRef: t.modelRef(m), ArtifactHash: m.Hash, CodeVersion: CodeVersion,
+		Metrics: m.Metrics(), HyperParams: hp,
+	}
+	if res.Current != nil && res.Current.Version != m.Version {
+		body.Parents = []ledger.ModelRef{t.modelRef(res.Current)}
+	}
+	if datasetID != "" {
+		body.Datasets = []string{datasetID}
+	}
+	if _, err := rec.Record(ctx, body); err != nil {
+		t.log.Warn("cannot record the training", "machine", m.Machine, "err", err)
+	}
+}
+
+func (t *Trainer) recordDeployment(ctx context.Context, res *Result) {
+	rec := t.recorder()
+	if rec == nil {
+		return
+	}
+	body := ledger.Deployment{ModelRef: t.modelRef(res.Model), ArtifactHash: res.Model.Hash}
+	if res.Current != nil && res.Current.Version != res.Model.Version {
+		body.Previous = res.Current.Version
+	}
+	if _, err := rec.Record(ctx, body); err != nil {
+		t.log.Warn("cannot record the deployment", "machine", res.Model.Machine, "err", err)
+	}
+}

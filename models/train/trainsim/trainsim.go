@@ -1,0 +1,63 @@
+// Package trainsim turns a simulated plant's samples into telemetry points, for training and scoring tests and benchmarks.
+package trainsim
+
+import (
+	"math"
+	"time"
+
+	"github.com/millwright-io/millwright/connectors/sim"
+	"github.com/millwright-io/millwright/gateway/telemetry"
+)
+
+// Points appends one point per signal of s (in Kind.Signals order) to dst, tagged with
+// factory and the sample's line and machine, stamped with the sample's time.
+func Points(dst []telemetry.Point, factory string, s sim.Sample) []telemetry.Point {
+	t := s.Time.UnixNano()
+	for _, name := range s.Kind.Signals() {
+		dst = append(dst, telemetry.Point{
+			Factory: factory, Line: s.Line, Machine: s.Machine, Signal: name,
+			SourceTime: t, Value: telemetry.Float(Value(s.Signals, name)),
+		})
+	}
+	return dst
+}
+
+// Value returns the named signal of s (NaN for an unknown name).
+func Value(s sim.Signals, name string) float64 {
+	switch name {
+	case sim.SignalTemperature:
+		return s.Temperature
+	case sim.SignalVibrationRMS:
+		return s.VibrationRMS
+	case sim.SignalCurrent:
+		return s.Current
+	case sim.SignalPressure:
+		return s.Pressure
+	case sim.SignalSpeed:
+		return s.Speed
+	}
+	return nan()
+}
+
+func nan() float64 { return math.NaN() }
+
+// Run steps plant from start every interval, n times, and calls fn with each step's points
+// (all machines) and samples. The points slice is reused between calls.
+func Run(plant *sim.Plant, factory string, start time.Time, interval time.Duration, n int, fn func(pts []telemetry.Point, samples []sim.Sample)) {
+	var pts []telemetry.Point
+	for i := range n {
+		samples := plant.Step(start.Add(time.Duration(i) * interval))
+		pts = pts[:0]
+		for _, s := range samples {
+			pts = Points(pts, factory, s)
+		}
+		fn(pts, samples)
+	}
+}
+
+// History returns n steps of plant from start, every interval, as one slice of points.
+func History(plant *sim.Plant, factory string, start time.Time, interval time.Duration, n int) []telemetry.Point {
+	var all []telemetry.Point
+	Run(plant, factory, start, interval, n, func(pts []telemetry.Point, _ []sim.Sample) { all = append(all, pts...) })
+	return all
+}
