@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Install-if-missing and run the real services the integration tests need:
-# Mosquitto (MQTT), InfluxDB 1.8.10 (v2 HTTP API + Flux) and NATS with JetStream,
-# all bound to 127.0.0.1, with their data, logs and PIDs under one state directory.
+# Mosquitto (MQTT), InfluxDB 1.8.10 (v2 HTTP API + Flux), NATS with JetStream and a
+# node-opcua server with simulated machines (deploy/opcua), all bound to 127.0.0.1, with their data, logs and PIDs under one state directory.
 # Mosquitto serves three listeners: plain and anonymous, TLS that requires a client
 # certificate of a test CA (generated with openssl under <state>/pki), and plain with a
 # password (user "millwright", random password generated into <state>/mqtt-password).
+# node-opcua offers security None, Basic256Sha256 and the Aes* policies, trusts client
+# certificates automatically, and checks user "millwright" against <state>/opcua-password; its
+# node_modules are installed with `npm ci` into the tools dir, keyed by the lock file's hash.
 #
 # Usage: deploy/services.sh up|down|status
 #
@@ -25,6 +28,7 @@
 #   MILLWRIGHT_INFLUX_RPC_PORT    8088
 #   MILLWRIGHT_NATS_PORT          4222
 #   MILLWRIGHT_NATS_MONITOR_PORT  8222
+#   MILLWRIGHT_OPCUA_PORT         4840 (node-opcua)
 #   MILLWRIGHT_SERVICES_TIMEOUT   seconds to wait for each service to become ready (30)
 #
 # Use the services from a test run with:  . .services/env && go test ./...
@@ -33,7 +37,7 @@ shopt -u patsub_replacement 2>/dev/null || true # keep '&' literal in ${var//pat
 
 readonly INFLUX_VERSION=1.8.10
 readonly NATS_VERSION=v2.15.2 # newest 2.15 patch on the module proxy
-readonly SERVICES=(mosquitto influxdb nats)
+readonly SERVICES=(mosquitto influxdb nats opcua)
 
 DEPLOY_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(dirname "$DEPLOY_DIR")
@@ -52,8 +56,9 @@ INFLUX_PORT=${MILLWRIGHT_INFLUX_PORT:-8086}
 INFLUX_RPC_PORT=${MILLWRIGHT_INFLUX_RPC_PORT:-8088}
 NATS_PORT=${MILLWRIGHT_NATS_PORT:-4222}
 NATS_MONITOR_PORT=${MILLWRIGHT_NATS_MONITOR_PORT:-8222}
+OPCUA_PORT=${MILLWRIGHT_OPCUA_PORT:-4840}
 READY_TIMEOUT=${MILLWRIGHT_SERVICES_TIMEOUT:-30}
-for _var in MQTT_PORT MQTT_TLS_PORT MQTT_AUTH_PORT INFLUX_PORT INFLUX_RPC_PORT NATS_PORT NATS_MONITOR_PORT; do
+for _var in MQTT_PORT MQTT_TLS_PORT MQTT_AUTH_PORT INFLUX_PORT INFLUX_RPC_PORT NATS_PORT NATS_MONITOR_PORT OPCUA_PORT; do
 	if ! [[ ${!_var} =~ ^[0-9]+$ ]] || ((${!_var} < 1 || ${!_var} > 65535)); then
 		printf 'services.sh: MILLWRIGHT_%s=%s is not a TCP port\n' "$_var" "${!_var}" >&2
 		exit 1
@@ -81,6 +86,15 @@ MQTT_PASSWORD_FILE=$STATE_DIR/mqtt-password     # the password itself, for `pass
 MOSQUITTO_PASSWD_FILE=$STATE_DIR/mosquitto.passwd # its hash, for Mosquitto
 MQTT_CREDS_CHANGED=0                            # set by ensure_mqtt_credentials
 MQTT_SECURE=1                                   # 0 while an older broker without them runs
+
+# node-opcua: the server script, its pinned dependencies (installed once per lock file) and
+# the password of its one user.
+OPCUA_SRC_DIR=$DEPLOY_DIR/opcua
+OPCUA_USER=millwright
+OPCUA_PASSWORD_FILE=$STATE_DIR/opcua-password
+OPCUA_PKI_DIR=$STATE_DIR/data/opcua/pki
+OPCUA_MODULES_DIR= # set by ensure_node_opcua
+OPCUA_CREDS_CHANGED=0
 
 log() { printf '%s\n' "$*"; }
 die() { printf 'services.sh: %s\n' "$*" >&2; exit 1; }
@@ -329,6 +343,46 @@ ensure_nats() {
 	log "nats: installed $NATS_BIN in $(($(now) - t0))s"
 }
 
+# ensure_node_opcua installs deploy/opcua's pinned dependencies with `npm ci` into
+# $TOOLS_DIR/node-opcua-<hash of package-lock.json>, once per lock file, and sets
+# OPCUA_MODULES_DIR to its node_modules.
+ensure_node_opcua() {
+	command -v node >/dev/null || die "node not found in PATH; install Node.js 20 (node-opcua 2.182.2 needs it)"
+	command -v npm >/dev/null || die "npm not found in PATH; install it with Node.js 20"
+	local hash dest
+	hash=$(sha256sum "$OPCUA_SRC_DIR/package-lock.json" | cut -c1-16)
+	dest=$TOOLS_DIR/node-opcua-$hash
+	OPCUA_MODULES_DIR=$dest/node_modules
+	[[ -f $OPCUA_MODULES_DIR/node-opcua/package.json ]] && return 0
+	local t0 tmp buildlog
+	t0=$(now)
+	tmp=$(mktemp -d "$TOOLS_DIR/.build-node-opcua.XXXXXX")
+	buildlog=$STATE_DIR/log/build-node-opcua.log
+	cp "$OPCUA_SRC_DIR/package.json" "$OPCUA_SRC_DIR/package-lock.json" "$tmp/"
+	if ! (cd "$tmp" && npm ci --no-audit --no-fund) >"$buildlog" 2>&1; then
+		rm -rf "$tmp"
+		tail -n 30 "$buildlog" >&2
+		die "npm ci for node-opcua failed; full output in $buildlog"
+	fi
+	# Same filesystem: the rename is atomic; a parallel install that won keeps its copy.
+	mv -T "$tmp" "$dest" 2>/dev/null || rm -rf "$tmp"
+	[[ -f $OPCUA_MODULES_DIR/node-opcua/package.json ]] || die "npm ci did not install node-opcua into $dest"
+	log "opcua: installed node-opcua $(node -p 'require(process.argv[1]).version' "$OPCUA_MODULES_DIR/node-opcua/package.json") into $dest in $(($(now) - t0))s"
+}
+
+# ensure_opcua_password makes a random password for $OPCUA_USER when it is missing and sets
+# OPCUA_CREDS_CHANGED=1 when it wrote one.
+ensure_opcua_password() {
+	[[ -s $OPCUA_PASSWORD_FILE ]] && return 0
+	ensure_openssl
+	local pw
+	pw=$(openssl rand -hex 16) || die "openssl rand failed"
+	(umask 077 && printf '%s\n' "$pw" >"$OPCUA_PASSWORD_FILE.tmp")
+	mv -f "$OPCUA_PASSWORD_FILE.tmp" "$OPCUA_PASSWORD_FILE"
+	OPCUA_CREDS_CHANGED=1
+	log "opcua: made a password for user $OPCUA_USER in $OPCUA_PASSWORD_FILE"
+}
+
 ensure_curl() {
 	command -v curl >/dev/null && return 0
 	apt_install curl ca-certificates
@@ -466,6 +520,8 @@ influx_ready() {
 
 nats_ready() { curl -sf -o /dev/null -m 2 "http://127.0.0.1:$NATS_MONITOR_PORT/healthz"; }
 
+opcua_ready() { port_busy "$OPCUA_PORT"; } # node-opcua listens once its address space is built
+
 influx_create_db() {
 	local out
 	out=$(curl -sS -m 10 -XPOST "http://127.0.0.1:$INFLUX_PORT/query" \
@@ -587,6 +643,32 @@ up_nats() {
 	log "nats: started $NATS_VERSION (pid $pid) at nats://127.0.0.1:$NATS_PORT (JetStream, monitor :$NATS_MONITOR_PORT)"
 }
 
+up_opcua() {
+	local pid
+	ensure_node_opcua
+	ensure_opcua_password
+	if pid=$(our_pid opcua); then
+		if ((OPCUA_CREDS_CHANGED)); then
+			log "opcua: restarting (pid $pid) to load the new password"
+			stop_pid "$pid"
+			rm -f "$(pid_file opcua)" "$(ports_file opcua)"
+		else
+			adopt_ports opcua OPCUA_PORT
+			wait_ready opcua "$pid" opcua_ready
+			log "opcua: already running (pid $pid) at opc.tcp://127.0.0.1:$OPCUA_PORT"
+			return
+		fi
+	fi
+	require_free "$OPCUA_PORT" MILLWRIGHT_OPCUA_PORT
+	mkdir -p "$OPCUA_PKI_DIR"
+	pid=$(launch opcua env NODE_PATH="$OPCUA_MODULES_DIR" node "$OPCUA_SRC_DIR/server.js" \
+		--host 127.0.0.1 --port "$OPCUA_PORT" --pki "$OPCUA_PKI_DIR" \
+		--user "$OPCUA_USER" --password-file "$OPCUA_PASSWORD_FILE")
+	wait_ready opcua "$pid" opcua_ready
+	echo "$OPCUA_PORT" >"$(ports_file opcua)"
+	log "opcua: started node-opcua (pid $pid) at opc.tcp://127.0.0.1:$OPCUA_PORT (None, Basic256Sha256, Aes*; user $OPCUA_USER)"
+}
+
 write_env() {
 	local f=$STATE_DIR/env
 	{
@@ -608,6 +690,15 @@ write_env() {
 		printf 'export MILLWRIGHT_INFLUXD=%q\n' "$INFLUXD_BIN"
 		printf 'export MILLWRIGHT_MOSQUITTO=%q\n' "$MOSQUITTO_BIN"
 		printf 'export MILLWRIGHT_NATS_SERVER=%q\n' "$NATS_BIN"
+		printf 'export MILLWRIGHT_OPCUA_URL=%q\n' "opc.tcp://127.0.0.1:$OPCUA_PORT"
+		printf 'export MILLWRIGHT_OPCUA_USER=%q\n' "$OPCUA_USER"
+		printf 'export MILLWRIGHT_OPCUA_PASSWORD=%q\n' "$(<"$OPCUA_PASSWORD_FILE")"
+		printf 'export MILLWRIGHT_OPCUA_PASSWORD_FILE=%q\n' "$OPCUA_PASSWORD_FILE"
+		printf 'export MILLWRIGHT_OPCUA_PKI=%q\n' "$OPCUA_PKI_DIR"
+		printf 'export MILLWRIGHT_OPCUA_SERVER_CERT=%q\n' "$OPCUA_PKI_DIR/own/certs/certificate.pem"
+		printf 'export MILLWRIGHT_OPCUA_SERVER_JS=%q\n' "$OPCUA_SRC_DIR/server.js"
+		printf 'export MILLWRIGHT_OPCUA_NODE_PATH=%q\n' "$OPCUA_MODULES_DIR"
+		printf 'export MILLWRIGHT_NODE=%q\n' "$(command -v node)"
 	} >"$f.tmp"
 	mv -f "$f.tmp" "$f"
 }
@@ -619,6 +710,7 @@ cmd_up() {
 	up_mosquitto
 	up_influxdb
 	up_nats
+	up_opcua
 	write_env
 	log "env: $STATE_DIR/env ($(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}')s)"
 }
@@ -654,6 +746,7 @@ cmd_status() {
 				;;
 			influxdb) addr="http://127.0.0.1:${ports[0]:-?}" ;;
 			nats) addr="nats://127.0.0.1:${ports[0]:-?} (monitor :${ports[1]:-?})" ;;
+			opcua) addr="opc.tcp://127.0.0.1:${ports[0]:-?} (node-opcua)" ;;
 			esac
 			log "$svc: running (pid $pid) at $addr"
 		else

@@ -269,7 +269,11 @@ func (s *Source) connect(ctx context.Context) (*connection, error) {
 	}
 	if err := client.Connect(ctx); err != nil {
 		_ = client.Close(context.Background())
-		return nil, fmt.Errorf("connect to %s (%s/%s, %s): %w", s.cfg.Endpoint, policyName(ep.SecurityPolicyURI), modeName(ep.SecurityMode), tokenName(s.token), err)
+		who := tokenName(s.token)
+		if s.token == ua.UserTokenTypeUserName {
+			who = fmt.Sprintf("user %q", s.cfg.Auth.Username)
+		}
+		return nil, fmt.Errorf("connect to %s (%s/%s, %s): %w", s.cfg.Endpoint, policyName(ep.SecurityPolicyURI), modeName(ep.SecurityMode), who, err)
 	}
 	c := newConnection(s, client)
 	if err := c.start(ctx); err != nil {

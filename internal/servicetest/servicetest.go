@@ -1,4 +1,4 @@
-// Package servicetest gives integration tests the real services that `make test` starts: their addresses, a skip when they are absent, InfluxDB administration, and private InfluxDB instances a test may stop and restart.
+// Package servicetest gives integration tests the real services that `make test` starts: their addresses, a skip when they are absent, InfluxDB administration, and private InfluxDB and node-opcua instances a test may stop and restart.
 //
 // Integration tests are always compiled and gated at run time by MILLWRIGHT_INTEGRATION,
 // which `make test` sets (from .services/env) after deploy/services.sh has started the
