@@ -14,10 +14,11 @@ import (
 
 	"github.com/millwright-io/millwright/ledger"
 	"github.com/millwright-io/millwright/ledger/audit"
+	"github.com/millwright-io/millwright/ledger/fabric"
 	"github.com/millwright-io/millwright/ledger/local"
 )
 
-const auditUsage = `usage: millwright audit COMMAND ARG --ledger DIR [--keys FILE] [flags]
+const auditUsage = `usage: millwright audit COMMAND ARG (--ledger DIR | --fabric FILE [--org ORG]) [--keys FILE] [flags]
 
 Commands:
   lineage MODEL@VERSION                       the provenance DAG of a model version, down to the dataset snapshots
@@ -27,8 +28,12 @@ Commands:
                                               the lineage as W3C PROV-JSON or OpenLineage 2-0-2 run events (JSON Lines)
 
 Flags:
-  --ledger DIR   directory of the local ledger (holding ledger.jsonl); required for now,
-                 a Fabric backend is coming
+  --ledger DIR   directory of the local ledger (holding ledger.jsonl)
+  --fabric FILE  read the Fabric ledger instead: FILE is a client config (YAML: endpoint,
+                 tls_ca, msp_id, cert, key, channel, chaincode) or the env file
+                 deploy/fabric/network.sh writes (.fabric/env), with --org choosing the
+                 organisation whose client identity is used (default auditor)
+  --org ORG      organisation of the --fabric env file (default auditor)
   --keys FILE    trusted keys, one "NAME ORG BASE64-ED25519-PUBLIC-KEY" per line (# comments);
                  verify and report check every signature against it and report an unknown
                  signer; required by verify, optional for report
@@ -43,7 +48,7 @@ const maxKeyringFile = 1 << 20
 
 // auditFlags are the flags of every audit command.
 type auditFlags struct {
-	ledger, keys, format, out string
+	ledger, fabric, org, keys, format, out string
 }
 
 // parseInterspersed parses fs over args allowing flags after positional arguments
@@ -86,6 +91,8 @@ func cmdAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.SetOutput(io.Discard)
 	var f auditFlags
 	fs.StringVar(&f.ledger, "ledger", "", "local ledger directory")
+	fs.StringVar(&f.fabric, "fabric", "", "Fabric client config or env file")
+	fs.StringVar(&f.org, "org", "auditor", "organisation of the Fabric env file")
 	fs.StringVar(&f.keys, "keys", "", "keyring file")
 	fs.StringVar(&f.format, "format", "", "output format")
 	fs.StringVar(&f.out, "out", "", "output file")
@@ -101,8 +108,8 @@ func cmdAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if len(pos) != 1 {
 		return usageErr("%d arguments %q, expected one %s", len(pos), pos, argName)
 	}
-	if f.ledger == "" {
-		return usageErr("--ledger DIR is required (the local ledger directory; a Fabric backend is coming)")
+	if (f.ledger == "") == (f.fabric == "") {
+		return usageErr("one of --ledger DIR (the local ledger directory) or --fabric FILE (a Fabric client config or env file) is required")
 	}
 	var formats []string
 	switch sub {
@@ -134,13 +141,20 @@ func cmdAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fmt.Fprintf(stderr, "millwright audit %s: %v\n", sub, err)
 		return 1
 	}
-	opts := audit.Options{Chain: audit.LocalChain(f.ledger), Now: time.Now}
+	opts := audit.Options{Now: time.Now}
 	if f.keys != "" {
 		if opts.Keys, err = loadKeyring(f.keys); err != nil {
 			return fail(err)
 		}
 	}
-	l, err := openLedger(f.ledger)
+	var l auditLedger
+	if f.fabric != "" {
+		// The channel's integrity is the network's (endorsement, ordering): no chain to walk.
+		l, err = openFabric(f.fabric, f.org)
+	} else {
+		opts.Chain = audit.LocalChain(f.ledger)
+		l, err = openLedger(f.ledger)
+	}
 	if err != nil {
 		if errors.Is(err, local.ErrTampered) {
 			fmt.Fprintf(stdout, "NOT VERIFIED: the ledger fails verification: %v\n", err)
@@ -200,6 +214,36 @@ func cmdAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return fail(err)
 	}
 	return 0
+}
+
+// auditLedger is a ledger backend the audit reads: the local ledger or a Fabric client.
+type auditLedger interface {
+	ledger.Querier
+	Close() error
+}
+
+// openFabric opens a Fabric client from a YAML client config or, for any other file, from
+// the env file deploy/fabric/network.sh writes, as organisation org.
+func openFabric(path, org string) (*fabric.Client, error) {
+	var cfg fabric.Config
+	if ext := filepath.Ext(path); ext == ".yaml" || ext == ".yml" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("--fabric: %w", err)
+		}
+		if cfg, err = fabric.LoadConfig(b); err != nil {
+			return nil, fmt.Errorf("--fabric %s: %w", path, err)
+		}
+	} else {
+		env, err := fabric.ParseEnvFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("--fabric: %w", err)
+		}
+		if cfg, err = fabric.ConfigFromEnv(org, func(k string) string { return env[k] }); err != nil {
+			return nil, fmt.Errorf("--fabric %s --org %s: %w", path, org, err)
+		}
+	}
+	return fabric.Open(cfg)
 }
 
 // openLedger opens an existing local ledger; unlike local.Open it does not create one

@@ -44,12 +44,12 @@ func TestAudit(t *testing.T) {
 		stderr []string
 	}{
 		{name: "no command", args: []string{"audit"}, code: 2, stderr: []string{"usage: millwright audit COMMAND"}},
-		{name: "help", args: []string{"audit", "help"}, code: 0, stdout: []string{"a Fabric backend is coming"}},
+		{name: "help", args: []string{"audit", "help"}, code: 0, stdout: []string{"--fabric FILE", "--org ORG"}},
 		{name: "unknown command", args: []string{"audit", "prove", M}, code: 2, stderr: []string{`unknown command "prove", expected lineage, verify, report or export`}},
 		{name: "missing argument", args: []string{"audit", "lineage", "--ledger", L}, code: 2, stderr: []string{`0 arguments [], expected one MODEL@VERSION`}},
 		{name: "two arguments", args: []string{"audit", "lineage", M, M, "--ledger", L}, code: 2, stderr: []string{`2 arguments`}},
 		{name: "no version", args: []string{"audit", "lineage", "pump", "--ledger", L}, code: 2, stderr: []string{`MODEL@VERSION: "pump" has no "@version"`}},
-		{name: "no ledger flag", args: []string{"audit", "lineage", M}, code: 2, stderr: []string{"--ledger DIR is required", "Fabric backend is coming"}},
+		{name: "no ledger flag", args: []string{"audit", "lineage", M}, code: 2, stderr: []string{"one of --ledger DIR", "or --fabric FILE"}},
 		{name: "unknown flag", args: []string{"audit", "lineage", M, "--ledger", L, "--fast"}, code: 2, stderr: []string{"flag provided but not defined: -fast"}},
 		{name: "report without format", args: []string{"audit", "report", M, "--ledger", L}, code: 2, stderr: []string{"--format is required, expected one of md, html, json"}},
 		{name: "report bad format", args: []string{"audit", "report", M, "--ledger", L, "--format", "pdf"}, code: 2, stderr: []string{`--format "pdf" is not supported, expected one of md, html, json`}},
