@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/millwright-io/millwright/connectors/mqtt"
+	"github.com/millwright-io/millwright/internal/metrictest"
 	"github.com/millwright-io/millwright/internal/servicetest"
 	"github.com/millwright-io/millwright/internal/testlog"
 )
@@ -251,10 +252,10 @@ func TestE2EHundredThousandQoS1Messages(t *testing.T) {
 	if got != n {
 		t.Fatalf("InfluxDB holds %d points, want %d", got, n)
 	}
-	if in := metricValue(t, g, "millwright_points_in_total"); in < n {
+	if in := metrictest.Sum(t, g.Registry(), "millwright_points_in_total"); in < n {
 		t.Errorf("millwright_points_in_total = %v, want >= %d", in, n)
 	}
-	if out := metricValue(t, g, "millwright_points_out_total"); out < n {
+	if out := metrictest.Sum(t, g.Registry(), "millwright_points_out_total"); out < n {
 		t.Errorf("millwright_points_out_total = %v, want >= %d", out, n)
 	}
 }
@@ -298,7 +299,7 @@ func TestE2EInfluxDBOutage(t *testing.T) {
 	if len(series) != 1 || len(series[0].Values) != 1 || series[0].Values[0][1] != float64(-1) {
 		t.Errorf("the later write of one series and time did not win: %+v", series)
 	}
-	if errs := metricValue(t, g, "millwright_sink_write_errors_total"); errs == 0 {
+	if errs := metrictest.Sum(t, g.Registry(), "millwright_sink_write_errors_total"); errs == 0 {
 		t.Error("no failed write was counted while InfluxDB was down")
 	}
 }
@@ -399,7 +400,7 @@ func TestE2EMalformedPayloads(t *testing.T) {
 	}
 	lines := readDeadLetters(t, filepath.Join(cfg.DeadLetters.Dir, "deadletters.jsonl"), len(bad))
 	for i, b := range bad {
-		c := metricValue(t, g, "millwright_dead_letters_total", "component", "source", "name", "broker", "class", b.class)
+		c := metrictest.Sum(t, g.Registry(), "millwright_dead_letters_total", "component", "source", "name", "broker", "class", b.class)
 		if c != 1 {
 			t.Errorf("%s: dead letters of class %s = %v, want 1", b.name, b.class, c)
 		}

@@ -3,12 +3,12 @@ package gateway
 import (
 	"fmt"
 	"log/slog"
-	"path/filepath"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/millwright-io/millwright/gateway/config"
 	"github.com/millwright-io/millwright/ledger"
+	"github.com/millwright-io/millwright/ledger/fabric"
 	"github.com/millwright-io/millwright/ledger/local"
 )
 
@@ -18,8 +18,12 @@ import (
 // training never wait for the ledger.
 type LedgerConfig struct {
 	// Backend is "local" (a hash-chained, append-only file in the state directory:
-	// tamper-evident, not tamper-proof) or "none" (no records are kept).
+	// tamper-evident, not tamper-proof), "fabric" (a Hyperledger Fabric channel, configured
+	// in Fabric) or "none" (no records are kept).
 	Backend string `yaml:"backend"`
+	// Fabric is the peer, identity and channel of the "fabric" backend. Its msp_id is the
+	// organisation of the gateway's records (org defaults to it).
+	Fabric *fabric.Config `yaml:"fabric"`
 	// Dir is the local ledger's directory (default <state_dir>/ledger).
 	Dir string `yaml:"dir"`
 	// Key is the gateway's ed25519 identity key file, created with mode 0600 on first start
@@ -46,8 +50,14 @@ func (c *LedgerConfig) resolve(s Settings) {
 	c.Dir = statePath(s.StateDir, c.Dir, "ledger")
 	c.Key = statePath(s.StateDir, c.Key, "identity.key")
 	c.Outbox.Dir = statePath(s.StateDir, c.Outbox.Dir, "outbox")
+	if c.Fabric != nil {
+		c.Fabric.SetDefaults()
+	}
 	if c.Org == "" {
 		c.Org = s.Factory
+		if c.Backend == "fabric" && c.Fabric != nil {
+			c.Org = c.Fabric.MSPID
+		}
 	}
 	if c.Outbox.Site == "" {
 		c.Outbox.Site = s.Factory
@@ -61,8 +71,21 @@ func (c LedgerConfig) Validate() error {
 	case "none":
 		return nil
 	case "local":
+		if c.Fabric != nil {
+			p.Addf("fabric", "is set but backend is local; set backend: fabric or remove the block")
+		}
+	case "fabric":
+		switch {
+		case c.Fabric == nil:
+			p.Addf("fabric", "missing; backend fabric needs the peer, identity and channel")
+		default:
+			p.Nest("fabric", c.Fabric.Validate())
+			if c.Org != "" && c.Fabric.MSPID != "" && c.Org != c.Fabric.MSPID {
+				p.Addf("org", "%q differs from fabric.msp_id %q; the chaincode accepts only records whose org is the submitting organisation", c.Org, c.Fabric.MSPID)
+			}
+		}
 	default:
-		p.Addf("backend", "%q is not a ledger backend; expected local or none", c.Backend)
+		p.Addf("backend", "%q is not a ledger backend; expected local, fabric or none", c.Backend)
 	}
 	if c.Name == "" {
 		p.Addf("name", "must be set (the actor name in the gateway's records)")
@@ -78,7 +101,10 @@ func (c LedgerConfig) Validate() error {
 // anchors them in.
 type lineage struct {
 	outbox  *ledger.Outbox
-	backend *local.Ledger
+	backend interface {
+		ledger.Backend
+		Close() error
+	}
 }
 
 // openLineage opens the identity key, the backend and the outbox; nil when the backend is
@@ -95,7 +121,18 @@ func openLineage(c LedgerConfig, log *slog.Logger, reg prometheus.Registerer) (*
 	if err != nil {
 		return nil, fmt.Errorf("ledger identity %s: %w", c.Key, err)
 	}
-	backend, err := local.Open(c.Dir, local.WithKeyring(ledger.NewKeyring(signer.Public())))
+	var backend interface {
+		ledger.Backend
+		Close() error
+	}
+	switch c.Backend {
+	case "fabric":
+		// The client registers the gateway's key on the ledger on first use; it connects
+		// lazily, so a peer that is down only delays anchoring.
+		backend, err = fabric.Open(*c.Fabric, fabric.WithActors(signer), fabric.WithLogger(log), fabric.WithRegisterer(reg))
+	default:
+		backend, err = local.Open(c.Dir, local.WithKeyring(ledger.NewKeyring(signer.Public())))
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -104,7 +141,7 @@ func openLineage(c LedgerConfig, log *slog.Logger, reg prometheus.Registerer) (*
 		_ = backend.Close()
 		return nil, err
 	}
-	log.Info("lineage ledger open", "backend", c.Backend, "dir", filepath.Clean(c.Dir), "actor", signer.Actor().KeyID)
+	log.Info("lineage ledger open", "backend", c.Backend, "actor", signer.Actor().KeyID, "org", signer.Actor().Org)
 	return &lineage{outbox: out, backend: backend}, nil
 }
 

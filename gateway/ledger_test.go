@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -17,19 +18,20 @@ import (
 	"github.com/millwright-io/millwright/internal/servicetest"
 	"github.com/millwright-io/millwright/internal/testlog"
 	"github.com/millwright-io/millwright/ledger"
+	"github.com/millwright-io/millwright/ledger/fabric/fabrictest"
 	"github.com/millwright-io/millwright/ledger/local"
 )
 
-// A record given to the running gateway's Recorder is signed with the identity key created
-// in the state directory and anchored in the local ledger, without any peer being reachable.
-func TestGatewayAnchorsRecordsInLocalLedger(t *testing.T) {
-	state := t.TempDir()
-	dead := servicetest.FreePort(t) // nothing listens: ingest retries, the ledger does not care
+// ledgerGateway is a gateway whose source and sink point at a port nothing listens on: ingest
+// retries, and the ledger must not care.
+func ledgerGateway(t *testing.T, factory, state, ledgerYAML string) *Gateway {
+	t.Helper()
+	dead := strconv.Itoa(servicetest.FreePort(t))
 	cfg, err := Parse([]byte(`
-gateway: {factory: plant-7, state_dir: ` + state + `, http: {listen: ""}}
-sources: [{name: broker, mqtt: {servers: ["tcp://127.0.0.1:` + strconv.Itoa(dead) + `"], topics: [{pattern: "f/{machine}/{signal}"}]}}]
-sinks: [{name: influx, influxdb: {url: "http://127.0.0.1:` + strconv.Itoa(dead) + `", bucket: millwright}}]
-`))
+gateway: {factory: ` + factory + `, state_dir: ` + state + `, http: {listen: ""}}
+sources: [{name: broker, mqtt: {servers: ["tcp://127.0.0.1:` + dead + `"], topics: [{pattern: "f/{machine}/{signal}"}]}}]
+sinks: [{name: influx, influxdb: {url: "http://127.0.0.1:` + dead + `", bucket: millwright}}]
+` + ledgerYAML))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,12 +40,28 @@ sinks: [{name: influx, influxdb: {url: "http://127.0.0.1:` + strconv.Itoa(dead) 
 	if err != nil {
 		t.Fatal(err)
 	}
+	return g
+}
+
+// recordWhileRunning runs g, records a dataset snapshot through its Recorder, calls anchored
+// until it reports the record anchored, and stops g.
+func recordWhileRunning(t *testing.T, g *Gateway, anchored func(ledger.Record) bool) ledger.Record {
+	t.Helper()
 	if g.Recorder() != nil {
 		t.Fatal("Recorder is set before Run")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- g.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+			t.Error(err)
+		}
+		if g.Recorder() != nil {
+			t.Error("Recorder still set after Run returned")
+		}
+	}()
 	var rec ledger.Recorder
 	for deadline := time.Now().Add(10 * time.Second); rec == nil; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
@@ -53,23 +71,32 @@ sinks: [{name: influx, influxdb: {url: "http://127.0.0.1:` + strconv.Itoa(dead) 
 	}
 	sum := sha256.Sum256([]byte("snapshot metadata"))
 	body := ledger.DatasetSnapshot{Rows: 10, MetadataHash: hex.EncodeToString(sum[:]), Windows: []ledger.SignalWindow{{
-		Signal: "plant-7/l1/pump-1/temperature", From: time.Unix(0, 0).UTC(), To: time.Unix(10, 0).UTC(), Rows: 10,
+		Signal: "l1/pump-1/temperature", From: time.Unix(0, 0).UTC(), To: time.Unix(10, 0).UTC(), Rows: 10,
 	}}}
 	r, err := rec.Record(ctx, body)
 	if err != nil {
 		t.Fatal(err)
 	}
+	for deadline := time.Now().Add(30 * time.Second); !anchored(r); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("record %s not anchored 30s after it was recorded", r.Header.ID)
+		}
+	}
+	return r
+}
+
+// A record given to the running gateway's Recorder is signed with the identity key created
+// in the state directory and anchored in the local ledger, without any peer being reachable.
+func TestGatewayAnchorsRecordsInLocalLedger(t *testing.T) {
+	state := t.TempDir()
+	g := ledgerGateway(t, "plant-7", state, "")
+	file := filepath.Join(state, "ledger", local.FileName)
+	r := recordWhileRunning(t, g, func(r ledger.Record) bool {
+		b, _ := os.ReadFile(file)
+		return strings.Contains(string(b), r.Header.ID)
+	})
 	if r.Header.Site != "plant-7" || r.Header.Actor.Org != "plant-7" || r.Header.Actor.Name != "gateway" {
 		t.Fatalf("header = %+v, want site and org plant-7, name gateway", r.Header)
-	}
-	// Wait until anchored, then stop and read the ledger file back.
-	waitAnchored(t, filepath.Join(state, "ledger", local.FileName), r.Header.ID)
-	cancel()
-	if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
-		t.Fatal(err)
-	}
-	if g.Recorder() != nil {
-		t.Fatal("Recorder still set after Run returned")
 	}
 	fi, err := os.Stat(filepath.Join(state, "identity.key"))
 	if err != nil || fi.Mode().Perm() != 0o600 {
@@ -79,7 +106,8 @@ sinks: [{name: influx, influxdb: {url: "http://127.0.0.1:` + strconv.Itoa(dead) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := local.Open(filepath.Join(state, "ledger"), local.WithKeyring(ledger.NewKeyring(key.Public().(ed25519.PublicKey))))
+	keys := ledger.NewKeyring(key.Public().(ed25519.PublicKey))
+	l, err := local.Open(filepath.Join(state, "ledger"), local.WithKeyring(keys))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,37 +116,64 @@ sinks: [{name: influx, influxdb: {url: "http://127.0.0.1:` + strconv.Itoa(dead) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := ledger.NewKeyring(key.Public().(ed25519.PublicKey)).Verify(got); err != nil {
+	if err := keys.Verify(got); err != nil {
 		t.Fatalf("anchored record does not verify with the gateway's key: %v", err)
 	}
 }
 
-func TestLedgerConfigProblems(t *testing.T) {
-	_, err := Parse([]byte(`
-gateway: {factory: plant-7, state_dir: /tmp/x}
-sources: [{name: broker, mqtt: {servers: ["tcp://127.0.0.1:1883"], topics: [{pattern: "f/{machine}/{signal}"}]}}]
-sinks: [{name: influx, influxdb: {url: "http://127.0.0.1:8086", bucket: millwright}}]
-ledger: {backend: fabrik, name: ""}
-`))
-	if err == nil {
-		t.Fatal("bad ledger block accepted")
+// With backend fabric, the gateway's records reach the channel through the outbox: the
+// client registers the gateway's key on first use and the chaincode accepts the record of
+// the gateway's own organisation.
+func TestGatewayAnchorsRecordsOnFabric(t *testing.T) {
+	fc := fabrictest.Config(t, "factory-a")
+	reader := fabrictest.Client(t, "factory-a")
+	g := ledgerGateway(t, servicetest.UniqueName("site"), t.TempDir(), fmt.Sprintf(`
+ledger:
+  backend: fabric
+  fabric: {endpoint: %q, server_name: %q, tls_ca: %q, msp_id: %q, cert: %q, key: %q, channel: %q, chaincode: %q}
+`, fc.Endpoint, fc.ServerName, fc.TLSCA, fc.MSPID, fc.Cert, fc.Key, fc.Channel, fc.Chaincode))
+	r := recordWhileRunning(t, g, func(r ledger.Record) bool {
+		_, err := reader.Get(context.Background(), r.Header.ID)
+		return err == nil
+	})
+	if r.Header.Actor.Org != "factory-a" {
+		t.Fatalf("actor org = %q, want the msp_id factory-a", r.Header.Actor.Org)
 	}
-	for _, want := range []string{`ledger.backend: "fabrik" is not a ledger backend; expected local or none`, "ledger.name: must be set"} {
-		if !strings.Contains(err.Error(), want) {
-			t.Errorf("error %q\nlacks %q", err, want)
-		}
+	got, err := reader.Get(context.Background(), r.Header.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := ledger.Hash(r)
+	if h, _ := ledger.Hash(got); h != want {
+		t.Fatalf("record on the channel hashes to %s, want %s", h, want)
 	}
 }
 
-func waitAnchored(t *testing.T, path, id string) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		b, _ := os.ReadFile(path)
-		if strings.Contains(string(b), id) {
-			return
+func TestLedgerConfigProblems(t *testing.T) {
+	base := `
+gateway: {factory: plant-7, state_dir: /tmp/x}
+sources: [{name: broker, mqtt: {servers: ["tcp://127.0.0.1:1883"], topics: [{pattern: "f/{machine}/{signal}"}]}}]
+sinks: [{name: influx, influxdb: {url: "http://127.0.0.1:8086", bucket: millwright}}]
+`
+	for _, tt := range []struct {
+		ledger string
+		want   []string
+	}{
+		{`ledger: {backend: fabrik, name: ""}`, []string{`ledger.backend: "fabrik" is not a ledger backend; expected local, fabric or none`, "ledger.name: must be set"}},
+		{`ledger: {backend: fabric}`, []string{"ledger.fabric: missing; backend fabric needs the peer"}},
+		{`ledger: {backend: fabric, org: factory-b, fabric: {endpoint: "127.0.0.1:1", tls_ca: ca.pem, msp_id: factory-a, cert: c.pem, key: k.pem, channel: c, chaincode: lineage}}`,
+			[]string{`ledger.org: "factory-b" differs from fabric.msp_id "factory-a"`}},
+		{`ledger: {backend: local, fabric: {msp_id: factory-a}}`, []string{"ledger.fabric: is set but backend is local"}},
+	} {
+		_, err := Parse([]byte(base + tt.ledger))
+		if err == nil {
+			t.Errorf("%s: accepted", tt.ledger)
+			continue
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("record %s not in %s after 10s", id, path)
+		for _, want := range tt.want {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("%s: error %q\nlacks %q", tt.ledger, err, want)
+			}
 		}
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/millwright-io/millwright/connectors/mqtt"
 	"github.com/millwright-io/millwright/connectors/sim"
 	"github.com/millwright-io/millwright/gateway/telemetry"
+	"github.com/millwright-io/millwright/internal/metrictest"
 	"github.com/millwright-io/millwright/internal/servicetest"
 	"github.com/millwright-io/millwright/models/score"
 	"github.com/millwright-io/millwright/models/train/trainsim"
@@ -147,7 +148,7 @@ models:
 			}
 			if time.Now().After(deadline) {
 				t.Fatalf("scorer did not score %d windows: %+v; skipped batches %v, points in %v", n, alarms(),
-					metricValue(t, g, "millwright_scorer_skipped_batches_total"), metricValue(t, g, "millwright_source_points_total"))
+					metrictest.Sum(t, g.Registry(), "millwright_scorer_skipped_batches_total"), metrictest.Sum(t, g.Registry(), "millwright_source_points_total"))
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
@@ -156,13 +157,13 @@ models:
 	stride := int64(cfg.Models.Train.Features.WindowStride)
 	send(steps[7200 : 7200+300])
 	waitWindows(250 / stride)
-	if st := alarms()[0]; st.Active || metricValue(t, g, "millwright_scorer_alarms_total") != 0 {
+	if st := alarms()[0]; st.Active || metrictest.Sum(t, g.Registry(), "millwright_scorer_alarms_total") != 0 {
 		t.Fatalf("healthy live data raised an alarm: %+v", st)
 	}
 	send(steps[7200+300:])
 	waitWindows(1100 / stride)
 	st := alarms()[0]
-	if raised := metricValue(t, g, "millwright_scorer_alarms_total"); raised == 0 || !st.Active {
+	if raised := metrictest.Sum(t, g.Registry(), "millwright_scorer_alarms_total"); raised == 0 || !st.Active {
 		t.Fatalf("bearing wear raised no alarm: %+v", st)
 	}
 	select {
@@ -182,5 +183,5 @@ models:
 	if n := servicetest.WaitCount(t, influx, s.db, `SELECT count("value_bool") FROM "anomaly" WHERE "signal" = 'alarm' AND "value_bool" = true`, 1, 30*time.Second); n < 1 {
 		t.Fatal("no anomaly point with the alarm raised in InfluxDB")
 	}
-	t.Logf("alarm: %+v; skipped batches %v", st, metricValue(t, g, "millwright_scorer_skipped_batches_total"))
+	t.Logf("alarm: %+v; skipped batches %v", st, metrictest.Sum(t, g.Registry(), "millwright_scorer_skipped_batches_total"))
 }

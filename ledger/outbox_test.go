@@ -15,6 +15,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/millwright-io/millwright/gateway/config"
+	"github.com/millwright-io/millwright/internal/metrictest"
+	"github.com/millwright-io/millwright/internal/servicetest"
 	"github.com/millwright-io/millwright/ledger"
 )
 
@@ -97,17 +99,6 @@ func (f *fakeBackend) attemptCount() int {
 	return f.attempts
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
 func testConfig(dir string) ledger.Config {
 	return ledger.Config{Dir: dir, Site: "site-a", Gateway: "gw-1", FirmwareVersion: "3.4.1",
 		RetryInitial: time.Millisecond, RetryMax: 5 * time.Millisecond}
@@ -185,43 +176,19 @@ func checkChain(t *testing.T, recs []ledger.Record) {
 	}
 }
 
-func metric(t *testing.T, reg *prometheus.Registry, name string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		m := mf.GetMetric()[0]
-		switch {
-		case m.Counter != nil:
-			return m.Counter.GetValue()
-		case m.Gauge != nil:
-			return m.Gauge.GetValue()
-		case m.Histogram != nil:
-			return float64(m.Histogram.GetSampleCount())
-		}
-	}
-	t.Fatalf("no metric %s", name)
-	return 0
-}
-
 func TestOutboxAnchorsInOrderWithRetries(t *testing.T) {
 	b := newFake()
 	b.failN = 3
 	reg := prometheus.NewRegistry()
 	o := start(t, testConfig(t.TempDir()), b, reg)
 	want := recordN(t, o, 5)
-	waitFor(t, "5 records anchored", func() bool { return len(b.anchored()) == 5 })
+	servicetest.WaitFor(t, 10*time.Second, "5 records anchored", func() bool { return len(b.anchored()) == 5 })
 	checkSame(t, b.anchored(), want)
 	checkChain(t, want)
 	if got := b.attemptCount(); got != 8 {
 		t.Errorf("attempts = %d, want 5 + 3 retries", got)
 	}
-	waitFor(t, "stats", func() bool { return o.Stats().Anchored == 5 })
+	servicetest.WaitFor(t, 10*time.Second, "stats", func() bool { return o.Stats().Anchored == 5 })
 	if st := o.Stats(); st.AnchorErrors != 3 || st.Pending != 0 || st.Rejected != 0 {
 		t.Errorf("stats = %+v", st)
 	}
@@ -229,7 +196,7 @@ func TestOutboxAnchorsInOrderWithRetries(t *testing.T) {
 		"millwright_ledger_anchored_total": 5, "millwright_ledger_anchor_errors_total": 3,
 		"millwright_ledger_outbox_records": 0, "millwright_ledger_anchor_seconds": 8, "millwright_ledger_rejected_total": 0,
 	} {
-		if got := metric(t, reg, name); got != want {
+		if got := metrictest.Value(t, reg, name); got != want {
 			t.Errorf("%s = %v, want %v", name, got, want)
 		}
 	}
@@ -241,15 +208,15 @@ func TestOutboxGrowsWhileBackendDownThenDrains(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	o := start(t, testConfig(t.TempDir()), b, reg)
 	want := recordN(t, o, 50)
-	waitFor(t, "retries", func() bool { return b.attemptCount() >= 3 })
+	servicetest.WaitFor(t, 10*time.Second, "retries", func() bool { return b.attemptCount() >= 3 })
 	if st := o.Stats(); st.Pending != 50 || len(b.anchored()) != 0 {
 		t.Fatalf("while down: stats %+v, anchored %d", st, len(b.anchored()))
 	}
-	if got := metric(t, reg, "millwright_ledger_outbox_records"); got != 50 {
+	if got := metrictest.Value(t, reg, "millwright_ledger_outbox_records"); got != 50 {
 		t.Errorf("outbox gauge = %v", got)
 	}
 	b.set(func(f *fakeBackend) { f.down = false })
-	waitFor(t, "drain", func() bool { return o.Stats().Pending == 0 })
+	servicetest.WaitFor(t, 10*time.Second, "drain", func() bool { return o.Stats().Pending == 0 })
 	checkSame(t, b.anchored(), want)
 	checkChain(t, b.anchored())
 }
@@ -265,7 +232,7 @@ func TestOutboxRestart(t *testing.T) {
 			b1.limit = 4
 			o := start(t, cfg, b1, reg)
 			first := recordN(t, o, 10)
-			waitFor(t, "4 anchored", func() bool { return o.Stats().Anchored == 4 })
+			servicetest.WaitFor(t, 10*time.Second, "4 anchored", func() bool { return o.Stats().Anchored == 4 })
 			o.stop()
 
 			b2 := newFake()
@@ -276,7 +243,7 @@ func TestOutboxRestart(t *testing.T) {
 			}
 			b2.set(func(f *fakeBackend) { f.down = false })
 			more := recordN(t, o2, 3)
-			waitFor(t, "drain after restart", func() bool { return o2.Stats().Pending == 0 })
+			servicetest.WaitFor(t, 10*time.Second, "drain after restart", func() bool { return o2.Stats().Pending == 0 })
 			checkSame(t, b2.anchored(), append(first[4:], more...))
 			checkChain(t, append(first, more...))
 			o2.stop()
@@ -288,7 +255,7 @@ func TestOutboxRestart(t *testing.T) {
 				t.Errorf("third open: pending %d", st.Pending)
 			}
 			last := recordN(t, o3, 1)
-			waitFor(t, "drain", func() bool { return o3.Stats().Pending == 0 })
+			servicetest.WaitFor(t, 10*time.Second, "drain", func() bool { return o3.Stats().Pending == 0 })
 			checkSame(t, b3.anchored(), last)
 			checkChain(t, append(append(first, more...), last...))
 			if compact == 1 {
@@ -326,17 +293,17 @@ func TestOutboxFull(t *testing.T) {
 	if !strings.Contains(err.Error(), "max_bytes is 8KiB") {
 		t.Errorf("error does not say the bound: %v", err)
 	}
-	if got := metric(t, reg, "millwright_ledger_outbox_full_total"); got != 1 {
+	if got := metrictest.Value(t, reg, "millwright_ledger_outbox_full_total"); got != 1 {
 		t.Errorf("full counter = %v", got)
 	}
 	b.set(func(f *fakeBackend) { f.down = false })
-	waitFor(t, "drain", func() bool { return o.Stats().Pending == 0 })
+	servicetest.WaitFor(t, 10*time.Second, "drain", func() bool { return o.Stats().Pending == 0 })
 	rec, err := o.Record(context.Background(), sampleBodies()[8])
 	if err != nil {
 		t.Fatalf("record after drain: %v", err)
 	}
 	want = append(want, rec)
-	waitFor(t, "drain", func() bool { return o.Stats().Pending == 0 })
+	servicetest.WaitFor(t, 10*time.Second, "drain", func() bool { return o.Stats().Pending == 0 })
 	checkSame(t, b.anchored(), want)
 	checkChain(t, want)
 }
@@ -349,12 +316,12 @@ func TestOutboxDeadLetters(t *testing.T) {
 	dir := t.TempDir()
 	o := start(t, testConfig(dir), b, reg)
 	recs := recordN(t, o, 5)
-	waitFor(t, "drain", func() bool { return o.Stats().Pending == 0 })
+	servicetest.WaitFor(t, 10*time.Second, "drain", func() bool { return o.Stats().Pending == 0 })
 	checkSame(t, b.anchored(), []ledger.Record{recs[0], recs[2], recs[4]})
 	if st := o.Stats(); st.Rejected != 2 || st.Anchored != 3 || st.AnchorErrors != 0 {
 		t.Errorf("stats = %+v", st)
 	}
-	if got := metric(t, reg, "millwright_ledger_rejected_total"); got != 2 {
+	if got := metrictest.Value(t, reg, "millwright_ledger_rejected_total"); got != 2 {
 		t.Errorf("rejected_total = %v", got)
 	}
 	dl, err := os.ReadFile(filepath.Join(dir, "dead-letter.jsonl"))
@@ -399,7 +366,7 @@ func TestOutboxTornTail(t *testing.T) {
 	}
 	b2.set(func(f *fakeBackend) { f.down = false })
 	more := recordN(t, o2, 1)
-	waitFor(t, "drain", func() bool { return o2.Stats().Pending == 0 })
+	servicetest.WaitFor(t, 10*time.Second, "drain", func() bool { return o2.Stats().Pending == 0 })
 	checkSame(t, b2.anchored(), append(first, more...))
 	checkChain(t, b2.anchored())
 }
@@ -480,7 +447,7 @@ func TestOutboxRunTwice(t *testing.T) {
 	b := newFake()
 	o := start(t, testConfig(t.TempDir()), b, prometheus.NewRegistry())
 	recordN(t, o, 1)
-	waitFor(t, "anchored", func() bool { return o.Stats().Anchored == 1 }) // Run is running
+	servicetest.WaitFor(t, 10*time.Second, "anchored", func() bool { return o.Stats().Anchored == 1 }) // Run is running
 	if err := o.Run(context.Background()); err == nil || !strings.Contains(err.Error(), "Run called twice") {
 		t.Errorf("second Run = %v", err)
 	}

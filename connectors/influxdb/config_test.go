@@ -2,36 +2,16 @@ package influxdb
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/millwright-io/millwright/connectors"
-	"github.com/millwright-io/millwright/gateway/config"
+	"github.com/millwright-io/millwright/internal/configtest"
 )
 
-func decodeConfig(t *testing.T, name string) (Config, error) {
-	t.Helper()
-	data, err := os.ReadFile(filepath.Join("testdata", "config", name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return decodeYAML(data)
-}
-
-func decodeYAML(data []byte) (Config, error) {
-	var cfg Config
-	cfg.SetDefaults()
-	if err := config.Decode(data, &cfg); err != nil {
-		return cfg, err
-	}
-	return cfg, cfg.Validate()
-}
-
 func TestSampleConfig(t *testing.T) {
-	cfg, err := decodeYAML([]byte(SampleConfig))
+	cfg, err := configtest.Decode[Config](SampleConfig)
 	if err != nil {
 		t.Fatalf("sample.yaml: %v", err)
 	}
@@ -50,7 +30,7 @@ func TestSampleConfig(t *testing.T) {
 			lines = append(lines, rest)
 		}
 	}
-	uncommented, err := decodeYAML([]byte("url: http://127.0.0.1:8086\nbucket: millwright\n" + strings.Join(lines, "\n")))
+	uncommented, err := configtest.Decode[Config]("url: http://127.0.0.1:8086\nbucket: millwright\n" + strings.Join(lines, "\n"))
 	if err != nil {
 		t.Fatalf("uncommented defaults: %v", err)
 	}
@@ -61,7 +41,7 @@ func TestSampleConfig(t *testing.T) {
 
 func TestConfigFiles(t *testing.T) {
 	t.Setenv("MILLWRIGHT_TEST_INFLUX_TOKEN", "writer:s3cret")
-	cfg, err := decodeConfig(t, "good.yaml")
+	cfg, err := configtest.Decode[Config](configtest.Read(t, "testdata/config/good.yaml"))
 	if err != nil {
 		t.Fatalf("good.yaml: %v", err)
 	}
@@ -70,7 +50,7 @@ func TestConfigFiles(t *testing.T) {
 		t.Errorf("good.yaml decoded as %+v", cfg)
 	}
 
-	cfg, err = decodeConfig(t, "minimal.yaml")
+	cfg, err = configtest.Decode[Config](configtest.Read(t, "testdata/config/minimal.yaml"))
 	if err != nil {
 		t.Fatalf("minimal.yaml: %v", err)
 	}
@@ -79,7 +59,7 @@ func TestConfigFiles(t *testing.T) {
 		t.Errorf("minimal.yaml did not get the defaults: %+v", cfg)
 	}
 
-	_, err = decodeConfig(t, "bad.yaml")
+	_, err = configtest.Decode[Config](configtest.Read(t, "testdata/config/bad.yaml"))
 	if err == nil {
 		t.Fatal("bad.yaml validated")
 	}

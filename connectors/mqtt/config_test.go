@@ -6,20 +6,11 @@ import (
 	"time"
 
 	"github.com/millwright-io/millwright/gateway/config"
+	"github.com/millwright-io/millwright/internal/configtest"
 )
 
-func decodeConfig(t *testing.T, yaml string) (Config, error) {
-	t.Helper()
-	var c Config
-	c.SetDefaults()
-	if err := config.Decode([]byte(yaml), &c); err != nil {
-		return c, err
-	}
-	return c, c.Validate()
-}
-
 func TestSampleConfig(t *testing.T) {
-	c, err := decodeConfig(t, SampleConfig)
+	c, err := configtest.Decode[Config](SampleConfig)
 	if err != nil {
 		t.Fatalf("sample.yaml: %v", err)
 	}
@@ -38,7 +29,7 @@ func TestSampleConfig(t *testing.T) {
 }
 
 func TestConfigQoSZero(t *testing.T) {
-	c, err := decodeConfig(t, "servers: [tcp://h:1883]\ntopics:\n  - {pattern: \"a/{machine}\", qos: 0}\n  - {pattern: \"b/{machine}\"}\n")
+	c, err := configtest.Decode[Config]("servers: [tcp://h:1883]\ntopics:\n  - {pattern: \"a/{machine}\", qos: 0}\n  - {pattern: \"b/{machine}\"}\n")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,7 +107,7 @@ topics:
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := decodeConfig(t, tt.yaml)
+			_, err := configtest.Decode[Config](tt.yaml)
 			var got []string
 			for _, e := range config.Flatten(err) {
 				got = append(got, e.Error())

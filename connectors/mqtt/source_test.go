@@ -152,6 +152,21 @@ func (h *harness) read(ctx context.Context) ([]string, connectors.AckFunc) {
 	return sigs, ack
 }
 
+// publishBeyondWindow fills a window of one message, then publishes a second message from a
+// goroutine, where the handler waits for room, and returns once that goroutine is durably
+// blocked or done. The channel is closed when the second publish returns. Call it inside a
+// synctest bubble.
+func (h *harness) publishBeyondWindow() <-chan struct{} {
+	h.publish("sensors/m1/a", `1`)
+	returned := make(chan struct{})
+	go func() {
+		defer close(returned)
+		h.publish("sensors/m1/b", `2`) // waits for the window
+	}()
+	synctest.Wait()
+	return returned
+}
+
 func (h *harness) inflight() float64 { return testutil.ToFloat64(h.src.m.inflight) }
 
 func TestReadBatchesAndAcksInOrder(t *testing.T) {
@@ -373,13 +388,7 @@ func TestBackpressure(t *testing.T) {
 func TestHandlerGivesUpWhenConnectionCloses(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newHarness(t, Config{MaxInflight: 1})
-		h.publish("sensors/m1/a", `1`)
-		returned := make(chan struct{})
-		go func() {
-			defer close(returned)
-			h.publish("sensors/m1/b", `2`) // waits for the window
-		}()
-		synctest.Wait()
+		returned := h.publishBeyondWindow()
 		select {
 		case <-returned:
 			t.Fatal("the handler did not wait for the window")
@@ -398,13 +407,7 @@ func TestHandlerGivesUpWhenConnectionCloses(t *testing.T) {
 func TestCloseReleasesWaitingHandler(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newHarness(t, Config{MaxInflight: 1})
-		h.publish("sensors/m1/a", `1`)
-		returned := make(chan struct{})
-		go func() {
-			defer close(returned)
-			h.publish("sensors/m1/b", `2`)
-		}()
-		synctest.Wait()
+		returned := h.publishBeyondWindow()
 		if err := h.src.Close(t.Context()); err != nil {
 			t.Fatal(err)
 		}

@@ -5,22 +5,12 @@ import (
 	"testing"
 
 	"github.com/millwright-io/millwright/gateway/config"
+	"github.com/millwright-io/millwright/internal/configtest"
 )
-
-func decodeUnitConfig(t *testing.T, yaml string) (Config, error) {
-	t.Helper()
-	var c Config
-	c.SetDefaults()
-	if err := config.Decode([]byte(yaml), &c); err != nil {
-		return c, err
-	}
-	c.SetDefaults()
-	return c, c.Validate()
-}
 
 func TestSampleConfig(t *testing.T) {
 	t.Setenv("OPCUA_PASSWORD", "pw")
-	c, err := decodeUnitConfig(t, SampleConfig)
+	c, err := configtest.Decode[Config](SampleConfig)
 	if err != nil {
 		t.Fatalf("sample.yaml: %v", err)
 	}
@@ -90,7 +80,7 @@ mapping:
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := decodeUnitConfig(t, tt.yaml)
+			_, err := configtest.Decode[Config](tt.yaml)
 			if err == nil {
 				t.Fatal("valid, want errors")
 			}

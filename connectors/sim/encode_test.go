@@ -24,23 +24,6 @@ func plantOfAllKinds(t testing.TB) *sim.Plant {
 	return p
 }
 
-// signal returns the value of the named signal of s.
-func signal(s sim.Signals, name string) float64 {
-	switch name {
-	case sim.SignalTemperature:
-		return s.Temperature
-	case sim.SignalVibrationRMS:
-		return s.VibrationRMS
-	case sim.SignalCurrent:
-		return s.Current
-	case sim.SignalPressure:
-		return s.Pressure
-	case sim.SignalSpeed:
-		return s.Speed
-	}
-	return math.NaN()
-}
-
 // checkPoints checks that pts are exactly the signals of s, as the MQTT source decodes them.
 func checkPoints(t *testing.T, s sim.Sample, pts []telemetry.Point) {
 	t.Helper()
@@ -59,7 +42,7 @@ func checkPoints(t *testing.T, s sim.Sample, pts []telemetry.Point) {
 			t.Fatalf("%s %s: value of kind %v, want a float", s.Machine, p.Signal, p.Value.Kind)
 		}
 		// Encoded with 1 to 4 decimals.
-		if got, want := p.Value.Float(), signal(s.Signals, p.Signal); math.Abs(got-want) > 0.05+1e-9 {
+		if got, want := p.Value.Float(), s.Signals.Value(p.Signal); math.Abs(got-want) > 0.05+1e-9 {
 			t.Errorf("%s %s: decoded %v, sample has %v", s.Machine, p.Signal, got, want)
 		}
 		if p.Quality.Level != telemetry.Good {

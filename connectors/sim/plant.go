@@ -66,6 +66,24 @@ type Signals struct {
 	Speed        float64 // rpm
 }
 
+// Value returns the signal named name (one of the Signal* constants), or NaN for any
+// other name.
+func (s Signals) Value(name string) float64 {
+	switch name {
+	case SignalTemperature:
+		return s.Temperature
+	case SignalVibrationRMS:
+		return s.VibrationRMS
+	case SignalCurrent:
+		return s.Current
+	case SignalPressure:
+		return s.Pressure
+	case SignalSpeed:
+		return s.Speed
+	}
+	return math.NaN()
+}
+
 // Label is the ground truth of a sample: the fault the machine has at that time, or none.
 type Label struct {
 	// Fault is the active fault (one whose onset has passed) with the highest severity, or

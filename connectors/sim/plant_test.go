@@ -448,3 +448,20 @@ func TestStepAllocs(t *testing.T) {
 		t.Errorf("Step and AppendJSON allocate %.1f times per step; want 0", allocs)
 	}
 }
+
+func TestSignalsValue(t *testing.T) {
+	s := Signals{Temperature: 1, VibrationRMS: 2, Current: 3, Pressure: 4, Speed: 5}
+	for _, tc := range []struct {
+		name string
+		want float64
+	}{
+		{SignalTemperature, 1}, {SignalVibrationRMS, 2}, {SignalCurrent, 3}, {SignalPressure, 4}, {SignalSpeed, 5},
+	} {
+		if got := s.Value(tc.name); got != tc.want {
+			t.Errorf("Value(%q) = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	if got := s.Value("humidity"); !math.IsNaN(got) {
+		t.Errorf("Value of an unknown signal = %v, want NaN", got)
+	}
+}

@@ -106,8 +106,8 @@ func TestIntegrationSparkplugThroughMosquitto(t *testing.T) {
 			if !ok {
 				t.Fatalf("%s %s at %d: no sample at that time", machine, p.Signal, p.SourceTime)
 			}
-			if p.Value != telemetry.Float(signal(s.Signals, p.Signal)) || p.Quality.Level != telemetry.Good || p.Line != group {
-				t.Fatalf("%s %s = %+v, want %v, good, line %s", machine, p.Signal, p, signal(s.Signals, p.Signal), group)
+			if p.Value != telemetry.Float(s.Signals.Value(p.Signal)) || p.Quality.Level != telemetry.Good || p.Line != group {
+				t.Fatalf("%s %s = %+v, want %v, good, line %s", machine, p.Signal, p, s.Signals.Value(p.Signal), group)
 			}
 		}
 	}

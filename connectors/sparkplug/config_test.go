@@ -7,20 +7,11 @@ import (
 
 	"github.com/millwright-io/millwright/connectors"
 	"github.com/millwright-io/millwright/gateway/config"
+	"github.com/millwright-io/millwright/internal/configtest"
 )
 
-func decodeConfig(t *testing.T, yaml string) (Config, error) {
-	t.Helper()
-	var c Config
-	c.SetDefaults()
-	if err := config.Decode([]byte(yaml), &c); err != nil {
-		return c, err
-	}
-	return c, c.Validate()
-}
-
 func TestSampleConfig(t *testing.T) {
-	c, err := decodeConfig(t, SampleConfig)
+	c, err := configtest.Decode[Config](SampleConfig)
 	if err != nil {
 		t.Fatalf("sample.yaml: %v", err)
 	}
@@ -38,7 +29,7 @@ func TestSampleConfig(t *testing.T) {
 }
 
 func TestConfigExcludeEmpty(t *testing.T) {
-	c, err := decodeConfig(t, "mqtt: {servers: [tcp://b:1883]}\nmap: {exclude: []}\n")
+	c, err := configtest.Decode[Config]("mqtt: {servers: [tcp://b:1883]}\nmap: {exclude: []}\n")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +65,7 @@ func TestConfigValidate(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := decodeConfig(t, tc.yaml)
+			_, err := configtest.Decode[Config](tc.yaml)
 			if err == nil {
 				t.Fatal("no error")
 			}

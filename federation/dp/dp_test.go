@@ -4,11 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"math"
-	"os"
 	"strings"
 	"testing"
 
-	"github.com/millwright-io/millwright/gateway/config"
+	"github.com/millwright-io/millwright/internal/configtest"
 )
 
 func seed(b byte) *bytes.Reader { return bytes.NewReader(bytes.Repeat([]byte{b}, 32)) }
@@ -153,18 +152,8 @@ func TestPerRoundAndCumulative(t *testing.T) {
 }
 
 func TestSampleConfigLoads(t *testing.T) {
-	data, err := os.ReadFile("testdata/dp.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var c Config
-	c.SetDefaults()
-	if err := config.Decode(data, &c); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Validate(); err != nil {
-		t.Fatal(err)
-	}
+	configtest.Load(t, "testdata/dp.yaml", &c)
 	if !c.Enabled || c.NoiseMultiplier != 1.1 || c.Noise != NoiseDistributed || c.EpsilonLimit != 8 {
 		t.Errorf("decoded %+v", c)
 	}

@@ -1,26 +1,15 @@
 package secagg
 
 import (
-	"os"
 	"strings"
 	"testing"
 
-	"github.com/millwright-io/millwright/gateway/config"
+	"github.com/millwright-io/millwright/internal/configtest"
 )
 
 func TestSampleConfigLoads(t *testing.T) {
-	data, err := os.ReadFile("testdata/secagg.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var c Config
-	c.SetDefaults()
-	if err := config.Decode(data, &c); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Validate(); err != nil {
-		t.Fatal(err)
-	}
+	configtest.Load(t, "testdata/secagg.yaml", &c)
 	for _, tc := range []struct{ clients, t int }{{3, 3}, {10, 7}, {4, 3}, {2, 2}} {
 		p, err := c.Params(1, tc.clients, 100)
 		if err != nil || p.Threshold != tc.t {

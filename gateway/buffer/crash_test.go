@@ -15,6 +15,7 @@ import (
 
 	"github.com/millwright-io/millwright/gateway/buffer"
 	"github.com/millwright-io/millwright/gateway/telemetry"
+	"github.com/millwright-io/millwright/internal/metrictest"
 )
 
 // crashDirEnv tells the re-executed test binary to run as the crash child, in that
@@ -167,7 +168,7 @@ func TestSurvivesKill9(t *testing.T) {
 
 	w, reg := openWAL(t, buffer.Config{Dir: dir, SegmentBytes: 8 << 10, MaxBytes: 1 << 30, Fsync: buffer.FsyncBatch,
 		FsyncInterval: time.Second, Overflow: buffer.OverflowBlock}, "audit", "sink")
-	t.Logf("after the crash: %+v, truncated %v bytes", w.Stats(), metric(t, reg, "millwright_buffer_truncated_bytes_total"))
+	t.Logf("after the crash: %+v, truncated %v bytes", w.Stats(), metrictest.Sum(t, reg, "millwright_buffer_truncated_bytes_total"))
 
 	readAll := func(r *buffer.Reader) []crashRecord {
 		var out []crashRecord

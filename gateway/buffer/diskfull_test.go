@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/millwright-io/millwright/gateway/buffer"
+	"github.com/millwright-io/millwright/internal/metrictest"
 )
 
 // diskFullDirEnv tells the re-executed test binary to run as the disk-full child.
@@ -100,5 +101,5 @@ func TestAppendFailsCleanlyWhenWritesFail(t *testing.T) {
 	assertSeqs(t, readSeqs(t, w.Reader("sink"), acked+1, false), seqRange(0, acked+1))
 	assertNothingUnread(t, w.Reader("sink"))
 	t.Logf("%d batches acknowledged before the write failed (%s); truncated %v bytes on reopen",
-		acked+1, firstErr, metric(t, reg, "millwright_buffer_truncated_bytes_total"))
+		acked+1, firstErr, metrictest.Sum(t, reg, "millwright_buffer_truncated_bytes_total"))
 }

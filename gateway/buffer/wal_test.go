@@ -19,6 +19,8 @@ import (
 
 	"github.com/millwright-io/millwright/gateway/buffer"
 	"github.com/millwright-io/millwright/gateway/telemetry"
+	"github.com/millwright-io/millwright/internal/metrictest"
+	"github.com/millwright-io/millwright/internal/servicetest"
 	"github.com/millwright-io/millwright/internal/testlog"
 )
 
@@ -284,7 +286,7 @@ func TestTornTail(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer w.Close()
-			if got := metric(t, reg, "millwright_buffer_truncated_bytes_total"); got != float64(wantCut) {
+			if got := metrictest.Sum(t, reg, "millwright_buffer_truncated_bytes_total"); got != float64(wantCut) {
 				t.Errorf("truncated bytes = %v, want %d", got, wantCut)
 			}
 			if want := fmt.Sprintf("truncated_bytes=%d", wantCut); !strings.Contains(logs.String(), want) {
@@ -333,7 +335,7 @@ func TestUndecodableRecordIsSkipped(t *testing.T) {
 	r := w.Reader("sink")
 	assertSeqs(t, readSeqs(t, r, 2, true), []int{0, 1})
 	assertNothingUnread(t, r)
-	if got := metric(t, reg, "millwright_buffer_corrupt_records_total"); got != 1 {
+	if got := metrictest.Sum(t, reg, "millwright_buffer_corrupt_records_total"); got != 1 {
 		t.Errorf("corrupt records = %v, want 1", got)
 	}
 	if rec, _ := r.Pending(); rec != 0 {
@@ -422,7 +424,7 @@ func TestCorruptionInOlderSegmentIsSkipped(t *testing.T) {
 				assertSeqs(t, readSeqs(t, r, len(want), true), want)
 				assertNothingUnread(t, r)
 			}
-			if got := metric(t, reg, "millwright_buffer_corrupt_records_total"); got < 1 || got > float64(len(second)-1) {
+			if got := metrictest.Sum(t, reg, "millwright_buffer_corrupt_records_total"); got < 1 || got > float64(len(second)-1) {
 				t.Errorf("corrupt records = %v, want between 1 and %d, counted once for both readers", got, len(second)-1)
 			}
 		})
@@ -469,7 +471,7 @@ func TestBlockPolicy(t *testing.T) {
 	if s := w.Stats(); s.Bytes > int64(cfg.MaxBytes) {
 		t.Fatalf("log holds %d bytes, more than max_bytes %d", s.Bytes, cfg.MaxBytes)
 	}
-	if got := metric(t, reg, "millwright_buffer_append_blocked_seconds_total"); got < 0.05 {
+	if got := metrictest.Sum(t, reg, "millwright_buffer_append_blocked_seconds_total"); got < 0.05 {
 		t.Errorf("blocked seconds = %v after a 100ms block", got)
 	}
 
@@ -490,7 +492,7 @@ func TestBlockPolicy(t *testing.T) {
 		t.Fatalf("Append after the reader committed: %v", err)
 	}
 	assertSeqs(t, readSeqs(t, r, 1, true), []int{seq})
-	if got := metric(t, reg, "millwright_buffer_dropped_records_total"); got != 0 {
+	if got := metrictest.Sum(t, reg, "millwright_buffer_dropped_records_total"); got != 0 {
 		t.Errorf("block policy dropped %v records", got)
 	}
 }
@@ -510,7 +512,7 @@ func TestBlockedAppendEndsOnClose(t *testing.T) {
 			}
 		}
 	}()
-	waitFor(t, "the log to fill", func() bool { return w.Stats().Bytes > 4<<10 })
+	servicetest.WaitFor(t, 10*time.Second, "the log to fill", func() bool { return w.Stats().Bytes > 4<<10 })
 	time.Sleep(50 * time.Millisecond)
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
@@ -532,8 +534,8 @@ func TestDropOldestPolicy(t *testing.T) {
 	if s := w.Stats(); s.Bytes > int64(cfg.MaxBytes) {
 		t.Fatalf("log holds %d bytes, more than max_bytes %d", s.Bytes, cfg.MaxBytes)
 	}
-	droppedRec := metric(t, reg, "millwright_buffer_dropped_records_total")
-	droppedPts := metric(t, reg, "millwright_buffer_dropped_points_total")
+	droppedRec := metrictest.Sum(t, reg, "millwright_buffer_dropped_records_total")
+	droppedPts := metrictest.Sum(t, reg, "millwright_buffer_dropped_points_total")
 	if droppedRec == 0 || droppedPts != droppedRec*points {
 		t.Fatalf("dropped %v records and %v points; want some records of %d points each", droppedRec, droppedPts, points)
 	}
@@ -588,7 +590,7 @@ func TestDropWhileReading(t *testing.T) {
 		}
 	}
 	wg.Wait()
-	t.Logf("dropped %v records while reading", metric(t, reg, "millwright_buffer_dropped_records_total"))
+	t.Logf("dropped %v records while reading", metrictest.Sum(t, reg, "millwright_buffer_dropped_records_total"))
 }
 
 func TestConcurrentAppendsGroupCommit(t *testing.T) {
@@ -621,12 +623,12 @@ func TestConcurrentAppendsGroupCommit(t *testing.T) {
 		}
 		last[g] = s
 	}
-	fsyncs := metric(t, reg, "millwright_buffer_fsync_seconds")
+	fsyncs := metrictest.Sum(t, reg, "millwright_buffer_fsync_seconds")
 	t.Logf("%d appends took %v fsyncs", writers*each, fsyncs)
 	if fsyncs == 0 {
 		t.Error("fsync=batch never fsynced")
 	}
-	if got := metric(t, reg, "millwright_buffer_appended_points_total"); got != writers*each*3 {
+	if got := metrictest.Sum(t, reg, "millwright_buffer_appended_points_total"); got != writers*each*3 {
 		t.Errorf("appended points = %v, want %d", got, writers*each*3)
 	}
 }
@@ -778,11 +780,11 @@ func TestMetricsNames(t *testing.T) {
 		"millwright_buffer_truncated_bytes_total":        0,
 		"millwright_buffer_append_blocked_seconds_total": 0,
 	} {
-		if got := metric(t, reg, name); got != want {
+		if got := metrictest.Sum(t, reg, name); got != want {
 			t.Errorf("%s = %v, want %v", name, got, want)
 		}
 	}
-	if n := metric(t, reg, "millwright_buffer_fsync_seconds"); n < 3 {
+	if n := metrictest.Sum(t, reg, "millwright_buffer_fsync_seconds"); n < 3 {
 		t.Errorf("fsync histogram counted %v fsyncs for 3 appends under fsync=batch", n)
 	}
 	mfs, _ := reg.Gather()

@@ -16,6 +16,7 @@ import (
 	"github.com/millwright-io/millwright/connectors"
 	"github.com/millwright-io/millwright/gateway/buffer"
 	"github.com/millwright-io/millwright/gateway/telemetry"
+	"github.com/millwright-io/millwright/internal/servicetest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -195,24 +196,13 @@ func (h *harness) stop() {
 	h.wal.Close()
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
 func TestDeliversInOrderAndAcksAfterStoring(t *testing.T) {
 	sink := &fakeSink{failNext: 3}
 	h := start(t, nil, sink)
 	for seq := range 50 {
 		h.src.batches <- batch(seq, 7)
 	}
-	waitFor(t, "all points stored", func() bool { return len(sink.stored()) == 50*7 })
+	servicetest.WaitFor(t, 10*time.Second, "all points stored", func() bool { return len(sink.stored()) == 50*7 })
 	pts := sink.stored()
 	for i, p := range pts {
 		if want := int64(i/7*1000 + i%7 + 1); p.SourceTime != want {
@@ -222,7 +212,7 @@ func TestDeliversInOrderAndAcksAfterStoring(t *testing.T) {
 			t.Fatalf("point %d factory %q, want the gateway's", i, p.Factory)
 		}
 	}
-	waitFor(t, "acks", func() bool { return h.src.ackedCount() == 50 })
+	servicetest.WaitFor(t, 10*time.Second, "acks", func() bool { return h.src.ackedCount() == 50 })
 	if got := testutil.ToFloat64(h.engine.m.pointsIn.WithLabelValues("src")); got != 350 {
 		t.Errorf("points in = %v", got)
 	}
@@ -240,8 +230,8 @@ func TestRejectedPointsAreDeadLetteredAndTheRestStored(t *testing.T) {
 	for seq := range 10 {
 		h.src.batches <- batch(seq, 4)
 	}
-	waitFor(t, "stored", func() bool { return len(sink.stored()) == 30 })
-	waitFor(t, "dead letters", func() bool { return h.dl.len() == 10 })
+	servicetest.WaitFor(t, 10*time.Second, "stored", func() bool { return len(sink.stored()) == 30 })
+	servicetest.WaitFor(t, 10*time.Second, "dead letters", func() bool { return h.dl.len() == 10 })
 	d := h.dl.dls[0]
 	if d.Component != "sink" || d.Name != "out" || d.Class != "type_conflict" || d.Point == nil || d.Point.Signal != "s2" {
 		t.Errorf("dead letter = %+v", d)
@@ -258,13 +248,13 @@ func TestSourceReconnectsAfterLostConnection(t *testing.T) {
 	h.src.connectErrs = 0
 	h.src.mu.Unlock()
 	h.src.batches <- batch(1, 1)
-	waitFor(t, "ready", func() bool { return h.engine.Ready() == nil })
+	servicetest.WaitFor(t, 10*time.Second, "ready", func() bool { return h.engine.Ready() == nil })
 	h.src.mu.Lock()
 	h.src.connectErrs = h.src.connects + 2 // the next two connects fail
 	h.src.mu.Unlock()
 	h.src.fail <- fmt.Errorf("read: %w", connectors.ErrNotConnected)
 	h.src.batches <- batch(2, 1) // accepted only after reconnecting
-	waitFor(t, "second batch stored", func() bool { return len(sink.stored()) == 2 })
+	servicetest.WaitFor(t, 10*time.Second, "second batch stored", func() bool { return len(sink.stored()) == 2 })
 	if got := testutil.ToFloat64(h.engine.m.connectErrors.WithLabelValues("source", "src")); got != 2 {
 		t.Errorf("connect errors = %v, want 2", got)
 	}
@@ -304,8 +294,8 @@ func TestBackpressureWhenLogIsFull(t *testing.T) {
 	for seq := n; seq < 400; seq++ {
 		h.src.batches <- batch(seq, 20)
 	}
-	waitFor(t, "all stored after the sink recovered", func() bool { return len(sink.stored()) == 400*20 })
-	waitFor(t, "all acked", func() bool { return h.src.ackedCount() == 400 })
+	servicetest.WaitFor(t, 10*time.Second, "all stored after the sink recovered", func() bool { return len(sink.stored()) == 400*20 })
+	servicetest.WaitFor(t, 10*time.Second, "all acked", func() bool { return h.src.ackedCount() == 400 })
 }
 
 // A source batch larger than a record of the log is split rather than refused, so it is
@@ -319,9 +309,9 @@ func TestBatchLargerThanASegmentIsSplit(t *testing.T) {
 	huge.Points[0].Value = telemetry.String(strings.Repeat("x", 8<<10))
 	h.src.batches <- huge
 	h.src.batches <- batch(3, 5)
-	waitFor(t, "the split batch and the next one stored", func() bool { return len(sink.stored()) == 2005 })
-	waitFor(t, "all three acknowledged", func() bool { return h.src.ackedCount() == 3 })
-	waitFor(t, "the oversized point dead-lettered", func() bool { return h.dl.len() == 1 })
+	servicetest.WaitFor(t, 10*time.Second, "the split batch and the next one stored", func() bool { return len(sink.stored()) == 2005 })
+	servicetest.WaitFor(t, 10*time.Second, "all three acknowledged", func() bool { return h.src.ackedCount() == 3 })
+	servicetest.WaitFor(t, 10*time.Second, "the oversized point dead-lettered", func() bool { return h.dl.len() == 1 })
 	if d := h.dl.dls[0]; d.Class != "too_large" || d.Point == nil || d.Point.Value.Kind != telemetry.KindString {
 		t.Errorf("dead letter = %+v", d)
 	}

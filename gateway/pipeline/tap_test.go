@@ -10,6 +10,7 @@ import (
 
 	"github.com/millwright-io/millwright/gateway/buffer"
 	"github.com/millwright-io/millwright/gateway/telemetry"
+	"github.com/millwright-io/millwright/internal/servicetest"
 )
 
 // TestTapSeesEveryDurableBatchBeforeItsAck checks the tap's contract: it is handed every
@@ -54,7 +55,7 @@ func TestTapSeesEveryDurableBatchBeforeItsAck(t *testing.T) {
 	for seq := range 20 {
 		src.batches <- batch(seq, 3)
 	}
-	waitFor(t, "acks", func() bool { return src.ackedCount() == 20 })
+	servicetest.WaitFor(t, 10*time.Second, "acks", func() bool { return src.ackedCount() == 20 })
 	mu.Lock()
 	defer mu.Unlock()
 	if len(tapped) != 20 {

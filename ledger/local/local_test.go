@@ -3,9 +3,6 @@ package local_test
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"os"
 	"path/filepath"
@@ -16,25 +13,14 @@ import (
 
 	"github.com/millwright-io/millwright/internal/servicetest"
 	"github.com/millwright-io/millwright/ledger"
+	"github.com/millwright-io/millwright/ledger/audit/audittest"
 	"github.com/millwright-io/millwright/ledger/local"
 )
 
 func TestMain(m *testing.M) { os.Exit(servicetest.RunWithLeakCheck(m)) }
 
-func signer(t testing.TB, name, org string) *ledger.Signer {
-	t.Helper()
-	seed := sha256.Sum256([]byte(name))
-	s, err := ledger.NewSigner(ed25519.NewKeyFromSeed(seed[:]), name, org)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
-func h(s string) string {
-	sum := sha256.Sum256([]byte(s))
-	return hex.EncodeToString(sum[:])
-}
+// h returns the hex SHA-256 of s.
+func h(s string) string { return audittest.Hash([]byte(s)) }
 
 var t0 = time.Date(2026, 3, 1, 8, 0, 0, 0, time.UTC)
 
@@ -70,7 +56,7 @@ type fixture struct {
 }
 
 func newFixture(t testing.TB) fixture {
-	a, b, hub := signer(t, "gw-a", "factory-a"), signer(t, "gw-b", "factory-b"), signer(t, "hub", "oem")
+	a, b, hub := audittest.Signer(t, "gw-a", "factory-a"), audittest.Signer(t, "gw-b", "factory-b"), audittest.Signer(t, "hub", "oem")
 	var f fixture
 	f.keys = ledger.NewKeyring(a.Public(), b.Public(), hub.Public())
 	f.snapA = record(t, a, "site-a", 0, snapshot(100))
@@ -195,15 +181,15 @@ func TestAnchorRejects(t *testing.T) {
 	if err := l.Anchor(ctx, f.snapA); err != nil {
 		t.Errorf("re-anchoring the same record = %v, want success", err)
 	}
-	forged, err := signer(t, "gw-a", "factory-a").Sign(ledger.Record{Header: f.snapA.Header, Body: f.snapA.Body})
+	forged, err := audittest.Signer(t, "gw-a", "factory-a").Sign(ledger.Record{Header: f.snapA.Header, Body: f.snapA.Body})
 	if err != nil {
 		t.Fatal(err)
 	}
 	forged.Header.Time = forged.Header.Time.Add(time.Second)
-	if forged, err = signer(t, "gw-a", "factory-a").Sign(forged); err != nil {
+	if forged, err = audittest.Signer(t, "gw-a", "factory-a").Sign(forged); err != nil {
 		t.Fatal(err)
 	}
-	stranger := record(t, signer(t, "mallory", "evil"), "site-a", 0, snapshot(1))
+	stranger := record(t, audittest.Signer(t, "mallory", "evil"), "site-a", 0, snapshot(1))
 	invalid := f.eval3
 	invalid.Header.ID = "nope"
 	n, head := l.Head()
@@ -328,7 +314,7 @@ func TestTornTail(t *testing.T) {
 	if data, _ := os.ReadFile(path); !bytes.Equal(data, whole) {
 		t.Error("torn tail not truncated")
 	}
-	extra := record(t, signer(t, "gw-a", "factory-a"), "site-a", time.Hour, snapshot(5))
+	extra := record(t, audittest.Signer(t, "gw-a", "factory-a"), "site-a", time.Hour, snapshot(5))
 	if err := l.Anchor(context.Background(), extra); err != nil {
 		t.Fatal(err)
 	}
@@ -338,7 +324,7 @@ func TestTornTail(t *testing.T) {
 }
 
 func BenchmarkAnchor(b *testing.B) {
-	s := signer(b, "gw-a", "factory-a")
+	s := audittest.Signer(b, "gw-a", "factory-a")
 	// Without a keyring: records past the pre-signed ones get fresh ids, which breaks their
 	// signatures. Signature verification costs about 50µs per record on top.
 	l, err := local.Open(b.TempDir())

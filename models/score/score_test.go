@@ -146,17 +146,6 @@ func offerAll(s *Scorer, batches [][]telemetry.Point) {
 	}
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // TestAlarmOnFaultNotOnNormal: healthy data raises no alarm; a developing bearing fault
 // raises one, published with its topic, score, threshold, top signals and model version,
 // and the scores reach the point writer.
@@ -170,13 +159,13 @@ func TestAlarmOnFaultNotOnNormal(t *testing.T) {
 	offerAll(s, data[7200:9000])
 	// One window per stride rows, once the first window is full.
 	want := float64((1800 - m.Features().WindowSize) / m.Features().WindowStride)
-	waitFor(t, "healthy windows scored", func() bool { return testutil.ToFloat64(s.m.windows) >= want })
+	servicetest.WaitFor(t, 20*time.Second, "healthy windows scored", func() bool { return testutil.ToFloat64(s.m.windows) >= want })
 	if msgs := p.all(); len(msgs) != 0 {
 		t.Fatalf("healthy data raised %d alarm messages, first %+v", len(msgs), msgs[0].msg)
 	}
 
 	offerAll(s, data[9000:10200])
-	waitFor(t, "an alarm", func() bool { return len(p.all()) > 0 })
+	servicetest.WaitFor(t, 20*time.Second, "an alarm", func() bool { return len(p.all()) > 0 })
 	got := p.all()[0]
 	if got.topic != "millwright/acme/pump-1/alarm" || got.msg.State != "raised" {
 		t.Fatalf("first message %q %+v, want raised on millwright/acme/pump-1/alarm", got.topic, got.msg)
@@ -191,7 +180,7 @@ func TestAlarmOnFaultNotOnNormal(t *testing.T) {
 	if testutil.ToFloat64(s.m.skippedBatches) != 0 {
 		t.Fatal("batches skipped with a large queue")
 	}
-	waitFor(t, "score points written", func() bool { return w.count() >= 4*int(want) })
+	servicetest.WaitFor(t, 20*time.Second, "score points written", func() bool { return w.count() >= 4*int(want) })
 	if got := testutil.ToFloat64(s.m.alarms.WithLabelValues("raised")); got != 1 {
 		t.Errorf("raised %v alarms, want 1 (debounced)", got)
 	}
@@ -202,7 +191,7 @@ func TestAlarmOnFaultNotOnNormal(t *testing.T) {
 	next.Hash = "new"
 	s.Install(&next)
 	offerAll(s, data[10200:10210])
-	waitFor(t, "the cleared message of the swap", func() bool { return len(p.all()) > n })
+	servicetest.WaitFor(t, 20*time.Second, "the cleared message of the swap", func() bool { return len(p.all()) > n })
 	if last := p.all()[n]; last.msg.State != "cleared" || last.msg.Reason != "model_swapped" || last.msg.ModelHash != m.Hash {
 		t.Fatalf("after the swap: %+v, want cleared (model_swapped) by the old model", last.msg)
 	}

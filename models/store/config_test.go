@@ -1,11 +1,10 @@
 package store
 
 import (
-	"os"
 	"reflect"
 	"testing"
 
-	"github.com/millwright-io/millwright/gateway/config"
+	"github.com/millwright-io/millwright/internal/configtest"
 	"github.com/millwright-io/millwright/models/autoencoder"
 	"github.com/millwright-io/millwright/models/ensemble"
 	"github.com/millwright-io/millwright/models/features"
@@ -26,14 +25,8 @@ type detectorConfigs struct {
 // The sample documents the defaults: it decodes strictly, validates, and equals the
 // defaults (with seed 1).
 func TestSampleConfig(t *testing.T) {
-	data, err := os.ReadFile("testdata/detectors.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var got detectorConfigs
-	if err := config.Decode(data, &got); err != nil {
-		t.Fatal(err)
-	}
+	configtest.DecodeFile(t, "testdata/detectors.yaml", &got)
 	var want detectorConfigs
 	want.Features.SetDefaults()
 	want.PCA.SetDefaults()

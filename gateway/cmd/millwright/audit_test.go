@@ -36,13 +36,7 @@ func TestAudit(t *testing.T) {
 	reportOut := filepath.Join(t.TempDir(), "report.html")
 	L, K, M := f.Dir, f.KeysFile, audittest.Model.String()
 
-	tests := []struct {
-		name   string
-		args   []string
-		code   int
-		stdout []string
-		stderr []string
-	}{
+	tests := []cliCase{
 		{name: "no command", args: []string{"audit"}, code: 2, stderr: []string{"usage: millwright audit COMMAND"}},
 		{name: "help", args: []string{"audit", "help"}, code: 0, stdout: []string{"--fabric FILE", "--org ORG"}},
 		{name: "unknown command", args: []string{"audit", "prove", M}, code: 2, stderr: []string{`unknown command "prove", expected lineage, verify, report or export`}},
@@ -85,25 +79,7 @@ func TestAudit(t *testing.T) {
 		{name: "export openlineage", args: []string{"audit", "export", M, "--format", "openlineage", "--ledger", L}, code: 0,
 			stdout: []string{`"eventType":"COMPLETE"`, `"name":"federation/pumps-eu"`}},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			var stdout, stderr bytes.Buffer
-			code := run(tt.args, &stdout, &stderr)
-			if code != tt.code {
-				t.Errorf("exit code %d, want %d\nstdout: %s\nstderr: %s", code, tt.code, stdout.String(), stderr.String())
-			}
-			for _, want := range tt.stdout {
-				if !strings.Contains(stdout.String(), want) {
-					t.Errorf("stdout lacks %q:\n%s", want, stdout.String())
-				}
-			}
-			for _, want := range tt.stderr {
-				if !strings.Contains(stderr.String(), want) {
-					t.Errorf("stderr lacks %q:\n%s", want, stderr.String())
-				}
-			}
-		})
-	}
+	runCLICases(t, tests)
 	html, err := os.ReadFile(reportOut)
 	if err != nil || !bytes.Contains(html, []byte("<h2 id=\"data\">Data governance per site</h2>")) || bytes.Contains(html, []byte("<script")) {
 		t.Errorf("report file: %v\n%s", err, html)

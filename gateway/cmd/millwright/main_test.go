@@ -110,32 +110,18 @@ func TestRun(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var stdout, stderr bytes.Buffer
-			code := run(tt.args, &stdout, &stderr)
-			if code != tt.code {
-				t.Errorf("run(%q) = %d, want %d\nstdout:\n%s\nstderr:\n%s", tt.args, code, tt.code, &stdout, &stderr)
-			}
-			for _, f := range tt.stdout {
-				if !strings.Contains(stdout.String(), f) {
-					t.Errorf("stdout does not contain %q:\n%s", f, &stdout)
-				}
-			}
-			for _, f := range tt.stderr {
-				if !strings.Contains(stderr.String(), f) {
-					t.Errorf("stderr does not contain %q:\n%s", f, &stderr)
-				}
-			}
+			stdout, stderr := runCLI(t, tt.args, tt.code, tt.stdout, tt.stderr)
 			for _, f := range tt.notStderr {
-				if strings.Contains(stderr.String(), f) {
-					t.Errorf("stderr contains %q:\n%s", f, &stderr)
+				if strings.Contains(stderr, f) {
+					t.Errorf("stderr contains %q:\n%s", f, stderr)
 				}
 			}
-			if tt.noStdout && stdout.Len() > 0 {
-				t.Errorf("unexpected stdout:\n%s", &stdout)
+			if tt.noStdout && stdout != "" {
+				t.Errorf("unexpected stdout:\n%s", stdout)
 			}
 			if tt.secretFree {
 				for _, s := range []string{"s3cret", "user:pass"} {
-					if strings.Contains(stdout.String()+stderr.String(), s) {
+					if strings.Contains(stdout+stderr, s) {
 						t.Errorf("the output shows the secret %q", s)
 					}
 				}

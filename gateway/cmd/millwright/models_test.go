@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bytes"
 	"path/filepath"
-	"strings"
 	"testing"
 )
 
@@ -11,13 +9,7 @@ const evalTestdata = "../../../models/eval/testdata"
 
 func TestModelsEval(t *testing.T) {
 	missing := filepath.Join(t.TempDir(), "none")
-	tests := []struct {
-		name   string
-		args   []string
-		code   int
-		stdout []string
-		stderr []string
-	}{
+	tests := []cliCase{
 		{name: "no command", args: []string{"models"}, code: 2, stderr: []string{"usage: millwright models COMMAND", "eval --dataset"}},
 		{name: "unknown command", args: []string{"models", "tune"}, code: 2, stderr: []string{`unknown command "tune", expected train or eval`}},
 		{name: "help", args: []string{"models", "help"}, code: 0, stdout: []string{"train --config FILE", "eval --dataset"}},
@@ -57,23 +49,5 @@ func TestModelsEval(t *testing.T) {
 		},
 		{name: "bad regressor", args: []string{"models", "eval", "--dataset", "cmapss", "--dir", evalTestdata + "/cmapss", "--subset", "FD999", "--model", "forest"}, code: 2, stderr: []string{`model "forest" is unknown`}},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			var stdout, stderr bytes.Buffer
-			code := run(tt.args, &stdout, &stderr)
-			if code != tt.code {
-				t.Errorf("exit code %d, want %d\nstdout: %s\nstderr: %s", code, tt.code, stdout.String(), stderr.String())
-			}
-			for _, s := range tt.stdout {
-				if !strings.Contains(stdout.String(), s) {
-					t.Errorf("stdout lacks %q:\n%s", s, stdout.String())
-				}
-			}
-			for _, s := range tt.stderr {
-				if !strings.Contains(stderr.String(), s) {
-					t.Errorf("stderr lacks %q:\n%s", s, stderr.String())
-				}
-			}
-		})
-	}
+	runCLICases(t, tests)
 }

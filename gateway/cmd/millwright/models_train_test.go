@@ -27,10 +27,7 @@ func TestModelsTrainUsage(t *testing.T) {
 		{[]string{"models", "train"}, 2, "--machine ID"},
 		{[]string{"models", "train", "--config", filepath.Join(t.TempDir(), "missing.yaml"), "--machine", "m"}, 1, "invalid configuration"},
 	} {
-		var stdout, stderr bytes.Buffer
-		if code := run(tc.args, &stdout, &stderr); code != tc.code || !strings.Contains(stderr.String(), tc.want) {
-			t.Errorf("%v: exit %d, stderr %q; want %d and %q", tc.args, code, stderr.String(), tc.code, tc.want)
-		}
+		runCLI(t, tc.args, tc.code, nil, []string{tc.want})
 	}
 }
 

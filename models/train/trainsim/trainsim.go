@@ -2,7 +2,6 @@
 package trainsim
 
 import (
-	"math"
 	"time"
 
 	"github.com/millwright-io/millwright/connectors/sim"
@@ -16,30 +15,11 @@ func Points(dst []telemetry.Point, factory string, s sim.Sample) []telemetry.Poi
 	for _, name := range s.Kind.Signals() {
 		dst = append(dst, telemetry.Point{
 			Factory: factory, Line: s.Line, Machine: s.Machine, Signal: name,
-			SourceTime: t, Value: telemetry.Float(Value(s.Signals, name)),
+			SourceTime: t, Value: telemetry.Float(s.Signals.Value(name)),
 		})
 	}
 	return dst
 }
-
-// Value returns the named signal of s (NaN for an unknown name).
-func Value(s sim.Signals, name string) float64 {
-	switch name {
-	case sim.SignalTemperature:
-		return s.Temperature
-	case sim.SignalVibrationRMS:
-		return s.VibrationRMS
-	case sim.SignalCurrent:
-		return s.Current
-	case sim.SignalPressure:
-		return s.Pressure
-	case sim.SignalSpeed:
-		return s.Speed
-	}
-	return nan()
-}
-
-func nan() float64 { return math.NaN() }
 
 // Run steps plant from start every interval, n times, and calls fn with each step's points
 // (all machines) and samples. The points slice is reused between calls.
