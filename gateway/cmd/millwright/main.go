@@ -28,6 +28,7 @@ Usage:
   millwright demo [flags]              simulated machines -> MQTT -> gateway -> InfluxDB, end to end
   millwright audit COMMAND ARG ...     lineage, verify, report, export: audit a model from the ledger
   millwright models train|eval ...     train a machine's model by hand; run a benchmark protocol
+  millwright hub --config FILE         run a federation hub (NATS JetStream, aggregation, signed models)
   millwright version                   print the version
 
 Run 'millwright COMMAND -h' for a command's flags.
@@ -60,6 +61,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdAudit(ctx, args[1:], stdout, stderr)
 	case "demo":
 		return cmdDemo(ctx, args[1:], stdout, stderr)
+	case "hub":
+		return cmdHub(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintf(stdout, "millwright %s (%s, %s/%s)\n", buildVersion(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return 0

@@ -30,6 +30,10 @@ func cmdModels(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return cmdModelsTrain(ctx, args[1:], stdout, stderr)
 	case "eval":
 		return cmdModelsEval(ctx, args[1:], stdout, stderr)
+	case "subscribe":
+		return cmdModelsSubscribe(ctx, args[1:], stdout, stderr)
+	case "pull":
+		return cmdModelsPull(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, modelsUsage)
 		return 0

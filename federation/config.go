@@ -1,0 +1,269 @@
+package federation
+
+import (
+	"crypto/ed25519"
+	"encoding/hex"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/millwright-io/millwright/federation/aggregate"
+	"github.com/millwright-io/millwright/federation/compress"
+	"github.com/millwright-io/millwright/federation/dp"
+	"github.com/millwright-io/millwright/federation/secagg"
+	"github.com/millwright-io/millwright/gateway/config"
+	"github.com/millwright-io/millwright/models"
+)
+
+// PublicKey is an ed25519 public key written in YAML as 64 hex digits.
+type PublicKey struct{ ed25519.PublicKey }
+
+// DecodeScalar implements config.ScalarDecoder.
+func (k *PublicKey) DecodeScalar(text string) error {
+	b, err := hex.DecodeString(text)
+	if err != nil || len(b) != ed25519.PublicKeySize {
+		return fmt.Errorf("%q is not an ed25519 public key; expected %d hex digits", text, 2*ed25519.PublicKeySize)
+	}
+	k.PublicKey = b
+	return nil
+}
+
+// ParsePublicKey parses 64 hex digits.
+func ParsePublicKey(s string) (ed25519.PublicKey, error) {
+	var k PublicKey
+	if err := k.DecodeScalar(s); err != nil {
+		return nil, err
+	}
+	return k.PublicKey, nil
+}
+
+// Member is a gateway allowed to take part in a federation, by name and identity key.
+type Member struct {
+	Name string    `yaml:"name"`
+	Key  PublicKey `yaml:"key"`
+}
+
+// FederationConfig configures one federation run by the hub.
+type FederationConfig struct {
+	// Name identifies the federation (subjects, buckets, model names).
+	Name string `yaml:"name"`
+	// Members are the gateways that may send updates, with their ed25519 public keys.
+	Members []Member `yaml:"members"`
+	// Architecture is the shared model's layout (params: the length of its parameter
+	// vector); the initial global model is drawn uniformly from ±InitScale with InitSeed.
+	Architecture models.Architecture `yaml:"architecture"`
+	InitScale    float64             `yaml:"init_scale"`
+	InitSeed     uint64              `yaml:"init_seed"`
+	// Rounds stops the federation after this many aggregated rounds (0: run until stopped).
+	Rounds uint64 `yaml:"rounds"`
+	// Participants is the number of members asked per round (0: all).
+	Participants int `yaml:"participants"`
+	// Quorum is the least number of accepted updates that closes a round at its deadline
+	// (default: the larger of the strategy's minimum and half the participants, rounded up).
+	Quorum int `yaml:"quorum"`
+	// RoundTimeout is how long a round stays open (default 10m). A round closes earlier
+	// when every participant has answered.
+	RoundTimeout time.Duration `yaml:"round_timeout"`
+	// MaxStaleness is how many rounds old the global model an update was trained from may
+	// be (default 0: only the current round's).
+	MaxStaleness uint64 `yaml:"max_staleness"`
+	// Strategy is the aggregation rule.
+	Strategy aggregate.Strategy `yaml:"strategy"`
+	// DP is client-level differential privacy, enforced as a budget by the hub.
+	DP dp.Config `yaml:"dp"`
+	// Codecs are offered to gateways in order of preference (default: none). Rounds with
+	// secure aggregation send masked float32-sized inputs instead.
+	Codecs []compress.Codec `yaml:"codecs"`
+	// SecAgg turns on secure aggregation: the hub learns only the sum of the updates.
+	SecAgg secagg.Config `yaml:"secagg"`
+}
+
+// SetDefaults fills in every field left at its zero value.
+func (c *FederationConfig) SetDefaults() {
+	if c.InitScale == 0 {
+		c.InitScale = 0.1
+	}
+	if c.RoundTimeout == 0 {
+		c.RoundTimeout = 10 * time.Minute
+	}
+	c.Strategy.SetDefaults()
+	c.DP.SetDefaults()
+	c.SecAgg.SetDefaults()
+	if len(c.Codecs) == 0 {
+		c.Codecs = []compress.Codec{{Kind: compress.None}}
+	}
+	for i := range c.Codecs {
+		c.Codecs[i].SetDefaults()
+	}
+}
+
+func (c FederationConfig) participants() int {
+	if c.Participants > 0 {
+		return c.Participants
+	}
+	return len(c.Members)
+}
+
+func (c FederationConfig) quorum() int {
+	if c.Quorum > 0 {
+		return c.Quorum
+	}
+	return max(c.Strategy.MinUpdates(), (c.participants()+1)/2)
+}
+
+// Validate reports every problem at once, with paths relative to the federation.
+func (c FederationConfig) Validate() error {
+	var p config.Problems
+	if err := CheckName(c.Name); err != nil {
+		p.Addf("name", "%v", err)
+	}
+	if len(c.Members) == 0 {
+		p.Addf("members", "is empty; expected at least one gateway")
+	}
+	seen := map[string]bool{}
+	for i, m := range c.Members {
+		path := config.Index("members", i)
+		if err := CheckName(m.Name); err != nil {
+			p.Addf(config.Join(path, "name"), "%v", err)
+		}
+		if seen[m.Name] {
+			p.Addf(config.Join(path, "name"), "%q appears twice", m.Name)
+		}
+		seen[m.Name] = true
+		if len(m.Key.PublicKey) != ed25519.PublicKeySize {
+			p.Addf(config.Join(path, "key"), "is required: the gateway's ed25519 public key in hex")
+		}
+	}
+	if c.Architecture.Kind == "" {
+		p.Addf("architecture.kind", "is required, e.g. autoencoder")
+	}
+	if c.Architecture.Params <= 0 || c.Architecture.Params > MaxParams {
+		p.Addf("architecture.params", "%d is out of range; expected 1..%d", c.Architecture.Params, MaxParams)
+	}
+	if !(c.InitScale > 0) || math.IsInf(c.InitScale, 0) {
+		p.Addf("init_scale", "%v must be a positive finite number", c.InitScale)
+	}
+	if c.Participants < 0 || c.Participants > len(c.Members) {
+		p.Addf("participants", "%d is out of range; expected 0..%d (the members)", c.Participants, len(c.Members))
+	}
+	if c.Quorum < 0 || c.Quorum > c.participants() {
+		p.Addf("quorum", "%d is out of range; expected 0..%d (the participants per round)", c.Quorum, c.participants())
+	} else if q := c.quorum(); q < c.Strategy.MinUpdates() {
+		p.Addf("quorum", "%d is below the %d updates strategy %s needs", q, c.Strategy.MinUpdates(), c.Strategy.Name)
+	}
+	if c.RoundTimeout <= 0 {
+		p.Addf("round_timeout", "%v must be positive", c.RoundTimeout)
+	}
+	p.Nest("strategy", c.Strategy.Validate())
+	p.Nest("dp", c.DP.Validate())
+	p.Nest("secagg", c.SecAgg.Validate())
+	if c.DP.Enabled {
+		if c.DP.Noise == dp.NoiseDistributed && !c.SecAgg.Enabled {
+			p.Addf("dp.noise", "%q needs secagg.enabled (without it the hub sees each noised update); expected %q", c.DP.Noise, dp.NoiseCentral)
+		}
+		if c.Strategy.Name != aggregate.FedAvg && c.Strategy.Name != aggregate.FedProx {
+			p.Addf("strategy.name", "%q cannot be combined with dp (the noise calibration assumes a mean); expected fedavg or fedprox", c.Strategy.Name)
+		}
+	}
+	if c.SecAgg.Enabled && c.Strategy.Name != aggregate.FedAvg && c.Strategy.Name != aggregate.FedProx {
+		p.Addf("strategy.name", "%q needs every update in the clear and cannot run on masked updates; expected fedavg or fedprox with secagg", c.Strategy.Name)
+	}
+	if len(c.Codecs) == 0 {
+		p.Addf("codecs", "is empty; expected at least {kind: none}")
+	}
+	for i, cd := range c.Codecs {
+		p.Nest(config.Index("codecs", i), cd.Validate())
+	}
+	return p.Err()
+}
+
+// HubConfig configures the hub's federations.
+type HubConfig struct {
+	Federations []FederationConfig `yaml:"federations"`
+}
+
+// SetDefaults fills in every field left at its zero value.
+func (c *HubConfig) SetDefaults() {
+	for i := range c.Federations {
+		c.Federations[i].SetDefaults()
+	}
+}
+
+// Validate reports every problem at once.
+func (c HubConfig) Validate() error {
+	var p config.Problems
+	if len(c.Federations) == 0 {
+		p.Addf("federations", "is empty; expected at least one federation")
+	}
+	seen := map[string]bool{}
+	for i, f := range c.Federations {
+		p.Nest(config.Index("federations", i), f.Validate())
+		if seen[f.Name] {
+			p.Addf(config.Join(config.Index("federations", i), "name"), "%q appears twice", f.Name)
+		}
+		seen[f.Name] = true
+	}
+	return p.Err()
+}
+
+// RoundState is the round state the hub publishes (KV) and gateways watch.
+type RoundState struct {
+	Version      int              `json:"version"`
+	Federation   string           `json:"federation"`
+	Round        uint64           `json:"round"`
+	Phase        string           `json:"phase"`        // open, finished, budget_exhausted
+	Global       string           `json:"global"`       // SHA-256 of the model to train from
+	GlobalRound  uint64           `json:"global_round"` // the round that produced it
+	Targets      []string         `json:"targets"`
+	Quorum       int              `json:"quorum"`
+	Deadline     time.Time        `json:"deadline"`
+	MaxStaleness uint64           `json:"max_staleness"`
+	Codecs       []compress.Codec `json:"codecs"`
+	ProximalMu   float64          `json:"proximal_mu,omitempty"`
+	ClipNorm     float64          `json:"clip_norm,omitempty"` // gateways clip their update to it (DP)
+	// Noise is the standard deviation each gateway adds to its clipped update (distributed DP).
+	Noise  float64      `json:"noise,omitempty"`
+	SecAgg *SecAggState `json:"secagg,omitempty"`
+}
+
+// Phases of a round with secure aggregation: the hub moves the round state through them.
+const (
+	SecAggAdvertise = "advertise" // train, then send AdvertiseKeys
+	SecAggShare     = "share"     // Roster is set: send ShareKeys
+	SecAggMask      = "mask"      // Bundles are set: send the MaskedInput
+	SecAggUnmask    = "unmask"    // Request is set: send the UnmaskResponse
+)
+
+// SecAggState is the secure-aggregation part of a round state: the parameters, each
+// participant's client id, the phase, and the hub's messages to the gateways (marshalled
+// by package secagg; the bundles are encrypted pairwise).
+type SecAggState struct {
+	Params  secagg.Params     `json:"params"`
+	IDs     map[string]uint32 `json:"ids"`
+	Phase   string            `json:"phase"`
+	Roster  []byte            `json:"roster,omitempty"`
+	Bundles map[string][]byte `json:"bundles,omitempty"`
+	Request []byte            `json:"request,omitempty"`
+}
+
+// Round phases.
+const (
+	PhaseOpen            = "open"
+	PhaseFinished        = "finished"
+	PhaseBudgetExhausted = "budget_exhausted"
+)
+
+// DecodeRoundState decodes a round state strictly.
+func DecodeRoundState(b []byte) (RoundState, error) {
+	var s RoundState
+	if err := models.DecodeJSON(b, &s); err != nil {
+		return s, fmt.Errorf("%w: round state: %v", ErrMalformed, err)
+	}
+	if s.Version != StateVersion {
+		return s, fmt.Errorf("%w: round state version %d; expected %d", ErrMalformed, s.Version, StateVersion)
+	}
+	if err := CheckName(s.Federation); err != nil {
+		return s, fmt.Errorf("%w: round state: %v", ErrMalformed, err)
+	}
+	return s, nil
+}

@@ -1,0 +1,211 @@
+package federation_test
+
+import (
+	"context"
+	"crypto/ed25519"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/millwright-io/millwright/federation"
+	"github.com/millwright-io/millwright/federation/aggregate"
+	"github.com/millwright-io/millwright/federation/compress"
+)
+
+// weightedMean is where FedAvg over the gateways' optima converges.
+func weightedMean(targets [][]float32, w []int) []float32 {
+	out := make([]float32, len(targets[0]))
+	tot := 0
+	for i, t := range targets {
+		for j := range out {
+			out[j] += float32(w[i]) * t[j]
+		}
+		tot += w[i]
+	}
+	for j := range out {
+		out[j] /= float32(tot)
+	}
+	return out
+}
+
+func TestFederationConverges(t *testing.T) {
+	const n, dim, rounds = 5, 200, 6
+	e := newEnv(t, n, false)
+	fc := fedConfig(n, dim)
+	fc.Rounds = rounds
+	fc.Codecs = []compress.Codec{{Kind: compress.Int8}}
+	h := startHub(t, e.hub, fc)
+	var targets [][]float32
+	var weights []int
+	for i := range n {
+		targets = append(targets, target(i, dim))
+		weights = append(weights, 100*(i+1))
+		e.gateway(t, i, &pullTrainer{target: targets[i], samples: weights[i]})
+	}
+	var last federation.RoundReport
+	for r := 1; r <= rounds; r++ {
+		last = h.next(t)
+		if last.Outcome != "aggregated" || last.Round != uint64(r) || len(last.Used) != n || len(last.Rejected) != 0 {
+			t.Fatalf("round %d: %+v", r, last)
+		}
+	}
+	// An OEM fetches the last model: hash and signature checked.
+	g, err := federation.FetchModel(context.Background(), e.hub, fedName, last.Model, hubKey().Public().(ed25519.PublicKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := weightedMean(targets, weights)
+	start := make([]float32, dim) // the initial model is within ±0.1 of 0
+	if d0, d := dist(start, want), dist(g.Params, want); d > 0.02*d0 {
+		t.Fatalf("after %d rounds the model is %.4f from the FedAvg optimum (started %.4f away)", rounds, d, d0)
+	}
+	if h, err := e.gatewayBus(1).GetVersion(context.Background(), fedName, "r6"); err != nil || h != last.Model {
+		t.Fatalf("version r6 is %q (%v); want %s", h, err, last.Model)
+	}
+	if _, err := federation.FetchModel(context.Background(), e.hub, fedName, last.Model, gatewayKey(0).Public().(ed25519.PublicKey)); err == nil {
+		t.Fatal("model accepted under a key that is not the hub's")
+	}
+	// Every round is in the ledger, chained to its parent.
+	h.rec.mu.Lock()
+	defer h.rec.mu.Unlock()
+	if len(h.rec.bodies) != rounds {
+		t.Fatalf("%d FederatedRound records, want %d", len(h.rec.bodies), rounds)
+	}
+	b := h.rec.bodies[rounds-1]
+	if b.OutputHash != last.Model || b.Output.Version != "r6" || b.Parents[0].Version != "r5" || len(b.InputUpdates) != n || b.Aggregation != "fedavg" {
+		t.Fatalf("last record %+v", b)
+	}
+	if st := roundState(t, e.hub); st.Phase != federation.PhaseFinished {
+		t.Fatalf("after the last round the federation is %q", st.Phase)
+	}
+}
+
+func TestKilledGatewayDoesNotStallRound(t *testing.T) {
+	const n, dim = 4, 50
+	e := newEnv(t, n, false)
+	fc := fedConfig(n, dim)
+	fc.Quorum = 3
+	fc.RoundTimeout = 2 * time.Second
+	h := startHub(t, e.hub, fc)
+	for i := range n - 1 {
+		e.gateway(t, i, &pullTrainer{target: target(i, dim), samples: 10})
+	}
+	stuck := &pullTrainer{target: target(n-1, dim), samples: 10, block: make(chan struct{})}
+	_, kill := e.gateway(t, n-1, stuck)
+	time.Sleep(200 * time.Millisecond) // it is training when it dies
+	kill()
+	r := h.next(t)
+	if r.Outcome != "aggregated" || !slices.Equal(r.Used, []string{"g0", "g1", "g2"}) {
+		t.Fatalf("round 1 with a dead gateway: %+v", r)
+	}
+}
+
+func TestQuorumNotMetAbandonsRound(t *testing.T) {
+	const n, dim = 3, 20
+	e := newEnv(t, n, false)
+	fc := fedConfig(n, dim)
+	fc.Quorum = 2
+	fc.RoundTimeout = time.Second
+	h := startHub(t, e.hub, fc)
+	e.gateway(t, 0, &pullTrainer{target: target(0, dim), samples: 10})
+	r := h.next(t)
+	if r.Outcome != "abandoned" || r.Model != "" {
+		t.Fatalf("round 1 with one update of quorum 2: %+v", r)
+	}
+	st := roundState(t, e.hub)
+	if st.Round != 2 || st.GlobalRound != 0 {
+		t.Fatalf("after an abandoned round: round %d from global of round %d; want 2 from 0", st.Round, st.GlobalRound)
+	}
+}
+
+func TestByzantineContained(t *testing.T) {
+	const n, dim, rounds = 10, 100, 3
+	cases := []struct {
+		strategy aggregate.Strategy
+		robust   bool
+	}{
+		{aggregate.Strategy{Name: aggregate.FedAvg}, false},
+		{aggregate.Strategy{Name: aggregate.TrimmedMean, Trim: 0.3}, true},
+		{aggregate.Strategy{Name: aggregate.Median}, true},
+		{aggregate.Strategy{Name: aggregate.MultiKrum, Byzantine: 3}, true},
+	}
+	for _, c := range cases {
+		t.Run(c.strategy.Name, func(t *testing.T) {
+			e := newEnv(t, n, false)
+			fc := fedConfig(n, dim)
+			fc.Rounds = rounds
+			fc.Strategy = c.strategy
+			h := startHub(t, e.hub, fc)
+			var honest [][]float32
+			var w []int
+			for i := range n {
+				tr := &pullTrainer{target: target(i, dim), samples: 100}
+				if i < 3 { // 30 % send sign-flipped, 10× scaled updates claiming 5× the samples
+					tr.byzantine, tr.samples = -10, 500
+				} else {
+					honest, w = append(honest, tr.target), append(w, 1)
+				}
+				e.gateway(t, i, tr)
+			}
+			var last federation.RoundReport
+			for range rounds {
+				last = h.next(t)
+			}
+			g, err := federation.FetchModel(context.Background(), e.hub, fedName, last.Model, hubKey().Public().(ed25519.PublicKey))
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := weightedMean(honest, w)
+			d0 := dist(make([]float32, dim), want)
+			d := dist(g.Params, want)
+			t.Logf("%s: %.3f from the honest optimum (%.3f at the start)", c.strategy.Name, d, d0)
+			if c.robust && d > 0.25*d0 {
+				t.Fatalf("%s was not contained: %.3f from the honest optimum, started %.3f", c.strategy.Name, d, d0)
+			}
+			if !c.robust && d < d0 {
+				t.Fatalf("fedavg should be dragged away by the attackers; it is %.3f from the optimum (start %.3f)", d, d0)
+			}
+		})
+	}
+}
+
+func TestHubRestartMidRound(t *testing.T) {
+	const n, dim = 3, 30
+	e := newEnv(t, n, false)
+	fc := fedConfig(n, dim)
+	h1 := startHub(t, e.hub, fc)
+	// Two gateways answer round 1 while the first hub runs.
+	ps := e.participants(t, dim) // driven by hand with Answer
+	var st federation.RoundState
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if b, err := e.hub.GetRound(context.Background(), fedName); err == nil {
+			st, _ = federation.DecodeRoundState(b)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the hub did not open round 1")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for i := range 2 {
+		if err := ps[i].Answer(context.Background(), st); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for h1.counter("millwright_federation_updates_total", "result", "accepted") < 2 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	h1.stop()
+	// The third answers while no hub runs; a new hub picks the round up with all three.
+	if err := ps[2].Answer(context.Background(), st); err != nil {
+		t.Fatal(err)
+	}
+	h2 := startHub(t, e.hub, fc)
+	r := h2.next(t)
+	if r.Round != 1 || r.Outcome != "aggregated" || len(r.Used) != 3 {
+		t.Fatalf("round 1 after the restart: %+v", r)
+	}
+	if st2 := roundState(t, e.hub); st2.Round != 2 || st2.Global != r.Model {
+		t.Fatalf("after the restart the state is %+v", st2)
+	}
+}

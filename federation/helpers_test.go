@@ -1,0 +1,297 @@
+package federation_test
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/goleak"
+
+	"github.com/millwright-io/millwright/federation"
+	"github.com/millwright-io/millwright/federation/natsbus"
+	"github.com/millwright-io/millwright/gateway/config"
+	"github.com/millwright-io/millwright/internal/servicetest"
+	"github.com/millwright-io/millwright/ledger"
+	"github.com/millwright-io/millwright/models"
+)
+
+// TestMain checks for leaked goroutines. nats.go v1.55's ObjectStore.Put leaves one
+// goroutine per put blocked forever (jetStream.resetPendingAcksOnReconnect reads a status
+// channel that cleanupReplySub has already set to nil); it is the library's, not ours.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/nats-io/nats.go/jetstream.(*jetStream).resetPendingAcksOnReconnect"))
+}
+
+const fedName = "plant"
+
+var discard = slog.New(slog.DiscardHandler)
+
+func freeAddr(t testing.TB) string {
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(servicetest.FreePort(t)))
+}
+
+// gatewayKey is a deterministic identity key per gateway index.
+func gatewayKey(i int) ed25519.PrivateKey {
+	var seed [32]byte
+	copy(seed[:], fmt.Sprintf("gateway-%d", i))
+	return ed25519.NewKeyFromSeed(seed[:])
+}
+
+func hubKey() ed25519.PrivateKey {
+	var seed [32]byte
+	copy(seed[:], "hub")
+	return ed25519.NewKeyFromSeed(seed[:])
+}
+
+func gwName(i int) string { return fmt.Sprintf("g%d", i) }
+
+// env is an embedded NATS server with one factory per gateway, and the hub's connection.
+type env struct {
+	t   testing.TB
+	srv *natsbus.Server
+	hub *natsbus.Bus
+	n   int
+}
+
+func newEnv(t testing.TB, n int, leaf bool) *env {
+	t.Helper()
+	cfg := natsbus.ServerConfig{Listen: freeAddr(t), StoreDir: t.TempDir()}
+	if leaf {
+		cfg.LeafListen = freeAddr(t)
+	}
+	for i := range n {
+		cfg.Factories = append(cfg.Factories, natsbus.Factory{Name: gwName(i), Password: config.NewSecret("pw-" + gwName(i)), Federations: []string{fedName}})
+	}
+	cfg.SetDefaults()
+	srv, err := natsbus.StartServer(cfg, discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	e := &env{t: t, srv: srv, n: n}
+	e.hub = e.dial(srv.HubClient())
+	var members []string
+	for i := range n {
+		members = append(members, gwName(i))
+	}
+	if err := e.hub.EnsureFederation(context.Background(), fedName, members, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func (e *env) dial(c natsbus.ClientConfig) *natsbus.Bus {
+	e.t.Helper()
+	c.SetDefaults()
+	b, err := natsbus.Dial(context.Background(), c, discard)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { _ = b.Close() })
+	return b
+}
+
+// gatewayBus connects gateway i with its own credentials.
+func (e *env) gatewayBus(i int) *natsbus.Bus {
+	return e.dial(natsbus.ClientConfig{URL: e.srv.ClientURL(), User: gwName(i), Password: config.NewSecret("pw-" + gwName(i))})
+}
+
+func fedConfig(n, params int) federation.FederationConfig {
+	fc := federation.FederationConfig{
+		Name:         fedName,
+		Architecture: models.Architecture{Kind: "linear", Version: 1, Inputs: params, Params: params},
+		RoundTimeout: 30 * time.Second,
+	}
+	for i := range n {
+		fc.Members = append(fc.Members, federation.Member{Name: gwName(i), Key: federation.PublicKey{PublicKey: gatewayKey(i).Public().(ed25519.PublicKey)}})
+	}
+	return fc
+}
+
+// hubRun is a running hub with its round reports.
+type hubRun struct {
+	hub     *federation.Hub
+	reports chan federation.RoundReport
+	reg     *prometheus.Registry
+	rec     *fakeRecorder
+	cancel  context.CancelFunc
+	done    chan error
+}
+
+func startHub(t testing.TB, tr federation.Transport, fcs ...federation.FederationConfig) *hubRun {
+	t.Helper()
+	cfg := federation.HubConfig{Federations: fcs}
+	cfg.SetDefaults()
+	h := &hubRun{reports: make(chan federation.RoundReport, 100), reg: prometheus.NewRegistry(), rec: &fakeRecorder{}, done: make(chan error, 1)}
+	var err error
+	h.hub, err = federation.NewHub(cfg, tr, hubKey(), federation.HubOptions{Logger: discard, Registerer: h.reg, Recorder: h.rec,
+		OnRound: func(r federation.RoundReport) { h.reports <- r }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	h.cancel = cancel
+	go func() { h.done <- h.hub.Run(ctx) }()
+	t.Cleanup(h.stop)
+	return h
+}
+
+func (h *hubRun) stop() {
+	if h.cancel != nil {
+		h.cancel()
+		<-h.done
+		h.cancel = nil
+	}
+}
+
+func (h *hubRun) next(t testing.TB) federation.RoundReport {
+	t.Helper()
+	select {
+	case r := <-h.reports:
+		return r
+	case <-time.After(60 * time.Second):
+		t.Fatal("no round closed within 60s")
+		return federation.RoundReport{}
+	}
+}
+
+// counter reads a counter of the hub's registry.
+func (h *hubRun) counter(name, label, value string) float64 {
+	mfs, _ := h.reg.Gather()
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == label && l.GetValue() == value {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
+}
+
+type fakeRecorder struct {
+	mu     sync.Mutex
+	bodies []ledger.FederatedRound
+}
+
+func (f *fakeRecorder) Record(_ context.Context, b ledger.Body) (ledger.Record, error) {
+	if err := b.Validate(); err != nil {
+		return ledger.Record{}, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fr, ok := b.(ledger.FederatedRound)
+	if !ok {
+		return ledger.Record{}, errors.New("unexpected body")
+	}
+	f.bodies = append(f.bodies, fr)
+	return ledger.Record{}, nil
+}
+
+// pullTrainer moves the global model a fraction of the way to the gateway's own optimum,
+// like a few local epochs on a convex loss; byzantine gateways send the opposite, scaled.
+type pullTrainer struct {
+	target    []float32
+	samples   int
+	byzantine float32 // 0: honest; else the factor applied to the honest delta
+	block     chan struct{}
+}
+
+func (p *pullTrainer) Train(ctx context.Context, _ federation.Task, global []float32) (federation.TrainResult, error) {
+	if p.block != nil {
+		select {
+		case <-p.block:
+		case <-ctx.Done():
+			return federation.TrainResult{}, ctx.Err()
+		}
+	}
+	out := make([]float32, len(global))
+	for i := range global {
+		d := 0.8 * (p.target[i] - global[i])
+		if p.byzantine != 0 {
+			d *= p.byzantine
+		}
+		out[i] = global[i] + d
+	}
+	return federation.TrainResult{Params: out, Samples: p.samples, Metrics: map[string]float64{"loss": 0.5}}, nil
+}
+
+// target returns gateway i's optimum: a shared optimum plus a per-gateway offset (non-IID).
+func target(i, dim int) []float32 {
+	v := make([]float32, dim)
+	for j := range v {
+		v[j] = float32(math.Sin(float64(j))) + 0.2*float32(math.Cos(float64(7*i+j)))
+	}
+	return v
+}
+
+func dist(a, b []float32) float64 {
+	s := 0.0
+	for i := range a {
+		d := float64(a[i] - b[i])
+		s += d * d
+	}
+	return math.Sqrt(s)
+}
+
+// gateway starts participant i running on its own connection; the returned cancel kills it.
+func (e *env) gateway(t testing.TB, i int, tr federation.Trainer) (*federation.Participant, context.CancelFunc) {
+	t.Helper()
+	p, err := federation.NewParticipant(federation.ParticipantConfig{Federation: fedName, Name: gwName(i), HubKey: hubKey().Public().(ed25519.PublicKey)},
+		e.gatewayBus(i), gatewayKey(i), tr, discard, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, runParticipant(t, p)
+}
+
+// participants returns one participant per gateway, not running.
+func (e *env) participants(t testing.TB, dim int) []*federation.Participant {
+	ps := make([]*federation.Participant, e.n)
+	for i := range e.n {
+		p, err := federation.NewParticipant(federation.ParticipantConfig{Federation: fedName, Name: gwName(i), HubKey: hubKey().Public().(ed25519.PublicKey)},
+			e.gatewayBus(i), gatewayKey(i), &pullTrainer{target: target(i, dim), samples: 10}, discard, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ps[i] = p
+	}
+	return ps
+}
+
+// runParticipant runs p until the test ends or the returned function kills it.
+func runParticipant(t testing.TB, p *federation.Participant) context.CancelFunc {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = p.Run(ctx) }()
+	var once sync.Once
+	stop := func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(stop)
+	return stop
+}
+
+func roundState(t testing.TB, tr federation.Transport) federation.RoundState {
+	t.Helper()
+	b, err := tr.GetRound(context.Background(), fedName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := federation.DecodeRoundState(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}

@@ -1,0 +1,648 @@
+package federation
+
+import (
+	"context"
+	"crypto/ed25519"
+	crand "crypto/rand"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"sort"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/millwright-io/millwright/federation/aggregate"
+	"github.com/millwright-io/millwright/federation/compress"
+	"github.com/millwright-io/millwright/federation/dp"
+	"github.com/millwright-io/millwright/ledger"
+)
+
+// Reasons an update is rejected; the label values of the rejection counter.
+const (
+	RejectMalformed      = "malformed"
+	RejectBadSignature   = "bad_signature"
+	RejectWrongFed       = "wrong_federation"
+	RejectUnknownMember  = "unknown_member"
+	RejectWrongKey       = "wrong_key"
+	RejectWrongRound     = "wrong_round"
+	RejectStale          = "stale"
+	RejectNotSelected    = "not_selected"
+	RejectDuplicate      = "duplicate_participant"
+	RejectNonceReuse     = "nonce_reuse"
+	RejectBadPayload     = "bad_payload"
+	RejectAggregate      = "aggregation"
+	outcomeAggregated    = "aggregated"
+	outcomeAbandoned     = "abandoned"
+	outcomeBudget        = "budget_exhausted"
+	resultAccepted       = "accepted"
+	resultRedelivered    = "redelivered"
+	blobOptimizer        = "optimizer"
+	blobPrivacy          = "privacy"
+	maxPendingPerMember  = 4
+	transportRetryPeriod = time.Second
+)
+
+var rejectReasons = []string{RejectMalformed, RejectBadSignature, RejectWrongFed, RejectUnknownMember, RejectWrongKey,
+	RejectWrongRound, RejectStale, RejectNotSelected, RejectDuplicate, RejectNonceReuse, RejectBadPayload, RejectAggregate, RejectSecAgg}
+
+// Rejection is one update the hub refused, with the reason.
+type Rejection struct {
+	Participant string
+	Round       uint64
+	Reason      string // one of the Reject* constants
+	Detail      string
+}
+
+// RoundReport is the outcome of one round, given to HubOptions.OnRound.
+type RoundReport struct {
+	Federation string
+	Round      uint64
+	Outcome    string // aggregated, abandoned, budget_exhausted
+	Model      string // SHA-256 of the published model (aggregated)
+	Used       []string
+	Rejected   []Rejection // by the protocol and by the aggregation rule
+	Privacy    *dp.Report
+	Bytes      int // update bytes accepted
+	Duration   time.Duration
+}
+
+// HubOptions are the hub's collaborators; every field is optional.
+type HubOptions struct {
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+	Recorder   ledger.Recorder // FederatedRound records (nil: none)
+	// OnRound is called after every round, from the federation's goroutine.
+	OnRound func(RoundReport)
+}
+
+type hubMetrics struct {
+	rounds   *prometheus.CounterVec
+	updates  *prometheus.CounterVec
+	rejected *prometheus.CounterVec
+	bytes    prometheus.Counter
+	ledger   prometheus.Counter
+}
+
+func newHubMetrics(reg prometheus.Registerer) *hubMetrics {
+	m := &hubMetrics{
+		rounds:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "millwright_federation_rounds_total", Help: "Rounds closed by the hub, by outcome."}, []string{"outcome"}),
+		updates:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "millwright_federation_updates_total", Help: "Update messages handled by the hub, accepted or redelivered."}, []string{"result"}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "millwright_federation_updates_rejected_total", Help: "Updates rejected by the hub, by reason."}, []string{"reason"}),
+		bytes:    prometheus.NewCounter(prometheus.CounterOpts{Name: "millwright_federation_update_bytes_total", Help: "Bytes of accepted updates."}),
+		ledger:   prometheus.NewCounter(prometheus.CounterOpts{Name: "millwright_federation_ledger_errors_total", Help: "FederatedRound records the ledger refused."}),
+	}
+	for _, r := range rejectReasons {
+		m.rejected.WithLabelValues(r)
+	}
+	if reg != nil {
+		reg.MustRegister(m.rounds, m.updates, m.rejected, m.bytes, m.ledger)
+	}
+	return m
+}
+
+// Hub runs the round protocol of its federations: it opens rounds, verifies and collects
+// updates, aggregates them, enforces the privacy budget, publishes signed global models
+// and records every round in the ledger.
+type Hub struct {
+	cfg  HubConfig
+	tr   Transport
+	key  ed25519.PrivateKey
+	opts HubOptions
+	log  *slog.Logger
+	m    *hubMetrics
+}
+
+// NewHub returns a hub for cfg (defaults set, valid) that talks over tr and signs models
+// with key. It does no I/O.
+func NewHub(cfg HubConfig, tr Transport, key ed25519.PrivateKey, opts HubOptions) (*Hub, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("federation: hub config: %w", err)
+	}
+	if len(key) != ed25519.PrivateKeySize {
+		return nil, errors.New("federation: hub key is not an ed25519 private key")
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Hub{cfg: cfg, tr: tr, key: key, opts: opts, log: log.With("component", "federation_hub"), m: newHubMetrics(opts.Registerer)}, nil
+}
+
+// PublicKey is the key that verifies the hub's models.
+func (h *Hub) PublicKey() ed25519.PublicKey { return h.key.Public().(ed25519.PublicKey) }
+
+// Run runs every federation until ctx ends (then it returns nil) or one fails for good.
+func (h *Hub) Run(ctx context.Context) error {
+	g, ctx := errgroup.WithContext(ctx)
+	for _, fc := range h.cfg.Federations {
+		g.Go(func() error {
+			f, err := newFedRun(h, fc)
+			if err != nil {
+				return err
+			}
+			return f.run(ctx)
+		})
+	}
+	return g.Wait()
+}
+
+// fedRun is one federation's round loop; it owns its aggregator and budget.
+type fedRun struct {
+	h       *Hub
+	cfg     FederationConfig
+	log     *slog.Logger
+	members map[string]ed25519.PublicKey
+	agg     *aggregate.Aggregator
+	budget  *dp.Budget
+	noise   *dp.Noise
+}
+
+func newFedRun(h *Hub, fc FederationConfig) (*fedRun, error) {
+	s := fc.Strategy
+	if fc.DP.Enabled && (s.ClipNorm == 0 || s.ClipNorm > fc.DP.ClipNorm) {
+		s.ClipNorm = fc.DP.ClipNorm // the hub clips too: a gateway that does not is bounded anyway
+	}
+	agg, err := aggregate.New(s)
+	if err != nil {
+		return nil, fmt.Errorf("federation %s: %w", fc.Name, err)
+	}
+	f := &fedRun{h: h, cfg: fc, log: h.log.With("federation", fc.Name), members: map[string]ed25519.PublicKey{}, agg: agg}
+	for _, m := range fc.Members {
+		f.members[m.Name] = m.Key.PublicKey
+	}
+	return f, nil
+}
+
+// retry calls op until it succeeds or ctx ends, logging failures (the transport's errors
+// are transient).
+func retry[T any](ctx context.Context, log *slog.Logger, what string, op func() (T, error)) (T, error) {
+	for {
+		v, err := op()
+		if err == nil || errors.Is(err, ErrNotFound) {
+			return v, err
+		}
+		log.Warn("transport error, retrying", "op", what, "err", err)
+		select {
+		case <-ctx.Done():
+			return v, ctx.Err()
+		case <-time.After(transportRetryPeriod):
+		}
+	}
+}
+
+func (f *fedRun) run(ctx context.Context) error {
+	st, err := f.restore(ctx)
+	if err != nil {
+		return ignoreCanceled(err)
+	}
+	for {
+		if st.Phase != PhaseOpen {
+			f.log.Info("federation idle", "phase", st.Phase, "round", st.Round)
+			<-ctx.Done()
+			return nil
+		}
+		next, err := f.round(ctx, st)
+		if err != nil {
+			return ignoreCanceled(err)
+		}
+		st = next
+	}
+}
+
+func ignoreCanceled(err error) error {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return nil
+	}
+	return err
+}
+
+// restore loads the federation's state, or publishes the initial model and opens round 1.
+func (f *fedRun) restore(ctx context.Context) (RoundState, error) {
+	if f.cfg.DP.Enabled {
+		var steps []dp.Step
+		b, err := retry(ctx, f.log, "get privacy", func() ([]byte, error) { return f.h.tr.GetBlob(ctx, f.cfg.Name, blobPrivacy) })
+		if err == nil {
+			if err := json.Unmarshal(b, &steps); err != nil {
+				return RoundState{}, fmt.Errorf("federation %s: privacy spent: %w", f.cfg.Name, err)
+			}
+		} else if !errors.Is(err, ErrNotFound) {
+			return RoundState{}, err
+		}
+		if f.budget, err = dp.NewBudget(f.cfg.DP, steps...); err != nil {
+			return RoundState{}, fmt.Errorf("federation %s: %w", f.cfg.Name, err)
+		}
+		if f.noise, err = dp.NewNoise(nil); err != nil {
+			return RoundState{}, err
+		}
+	}
+	if b, err := retry(ctx, f.log, "get optimizer", func() ([]byte, error) { return f.h.tr.GetBlob(ctx, f.cfg.Name, blobOptimizer) }); err == nil {
+		var os aggregate.OptimizerState
+		if err := json.Unmarshal(b, &os); err != nil {
+			return RoundState{}, fmt.Errorf("federation %s: optimizer state: %w", f.cfg.Name, err)
+		}
+		if err := f.agg.Restore(os); err != nil {
+			return RoundState{}, fmt.Errorf("federation %s: optimizer state: %w", f.cfg.Name, err)
+		}
+	} else if !errors.Is(err, ErrNotFound) {
+		return RoundState{}, err
+	}
+	b, err := retry(ctx, f.log, "get round", func() ([]byte, error) { return f.h.tr.GetRound(ctx, f.cfg.Name) })
+	if err == nil {
+		st, err := DecodeRoundState(b)
+		if err != nil {
+			return RoundState{}, err
+		}
+		f.log.Info("federation resumed", "round", st.Round, "phase", st.Phase)
+		return st, nil
+	}
+	if !errors.Is(err, ErrNotFound) {
+		return RoundState{}, err
+	}
+	// A new federation: the initial model.
+	arch := f.cfg.Architecture
+	r := rand.New(rand.NewPCG(f.cfg.InitSeed, 0x6d696c6c))
+	params := make([]float32, arch.Params)
+	for i := range params {
+		params[i] = float32((2*r.Float64() - 1) * f.cfg.InitScale)
+	}
+	g := GlobalModel{Header: ModelHeader{Federation: f.cfg.Name, Round: 0, Architecture: arch, Created: time.Now().UTC()}, Params: params}
+	hash, err := f.publish(ctx, &g)
+	if err != nil {
+		return RoundState{}, err
+	}
+	st := f.open(1, hash, 0)
+	return st, f.putState(ctx, st)
+}
+
+func (f *fedRun) publish(ctx context.Context, g *GlobalModel) (string, error) {
+	data, err := g.SignedBytes(f.h.key)
+	if err != nil {
+		return "", fmt.Errorf("federation %s: sign model: %w", f.cfg.Name, err)
+	}
+	hash, err := retry(ctx, f.log, "put model", func() (string, error) { return f.h.tr.PutModel(ctx, f.cfg.Name, data) })
+	if err != nil {
+		return "", err
+	}
+	_, err = retry(ctx, f.log, "put version", func() (struct{}, error) {
+		return struct{}{}, f.h.tr.PutVersion(ctx, f.cfg.Name, g.Header.Version(), hash)
+	})
+	return hash, err
+}
+
+func (f *fedRun) putState(ctx context.Context, st RoundState) error {
+	b, err := json.Marshal(st)
+	if err != nil {
+		return err
+	}
+	_, err = retry(ctx, f.log, "put round", func() (struct{}, error) { return struct{}{}, f.h.tr.PutRound(ctx, f.cfg.Name, b) })
+	return err
+}
+
+// open returns the state of a new round that trains from model global.
+func (f *fedRun) open(round uint64, global string, globalRound uint64) RoundState {
+	st := RoundState{
+		Version: StateVersion, Federation: f.cfg.Name, Round: round, Phase: PhaseOpen,
+		Global: global, GlobalRound: globalRound, Quorum: f.cfg.quorum(),
+		Deadline:     time.Now().Add(f.cfg.RoundTimeout).UTC(),
+		MaxStaleness: f.cfg.MaxStaleness, Codecs: f.cfg.Codecs, ProximalMu: f.cfg.Strategy.ProximalMu,
+		Targets: f.selectTargets(),
+	}
+	if f.cfg.DP.Enabled {
+		st.ClipNorm = f.cfg.DP.ClipNorm
+	}
+	if f.cfg.Rounds > 0 && round > f.cfg.Rounds {
+		st.Phase = PhaseFinished
+	}
+	return st
+}
+
+// selectTargets picks the round's participants: Poisson sampling at the DP sampling rate
+// when it is below 1 (the amplification the accountant claims needs it), else a uniformly
+// random subset of Participants members (all by default).
+func (f *fedRun) selectTargets() []string {
+	var seed [8]byte
+	_, _ = crand.Read(seed[:])
+	r := rand.New(rand.NewPCG(binary.LittleEndian.Uint64(seed[:]), 1))
+	names := make([]string, 0, len(f.cfg.Members))
+	for _, m := range f.cfg.Members {
+		names = append(names, m.Name)
+	}
+	if f.cfg.DP.Enabled && f.cfg.DP.SamplingRate < 1 {
+		var out []string
+		for _, n := range names {
+			if r.Float64() < f.cfg.DP.SamplingRate {
+				out = append(out, n)
+			}
+		}
+		return out
+	}
+	r.Shuffle(len(names), func(i, j int) { names[i], names[j] = names[j], names[i] })
+	out := names[:f.cfg.participants()]
+	sort.Strings(out)
+	return out
+}
+
+// collected is what a round has accepted so far.
+type collected struct {
+	updates map[string]*Update // by participant
+	deltas  map[string][]float32
+	nonces  map[[nonceLen]byte]string // nonce → update id
+	bytes   int
+	rejects []Rejection
+}
+
+// round runs one open round to its end and returns the next state.
+func (f *fedRun) round(ctx context.Context, st RoundState) (RoundState, error) {
+	start := time.Now()
+	report := RoundReport{Federation: f.cfg.Name, Round: st.Round}
+	if f.budget != nil {
+		if _, err := f.budget.Preview(); err != nil {
+			f.log.Warn("privacy budget exhausted, federation stops", "round", st.Round, "err", err)
+			st.Phase = PhaseBudgetExhausted
+			if err := f.putState(ctx, st); err != nil {
+				return st, err
+			}
+			f.h.m.rounds.WithLabelValues(outcomeBudget).Inc()
+			report.Outcome = outcomeBudget
+			f.notify(report)
+			return st, nil
+		}
+	}
+	if f.cfg.SecAgg.Enabled {
+		return f.secaggRound(ctx, st)
+	}
+	c, err := f.collect(ctx, st)
+	if err != nil {
+		return st, err
+	}
+	report.Rejected, report.Bytes = c.rejects, c.bytes
+	if len(c.updates) < st.Quorum {
+		f.log.Warn("round abandoned: quorum not met by the deadline", "round", st.Round, "updates", len(c.updates), "quorum", st.Quorum)
+		return f.finish(ctx, report, start, outcomeAbandoned, f.open(st.Round+1, st.Global, st.GlobalRound))
+	}
+	gb, err := retry(ctx, f.log, "get model", func() ([]byte, error) { return f.h.tr.GetModel(ctx, f.cfg.Name, st.Global) })
+	if err != nil {
+		return st, fmt.Errorf("federation %s: global model %s: %w", f.cfg.Name, st.Global, err)
+	}
+	global, err := DecodeModel(gb, f.h.PublicKey())
+	if err != nil {
+		return st, fmt.Errorf("federation %s: global model %s: %w", f.cfg.Name, st.Global, err)
+	}
+	ups := make([]aggregate.Update, 0, len(c.updates))
+	for name, u := range c.updates {
+		samples := int(u.Samples)
+		if f.cfg.DP.Enabled {
+			samples = 1 // DP's sensitivity analysis needs equal weights
+		}
+		ups = append(ups, aggregate.Update{Participant: name, Delta: c.deltas[name], Samples: samples})
+	}
+	res, err := f.agg.Aggregate(global.Params, ups)
+	for _, r := range res.Rejected {
+		report.Rejected = append(report.Rejected, Rejection{Participant: r.Participant, Round: st.Round, Reason: RejectAggregate, Detail: r.Reason})
+		f.h.m.rejected.WithLabelValues(RejectAggregate).Inc()
+		f.log.Warn("update rejected", "participant", r.Participant, "round", st.Round, "reason", RejectAggregate, "detail", r.Reason)
+	}
+	if err != nil {
+		f.log.Warn("round abandoned: aggregation failed", "round", st.Round, "err", err)
+		return f.finish(ctx, report, start, outcomeAbandoned, f.open(st.Round+1, st.Global, st.GlobalRound))
+	}
+	var privacy *dp.Report
+	if f.budget != nil {
+		rep, err := f.spend(ctx)
+		if err != nil {
+			return st, err
+		}
+		privacy = &rep
+		// Central noise on the mean of n clipped updates: N(0, (σC/n)²), scaled by η.
+		noise := make([]float32, len(res.Params))
+		f.noise.Add(noise, f.cfg.DP.NoiseStd(len(res.Used))/float64(len(res.Used)))
+		for i := range res.Params {
+			res.Params[i] += float32(f.cfg.Strategy.ServerLR) * noise[i]
+		}
+	}
+	if os := f.agg.State(); os.M != nil {
+		b, _ := json.Marshal(os)
+		if _, err := retry(ctx, f.log, "put optimizer", func() (struct{}, error) { return struct{}{}, f.h.tr.PutBlob(ctx, f.cfg.Name, blobOptimizer, b) }); err != nil {
+			return st, err
+		}
+	}
+	out := GlobalModel{Header: ModelHeader{Federation: f.cfg.Name, Round: st.Round, Architecture: global.Header.Architecture,
+		Parent: st.Global, Created: time.Now().UTC(), Participants: res.Used}, Params: res.Params}
+	hash, err := f.publish(ctx, &out)
+	if err != nil {
+		return st, err
+	}
+	report.Model, report.Used, report.Privacy = hash, res.Used, privacy
+	f.record(ctx, st, global.Header, out.Header, hash, c, res.Used, privacy)
+	return f.finish(ctx, report, start, outcomeAggregated, f.open(st.Round+1, hash, st.Round))
+}
+
+// spend accounts one round in the privacy budget and persists the privacy spent before
+// anything is published (a crash after it over-counts, which is safe).
+func (f *fedRun) spend(ctx context.Context) (dp.Report, error) {
+	rep, err := f.budget.Spend()
+	if err != nil { // Preview said yes; only a concurrent change could get here
+		return rep, err
+	}
+	b, _ := json.Marshal(f.budget.Steps())
+	_, err = retry(ctx, f.log, "put privacy", func() (struct{}, error) { return struct{}{}, f.h.tr.PutBlob(ctx, f.cfg.Name, blobPrivacy, b) })
+	f.log.Info("privacy spent", "epsilon", rep.Epsilon, "delta", rep.Delta, "limit", rep.Limit)
+	return rep, err
+}
+
+func (f *fedRun) finish(ctx context.Context, report RoundReport, start time.Time, outcome string, next RoundState) (RoundState, error) {
+	if err := f.putState(ctx, next); err != nil {
+		return next, err
+	}
+	report.Outcome, report.Duration = outcome, time.Since(start)
+	f.h.m.rounds.WithLabelValues(outcome).Inc()
+	f.log.Info("round closed", "round", report.Round, "outcome", outcome, "used", len(report.Used), "rejected", len(report.Rejected), "model", report.Model)
+	f.notify(report)
+	return next, nil
+}
+
+func (f *fedRun) notify(r RoundReport) {
+	if f.h.opts.OnRound != nil {
+		f.h.opts.OnRound(r)
+	}
+}
+
+func (f *fedRun) record(ctx context.Context, st RoundState, in, out ModelHeader, hash string, c *collected, used []string, privacy *dp.Report) {
+	if f.h.opts.Recorder == nil {
+		return
+	}
+	body := ledger.FederatedRound{
+		Federation: f.cfg.Name, Round: int64(st.Round), Participants: used, Aggregation: f.cfg.Strategy.Name,
+		Output:     ledger.ModelRef{Model: f.cfg.Name, Version: out.Version()},
+		OutputHash: hash,
+		Parents:    []ledger.ModelRef{{Model: f.cfg.Name, Version: in.Version()}},
+	}
+	if f.cfg.SecAgg.Enabled {
+		body.Aggregation += "+secagg"
+	}
+	for _, p := range used {
+		body.InputUpdates = append(body.InputUpdates, c.updates[p].ID())
+	}
+	if privacy != nil {
+		body.DP = &ledger.DPBudget{Epsilon: privacy.Epsilon, Delta: privacy.Delta}
+	}
+	if _, err := f.h.opts.Recorder.Record(ctx, body); err != nil {
+		f.h.m.ledger.Inc()
+		f.log.Error("federated round not recorded", "round", st.Round, "err", err)
+	}
+}
+
+// feed is the stream of one round's update messages, read by one goroutine it owns.
+type feed struct {
+	ch     chan []byte
+	done   chan error
+	cancel context.CancelFunc
+}
+
+// feed starts reading round's messages from the transport. The hand-off is bounded: the
+// consumer blocks (JetStream holds the rest) while the round loop is busy; nothing is
+// dropped. close stops the reader and waits for it.
+func (f *fedRun) feed(ctx context.Context, round uint64) *feed {
+	cctx, cancel := context.WithCancel(ctx)
+	fd := &feed{ch: make(chan []byte, maxPendingPerMember*len(f.cfg.Members)), done: make(chan error, 1), cancel: cancel}
+	go func() {
+		fd.done <- f.h.tr.Updates(cctx, f.cfg.Name, round, func(b []byte) {
+			select {
+			case fd.ch <- b:
+			case <-cctx.Done():
+			}
+		})
+	}()
+	return fd
+}
+
+func (fd *feed) close() { fd.cancel(); <-fd.done }
+
+// next returns the next message, or nil when deadline passes first.
+func (fd *feed) next(ctx context.Context, deadline <-chan time.Time) ([]byte, error) {
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case err := <-fd.done:
+		fd.done <- err // for close
+		if err == nil {
+			err = errors.New("update consumer stopped")
+		}
+		return nil, err
+	case <-deadline:
+		return nil, nil
+	case b := <-fd.ch:
+		return b, nil
+	}
+}
+
+// collect receives the round's updates until every target has answered, or until the
+// deadline once the quorum is reached (or not: the caller abandons the round).
+func (f *fedRun) collect(ctx context.Context, st RoundState) (*collected, error) {
+	c := &collected{updates: map[string]*Update{}, deltas: map[string][]float32{}, nonces: map[[nonceLen]byte]string{}}
+	fd := f.feed(ctx, st.Round)
+	defer fd.close()
+	timer := time.NewTimer(time.Until(st.Deadline))
+	defer timer.Stop()
+	targets := map[string]bool{}
+	for _, t := range st.Targets {
+		targets[t] = true
+	}
+	for len(c.updates) < len(st.Targets) {
+		b, err := fd.next(ctx, timer.C)
+		if err != nil {
+			return nil, fmt.Errorf("federation %s round %d: %w", f.cfg.Name, st.Round, err)
+		}
+		if b == nil {
+			return c, nil
+		}
+		f.handle(st, targets, c, b)
+	}
+	return c, nil
+}
+
+type rejectFunc func(participant, reason, detail string)
+
+// rejecter returns the function that records, counts and logs a rejection in round.
+func (f *fedRun) rejecter(round uint64, into *[]Rejection) rejectFunc {
+	return func(participant, reason, detail string) {
+		*into = append(*into, Rejection{Participant: participant, Round: round, Reason: reason, Detail: detail})
+		f.h.m.rejected.WithLabelValues(reason).Inc()
+		f.log.Warn("update rejected", "participant", participant, "round", round, "reason", reason, "detail", detail)
+	}
+}
+
+// verify decodes a message of the round and checks who sent it: signature, federation,
+// membership and key, round, staleness and selection. It returns nil after rejecting.
+func (f *fedRun) verify(st RoundState, targets map[string]bool, reject rejectFunc, b []byte) *Update {
+	u, err := DecodeUpdate(b)
+	if errors.Is(err, ErrBadSignature) {
+		reject("", RejectBadSignature, err.Error())
+		return nil
+	}
+	if err != nil {
+		reject("", RejectMalformed, err.Error())
+		return nil
+	}
+	key, member := f.members[u.Participant]
+	switch {
+	case u.Federation != f.cfg.Name:
+		reject(u.Participant, RejectWrongFed, fmt.Sprintf("update for federation %q", u.Federation))
+	case !member:
+		reject(u.Participant, RejectUnknownMember, "not a member of the federation")
+	case !key.Equal(u.Key):
+		reject(u.Participant, RejectWrongKey, fmt.Sprintf("signed with key %s, not the member's", ledger.KeyID(u.Key)))
+	case u.Round != st.Round:
+		reject(u.Participant, RejectWrongRound, fmt.Sprintf("update for round %d in round %d", u.Round, st.Round))
+	case st.Round-u.BaseRound > st.MaxStaleness:
+		reject(u.Participant, RejectStale, fmt.Sprintf("trained from round %d's model; at most %d rounds old allowed", u.BaseRound, st.MaxStaleness))
+	case !targets[u.Participant]:
+		reject(u.Participant, RejectNotSelected, "not selected for this round")
+	default:
+		return u
+	}
+	return nil
+}
+
+// handle verifies one update message; it is idempotent (a redelivered message is
+// recognised by its id and changes nothing).
+func (f *fedRun) handle(st RoundState, targets map[string]bool, c *collected, b []byte) {
+	reject := f.rejecter(st.Round, &c.rejects)
+	u := f.verify(st, targets, reject, b)
+	if u == nil {
+		return
+	}
+	if prev, ok := c.updates[u.Participant]; ok && prev.ID() == u.ID() {
+		f.h.m.updates.WithLabelValues(resultRedelivered).Inc()
+		return
+	}
+	switch {
+	case u.Kind != KindDelta:
+		reject(u.Participant, RejectBadPayload, "a secure-aggregation message in a round without secure aggregation")
+	case c.updates[u.Participant] != nil:
+		reject(u.Participant, RejectDuplicate, "a different update of this participant was accepted in this round")
+	case c.nonces[u.Nonce] != "":
+		reject(u.Participant, RejectNonceReuse, "nonce already used in this round")
+	default:
+		delta, kind, err := compress.Decode(u.Payload, f.cfg.Architecture.Params)
+		switch {
+		case err != nil:
+			reject(u.Participant, RejectBadPayload, err.Error())
+		case len(delta) != f.cfg.Architecture.Params:
+			reject(u.Participant, RejectBadPayload, fmt.Sprintf("%d parameters; expected %d", len(delta), f.cfg.Architecture.Params))
+		case !slices.ContainsFunc(st.Codecs, func(cd compress.Codec) bool { return cd.Kind == kind }):
+			reject(u.Participant, RejectBadPayload, fmt.Sprintf("codec %q was not offered", kind))
+		default:
+			c.updates[u.Participant], c.deltas[u.Participant], c.nonces[u.Nonce] = u, delta, u.ID()
+			c.bytes += len(b)
+			f.h.m.updates.WithLabelValues(resultAccepted).Inc()
+			f.h.m.bytes.Add(float64(len(b)))
+		}
+	}
+}

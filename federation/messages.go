@@ -1,0 +1,397 @@
+package federation
+
+import (
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"regexp"
+	"sort"
+	"time"
+
+	"github.com/millwright-io/millwright/models"
+)
+
+// ErrMalformed is returned (wrapped) for every message that fails strict decoding.
+var ErrMalformed = errors.New("federation: malformed message")
+
+// ErrBadSignature is returned (wrapped) when a message's signature does not verify.
+var ErrBadSignature = errors.New("federation: bad signature")
+
+// Wire versions. A decoder refuses every other version.
+const (
+	updateMagic = "MWU1"
+	modelMagic  = "MWG1"
+	// StateVersion is the version of RoundState.
+	StateVersion = 1
+)
+
+// Signature domains: a signature over one kind of message is never valid for another.
+const (
+	updateDomain = "millwright/federation/update/v1\x00"
+	modelDomain  = "millwright/federation/model/v1\x00"
+)
+
+// Limits of decoded messages.
+const (
+	MaxParams   = 1 << 24 // parameters of a model
+	maxNameLen  = 64
+	maxMetrics  = 32
+	maxPayload  = 4*MaxParams + 1024
+	nonceLen    = 16
+	sigOverhead = ed25519.PublicKeySize + ed25519.SignatureSize
+)
+
+var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+
+// CheckName reports whether s can name a federation or a participant.
+func CheckName(s string) error {
+	if !nameRE.MatchString(s) {
+		return fmt.Errorf("%q is not a valid name; expected %s", s, nameRE)
+	}
+	return nil
+}
+
+// Kinds of Update.
+const (
+	KindDelta  uint8 = 0
+	KindSecAgg uint8 = 1
+)
+
+// Update is one gateway's signed contribution to a round.
+type Update struct {
+	Federation  string
+	Round       uint64 // the round it is sent for
+	BaseRound   uint64 // the round whose global model it was trained from (≤ Round)
+	Participant string
+	Nonce       [nonceLen]byte
+	Kind        uint8 // KindDelta or KindSecAgg
+	Samples     uint64
+	Metrics     map[string]float64
+	// Payload is the delta encoded by package compress (KindDelta), or a message of package
+	// secagg (KindSecAgg: the signature authenticates it, as secagg requires).
+	Payload []byte
+	// Key is the sender's ed25519 public key; Sig its signature over everything above.
+	Key ed25519.PublicKey
+	Sig []byte
+
+	id string // cached by DecodeUpdate
+}
+
+type writer struct{ b []byte }
+
+func (w *writer) str(s string) {
+	w.b = binary.BigEndian.AppendUint16(w.b, uint16(len(s)))
+	w.b = append(w.b, s...)
+}
+func (w *writer) u64(v uint64)  { w.b = binary.BigEndian.AppendUint64(w.b, v) }
+func (w *writer) f64(v float64) { w.u64(math.Float64bits(v)) }
+func (w *writer) bytes32(p []byte) {
+	w.b = binary.BigEndian.AppendUint32(w.b, uint32(len(p)))
+	w.b = append(w.b, p...)
+}
+
+type reader struct {
+	b   []byte
+	err error
+}
+
+func (r *reader) fail(format string, a ...any) {
+	if r.err == nil {
+		r.err = fmt.Errorf("%w: "+format, append([]any{ErrMalformed}, a...)...)
+	}
+}
+
+func (r *reader) take(n int, what string) []byte {
+	if r.err != nil {
+		return nil
+	}
+	if n < 0 || n > len(r.b) {
+		r.fail("%s: need %d bytes, %d left", what, n, len(r.b))
+		return nil
+	}
+	p := r.b[:n]
+	r.b = r.b[n:]
+	return p
+}
+
+func (r *reader) u64(what string) uint64 {
+	p := r.take(8, what)
+	if p == nil {
+		return 0
+	}
+	return binary.BigEndian.Uint64(p)
+}
+
+func (r *reader) name(what string) string {
+	p := r.take(2, what)
+	if p == nil {
+		return ""
+	}
+	n := int(binary.BigEndian.Uint16(p))
+	if n > maxNameLen {
+		r.fail("%s: length %d exceeds %d", what, n, maxNameLen)
+		return ""
+	}
+	s := string(r.take(n, what))
+	if r.err == nil {
+		if err := CheckName(s); err != nil {
+			r.fail("%s: %v", what, err)
+		}
+	}
+	return s
+}
+
+// body encodes everything the signature covers.
+func (u *Update) body() []byte {
+	w := writer{b: make([]byte, 0, 256+len(u.Payload))}
+	w.b = append(w.b, updateMagic...)
+	w.str(u.Federation)
+	w.u64(u.Round)
+	w.u64(u.BaseRound)
+	w.str(u.Participant)
+	w.b = append(w.b, u.Nonce[:]...)
+	w.b = append(w.b, u.Kind)
+	w.u64(u.Samples)
+	keys := make([]string, 0, len(u.Metrics))
+	for k := range u.Metrics {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	w.b = append(w.b, byte(len(keys)))
+	for _, k := range keys {
+		w.str(k)
+		w.f64(u.Metrics[k])
+	}
+	w.bytes32(u.Payload)
+	return w.b
+}
+
+// signed is what a signature covers: the message kind's domain and the SHA-256 of the
+// message body (hashing once with SHA-256 is several times faster on large models than
+// letting ed25519 hash the whole body with SHA-512, twice when signing).
+func signed(domain string, body []byte) []byte {
+	d := sha256.Sum256(body)
+	return append([]byte(domain), d[:]...)
+}
+
+// Sign sets Key and Sig with key over the update's fields.
+func (u *Update) Sign(key ed25519.PrivateKey) {
+	u.Key = key.Public().(ed25519.PublicKey)
+	u.Sig = ed25519.Sign(key, signed(updateDomain, u.body()))
+}
+
+// Marshal returns the update's wire form (it must be signed).
+func (u *Update) Marshal() []byte {
+	b := u.body()
+	b = append(b, u.Key...)
+	return append(b, u.Sig...)
+}
+
+// ID is the SHA-256 of the wire form: what the ledger records as the input update.
+func (u *Update) ID() string {
+	if u.id != "" {
+		return u.id
+	}
+	return HashHex(u.Marshal())
+}
+
+// DecodeUpdate decodes one update strictly (magic and version, name syntax, bounded
+// lengths, finite metrics, no trailing bytes) and verifies its signature with the key it
+// carries; whether that key belongs to the participant is the hub's check.
+func DecodeUpdate(b []byte) (*Update, error) {
+	if len(b) > maxPayload+4096 {
+		return nil, fmt.Errorf("%w: %d bytes exceeds the limit %d", ErrMalformed, len(b), maxPayload+4096)
+	}
+	if len(b) < len(updateMagic)+sigOverhead {
+		return nil, fmt.Errorf("%w: %d bytes is too short", ErrMalformed, len(b))
+	}
+	r := reader{b: b[:len(b)-sigOverhead]}
+	if string(r.take(4, "magic")) != updateMagic {
+		return nil, fmt.Errorf("%w: not an update of version 1", ErrMalformed)
+	}
+	u := &Update{}
+	u.Federation = r.name("federation")
+	u.Round = r.u64("round")
+	u.BaseRound = r.u64("base round")
+	u.Participant = r.name("participant")
+	copy(u.Nonce[:], r.take(nonceLen, "nonce"))
+	if k := r.take(1, "kind"); k != nil {
+		if u.Kind = k[0]; u.Kind > KindSecAgg {
+			r.fail("kind %d is unknown", u.Kind)
+		}
+	}
+	u.Samples = r.u64("samples")
+	if nm := r.take(1, "metrics"); nm != nil {
+		n := int(nm[0])
+		if n > maxMetrics {
+			r.fail("metrics: %d exceeds %d", n, maxMetrics)
+		}
+		prev := ""
+		for i := 0; i < n && r.err == nil; i++ {
+			k := r.name("metric name")
+			v := math.Float64frombits(r.u64("metric value"))
+			if r.err != nil {
+				break
+			}
+			if i > 0 && k <= prev {
+				r.fail("metric names not strictly increasing at %q", k)
+			}
+			if math.IsNaN(v) || math.IsInf(v, 0) {
+				r.fail("metric %q is %v; expected a finite number", k, v)
+			}
+			if u.Metrics == nil {
+				u.Metrics = map[string]float64{}
+			}
+			u.Metrics[k], prev = v, k
+		}
+	}
+	if lp := r.take(4, "payload length"); lp != nil {
+		n := binary.BigEndian.Uint32(lp)
+		if n > maxPayload {
+			r.fail("payload length %d exceeds %d", n, maxPayload)
+		} else {
+			u.Payload = r.take(int(n), "payload")
+		}
+	}
+	if r.err == nil && len(r.b) != 0 {
+		r.fail("%d trailing bytes before the signature", len(r.b))
+	}
+	if r.err != nil {
+		return nil, r.err
+	}
+	if u.BaseRound > u.Round {
+		return nil, fmt.Errorf("%w: base round %d is after round %d", ErrMalformed, u.BaseRound, u.Round)
+	}
+	if u.Samples == 0 || u.Samples > 1<<40 {
+		return nil, fmt.Errorf("%w: samples %d; expected 1..2^40", ErrMalformed, u.Samples)
+	}
+	tail := b[len(b)-sigOverhead:]
+	u.Key = ed25519.PublicKey(append([]byte(nil), tail[:ed25519.PublicKeySize]...))
+	u.Sig = append([]byte(nil), tail[ed25519.PublicKeySize:]...)
+	if !ed25519.Verify(u.Key, signed(updateDomain, b[:len(b)-sigOverhead]), u.Sig) {
+		return nil, fmt.Errorf("%w: update of %s for %s round %d", ErrBadSignature, u.Participant, u.Federation, u.Round)
+	}
+	u.id = HashHex(b)
+	return u, nil
+}
+
+// ModelHeader describes a global model.
+type ModelHeader struct {
+	Federation   string              `json:"federation"`
+	Round        uint64              `json:"round"` // the round that produced it (0: initial model)
+	Architecture models.Architecture `json:"architecture"`
+	Parent       string              `json:"parent,omitempty"` // SHA-256 of the model it was aggregated from
+	Created      time.Time           `json:"created"`
+	Participants []string            `json:"participants,omitempty"`
+}
+
+// Version is how people name the model: the round that produced it.
+func (h ModelHeader) Version() string { return fmt.Sprintf("r%d", h.Round) }
+
+// GlobalModel is a published global model, signed by the hub.
+type GlobalModel struct {
+	Header ModelHeader
+	Params []float32
+	Key    ed25519.PublicKey
+	Sig    []byte
+	// Raw is the signed wire form the model was decoded from (set by DecodeModel), whose
+	// SHA-256 is its identity.
+	Raw []byte
+}
+
+func (g *GlobalModel) body() ([]byte, error) {
+	hj, err := json.Marshal(g.Header)
+	if err != nil {
+		return nil, err
+	}
+	w := writer{b: make([]byte, 0, 16+len(hj)+4*len(g.Params))}
+	w.b = append(w.b, modelMagic...)
+	w.bytes32(hj)
+	w.b = binary.BigEndian.AppendUint32(w.b, uint32(len(g.Params)))
+	for _, v := range g.Params {
+		w.b = binary.LittleEndian.AppendUint32(w.b, math.Float32bits(v))
+	}
+	return w.b, nil
+}
+
+// SignedBytes signs the model with the hub's key and returns its wire form, whose SHA-256
+// is the model's identity.
+func (g *GlobalModel) SignedBytes(key ed25519.PrivateKey) ([]byte, error) {
+	b, err := g.body()
+	if err != nil {
+		return nil, err
+	}
+	g.Key = key.Public().(ed25519.PublicKey)
+	g.Sig = ed25519.Sign(key, signed(modelDomain, b))
+	b = append(b, g.Key...)
+	return append(b, g.Sig...), nil
+}
+
+// DecodeModel decodes a global model strictly and verifies its signature against hubKey
+// (any key when hubKey is nil: the caller must then check Key itself).
+func DecodeModel(b []byte, hubKey ed25519.PublicKey) (*GlobalModel, error) {
+	if len(b) < len(modelMagic)+8+sigOverhead {
+		return nil, fmt.Errorf("%w: model of %d bytes is too short", ErrMalformed, len(b))
+	}
+	r := reader{b: b[:len(b)-sigOverhead]}
+	if string(r.take(4, "magic")) != modelMagic {
+		return nil, fmt.Errorf("%w: not a global model of version 1", ErrMalformed)
+	}
+	g := &GlobalModel{}
+	if lp := r.take(4, "header length"); lp != nil {
+		n := binary.BigEndian.Uint32(lp)
+		if n > 1<<20 {
+			r.fail("header length %d exceeds 1 MiB", n)
+		} else if hj := r.take(int(n), "header"); hj != nil {
+			if err := models.DecodeJSON(hj, &g.Header); err != nil {
+				r.fail("header: %v", err)
+			}
+		}
+	}
+	var n uint32
+	if lp := r.take(4, "parameter count"); lp != nil {
+		n = binary.BigEndian.Uint32(lp)
+	}
+	if r.err == nil && (n > MaxParams || int(n)*4 != len(r.b)) {
+		r.fail("parameter count %d does not match %d bytes (limit %d)", n, len(r.b), MaxParams)
+	}
+	if r.err != nil {
+		return nil, r.err
+	}
+	g.Params = make([]float32, n)
+	for i := range g.Params {
+		v := math.Float32frombits(binary.LittleEndian.Uint32(r.b[4*i:]))
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			return nil, fmt.Errorf("%w: parameter %d is %v", ErrMalformed, i, v)
+		}
+		g.Params[i] = v
+	}
+	if err := CheckName(g.Header.Federation); err != nil {
+		return nil, fmt.Errorf("%w: federation: %v", ErrMalformed, err)
+	}
+	if g.Header.Architecture.Params != int(n) {
+		return nil, fmt.Errorf("%w: architecture says %d parameters, model has %d", ErrMalformed, g.Header.Architecture.Params, n)
+	}
+	tail := b[len(b)-sigOverhead:]
+	g.Key = ed25519.PublicKey(append([]byte(nil), tail[:ed25519.PublicKeySize]...))
+	g.Sig = append([]byte(nil), tail[ed25519.PublicKeySize:]...)
+	if hubKey != nil && !hubKey.Equal(g.Key) {
+		return nil, fmt.Errorf("%w: model signed by key %x, expected the hub's %x", ErrBadSignature, g.Key[:8], hubKey[:8])
+	}
+	if !ed25519.Verify(g.Key, signed(modelDomain, b[:len(b)-sigOverhead]), g.Sig) {
+		return nil, fmt.Errorf("%w: global model of %s round %d", ErrBadSignature, g.Header.Federation, g.Header.Round)
+	}
+	g.Raw = b
+	return g, nil
+}
+
+// HashHex returns the lower-case hex SHA-256 of b.
+func HashHex(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}

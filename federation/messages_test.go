@@ -1,0 +1,140 @@
+package federation_test
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/millwright-io/millwright/federation"
+	"github.com/millwright-io/millwright/federation/aggregate"
+	"github.com/millwright-io/millwright/federation/dp"
+	"github.com/millwright-io/millwright/gateway/config"
+	"github.com/millwright-io/millwright/models"
+)
+
+func sampleUpdate() *federation.Update {
+	u := &federation.Update{Federation: fedName, Round: 7, BaseRound: 6, Participant: "g1", Samples: 1234,
+		Metrics: map[string]float64{"loss": 0.25, "f1": 0.9}, Payload: []byte{1, 2, 3, 4, 5}}
+	u.Nonce[3] = 9
+	u.Sign(gatewayKey(1))
+	return u
+}
+
+func TestUpdateRoundTripAndTamper(t *testing.T) {
+	b := sampleUpdate().Marshal()
+	u, err := federation.DecodeUpdate(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.Round != 7 || u.BaseRound != 6 || u.Participant != "g1" || u.Samples != 1234 || u.Metrics["f1"] != 0.9 || !bytes.Equal(u.Payload, []byte{1, 2, 3, 4, 5}) {
+		t.Fatalf("decoded %+v", u)
+	}
+	if !bytes.Equal(u.Marshal(), b) {
+		t.Fatal("re-encoding differs")
+	}
+	// Every single-bit change is caught, by the decoder or the signature.
+	for i := range len(b) {
+		c := bytes.Clone(b)
+		c[i] ^= 0x10
+		if _, err := federation.DecodeUpdate(c); err == nil {
+			t.Fatalf("bit flip at byte %d accepted", i)
+		}
+	}
+	if _, err := federation.DecodeUpdate(append(bytes.Clone(b), 0)); err == nil {
+		t.Fatal("trailing byte accepted")
+	}
+}
+
+func FuzzDecodeUpdate(f *testing.F) {
+	f.Add(sampleUpdate().Marshal())
+	u := sampleUpdate()
+	u.Metrics = nil
+	u.Sign(gatewayKey(2))
+	f.Add(u.Marshal())
+	f.Add([]byte("MWU1"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		u, err := federation.DecodeUpdate(b)
+		if err != nil {
+			if !errors.Is(err, federation.ErrMalformed) && !errors.Is(err, federation.ErrBadSignature) {
+				t.Fatalf("error not typed: %v", err)
+			}
+			return
+		}
+		if !bytes.Equal(u.Marshal(), b) {
+			t.Fatal("accepted a non-canonical encoding")
+		}
+	})
+}
+
+func sampleModel(t testing.TB) []byte {
+	g := federation.GlobalModel{Header: federation.ModelHeader{Federation: fedName, Round: 3,
+		Architecture: models.Architecture{Kind: "linear", Version: 1, Params: 3}, Created: time.Unix(0, 0).UTC()},
+		Params: []float32{1, -2, 3.5}}
+	b, err := g.SignedBytes(hubKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func FuzzDecodeModel(f *testing.F) {
+	f.Add(sampleModel(f))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		g, err := federation.DecodeModel(b, hubKey().Public().(ed25519.PublicKey))
+		if err != nil {
+			return
+		}
+		if len(g.Params) != g.Header.Architecture.Params {
+			t.Fatal("parameter count not checked")
+		}
+	})
+}
+
+func TestModelSignature(t *testing.T) {
+	b := sampleModel(t)
+	if _, err := federation.DecodeModel(b, hubKey().Public().(ed25519.PublicKey)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := federation.DecodeModel(b, gatewayKey(0).Public().(ed25519.PublicKey)); !errors.Is(err, federation.ErrBadSignature) {
+		t.Fatalf("other key: %v", err)
+	}
+	c := bytes.Clone(b)
+	c[len(c)-100] ^= 1 // a parameter
+	if _, err := federation.DecodeModel(c, nil); !errors.Is(err, federation.ErrBadSignature) {
+		t.Fatalf("tampered parameter: %v", err)
+	}
+}
+
+func TestFederationConfigValidate(t *testing.T) {
+	fc := fedConfig(3, 10)
+	fc.Name = "Bad Name"
+	fc.Members = append(fc.Members, federation.Member{Name: "g0"})
+	fc.Quorum = 9
+	fc.Strategy = aggregate.Strategy{Name: aggregate.Median}
+	fc.DP = dp.Config{Enabled: true, EpsilonLimit: 5, Noise: dp.NoiseDistributed}
+	fc.SetDefaults()
+	err := fc.Validate()
+	paths := map[string]bool{}
+	for _, e := range config.Flatten(err) {
+		var fe *config.FieldError
+		if errors.As(e, &fe) {
+			paths[fe.Path] = true
+		}
+	}
+	for _, want := range []string{"name", "members[3].name", "members[3].key", "quorum", "dp.noise", "strategy.name"} {
+		if !paths[want] {
+			t.Errorf("no problem at %s; got %v", want, err)
+		}
+	}
+	good := fedConfig(3, 10)
+	good.SetDefaults()
+	if err := good.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(err.Error(), "Bad Name") {
+		t.Errorf("error does not name the value: %v", err)
+	}
+}

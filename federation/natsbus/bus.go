@@ -1,0 +1,359 @@
+// Package natsbus carries the federation round protocol over NATS JetStream, and is the
+// only importer of the NATS client and server libraries.
+//
+// Threat model: the NATS server authenticates every factory by its credentials (and TLS)
+// and enforces subject permissions (FactoryPermissions): a factory publishes updates only
+// under its own name, reads only its federations' models and round state, and receives
+// only on its own inbox prefix. Nothing here checks message contents: the round protocol
+// (package federation) verifies every signature, hash and binding to a round, so a
+// compromised server can delay, drop or replay messages but not forge them.
+package natsbus
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/millwright-io/millwright/federation"
+)
+
+// Bus is a connection to NATS implementing federation.Transport.
+type Bus struct {
+	nc  *nats.Conn
+	js  jetstream.JetStream
+	log *slog.Logger
+
+	mu      sync.Mutex
+	objs    map[string]jetstream.ObjectStore
+	kvs     map[string]jetstream.KeyValue
+	timeout time.Duration
+	closed  chan struct{} // closed by the client library when the connection is closed
+}
+
+var _ federation.Transport = (*Bus)(nil)
+
+// Dial connects with cfg (defaults set, valid).
+func Dial(ctx context.Context, cfg ClientConfig, log *slog.Logger) (*Bus, error) {
+	closed := make(chan struct{})
+	opts := []nats.Option{
+		nats.ClosedHandler(func(*nats.Conn) { close(closed) }),
+		nats.Name("millwright " + cfg.User),
+		nats.Timeout(cfg.Timeout),
+		nats.MaxReconnects(-1),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			log.Warn("nats async error", "err", err)
+		}),
+	}
+	if cfg.User != "" {
+		opts = append(opts, nats.UserInfo(cfg.User, cfg.Password.Value()), nats.CustomInboxPrefix(inboxPrefix(cfg.User)))
+	}
+	if cfg.inProcess != nil {
+		opts = append(opts, nats.InProcessServer(cfg.inProcess))
+		if strings.HasPrefix(cfg.inProcess.ClientURL(), "tls://") {
+			// An in-memory pipe to our own server: there is no network to authenticate.
+			opts = append(opts, nats.Secure(&tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12})) //nolint:gosec
+		}
+	}
+	tc, err := cfg.TLS.Load()
+	if err != nil {
+		return nil, fmt.Errorf("natsbus: tls: %w", err)
+	}
+	if tc != nil {
+		opts = append(opts, nats.Secure(tc))
+	}
+	nc, err := nats.Connect(cfg.URL, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("natsbus: connect %s: %w", cfg.URL, err)
+	}
+	var js jetstream.JetStream
+	if cfg.Domain != "" {
+		js, err = jetstream.NewWithDomain(nc, cfg.Domain)
+	} else {
+		js, err = jetstream.New(nc)
+	}
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("natsbus: jetstream: %w", err)
+	}
+	return &Bus{nc: nc, js: js, log: log, objs: map[string]jetstream.ObjectStore{}, kvs: map[string]jetstream.KeyValue{}, timeout: cfg.Timeout, closed: closed}, nil
+}
+
+// Close drains the connection (pending publishes are flushed) and waits until it is
+// closed, at most the configured timeout.
+func (b *Bus) Close() error {
+	if err := b.nc.Drain(); err != nil {
+		b.nc.Close()
+		return err
+	}
+	select {
+	case <-b.closed:
+	case <-time.After(b.timeout):
+		b.nc.Close()
+		<-b.closed
+	}
+	return nil
+}
+
+// EnsureFederation creates (or updates) the JetStream assets of fed: the update stream
+// (one subject filter per member, the only subjects updates are stored under), the model
+// object store, the round-state KV bucket and the hub's private bucket. Only the hub's
+// credentials may do this. maxAge bounds how long updates are kept.
+func (b *Bus) EnsureFederation(ctx context.Context, fed string, members []string, maxAge time.Duration) error {
+	subjects := make([]string, 0, len(members))
+	for _, m := range members {
+		subjects = append(subjects, "mw.upd."+fed+".*."+m)
+	}
+	if _, err := b.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name: updateStream(fed), Subjects: subjects,
+		Storage: jetstream.FileStorage, MaxAge: maxAge, Discard: jetstream.DiscardOld,
+		MaxMsgSize: 8 << 20,
+	}); err != nil {
+		return fmt.Errorf("natsbus: update stream of %s: %w", fed, err)
+	}
+	for _, bucket := range []string{modelBucket(fed), hubBucket(fed)} {
+		if _, err := b.js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: bucket, Storage: jetstream.FileStorage}); err != nil {
+			return fmt.Errorf("natsbus: object store %s: %w", bucket, err)
+		}
+	}
+	if _, err := b.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: roundBucket(fed), History: 8, Storage: jetstream.FileStorage}); err != nil {
+		return fmt.Errorf("natsbus: kv %s: %w", roundBucket(fed), err)
+	}
+	return nil
+}
+
+// bounded returns ctx limited to the configured request timeout.
+func (b *Bus) bounded(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, b.timeout)
+}
+
+// DeleteFederation removes every JetStream asset of fed (hub credentials only).
+func (b *Bus) DeleteFederation(ctx context.Context, fed string) error {
+	b.mu.Lock()
+	delete(b.kvs, fed)
+	delete(b.objs, modelBucket(fed))
+	delete(b.objs, hubBucket(fed))
+	b.mu.Unlock()
+	var errs []error
+	for _, s := range []string{updateStream(fed), "OBJ_" + modelBucket(fed), "OBJ_" + hubBucket(fed), "KV_" + roundBucket(fed)} {
+		if err := b.js.DeleteStream(ctx, s); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+			errs = append(errs, fmt.Errorf("natsbus: delete %s: %w", s, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (b *Bus) obj(ctx context.Context, bucket string) (jetstream.ObjectStore, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if o, ok := b.objs[bucket]; ok {
+		return o, nil
+	}
+	o, err := b.js.ObjectStore(ctx, bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, fmt.Errorf("natsbus: object store %s: %w", bucket, federation.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("natsbus: object store %s: %w", bucket, err)
+	}
+	b.objs[bucket] = o
+	return o, nil
+}
+
+func (b *Bus) kv(ctx context.Context, fed string) (jetstream.KeyValue, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if k, ok := b.kvs[fed]; ok {
+		return k, nil
+	}
+	k, err := b.js.KeyValue(ctx, roundBucket(fed))
+	if errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, fmt.Errorf("natsbus: kv %s: %w", roundBucket(fed), federation.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("natsbus: kv %s: %w", roundBucket(fed), err)
+	}
+	b.kvs[fed] = k
+	return k, nil
+}
+
+// PublishUpdate implements federation.Transport.
+func (b *Bus) PublishUpdate(ctx context.Context, fed string, round uint64, participant string, data []byte) error {
+	ctx, cancel := b.bounded(ctx)
+	defer cancel()
+	if _, err := b.js.Publish(ctx, updateSubject(fed, round, participant), data); err != nil {
+		return fmt.Errorf("natsbus: publish update %s round %d as %s: %w", fed, round, participant, err)
+	}
+	return nil
+}
+
+// Updates implements federation.Transport with an ordered consumer from the start of the
+// round's subjects.
+func (b *Bus) Updates(ctx context.Context, fed string, round uint64, fn func(data []byte)) error {
+	cons, err := b.js.OrderedConsumer(ctx, updateStream(fed), jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{updateSubject(fed, round, "*")},
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return fmt.Errorf("natsbus: consume updates %s round %d: %w", fed, round, err)
+	}
+	cc, err := cons.Consume(func(m jetstream.Msg) { fn(m.Data()) })
+	if err != nil {
+		return fmt.Errorf("natsbus: consume updates %s round %d: %w", fed, round, err)
+	}
+	<-ctx.Done()
+	cc.Stop()
+	<-cc.Closed()
+	return nil
+}
+
+// PutModel implements federation.Transport: the object's name is its SHA-256.
+func (b *Bus) PutModel(ctx context.Context, fed string, data []byte) (string, error) {
+	ctx, cancel := b.bounded(ctx)
+	defer cancel()
+	sum := sha256.Sum256(data)
+	h := hex.EncodeToString(sum[:])
+	o, err := b.obj(ctx, modelBucket(fed))
+	if err != nil {
+		return "", err
+	}
+	if info, err := o.GetInfo(ctx, h); err == nil && info.Size == uint64(len(data)) {
+		return h, nil
+	}
+	if _, err := o.PutBytes(ctx, h, data); err != nil {
+		return "", fmt.Errorf("natsbus: put model %s/%s: %w", fed, h, err)
+	}
+	return h, nil
+}
+
+// GetModel implements federation.Transport.
+func (b *Bus) GetModel(ctx context.Context, fed, hash string) ([]byte, error) {
+	return b.getObject(ctx, modelBucket(fed), hash)
+}
+
+// PutBlob implements federation.Transport in a bucket only the hub can read.
+func (b *Bus) PutBlob(ctx context.Context, fed, name string, data []byte) error {
+	ctx, cancel := b.bounded(ctx)
+	defer cancel()
+	o, err := b.obj(ctx, hubBucket(fed))
+	if err != nil {
+		return err
+	}
+	if _, err := o.PutBytes(ctx, name, data); err != nil {
+		return fmt.Errorf("natsbus: put %s/%s: %w", hubBucket(fed), name, err)
+	}
+	return nil
+}
+
+// GetBlob implements federation.Transport.
+func (b *Bus) GetBlob(ctx context.Context, fed, name string) ([]byte, error) {
+	return b.getObject(ctx, hubBucket(fed), name)
+}
+
+func (b *Bus) getObject(ctx context.Context, bucket, name string) ([]byte, error) {
+	ctx, cancel := b.bounded(ctx)
+	defer cancel()
+	o, err := b.obj(ctx, bucket)
+	if err != nil {
+		return nil, err
+	}
+	data, err := o.GetBytes(ctx, name)
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		return nil, fmt.Errorf("natsbus: %s/%s: %w", bucket, name, federation.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("natsbus: get %s/%s: %w", bucket, name, err)
+	}
+	return data, nil
+}
+
+const roundKey = "state"
+
+// versionKey is the KV key of a model version's hash.
+func versionKey(version string) string { return "version." + version }
+
+func (b *Bus) put(ctx context.Context, fed, key string, value []byte) error {
+	ctx, cancel := b.bounded(ctx)
+	defer cancel()
+	k, err := b.kv(ctx, fed)
+	if err != nil {
+		return err
+	}
+	if _, err := k.Put(ctx, key, value); err != nil {
+		return fmt.Errorf("natsbus: put %s of %s: %w", key, fed, err)
+	}
+	return nil
+}
+
+func (b *Bus) get(ctx context.Context, fed, key string) ([]byte, error) {
+	ctx, cancel := b.bounded(ctx)
+	defer cancel()
+	k, err := b.kv(ctx, fed)
+	if err != nil {
+		return nil, err
+	}
+	e, err := k.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, fmt.Errorf("natsbus: %s of %s: %w", key, fed, federation.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("natsbus: get %s of %s: %w", key, fed, err)
+	}
+	return e.Value(), nil
+}
+
+// PutRound implements federation.Transport.
+func (b *Bus) PutRound(ctx context.Context, fed string, state []byte) error {
+	return b.put(ctx, fed, roundKey, state)
+}
+
+// GetRound implements federation.Transport.
+func (b *Bus) GetRound(ctx context.Context, fed string) ([]byte, error) {
+	return b.get(ctx, fed, roundKey)
+}
+
+// PutVersion implements federation.Transport.
+func (b *Bus) PutVersion(ctx context.Context, fed, version, hash string) error {
+	return b.put(ctx, fed, versionKey(version), []byte(hash))
+}
+
+// GetVersion implements federation.Transport.
+func (b *Bus) GetVersion(ctx context.Context, fed, version string) (string, error) {
+	v, err := b.get(ctx, fed, versionKey(version))
+	return string(v), err
+}
+
+// WatchRound implements federation.Transport.
+func (b *Bus) WatchRound(ctx context.Context, fed string, fn func(state []byte)) error {
+	k, err := b.kv(ctx, fed)
+	if err != nil {
+		return err
+	}
+	w, err := k.Watch(ctx, roundKey)
+	if err != nil {
+		return fmt.Errorf("natsbus: watch round state of %s: %w", fed, err)
+	}
+	defer func() { _ = w.Stop() }()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case e, ok := <-w.Updates():
+			if !ok {
+				return fmt.Errorf("natsbus: watch round state of %s: watcher closed", fed)
+			}
+			if e != nil && e.Operation() == jetstream.KeyValuePut {
+				fn(e.Value())
+			}
+		}
+	}
+}

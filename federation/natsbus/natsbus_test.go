@@ -1,0 +1,220 @@
+package natsbus
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/millwright-io/millwright/federation"
+	"github.com/millwright-io/millwright/gateway/config"
+	"github.com/millwright-io/millwright/internal/servicetest"
+)
+
+// TestMain checks for leaked goroutines. nats.go v1.55's ObjectStore.Put leaves one
+// goroutine per put blocked forever (jetStream.resetPendingAcksOnReconnect reads a status
+// channel that cleanupReplySub has already set to nil); it is the library's, not ours.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/nats-io/nats.go/jetstream.(*jetStream).resetPendingAcksOnReconnect"))
+}
+
+func freeAddr(t *testing.T) string {
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(servicetest.FreePort(t)))
+}
+
+// startServer starts an embedded server with factories a and b in federation f1 and c in
+// f2, and returns it with the hub's connection.
+func startServer(t *testing.T, leaf bool) (*Server, *Bus) {
+	t.Helper()
+	cfg := ServerConfig{Listen: freeAddr(t), StoreDir: t.TempDir(), Factories: []Factory{
+		{Name: "a", Password: config.NewSecret("pa"), Federations: []string{"f1"}},
+		{Name: "b", Password: config.NewSecret("pb"), Federations: []string{"f1"}},
+		{Name: "c", Password: config.NewSecret("pc"), Federations: []string{"f2"}},
+	}}
+	if leaf {
+		cfg.LeafListen = freeAddr(t)
+	}
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := StartServer(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	hub := dial(t, srv.HubClient())
+	ctx := context.Background()
+	for _, f := range []string{"f1", "f2"} {
+		if err := hub.EnsureFederation(ctx, f, []string{"a", "b", "c"}, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return srv, hub
+}
+
+func dial(t *testing.T, c ClientConfig) *Bus {
+	t.Helper()
+	c.SetDefaults()
+	c.Timeout = 500 * time.Millisecond
+	b, err := Dial(context.Background(), c, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	return b
+}
+
+func factory(srv *Server, name, pw string) ClientConfig {
+	return ClientConfig{URL: srv.ClientURL(), User: name, Password: config.NewSecret(pw)}
+}
+
+// collect reads the updates of round stored so far.
+func collect(t *testing.T, b *Bus, fed string, round uint64, want int) [][]byte {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	var mu sync.Mutex
+	var got [][]byte
+	go func() {
+		for ctx.Err() == nil {
+			mu.Lock()
+			n := len(got)
+			mu.Unlock()
+			if n >= want {
+				time.Sleep(200 * time.Millisecond) // give extra messages a chance to show
+				cancel()
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}()
+	if err := b.Updates(ctx, fed, round, func(d []byte) { mu.Lock(); got = append(got, d); mu.Unlock() }); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	return got
+}
+
+func TestFactoryPermissions(t *testing.T) {
+	srv, hub := startServer(t, false)
+	ctx := context.Background()
+	a := dial(t, factory(srv, "a", "pa"))
+	c := dial(t, factory(srv, "c", "pc"))
+
+	// The hub publishes a model and a round state; a reads them, c (another federation) cannot.
+	h, err := hub.PutModel(ctx, "f1", []byte("model-1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := hub.PutRound(ctx, "f1", []byte(`{"round":1}`)); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := a.GetModel(ctx, "f1", h); err != nil || string(got) != "model-1" {
+		t.Fatalf("a reads its federation's model: %q, %v", got, err)
+	}
+	if got, err := a.GetRound(ctx, "f1"); err != nil || string(got) != `{"round":1}` {
+		t.Fatalf("a reads its federation's round state: %q, %v", got, err)
+	}
+	if _, err := c.GetModel(ctx, "f1", h); err == nil {
+		t.Fatal("c read a model of a federation it does not belong to")
+	}
+	if _, err := c.GetRound(ctx, "f1"); err == nil {
+		t.Fatal("c read the round state of a federation it does not belong to")
+	}
+	if _, err := a.GetBlob(ctx, "f1", "x"); err == nil || errors.Is(err, federation.ErrNotFound) {
+		t.Fatalf("a reached the hub's private bucket: %v", err)
+	}
+	if err := a.PutRound(ctx, "f1", []byte("forged")); err == nil {
+		t.Fatal("a wrote the round state")
+	}
+	if _, err := a.PutModel(ctx, "f1", []byte("forged")); err == nil {
+		t.Fatal("a wrote a model")
+	}
+
+	// a publishes as itself; as b, or into f2, it is refused and nothing is stored.
+	if err := a.PublishUpdate(ctx, "f1", 1, "a", []byte("from a")); err != nil {
+		t.Fatalf("a publishes its own update: %v", err)
+	}
+	if err := a.PublishUpdate(ctx, "f1", 1, "b", []byte("a as b")); err == nil {
+		t.Fatal("a published an update as b")
+	}
+	if err := a.PublishUpdate(ctx, "f2", 1, "a", []byte("a in f2")); err == nil {
+		t.Fatal("a published into a federation it does not belong to")
+	}
+	got := collect(t, hub, "f1", 1, 1)
+	if len(got) != 1 || string(got[0]) != "from a" {
+		t.Fatalf("round 1 of f1 holds %q; want only a's update", got)
+	}
+	if got := collect(t, hub, "f2", 1, 0); len(got) != 0 {
+		t.Fatalf("round 1 of f2 holds %q; want nothing", got)
+	}
+	// A wrong password does not connect.
+	bad := factory(srv, "a", "wrong")
+	bad.SetDefaults()
+	if b, err := Dial(ctx, bad, slog.New(slog.DiscardHandler)); err == nil {
+		_ = b.Close()
+		t.Fatal("connected with a wrong password")
+	}
+}
+
+func TestStoreSurvivesAndNotFound(t *testing.T) {
+	_, hub := startServer(t, false)
+	ctx := context.Background()
+	if _, err := hub.GetModel(ctx, "f1", "0000"); !errors.Is(err, federation.ErrNotFound) {
+		t.Fatalf("missing model: %v, want ErrNotFound", err)
+	}
+	if _, err := hub.GetRound(ctx, "f1"); !errors.Is(err, federation.ErrNotFound) {
+		t.Fatalf("missing round: %v, want ErrNotFound", err)
+	}
+	h1, err := hub.PutModel(ctx, "f1", []byte("same"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h2, err := hub.PutModel(ctx, "f1", []byte("same"))
+	if err != nil || h1 != h2 || h1 != federation.HashHex([]byte("same")) {
+		t.Fatalf("content addressing: %s %s %v", h1, h2, err)
+	}
+	// Watch sees the current state and then each new one.
+	wctx, cancel := context.WithCancel(ctx)
+	seen := make(chan string, 8)
+	_ = hub.PutRound(ctx, "f1", []byte("s1"))
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = hub.WatchRound(wctx, "f1", func(b []byte) { seen <- string(b) }) })
+	if s := <-seen; s != "s1" {
+		t.Fatalf("first watched state %q", s)
+	}
+	_ = hub.PutRound(ctx, "f1", []byte("s2"))
+	if s := <-seen; s != "s2" {
+		t.Fatalf("second watched state %q", s)
+	}
+	cancel()
+	wg.Wait()
+}
+
+func TestServerConfigValidate(t *testing.T) {
+	cfg := ServerConfig{Listen: "nope", CAFile: "ca.pem", Factories: []Factory{
+		{Name: "A b"}, {Name: "x", Password: config.NewSecret("p"), Federations: []string{"ok", "Bad!"}},
+		{Name: "x", Password: config.NewSecret("p"), Federations: []string{"ok"}},
+	}}
+	err := cfg.Validate()
+	for _, want := range []string{"listen", "ca_file", "factories[0].name", "factories[0].password", "factories[0].federations", "factories[1].federations[1]", "factories[2].name"} {
+		found := false
+		for _, e := range config.Flatten(err) {
+			var fe *config.FieldError
+			if errors.As(e, &fe) && fe.Path == want {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("no problem reported at %s in %v", want, err)
+		}
+	}
+}

@@ -1,0 +1,388 @@
+package federation
+
+import (
+	"context"
+	"crypto/ed25519"
+	crand "crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/millwright-io/millwright/federation/compress"
+	"github.com/millwright-io/millwright/federation/dp"
+	"github.com/millwright-io/millwright/federation/secagg"
+	"github.com/millwright-io/millwright/models"
+)
+
+// Task tells a Trainer what to train for.
+type Task struct {
+	Federation   string
+	Round        uint64
+	Architecture models.Architecture
+	// ProximalMu is FedProx's μ: add μ/2·‖w − global‖² to the local loss (0: none).
+	ProximalMu float64
+}
+
+// TrainResult is a Trainer's output.
+type TrainResult struct {
+	Params  []float32          // the locally trained parameters, in the global layout
+	Samples int                // rows trained on (> 0)
+	Metrics map[string]float64 // local metrics (loss, F1, ...), at most 32, names like participant names
+}
+
+// Trainer trains the shared model on the gateway's own data. It is called from one
+// goroutine at a time; it must not keep or modify global, and it returns ctx's error when
+// ctx ends first.
+type Trainer interface {
+	Train(ctx context.Context, task Task, global []float32) (TrainResult, error)
+}
+
+// ParticipantConfig configures a gateway's membership in one federation.
+type ParticipantConfig struct {
+	Federation string
+	// Name is the gateway's member name (its NATS user).
+	Name string
+	// HubKey verifies the global models.
+	HubKey ed25519.PublicKey
+	// Codecs the gateway supports (default: every kind of package compress).
+	Codecs []string
+}
+
+// Participant takes part in a federation's rounds for one gateway: it watches the round
+// state, trains from each round's global model and sends a signed update.
+type Participant struct {
+	cfg     ParticipantConfig
+	tr      Transport
+	key     ed25519.PrivateKey
+	trainer Trainer
+	log     *slog.Logger
+	fb      compress.Feedback
+	rnd     *rand.Rand
+	noise   *dp.Noise
+	m       participantMetrics
+	last    uint64 // last round answered
+	models  map[string]*GlobalModel
+	sa      *saRound
+}
+
+type participantMetrics struct {
+	sent, superseded prometheus.Counter
+	failed           *prometheus.CounterVec
+	bytes            prometheus.Counter
+}
+
+// NewParticipant returns a participant; it does no I/O. log and reg may be nil.
+func NewParticipant(cfg ParticipantConfig, tr Transport, key ed25519.PrivateKey, trainer Trainer, log *slog.Logger, reg prometheus.Registerer) (*Participant, error) {
+	if err := CheckName(cfg.Federation); err != nil {
+		return nil, fmt.Errorf("federation: participant federation: %w", err)
+	}
+	if err := CheckName(cfg.Name); err != nil {
+		return nil, fmt.Errorf("federation: participant name: %w", err)
+	}
+	if len(cfg.HubKey) != ed25519.PublicKeySize || len(key) != ed25519.PrivateKeySize {
+		return nil, errors.New("federation: participant needs the hub's public key and its own ed25519 private key")
+	}
+	if len(cfg.Codecs) == 0 {
+		cfg.Codecs = []string{compress.Int8, compress.TopK, compress.None}
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	var seed [16]byte
+	if _, err := crand.Read(seed[:]); err != nil {
+		return nil, err
+	}
+	noise, err := dp.NewNoise(nil)
+	if err != nil {
+		return nil, err
+	}
+	p := &Participant{cfg: cfg, tr: tr, key: key, trainer: trainer, noise: noise, models: map[string]*GlobalModel{},
+		log: log.With("component", "federation_participant", "federation", cfg.Federation),
+		rnd: rand.New(rand.NewPCG(binary.LittleEndian.Uint64(seed[:8]), binary.LittleEndian.Uint64(seed[8:]))),
+		m: participantMetrics{
+			sent:       prometheus.NewCounter(prometheus.CounterOpts{Name: "millwright_federation_participant_updates_sent_total", Help: "Updates sent to the hub."}),
+			superseded: prometheus.NewCounter(prometheus.CounterOpts{Name: "millwright_federation_participant_states_superseded_total", Help: "Round states replaced by a newer one before they were handled."}),
+			failed:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "millwright_federation_participant_rounds_failed_total", Help: "Rounds the gateway could not answer, by stage."}, []string{"stage"}),
+			bytes:      prometheus.NewCounter(prometheus.CounterOpts{Name: "millwright_federation_participant_update_bytes_total", Help: "Bytes of updates sent."}),
+		}}
+	if reg != nil {
+		reg.MustRegister(p.m.sent, p.m.superseded, p.m.failed, p.m.bytes)
+	}
+	return p, nil
+}
+
+// Run takes part in rounds until ctx ends (then it returns nil).
+func (p *Participant) Run(ctx context.Context) error {
+	// The watcher hands over only the newest state (capacity 1, older states replaced and
+	// counted): a gateway that trains slowly answers the current round, not a backlog.
+	latest := make(chan RoundState, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- p.tr.WatchRound(ctx, p.cfg.Federation, func(b []byte) {
+			st, err := DecodeRoundState(b)
+			if err != nil {
+				p.log.Warn("round state refused", "err", err)
+				return
+			}
+			select {
+			case <-latest:
+				p.m.superseded.Inc()
+			default:
+			}
+			latest <- st
+		})
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			<-done
+			return nil
+		case err := <-done:
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("federation %s: watch round state: %w", p.cfg.Federation, err)
+		case st := <-latest:
+			if err := p.Answer(ctx, st); err != nil && ctx.Err() == nil {
+				p.log.Warn("round not answered", "round", st.Round, "err", err)
+			}
+		}
+	}
+}
+
+// Answer trains for round st and sends the update, if the gateway is a target of an open
+// round it has not answered yet; otherwise it does nothing.
+func (p *Participant) Answer(ctx context.Context, st RoundState) error {
+	if st.Phase != PhaseOpen || !slices.Contains(st.Targets, p.cfg.Name) {
+		return nil
+	}
+	if st.SecAgg != nil {
+		return p.answerSecAgg(ctx, st)
+	}
+	if st.Round <= p.last {
+		return nil
+	}
+	delta, res, err := p.train(ctx, st)
+	if err != nil {
+		return err
+	}
+	codec, err := compress.Negotiate(st.Codecs, p.cfg.Codecs)
+	if err != nil {
+		p.m.failed.WithLabelValues("codec").Inc()
+		return err
+	}
+	payload, err := p.fb.Encode(codec, delta, p.rnd)
+	if err != nil {
+		p.m.failed.WithLabelValues("codec").Inc()
+		return err
+	}
+	u := Update{Federation: p.cfg.Federation, Round: st.Round, BaseRound: st.Round, Participant: p.cfg.Name,
+		Samples: uint64(res.Samples), Metrics: res.Metrics, Payload: payload}
+	// A slow gateway whose round has moved on sends to the current round, if its model is
+	// fresh enough for the hub's staleness limit.
+	if b, err := p.tr.GetRound(ctx, p.cfg.Federation); err == nil {
+		if cur, err := DecodeRoundState(b); err == nil && cur.Round > st.Round && cur.Phase == PhaseOpen && cur.SecAgg == nil &&
+			cur.Round-st.Round <= cur.MaxStaleness && slices.Contains(cur.Targets, p.cfg.Name) {
+			u.Round = cur.Round
+		}
+	}
+	if err := p.send(ctx, &u); err != nil {
+		return err
+	}
+	p.last = max(st.Round, u.Round)
+	p.log.Debug("update sent", "round", u.Round, "codec", codec.Kind)
+	return nil
+}
+
+// train trains from the round's global model and returns the update (clipped, and noised
+// for distributed DP, as the round state says).
+func (p *Participant) train(ctx context.Context, st RoundState) ([]float32, TrainResult, error) {
+	g, err := p.model(ctx, st.Global)
+	if err != nil {
+		p.m.failed.WithLabelValues("model").Inc()
+		return nil, TrainResult{}, err
+	}
+	res, err := p.trainer.Train(ctx, Task{Federation: p.cfg.Federation, Round: st.Round, Architecture: g.Header.Architecture, ProximalMu: st.ProximalMu}, slices.Clone(g.Params))
+	if err != nil {
+		p.m.failed.WithLabelValues("train").Inc()
+		return nil, res, fmt.Errorf("train round %d: %w", st.Round, err)
+	}
+	if len(res.Params) != len(g.Params) || res.Samples <= 0 {
+		p.m.failed.WithLabelValues("train").Inc()
+		return nil, res, fmt.Errorf("train round %d: %d parameters and %d samples; expected %d and > 0", st.Round, len(res.Params), res.Samples, len(g.Params))
+	}
+	delta := make([]float32, len(g.Params))
+	for i := range delta {
+		delta[i] = res.Params[i] - g.Params[i]
+		if math.IsNaN(float64(delta[i])) || math.IsInf(float64(delta[i]), 0) {
+			p.m.failed.WithLabelValues("train").Inc()
+			return nil, res, fmt.Errorf("train round %d: parameter %d is not finite", st.Round, i)
+		}
+	}
+	if st.ClipNorm > 0 {
+		dp.Clip(delta, st.ClipNorm) // the gateway clips; the noise is the hub's (central) or below
+	}
+	if st.Noise > 0 {
+		p.noise.Add(delta, st.Noise) // distributed DP: this gateway's share of the noise
+	}
+	return delta, res, nil
+}
+
+// send signs u with a fresh nonce and publishes it, retrying transient failures.
+func (p *Participant) send(ctx context.Context, u *Update) error {
+	if _, err := crand.Read(u.Nonce[:]); err != nil {
+		return err
+	}
+	u.Sign(p.key)
+	data := u.Marshal()
+	var err error
+	for attempt := 0; ; attempt++ {
+		err = p.tr.PublishUpdate(ctx, p.cfg.Federation, u.Round, p.cfg.Name, data)
+		if err == nil || attempt == 4 || ctx.Err() != nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Duration(attempt+1) * 500 * time.Millisecond):
+		}
+	}
+	if err != nil {
+		p.m.failed.WithLabelValues("publish").Inc()
+		return err
+	}
+	p.m.sent.Inc()
+	p.m.bytes.Add(float64(len(data)))
+	return nil
+}
+
+// saRound is a gateway's state in one round with secure aggregation.
+type saRound struct {
+	round   uint64
+	client  *secagg.Client
+	delta   []float32
+	samples int
+	done    map[string]bool // phases answered
+}
+
+// answerSecAgg answers the phase of a round with secure aggregation, once per phase.
+func (p *Participant) answerSecAgg(ctx context.Context, st RoundState) error {
+	sa := st.SecAgg
+	id, ok := sa.IDs[p.cfg.Name]
+	if !ok {
+		return nil
+	}
+	if p.sa == nil || p.sa.round != st.Round {
+		if sa.Phase != SecAggAdvertise {
+			return nil // joined too late for this round
+		}
+		p.sa = &saRound{round: st.Round, done: map[string]bool{}}
+	}
+	r := p.sa
+	if r.done[sa.Phase] {
+		return nil
+	}
+	var msg secagg.Message
+	var err error
+	switch sa.Phase {
+	case SecAggAdvertise:
+		delta, res, err := p.train(ctx, st)
+		if err != nil {
+			return err
+		}
+		r.delta, r.samples = delta, res.Samples
+		if r.client, err = secagg.NewClient(sa.Params, id, nil); err != nil {
+			return err
+		}
+		msg, err = r.client.Advertise()
+		if err != nil {
+			return err
+		}
+	case SecAggShare, SecAggMask, SecAggUnmask:
+		if r.client == nil {
+			return nil
+		}
+		var in []byte
+		switch sa.Phase {
+		case SecAggShare:
+			in = sa.Roster
+		case SecAggMask:
+			in = sa.Bundles[p.cfg.Name]
+		default:
+			in = sa.Request
+		}
+		if in == nil {
+			return nil // not in this phase's set (the hub counted this gateway out)
+		}
+		round, m, err := secagg.Unmarshal(in)
+		if err != nil || round != st.Round {
+			return fmt.Errorf("secagg %s message of round %d: %v", sa.Phase, round, err)
+		}
+		switch m := m.(type) {
+		case *secagg.Roster:
+			msg, err = r.client.ShareKeys(m)
+		case *secagg.ShareBundle:
+			msg, err = r.client.MaskInput(m, r.delta)
+		case *secagg.UnmaskRequest:
+			msg, err = r.client.Unmask(m)
+		default:
+			err = fmt.Errorf("unexpected %T in phase %s", m, sa.Phase)
+		}
+		if err != nil {
+			p.m.failed.WithLabelValues("secagg").Inc()
+			return fmt.Errorf("secagg %s: %w", sa.Phase, err)
+		}
+	default:
+		return fmt.Errorf("secagg phase %q is unknown", sa.Phase)
+	}
+	u := Update{Federation: p.cfg.Federation, Round: st.Round, BaseRound: st.Round, Participant: p.cfg.Name,
+		Kind: KindSecAgg, Samples: uint64(max(r.samples, 1)), Payload: secagg.Marshal(st.Round, msg)}
+	if err = p.send(ctx, &u); err != nil {
+		return err
+	}
+	r.done[sa.Phase] = true
+	if sa.Phase == SecAggUnmask {
+		p.last = st.Round
+	}
+	return nil
+}
+
+// model fetches, verifies and caches a global model.
+func (p *Participant) model(ctx context.Context, hash string) (*GlobalModel, error) {
+	if g, ok := p.models[hash]; ok {
+		return g, nil
+	}
+	g, err := FetchModel(ctx, p.tr, p.cfg.Federation, hash, p.cfg.HubKey)
+	if err != nil {
+		return nil, err
+	}
+	clear(p.models) // keep one: the next round's is new anyway
+	p.models[hash] = g
+	return g, nil
+}
+
+// FetchModel downloads the global model stored under hash and checks its hash, its
+// signature by hubKey and that it belongs to fed.
+func FetchModel(ctx context.Context, tr Transport, fed, hash string, hubKey ed25519.PublicKey) (*GlobalModel, error) {
+	b, err := tr.GetModel(ctx, fed, hash)
+	if err != nil {
+		return nil, fmt.Errorf("get model %s: %w", hash, err)
+	}
+	if got := HashHex(b); got != hash {
+		return nil, fmt.Errorf("model %s: content hashes to %s", hash, got)
+	}
+	g, err := DecodeModel(b, hubKey)
+	if err != nil {
+		return nil, fmt.Errorf("model %s: %w", hash, err)
+	}
+	if g.Header.Federation != fed {
+		return nil, fmt.Errorf("model %s belongs to federation %q, not %q", hash, g.Header.Federation, fed)
+	}
+	return g, nil
+}

@@ -1,0 +1,184 @@
+package main
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/millwright-io/millwright/federation"
+	"github.com/millwright-io/millwright/federation/natsbus"
+	"github.com/millwright-io/millwright/gateway"
+	"github.com/millwright-io/millwright/gateway/config"
+	"github.com/millwright-io/millwright/ledger"
+)
+
+// hubFileConfig is the configuration of `millwright hub`.
+type hubFileConfig struct {
+	// StateDir holds the hub's identity key and, with the embedded server, JetStream's files.
+	StateDir string `yaml:"state_dir"`
+	// KeyFile is the hub's ed25519 key that signs global models (default state_dir/hub.key).
+	KeyFile string            `yaml:"key_file"`
+	Log     gateway.LogConfig `yaml:"log"`
+	NATS    hubNATSConfig     `yaml:"nats"`
+	// UpdateRetention is how long updates stay in the stream (default 7 days).
+	UpdateRetention time.Duration                 `yaml:"update_retention"`
+	Federations     []federation.FederationConfig `yaml:"federations"`
+}
+
+// hubNATSConfig says where NATS is: embedded in the hub (single node) or an existing
+// server or cluster the hub connects to with full rights.
+type hubNATSConfig struct {
+	Embedded *natsbus.ServerConfig `yaml:"embedded"`
+	Connect  *natsbus.ClientConfig `yaml:"connect"`
+}
+
+func (c *hubFileConfig) SetDefaults() {
+	if c.UpdateRetention == 0 {
+		c.UpdateRetention = 7 * 24 * time.Hour
+	}
+	if c.Log.Level == "" {
+		c.Log.Level = "info"
+	}
+}
+
+// finish fills in the defaults that depend on other fields, after decoding.
+func (c *hubFileConfig) finish() {
+	if c.KeyFile == "" && c.StateDir != "" {
+		c.KeyFile = filepath.Join(c.StateDir, "hub.key")
+	}
+	if e := c.NATS.Embedded; e != nil && e.StoreDir == "" && c.StateDir != "" {
+		e.StoreDir = filepath.Join(c.StateDir, "jetstream")
+	}
+}
+
+func (c hubFileConfig) Validate() error {
+	var p config.Problems
+	if c.StateDir == "" {
+		p.Addf("state_dir", "is required")
+	}
+	switch {
+	case (c.NATS.Embedded == nil) == (c.NATS.Connect == nil):
+		p.Addf("nats", "set exactly one of embedded (single-node hub) and connect (an existing NATS)")
+	case c.NATS.Embedded != nil:
+		p.Nest("nats.embedded", c.NATS.Embedded.Validate())
+		members := map[string]map[string]bool{}
+		for _, f := range c.NATS.Embedded.Factories {
+			for _, fed := range f.Federations {
+				if members[fed] == nil {
+					members[fed] = map[string]bool{}
+				}
+				members[fed][f.Name] = true
+			}
+		}
+		if len(c.NATS.Embedded.Factories) > 0 {
+			for i, fc := range c.Federations {
+				for j, m := range fc.Members {
+					if !members[fc.Name][m.Name] {
+						p.Addf(config.Join(config.Index("federations", i), config.Index("members", j)),
+							"%q has no credentials for federation %q in nats.embedded.factories", m.Name, fc.Name)
+					}
+				}
+			}
+		}
+	default:
+		p.Nest("nats.connect", c.NATS.Connect.Validate())
+	}
+	if c.UpdateRetention <= 0 {
+		p.Addf("update_retention", "%v must be positive", c.UpdateRetention)
+	}
+	p.Nest("", federation.HubConfig{Federations: c.Federations}.Validate())
+	return p.Err()
+}
+
+func loadHubConfig(path string) (hubFileConfig, error) {
+	var c hubFileConfig
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return c, err
+	}
+	c.SetDefaults()
+	if err := config.Decode(data, &c); err != nil {
+		return c, err
+	}
+	c.finish()
+	return c, c.Validate()
+}
+
+// cmdHub runs the federation hub until interrupted.
+func cmdHub(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("hub", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "/etc/millwright/hub.yaml", "hub configuration file")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	cfg, err := loadHubConfig(*path)
+	if err != nil {
+		fmt.Fprintf(stderr, "millwright hub: invalid configuration %s:\n%v\n", *path, err)
+		return 1
+	}
+	log := newLogger(stderr, cfg.Log)
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		fmt.Fprintf(stderr, "millwright hub: state_dir: %v\n", err)
+		return 1
+	}
+	key, err := ledger.LoadOrCreateKey(cfg.KeyFile)
+	if err != nil {
+		fmt.Fprintf(stderr, "millwright hub: key_file: %v\n", err)
+		return 1
+	}
+	pub := hex.EncodeToString(key.Public().(ed25519.PublicKey))
+	fmt.Fprintf(stdout, "hub key %s (gateways and subscribers verify models with it)\n", pub)
+	client := cfg.NATS.Connect
+	if e := cfg.NATS.Embedded; e != nil {
+		srv, err := natsbus.StartServer(*e, log.With("component", "nats"))
+		if err != nil {
+			fmt.Fprintf(stderr, "millwright hub: %v\n", err)
+			return 1
+		}
+		defer srv.Shutdown()
+		hc := srv.HubClient()
+		client = &hc
+		fmt.Fprintf(stdout, "embedded NATS at %s\n", srv.ClientURL())
+	}
+	bus, err := natsbus.Dial(ctx, *client, log.With("component", "natsbus"))
+	if err != nil {
+		fmt.Fprintf(stderr, "millwright hub: %v\n", err)
+		return 1
+	}
+	defer func() { _ = bus.Close() }()
+	for _, fc := range cfg.Federations {
+		var members []string
+		for _, m := range fc.Members {
+			members = append(members, m.Name)
+		}
+		if err := bus.EnsureFederation(ctx, fc.Name, members, cfg.UpdateRetention); err != nil {
+			fmt.Fprintf(stderr, "millwright hub: %v\n", err)
+			return 1
+		}
+	}
+	hub, err := federation.NewHub(federation.HubConfig{Federations: cfg.Federations}, bus, key,
+		federation.HubOptions{Logger: log, Registerer: prometheus.NewRegistry()})
+	if err != nil {
+		fmt.Fprintf(stderr, "millwright hub: %v\n", err)
+		return 1
+	}
+	log.Info("hub running", "federations", len(cfg.Federations), "key", pub)
+	if err := hub.Run(ctx); err != nil {
+		fmt.Fprintf(stderr, "millwright hub: %v\n", err)
+		return 1
+	}
+	return 0
+}

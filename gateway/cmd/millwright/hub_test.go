@@ -1,0 +1,74 @@
+package main
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/millwright-io/millwright/gateway/config"
+)
+
+func TestHubExampleConfigLoads(t *testing.T) {
+	for _, v := range []string{"NATS_FACTORY_A", "NATS_FACTORY_B", "NATS_FACTORY_C"} {
+		t.Setenv(v, "secret-"+v)
+	}
+	cfg, err := loadHubConfig("../../../deploy/examples/hub.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fc := cfg.Federations[0]
+	if fc.Name != "pumps" || len(fc.Members) != 3 || !fc.DP.Enabled || fc.Architecture.Params != 155 || cfg.KeyFile != "/var/lib/millwright-hub/hub.key" ||
+		cfg.NATS.Embedded.StoreDir != "/var/lib/millwright-hub/jetstream" || cfg.NATS.Embedded.Factories[2].Password.Value() != "secret-NATS_FACTORY_C" {
+		t.Fatalf("decoded %+v", cfg)
+	}
+}
+
+func TestHubConfigReportsEveryProblem(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "hub.yaml")
+	doc := `
+nats:
+  embedded:
+    listen: nowhere
+    factories: [{name: a, password: x, federations: [f]}]
+  connect: {url: "nats://x:4222"}
+federations:
+  - name: f
+    members: [{name: b, key: 00}]
+    architecture: {kind: linear, params: 0}
+`
+	if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := loadHubConfig(path)
+	if err == nil {
+		t.Fatal("bad config accepted")
+	}
+	paths := problemPaths(err)
+	// A decode error (the key) stops before Validate; fix it and look again.
+	if !paths["federations[0].members[0].key"] {
+		t.Fatalf("bad key not reported: %v", err)
+	}
+	doc2 := strings.Replace(doc, "key: 00", "key: d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a", 1)
+	_ = os.WriteFile(path, []byte(doc2), 0o600)
+	_, err = loadHubConfig(path)
+	paths = problemPaths(err)
+	for _, want := range []string{"state_dir", "nats", "federations[0].architecture.params"} {
+		if !paths[want] {
+			t.Errorf("no problem at %s: %v", want, err)
+		}
+	}
+}
+
+// problemPaths returns the paths of the problems err reports.
+func problemPaths(err error) map[string]bool {
+	paths := map[string]bool{}
+	for _, e := range config.Flatten(err) {
+		var fe *config.FieldError
+		if errors.As(e, &fe) {
+			paths[fe.Path] = true
+		}
+	}
+	return paths
+}

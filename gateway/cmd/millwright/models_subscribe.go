@@ -1,0 +1,216 @@
+package main
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/millwright-io/millwright/federation"
+	"github.com/millwright-io/millwright/federation/natsbus"
+	"github.com/millwright-io/millwright/gateway"
+	"github.com/millwright-io/millwright/gateway/config"
+	"github.com/millwright-io/millwright/internal/atomicfile"
+)
+
+// modelsClientFlags are the flags `models subscribe` and `models pull` share: where the
+// hub's NATS is, the subscriber's credentials, the hub's key and the output directory.
+type modelsClientFlags struct {
+	url, user, password, ca, domain, hubKey, out string
+}
+
+func (f *modelsClientFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.url, "nats", "nats://127.0.0.1:4222", "NATS URL of the hub (or of the local leaf node)")
+	fs.StringVar(&f.user, "user", "", "NATS user (the factory or OEM name)")
+	fs.StringVar(&f.password, "password", "", "NATS password as env:NAME or file:/path")
+	fs.StringVar(&f.ca, "ca", "", "CA bundle that signs the hub's TLS certificate (turns TLS on)")
+	fs.StringVar(&f.domain, "domain", "", "the hub's JetStream domain, through a leaf node")
+	fs.StringVar(&f.hubKey, "hub-key", "", "the hub's ed25519 public key, 64 hex digits (required)")
+	fs.StringVar(&f.out, "out", ".", "directory the models are written to")
+}
+
+// dial checks the flags and connects.
+func (f *modelsClientFlags) dial(ctx context.Context, log *slog.Logger) (*natsbus.Bus, ed25519.PublicKey, error) {
+	key, err := federation.ParsePublicKey(f.hubKey)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--hub-key: %w", err)
+	}
+	c := natsbus.ClientConfig{URL: f.url, User: f.user, Domain: f.domain}
+	if f.password != "" {
+		if err := c.Password.DecodeScalar(f.password); err != nil {
+			return nil, nil, fmt.Errorf("--password: %w", err)
+		}
+	}
+	if f.ca != "" {
+		c.TLS = config.TLS{Enabled: true, CAFile: f.ca}
+	}
+	c.SetDefaults()
+	if err := c.Validate(); err != nil {
+		return nil, nil, err
+	}
+	bus, err := natsbus.Dial(ctx, c, log)
+	return bus, key, err
+}
+
+// writeModel verifies nothing more (FetchModel did) and writes the model's signed bytes as
+// OUT/FED@VERSION.mwg and OUT/FED.latest ("VERSION SHA256"), each atomically.
+func writeModel(out string, g *federation.GlobalModel, data []byte, hash string, latest bool) (string, error) {
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return "", err
+	}
+	name := filepath.Join(out, g.Header.Federation+"@"+g.Header.Version()+".mwg")
+	if err := atomicfile.WriteFile(name, data, 0o644, true); err != nil {
+		return "", err
+	}
+	if latest {
+		line := g.Header.Version() + " " + hash + "\n"
+		if err := atomicfile.WriteFile(filepath.Join(out, g.Header.Federation+".latest"), []byte(line), 0o644, true); err != nil {
+			return "", err
+		}
+	}
+	return name, nil
+}
+
+// fetchAndWrite downloads, checks and writes the model stored under hash.
+func fetchAndWrite(ctx context.Context, bus *natsbus.Bus, fed, hash string, key ed25519.PublicKey, out string, latest bool) (string, *federation.GlobalModel, error) {
+	g, err := federation.FetchModel(ctx, bus, fed, hash, key)
+	if err != nil {
+		return "", nil, err
+	}
+	name, err := writeModel(out, g, g.Raw, hash, latest)
+	return name, g, err
+}
+
+// cmdModelsSubscribe watches a federation and writes every new global model.
+func cmdModelsSubscribe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("models subscribe", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fed := fs.String("federation", "", "federation to follow (required)")
+	var cf modelsClientFlags
+	cf.register(fs)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if err := federation.CheckName(*fed); err != nil {
+		fmt.Fprintf(stderr, "millwright models subscribe: --federation: %v\n", err)
+		return 2
+	}
+	log := newLogger(stderr, gateway.LogConfig{Level: "warn"})
+	bus, key, err := cf.dial(ctx, log)
+	if err != nil {
+		fmt.Fprintf(stderr, "millwright models subscribe: %v\n", err)
+		return 1
+	}
+	defer func() { _ = bus.Close() }()
+	// The watcher hands the newest state over (capacity 1, older ones replaced): a slow
+	// download skips to the latest model, which is what a subscriber wants.
+	latest := make(chan federation.RoundState, 1)
+	werr := make(chan error, 1)
+	go func() {
+		werr <- bus.WatchRound(ctx, *fed, func(b []byte) {
+			st, err := federation.DecodeRoundState(b)
+			if err != nil {
+				log.Warn("round state refused", "err", err)
+				return
+			}
+			select {
+			case <-latest:
+			default:
+			}
+			latest <- st
+		})
+	}()
+	have := ""
+	for {
+		select {
+		case <-ctx.Done():
+			<-werr
+			return 0
+		case err := <-werr:
+			if ctx.Err() != nil {
+				return 0
+			}
+			fmt.Fprintf(stderr, "millwright models subscribe: %v\n", err)
+			return 1
+		case st := <-latest:
+			if st.Global == have || st.GlobalRound == 0 {
+				continue // nothing new, or only the untrained initial model
+			}
+			for attempt := 0; ; attempt++ {
+				name, g, err := fetchAndWrite(ctx, bus, *fed, st.Global, key, cf.out, true)
+				if err == nil {
+					have = st.Global
+					fmt.Fprintf(stdout, "%s@%s sha256 %s from %d participants -> %s\n", *fed, g.Header.Version(), st.Global, len(g.Header.Participants), name)
+					break
+				}
+				if ctx.Err() != nil || attempt == 4 {
+					fmt.Fprintf(stderr, "millwright models subscribe: %s: %v\n", st.Global, err)
+					break
+				}
+				select {
+				case <-ctx.Done():
+				case <-time.After(time.Second):
+				}
+			}
+		}
+	}
+}
+
+// cmdModelsPull downloads one version (FED@rN, or FED@latest) of a federation's model.
+func cmdModelsPull(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("models pull", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cf modelsClientFlags
+	cf.register(fs)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	fed, version, ok := strings.Cut(fs.Arg(0), "@")
+	if fs.NArg() != 1 || !ok || federation.CheckName(fed) != nil || version == "" {
+		fmt.Fprintln(stderr, "usage: millwright models pull [flags] FEDERATION@VERSION (VERSION: rN or latest)")
+		return 2
+	}
+	bus, key, err := cf.dial(ctx, newLogger(stderr, gateway.LogConfig{Level: "warn"}))
+	if err != nil {
+		fmt.Fprintf(stderr, "millwright models pull: %v\n", err)
+		return 1
+	}
+	defer func() { _ = bus.Close() }()
+	var hash string
+	if version == "latest" {
+		b, err := bus.GetRound(ctx, fed)
+		if err == nil {
+			var st federation.RoundState
+			if st, err = federation.DecodeRoundState(b); err == nil {
+				hash = st.Global
+			}
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "millwright models pull: %s: %v\n", fed, err)
+			return 1
+		}
+	} else if hash, err = bus.GetVersion(ctx, fed, version); err != nil {
+		fmt.Fprintf(stderr, "millwright models pull: %s@%s: %v\n", fed, version, err)
+		return 1
+	}
+	name, g, err := fetchAndWrite(ctx, bus, fed, hash, key, cf.out, false)
+	if err != nil {
+		fmt.Fprintf(stderr, "millwright models pull: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "%s@%s sha256 %s -> %s\n", fed, g.Header.Version(), hash, name)
+	return 0
+}
