@@ -53,7 +53,7 @@ test:
 	source $(FABRIC_ENV); \
 	$(GO) test $(TEST_FLAGS) ./...
 
-demo: build services ## simulated machines publish to Mosquitto, the gateway stores into InfluxDB
+demo: build services ## the whole system in ~40 s: plant (MQTT, OPC-UA, Sparkplug) -> gateway -> InfluxDB -> models -> alarm -> lineage
 	@source $(SERVICES_ENV); bin/millwright demo --mqtt "$$MILLWRIGHT_MQTT_URL" --influx "$$MILLWRIGHT_INFLUX_URL" --db "$$MILLWRIGHT_INFLUX_DB"
 
 bench: ## hot-path micro-benchmarks (ns/op, allocs/op)

@@ -1,0 +1,185 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/millwright-io/millwright/internal/servicetest"
+	"github.com/millwright-io/millwright/ledger"
+)
+
+func defaultDemoOptions() demoOptions {
+	return demoOptions{
+		mqttURL: "tcp://127.0.0.1:1883", influxURL: "http://127.0.0.1:8086", db: "millwright",
+		httpAddr: "127.0.0.1:9273", history: 30 * time.Minute, duration: 45 * time.Second,
+		rate: 5, machines: 4, opcuaMachines: 2, sparkplugMachines: 1, seed: 1, logLevel: "error",
+	}
+}
+
+func TestDemoOptionsValidate(t *testing.T) {
+	tests := []struct {
+		name   string
+		change func(*demoOptions)
+		want   []string // fragments of the error; none: valid
+	}{
+		{name: "defaults", change: func(*demoOptions) {}},
+		{name: "smallest", change: func(o *demoOptions) {
+			o.machines, o.opcuaMachines, o.sparkplugMachines, o.history, o.duration, o.rate = 2, 0, 0, 2*time.Minute, demoFaultAfter+10*time.Second, 1
+		}},
+		{name: "rate", change: func(o *demoOptions) { o.rate = 0 }, want: []string{"-rate 0 is out of range"}},
+		{name: "one machine", change: func(o *demoOptions) { o.machines = 1 }, want: []string{"-machines 1 is out of range; expected 2 to 40"}},
+		{name: "opcua", change: func(o *demoOptions) { o.opcuaMachines = 3 }, want: []string{"-opcua 3 is out of range"}},
+		{name: "sparkplug", change: func(o *demoOptions) { o.sparkplugMachines = 3 }, want: []string{"-sparkplug 3 is out of range"}},
+		{name: "history", change: func(o *demoOptions) { o.history = time.Minute }, want: []string{"-history 1m0s is out of range"}},
+		{name: "duration", change: func(o *demoOptions) { o.duration = 5 * time.Second }, want: []string{"-duration 5s is too short"}},
+		{name: "log level", change: func(o *demoOptions) { o.logLevel = "loud" }, want: []string{`-log-level "loud" is not a level`}},
+		{name: "every problem at once", change: func(o *demoOptions) { o.rate, o.machines, o.opcuaMachines = 99, 0, -1 },
+			want: []string{"-rate 99", "-machines 0", "-opcua -1"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := defaultDemoOptions()
+			tt.change(&o)
+			err := o.validate()
+			if len(tt.want) == 0 {
+				if err != nil {
+					t.Fatalf("validate: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("validate accepted %+v", o)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+// TestDemoConfig checks the gateway configurations the demo builds: both phases pass the
+// gateway's own validation, and the models phase trains every MQTT machine on the plant's
+// sample grid.
+func TestDemoConfig(t *testing.T) {
+	o := defaultDemoOptions()
+	o.stateDir = t.TempDir()
+	d := &demo{o: o, factory: "demo-1", interval: 200 * time.Millisecond,
+		mqttMs: demoMQTTMachines(o.machines, false), uaMs: demoOPCUAMachines(o.opcuaMachines), spMs: demoSparkplugMachines(o.sparkplugMachines),
+		uaURL: "opc.tcp://127.0.0.1:4841"}
+	plain, err := d.config(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plain.Models.Enabled || len(plain.Sources) != 3 || plain.Sources[0].MQTT == nil || plain.Sources[1].OPCUA == nil || plain.Sources[2].Sparkplug == nil {
+		t.Errorf("ingest phase: models %v, sources %+v; want no models, MQTT, OPC-UA and Sparkplug sources", plain.Models.Enabled, plain.Sources)
+	}
+	cfg, err := d.config(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc := cfg.Models.Train
+	if want := []string{"pump-1", "pump-2", "spindle-1", "motor-1"}; !slices.Equal(tc.Machines, want) {
+		t.Errorf("trained machines %v, want %v", tc.Machines, want)
+	}
+	if tc.Features.Step != d.interval || tc.Window < o.history || tc.MinRows > int(o.history/d.interval) {
+		t.Errorf("training step %s, window %s, min_rows %d: want the plant's interval %s and room for %s of history",
+			tc.Features.Step, tc.Window, tc.MinRows, d.interval, o.history)
+	}
+	if cfg.Models.MQTT == nil || cfg.Ledger.Backend != "local" || cfg.Models.Dir != filepath.Join(o.stateDir, "models") {
+		t.Errorf("models phase: alarms %+v, ledger %q, dir %q", cfg.Models.MQTT, cfg.Ledger.Backend, cfg.Models.Dir)
+	}
+	if faulty := demoMQTTMachines(4, true); len(faulty[1].Faults) != 1 || len(faulty[0].Faults)+len(faulty[2].Faults)+len(faulty[3].Faults) != 0 {
+		t.Errorf("the live plant must inject exactly one fault, into pump-2: %+v", faulty)
+	}
+}
+
+// TestIntegrationDemo runs a short demo against the real Mosquitto and InfluxDB and checks
+// its outcomes against the systems themselves: every published point is in InfluxDB (for
+// both sources), a model per machine, an alarm on the faulty machine only (over MQTT, on the
+// API and in InfluxDB), and the ledger's records verified, also by `millwright audit verify`.
+func TestIntegrationDemo(t *testing.T) {
+	servicetest.Require(t, "Mosquitto and InfluxDB")
+	influx := servicetest.InfluxURL()
+	o := defaultDemoOptions()
+	o.mqttURL, o.influxURL, o.db = servicetest.MQTTURL(), influx, servicetest.Database(t, influx)
+	o.httpAddr = fmt.Sprintf("127.0.0.1:%d", servicetest.FreePort(t))
+	o.stateDir = t.TempDir()
+	o.machines = 3
+	o.history = 15 * time.Minute
+
+	var out, errOut bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	res, err := runDemo(ctx, o, &out, &errOut)
+	t.Logf("demo output:\n%s\nstderr:\n%s", out.String(), errOut.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// 1. Points: the demo's Flux counts agree with InfluxQL.
+	stored, err := servicetest.Count(influx, o.db, fmt.Sprintf(`SELECT count("value") FROM "telemetry" WHERE "factory" = '%s'`, res.Factory))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.BySource["mqtt"] != res.Expected || res.BySource["opcua"] == 0 || res.BySource["sparkplug"] == 0 {
+		t.Errorf("stored by source %v, want all %d MQTT points and some OPC-UA and Sparkplug points", res.BySource, res.Expected)
+	}
+	if readBack := res.Expected + res.BySource["opcua"] + res.BySource["sparkplug"]; stored < readBack {
+		t.Errorf("InfluxQL counts %d points of %s, fewer than the %d the demo read back", stored, res.Factory, readBack)
+	}
+
+	// 2. A model per MQTT machine.
+	if len(res.Models) != o.machines {
+		t.Fatalf("%d models, want %d: %+v", len(res.Models), o.machines, res.Models)
+	}
+
+	// 3. The alarm: the faulty machine only, on MQTT, on the API and in InfluxDB.
+	if len(res.Raised) == 0 {
+		t.Fatal("no alarm received over MQTT")
+	}
+	for _, m := range res.Raised {
+		if m.Machine != res.Faulty || m.Score <= m.Threshold || m.ModelVersion != res.Models[res.Faulty].Version {
+			t.Errorf("alarm %+v: want %s above its threshold with model %s", m, res.Faulty, res.Models[res.Faulty].Version)
+		}
+	}
+	for _, s := range res.States {
+		if s.Active != (s.Machine == res.Faulty) || s.Windows == 0 {
+			t.Errorf("API state %+v: want scored windows, active only on %s", s, res.Faulty)
+		}
+	}
+	alarmQuery := func(machine string) string {
+		return fmt.Sprintf(`SELECT count("value_bool") FROM "anomaly" WHERE "machine" = '%s' AND "signal" = 'alarm' AND "value_bool" = true`, machine)
+	}
+	if n := servicetest.WaitCount(t, influx, o.db, alarmQuery(res.Faulty), 1, 30*time.Second); n < 1 {
+		t.Errorf("%s: no anomaly point with the alarm raised in InfluxDB", res.Faulty)
+	}
+	for m := range res.Models {
+		if n, err := servicetest.Count(influx, o.db, alarmQuery(m)); m != res.Faulty && (err != nil || n != 0) {
+			t.Errorf("%s (healthy): %d anomaly points with the alarm raised in InfluxDB (%v)", m, n, err)
+		}
+	}
+
+	// 4. Lineage: three records per model, the artifact verified, also by the command line.
+	for _, typ := range []ledger.Type{ledger.TypeDatasetSnapshot, ledger.TypeLocalTraining, ledger.TypeDeployment} {
+		if res.Records[typ] != o.machines {
+			t.Errorf("%d %s records, want %d", res.Records[typ], typ, o.machines)
+		}
+	}
+	if !res.Verified.OK || res.Lineage < 2 {
+		t.Errorf("verification %+v, lineage of %d records", res.Verified, res.Lineage)
+	}
+	var vout, verr bytes.Buffer
+	ledgerDir, keys := filepath.Join(o.stateDir, "ledger"), filepath.Join(o.stateDir, "trusted-keys.txt")
+	if code := cmdAudit(ctx, []string{"verify", res.Verified.Path, "--ledger", ledgerDir, "--keys", keys}, &vout, &verr); code != 0 || !strings.HasPrefix(vout.String(), "VERIFIED") {
+		t.Errorf("millwright audit verify: exit %d\n%s%s", code, vout.String(), verr.String())
+	}
+	t.Logf("demo wall time %s, alarm %s after the onset", res.Wall, res.FirstWarn)
+}
