@@ -3,7 +3,6 @@ package eval
 import (
 	"bytes"
 	"context"
-	"os"
 	"path/filepath"
 	"testing"
 
@@ -15,13 +14,9 @@ import (
 // checkout has no benchmark data.
 func sharedData(t *testing.T, sub string) string {
 	t.Helper()
-	dir := os.Getenv("MILLWRIGHT_DATA")
-	if dir == "" {
-		dir = filepath.Join("..", "..", "..", "shared", "data")
-	}
-	p := filepath.Join(dir, sub)
-	if _, err := os.Stat(p); err != nil {
-		t.Skipf("benchmark data %s is absent (%v): set MILLWRIGHT_DATA to the folder holding skab/ and cmapss/ to run the published protocols", p, err)
+	p, err := BenchmarkData(sub)
+	if err != nil {
+		t.Skipf("%v (the published protocols need it)", err)
 	}
 	return p
 }
@@ -62,6 +57,51 @@ func TestSKABPublishedProtocol(t *testing.T) {
 	}
 	if s := res.Changepoints.Normalized()[0]; s < 20 {
 		t.Errorf("changepoint score (standard) %.2f; the default setup measured 25.5", s)
+	}
+}
+
+// TestSKABLeaveOneGroupOut is the honest check of the default detector: its window, threshold
+// cross-fitting, factor and alarm are chosen on two of SKAB's three experiment folders and
+// measured on the third, for each folder in turn (`millwright models eval --dataset skab
+// --tune-on logo`). Under -race a smaller grid keeps the run short.
+func TestSKABLeaveOneGroupOut(t *testing.T) {
+	dir := sharedData(t, filepath.Join("skab", "data"))
+	files, err := ReadSKABDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	setup, err := LookupSetup("pca")
+	if err != nil {
+		t.Fatal(err)
+	}
+	grid := DefaultSKABGrid()
+	minF1, minCP := 0.77, 27.0
+	if raceEnabled {
+		grid.Windows, grid.Folds, grid.Factors = []int{10, 15}, []int{2}, []float64{0.9, 1}
+		minF1, minCP = 0.75, 25
+	}
+	res, err := TuneSKAB(context.Background(), files, setup, grid, TuneLOGO)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := PrintSKABTune(&buf, res, setup, dir); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("\n%s", buf.String())
+	if len(res.Folds) != 3 {
+		t.Fatalf("%d folds, want valve1, valve2 and other held out in turn", len(res.Folds))
+	}
+	c := res.HeldOut.Confusion
+	if total := c.TP + c.TN + c.FP + c.FN; total != 23801 {
+		t.Errorf("%d held-out test rows, want every file's once (23801)", total)
+	}
+	// Measured with the full grid: F1 0.780, FAR 13.92 %, changepoint score 28.6.
+	if c.F1() < minF1 || c.FAR() > 15 {
+		t.Errorf("held-out F1 %.3f FAR %.2f %%; want F1 ≥ %v with FAR ≤ 15 %%", c.F1(), c.FAR(), minF1)
+	}
+	if s := res.HeldOut.Changepoints.Normalized()[0]; s < minCP {
+		t.Errorf("held-out changepoint score (standard) %.2f; want at least %v", s, minCP)
 	}
 }
 

@@ -79,7 +79,7 @@ func nabDetect(ctx context.Context, s *Series, cfg SKABConfig, newDetector NewDe
 	}
 	scaled := models.Matrix{Rows: s.X.Rows, Cols: s.X.Cols, Data: slices.Clone(s.X.Data)}
 	sc.TransformMatrix(scaled)
-	scores, trainScores, err := windowScores(ctx, scaled, train, cfg.Window, cfg.CrossFit, newDetector)
+	scores, trainScores, err := windowScores(ctx, scaled, train, cfg.Window, cfg.folds(), newDetector)
 	if err != nil {
 		return nil, err
 	}
@@ -102,10 +102,10 @@ func nabDetect(ctx context.Context, s *Series, cfg SKABConfig, newDetector NewDe
 // windowScores fits a fresh detector on the windows inside the first train rows of scaled and
 // scores every window ending at each row; it returns all scores (window w ends at row
 // w+window−1) and the scores that set the threshold. Those are the training windows' own
-// scores, or with crossFit their out-of-fold scores: the training windows are split into two
-// halves (with a gap of one window between them, so that no row is in both), a detector fitted
-// on each half scores the other.
-func windowScores(ctx context.Context, scaled models.Matrix, train, window int, crossFit bool, newDetector NewDetector) (all, thScores []float64, err error) {
+// scores, or with folds ≥ 2 their out-of-fold scores: the training windows are split into
+// folds contiguous blocks, and each block is scored by a detector fitted on the windows that
+// share no row with it. Two folds are two halves with a gap of one window between them.
+func windowScores(ctx context.Context, scaled models.Matrix, train, window, folds int, newDetector NewDetector) (all, thScores []float64, err error) {
 	wins, _, err := features.Windows(scaled, trueSlice(scaled.Rows), window, 1)
 	if err != nil {
 		return nil, nil, err
@@ -128,23 +128,43 @@ func windowScores(ctx context.Context, scaled models.Matrix, train, window int, 
 	if all, err = fitScore(wins.Slice(0, n), wins); err != nil {
 		return nil, nil, err
 	}
-	if !crossFit {
+	if folds < 2 {
 		return all, all[:n], nil
 	}
-	h := (n - window) / 2
-	if h < 2 {
-		return nil, nil, fmt.Errorf("%d training windows are too few to cross-fit windows of %d rows", n, window)
+	if folds == 2 {
+		h := (n - window) / 2
+		if h < 2 {
+			return nil, nil, fmt.Errorf("%d training windows are too few to cross-fit windows of %d rows", n, window)
+		}
+		a, b := wins.Slice(0, h), wins.Slice(h+window, n)
+		sb, err := fitScore(a, b)
+		if err != nil {
+			return nil, nil, err
+		}
+		sa, err := fitScore(b, a)
+		if err != nil {
+			return nil, nil, err
+		}
+		return all, append(sa, sb...), nil
 	}
-	a, b := wins.Slice(0, h), wins.Slice(h+window, n)
-	sb, err := fitScore(a, b)
-	if err != nil {
-		return nil, nil, err
+	for k := range folds {
+		s, e := k*n/folds, (k+1)*n/folds
+		// A window w covers rows w..w+window−1: the fit keeps those that share no row with
+		// the block's windows s..e−1 (rows s..e+window−2).
+		left, right := max(0, s-window+1), min(n, e+window-1)
+		if e-s < 2 || left+n-right < 2 {
+			return nil, nil, fmt.Errorf("%d training windows are too few to cross-fit windows of %d rows in %d folds", n, window, folds)
+		}
+		fit := models.NewMatrix(left+n-right, wins.Cols)
+		copy(fit.Data, wins.Slice(0, left).Data)
+		copy(fit.Data[left*wins.Cols:], wins.Slice(right, n).Data)
+		sb, err := fitScore(fit, wins.Slice(s, e))
+		if err != nil {
+			return nil, nil, err
+		}
+		thScores = append(thScores, sb...)
 	}
-	sa, err := fitScore(b, a)
-	if err != nil {
-		return nil, nil, err
-	}
-	return all, append(sa, sb...), nil
+	return all, thScores, nil
 }
 
 // predictRows turns window scores into one prediction per row: the window ending at the row is

@@ -107,6 +107,12 @@ func TestRunSKABPlumbing(t *testing.T) {
 			fits: []int{396, 195, 196}, minF1: 0.9, minScore: 60,
 		},
 		{
+			// Four blocks of 99 windows; each is scored by a detector fitted on the windows
+			// that share no row with it: 396 − 99 − 4 at the ends, 396 − 99 − 8 inside.
+			name: "cross-fit 4 folds", cfg: SKABConfig{Window: 5, CrossFit: true, CrossFitFolds: 4, Threshold: threshold.Config{Method: threshold.MethodQuantile}},
+			fits: []int{396, 293, 289, 289, 293}, minF1: 0.9, minScore: 60,
+		},
+		{
 			name: "alarm", cfg: SKABConfig{Window: 1, Threshold: threshold.Config{Method: threshold.MethodQuantile}, Alarm: &threshold.AlarmConfig{K: 3, N: 5}},
 			fits: []int{400}, minF1: 0.9, minScore: 80,
 		},
@@ -161,6 +167,12 @@ func TestRunSKABRejects(t *testing.T) {
 	}
 	if _, err := RunSKAB(context.Background(), []*Series{synthSKAB(1)}, SKABConfig{Window: 400}, newDet); err == nil {
 		t.Error("a window as long as the training part was accepted")
+	}
+	if _, err := RunSKAB(context.Background(), []*Series{synthSKAB(1)}, SKABConfig{CrossFit: true, CrossFitFolds: 1}, newDet); err == nil {
+		t.Error("one cross-fitting fold was accepted")
+	}
+	if _, err := RunSKAB(context.Background(), []*Series{synthSKAB(1)}, SKABConfig{Window: 150, CrossFit: true, CrossFitFolds: 3}, newDet); err == nil {
+		t.Error("folds too small for the window were accepted")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()

@@ -32,6 +32,11 @@ type SKABConfig struct {
 	// each scored by a detector fitted on the other) instead of the in-sample scores, which
 	// understate how a detector scores normal data it has not seen.
 	CrossFit bool
+	// CrossFitFolds is the number of contiguous blocks of training windows cross-fitting
+	// uses (default 2: two halves). With more, each block is scored by a detector fitted on
+	// the windows before and after it, so slow drift over the training rows weighs less
+	// than when one half has to predict the other.
+	CrossFitFolds int
 	// ThresholdFactor multiplies the fitted threshold (default 1; SKAB's Conv-AE uses 4/3 of
 	// its training quantile).
 	ThresholdFactor float64
@@ -81,7 +86,21 @@ func (c SKABConfig) Validate() error {
 	if c.Alarm != nil {
 		p.Nest("alarm", c.Alarm.Validate())
 	}
+	if c.CrossFitFolds < 0 || c.CrossFitFolds == 1 || c.CrossFitFolds > 64 {
+		p.Addf("cross_fit_folds", "cross_fit_folds %d is out of range; expected 0 (two halves) or 2 to 64", c.CrossFitFolds)
+	}
 	return p.Err()
+}
+
+// folds is the cross-fitting folds windowScores uses (0: none).
+func (c SKABConfig) folds() int {
+	switch {
+	case !c.CrossFit:
+		return 0
+	case c.CrossFitFolds == 0:
+		return 2
+	}
+	return c.CrossFitFolds
 }
 
 // NewDetector returns a fresh, untrained detector; the protocols call it once per file.
@@ -121,57 +140,80 @@ func RunSKAB(ctx context.Context, files []*Series, cfg SKABConfig, newDetector N
 		if err != nil {
 			return nil, fmt.Errorf("skab %s: %w", f.Name, err)
 		}
-		test := f.Anomaly[cfg.TrainRows:]
-		if err := fr.Confusion.Add(test, fr.Pred); err != nil {
+		if err := res.add(f, fr, cfg); err != nil {
 			return nil, err
 		}
-		res.Confusion.TP += fr.Confusion.TP
-		res.Confusion.TN += fr.Confusion.TN
-		res.Confusion.FP += fr.Confusion.FP
-		res.Confusion.FN += fr.Confusion.FN
-		times := f.Times[cfg.TrainRows:]
-		var cps []time.Time
-		for i, c := range f.Changepoint[cfg.TrainRows:] {
-			if c {
-				cps = append(cps, times[i])
-			}
-		}
-		if err := res.Changepoints.Add(times, PredictedChangepoints(fr.Pred), RightWindows(cps, cfg.CPWindow)); err != nil {
-			return nil, err
-		}
-		res.Files = append(res.Files, *fr)
 	}
 	return res, nil
 }
 
+// add counts one file's predictions into r: its confusion over the test rows and its
+// changepoints against the labelled ones of the test rows.
+func (r *SKABResult) add(f *Series, fr *SKABFileResult, cfg SKABConfig) error {
+	test := f.Anomaly[cfg.TrainRows:]
+	if err := fr.Confusion.Add(test, fr.Pred); err != nil {
+		return err
+	}
+	r.Confusion.TP += fr.Confusion.TP
+	r.Confusion.TN += fr.Confusion.TN
+	r.Confusion.FP += fr.Confusion.FP
+	r.Confusion.FN += fr.Confusion.FN
+	times := f.Times[cfg.TrainRows:]
+	var cps []time.Time
+	for i, c := range f.Changepoint[cfg.TrainRows:] {
+		if c {
+			cps = append(cps, times[i])
+		}
+	}
+	if err := r.Changepoints.Add(times, PredictedChangepoints(fr.Pred), RightWindows(cps, cfg.CPWindow)); err != nil {
+		return err
+	}
+	r.Files = append(r.Files, *fr)
+	return nil
+}
+
 func runSKABFile(ctx context.Context, f *Series, cfg SKABConfig, newDetector NewDetector) (*SKABFileResult, error) {
+	scores, base, err := scoreSKABFile(ctx, f, cfg, newDetector)
+	if err != nil {
+		return nil, err
+	}
+	return predictSKABFile(f, scores, cfg, base*cfg.ThresholdFactor)
+}
+
+// scoreSKABFile fits the scaler, the detector and the threshold on the file's training rows
+// and scores every window of the file (window w ends at row w+Window−1). base is the fitted
+// threshold before ThresholdFactor.
+func scoreSKABFile(ctx context.Context, f *Series, cfg SKABConfig, newDetector NewDetector) (scores []float64, base float64, err error) {
 	if f.X.Rows <= cfg.TrainRows {
-		return nil, fmt.Errorf("%d rows; expected more than the %d training rows", f.X.Rows, cfg.TrainRows)
+		return nil, 0, fmt.Errorf("%d rows; expected more than the %d training rows", f.X.Rows, cfg.TrainRows)
 	}
 	if len(f.Anomaly) != f.X.Rows || len(f.Changepoint) != f.X.Rows {
-		return nil, fmt.Errorf("labels cover %d/%d of %d rows; expected anomaly and changepoint labels on every row", len(f.Anomaly), len(f.Changepoint), f.X.Rows)
+		return nil, 0, fmt.Errorf("labels cover %d/%d of %d rows; expected anomaly and changepoint labels on every row", len(f.Anomaly), len(f.Changepoint), f.X.Rows)
 	}
 	sc, err := features.FitScaler(f.Signals, f.X.Slice(0, cfg.TrainRows))
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	scaled := models.Matrix{Rows: f.X.Rows, Cols: f.X.Cols, Data: slices.Clone(f.X.Data)}
 	sc.TransformMatrix(scaled)
-	scores, trainScores, err := windowScores(ctx, scaled, cfg.TrainRows, cfg.Window, cfg.CrossFit, newDetector)
+	scores, trainScores, err := windowScores(ctx, scaled, cfg.TrainRows, cfg.Window, cfg.folds(), newDetector)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	th, err := threshold.Fit(cfg.Threshold, trainScores)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	level := th.Value * cfg.ThresholdFactor
+	return scores, th.Value, nil
+}
+
+// predictSKABFile predicts the file's test rows from its window scores at threshold level.
+func predictSKABFile(f *Series, scores []float64, cfg SKABConfig, level float64) (*SKABFileResult, error) {
 	rowPred, err := predictRows(scores, f.X.Rows, cfg, level)
 	if err != nil {
 		return nil, err
 	}
-	pred := rowPred[cfg.TrainRows:]
-	return &SKABFileResult{Name: f.Name, Threshold: level, Pred: pred}, nil
+	return &SKABFileResult{Name: f.Name, Threshold: level, Pred: rowPred[cfg.TrainRows:]}, nil
 }
 
 func trueSlice(n int) []bool {

@@ -19,7 +19,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
+	"os"
 	"time"
 
 	"github.com/millwright-io/millwright/models"
@@ -214,4 +216,20 @@ func (a *Artifact) validate() error {
 		return fmt.Errorf("alarm: %w", err)
 	}
 	return nil
+}
+
+// modelFilePrefix is how every file Encode writes begins.
+var modelFilePrefix = []byte(`{"format":"` + Format + `"`)
+
+// IsModelFile reports whether the file at path begins as a model file written by this
+// package does. It reads only the beginning; LoadFile checks the rest.
+func IsModelFile(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	head := make([]byte, len(modelFilePrefix))
+	_, err = io.ReadFull(f, head)
+	return err == nil && bytes.Equal(head, modelFilePrefix)
 }

@@ -267,3 +267,34 @@ func BenchmarkDefaultModel(b *testing.B) {
 		})
 	}
 }
+
+// IsModelFile recognises exactly what Encode writes, so `millwright audit verify` hashes a
+// model file's body (its identity) and any other file as a whole.
+func TestIsModelFile(t *testing.T) {
+	data, _, err := Encode(artifact(t, "pump-1", newPCA(), 4, 5, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	for name, tt := range map[string]struct {
+		content []byte
+		want    bool
+	}{
+		"model":        {data, true},
+		"pretty":       {append([]byte("{\n  "), data[1:]...), false},
+		"other json":   {[]byte(`{"format":"something-else"}`), false},
+		"short":        {[]byte(`{"form`), false},
+		"empty":        {nil, false},
+		"not existing": {nil, false},
+	} {
+		path := filepath.Join(dir, strings.ReplaceAll(name, " ", "-"))
+		if name != "not existing" {
+			if err := os.WriteFile(path, tt.content, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got := IsModelFile(path); got != tt.want {
+			t.Errorf("%s: IsModelFile = %v, want %v", name, got, tt.want)
+		}
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"github.com/millwright-io/millwright/ledger/audit"
 	"github.com/millwright-io/millwright/ledger/fabric"
 	"github.com/millwright-io/millwright/ledger/local"
+	"github.com/millwright-io/millwright/models/store"
 )
 
 const auditUsage = `usage: millwright audit COMMAND ARG (--ledger DIR | --fabric FILE [--org ORG]) [--keys FILE] [flags]
@@ -175,6 +176,7 @@ func cmdAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		}
 		return 0
 	case "verify":
+		opts.Digest = artifactDigest
 		res, err := audit.VerifyArtifact(ctx, l, pos[0], opts)
 		if err != nil {
 			return fail(err)
@@ -274,4 +276,19 @@ func loadKeyring(path string) (*audit.Keyring, error) {
 		return nil, fmt.Errorf("--keys %s: %w", path, err)
 	}
 	return k, nil
+}
+
+// artifactDigest is the identity the ledger's records give an artifact file: for a model
+// file of the gateway's store, the SHA-256 of its artifact body, checked by loading the file
+// (a damaged model file is an error, not a different hash); for any other file, the
+// SHA-256 of its bytes.
+func artifactDigest(path string) (string, error) {
+	if !store.IsModelFile(path) {
+		return audit.HashFile(path)
+	}
+	m, err := store.LoadFile(path)
+	if err != nil {
+		return "", err
+	}
+	return m.ID, nil
 }

@@ -878,12 +878,8 @@ func (d *demo) lineage(ctx context.Context, g *runningGateway) error {
 	if err != nil {
 		return err
 	}
-	file, _ := d.artifact(dir, m.Machine)
-	path, err := attestedBody(file, filepath.Join(d.o.stateDir, "evidence"))
-	if err != nil {
-		return err
-	}
-	res, err := audit.VerifyArtifact(ctx, l, path, audit.Options{Keys: kr, Chain: audit.LocalChain(lc.Dir), Now: time.Now})
+	path, _ := d.artifact(dir, m.Machine)
+	res, err := audit.VerifyArtifact(ctx, l, path, audit.Options{Keys: kr, Chain: audit.LocalChain(lc.Dir), Now: time.Now, Digest: artifactDigest})
 	if err != nil {
 		return err
 	}
@@ -908,31 +904,6 @@ func (d *demo) lineage(ctx context.Context, g *runningGateway) error {
 	fmt.Fprintf(d.out, "     bin/millwright audit report %s@%s --ledger %s --keys %s --format html --out report.html\n",
 		ref.Model, ref.Version, lc.Dir, keys)
 	return nil
-}
-
-// attestedBody writes the artifact that the ledger attests, the body of the model file
-// (whose SHA-256 is the model's identity; the file wraps it in the store's envelope),
-// to dir and returns its path. store.LoadFile checks the body against its identity first.
-func attestedBody(file, dir string) (string, error) {
-	m, err := store.LoadFile(file)
-	if err != nil {
-		return "", err
-	}
-	data, err := os.ReadFile(file)
-	if err != nil {
-		return "", err
-	}
-	var env struct {
-		Artifact json.RawMessage `json:"artifact"`
-	}
-	if err := json.Unmarshal(data, &env); err != nil {
-		return "", fmt.Errorf("model file %s: %w", file, err)
-	}
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return "", err
-	}
-	path := filepath.Join(dir, m.Artifact.Machine+"-"+m.ID[:12]+".artifact.json")
-	return path, os.WriteFile(path, env.Artifact, 0o644)
 }
 
 // keyring writes the gateway's public key as an audit keyring file next to its identity

@@ -75,6 +75,7 @@ func cmdModelsEval(ctx context.Context, args []string, stdout, stderr io.Writer)
 	perFile := fs.Bool("per-file", false, "skab: also print each file's confusion counts")
 	window := fs.Int("window", 0, "skab, nab: rows per detector window (0: the detector setup's)")
 	factor := fs.Float64("threshold-factor", 0, "skab, nab: multiplier of the fitted threshold (0: the detector setup's)")
+	tuneOn := fs.String("tune-on", "", "skab: choose window, threshold factor and alarm on these experiment folders (comma-separated, e.g. valve1) and report on the rest, or \""+eval.TuneLOGO+"\" to hold out each folder in turn")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -112,6 +113,9 @@ func cmdModelsEval(ctx context.Context, args []string, stdout, stderr io.Writer)
 		setup.ThresholdFactor = *factor
 		setup.Description += fmt.Sprintf("; threshold factor overridden to %v", *factor)
 	}
+	if *tuneOn != "" && *dataset != "skab" {
+		problems = append(problems, fmt.Sprintf("--tune-on is for --dataset skab, not %q", *dataset))
+	}
 	// Conditions stays 0 so that RunCMAPSS picks it from the subset; a copy is validated.
 	rc := rul.Config{Model: *model, Seed: *seed}
 	check := rc
@@ -125,6 +129,20 @@ func cmdModelsEval(ctx context.Context, args []string, stdout, stderr io.Writer)
 		}
 		fmt.Fprintln(stderr, "run 'millwright models eval -h' for the flags")
 		return 2
+	}
+	if *tuneOn != "" {
+		files, err := eval.ReadSKABDir(*dir)
+		if err == nil {
+			var res *eval.SKABTuneResult
+			if res, err = eval.TuneSKAB(ctx, files, setup, eval.DefaultSKABGrid(), *tuneOn); err == nil {
+				err = eval.PrintSKABTune(stdout, res, setup, *dir)
+			}
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "millwright models eval: %v\n", err)
+			return 1
+		}
+		return 0
 	}
 	if err := runEval(ctx, *dataset, *dir, setup, *subset, rc, *perFile, stdout); err != nil {
 		fmt.Fprintf(stderr, "millwright models eval: %v\n", err)

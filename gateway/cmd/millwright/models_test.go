@@ -47,6 +47,12 @@ func TestModelsEval(t *testing.T) {
 			name: "cmapss", args: []string{"models", "eval", "--dataset", "cmapss", "--dir", evalTestdata + "/cmapss", "--subset", "fd999", "--model", "ridge"}, code: 0,
 			stdout: []string{"C-MAPSS FD999", "6 training engines, 3 test engines", "millwright rul ridge"},
 		},
+		{
+			name: "tune-on needs skab", args: []string{"models", "eval", "--dataset", "nab", "--dir", ".", "--tune-on", "valve1"}, code: 2,
+			stderr: []string{`--tune-on is for --dataset skab, not "nab"`},
+		},
+		{name: "tune-on unknown folder", args: []string{"models", "eval", "--dataset", "skab", "--dir", evalTestdata + "/skab", "--tune-on", "valve2"}, code: 1, stderr: []string{`folder "valve2" is not in the data`}},
+		{name: "tune-on every folder", args: []string{"models", "eval", "--dataset", "skab", "--dir", evalTestdata + "/skab", "--tune-on", "valve1"}, code: 1, stderr: []string{"leaves nothing held out"}},
 		{name: "bad regressor", args: []string{"models", "eval", "--dataset", "cmapss", "--dir", evalTestdata + "/cmapss", "--subset", "FD999", "--model", "forest"}, code: 2, stderr: []string{`model "forest" is unknown`}},
 	}
 	runCLICases(t, tests)
