@@ -25,7 +25,7 @@ const usage = `millwright: industrial IoT edge gateway
 Usage:
   millwright run --config FILE         run the gateway
   millwright config check FILE...      check configuration files, reporting every problem
-  millwright demo [flags]              simulated machines -> MQTT -> gateway -> InfluxDB, end to end
+  millwright demo [flags]              a simulated plant end to end: ingest, training, an alarm, lineage
   millwright audit COMMAND ARG ...     lineage, verify, report, export: audit a model from the ledger
   millwright models train|eval ...     train a machine's model by hand; run a benchmark protocol
   millwright hub --config FILE         run a federation hub (NATS JetStream, aggregation, signed models)
