@@ -26,6 +26,7 @@ type Config struct {
 	Sinks       []SinkConfig      `yaml:"sinks"`
 	Ledger      LedgerConfig      `yaml:"ledger"`
 	Models      ModelsConfig      `yaml:"models"`
+	Federation  FederationConfig  `yaml:"federation"`
 }
 
 // Settings are the gateway's own settings.
@@ -80,6 +81,7 @@ func (c *Config) SetDefaults() {
 	c.DeadLetters.SetDefaults()
 	c.Ledger.SetDefaults()
 	c.Models.SetDefaults()
+	c.Federation.SetDefaults()
 }
 
 var namePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`)
@@ -109,6 +111,7 @@ func (c Config) Validate() error {
 	p.Nest("dead_letters", c.DeadLetters.Validate())
 	p.Nest("ledger", c.Ledger.Validate())
 	p.Nest("models", c.Models.validate(c.Sinks))
+	p.Nest("federation", c.Federation.validate(c.Models, c.Sinks))
 
 	names := map[string]string{}
 	checkName := func(path, name string) {

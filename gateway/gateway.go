@@ -3,6 +3,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/ed25519"
 	"fmt"
 	"log/slog"
 	"os"
@@ -133,6 +134,15 @@ func (g *Gateway) Run(ctx context.Context) error {
 		return err
 	}
 	defer mods.close()
+	var key ed25519.PrivateKey
+	if lin != nil {
+		key = lin.key
+	}
+	fed, err := newFederation(g.cfg, key, mods, g.log, g.reg, g.Recorder)
+	if err != nil {
+		return err
+	}
+	defer fed.close()
 	engine, err := pipeline.New(wal, g.sources, sinks, pipeline.Options{
 		Logger: g.log, Registerer: g.reg, DeadLetters: dl, Factory: g.cfg.Gateway.Factory, Tap: mods.tap(),
 	})
@@ -149,6 +159,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}
 	if mods != nil {
 		mods.start(gctx, grp)
+	}
+	if fed != nil {
+		grp.Go(func() error { return fed.run(gctx) })
 	}
 	if addr := g.cfg.Gateway.HTTP.Listen; addr != "" {
 		srv := api.New(addr, g.reg, engine.Ready, g.cfg.Gateway.HTTP.Pprof, g.log.With("component", "api"))

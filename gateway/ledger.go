@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"crypto/ed25519"
 	"fmt"
 	"log/slog"
 
@@ -100,6 +101,7 @@ func (c LedgerConfig) Validate() error {
 // lineage is the gateway's open ledger: the outbox that records go to and the backend it
 // anchors them in.
 type lineage struct {
+	key     ed25519.PrivateKey // the gateway's identity key (also its federation key)
 	outbox  *ledger.Outbox
 	backend interface {
 		ledger.Backend
@@ -142,7 +144,7 @@ func openLineage(c LedgerConfig, log *slog.Logger, reg prometheus.Registerer) (*
 		return nil, err
 	}
 	log.Info("lineage ledger open", "backend", c.Backend, "actor", signer.Actor().KeyID, "org", signer.Actor().Org)
-	return &lineage{outbox: out, backend: backend}, nil
+	return &lineage{key: key, outbox: out, backend: backend}, nil
 }
 
 // Close closes the outbox, then the backend.

@@ -188,9 +188,14 @@ func (t *Trainer) current(machine string) *Model {
 // low-priority thread; the command line calls it directly). progress, when not nil, is
 // called at each stage and after each history chunk.
 func (t *Trainer) Train(ctx context.Context, machine string, progress func(Progress)) (*Result, error) {
-	start := time.Now()
-	res, err := t.train(ctx, machine, progress)
-	t.m.seconds.Observe(time.Since(start).Seconds())
+	return t.observe(ctx, machine, progress, nil)
+}
+
+// observe runs one training (from start when not nil) and counts its result.
+func (t *Trainer) observe(ctx context.Context, machine string, progress func(Progress), start *WarmStart) (*Result, error) {
+	begin := time.Now()
+	res, err := t.train(ctx, machine, progress, start)
+	t.m.seconds.Observe(time.Since(begin).Seconds())
 	switch {
 	case err != nil && errors.Is(err, errTooLittle):
 		t.m.runs.WithLabelValues("skipped").Inc()
@@ -202,7 +207,7 @@ func (t *Trainer) Train(ctx context.Context, machine string, progress func(Progr
 		t.m.runs.WithLabelValues("kept").Inc()
 	}
 	if res != nil {
-		res.Duration = time.Since(start)
+		res.Duration = time.Since(begin)
 	}
 	return res, err
 }
@@ -218,7 +223,7 @@ func (t *Trainer) report(progress func(Progress), machine string, s Stage, done,
 	}
 }
 
-func (t *Trainer) train(ctx context.Context, machine string, progress func(Progress)) (*Result, error) {
+func (t *Trainer) train(ctx context.Context, machine string, progress func(Progress), start *WarmStart) (*Result, error) {
 	cfg := t.cfg
 	to := t.opts.Now().UTC().Truncate(cfg.Features.Step)
 	from := to.Add(-cfg.Window)
@@ -229,16 +234,16 @@ func (t *Trainer) train(ctx context.Context, machine string, progress func(Progr
 	if err != nil {
 		return nil, err
 	}
-	return t.fit(ctx, hist, progress)
+	return t.fit(ctx, hist, progress, start)
 }
 
 // TrainHistory trains machine h.Machine on history already read (tests, tools): the
 // same steps as Train after reading.
 func (t *Trainer) TrainHistory(ctx context.Context, h *History, progress func(Progress)) (*Result, error) {
-	return t.fit(ctx, h, progress)
+	return t.fit(ctx, h, progress, nil)
 }
 
-func (t *Trainer) fit(ctx context.Context, hist *History, progress func(Progress)) (*Result, error) {
+func (t *Trainer) fit(ctx context.Context, hist *History, progress func(Progress), start *WarmStart) (*Result, error) {
 	started := time.Now()
 	cfg, machine, from, to := t.cfg, hist.Machine, hist.From, hist.To
 	signals := hist.Signals()
@@ -268,9 +273,9 @@ func (t *Trainer) fit(ctx context.Context, hist *History, progress func(Progress
 	}
 
 	t.report(progress, machine, StageFit, 0, 1)
-	det, err := newDetector(cfg, len(prep.Scaler.Signals))
+	det, err := t.detector(len(prep.Scaler.Signals), prep.Windows.Cols, start)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("train %s: %w", machine, err)
 	}
 	if err := det.Fit(ctx, prep.Windows); err != nil {
 		return nil, fmt.Errorf("train %s: fit %s: %w", machine, cfg.Detector, err)
@@ -284,7 +289,7 @@ func (t *Trainer) fit(ctx context.Context, hist *History, progress func(Progress
 		Scaler: *prep.Scaler, Dropped: prep.Dropped,
 		Training: store.Training{From: from, To: to, Signals: grid.Stats.Signals, GridRows: grid.Values.Rows,
 			IncompleteRows: grid.Stats.IncompleteRows, TrainWindows: prep.Windows.Rows,
-			HyperParameters: t.hyperParameters()},
+			HyperParameters: t.hyperParameters(start)},
 	}
 	art.Alarm.SetDefaults()
 	m := &Model{Machine: machine, Version: versionOf(trainedAt), Artifact: art, Detector: det, Threshold: 1} // threshold set below
@@ -353,12 +358,18 @@ func (t *Trainer) fit(ctx context.Context, hist *History, progress func(Progress
 }
 
 // hyperParameters are the training settings an artifact and its ledger record carry.
-func (t *Trainer) hyperParameters() map[string]string {
+func (t *Trainer) hyperParameters(start *WarmStart) map[string]string {
 	c := t.cfg
-	return map[string]string{
+	hp := map[string]string{
 		"detector": c.Detector, "seed": fmt.Sprint(c.Seed), "holdout": fmt.Sprint(c.Holdout),
 		"window": c.Window.String(), "threshold_method": c.Threshold.Method,
 	}
+	if start != nil {
+		hp["detector"] = start.Architecture.Kind
+		hp["warm_start"] = start.From
+		hp["prox_mu"] = fmt.Sprint(start.ProxMu)
+	}
+	return hp
 }
 
 func countTrue(b []bool) int {

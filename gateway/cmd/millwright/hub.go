@@ -32,7 +32,15 @@ type hubFileConfig struct {
 	// UpdateRetention is how long updates stay in the stream (default 7 days).
 	UpdateRetention time.Duration                 `yaml:"update_retention"`
 	Federations     []federation.FederationConfig `yaml:"federations"`
+	// Ledger records every aggregated round as a FederatedRound, signed with the hub's key:
+	// by default in a local hash-chained file under state_dir/ledger, or on Fabric.
+	Ledger gateway.LedgerConfig `yaml:"ledger"`
+	// HTTP serves /metrics, /healthz, /readyz and /api/v1/federations (empty listen: off).
+	HTTP gateway.HTTPConfig `yaml:"http"`
 }
+
+// hubOrg is the default organisation of the hub's ledger records.
+const hubOrg = "hub"
 
 // hubNATSConfig says where NATS is: embedded in the hub (single node) or an existing
 // server or cluster the hub connects to with full rights.
@@ -48,6 +56,9 @@ func (c *hubFileConfig) SetDefaults() {
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
 	}
+	c.Ledger.SetDefaults()
+	c.Ledger.Name = "hub"
+	c.HTTP.Listen = "127.0.0.1:9274"
 }
 
 // finish fills in the defaults that depend on other fields, after decoding.
@@ -57,6 +68,9 @@ func (c *hubFileConfig) finish() {
 	}
 	if e := c.NATS.Embedded; e != nil && e.StoreDir == "" && c.StateDir != "" {
 		e.StoreDir = filepath.Join(c.StateDir, "jetstream")
+	}
+	if c.Ledger.Key == "" {
+		c.Ledger.Key = c.KeyFile // one identity: the key that signs models signs the records
 	}
 }
 
@@ -96,6 +110,11 @@ func (c hubFileConfig) Validate() error {
 		p.Addf("update_retention", "%v must be positive", c.UpdateRetention)
 	}
 	p.Nest("", federation.HubConfig{Federations: c.Federations}.Validate())
+	if c.StateDir != "" {
+		lc := c.Ledger
+		gateway.ResolveLedger(&lc, c.StateDir, hubOrg)
+		p.Nest("ledger", lc.Validate())
+	}
 	return p.Err()
 }
 
@@ -134,8 +153,17 @@ func cmdHub(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "millwright hub: state_dir: %v\n", err)
 		return 1
 	}
-	key, err := ledger.LoadOrCreateKey(cfg.KeyFile)
+	reg := prometheus.NewRegistry()
+	lg, err := gateway.OpenLedger(cfg.Ledger, cfg.StateDir, hubOrg, log.With("component", "ledger"), reg)
 	if err != nil {
+		fmt.Fprintf(stderr, "millwright hub: ledger: %v\n", err)
+		return 1
+	}
+	var key ed25519.PrivateKey
+	if lg != nil {
+		defer func() { _ = lg.Close() }()
+		key = lg.Key
+	} else if key, err = ledger.LoadOrCreateKey(cfg.KeyFile); err != nil {
 		fmt.Fprintf(stderr, "millwright hub: key_file: %v\n", err)
 		return 1
 	}
@@ -169,14 +197,7 @@ func cmdHub(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 	}
-	hub, err := federation.NewHub(federation.HubConfig{Federations: cfg.Federations}, bus, key,
-		federation.HubOptions{Logger: log, Registerer: prometheus.NewRegistry()})
-	if err != nil {
-		fmt.Fprintf(stderr, "millwright hub: %v\n", err)
-		return 1
-	}
-	log.Info("hub running", "federations", len(cfg.Federations), "key", pub)
-	if err := hub.Run(ctx); err != nil {
+	if err := runHub(ctx, cfg, bus, key, lg, reg, log); err != nil {
 		fmt.Fprintf(stderr, "millwright hub: %v\n", err)
 		return 1
 	}

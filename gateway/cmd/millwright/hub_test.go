@@ -11,13 +11,7 @@ import (
 )
 
 func TestHubExampleConfigLoads(t *testing.T) {
-	for _, v := range []string{"NATS_FACTORY_A", "NATS_FACTORY_B", "NATS_FACTORY_C"} {
-		t.Setenv(v, "secret-"+v)
-	}
-	cfg, err := loadHubConfig("../../../deploy/examples/hub.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := loadHubExample(t)
 	fc := cfg.Federations[0]
 	if fc.Name != "pumps" || len(fc.Members) != 3 || !fc.DP.Enabled || fc.Architecture.Params != 155 || cfg.KeyFile != "/var/lib/millwright-hub/hub.key" ||
 		cfg.NATS.Embedded.StoreDir != "/var/lib/millwright-hub/jetstream" || cfg.NATS.Embedded.Factories[2].Password.Value() != "secret-NATS_FACTORY_C" {
@@ -71,4 +65,47 @@ func problemPaths(err error) map[string]bool {
 		}
 	}
 	return paths
+}
+
+func TestHubLedgerAndHTTPConfig(t *testing.T) {
+	cfg := loadHubExample(t)
+	if cfg.Ledger.Backend != "local" || cfg.Ledger.Key != cfg.KeyFile || cfg.Ledger.Name != "hub" || cfg.HTTP.Listen != "127.0.0.1:9274" {
+		t.Fatalf("ledger %+v, http %+v", cfg.Ledger, cfg.HTTP)
+	}
+	path := filepath.Join(t.TempDir(), "hub.yaml")
+	doc := `
+state_dir: /tmp/hub
+nats: {embedded: {listen: "127.0.0.1:4222"}}
+ledger: {backend: chain, name: ""}
+federations:
+  - name: f
+    members: [{name: b, key: d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a}]
+    architecture: {kind: autoencoder, params: 10}
+`
+	if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := loadHubConfig(path)
+	paths := problemPaths(err)
+	for _, want := range []string{"ledger.backend", "ledger.name"} {
+		if !paths[want] {
+			t.Errorf("no problem at %s: %v", want, err)
+		}
+	}
+	if len(paths) != 2 {
+		t.Errorf("%d problems, want 2: %v", len(paths), err)
+	}
+}
+
+// loadHubExample loads deploy/examples/hub.yaml with its factories' passwords set.
+func loadHubExample(t *testing.T) hubFileConfig {
+	t.Helper()
+	for _, v := range []string{"NATS_FACTORY_A", "NATS_FACTORY_B", "NATS_FACTORY_C"} {
+		t.Setenv(v, "secret-"+v)
+	}
+	cfg, err := loadHubConfig("../../../deploy/examples/hub.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
 }

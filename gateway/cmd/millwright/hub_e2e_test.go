@@ -1,0 +1,295 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/millwright-io/millwright/connectors"
+	"github.com/millwright-io/millwright/connectors/influxdb"
+	"github.com/millwright-io/millwright/connectors/sim"
+	"github.com/millwright-io/millwright/gateway"
+	"github.com/millwright-io/millwright/gateway/telemetry"
+	"github.com/millwright-io/millwright/internal/servicetest"
+	"github.com/millwright-io/millwright/internal/testlog"
+	"github.com/millwright-io/millwright/ledger"
+	"github.com/millwright-io/millwright/ledger/local"
+	"github.com/millwright-io/millwright/models/autoencoder"
+	"github.com/millwright-io/millwright/models/features"
+	"github.com/millwright-io/millwright/models/train/trainsim"
+)
+
+// pumpHistory is an hour of a healthy simulated pump of factory, ending now.
+func pumpHistory(t *testing.T, factory string, seed uint64) []telemetry.Point {
+	t.Helper()
+	plant, err := sim.New(sim.Config{Seed: seed, Machines: []sim.Machine{{ID: "pump-1", Line: "l1", Kind: sim.KindPump}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return trainsim.History(plant, factory, time.Now().Truncate(time.Second).Add(-time.Hour), time.Second, 3600)
+}
+
+// windowWidth is the width of the feature windows the gateway's default features make of
+// pts: the federated model's input width.
+func windowWidth(t *testing.T, pts []telemetry.Point) int {
+	t.Helper()
+	var fc features.Config
+	fc.SetDefaults()
+	seen := map[string]bool{}
+	var signals []string
+	for _, p := range pts {
+		if !seen[p.Signal] {
+			seen[p.Signal] = true
+			signals = append(signals, p.Signal)
+		}
+	}
+	from, to := time.Unix(0, pts[0].Time()), time.Unix(0, pts[len(pts)-1].Time()).Add(time.Second)
+	g, err := features.Align(fc, "pump-1", signals, pts, from, to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prep, err := features.Prepare(fc, g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return prep.Windows.Cols
+}
+
+// TestFederatedRoundEndToEnd runs `millwright hub` (embedded NATS, local ledger, HTTP API)
+// from a YAML file and two gateways built with gateway.New from YAML, each with its own
+// state directory and its own pump history in InfluxDB, one connected directly and one
+// through its own leaf node. One federated round completes:
+// both gateways' updates are used, a global model is published, the hub's ledger holds
+// the FederatedRound and each gateway's ledger a LocalTraining continued from the round's
+// global model, and the round shows on GET /api/v1/federations.
+func TestFederatedRoundEndToEnd(t *testing.T) {
+	servicetest.Require(t, "Mosquitto and InfluxDB")
+	influxURL := servicetest.InfluxURL()
+	db := servicetest.Database(t, influxURL)
+	root := t.TempDir()
+	names := []string{"factory-a", "factory-b"}
+
+	// Histories, and the model layout that fits them.
+	hist := map[string][]telemetry.Point{}
+	for i, n := range names {
+		hist[n] = pumpHistory(t, n, uint64(i+1))
+	}
+	ae, err := autoencoder.New(autoencoder.Config{Inputs: windowWidth(t, hist[names[0]]), Layers: []int{8, 3, 8}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	arch := ae.Architecture()
+	archYAML := fmt.Sprintf("{kind: %s, version: %d, inputs: %d, layers: [8, 3, 8], activation: %s, params: %d}",
+		arch.Kind, arch.Version, arch.Inputs, arch.Activation, arch.Params)
+	var ic influxdb.Config
+	ic.SetDefaults()
+	ic.URL, ic.Bucket = influxURL, db
+	sink, err := influxdb.New("history", ic, connectors.Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := sink.Connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range names {
+		if err := sink.Write(ctx, telemetry.Batch{Points: hist[n]}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = sink.Close(ctx)
+
+	// Keys: the hub's and each gateway's identity key (the ledger's), made up front so
+	// that the configurations can name them.
+	hubDir := filepath.Join(root, "hub")
+	for _, d := range append([]string{hubDir}, filepath.Join(root, names[0]), filepath.Join(root, names[1])) {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hubKey, err := ledger.LoadOrCreateKey(filepath.Join(hubDir, "hub.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gwKeys := map[string]string{}
+	for _, n := range names {
+		k, err := ledger.LoadOrCreateKey(filepath.Join(root, n, "identity.key"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		gwKeys[n] = hex.EncodeToString(k.Public().(ed25519.PublicKey))
+	}
+	natsPort, leafPort, httpAddr := servicetest.FreePort(t), servicetest.FreePort(t), fmt.Sprintf("127.0.0.1:%d", servicetest.FreePort(t))
+	hubYAML := fmt.Sprintf(`
+state_dir: %s
+log: {level: warn}
+http: {listen: "%s"}
+nats:
+  embedded:
+    listen: 127.0.0.1:%d
+    leaf_listen: 127.0.0.1:%d
+    factories:
+      - {name: factory-a, password: pw-a, federations: [pumps]}
+      - {name: factory-b, password: pw-b, federations: [pumps]}
+federations:
+  - name: pumps
+    members:
+      - {name: factory-a, key: %s}
+      - {name: factory-b, key: %s}
+    architecture: %s
+    rounds: 1
+    quorum: 2
+    round_timeout: 5m
+    strategy: {name: fedprox, proximal_mu: 0.01}
+`, hubDir, httpAddr, natsPort, leafPort, gwKeys["factory-a"], gwKeys["factory-b"], archYAML)
+	hubPath := filepath.Join(root, "hub.yaml")
+	if err := os.WriteFile(hubPath, []byte(hubYAML), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	hubCtx, stopHub := context.WithCancel(ctx)
+	hubOut, hubErr := &testlog.Buffer{}, &testlog.Buffer{}
+	hubDone := make(chan int, 1)
+	go func() { hubDone <- cmdHub(hubCtx, []string{"--config", hubPath}, hubOut, hubErr) }()
+	defer func() {
+		stopHub()
+		if code := <-hubDone; code != 0 {
+			t.Errorf("hub exited %d: %s", code, hubErr.String())
+		}
+	}()
+
+	// The gateways.
+	gwCtx, stopGateways := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer func() { stopGateways(); wg.Wait() }()
+	for i, n := range names {
+		topic := servicetest.UniqueName("fed")
+		// factory-a connects to the hub directly, factory-b through its own leaf node.
+		url, leaf := fmt.Sprintf(`, url: "nats://127.0.0.1:%d"`, natsPort), ""
+		if i == 1 {
+			url, leaf = "", fmt.Sprintf(`leaf: {listen: "127.0.0.1:%d", hub_url: "nats-leaf://127.0.0.1:%d"}`, servicetest.FreePort(t), leafPort)
+		}
+		doc := fmt.Sprintf(`
+gateway: {factory: %s, state_dir: %s, http: {listen: ""}, log: {level: warn}}
+sources:
+  - name: broker
+    mqtt: {servers: ["%s"], client_id: %s, topics: [{pattern: "%s/{machine}/{signal}", qos: 1}]}
+sinks:
+  - name: influx
+    influxdb: {url: %s, bucket: %s, flush_interval: 50ms, timeout: 2s}
+models:
+  train: {window: 1h, min_rows: 1000, chunk: 30m, autoencoder: {epochs: 5}}
+federation:
+  enabled: true
+  nats: {user: %s, password: pw-%s%s}
+  %s
+  hub_key: %s
+  federations:
+    - {name: pumps, machines: [pump-1], architecture: %s}
+`, n, filepath.Join(root, n), servicetest.MQTTURL(), topic, topic, influxURL, db, n, n[len(n)-1:], url, leaf,
+			hex.EncodeToString(hubKey.Public().(ed25519.PublicKey)), archYAML)
+		cfg, err := gateway.Parse([]byte(doc))
+		if err != nil {
+			t.Fatalf("%s: %v", n, err)
+		}
+		g, err := gateway.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := g.Run(gwCtx); err != nil {
+				t.Errorf("gateway %s: %v", n, err)
+			}
+		}()
+	}
+
+	// The round closes with both updates and a published model.
+	var round struct {
+		Name      string `json:"name"`
+		LastRound *struct {
+			Round   uint64   `json:"Round"`
+			Outcome string   `json:"Outcome"`
+			Model   string   `json:"Model"`
+			Used    []string `json:"Used"`
+		} `json:"last_round"`
+	}
+	deadline := time.Now().Add(4 * time.Minute)
+	for {
+		var list []json.RawMessage
+		resp, err := http.Get("http://" + httpAddr + "/api/v1/federations")
+		if err == nil {
+			err = json.NewDecoder(resp.Body).Decode(&list)
+			_ = resp.Body.Close()
+		}
+		if err == nil && len(list) == 1 {
+			if err := json.Unmarshal(list[0], &round); err != nil {
+				t.Fatal(err)
+			}
+			if round.LastRound != nil {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no round closed in time (last error %v); hub stderr:\n%s", err, hubErr.String())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	lr := round.LastRound
+	if lr.Outcome != "aggregated" || len(lr.Model) != 64 || len(lr.Used) != 2 {
+		t.Fatalf("round %+v; want aggregated from both gateways with a model", *lr)
+	}
+
+	// Stop everything, then read the ledgers.
+	stopGateways()
+	wg.Wait()
+	stopHub()
+	if code := <-hubDone; code != 0 {
+		t.Fatalf("hub exited %d: %s", code, hubErr.String())
+	}
+	hubDone <- 0
+	records := func(dir string, typ ledger.Type) []ledger.Record {
+		l, err := local.Open(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		recs, err := l.Query(ctx, ledger.Query{Type: typ})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return recs
+	}
+	fr := records(filepath.Join(hubDir, "ledger"), ledger.TypeFederatedRound)
+	if len(fr) != 1 {
+		t.Fatalf("%d FederatedRound records in the hub's ledger; want 1", len(fr))
+	}
+	b, _ := json.Marshal(fr[0].Body)
+	if !bytes.Contains(b, []byte(lr.Model)) {
+		t.Errorf("FederatedRound %s does not name the published model %s", b, lr.Model)
+	}
+	for _, n := range names {
+		lt := records(filepath.Join(root, n, "ledger"), ledger.TypeLocalTraining)
+		if len(lt) == 0 {
+			t.Fatalf("%s: no LocalTraining record", n)
+		}
+		b, _ := json.Marshal(lt[len(lt)-1].Body)
+		if !bytes.Contains(b, []byte(`pumps@r1`)) {
+			t.Errorf("%s: LocalTraining %s is not the continuation of pumps@r1", n, b)
+		}
+	}
+	if !bytes.Contains([]byte(hubOut.String()), []byte(hex.EncodeToString(hubKey.Public().(ed25519.PublicKey)))) {
+		t.Errorf("the hub did not print its key: %s", hubOut.String())
+	}
+}

@@ -1,0 +1,103 @@
+package main
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/millwright-io/millwright/federation"
+	"github.com/millwright-io/millwright/gateway"
+	"github.com/millwright-io/millwright/gateway/api"
+)
+
+// runHub runs the hub's federations, its ledger outbox (when lg is not nil) and its HTTP
+// API until ctx ends.
+func runHub(ctx context.Context, cfg hubFileConfig, tr federation.Transport, key ed25519.PrivateKey, lg *gateway.Ledger, reg *prometheus.Registry, log *slog.Logger) error {
+	st := newHubStatus(cfg.Federations, tr)
+	opts := federation.HubOptions{Logger: log, Registerer: reg, OnRound: st.onRound}
+	if lg != nil {
+		opts.Recorder = lg.Outbox
+	}
+	hub, err := federation.NewHub(federation.HubConfig{Federations: cfg.Federations}, tr, key, opts)
+	if err != nil {
+		return err
+	}
+	grp, gctx := errgroup.WithContext(ctx)
+	grp.Go(func() error { return hub.Run(gctx) })
+	if lg != nil {
+		grp.Go(func() error { return lg.Outbox.Run(gctx) })
+	}
+	if addr := cfg.HTTP.Listen; addr != "" {
+		srv := api.New(addr, reg, func() error { return nil }, cfg.HTTP.Pprof, log.With("component", "api"))
+		srv.HandleJSON("/api/v1/federations", func() any { return st.snapshot(ctx) })
+		grp.Go(func() error { return srv.Run(gctx) })
+	}
+	log.Info("hub running", "federations", len(cfg.Federations), "http", cfg.HTTP.Listen, "ledger", cfg.Ledger.Backend)
+	return grp.Wait()
+}
+
+// hubStatus keeps each federation's last round report for the HTTP API.
+type hubStatus struct {
+	tr    federation.Transport
+	names []string
+	mu    sync.Mutex
+	last  map[string]federation.RoundReport
+}
+
+func newHubStatus(fcs []federation.FederationConfig, tr federation.Transport) *hubStatus {
+	s := &hubStatus{tr: tr, last: map[string]federation.RoundReport{}}
+	for _, f := range fcs {
+		s.names = append(s.names, f.Name)
+	}
+	return s
+}
+
+func (s *hubStatus) onRound(r federation.RoundReport) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.last[r.Federation] = r
+}
+
+// federationStatus is one entry of GET /api/v1/federations.
+type federationStatus struct {
+	Name      string                  `json:"name"`
+	State     *federation.RoundState  `json:"state,omitempty"`       // the round state published now
+	StateErr  string                  `json:"state_error,omitempty"` // why it could not be read
+	LastRound *federation.RoundReport `json:"last_round,omitempty"`  // the last closed round
+}
+
+// snapshot reads every federation's round state (bounded by a short timeout) and adds the
+// last round report.
+func (s *hubStatus) snapshot(ctx context.Context) []federationStatus {
+	out := make([]federationStatus, 0, len(s.names))
+	for _, name := range s.names {
+		fs := federationStatus{Name: name}
+		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		b, err := s.tr.GetRound(rctx, name)
+		cancel()
+		switch {
+		case errors.Is(err, federation.ErrNotFound):
+		case err != nil:
+			fs.StateErr = err.Error()
+		default:
+			if st, err := federation.DecodeRoundState(b); err != nil {
+				fs.StateErr = err.Error()
+			} else {
+				fs.State = &st
+			}
+		}
+		s.mu.Lock()
+		if r, ok := s.last[name]; ok {
+			fs.LastRound = &r
+		}
+		s.mu.Unlock()
+		out = append(out, fs)
+	}
+	return out
+}

@@ -1,0 +1,58 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"testing"
+
+	"github.com/millwright-io/millwright/federation"
+)
+
+// roundsOnly is a federation.Transport that answers GetRound from a map (other methods
+// are not used by the status).
+type roundsOnly struct {
+	federation.Transport
+	states map[string][]byte
+}
+
+func (r roundsOnly) GetRound(_ context.Context, fed string) ([]byte, error) {
+	if fed == "broken" {
+		return nil, errors.New("nats: timeout")
+	}
+	b, ok := r.states[fed]
+	if !ok {
+		return nil, federation.ErrNotFound
+	}
+	return b, nil
+}
+
+// TestHubStatus: GET /api/v1/federations shows each federation's round state (or why it
+// cannot be read) and its last closed round.
+func TestHubStatus(t *testing.T) {
+	open, _ := json.Marshal(federation.RoundState{Version: federation.StateVersion, Federation: "pumps", Round: 3, Phase: federation.PhaseOpen})
+	tr := roundsOnly{states: map[string][]byte{"pumps": open, "garbled": []byte(`{"version": 9}`)}}
+	var fcs []federation.FederationConfig
+	for _, n := range []string{"pumps", "fresh", "garbled", "broken"} {
+		fcs = append(fcs, federation.FederationConfig{Name: n})
+	}
+	st := newHubStatus(fcs, tr)
+	st.onRound(federation.RoundReport{Federation: "pumps", Round: 2, Outcome: "aggregated", Model: "ab"})
+	got := st.snapshot(context.Background())
+	if len(got) != 4 {
+		t.Fatalf("%d federations, want 4", len(got))
+	}
+	p := got[0]
+	if p.State == nil || p.State.Round != 3 || p.LastRound == nil || p.LastRound.Round != 2 || p.LastRound.Outcome != "aggregated" || p.StateErr != "" {
+		t.Errorf("pumps: %+v", p)
+	}
+	if f := got[1]; f.State != nil || f.LastRound != nil || f.StateErr != "" {
+		t.Errorf("a federation without a round yet: %+v", f)
+	}
+	if g := got[2]; g.State != nil || g.StateErr == "" {
+		t.Errorf("a malformed round state is not reported: %+v", g)
+	}
+	if b := got[3]; b.StateErr != "nats: timeout" {
+		t.Errorf("a transport error is not reported: %+v", b)
+	}
+}

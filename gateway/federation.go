@@ -1,0 +1,370 @@
+package gateway
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/millwright-io/millwright/connectors/influxdb"
+	"github.com/millwright-io/millwright/federation"
+	"github.com/millwright-io/millwright/federation/natsbus"
+	"github.com/millwright-io/millwright/gateway/config"
+	"github.com/millwright-io/millwright/internal/backoff"
+	"github.com/millwright-io/millwright/ledger"
+	"github.com/millwright-io/millwright/models"
+	"github.com/millwright-io/millwright/models/autoencoder"
+	"github.com/millwright-io/millwright/models/store"
+	"github.com/millwright-io/millwright/models/train"
+)
+
+// FederationConfig is the gateway's membership in the federations of a hub: where the
+// hub's NATS is, the factory's credentials, the hub's public key and, per federation, the
+// machines whose local history trains the shared model. Raw data never leaves the gateway:
+// only signed parameter updates do.
+type FederationConfig struct {
+	// Enabled turns federated training on (default off).
+	Enabled bool `yaml:"enabled"`
+	// NATS is the connection to the hub: its URL (or the site's leaf node), the factory's
+	// user and password (the user is the gateway's member name), TLS with the hub's CA, and
+	// the hub's JetStream domain when connecting through a leaf node.
+	NATS natsbus.ClientConfig `yaml:"nats"`
+	// Leaf, when set, runs a NATS leaf node in the gateway that links to the hub's
+	// leaf_listen with the factory's credentials (nats.user, nats.password); the gateway
+	// then talks to the hub through it and nats.url is not needed.
+	Leaf *LeafNodeConfig `yaml:"leaf"`
+	// HubKey is the hub's ed25519 public key (64 hex digits, printed by millwright hub):
+	// every global model is verified with it.
+	HubKey federation.PublicKey `yaml:"hub_key"`
+	// Federations are the federations this gateway joins.
+	Federations []JoinConfig `yaml:"federations"`
+}
+
+// JoinConfig is one federation the gateway takes part in.
+type JoinConfig struct {
+	// Name is the federation's name on the hub.
+	Name string `yaml:"name"`
+	// Machines are the machines whose history trains the shared model; each gets its own
+	// copy of the model (with its own scaling and threshold) in the artifact store.
+	Machines []string `yaml:"machines"`
+	// Architecture is the model layout the gateway expects; a global model of another
+	// layout is refused.
+	Architecture models.Architecture `yaml:"architecture"`
+}
+
+// LeafNodeConfig is the gateway's own leaf node.
+type LeafNodeConfig struct {
+	// Listen is the leaf node's local client address (default 127.0.0.1:4223).
+	Listen string `yaml:"listen"`
+	// HubURL is the hub's leaf listener, e.g. nats-leaf://hub.example:7422.
+	HubURL string `yaml:"hub_url"`
+	// StoreDir holds the leaf's JetStream files (default <state_dir>/leaf).
+	StoreDir string `yaml:"store_dir"`
+}
+
+// SetDefaults fills the defaults in.
+func (c *FederationConfig) SetDefaults() { c.NATS.SetDefaults() }
+
+// validate reports every problem at once, with paths relative to the block.
+func (c FederationConfig) validate(m ModelsConfig, sinks []SinkConfig) error {
+	if !c.Enabled {
+		return nil
+	}
+	var p config.Problems
+	nc := c.NATS
+	if l := c.Leaf; l != nil {
+		nc.URL = "nats://leaf" // the leaf node's address
+		if l.HubURL == "" {
+			p.Addf("leaf.hub_url", "must be set to the hub's leaf listener, such as nats-leaf://hub.example:7422")
+		}
+	}
+	p.Nest("nats", nc.Validate())
+	if c.NATS.User == "" {
+		p.Addf("nats.user", "must be set: it is the factory's NATS user and its member name in the federations")
+	}
+	if len(c.HubKey.PublicKey) != ed25519.PublicKeySize {
+		p.Addf("hub_key", "must be set to the hub's public key (64 hex digits, printed by millwright hub)")
+	}
+	if _, err := m.influx(sinks); err != nil {
+		p.Addf("enabled", "federated training reads the machines' history: %v", err)
+	}
+	if len(c.Federations) == 0 {
+		p.Addf("federations", "is empty; expected at least one federation to join")
+	}
+	seen := map[string]bool{}
+	for i, f := range c.Federations {
+		path := config.Index("federations", i)
+		if err := federation.CheckName(f.Name); err != nil {
+			p.Addf(config.Join(path, "name"), "%v", err)
+		} else if seen[f.Name] {
+			p.Addf(config.Join(path, "name"), "%q appears twice", f.Name)
+		}
+		seen[f.Name] = true
+		if len(f.Machines) == 0 {
+			p.Addf(config.Join(path, "machines"), "is empty; expected the machines whose data trains the model")
+		}
+		for j, mc := range f.Machines {
+			if !namePattern.MatchString(mc) {
+				p.Addf(config.Index(config.Join(path, "machines"), j), "%q is not a machine id", mc)
+			}
+		}
+		a := f.Architecture
+		if a.Kind != autoencoder.Kind {
+			p.Addf(config.Join(path, "architecture.kind"), "%q is not supported; expected %q (the Parametric detector)", a.Kind, autoencoder.Kind)
+		}
+		if a.Inputs <= 0 {
+			p.Addf(config.Join(path, "architecture.inputs"), "%d must be positive (the width of a feature window)", a.Inputs)
+		}
+		if a.Params <= 0 || a.Params > federation.MaxParams {
+			p.Addf(config.Join(path, "architecture.params"), "%d is out of range; expected 1..%d", a.Params, federation.MaxParams)
+		}
+	}
+	return p.Err()
+}
+
+// federationRuntime is the gateway's running membership: one participant per federation
+// over one NATS connection.
+type federationRuntime struct {
+	cfg      FederationConfig
+	client   natsbus.ClientConfig
+	log      *slog.Logger
+	reg      prometheus.Registerer
+	key      ed25519.PrivateKey
+	trainer  *train.Trainer
+	querier  *influxdb.Querier
+	recorder func() ledger.Recorder
+}
+
+// newFederation builds the federated-training runtime (no network I/O); nil when the
+// federation block is off. key is the gateway's identity key (the ledger's); mods, when
+// running, receives the validated models.
+func newFederation(c Config, key ed25519.PrivateKey, mods *modelsRuntime, log *slog.Logger, reg prometheus.Registerer, recorder func() ledger.Recorder) (*federationRuntime, error) {
+	fc := c.Federation
+	if !fc.Enabled {
+		return nil, nil
+	}
+	log = log.With("component", "federation")
+	if key == nil {
+		var err error
+		if key, err = ledger.LoadOrCreateKey(c.Ledger.Key); err != nil {
+			return nil, fmt.Errorf("federation: identity key: %w", err)
+		}
+	}
+	ic, err := c.Models.influx(c.Sinks)
+	if err != nil {
+		return nil, fmt.Errorf("federation: %w", err)
+	}
+	dir, err := store.OpenDir(c.Models.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("federation: %w", err)
+	}
+	q, err := influxdb.NewQuerier(ic)
+	if err != nil {
+		return nil, fmt.Errorf("federation: %w", err)
+	}
+	tc := c.Models.Train
+	tc.Machines = nil
+	for _, f := range fc.Federations {
+		tc.Machines = append(tc.Machines, f.Machines...)
+	}
+	slices.Sort(tc.Machines)
+	tc.Machines = slices.Compact(tc.Machines)
+	opts := train.Options{Querier: q, Store: dir, Factory: c.Gateway.Factory, Recorder: recorder,
+		Logger: log.With("name", "trainer"), Registerer: prometheus.NewRegistry()}
+	if mods != nil {
+		opts.Current, opts.Install = mods.scorer.Model, mods.scorer.Install
+	} else {
+		opts.Current = func(machine string) *train.Model {
+			if sm, _, err := dir.Current(machine); err == nil && sm != nil {
+				return train.FromStore(sm)
+			}
+			return nil
+		}
+	}
+	tr, err := train.New(tc, opts)
+	if err != nil {
+		q.Close()
+		return nil, fmt.Errorf("federation: %w", err)
+	}
+	if l := fc.Leaf; l != nil {
+		lc := *l
+		if lc.Listen == "" {
+			lc.Listen = "127.0.0.1:4223"
+		}
+		lc.StoreDir = statePath(c.Gateway.StateDir, lc.StoreDir, "leaf")
+		fc.Leaf = &lc
+		if fc.NATS.Domain == "" {
+			fc.NATS.Domain = "hub" // the hub's JetStream is reached by its domain through the leaf
+		}
+	}
+	return &federationRuntime{cfg: fc, client: fc.NATS, log: log, reg: reg, key: key, trainer: tr, querier: q, recorder: recorder}, nil
+}
+
+// run connects to the hub (retrying with backoff) and takes part in every federation until
+// ctx ends.
+func (fr *federationRuntime) run(ctx context.Context) error {
+	if l := fr.cfg.Leaf; l != nil {
+		leaf, err := natsbus.StartLeaf(natsbus.LeafConfig{Listen: l.Listen, ServerName: "millwright-leaf-" + fr.client.User,
+			Domain: "leaf-" + fr.client.User, StoreDir: l.StoreDir, HubURL: l.HubURL, User: fr.client.User,
+			Password: fr.client.Password.Value()}, fr.log.With("name", "leaf"))
+		if err != nil {
+			return fmt.Errorf("federation: %w", err)
+		}
+		defer leaf.Shutdown()
+		fr.client.URL = leaf.ClientURL()
+	}
+	bus, err := fr.dial(ctx)
+	if err != nil || bus == nil {
+		return err
+	}
+	defer func() { _ = bus.Close() }()
+	grp, gctx := errgroup.WithContext(ctx)
+	for _, jc := range fr.cfg.Federations {
+		p, err := federation.NewParticipant(federation.ParticipantConfig{Federation: jc.Name, Name: fr.client.User, HubKey: fr.cfg.HubKey.PublicKey},
+			bus, fr.key, &fedTrainer{cfg: jc, tr: fr.trainer, log: fr.log.With("federation", jc.Name)},
+			fr.log, prometheus.WrapRegistererWith(prometheus.Labels{"federation": jc.Name}, fr.reg))
+		if err != nil {
+			return err
+		}
+		grp.Go(func() error { fr.participate(gctx, jc.Name, p); return nil })
+	}
+	fr.log.Info("federation joined", "member", fr.client.User, "federations", len(fr.cfg.Federations), "url", fr.client.URL)
+	return grp.Wait()
+}
+
+// participate runs p until ctx ends, starting it again with backoff when it stops with an
+// error (the hub has not created the federation yet, or the connection failed): federated
+// training never stops the gateway.
+func (fr *federationRuntime) participate(ctx context.Context, fed string, p *federation.Participant) {
+	bo := backoff.Backoff{Initial: time.Second, Max: time.Minute}
+	for {
+		err := p.Run(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if n := bo.Attempts(); n&(n-1) == 0 {
+			fr.log.Warn("federation participant stopped, restarting", "federation", fed, "err", err, "attempt", n+1)
+		}
+		if !backoff.Sleep(ctx, bo.Next()) {
+			return
+		}
+	}
+}
+
+// dial connects to the hub's NATS, retrying until it succeeds or ctx ends (then nil, nil).
+func (fr *federationRuntime) dial(ctx context.Context) (*natsbus.Bus, error) {
+	bo := backoff.Backoff{Initial: time.Second, Max: time.Minute}
+	for {
+		bus, err := natsbus.Dial(ctx, fr.client, fr.log.With("name", "natsbus"))
+		if err == nil {
+			return bus, nil
+		}
+		if n := bo.Attempts(); n&(n-1) == 0 {
+			fr.log.Warn("cannot connect to the federation hub, retrying", "url", fr.client.URL, "err", err, "attempt", n+1)
+		}
+		if !backoff.Sleep(ctx, bo.Next()) {
+			return nil, nil
+		}
+	}
+}
+
+func (fr *federationRuntime) close() {
+	if fr != nil {
+		fr.querier.Close()
+	}
+}
+
+// fedTrainer is a federation.Trainer: it continues the round's global model on the
+// history of each of the federation's machines (models/train's data path: InfluxDB,
+// features, threshold, validation, artifact store, lineage records) and returns the
+// window-weighted mean of the machines' parameters.
+type fedTrainer struct {
+	cfg JoinConfig
+	tr  *train.Trainer
+	log *slog.Logger
+}
+
+// Train implements federation.Trainer.
+func (f *fedTrainer) Train(ctx context.Context, task federation.Task, global []float32) (federation.TrainResult, error) {
+	if !task.Architecture.Equal(f.cfg.Architecture) {
+		return federation.TrainResult{}, fmt.Errorf("global model layout %+v differs from the configured %+v", task.Architecture, f.cfg.Architecture)
+	}
+	// The round's μ weighs μ/2·‖w − global‖²; the autoencoder's ProxMu weighs ‖·‖² itself.
+	ws := train.WarmStart{Architecture: task.Architecture, Params: global, ProxMu: task.ProximalMu / 2,
+		From: fmt.Sprintf("%s@r%d", task.Federation, task.Round)}
+	sum := make([]float64, len(global))
+	metrics := map[string]float64{}
+	total := 0
+	var errs []error
+	for _, m := range f.cfg.Machines {
+		res, err := f.tr.TrainFrom(ctx, m, ws, nil)
+		if err != nil {
+			if ctx.Err() != nil {
+				return federation.TrainResult{}, ctx.Err()
+			}
+			f.log.Warn("machine not trained this round", "machine", m, "round", task.Round, "err", err)
+			errs = append(errs, err)
+			continue
+		}
+		p := res.Model.Detector.(models.Parametric).Params()
+		w := res.Windows
+		for i, v := range p {
+			sum[i] += float64(w) * float64(v)
+		}
+		for k, v := range res.Model.Metrics() {
+			metrics[k] += float64(w) * v
+		}
+		total += w
+		f.log.Info("federated round trained", "machine", m, "round", task.Round, "windows", w, "installed", res.Swapped, "reason", res.Reason)
+	}
+	if total == 0 {
+		return federation.TrainResult{}, fmt.Errorf("no machine could be trained: %w", errors.Join(errs...))
+	}
+	out := make([]float32, len(sum))
+	for i, v := range sum {
+		out[i] = float32(v / float64(total))
+	}
+	for k := range metrics {
+		metrics[k] /= float64(total)
+	}
+	return federation.TrainResult{Params: out, Samples: total, Metrics: metrics}, nil
+}
+
+// Ledger is a ledger opened by OpenLedger for a process other than the gateway (the
+// federation hub): the outbox to record through and the identity key that signs.
+type Ledger struct {
+	Outbox *ledger.Outbox
+	Key    ed25519.PrivateKey
+	lin    *lineage
+}
+
+// OpenLedger opens c the way the gateway opens its own ledger (identity key, local or
+// Fabric backend, durable outbox), with its defaults resolved against stateDir and org
+// (the actor's organisation). It returns nil for the backend "none". The caller runs
+// Outbox.Run and calls Close after it returned.
+func OpenLedger(c LedgerConfig, stateDir, org string, log *slog.Logger, reg prometheus.Registerer) (*Ledger, error) {
+	ResolveLedger(&c, stateDir, org)
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	lin, err := openLineage(c, log, reg)
+	if err != nil || lin == nil {
+		return nil, err
+	}
+	return &Ledger{Outbox: lin.outbox, Key: lin.key, lin: lin}, nil
+}
+
+// Close closes the outbox, then the backend.
+func (l *Ledger) Close() error { return l.lin.Close() }
+
+// ResolveLedger fills c's defaults that depend on the state directory and the actor's
+// organisation, as OpenLedger does (for validating a configuration before opening it).
+func ResolveLedger(c *LedgerConfig, stateDir, org string) {
+	c.resolve(Settings{StateDir: stateDir, Factory: org})
+}

@@ -1,0 +1,67 @@
+package train
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/millwright-io/millwright/models"
+	"github.com/millwright-io/millwright/models/autoencoder"
+)
+
+// WarmStart makes a training continue a Parametric model (a federation's global model)
+// instead of starting from a fresh initialisation.
+type WarmStart struct {
+	// Architecture is the global model's layout; only the autoencoder is Parametric here.
+	Architecture models.Architecture
+	// Params is the global parameter vector (not modified).
+	Params []float32
+	// ProxMu is FedProx's μ: the local loss adds μ·‖w − Params‖².
+	ProxMu float64
+	// From names the starting model in the artifact and its lineage record, such as
+	// "pumps@r12".
+	From string
+}
+
+// ErrArchitecture is returned (wrapped) by TrainFrom when the machine's features do not
+// fit the warm start's architecture.
+var ErrArchitecture = errors.New("the machine's features do not match the model architecture")
+
+// TrainFrom is Train continuing from start: the same history, features, threshold,
+// validation against the current model, artifact store and lineage records, but the
+// detector is the autoencoder of start's architecture with start's parameters, fitted
+// further on this machine's windows. The fitted parameters are
+// Result.Model.Detector.(models.Parametric).Params().
+func (t *Trainer) TrainFrom(ctx context.Context, machine string, start WarmStart, progress func(Progress)) (*Result, error) {
+	return t.observe(ctx, machine, progress, &start)
+}
+
+// detector returns the unfitted detector of a training on windows of cols columns built
+// from signals signals: the configured one, or the warm start's.
+func (t *Trainer) detector(signals, cols int, start *WarmStart) (models.Detector, error) {
+	if start == nil {
+		return newDetector(t.cfg, signals)
+	}
+	a := start.Architecture
+	if a.Kind != autoencoder.Kind {
+		return nil, fmt.Errorf("warm start from %s: detector kind %q; expected %q", start.From, a.Kind, autoencoder.Kind)
+	}
+	if a.Inputs != cols {
+		return nil, fmt.Errorf("warm start from %s: the windows have %d features, the model %d inputs: %w", start.From, cols, a.Inputs, ErrArchitecture)
+	}
+	ac := t.cfg.Autoencoder
+	ac.Seed = t.cfg.Seed
+	ac.Inputs, ac.Layers, ac.Activation, ac.Kernel, ac.Signals = a.Inputs, a.Layers, a.Activation, a.Kernel, a.Channels
+	ac.ProxMu = start.ProxMu
+	d, err := autoencoder.New(ac)
+	if err != nil {
+		return nil, fmt.Errorf("warm start from %s: %w", start.From, err)
+	}
+	if got := d.Architecture(); !got.Equal(a) {
+		return nil, fmt.Errorf("warm start from %s: the configured autoencoder has layout %+v, the model %+v: %w", start.From, got, a, ErrArchitecture)
+	}
+	if err := d.SetParams(start.Params); err != nil {
+		return nil, fmt.Errorf("warm start from %s: %w", start.From, err)
+	}
+	return d, nil
+}
