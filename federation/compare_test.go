@@ -57,29 +57,6 @@ func meanScore(t testing.TB, d *autoencoder.Detector, x models.Matrix) float64 {
 	return s / float64(len(out))
 }
 
-// aeTrainer continues the global autoencoder on the factory's own rows for a few epochs.
-type aeTrainer struct {
-	data   models.Matrix
-	epochs int
-	seed   uint64
-}
-
-func (a *aeTrainer) Train(ctx context.Context, task federation.Task, global []float32) (federation.TrainResult, error) {
-	c := aeConfig(a.epochs, a.seed+task.Round)
-	c.ProxMu = task.ProximalMu
-	d, err := autoencoder.New(c)
-	if err != nil {
-		return federation.TrainResult{}, err
-	}
-	if err := d.SetParams(global); err != nil {
-		return federation.TrainResult{}, err
-	}
-	if err := d.Fit(ctx, a.data); err != nil {
-		return federation.TrainResult{}, err
-	}
-	return federation.TrainResult{Params: d.Params(), Samples: a.data.Rows}, nil
-}
-
 // TestFederatedVersusLocalAndCentral trains the models autoencoder three ways on a non-IID
 // split of synthetic data from three factories and compares the reconstruction error on
 // every factory's held-out rows: each factory alone, all data centrally, and federated.
@@ -118,7 +95,7 @@ func TestFederatedVersusLocalAndCentral(t *testing.T) {
 	fc.Rounds = rounds
 	h := startHub(t, e.hub, fc)
 	for f := range factories {
-		e.gateway(t, f, &aeTrainer{data: train[f], epochs: 10, seed: uint64(10 * f)})
+		e.gateway(t, f, &aeWarmTrainer{data: train[f], cfg: aeConfig(10, uint64(10*f))})
 	}
 	var last federation.RoundReport
 	for range rounds {

@@ -362,54 +362,18 @@ func (s Store) producers(st Stub, m ledger.ModelRef) ([]ledger.Record, error) {
 // first, and the dataset snapshots they name.
 func (s Store) Lineage(st Stub, model, version string) (wire.Lineage, error) {
 	root := ledger.ModelRef{Model: model, Version: version}
-	lin := wire.Lineage{Root: root}
-	seenVersion := map[ledger.ModelRef]bool{root: true}
-	seenData := map[string]bool{}
-	for queue := []ledger.ModelRef{root}; len(queue) > 0; queue = queue[1:] {
-		v := queue[0]
-		recs, err := s.producers(st, v)
-		if err != nil {
-			return wire.Lineage{}, err
-		}
-		if len(recs) == 0 {
-			if v == root {
-				return wire.Lineage{}, errorf(wire.TagNotFound, "no record produces %s", root)
-			}
-			lin.Missing = append(lin.Missing, v.String())
-			continue
-		}
-		for _, rec := range recs {
-			lin.Versions = append(lin.Versions, rec)
-			body, err := rec.DecodeBody()
-			if err != nil {
-				return wire.Lineage{}, fmt.Errorf("stored record %s: %w", rec.Header.ID, err)
-			}
-			_, parents, datasets := body.(ledger.Producer).Produces()
-			for _, p := range parents {
-				lin.Edges = append(lin.Edges, ledger.LineEdge{Child: v, Parent: p})
-				if !seenVersion[p] {
-					seenVersion[p] = true
-					queue = append(queue, p)
-				}
-			}
-			for _, id := range datasets {
-				if seenData[id] {
-					continue
-				}
-				seenData[id] = true
-				ds, ok, err := s.record(st, id)
-				if err != nil {
-					return wire.Lineage{}, err
-				}
-				if ok && ds.Header.Type == ledger.TypeDatasetSnapshot {
-					lin.Datasets = append(lin.Datasets, ds)
-				} else {
-					lin.Missing = append(lin.Missing, id)
-				}
-			}
-		}
+	lin, err := ledger.WalkLineage(root, func(v ledger.ModelRef) ([]ledger.Record, error) {
+		return s.producers(st, v)
+	}, func(id string) (ledger.Record, bool, error) {
+		return s.record(st, id)
+	})
+	if errors.Is(err, ledger.ErrNotFound) {
+		return wire.Lineage{}, errorf(wire.TagNotFound, "no record produces %s", root)
 	}
-	return lin, nil
+	if err != nil {
+		return wire.Lineage{}, err
+	}
+	return wire.Lineage(lin), nil
 }
 
 // History returns the writes of record id's key: when, in which transaction.

@@ -351,45 +351,22 @@ func (l *Ledger) Query(ctx context.Context, q ledger.Query) ([]ledger.Record, er
 func (l *Ledger) Lineage(ctx context.Context, m ledger.ModelRef) (ledger.Lineage, error) {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
-	if len(l.producers[m]) == 0 {
-		return ledger.Lineage{}, fmt.Errorf("lineage of %s: %w", m, ledger.ErrNotFound)
-	}
-	lin := ledger.Lineage{Root: m}
-	seen := map[ledger.ModelRef]bool{m: true}
-	seenData := map[string]bool{}
-	queue := []ledger.ModelRef{m}
-	for len(queue) > 0 {
-		v := queue[0]
-		queue = queue[1:]
+	lin, err := ledger.WalkLineage(m, func(v ledger.ModelRef) ([]ledger.Record, error) {
 		idx := l.producers[v]
-		if len(idx) == 0 {
-			lin.Missing = append(lin.Missing, v.String())
-			continue
+		recs := make([]ledger.Record, len(idx))
+		for k, i := range idx {
+			recs[k] = l.recs[i]
 		}
-		for _, i := range idx {
-			rec := l.recs[i]
-			lin.Versions = append(lin.Versions, rec)
-			body, _ := rec.DecodeBody()
-			_, parents, datasets := body.(ledger.Producer).Produces()
-			for _, p := range parents {
-				lin.Edges = append(lin.Edges, ledger.LineEdge{Child: v, Parent: p})
-				if !seen[p] {
-					seen[p] = true
-					queue = append(queue, p)
-				}
-			}
-			for _, id := range datasets {
-				if seenData[id] {
-					continue
-				}
-				seenData[id] = true
-				if j, ok := l.byID[id]; ok && l.recs[j].Header.Type == ledger.TypeDatasetSnapshot {
-					lin.Datasets = append(lin.Datasets, l.recs[j])
-				} else {
-					lin.Missing = append(lin.Missing, id)
-				}
-			}
+		return recs, nil
+	}, func(id string) (ledger.Record, bool, error) {
+		i, ok := l.byID[id]
+		if !ok {
+			return ledger.Record{}, false, nil
 		}
+		return l.recs[i], true, nil
+	})
+	if err != nil {
+		return ledger.Lineage{}, err
 	}
 	return lin, ctx.Err()
 }
