@@ -10,8 +10,6 @@ import (
 
 	"log/slog"
 
-	"github.com/millwright-io/millwright/connectors"
-	"github.com/millwright-io/millwright/connectors/influxdb"
 	"github.com/millwright-io/millwright/connectors/mqtt"
 	"github.com/millwright-io/millwright/connectors/sim"
 	"github.com/millwright-io/millwright/gateway/telemetry"
@@ -61,22 +59,12 @@ models:
 	trainsim.Run(plant, "e2e", t0, time.Second, 7200+1200, func(pts []telemetry.Point, _ []sim.Sample) {
 		steps = append(steps, append([]telemetry.Point(nil), pts...))
 	})
-	sink, err := influxdb.New("history", *cfg.Sinks[0].InfluxDB, connectors.Env{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	if err := sink.Connect(ctx); err != nil {
-		t.Fatal(err)
-	}
 	var hist []telemetry.Point
 	for _, pts := range steps[:7200] {
 		hist = append(hist, pts...)
 	}
-	if err := sink.Write(ctx, telemetry.Batch{Points: hist}); err != nil {
-		t.Fatal(err)
-	}
-	_ = sink.Close(ctx)
+	trainsim.Store(t, cfg.Sinks[0].InfluxDB.URL, cfg.Sinks[0].InfluxDB.Bucket, hist)
+	ctx := context.Background()
 
 	tr, closeQ, err := Trainer(cfg, slog.New(slog.DiscardHandler), nil)
 	if err != nil {

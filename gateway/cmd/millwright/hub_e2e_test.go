@@ -16,8 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/millwright-io/millwright/connectors"
-	"github.com/millwright-io/millwright/connectors/influxdb"
 	"github.com/millwright-io/millwright/connectors/sim"
 	"github.com/millwright-io/millwright/gateway"
 	"github.com/millwright-io/millwright/gateway/telemetry"
@@ -92,23 +90,9 @@ func TestFederatedRoundEndToEnd(t *testing.T) {
 	arch := ae.Architecture()
 	archYAML := fmt.Sprintf("{kind: %s, version: %d, inputs: %d, layers: [8, 3, 8], activation: %s, params: %d}",
 		arch.Kind, arch.Version, arch.Inputs, arch.Activation, arch.Params)
-	var ic influxdb.Config
-	ic.SetDefaults()
-	ic.URL, ic.Bucket = influxURL, db
-	sink, err := influxdb.New("history", ic, connectors.Env{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	if err := sink.Connect(ctx); err != nil {
-		t.Fatal(err)
-	}
 	for _, n := range names {
-		if err := sink.Write(ctx, telemetry.Batch{Points: hist[n]}); err != nil {
-			t.Fatal(err)
-		}
+		trainsim.Store(t, influxURL, db, hist[n])
 	}
-	_ = sink.Close(ctx)
 
 	// Keys: the hub's and each gateway's identity key (the ledger's), made up front so
 	// that the configurations can name them.
@@ -157,6 +141,7 @@ federations:
 	if err := os.WriteFile(hubPath, []byte(hubYAML), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	ctx := context.Background()
 	hubCtx, stopHub := context.WithCancel(ctx)
 	hubOut, hubErr := &testlog.Buffer{}, &testlog.Buffer{}
 	hubDone := make(chan int, 1)

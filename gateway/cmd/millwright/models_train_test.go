@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,10 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/millwright-io/millwright/connectors"
-	"github.com/millwright-io/millwright/connectors/influxdb"
 	"github.com/millwright-io/millwright/connectors/sim"
-	"github.com/millwright-io/millwright/gateway/telemetry"
 	"github.com/millwright-io/millwright/internal/servicetest"
 	"github.com/millwright-io/millwright/models/train/trainsim"
 )
@@ -37,26 +33,11 @@ func TestModelsTrainByHand(t *testing.T) {
 	servicetest.Require(t, "InfluxDB")
 	url := servicetest.InfluxURL()
 	db := servicetest.Database(t, url)
-	var ic influxdb.Config
-	ic.SetDefaults()
-	ic.URL, ic.Bucket = url, db
-	sink, err := influxdb.New("history", ic, connectors.Env{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	if err := sink.Connect(ctx); err != nil {
-		t.Fatal(err)
-	}
 	plant, err := sim.New(sim.Config{Seed: 3, Machines: []sim.Machine{{ID: "pump-1", Line: "l1", Kind: sim.KindPump}}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	hist := trainsim.History(plant, "acme", time.Now().Add(-2*time.Hour), time.Second, 7200)
-	if err := sink.Write(ctx, telemetry.Batch{Points: hist}); err != nil {
-		t.Fatal(err)
-	}
-	_ = sink.Close(ctx)
+	trainsim.Store(t, url, db, trainsim.History(plant, "acme", time.Now().Add(-2*time.Hour), time.Second, 7200))
 
 	state := t.TempDir()
 	cfg := filepath.Join(state, "gateway.yaml")

@@ -2,8 +2,12 @@
 package trainsim
 
 import (
+	"context"
+	"testing"
 	"time"
 
+	"github.com/millwright-io/millwright/connectors"
+	"github.com/millwright-io/millwright/connectors/influxdb"
 	"github.com/millwright-io/millwright/connectors/sim"
 	"github.com/millwright-io/millwright/gateway/telemetry"
 )
@@ -40,4 +44,25 @@ func History(plant *sim.Plant, factory string, start time.Time, interval time.Du
 	var all []telemetry.Point
 	Run(plant, factory, start, interval, n, func(pts []telemetry.Point, _ []sim.Sample) { all = append(all, pts...) })
 	return all
+}
+
+// Store writes pts into database db of the InfluxDB at url through the gateway's own
+// InfluxDB sink, failing t on any error: the history a training test reads back.
+func Store(t testing.TB, url, db string, pts []telemetry.Point) {
+	t.Helper()
+	var cfg influxdb.Config
+	cfg.SetDefaults()
+	cfg.URL, cfg.Bucket, cfg.Timeout = url, db, 30*time.Second
+	sink, err := influxdb.New("history", cfg, connectors.Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := sink.Connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close(ctx)
+	if err := sink.Write(ctx, telemetry.Batch{Points: pts}); err != nil {
+		t.Fatal(err)
+	}
 }
