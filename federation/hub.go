@@ -481,7 +481,11 @@ func (f *fedRun) record(ctx context.Context, st RoundState, in, out ModelHeader,
 		Federation: f.cfg.Name, Round: int64(st.Round), Participants: used, Aggregation: f.cfg.Strategy.Name,
 		Output:     ledger.ModelRef{Model: f.cfg.Name, Version: out.Version()},
 		OutputHash: hash,
-		Parents:    []ledger.ModelRef{{Model: f.cfg.Name, Version: in.Version()}},
+	}
+	// The initial model (round 0) is the hub's seeded initialisation: no data and no record
+	// produced it, so it is not named as a parent the ledger could not resolve.
+	if in.Round > 0 {
+		body.Parents = []ledger.ModelRef{{Model: f.cfg.Name, Version: in.Version()}}
 	}
 	if f.cfg.SecAgg.Enabled {
 		body.Aggregation += "+secagg"

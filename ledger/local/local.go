@@ -195,11 +195,21 @@ type Option func(*Ledger)
 // records of unknown actors or with bad signatures (ledger.ErrRejected).
 func WithKeyring(keys ledger.Keyring) Option { return func(l *Ledger) { l.keys = keys } }
 
+// ReadOnly opens the ledger for reading only: the file is not created and a torn last line
+// (an append in progress by the process that writes the ledger) is left alone rather than
+// truncated, so an auditor can read a ledger that a gateway or hub is writing. Anchor
+// fails with ErrReadOnly.
+func ReadOnly() Option { return func(l *Ledger) { l.readOnly = true } }
+
+// ErrReadOnly is returned by Anchor on a ledger opened with ReadOnly.
+var ErrReadOnly = errors.New("local ledger opened read-only")
+
 // Ledger is the local backend. It keeps an index of every record in memory. It implements
 // ledger.Querier and is safe for concurrent use.
 type Ledger struct {
-	path string
-	keys ledger.Keyring
+	path     string
+	keys     ledger.Keyring
+	readOnly bool
 
 	mu        sync.RWMutex
 	f         *os.File
@@ -220,10 +230,16 @@ func Open(dir string, opts ...Option) (*Ledger, error) {
 	for _, o := range opts {
 		o(l)
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("open local ledger: %w", err)
+	if !l.readOnly {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("open local ledger: %w", err)
+		}
 	}
-	f, err := os.OpenFile(l.path, os.O_RDWR|os.O_CREATE, 0o600)
+	flag := os.O_RDWR | os.O_CREATE
+	if l.readOnly {
+		flag = os.O_RDONLY
+	}
+	f, err := os.OpenFile(l.path, flag, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open local ledger: %w", err)
 	}
@@ -236,7 +252,7 @@ func Open(dir string, opts ...Option) (*Ledger, error) {
 		return nil, fmt.Errorf("open local ledger %s: %w: %w", l.path, ErrTampered, err)
 	}
 	l.head = rep.Head
-	if rep.Torn > 0 {
+	if rep.Torn > 0 && !l.readOnly {
 		if err := f.Truncate(l.size); err != nil {
 			_ = f.Close()
 			return nil, fmt.Errorf("open local ledger: truncate torn tail: %w", err)
@@ -270,6 +286,9 @@ func (l *Ledger) index(rec ledger.Record) {
 func (l *Ledger) Anchor(ctx context.Context, rec ledger.Record) error {
 	if err := ctx.Err(); err != nil {
 		return err
+	}
+	if l.readOnly {
+		return fmt.Errorf("anchor record %s: %w", rec.Header.ID, ErrReadOnly)
 	}
 	if err := rec.Validate(); err != nil {
 		return fmt.Errorf("anchor record %s: %w: %w", rec.Header.ID, ledger.ErrRejected, err)

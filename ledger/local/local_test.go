@@ -323,6 +323,43 @@ func TestTornTail(t *testing.T) {
 	}
 }
 
+// A reader opening a ledger that another process is appending to must not cut the
+// append in progress: ReadOnly reads every whole entry, leaves the torn tail alone and
+// refuses to anchor. A directory without a ledger is an error, not a new ledger.
+func TestReadOnly(t *testing.T) {
+	f := newFixture(t)
+	path, lines := ledgerFile(t, f)
+	inProgress := append(bytes.Join(lines, nil), lines[len(lines)-1][:40]...)
+	if err := os.WriteFile(path, inProgress, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	l, err := local.Open(filepath.Dir(path), local.ReadOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if n, _ := l.Head(); n != int64(len(f.all)) {
+		t.Errorf("read-only open sees %d entries, want %d", n, len(f.all))
+	}
+	if _, err := l.Get(context.Background(), f.eval3.Header.ID); err != nil {
+		t.Error(err)
+	}
+	if data, _ := os.ReadFile(path); !bytes.Equal(data, inProgress) {
+		t.Error("read-only open changed the file")
+	}
+	extra := record(t, audittest.Signer(t, "gw-a", "factory-a"), "site-a", time.Hour, snapshot(5))
+	if err := l.Anchor(context.Background(), extra); !errors.Is(err, local.ErrReadOnly) {
+		t.Errorf("Anchor on a read-only ledger = %v, want ErrReadOnly", err)
+	}
+	missing := filepath.Join(t.TempDir(), "none")
+	if _, err := local.Open(missing, local.ReadOnly()); err == nil {
+		t.Error("read-only open of a missing ledger succeeded")
+	}
+	if _, err := os.Stat(missing); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("read-only open created %s", missing)
+	}
+}
+
 func BenchmarkAnchor(b *testing.B) {
 	s := audittest.Signer(b, "gw-a", "factory-a")
 	// Without a keyring: records past the pre-signed ones get fresh ids, which breaks their

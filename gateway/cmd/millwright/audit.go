@@ -255,7 +255,7 @@ func openLedger(dir string) (*local.Ledger, error) {
 	if _, err := os.Stat(path); err != nil {
 		return nil, fmt.Errorf("--ledger %s: expected a local ledger directory holding %s: %w", dir, local.FileName, err)
 	}
-	return local.Open(dir)
+	return local.Open(dir, local.ReadOnly())
 }
 
 func loadKeyring(path string) (*audit.Keyring, error) {

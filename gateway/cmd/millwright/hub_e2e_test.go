@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -22,6 +23,7 @@ import (
 	"github.com/millwright-io/millwright/internal/servicetest"
 	"github.com/millwright-io/millwright/internal/testlog"
 	"github.com/millwright-io/millwright/ledger"
+	"github.com/millwright-io/millwright/ledger/audit"
 	"github.com/millwright-io/millwright/ledger/local"
 	"github.com/millwright-io/millwright/models/autoencoder"
 	"github.com/millwright-io/millwright/models/features"
@@ -234,6 +236,34 @@ federation:
 	lr := round.LastRound
 	if lr.Outcome != "aggregated" || len(lr.Model) != 64 || len(lr.Used) != 2 {
 		t.Fatalf("round %+v; want aggregated from both gateways with a model", *lr)
+	}
+
+	// An OEM pulls the model and checks its lineage: in the hub's ledger (read while the
+	// hub writes it) the round record names the model; a gateway's ledger has no such
+	// record, so the model is refused and not written.
+	keysFile := filepath.Join(root, "hub-keys.txt")
+	line := audit.FormatKey(audit.Key{Name: "hub", Org: hubOrg, Public: hubKey.Public().(ed25519.PublicKey)})
+	if err := os.WriteFile(keysFile, []byte(line+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pull := func(ledgerDir, out string) (int, string) {
+		var stdout, stderr testlog.Buffer
+		code := cmdModelsPull(ctx, []string{"--nats", fmt.Sprintf("nats://127.0.0.1:%d", natsPort), "--user", "factory-a",
+			"--password", "env:MILLWRIGHT_E2E_PW", "--hub-key", hex.EncodeToString(hubKey.Public().(ed25519.PublicKey)),
+			"--out", out, "--ledger", ledgerDir, "--keys", keysFile, "--lineage-wait", "10s", "pumps@latest"}, &stdout, &stderr)
+		return code, stdout.String() + stderr.String()
+	}
+	t.Setenv("MILLWRIGHT_E2E_PW", "pw-a")
+	okOut := filepath.Join(root, "oem-ok")
+	if code, out := pull(filepath.Join(hubDir, "ledger"), okOut); code != 0 || !strings.Contains(out, lr.Model) {
+		t.Errorf("pull with the hub's ledger: exit %d: %s", code, out)
+	}
+	badOut := filepath.Join(root, "oem-bad")
+	if code, out := pull(filepath.Join(root, "factory-a", "ledger"), badOut); code != 1 || !strings.Contains(out, "lineage of pumps@") {
+		t.Errorf("pull checked against a ledger without the round: exit %d: %s; want 1 and a lineage error", code, out)
+	}
+	if files, _ := filepath.Glob(filepath.Join(badOut, "*.mwg")); len(files) != 0 {
+		t.Errorf("a model without lineage was written: %v", files)
 	}
 
 	// Stop everything, then read the ledgers.

@@ -18,12 +18,17 @@ import (
 	"github.com/millwright-io/millwright/gateway"
 	"github.com/millwright-io/millwright/gateway/config"
 	"github.com/millwright-io/millwright/internal/atomicfile"
+	"github.com/millwright-io/millwright/ledger/audit"
 )
 
 // modelsClientFlags are the flags `models subscribe` and `models pull` share: where the
 // hub's NATS is, the subscriber's credentials, the hub's key and the output directory.
 type modelsClientFlags struct {
 	url, user, password, ca, domain, hubKey, out string
+	// The lineage check: a model is written only once a ledger record signed by a key in
+	// keys names its hash (a FederatedRound from the hub), waiting up to lineageWait for it.
+	ledger, fabric, org, keys string
+	lineageWait               time.Duration
 }
 
 func (f *modelsClientFlags) register(fs *flag.FlagSet) {
@@ -34,6 +39,80 @@ func (f *modelsClientFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.domain, "domain", "", "the hub's JetStream domain, through a leaf node")
 	fs.StringVar(&f.hubKey, "hub-key", "", "the hub's ed25519 public key, 64 hex digits (required)")
 	fs.StringVar(&f.out, "out", ".", "directory the models are written to")
+	fs.StringVar(&f.ledger, "ledger", "", "check each model's lineage in this local ledger directory (the hub's) before writing it")
+	fs.StringVar(&f.fabric, "fabric", "", "check each model's lineage on Fabric (client config or .fabric/env) before writing it")
+	fs.StringVar(&f.org, "org", "auditor", "organisation of the --fabric env file")
+	fs.StringVar(&f.keys, "keys", "", "keyring of the signers trusted for the lineage check (required with --ledger or --fabric)")
+	fs.DurationVar(&f.lineageWait, "lineage-wait", 30*time.Second, "how long to wait for the hub's round record to reach the ledger")
+}
+
+// lineageCheck is the optional check that the ledger attests a model before it is written.
+type lineageCheck struct {
+	l    auditLedger
+	opts audit.Options
+	wait time.Duration
+}
+
+// lineage opens the ledger the flags name, or returns nil when there is none to check.
+func (f *modelsClientFlags) lineage() (*lineageCheck, error) {
+	if f.ledger == "" && f.fabric == "" {
+		if f.keys != "" {
+			return nil, errors.New("--keys is for the lineage check: give --ledger DIR or --fabric FILE too")
+		}
+		return nil, nil
+	}
+	if f.ledger != "" && f.fabric != "" {
+		return nil, errors.New("--ledger and --fabric: give one ledger to check lineage in")
+	}
+	if f.keys == "" {
+		return nil, errors.New("--keys FILE is required with --ledger or --fabric: the round record's signature is checked against it")
+	}
+	keys, err := loadKeyring(f.keys)
+	if err != nil {
+		return nil, err
+	}
+	c := &lineageCheck{opts: audit.Options{Keys: keys}, wait: f.lineageWait}
+	if f.fabric != "" {
+		c.l, err = openFabric(f.fabric, f.org)
+	} else {
+		c.opts.Chain = audit.LocalChain(f.ledger)
+		c.l, err = openLedger(f.ledger)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// verify waits until the ledger attests the model with hash (a signed record naming it,
+// its evidence's signatures valid, the chain intact), polling until c.wait has passed; the
+// last verdict is the error. A local ledger is reopened on each attempt to see new records.
+func (c *lineageCheck) verify(ctx context.Context, name, hash string, reopen func() (auditLedger, error)) (audit.Result, error) {
+	opts := c.opts
+	opts.Digest = func(string) (string, error) { return hash, nil }
+	deadline := time.Now().Add(c.wait)
+	for {
+		res, err := audit.VerifyArtifact(ctx, c.l, name, opts)
+		if err == nil && res.OK {
+			return res, nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			if err == nil {
+				err = errors.New(res.Verdict)
+			}
+			return res, fmt.Errorf("lineage of %s: %w", name, err)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(500 * time.Millisecond):
+		}
+		if reopen != nil {
+			if l, err := reopen(); err == nil {
+				_ = c.l.Close()
+				c.l = l
+			}
+		}
+	}
 }
 
 // dial checks the flags and connects.
@@ -78,11 +157,21 @@ func writeModel(out string, g *federation.GlobalModel, data []byte, hash string,
 	return name, nil
 }
 
-// fetchAndWrite downloads, checks and writes the model stored under hash.
-func fetchAndWrite(ctx context.Context, bus *natsbus.Bus, fed, hash string, key ed25519.PublicKey, out string, latest bool) (string, *federation.GlobalModel, error) {
+// fetchAndWrite downloads and checks the model stored under hash (its hash and the hub's
+// signature, and its lineage when lc is set) and writes it.
+func fetchAndWrite(ctx context.Context, bus *natsbus.Bus, fed, hash string, key ed25519.PublicKey, out string, latest bool, lc *lineageCheck, ledgerDir string) (string, *federation.GlobalModel, error) {
 	g, err := federation.FetchModel(ctx, bus, fed, hash, key)
 	if err != nil {
 		return "", nil, err
+	}
+	if lc != nil {
+		var reopen func() (auditLedger, error)
+		if ledgerDir != "" {
+			reopen = func() (auditLedger, error) { return openLedger(ledgerDir) }
+		}
+		if _, err := lc.verify(ctx, fed+"@"+g.Header.Version(), hash, reopen); err != nil {
+			return "", g, err
+		}
 	}
 	name, err := writeModel(out, g, g.Raw, hash, latest)
 	return name, g, err
@@ -104,6 +193,14 @@ func cmdModelsSubscribe(ctx context.Context, args []string, stdout, stderr io.Wr
 	if err := federation.CheckName(*fed); err != nil {
 		fmt.Fprintf(stderr, "millwright models subscribe: --federation: %v\n", err)
 		return 2
+	}
+	lc, err := cf.lineage()
+	if err != nil {
+		fmt.Fprintf(stderr, "millwright models subscribe: %v\n", err)
+		return 1
+	}
+	if lc != nil {
+		defer func() { _ = lc.l.Close() }()
 	}
 	log := newLogger(stderr, gateway.LogConfig{Level: "warn"})
 	bus, key, err := cf.dial(ctx, log)
@@ -147,7 +244,7 @@ func cmdModelsSubscribe(ctx context.Context, args []string, stdout, stderr io.Wr
 				continue // nothing new, or only the untrained initial model
 			}
 			for attempt := 0; ; attempt++ {
-				name, g, err := fetchAndWrite(ctx, bus, *fed, st.Global, key, cf.out, true)
+				name, g, err := fetchAndWrite(ctx, bus, *fed, st.Global, key, cf.out, true, lc, cf.ledger)
 				if err == nil {
 					have = st.Global
 					fmt.Fprintf(stdout, "%s@%s sha256 %s from %d participants -> %s\n", *fed, g.Header.Version(), st.Global, len(g.Header.Participants), name)
@@ -183,6 +280,14 @@ func cmdModelsPull(ctx context.Context, args []string, stdout, stderr io.Writer)
 		fmt.Fprintln(stderr, "usage: millwright models pull [flags] FEDERATION@VERSION (VERSION: rN or latest)")
 		return 2
 	}
+	lc, err := cf.lineage()
+	if err != nil {
+		fmt.Fprintf(stderr, "millwright models pull: %v\n", err)
+		return 1
+	}
+	if lc != nil {
+		defer func() { _ = lc.l.Close() }()
+	}
 	bus, key, err := cf.dial(ctx, newLogger(stderr, gateway.LogConfig{Level: "warn"}))
 	if err != nil {
 		fmt.Fprintf(stderr, "millwright models pull: %v\n", err)
@@ -206,7 +311,7 @@ func cmdModelsPull(ctx context.Context, args []string, stdout, stderr io.Writer)
 		fmt.Fprintf(stderr, "millwright models pull: %s@%s: %v\n", fed, version, err)
 		return 1
 	}
-	name, g, err := fetchAndWrite(ctx, bus, fed, hash, key, cf.out, false)
+	name, g, err := fetchAndWrite(ctx, bus, fed, hash, key, cf.out, false, lc, cf.ledger)
 	if err != nil {
 		fmt.Fprintf(stderr, "millwright models pull: %v\n", err)
 		return 1
