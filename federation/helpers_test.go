@@ -17,6 +17,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/millwright-io/millwright/federation"
+	"github.com/millwright-io/millwright/federation/aggregate"
 	"github.com/millwright-io/millwright/federation/natsbus"
 	"github.com/millwright-io/millwright/gateway/config"
 	"github.com/millwright-io/millwright/internal/servicetest"
@@ -294,4 +295,33 @@ func roundState(t testing.TB, tr federation.Transport) federation.RoundState {
 		t.Fatal(err)
 	}
 	return st
+}
+
+// runFederation runs rounds of a federation of arch over an embedded NATS server: a hub
+// (initial model seeded by seed, scaled by initScale) and one participant per trainer, and
+// returns the final global parameters.
+func runFederation(t *testing.T, arch models.Architecture, strategy aggregate.Strategy, seed uint64, initScale float64, rounds int, trainers []federation.Trainer) []float32 {
+	t.Helper()
+	e := newEnv(t, len(trainers), false)
+	fc := fedConfig(len(trainers), arch.Params)
+	fc.Architecture, fc.Rounds, fc.Strategy, fc.InitSeed, fc.InitScale = arch, uint64(rounds), strategy, seed, initScale
+	h := startHub(t, e.hub, fc)
+	var stops []context.CancelFunc
+	for i, tr := range trainers {
+		_, stop := e.gateway(t, i, tr)
+		stops = append(stops, stop)
+	}
+	var last federation.RoundReport
+	for range rounds {
+		last = h.next(t)
+	}
+	for _, stop := range stops {
+		stop()
+	}
+	h.stop()
+	g, err := federation.FetchModel(context.Background(), e.hub, fedName, last.Model, hubKey().Public().(ed25519.PublicKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g.Params
 }

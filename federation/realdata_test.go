@@ -2,7 +2,6 @@ package federation_test
 
 import (
 	"context"
-	"crypto/ed25519"
 	"flag"
 	"fmt"
 	"math"
@@ -156,30 +155,14 @@ func federate(t *testing.T, facs []skabFactory, model autoencoder.Config, localE
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := newEnv(t, len(facs), false)
-	fc := fedConfig(len(facs), proto.Architecture().Params)
-	fc.Architecture, fc.Rounds, fc.Strategy, fc.InitSeed, fc.InitScale = proto.Architecture(), uint64(rounds), strategy, model.Seed, 0.3
-	h := startHub(t, e.hub, fc)
-	var stops []context.CancelFunc
+	var trainers []federation.Trainer
 	for i, f := range facs {
 		local := model
 		local.Epochs, local.Seed = localEpochs, model.Seed*1000+uint64(100*i)
-		_, stop := e.gateway(t, i, &aeWarmTrainer{data: f.train, cfg: local})
-		stops = append(stops, stop)
+		trainers = append(trainers, &aeWarmTrainer{data: f.train, cfg: local})
 	}
-	var last federation.RoundReport
-	for range rounds {
-		last = h.next(t)
-	}
-	for _, stop := range stops {
-		stop()
-	}
-	h.stop()
-	g, err := federation.FetchModel(context.Background(), e.hub, fedName, last.Model, hubKey().Public().(ed25519.PublicKey))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := proto.SetParams(g.Params); err != nil {
+	params := runFederation(t, proto.Architecture(), strategy, model.Seed, 0.3, rounds, trainers)
+	if err := proto.SetParams(params); err != nil {
 		t.Fatal(err)
 	}
 	return proto

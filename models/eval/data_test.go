@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/millwright-io/millwright/internal/race"
 	"github.com/millwright-io/millwright/models/rul"
 )
 
@@ -76,7 +77,7 @@ func TestSKABLeaveOneGroupOut(t *testing.T) {
 	}
 	grid := DefaultSKABGrid()
 	minF1, minCP := 0.77, 27.0
-	if raceEnabled {
+	if race.Enabled {
 		grid.Windows, grid.Folds, grid.Factors = []int{10, 15}, []int{2}, []float64{0.9, 1}
 		minF1, minCP = 0.75, 25
 	}
@@ -113,7 +114,7 @@ func TestCMAPSSPublishedProtocol(t *testing.T) {
 	cfg := rul.Config{Seed: 1, Epochs: 20}
 	maxRMSE := 13.0
 	subsets := []string{"FD001", "FD003"}
-	if raceEnabled {
+	if race.Enabled {
 		// -race slows training about tenfold: check the plumbing on FD001 with a sane bound.
 		cfg.Members, cfg.Epochs, maxRMSE, subsets = 1, 5, 20, subsets[:1]
 	}

@@ -2,6 +2,7 @@ package rul
 
 import (
 	"math"
+	"slices"
 )
 
 // Settings and Sensors are the operating-setting and sensor counts of a C-MAPSS-style cycle.
@@ -51,30 +52,38 @@ func (n *normalizer) condition(row *[Settings + Sensors]float64) int {
 // sensor's mean and standard deviation per condition. A sensor is kept when it varies within
 // at least one condition (relative std above 1e-4); C-MAPSS has several constant ones.
 func fitNormalizer(engines []Engine, k int) *normalizer {
-	var rows []*[Settings + Sensors]float64
-	for i := range engines {
-		for j := range engines[i].Cycles {
-			rows = append(rows, &engines[i].Cycles[j])
-		}
-	}
-	n := &normalizer{}
-	n.Centroids = kmeans(rows, k)
-	cond := make([]int, len(rows))
-	for i, r := range rows {
-		cond[i] = n.condition(r)
-	}
-	mean := make([][Sensors]float64, k)
-	sq := make([][Sensors]float64, k)
-	cnt := make([]float64, k)
-	for i, r := range rows {
-		c := cond[i]
+	rows := cycleRows(engines)
+	centroids := kmeans(rows, k)
+	cnt, sum, sq := sensorSums(rows, centroids)
+	return normalizerFromSums(centroids, cnt, sum, sq)
+}
+
+// sensorSums returns, per operating condition (nearest centroid), the number of rows and the
+// sums and sums of squares of each sensor.
+func sensorSums(rows []*[Settings + Sensors]float64, centroids [][Settings]float64) (cnt []float64, sum, sq [][Sensors]float64) {
+	k := len(centroids)
+	n := &normalizer{Centroids: centroids}
+	sum = make([][Sensors]float64, k)
+	sq = make([][Sensors]float64, k)
+	cnt = make([]float64, k)
+	for _, r := range rows {
+		c := n.condition(r)
 		cnt[c]++
 		for s := range Sensors {
 			x := r[Settings+s]
-			mean[c][s] += x
+			sum[c][s] += x
 			sq[c][s] += x * x
 		}
 	}
+	return cnt, sum, sq
+}
+
+// normalizerFromSums builds the normalizer from per-condition counts, sums and sums of
+// squares of the sensors (see sensorSums).
+func normalizerFromSums(centroids [][Settings]float64, cnt []float64, sum, sq [][Sensors]float64) *normalizer {
+	k := len(centroids)
+	n := &normalizer{Centroids: centroids}
+	mean := slices.Clone(sum)
 	std := make([][Sensors]float64, k)
 	for c := range k {
 		for s := range Sensors {

@@ -72,9 +72,20 @@ func (m *mlp) predict(x []float64) float64 {
 	return m.forward(acts)
 }
 
+// clone returns a deep copy of m.
+func (m *mlp) clone() *mlp {
+	c := &mlp{sizes: m.sizes}
+	for l := range m.w {
+		c.w = append(c.w, append([]float64(nil), m.w[l]...))
+		c.b = append(c.b, append([]float64(nil), m.b[l]...))
+	}
+	return c
+}
+
 // train runs cfg.Epochs of shuffled mini-batch Adam over rows x (standardized) and targets y,
-// halving the learning rate for the last third of the epochs.
-func (m *mlp) train(ctx context.Context, x, y []float64, cfg Config, rng *rand.Rand) error {
+// quartering the learning rate for the last third of the epochs. With an anchor (the network
+// training started from) and cfg.ProxMu > 0 it adds FedProx's proximal term μ/2·‖w − anchor‖².
+func (m *mlp) train(ctx context.Context, x, y []float64, cfg Config, rng *rand.Rand, anchor *mlp) error {
 	width := m.sizes[0]
 	n := len(y)
 	acts := m.newActs()
@@ -144,12 +155,23 @@ func (m *mlp) train(ctx context.Context, x, y []float64, cfg Config, rng *rand.R
 			c1 := 1 - math.Pow(beta1, float64(step))
 			c2 := 1 - math.Pow(beta2, float64(step))
 			for l := range m.w {
+				if anchor != nil && cfg.ProxMu > 0 {
+					prox(gw[l], m.w[l], anchor.w[l], cfg.ProxMu/scale)
+					prox(gb[l], m.b[l], anchor.b[l], cfg.ProxMu/scale)
+				}
 				adam(m.w[l], gw[l], mw[l], vw[l], scale, lr, cfg.Ridge, c1, c2)
 				adam(m.b[l], gb[l], mb[l], vb[l], scale, lr, 0, c1, c2)
 			}
 		}
 	}
 	return nil
+}
+
+// prox adds mu·(p − anchor) to the summed gradient g.
+func prox(g, p, anchor []float64, mu float64) {
+	for i := range g {
+		g[i] += mu * (p[i] - anchor[i])
+	}
 }
 
 // adam applies one bias-corrected Adam step with decoupled weight decay.

@@ -48,6 +48,9 @@ type Config struct {
 	Ridge float64 `yaml:"ridge" json:"ridge"`
 	// Seed makes training deterministic.
 	Seed uint64 `yaml:"seed" json:"seed"`
+	// ProxMu is FedProx's proximal coefficient μ: a Fit that continues from SetWeights adds
+	// μ/2·‖w − w₀‖² to the loss, w₀ being the weights it started from (default 0, off).
+	ProxMu float64 `yaml:"prox_mu" json:"prox_mu"`
 }
 
 // DefaultConfig returns the defaults.
@@ -126,6 +129,9 @@ func (c Config) Validate() error {
 	if !(c.Ridge >= 0) {
 		p.Addf("ridge", "ridge %v; expected 0 or more", c.Ridge)
 	}
+	if !(c.ProxMu >= 0) || math.IsInf(c.ProxMu, 0) {
+		p.Addf("prox_mu", "prox_mu %v; expected a finite number, 0 or more", c.ProxMu)
+	}
 	return p.Err()
 }
 
@@ -138,6 +144,10 @@ type Regressor struct {
 	fStd    []float64
 	members []*mlp    // model mlp
 	ridge   []float64 // model ridge: weights then bias
+	// fixed is set by SetPreprocessing and SetWeights: Fit keeps norm, fMean and fStd.
+	fixed bool
+	// warm is set by SetWeights: Fit continues the MLP members instead of initialising them.
+	warm bool
 }
 
 // New returns an untrained regressor for cfg (defaults filled in).
@@ -165,9 +175,12 @@ func (r *Regressor) Fit(ctx context.Context, train []Engine) error {
 	if n < 2 {
 		return fmt.Errorf("rul: %d training cycles; expected at least 2", n)
 	}
-	norm := fitNormalizer(train, r.cfg.Conditions)
-	if len(norm.Keep) == 0 {
-		return errors.New("rul: no sensor varies in the training data")
+	norm, mean, std := r.norm, r.fMean, r.fStd
+	if !r.fixed {
+		norm = fitNormalizer(train, r.cfg.Conditions)
+		if len(norm.Keep) == 0 {
+			return errors.New("rul: no sensor varies in the training data")
+		}
 	}
 	width := numFeatures(len(norm.Keep))
 	x := make([]float64, 0, n*width)
@@ -181,7 +194,11 @@ func (r *Regressor) Fit(ctx context.Context, train []Engine) error {
 			y = append(y, math.Min(float64(len(z)-1-t), r.cfg.Cap)/r.cfg.Cap)
 		}
 	}
-	mean, std := standardize(x, width)
+	if r.fixed {
+		applyStandardization(x, mean, std)
+	} else {
+		mean, std = standardize(x, width)
+	}
 	rng := rand.New(rand.NewPCG(r.cfg.Seed, 0x72756c))
 	var members []*mlp
 	var ridge []float64
@@ -192,9 +209,14 @@ func (r *Regressor) Fit(ctx context.Context, train []Engine) error {
 			return err
 		}
 	default:
-		for range r.cfg.Members {
-			m := newMLP(width, r.cfg.Hidden, rng)
-			if err := m.train(ctx, x, y, r.cfg, rng); err != nil {
+		for i := range r.cfg.Members {
+			var m, anchor *mlp
+			if r.warm {
+				m, anchor = r.members[i].clone(), r.members[i]
+			} else {
+				m = newMLP(width, r.cfg.Hidden, rng)
+			}
+			if err := m.train(ctx, x, y, r.cfg, rng, anchor); err != nil {
 				return err
 			}
 			members = append(members, m)
@@ -242,11 +264,27 @@ func (r *Regressor) Params() int {
 	if r.norm == nil {
 		return 0
 	}
-	n := len(r.fMean)*2 + len(r.ridge) + len(r.norm.Centroids)*Settings + 2*len(r.norm.Mean)*len(r.norm.Keep)
+	n := r.preprocessingSize() + len(r.ridge)
 	for _, m := range r.members {
 		n += m.size()
 	}
 	return n
+}
+
+// applyStandardization z-scores the columns of x (rows of len(mean)) in place with fixed
+// statistics.
+func applyStandardization(x, mean, std []float64) {
+	width := len(mean)
+	for i := range len(x) / width {
+		for j := range width {
+			x[i*width+j] = (x[i*width+j] - mean[j]) / std[j]
+		}
+	}
+}
+
+// preprocessingSize is the number of learned values of the preprocessing.
+func (r *Regressor) preprocessingSize() int {
+	return len(r.fMean)*2 + len(r.norm.Centroids)*Settings + 2*len(r.norm.Mean)*len(r.norm.Keep)
 }
 
 // standardize z-scores the columns of x (rows of width) in place and returns their statistics.

@@ -1,0 +1,168 @@
+package rul
+
+import (
+	"context"
+	"math"
+	"slices"
+	"testing"
+)
+
+func sharedPreprocessing(t *testing.T, fleets [][]Engine, k, window int) Preprocessing {
+	t.Helper()
+	p, err := SharedPreprocessing(fleets, k, window)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func closeAll(t *testing.T, what string, got, want []float64, tol float64) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%s: %d values, want %d", what, len(got), len(want))
+	}
+	for i := range got {
+		if math.Abs(got[i]-want[i]) > tol*(1+math.Abs(want[i])) {
+			t.Fatalf("%s[%d] = %v, want %v", what, i, got[i], want[i])
+		}
+	}
+}
+
+func TestMergedStatsEqualCentralPreprocessing(t *testing.T) {
+	all := fleet(11, 24, 1)
+	central, err := fit(t, Config{Model: ModelRidge}, all).Preprocessing()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := sharedPreprocessing(t, [][]Engine{all[:5], all[5:15], all[15:]}, 1, 30)
+	if !slices.Equal(p.Keep, central.Keep) {
+		t.Fatalf("kept sensors %v, central %v", p.Keep, central.Keep)
+	}
+	closeAll(t, "mean", p.Mean[0], central.Mean[0], 1e-9)
+	closeAll(t, "std", p.Std[0], central.Std[0], 1e-6)
+	closeAll(t, "feature mean", p.FeatureMean, central.FeatureMean, 1e-6)
+	closeAll(t, "feature std", p.FeatureStd, central.FeatureStd, 1e-6)
+
+	// Statistics for other centroids do not merge.
+	a, _ := CollectSensorStats(all[:3], [][Settings]float64{{0, 0, 100}})
+	b, _ := CollectSensorStats(all[3:], [][Settings]float64{{1, 0, 100}})
+	if err := a.Merge(b); err == nil {
+		t.Error("merged statistics of different centroids")
+	}
+	var f FeatureStats
+	if err := f.Merge(FeatureStats{Sum: []float64{1}, SumSq: []float64{1}}); err == nil {
+		t.Error("merged feature statistics of different widths")
+	}
+}
+
+func TestWeightsRoundTrip(t *testing.T) {
+	train := fleet(12, 12, 1)
+	test, _ := truncate(13, fleet(14, 6, 1))
+	cfg := Config{Members: 2, Hidden: []int{8, 4}, Epochs: 2, Seed: 3}
+	a := fit(t, cfg, train)
+	arch := a.Architecture()
+	w := a.Weights()
+	if arch.Kind != ArchitectureKind || arch.Inputs != numFeatures(8) || len(w) != arch.Params || arch.Params != a.Params()-a.preprocessingSize() {
+		t.Fatalf("architecture %+v, %d weights, %d learned values", arch, len(w), a.Params())
+	}
+	p, err := a.Preprocessing()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.SetWeights(w); err == nil {
+		t.Error("SetWeights before the preprocessing is known succeeded")
+	}
+	if err := b.SetPreprocessing(p); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.SetWeights(w[1:]); err == nil {
+		t.Error("SetWeights accepted a short vector")
+	}
+	bad := slices.Clone(w)
+	bad[3] = float32(math.NaN())
+	if err := b.SetWeights(bad); err == nil {
+		t.Error("SetWeights accepted NaN")
+	}
+	if err := b.SetWeights(w); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range test {
+		pa, _ := a.Predict(e)
+		pb, err := b.Predict(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if math.Abs(pa-pb) > 1e-3 {
+			t.Errorf("engine %d: %v after SetWeights, %v before", e.Unit, pb, pa)
+		}
+	}
+	if !slices.Equal(b.Weights(), w) {
+		t.Error("Weights after SetWeights differ from the vector set")
+	}
+	p.Keep = nil
+	if err := b.SetPreprocessing(p); err == nil {
+		t.Error("SetPreprocessing accepted no kept sensors")
+	}
+	r, _ := New(Config{Model: ModelRidge})
+	if err := r.SetWeights(w); err == nil {
+		t.Error("the ridge model accepted weights")
+	}
+}
+
+// distance is the Euclidean distance between two weight vectors.
+func distance(a, b []float32) float64 {
+	var s float64
+	for i := range a {
+		d := float64(a[i] - b[i])
+		s += d * d
+	}
+	return math.Sqrt(s)
+}
+
+func TestWarmFitContinuesAndProxLimitsDrift(t *testing.T) {
+	train := fleet(15, 16, 1)
+	test, truth := truncate(16, fleet(17, 20, 1))
+	cfg := Config{Members: 1, Epochs: 1, Seed: 5}
+	start := fit(t, cfg, train)
+	p, _ := start.Preprocessing()
+	w0 := start.Weights()
+	cont := func(mu float64, seed uint64) *Regressor {
+		c := cfg
+		c.Epochs, c.ProxMu, c.Seed = 6, mu, seed
+		r, err := New(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.SetPreprocessing(p); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.SetWeights(w0); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Fit(context.Background(), train); err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	free, again, prox := cont(0, 9), cont(0, 9), cont(5, 9)
+	if !slices.Equal(free.Weights(), again.Weights()) {
+		t.Error("a warm Fit with the same seed is not deterministic")
+	}
+	before, after := rmse(t, start, test, truth), rmse(t, free, test, truth)
+	t.Logf("RMSE %.2f after 1 epoch, %.2f after 6 more from its weights", before, after)
+	if !(after < before) {
+		t.Errorf("continuing from the weights did not improve RMSE: %.2f, then %.2f", before, after)
+	}
+	dFree, dProx := distance(free.Weights(), w0), distance(prox.Weights(), w0)
+	t.Logf("drift from the start: %.3f without the proximal term, %.3f with μ=5", dFree, dProx)
+	if !(dProx < 0.8*dFree) {
+		t.Errorf("the proximal term did not limit the drift: %.3f with, %.3f without", dProx, dFree)
+	}
+	if got, _ := free.Preprocessing(); !slices.Equal(got.FeatureMean, p.FeatureMean) {
+		t.Error("a warm Fit refitted the fixed preprocessing")
+	}
+}
