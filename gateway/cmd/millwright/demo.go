@@ -47,6 +47,8 @@ type demoOptions struct {
 	sparkplugMachines      int           // machines of a Sparkplug B edge node
 	seed                   uint64
 	logLevel               string // the gateway's log level (to standard error)
+	federation             bool   // run step 5
+	fedRounds              int    // federated rounds of step 5
 }
 
 // demoResult is what a demo run read back from the real systems; the test asserts on it.
@@ -65,6 +67,8 @@ type demoResult struct {
 	Verified  audit.Result
 	Wall      time.Duration
 	FirstWarn time.Duration // alarm time minus the fault's onset (source time)
+	// Federation is what step 5 read back (nil when it did not run).
+	Federation *demoFederationResult
 }
 
 // Demo layout: the second MQTT machine develops the fault; the OPC-UA machines are on
@@ -129,6 +133,8 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.opcuaMachines, "opcua", 2, "machines served over OPC-UA by the embedded simulator (0 to 2)")
 	fs.IntVar(&o.sparkplugMachines, "sparkplug", 1, "machines of a Sparkplug B edge node during step 1 (0 to 2)")
 	fs.Uint64Var(&o.seed, "seed", 1, "seed of the simulated plant: the same seed gives the same signals")
+	fs.BoolVar(&o.federation, "federation", true, "run step 5: an embedded federation hub and three factory gateways train one shared model")
+	fs.IntVar(&o.fedRounds, "federation-rounds", 2, "federated rounds of step 5 (1 to 3)")
 	fs.StringVar(&o.logLevel, "log-level", "error", "the gateway's log level on standard error: debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -173,6 +179,9 @@ func (o demoOptions) validate() error {
 	if o.duration < demoFaultAfter+10*time.Second {
 		errs = append(errs, fmt.Errorf("-duration %s is too short; expected at least %s (the fault starts %s into the live phase)", o.duration, demoFaultAfter+10*time.Second, demoFaultAfter))
 	}
+	if o.federation && (o.fedRounds < 1 || o.fedRounds > 3) {
+		errs = append(errs, fmt.Errorf("-federation-rounds %d is out of range; expected 1 to 3", o.fedRounds))
+	}
 	switch o.logLevel {
 	case "debug", "info", "warn", "error":
 	default:
@@ -192,6 +201,7 @@ func (o demoOptions) level() slog.Level {
 type demo struct {
 	o        demoOptions
 	out      io.Writer
+	errOut   io.Writer // the embedded hub's log
 	log      *slog.Logger
 	factory  string
 	interval time.Duration
@@ -211,7 +221,7 @@ func runDemo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) (demo
 	log.SetOutput(io.Discard)
 	defer log.SetOutput(os.Stderr)
 	d := &demo{
-		o: o, out: stdout, interval: time.Second / time.Duration(o.rate),
+		o: o, out: stdout, errOut: stderr, interval: time.Second / time.Duration(o.rate),
 		log:     slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: o.level()})),
 		factory: fmt.Sprintf("demo-%d", start.Unix()),
 		mqttMs:  demoMQTTMachines(o.machines, false),
@@ -284,8 +294,13 @@ func (d *demo) run(ctx context.Context) error {
 	if err := d.lineage(ctx, g); err != nil {
 		return fmt.Errorf("step 4: %w", err)
 	}
-	fmt.Fprintln(d.out, "\n5. Federation between factories: not part of this demo yet (federation/ is still being")
-	fmt.Fprintln(d.out, "   integrated); `millwright hub` runs the hub on its own.")
+	if !o.federation {
+		fmt.Fprintln(d.out, "\n5. Federation between factories: skipped (-federation=false)")
+		return nil
+	}
+	if err := d.federate(ctx, g); err != nil {
+		return fmt.Errorf("step 5: %w", err)
+	}
 	return nil
 }
 
@@ -300,15 +315,7 @@ gateway:
   http: {listen: %q}
   log: {level: %s}
 sources:
-  - name: machines-mqtt
-    mqtt:
-      servers: [%q]
-      client_id: %q
-      clean_session: true
-      topics:
-        - pattern: "demo/{factory}/{line}/{machine}/telemetry"
-          qos: 1
-`, d.factory, o.stateDir, o.httpAddr, o.logLevel, o.mqttURL, "millwright-demo-gateway-"+d.factory)
+%s`, d.factory, o.stateDir, o.httpAddr, o.logLevel, demoMQTTSource(o.mqttURL, "millwright-demo-gateway-"+d.factory, "{factory}"))
 	if d.uaURL != "" {
 		fmt.Fprintf(&b, `  - name: machines-opcua
     opcua:
@@ -353,6 +360,20 @@ sources:
 	return gateway.Parse([]byte(b.String()))
 }
 
+// demoMQTTSource is the YAML of the source that reads the machines' MQTT JSON of factory
+// (a name, or {factory} to take it from the topic).
+func demoMQTTSource(server, clientID, factory string) string {
+	return fmt.Sprintf(`  - name: machines-mqtt
+    mqtt:
+      servers: [%q]
+      client_id: %q
+      clean_session: true
+      topics:
+        - pattern: "demo/%s/{line}/{machine}/telemetry"
+          qos: 1
+`, server, clientID, factory)
+}
+
 // runningGateway is a gateway running in its own goroutine, owned by the demo.
 type runningGateway struct {
 	*gateway.Gateway
@@ -368,26 +389,7 @@ func (d *demo) startGateway(ctx context.Context, models bool) (*runningGateway, 
 	if err != nil {
 		return nil, fmt.Errorf("demo configuration: %w", err)
 	}
-	g, err := gateway.New(cfg, d.log)
-	if err != nil {
-		return nil, err
-	}
-	gctx, cancel := context.WithCancel(ctx)
-	r := &runningGateway{Gateway: g, cfg: cfg, cancel: cancel, done: make(chan error, 1)}
-	go func() { r.done <- g.Run(gctx) }()
-	// The machines publish with clean sessions: wait until every source is connected (and
-	// subscribed), so nothing is published before the gateway listens.
-	for deadline := time.Now().Add(30 * time.Second); metricSum(g.Registry(), "millwright_connection_up", map[string]string{"kind": "source"}) < float64(len(cfg.Sources)); {
-		if err := r.failed(); err != nil {
-			return nil, err
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			_ = r.stop()
-			return nil, errors.New("the gateway's sources did not connect within 30s")
-		}
-		sleep(ctx, 100*time.Millisecond)
-	}
-	return r, nil
+	return d.startConfigured(ctx, cfg)
 }
 
 // stop stops the gateway and waits for it; it may be called more than once.

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/millwright-io/millwright/connectors/sim"
 	"github.com/millwright-io/millwright/internal/servicetest"
 	"github.com/millwright-io/millwright/ledger"
 )
@@ -19,6 +20,7 @@ func defaultDemoOptions() demoOptions {
 		mqttURL: "tcp://127.0.0.1:1883", influxURL: "http://127.0.0.1:8086", db: "millwright",
 		httpAddr: "127.0.0.1:9273", history: 30 * time.Minute, duration: 45 * time.Second,
 		rate: 5, machines: 4, opcuaMachines: 2, sparkplugMachines: 1, seed: 1, logLevel: "error",
+		federation: true, fedRounds: 2,
 	}
 }
 
@@ -38,6 +40,8 @@ func TestDemoOptionsValidate(t *testing.T) {
 		{name: "sparkplug", change: func(o *demoOptions) { o.sparkplugMachines = 3 }, want: []string{"-sparkplug 3 is out of range"}},
 		{name: "history", change: func(o *demoOptions) { o.history = time.Minute }, want: []string{"-history 1m0s is out of range"}},
 		{name: "duration", change: func(o *demoOptions) { o.duration = 5 * time.Second }, want: []string{"-duration 5s is too short"}},
+		{name: "federation rounds", change: func(o *demoOptions) { o.fedRounds = 4 }, want: []string{"-federation-rounds 4 is out of range; expected 1 to 3"}},
+		{name: "no federation", change: func(o *demoOptions) { o.federation, o.fedRounds = false, 0 }},
 		{name: "log level", change: func(o *demoOptions) { o.logLevel = "loud" }, want: []string{`-log-level "loud" is not a level`}},
 		{name: "every problem at once", change: func(o *demoOptions) { o.rate, o.machines, o.opcuaMachines = 99, 0, -1 },
 			want: []string{"-rate 99", "-machines 0", "-opcua -1"}},
@@ -98,6 +102,38 @@ func TestDemoConfig(t *testing.T) {
 	}
 	if faulty := demoMQTTMachines(4, true); len(faulty[1].Faults) != 1 || len(faulty[0].Faults)+len(faulty[2].Faults)+len(faulty[3].Faults) != 0 {
 		t.Errorf("the live plant must inject exactly one fault, into pump-2: %+v", faulty)
+	}
+}
+
+// TestDemoFactoryConfig checks the configurations of step 5's factory gateways: the
+// history phase has no federation, the federated phase joins "pumps" with the factory's
+// pumps as its NATS user, and both read only the factory's own MQTT topics.
+func TestDemoFactoryConfig(t *testing.T) {
+	o := defaultDemoOptions()
+	d := &demo{o: o, factory: "demo-1", interval: 200 * time.Millisecond}
+	f := &demoFactory{name: "demo-1-f2", stateDir: t.TempDir(), password: "pw", machines: []sim.Machine{
+		{ID: "pump-1", Line: "line-1", Kind: sim.KindPump}, {ID: "pump-2", Line: "line-1", Kind: sim.KindPump}}}
+	arch := "{kind: autoencoder, version: 1, inputs: 50, layers: [8, 3, 8], activation: tanh, params: 917}"
+	for _, federated := range []bool{false, true} {
+		cfg, err := d.factoryConfig(f, "127.0.0.1:4222", strings.Repeat("ab", 32), arch, federated)
+		if err != nil {
+			t.Fatalf("federated %v: %v", federated, err)
+		}
+		if cfg.Gateway.Factory != f.name || len(cfg.Sources) != 1 || cfg.Sources[0].MQTT == nil ||
+			cfg.Sources[0].MQTT.Topics[0].Pattern != "demo/demo-1-f2/{line}/{machine}/telemetry" {
+			t.Errorf("federated %v: factory %q, sources %+v; want one MQTT source on the factory's own topics", federated, cfg.Gateway.Factory, cfg.Sources)
+		}
+		fc := cfg.Federation
+		if fc.Enabled != federated {
+			t.Errorf("federation enabled %v, want %v", fc.Enabled, federated)
+		}
+		if federated && (fc.NATS.User != f.name || len(fc.Federations) != 1 || fc.Federations[0].Name != demoFedName ||
+			!slices.Equal(fc.Federations[0].Machines, []string{"pump-1", "pump-2"}) || fc.Federations[0].Architecture.Inputs != 50) {
+			t.Errorf("federation block %+v", fc)
+		}
+		if cfg.Models.Train.Features.Step != d.interval {
+			t.Errorf("feature step %s, want the plant's interval %s (the shared model's windows)", cfg.Models.Train.Features.Step, d.interval)
+		}
 	}
 }
 
@@ -180,6 +216,42 @@ func TestIntegrationDemo(t *testing.T) {
 	ledgerDir, keys := filepath.Join(o.stateDir, "ledger"), filepath.Join(o.stateDir, "trusted-keys.txt")
 	if code := cmdAudit(ctx, []string{"verify", res.Verified.Path, "--ledger", ledgerDir, "--keys", keys}, &vout, &verr); code != 0 || !strings.HasPrefix(vout.String(), "VERIFIED") {
 		t.Errorf("millwright audit verify: exit %d\n%s%s", code, vout.String(), verr.String())
+	}
+
+	// 5. Federation: every round aggregated with all three factories, the hub's ledger
+	// holds a FederatedRound per round naming its model, each gateway's ledger a
+	// LocalTraining continued from a round's global model, and the OEM pull was attested.
+	fr := res.Federation
+	if fr == nil {
+		t.Fatal("step 5 did not run")
+	}
+	if len(fr.Rounds) != o.fedRounds || len(fr.HubRounds) != o.fedRounds {
+		t.Fatalf("%d rounds on the API, %d FederatedRound records; want %d", len(fr.Rounds), len(fr.HubRounds), o.fedRounds)
+	}
+	for i, r := range fr.Rounds {
+		used := slices.Clone(r.Used)
+		slices.Sort(used)
+		members := slices.Clone(fr.Members)
+		slices.Sort(members)
+		if r.Outcome != "aggregated" || !slices.Equal(used, members) || r.Bytes == 0 || len(r.Model) != 64 {
+			t.Errorf("round %+v: want aggregated from %v with update bytes and a model", r, fr.Members)
+		}
+		if h := fr.HubRounds[i]; h.OutputHash != r.Model || len(h.Participants) != len(fr.Members) || len(h.InputUpdates) != len(fr.Members) {
+			t.Errorf("FederatedRound %+v does not match round %d of the API (model %s, %d participants)", h, r.Round, r.Model, len(r.Used))
+		}
+	}
+	for _, m := range fr.Members {
+		want := fmt.Sprintf("from pumps@r%d", o.fedRounds)
+		if !slices.ContainsFunc(fr.LocalTrainings[m], func(s string) bool { return strings.HasSuffix(s, want) }) {
+			t.Errorf("%s: LocalTraining records %v; want one continued %s", m, fr.LocalTrainings[m], want)
+		}
+	}
+	last := fr.Rounds[len(fr.Rounds)-1].Model
+	if fr.PullCode != 0 || !strings.Contains(fr.Pulled, last) {
+		t.Errorf("OEM pull: exit %d: %s; want the last model %s", fr.PullCode, fr.Pulled, last)
+	}
+	if fr.VerifyCode != 0 || !strings.HasPrefix(fr.Verified, "VERIFIED") {
+		t.Errorf("audit verify of the pulled model: exit %d: %s", fr.VerifyCode, fr.Verified)
 	}
 	t.Logf("demo wall time %s, alarm %s after the onset", res.Wall, res.FirstWarn)
 }

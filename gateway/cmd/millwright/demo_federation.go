@@ -1,0 +1,492 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/millwright-io/millwright/connectors/influxdb"
+	"github.com/millwright-io/millwright/connectors/sim"
+	"github.com/millwright-io/millwright/federation"
+	"github.com/millwright-io/millwright/gateway"
+	"github.com/millwright-io/millwright/ledger"
+	"github.com/millwright-io/millwright/ledger/audit"
+	"github.com/millwright-io/millwright/models/autoencoder"
+	"github.com/millwright-io/millwright/models/store"
+	"github.com/millwright-io/millwright/models/train"
+)
+
+// Federation step layout.
+const (
+	demoFedName     = "pumps"
+	demoFedHistory  = 10 * time.Minute // history of each pump of the two extra factories
+	demoFedWindow   = 12 * time.Minute // training window of a federated round
+	demoFedDeadline = 3 * time.Minute  // how long the step waits for its rounds
+)
+
+// demoFederationResult is what step 5 read back from the hub's API and the ledgers.
+type demoFederationResult struct {
+	Members        []string                 // the factories (NATS users), factory one first
+	Rounds         []federation.RoundReport // from GET /api/v1/federations, in round order
+	HubRounds      []ledger.FederatedRound  // FederatedRound records in the hub's ledger
+	LocalTrainings map[string][]string      // per member: the global models its LocalTraining records continued
+	Pulled         string                   // the OEM pull's output
+	PullCode       int
+	Verified       string // `millwright audit verify` of the pulled file against the hub's ledger
+	VerifyCode     int
+}
+
+// demoFactory is one factory gateway of step 5.
+type demoFactory struct {
+	name, stateDir, password string
+	machines                 []sim.Machine // pumps whose history trains the shared model
+	key                      ed25519.PublicKey
+}
+
+// federate is step 5: an embedded hub and three factory gateways (the demo's gateway and
+// two more, each with its own pumps' history) train one shared autoencoder.
+func (d *demo) federate(ctx context.Context, g *runningGateway) error {
+	o := d.o
+	begin := time.Now()
+	res := &demoFederationResult{LocalTrainings: map[string][]string{}}
+	d.res.Federation = res
+
+	// The shared layout: the width of the feature windows of the demo's own pump model.
+	dir, err := store.OpenDir(g.cfg.Models.Dir)
+	if err != nil {
+		return err
+	}
+	sm, _, err := dir.Current("pump-1")
+	if err != nil || sm == nil {
+		return fmt.Errorf("no pump-1 model to take the feature layout from: %v", err)
+	}
+	tm := train.FromStore(sm)
+	ae, err := autoencoder.New(autoencoder.Config{Inputs: len(tm.Signals()) * tm.Features().WindowSize, Layers: []int{8, 3, 8}})
+	if err != nil {
+		return err
+	}
+	arch := ae.Architecture()
+	archYAML := fmt.Sprintf("{kind: %s, version: %d, inputs: %d, layers: [8, 3, 8], activation: %s, params: %d}",
+		arch.Kind, arch.Version, arch.Inputs, arch.Activation, arch.Params)
+
+	// The factories: the demo's gateway (its state, identity and history; pump-1 only, as
+	// pump-2 carries the fault of step 3) and two more with two healthy pumps each.
+	root := filepath.Join(o.stateDir, "federation")
+	facs := []*demoFactory{{name: d.factory, stateDir: o.stateDir, machines: d.mqttMs[:1]}}
+	for i := 2; i <= 3; i++ {
+		name := fmt.Sprintf("%s-f%d", d.factory, i)
+		facs = append(facs, &demoFactory{name: name, stateDir: filepath.Join(root, name), machines: []sim.Machine{
+			{ID: "pump-1", Line: "line-1", Kind: sim.KindPump}, {ID: "pump-2", Line: "line-1", Kind: sim.KindPump}}})
+	}
+	hubDir := filepath.Join(root, "hub")
+	for _, f := range facs {
+		if err := os.MkdirAll(f.stateDir, 0o700); err != nil {
+			return err
+		}
+		k, err := ledger.LoadOrCreateKey(filepath.Join(f.stateDir, "identity.key"))
+		if err != nil {
+			return err
+		}
+		f.key = k.Public().(ed25519.PublicKey)
+		f.password = rand.Text()
+		res.Members = append(res.Members, f.name)
+	}
+	if err := os.MkdirAll(hubDir, 0o700); err != nil {
+		return err
+	}
+	hubKey, err := ledger.LoadOrCreateKey(filepath.Join(hubDir, "hub.key"))
+	if err != nil {
+		return err
+	}
+	hubPub := hubKey.Public().(ed25519.PublicKey)
+
+	// The hub: `millwright hub` in this process, with its own embedded NATS and ledger.
+	natsAddr, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	httpAddr, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	var hub strings.Builder
+	fmt.Fprintf(&hub, "state_dir: %q\nlog: {level: %s}\nhttp: {listen: %q}\nnats:\n  embedded:\n    listen: %q\n    factories:\n", hubDir, o.logLevel, httpAddr, natsAddr)
+	for _, f := range facs {
+		fmt.Fprintf(&hub, "      - {name: %s, password: %q, federations: [%s]}\n", f.name, f.password, demoFedName)
+	}
+	fmt.Fprintf(&hub, "federations:\n  - name: %s\n    members:\n", demoFedName)
+	for _, f := range facs {
+		fmt.Fprintf(&hub, "      - {name: %s, key: %s}\n", f.name, hex.EncodeToString(f.key))
+	}
+	fmt.Fprintf(&hub, `    architecture: %s
+    rounds: %d
+    quorum: %d
+    round_timeout: 2m
+    strategy: {name: fedprox, proximal_mu: 0.01}
+    codecs: [{kind: int8, chunk: 256}, {kind: none}]
+`, archYAML, o.fedRounds, len(facs))
+	hubPath := filepath.Join(root, "hub.yaml")
+	if err := os.WriteFile(hubPath, []byte(hub.String()), 0o600); err != nil {
+		return err
+	}
+	fmt.Fprintf(d.out, "\n5. Federation between factories: hub %s (in this process: embedded NATS at nats://%s, ledger %s)\n",
+		"http://"+httpAddr+"/api/v1/federations", natsAddr, relPath(o.stateDir, filepath.Join(hubDir, "ledger")))
+	fmt.Fprintf(d.out, "   federation %q: %d factories, autoencoder %d inputs -> [8 3 8], %d parameters; %d rounds of fedprox\n",
+		demoFedName, len(facs), arch.Inputs, arch.Params, o.fedRounds)
+
+	// The two extra factories' history: their pumps publish it over MQTT to their own
+	// gateway, which stores it in InfluxDB like step 1.
+	if err := d.factoryHistory(ctx, facs[1:]); err != nil {
+		return err
+	}
+	fmt.Fprintf(d.out, "   raw data never leaves a factory: each gateway trains on its own InfluxDB history and sends the hub only\n")
+	fmt.Fprintf(d.out, "   signed parameter updates (in this demo the three share one InfluxDB, apart by factory tag; the hub cannot read it)\n")
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	fctx, stop := context.WithCancel(ctx)
+	defer stop()
+	// The hub prints its key and NATS address (printed above) to stdout and logs at the
+	// demo's -log-level to standard error.
+	hubDone := make(chan int, 1)
+	wg.Add(1)
+	go func() { defer wg.Done(); hubDone <- cmdHub(fctx, []string{"--config", hubPath}, io.Discard, d.errOut) }()
+	gws := make([]*runningGateway, len(facs))
+	defer func() {
+		for _, r := range gws {
+			if r != nil {
+				_ = r.stop()
+			}
+		}
+	}()
+	for i, f := range facs {
+		cfg, err := d.factoryConfig(f, natsAddr, hex.EncodeToString(hubPub), archYAML, true)
+		if err != nil {
+			return fmt.Errorf("%s: %w", f.name, err)
+		}
+		if gws[i], err = d.startConfigured(fctx, cfg); err != nil {
+			return fmt.Errorf("%s: %w", f.name, err)
+		}
+	}
+
+	if err := d.watchRounds(ctx, httpAddr, res, len(facs), arch.Params, hubDone); err != nil {
+		return err
+	}
+
+	// An OEM pulls the latest global model; the pull checks its lineage in the hub's ledger.
+	keysFile := filepath.Join(root, "hub-keys.txt")
+	if err := os.WriteFile(keysFile, []byte(audit.FormatKey(audit.Key{Name: "hub", Org: hubOrg, Public: hubPub})+"\n"), 0o644); err != nil {
+		return err
+	}
+	pwFile := filepath.Join(root, "oem.password")
+	if err := os.WriteFile(pwFile, []byte(facs[0].password), 0o600); err != nil {
+		return err
+	}
+	oemDir := filepath.Join(root, "oem")
+	args := []string{"--nats", "nats://" + natsAddr, "--user", facs[0].name, "--password", "file:" + pwFile,
+		"--hub-key", hex.EncodeToString(hubPub), "--out", oemDir, "--ledger", filepath.Join(hubDir, "ledger"), "--keys", keysFile,
+		"--lineage-wait", "15s", demoFedName + "@latest"}
+	var pullOut bytes.Buffer
+	res.PullCode = cmdModelsPull(ctx, args, &pullOut, &pullOut)
+	res.Pulled = strings.TrimSpace(pullOut.String())
+	fmt.Fprintf(d.out, "   an OEM (here with %s's NATS credentials) pulls the latest global model, checking its lineage:\n", facs[0].name)
+	fmt.Fprintf(d.out, "   millwright models pull %s@latest --ledger %s --keys %s --out %s:\n", demoFedName,
+		relPath(o.stateDir, filepath.Join(hubDir, "ledger")), relPath(o.stateDir, keysFile), relPath(o.stateDir, oemDir))
+	for _, line := range strings.Split(res.Pulled, "\n") {
+		fmt.Fprintf(d.out, "     %s\n", line)
+	}
+	if res.PullCode != 0 {
+		return fmt.Errorf("the OEM pull failed (exit %d)", res.PullCode)
+	}
+	fmt.Fprintf(d.out, "     exit 0: written only after the hub's ledger attested it (a FederatedRound signed by a key in the keyring\n")
+	fmt.Fprintf(d.out, "     names its sha256; a model without one is refused and not written)\n")
+	pulled, err := filepath.Glob(filepath.Join(oemDir, "*.mwg"))
+	if err != nil || len(pulled) != 1 {
+		return fmt.Errorf("the OEM pull wrote %v, want one model (%v)", pulled, err)
+	}
+	var verOut bytes.Buffer
+	res.VerifyCode = cmdAudit(ctx, []string{"verify", pulled[0], "--ledger", filepath.Join(hubDir, "ledger"), "--keys", keysFile}, &verOut, &verOut)
+	res.Verified = strings.TrimSpace(verOut.String())
+	fmt.Fprintf(d.out, "   millwright audit verify %s --ledger %s --keys %s:\n", relPath(o.stateDir, pulled[0]),
+		relPath(o.stateDir, filepath.Join(hubDir, "ledger")), relPath(o.stateDir, keysFile))
+	for _, line := range strings.Split(res.Verified, "\n") {
+		fmt.Fprintf(d.out, "     %s\n", line)
+	}
+
+	// Stop the gateways and the hub (their outboxes drain), then read the ledgers.
+	for _, r := range gws {
+		if err := r.stop(); err != nil {
+			return err
+		}
+	}
+	stop()
+	if code := <-hubDone; code != 0 {
+		return fmt.Errorf("the hub exited %d (its log is on standard error)", code)
+	}
+	if err := d.readFederationLedgers(ctx, facs, hubDir, res); err != nil {
+		return err
+	}
+	fmt.Fprintf(d.out, "   => %d rounds across %d factories in %.1fs; what the factories sent the hub: %d bytes of parameter updates\n",
+		len(res.Rounds), len(facs), time.Since(begin).Seconds(), totalBytes(res.Rounds))
+	return nil
+}
+
+func totalBytes(rs []federation.RoundReport) int {
+	n := 0
+	for _, r := range rs {
+		n += r.Bytes
+	}
+	return n
+}
+
+// factoryConfig is the configuration of a factory gateway of step 5: its MQTT source, the
+// shared InfluxDB and the federation block.
+func (d *demo) factoryConfig(f *demoFactory, natsAddr, hubKey, archYAML string, federated bool) (gateway.Config, error) {
+	o := d.o
+	ids := make([]string, len(f.machines))
+	for i, m := range f.machines {
+		ids[i] = m.ID
+	}
+	rows := int(demoFedHistory / d.interval)
+	doc := fmt.Sprintf(`
+gateway: {factory: %s, state_dir: %q, http: {listen: ""}, log: {level: %s}}
+sources:
+%ssinks:
+  - name: influx
+    influxdb: {url: %q, bucket: %q, flush_interval: 200ms}
+models:
+  train: {window: %s, min_rows: %d, chunk: %s, features: {step: %s}, autoencoder: {epochs: 5}}
+federation:
+  enabled: %t
+  nats: {url: "nats://%s", user: %s, password: %q}
+  hub_key: %s
+  federations:
+    - {name: %s, machines: [%s], architecture: %s}
+`, f.name, f.stateDir, o.logLevel, demoMQTTSource(o.mqttURL, "millwright-demo-fed-"+f.name, f.name), o.influxURL, o.db,
+		demoFedWindow, rows/2, demoFedWindow, d.interval, federated, natsAddr, f.name, f.password, hubKey, demoFedName, strings.Join(ids, ", "), archYAML)
+	return gateway.Parse([]byte(doc))
+}
+
+// watchRounds polls the hub's API until the configured rounds have closed, printing each
+// round's report as the hub gives it.
+func (d *demo) watchRounds(ctx context.Context, httpAddr string, res *demoFederationResult, members, params int, hubDone <-chan int) error {
+	start := time.Now()
+	var codec string
+	var mu float64
+	for deadline := start.Add(demoFedDeadline); ; {
+		var list []federationStatus
+		if err := getJSON("http://"+httpAddr+"/api/v1/federations", &list); err == nil && len(list) == 1 {
+			if st := list[0].State; st != nil {
+				if len(st.Codecs) > 0 {
+					codec = st.Codecs[0].Kind
+				}
+				mu = st.ProximalMu
+			}
+			if lr := list[0].LastRound; lr != nil && (len(res.Rounds) == 0 || res.Rounds[len(res.Rounds)-1].Round != lr.Round) {
+				res.Rounds = append(res.Rounds, *lr)
+				used := slices.Clone(lr.Used)
+				slices.Sort(used)
+				fmt.Fprintf(d.out, "   %5.1fs  round %d %s: %d/%d participants (%s), proximal mu %g (the hub's strategy term)\n",
+					time.Since(start).Seconds(), lr.Round, lr.Outcome, len(lr.Used), members, strings.Join(used, ", "), mu)
+				// float32 is what the updates would weigh uncompressed: 4 bytes per parameter.
+				raw := 4 * params * len(lr.Used)
+				fmt.Fprintf(d.out, "            update bytes received %d (codec %s; %d as float32, %.1fx smaller), global model sha256 %.16s…\n",
+					lr.Bytes, orNone(codec), raw, float64(raw)/float64(max(lr.Bytes, 1)), lr.Model)
+				for _, r := range lr.Rejected {
+					fmt.Fprintf(d.out, "            rejected: %+v\n", r)
+				}
+				if lr.Round >= uint64(d.o.fedRounds) {
+					return nil
+				}
+			}
+		}
+		select {
+		case code := <-hubDone:
+			return fmt.Errorf("the hub exited %d (its log is on standard error)", code)
+		default:
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("%d of %d rounds closed within %s (rerun with -log-level info to see the hub's and gateways' logs)", len(res.Rounds), d.o.fedRounds, demoFedDeadline)
+		}
+		sleep(ctx, 200*time.Millisecond)
+	}
+}
+
+// readFederationLedgers reads the hub's FederatedRound records and each gateway's
+// LocalTraining records continued from a global model of the federation, and prints them.
+func (d *demo) readFederationLedgers(ctx context.Context, facs []*demoFactory, hubDir string, res *demoFederationResult) error {
+	recs, err := ledgerRecords(ctx, filepath.Join(hubDir, "ledger"), ledger.TypeFederatedRound)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(d.out, "   hub ledger: %d FederatedRound records\n", len(recs))
+	for _, r := range recs {
+		var fr ledger.FederatedRound
+		if err := json.Unmarshal(r.Body, &fr); err != nil {
+			return err
+		}
+		res.HubRounds = append(res.HubRounds, fr)
+		fmt.Fprintf(d.out, "     %s@r%d  aggregation %s  participants %s  %d input updates  output %s@%s sha256 %.16s…\n",
+			fr.Federation, fr.Round, fr.Aggregation, strings.Join(fr.Participants, ", "), len(fr.InputUpdates), fr.Output.Model, fr.Output.Version, fr.OutputHash)
+	}
+	prefix := demoFedName + "@r"
+	for _, f := range facs {
+		recs, err := ledgerRecords(ctx, filepath.Join(f.stateDir, "ledger"), ledger.TypeLocalTraining)
+		if err != nil {
+			return err
+		}
+		var from []string
+		for _, r := range recs {
+			var lt ledger.LocalTraining
+			if err := json.Unmarshal(r.Body, &lt); err != nil {
+				return err
+			}
+			// The trainer names the global model a training continued in its hyper-parameters.
+			if ws, _ := lt.HyperParams["warm_start"].(string); strings.HasPrefix(ws, prefix) {
+				from = append(from, strings.TrimPrefix(lt.Model, "anomaly.")+" from "+ws)
+			}
+		}
+		res.LocalTrainings[f.name] = from
+		fmt.Fprintf(d.out, "   %s ledger: %d LocalTraining records continued from a global model: %s\n", f.name, len(from), orNone(strings.Join(from, ", ")))
+	}
+	return nil
+}
+
+// ledgerRecords returns the records of typ in the local ledger at dir.
+func ledgerRecords(ctx context.Context, dir string, typ ledger.Type) ([]ledger.Record, error) {
+	l, err := openLedger(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer l.Close()
+	return l.Query(ctx, ledger.Query{Type: typ})
+}
+
+// factoryHistory has each factory's pumps publish demoFedHistory of history over MQTT to
+// the factory's own gateway (without its federation block) and waits until InfluxDB holds
+// every point.
+func (d *demo) factoryHistory(ctx context.Context, facs []*demoFactory) error {
+	start := time.Now()
+	since := start.Truncate(d.interval).Add(-demoFedHistory)
+	steps := int(demoFedHistory / d.interval)
+	var published int64
+	var expected, stored int64
+	for i, f := range facs {
+		cfg, err := d.factoryConfig(f, "127.0.0.1:4222", strings.Repeat("0", 64), "{}", false)
+		if err != nil {
+			return fmt.Errorf("%s: %w", f.name, err)
+		}
+		g, err := d.startConfigured(ctx, cfg)
+		if err != nil {
+			return fmt.Errorf("%s: %w", f.name, err)
+		}
+		plant, err := sim.New(sim.Config{Seed: d.o.seed + uint64(i) + 1, Interval: d.interval, Machines: f.machines})
+		if err != nil {
+			_ = g.stop()
+			return err
+		}
+		runner, err := sim.NewRunner(plant, d.pub, sim.RunOptions{Start: since, Steps: steps, Topic: func(s sim.Sample) string {
+			return "demo/" + f.name + "/" + s.Line + "/" + s.Machine + "/telemetry"
+		}})
+		if err == nil {
+			err = runner.Run(ctx)
+		}
+		if err == nil {
+			err = d.pub.Flush(ctx)
+		}
+		if err == nil {
+			published += runner.Stats().Published
+			var want int64
+			for _, m := range f.machines {
+				want += int64(steps * len(m.Kind.Signals()))
+			}
+			expected += want
+			var n int64
+			n, err = d.waitStored(ctx, g, f, since, want)
+			stored += n
+		}
+		if serr := g.stop(); err == nil {
+			err = serr
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", f.name, err)
+		}
+	}
+	names := make([]string, len(facs))
+	for i, f := range facs {
+		names[i] = f.name
+	}
+	fmt.Fprintf(d.out, "   %5.1fs  %s: %s of history of 2 pumps each, %d MQTT messages to their own gateways, %d of %d points in InfluxDB\n",
+		time.Since(start).Seconds(), strings.Join(names, " and "), demoFedHistory, published, stored, expected)
+	return nil
+}
+
+// waitStored waits (60 s at most) until InfluxDB holds want points of f's machines since
+// since and returns the count.
+func (d *demo) waitStored(ctx context.Context, g *runningGateway, f *demoFactory, since time.Time, want int64) (int64, error) {
+	q, err := influxdb.NewQuerier(*g.cfg.Sinks[0].InfluxDB)
+	if err != nil {
+		return 0, err
+	}
+	defer q.Close()
+	for deadline := time.Now().Add(60 * time.Second); ; {
+		stored, err := countPoints(ctx, q, d.o.db, f.name, since, f.machines)
+		if n := sumPoints(stored, f.machines); err == nil && n >= want {
+			return n, nil
+		}
+		if err := g.failed(); err != nil {
+			return 0, err
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return sumPoints(stored, f.machines), fmt.Errorf("%d of %d points arrived in InfluxDB within 60s (%v)", sumPoints(stored, f.machines), want, err)
+		}
+		sleep(ctx, 500*time.Millisecond)
+	}
+}
+
+// startConfigured starts a gateway built from cfg and waits until its sources connect:
+// the machines publish with clean sessions, so nothing may be published before the
+// gateway listens.
+func (d *demo) startConfigured(ctx context.Context, cfg gateway.Config) (*runningGateway, error) {
+	g, err := gateway.New(cfg, d.log)
+	if err != nil {
+		return nil, err
+	}
+	gctx, cancel := context.WithCancel(ctx)
+	r := &runningGateway{Gateway: g, cfg: cfg, cancel: cancel, done: make(chan error, 1)}
+	go func() { r.done <- g.Run(gctx) }()
+	for deadline := time.Now().Add(30 * time.Second); metricSum(g.Registry(), "millwright_connection_up", map[string]string{"kind": "source"}) < float64(len(cfg.Sources)); {
+		if err := r.failed(); err != nil {
+			return nil, err
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			_ = r.stop()
+			return nil, errors.New("the gateway's sources did not connect within 30s")
+		}
+		sleep(ctx, 100*time.Millisecond)
+	}
+	return r, nil
+}
+
+// freeAddr returns a free loopback TCP address.
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
