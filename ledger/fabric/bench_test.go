@@ -62,23 +62,8 @@ func benchRecord(b *testing.B, s *ledger.Signer, site string, i int) ledger.Reco
 // reports both rates, their ratio and the latency percentiles of one anchor.
 // Run: . .fabric/env && go test -run '^$' -bench Anchor -benchtime 200x ./ledger/fabric/
 func BenchmarkAnchor(b *testing.B) {
-	cfg, err := ConfigFromEnv("factory-a", envOrSkip(b))
-	if err != nil {
-		b.Fatal(err)
-	}
-	signer := audittest.Signer(b, "bench-gw", "factory-a")
-	c, err := Open(cfg, WithActors(signer))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.Close()
+	c, signer := benchClient(b)
 	ctx := context.Background()
-	if err := c.WaitReady(ctx); err != nil {
-		b.Fatal(err)
-	}
-	if err := c.RegisterKey(ctx, signer.Actor().Name, signer.Public()); err != nil {
-		b.Fatal(err)
-	}
 	site := servicetest.UniqueName("bench")
 	b.ReportAllocs()
 
@@ -156,23 +141,8 @@ func envOrSkip(b *testing.B) func(string) string {
 // (several outboxes, or several gateways, sharing one peer), for the network's capacity.
 // Run: . .fabric/env && go test -run '^$' -bench AnchorParallel -benchtime 1000x ./ledger/fabric/
 func BenchmarkAnchorParallel(b *testing.B) {
-	cfg, err := ConfigFromEnv("factory-a", envOrSkip(b))
-	if err != nil {
-		b.Fatal(err)
-	}
-	signer := audittest.Signer(b, "bench-gw", "factory-a")
-	c, err := Open(cfg, WithActors(signer))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.Close()
+	c, signer := benchClient(b)
 	ctx := context.Background()
-	if err := c.WaitReady(ctx); err != nil {
-		b.Fatal(err)
-	}
-	if err := c.RegisterKey(ctx, signer.Actor().Name, signer.Public()); err != nil {
-		b.Fatal(err)
-	}
 	site := servicetest.UniqueName("bench-par")
 	recs := make([]ledger.Record, b.N)
 	for i := range recs {
@@ -204,4 +174,27 @@ func BenchmarkAnchorParallel(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "rec/s")
 	b.ReportMetric(float64(retries.Load()), "retries")
+}
+
+// benchClient opens a client of factory-a on the running network with a registered bench
+// signer, closed when b ends; it skips b when the network is not up.
+func benchClient(b *testing.B) (*Client, *ledger.Signer) {
+	cfg, err := ConfigFromEnv("factory-a", envOrSkip(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	signer := audittest.Signer(b, "bench-gw", "factory-a")
+	c, err := Open(cfg, WithActors(signer))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { c.Close() })
+	ctx := context.Background()
+	if err := c.WaitReady(ctx); err != nil {
+		b.Fatal(err)
+	}
+	if err := c.RegisterKey(ctx, signer.Actor().Name, signer.Public()); err != nil {
+		b.Fatal(err)
+	}
+	return c, signer
 }
