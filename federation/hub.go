@@ -386,13 +386,9 @@ func (f *fedRun) round(ctx context.Context, st RoundState) (RoundState, error) {
 		f.log.Warn("round abandoned: quorum not met by the deadline", "round", st.Round, "updates", len(c.updates), "quorum", st.Quorum)
 		return f.finish(ctx, report, start, outcomeAbandoned, f.open(st.Round+1, st.Global, st.GlobalRound))
 	}
-	gb, err := retry(ctx, f.log, "get model", func() ([]byte, error) { return f.h.tr.GetModel(ctx, f.cfg.Name, st.Global) })
+	global, err := f.globalModel(ctx, st)
 	if err != nil {
-		return st, fmt.Errorf("federation %s: global model %s: %w", f.cfg.Name, st.Global, err)
-	}
-	global, err := DecodeModel(gb, f.h.PublicKey())
-	if err != nil {
-		return st, fmt.Errorf("federation %s: global model %s: %w", f.cfg.Name, st.Global, err)
+		return st, err
 	}
 	ups := make([]aggregate.Update, 0, len(c.updates))
 	for name, u := range c.updates {
@@ -649,4 +645,16 @@ func (f *fedRun) handle(st RoundState, targets map[string]bool, c *collected, b 
 			f.h.m.bytes.Add(float64(len(b)))
 		}
 	}
+}
+
+// globalModel downloads (with retries) and checks the round's global model.
+func (f *fedRun) globalModel(ctx context.Context, st RoundState) (*GlobalModel, error) {
+	gb, err := retry(ctx, f.log, "get model", func() ([]byte, error) { return f.h.tr.GetModel(ctx, f.cfg.Name, st.Global) })
+	if err == nil {
+		var g *GlobalModel
+		if g, err = DecodeModel(gb, f.h.PublicKey()); err == nil {
+			return g, nil
+		}
+	}
+	return nil, fmt.Errorf("federation %s: global model %s: %w", f.cfg.Name, st.Global, err)
 }

@@ -32,13 +32,9 @@ func (f *fedRun) secaggRound(ctx context.Context, st RoundState) (RoundState, er
 		// The masking state of an interrupted round lived in the previous hub's memory.
 		return abandon("hub restarted during secure aggregation")
 	}
-	gb, err := retry(ctx, f.log, "get model", func() ([]byte, error) { return f.h.tr.GetModel(ctx, f.cfg.Name, st.Global) })
+	global, err := f.globalModel(ctx, st)
 	if err != nil {
-		return st, fmt.Errorf("federation %s: global model %s: %w", f.cfg.Name, st.Global, err)
-	}
-	global, err := DecodeModel(gb, f.h.PublicKey())
-	if err != nil {
-		return st, fmt.Errorf("federation %s: global model %s: %w", f.cfg.Name, st.Global, err)
+		return st, err
 	}
 	params, err := f.cfg.SecAgg.Params(st.Round, len(st.Targets), len(global.Params))
 	if err != nil {

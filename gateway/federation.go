@@ -20,7 +20,6 @@ import (
 	"github.com/millwright-io/millwright/ledger"
 	"github.com/millwright-io/millwright/models"
 	"github.com/millwright-io/millwright/models/autoencoder"
-	"github.com/millwright-io/millwright/models/store"
 	"github.com/millwright-io/millwright/models/train"
 )
 
@@ -156,15 +155,7 @@ func newFederation(c Config, key ed25519.PrivateKey, mods *modelsRuntime, log *s
 			return nil, fmt.Errorf("federation: identity key: %w", err)
 		}
 	}
-	ic, err := c.Models.influx(c.Sinks)
-	if err != nil {
-		return nil, fmt.Errorf("federation: %w", err)
-	}
-	dir, err := store.OpenDir(c.Models.Dir)
-	if err != nil {
-		return nil, fmt.Errorf("federation: %w", err)
-	}
-	q, err := influxdb.NewQuerier(ic)
+	dir, q, err := openHistory(c)
 	if err != nil {
 		return nil, fmt.Errorf("federation: %w", err)
 	}
@@ -180,12 +171,7 @@ func newFederation(c Config, key ed25519.PrivateKey, mods *modelsRuntime, log *s
 	if mods != nil {
 		opts.Current, opts.Install = mods.scorer.Model, mods.scorer.Install
 	} else {
-		opts.Current = func(machine string) *train.Model {
-			if sm, _, err := dir.Current(machine); err == nil && sm != nil {
-				return train.FromStore(sm)
-			}
-			return nil
-		}
+		opts.Current = train.StoreCurrent(dir)
 	}
 	tr, err := train.New(tc, opts)
 	if err != nil {

@@ -136,6 +136,9 @@ func newModels(c Config, log *slog.Logger, reg prometheus.Registerer, recorder f
 		return nil, err
 	}
 	rt := &modelsRuntime{cfg: mc, log: log}
+	if rt.store, rt.querier, err = openHistory(c); err != nil {
+		return nil, err
+	}
 	opts := score.Options{Logger: log.With("name", "scorer"), Registerer: reg}
 	if mc.Score.Measurement != "" {
 		sc := ic
@@ -157,12 +160,6 @@ func newModels(c Config, log *slog.Logger, reg prometheus.Registerer, recorder f
 		opts.Alarms = rt.pub
 	}
 	if rt.scorer, err = score.New(mc.Score, c.Gateway.Factory, opts); err != nil {
-		return nil, err
-	}
-	if rt.store, err = store.OpenDir(mc.Dir); err != nil {
-		return nil, err
-	}
-	if rt.querier, err = influxdb.NewQuerier(ic); err != nil {
 		return nil, err
 	}
 	rt.trainer, err = train.New(mc.Train, train.Options{
@@ -250,6 +247,24 @@ func (rt *modelsRuntime) close() {
 // in the artifact store, where a running gateway picks it up on its next start. The
 // caller calls the returned function to release the querier.
 func Trainer(c Config, log *slog.Logger, recorder func() ledger.Recorder) (*train.Trainer, func(), error) {
+	dir, q, err := openHistory(c)
+	if err != nil {
+		return nil, nil, err
+	}
+	tr, err := train.New(c.Models.Train, train.Options{
+		Querier: q, Store: dir, Factory: c.Gateway.Factory, Recorder: recorder, Logger: log,
+		Current: train.StoreCurrent(dir),
+	})
+	if err != nil {
+		q.Close()
+		return nil, nil, err
+	}
+	return tr, q.Close, nil
+}
+
+// openHistory opens what every trainer of the gateway reads and writes: the artifact
+// store and a Flux querier of the InfluxDB sink holding the history.
+func openHistory(c Config) (*store.Dir, *influxdb.Querier, error) {
 	ic, err := c.Models.influx(c.Sinks)
 	if err != nil {
 		return nil, nil, err
@@ -262,18 +277,5 @@ func Trainer(c Config, log *slog.Logger, recorder func() ledger.Recorder) (*trai
 	if err != nil {
 		return nil, nil, err
 	}
-	tr, err := train.New(c.Models.Train, train.Options{
-		Querier: q, Store: dir, Factory: c.Gateway.Factory, Recorder: recorder, Logger: log,
-		Current: func(machine string) *train.Model {
-			if sm, _, err := dir.Current(machine); err == nil || sm != nil {
-				return train.FromStore(sm)
-			}
-			return nil
-		},
-	})
-	if err != nil {
-		q.Close()
-		return nil, nil, err
-	}
-	return tr, q.Close, nil
+	return dir, q, nil
 }

@@ -31,6 +31,18 @@ func FromStore(sm *store.Model) *Model {
 		Detector: sm.Detector, Threshold: a.Threshold.Value}
 }
 
+// StoreCurrent returns a Options.Current that reads a machine's current model from dir:
+// the current artifact, or the previous one when the current fails to load (as the scorer
+// would run it), or nil when there is none.
+func StoreCurrent(dir *store.Dir) func(machine string) *Model {
+	return func(machine string) *Model {
+		if sm, _, _ := dir.Current(machine); sm != nil {
+			return FromStore(sm)
+		}
+		return nil
+	}
+}
+
 func versionOf(t time.Time) string { return t.UTC().Format("20060102T150405Z") }
 
 // Signals returns the signals the model scores, in column order.

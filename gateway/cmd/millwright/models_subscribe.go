@@ -51,6 +51,16 @@ type lineageCheck struct {
 	l    auditLedger
 	opts audit.Options
 	wait time.Duration
+	// reopen opens the ledger again to see records added since (a local ledger is read
+	// once when opened); nil when the backend answers live (Fabric).
+	reopen func() (auditLedger, error)
+}
+
+// close closes the ledger; nil-safe, for when there is no check.
+func (c *lineageCheck) close() {
+	if c != nil {
+		_ = c.l.Close()
+	}
 }
 
 // lineage opens the ledger the flags name, or returns nil when there is none to check.
@@ -76,7 +86,8 @@ func (f *modelsClientFlags) lineage() (*lineageCheck, error) {
 		c.l, err = openFabric(f.fabric, f.org)
 	} else {
 		c.opts.Chain = audit.LocalChain(f.ledger)
-		c.l, err = openLedger(f.ledger)
+		c.reopen = func() (auditLedger, error) { return openLedger(f.ledger) }
+		c.l, err = c.reopen()
 	}
 	if err != nil {
 		return nil, err
@@ -87,7 +98,7 @@ func (f *modelsClientFlags) lineage() (*lineageCheck, error) {
 // verify waits until the ledger attests the model with hash (a signed record naming it,
 // its evidence's signatures valid, the chain intact), polling until c.wait has passed; the
 // last verdict is the error. A local ledger is reopened on each attempt to see new records.
-func (c *lineageCheck) verify(ctx context.Context, name, hash string, reopen func() (auditLedger, error)) (audit.Result, error) {
+func (c *lineageCheck) verify(ctx context.Context, name, hash string) (audit.Result, error) {
 	opts := c.opts
 	opts.Digest = func(string) (string, error) { return hash, nil }
 	deadline := time.Now().Add(c.wait)
@@ -106,8 +117,8 @@ func (c *lineageCheck) verify(ctx context.Context, name, hash string, reopen fun
 		case <-ctx.Done():
 		case <-time.After(500 * time.Millisecond):
 		}
-		if reopen != nil {
-			if l, err := reopen(); err == nil {
+		if c.reopen != nil {
+			if l, err := c.reopen(); err == nil {
 				_ = c.l.Close()
 				c.l = l
 			}
@@ -159,17 +170,13 @@ func writeModel(out string, g *federation.GlobalModel, data []byte, hash string,
 
 // fetchAndWrite downloads and checks the model stored under hash (its hash and the hub's
 // signature, and its lineage when lc is set) and writes it.
-func fetchAndWrite(ctx context.Context, bus *natsbus.Bus, fed, hash string, key ed25519.PublicKey, out string, latest bool, lc *lineageCheck, ledgerDir string) (string, *federation.GlobalModel, error) {
+func fetchAndWrite(ctx context.Context, bus *natsbus.Bus, fed, hash string, key ed25519.PublicKey, out string, latest bool, lc *lineageCheck) (string, *federation.GlobalModel, error) {
 	g, err := federation.FetchModel(ctx, bus, fed, hash, key)
 	if err != nil {
 		return "", nil, err
 	}
 	if lc != nil {
-		var reopen func() (auditLedger, error)
-		if ledgerDir != "" {
-			reopen = func() (auditLedger, error) { return openLedger(ledgerDir) }
-		}
-		if _, err := lc.verify(ctx, fed+"@"+g.Header.Version(), hash, reopen); err != nil {
+		if _, err := lc.verify(ctx, fed+"@"+g.Header.Version(), hash); err != nil {
 			return "", g, err
 		}
 	}
@@ -199,9 +206,7 @@ func cmdModelsSubscribe(ctx context.Context, args []string, stdout, stderr io.Wr
 		fmt.Fprintf(stderr, "millwright models subscribe: %v\n", err)
 		return 1
 	}
-	if lc != nil {
-		defer func() { _ = lc.l.Close() }()
-	}
+	defer lc.close()
 	log := newLogger(stderr, gateway.LogConfig{Level: "warn"})
 	bus, key, err := cf.dial(ctx, log)
 	if err != nil {
@@ -244,7 +249,7 @@ func cmdModelsSubscribe(ctx context.Context, args []string, stdout, stderr io.Wr
 				continue // nothing new, or only the untrained initial model
 			}
 			for attempt := 0; ; attempt++ {
-				name, g, err := fetchAndWrite(ctx, bus, *fed, st.Global, key, cf.out, true, lc, cf.ledger)
+				name, g, err := fetchAndWrite(ctx, bus, *fed, st.Global, key, cf.out, true, lc)
 				if err == nil {
 					have = st.Global
 					fmt.Fprintf(stdout, "%s@%s sha256 %s from %d participants -> %s\n", *fed, g.Header.Version(), st.Global, len(g.Header.Participants), name)
@@ -285,9 +290,7 @@ func cmdModelsPull(ctx context.Context, args []string, stdout, stderr io.Writer)
 		fmt.Fprintf(stderr, "millwright models pull: %v\n", err)
 		return 1
 	}
-	if lc != nil {
-		defer func() { _ = lc.l.Close() }()
-	}
+	defer lc.close()
 	bus, key, err := cf.dial(ctx, newLogger(stderr, gateway.LogConfig{Level: "warn"}))
 	if err != nil {
 		fmt.Fprintf(stderr, "millwright models pull: %v\n", err)
@@ -311,7 +314,7 @@ func cmdModelsPull(ctx context.Context, args []string, stdout, stderr io.Writer)
 		fmt.Fprintf(stderr, "millwright models pull: %s@%s: %v\n", fed, version, err)
 		return 1
 	}
-	name, g, err := fetchAndWrite(ctx, bus, fed, hash, key, cf.out, false, lc, cf.ledger)
+	name, g, err := fetchAndWrite(ctx, bus, fed, hash, key, cf.out, false, lc)
 	if err != nil {
 		fmt.Fprintf(stderr, "millwright models pull: %v\n", err)
 		return 1
