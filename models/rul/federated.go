@@ -22,6 +22,13 @@ import (
 //     by round, each factory continuing the global weights with Fit (and Config.ProxMu for
 //     FedProx).
 //
+// When the factories' data differ (non-IID), whole local epochs pull each factory's weights
+// towards its own data and the average falls short of central training. Many short rounds do
+// better: Config.Steps mini-batches per round, Config.Schedule constant with the round's
+// RoundLearningRate (otherwise every round restarts at the high rate), a fresh Config.Seed
+// per round (otherwise every round trains on the same first mini-batches), and SetDrift with
+// the global weights minus the factory's previous result.
+//
 // The statistics are counts, sums and sums of squares over a whole fleet: aggregates, not
 // data, and additive, so a secure-aggregation sum works as well as a plain one. Fixing the
 // preprocessing from the merged statistics gives what Fit computes on the union of the
@@ -256,7 +263,7 @@ func (r *Regressor) SetPreprocessing(p Preprocessing) error {
 		c.Std = append(c.Std, slices.Clone(p.Std[i]))
 	}
 	r.norm, r.fMean, r.fStd = c.normalizer(), slices.Clone(p.FeatureMean), slices.Clone(p.FeatureStd)
-	r.members, r.ridge, r.fixed, r.warm = nil, nil, true, false
+	r.members, r.ridge, r.fixed, r.warm, r.drift = nil, nil, true, false, nil
 	return nil
 }
 
@@ -301,21 +308,61 @@ func (r *Regressor) Weights() []float32 {
 
 // SetWeights installs an MLP ensemble from a flat vector. The preprocessing must be known
 // (SetPreprocessing or an earlier Fit) and is kept from then on; a following Fit continues
-// from these weights (with Config.ProxMu's proximal term). It refuses a vector of the wrong
-// length or with a non-finite value, leaving r unchanged.
+// from these weights (with Config.ProxMu's proximal term). It drops a drift set before. It
+// refuses a vector of the wrong length or with a non-finite value, leaving r unchanged.
 func (r *Regressor) SetWeights(p []float32) error {
+	members, err := r.unflatten("set weights", p)
+	if err != nil {
+		return err
+	}
+	r.members, r.fixed, r.warm, r.drift = members, true, true, nil
+	return nil
+}
+
+// SetDrift makes the next Fit, which must continue from SetWeights, add d (a vector in the
+// Weights layout) to the weights it learns, an equal share after every mini-batch, so d in
+// all. It corrects a federated participant's client drift, as SCAFFOLD's control variates do
+// (Karimireddy et al. 2020), with nothing but what the participant already holds: d is the
+// current global weights minus its own result of the previous round, the difference between
+// where the federation moved and where its own data pulled. It refuses a vector of the wrong
+// length or with a non-finite value, and is refused before SetWeights.
+func (r *Regressor) SetDrift(d []float32) error {
+	if !r.warm {
+		return errors.New("rul: set drift: no weights to continue; call SetWeights first")
+	}
+	drift, err := r.unflatten("set drift", d)
+	if err != nil {
+		return err
+	}
+	r.drift = drift
+	return nil
+}
+
+// RoundLearningRate is the learning rate of a federation's round (from 1) of rounds under the
+// step schedule spread over the rounds: base, then a quarter of it for the last third of the
+// rounds (base throughout when rounds is 0, an open-ended federation). Use it with
+// Config.Schedule constant.
+func RoundLearningRate(base float64, round, rounds uint64) float64 {
+	if rounds > 0 && round >= 1 && round-1 >= 2*rounds/3 {
+		return base / 4
+	}
+	return base
+}
+
+// unflatten splits a flat vector in the Architecture's layout into MLP members.
+func (r *Regressor) unflatten(op string, p []float32) ([]*mlp, error) {
 	a := r.Architecture()
 	switch {
 	case r.cfg.Model != ModelMLP:
-		return fmt.Errorf("rul: set weights: model %q has no weight vector; expected %s", r.cfg.Model, ModelMLP)
+		return nil, fmt.Errorf("rul: %s: model %q has no weight vector; expected %s", op, r.cfg.Model, ModelMLP)
 	case a.Params == 0:
-		return errors.New("rul: set weights: the preprocessing is unknown; call SetPreprocessing or Fit first")
+		return nil, fmt.Errorf("rul: %s: the preprocessing is unknown; call SetPreprocessing or Fit first", op)
 	case len(p) != a.Params:
-		return fmt.Errorf("rul: set weights: %d values; the architecture (%d inputs, hidden %v, %d members) has %d", len(p), a.Inputs, a.Layers, r.cfg.Members, a.Params)
+		return nil, fmt.Errorf("rul: %s: %d values; the architecture (%d inputs, hidden %v, %d members) has %d", op, len(p), a.Inputs, a.Layers, r.cfg.Members, a.Params)
 	}
 	for i, v := range p {
 		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-			return fmt.Errorf("rul: set weights: value %d is %v; expected a finite value", i, v)
+			return nil, fmt.Errorf("rul: %s: value %d is %v; expected a finite value", op, i, v)
 		}
 	}
 	sizes := append(append([]int{a.Inputs}, r.cfg.Hidden...), 1)
@@ -337,8 +384,7 @@ func (r *Regressor) SetWeights(p []float32) error {
 		}
 		members[i] = m
 	}
-	r.members, r.fixed, r.warm = members, true, true
-	return nil
+	return members, nil
 }
 
 // SharedPreprocessing runs steps 1-3 above for fleets held in one place (tests, simulations):

@@ -133,16 +133,7 @@ func TestWarmFitContinuesAndProxLimitsDrift(t *testing.T) {
 	cont := func(mu float64, seed uint64) *Regressor {
 		c := cfg
 		c.Epochs, c.ProxMu, c.Seed = 6, mu, seed
-		r, err := New(c)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := r.SetPreprocessing(p); err != nil {
-			t.Fatal(err)
-		}
-		if err := r.SetWeights(w0); err != nil {
-			t.Fatal(err)
-		}
+		r := warmFrom(t, c, p, w0)
 		if err := r.Fit(context.Background(), train); err != nil {
 			t.Fatal(err)
 		}
@@ -164,5 +155,138 @@ func TestWarmFitContinuesAndProxLimitsDrift(t *testing.T) {
 	}
 	if got, _ := free.Preprocessing(); !slices.Equal(got.FeatureMean, p.FeatureMean) {
 		t.Error("a warm Fit refitted the fixed preprocessing")
+	}
+}
+
+// warmFrom returns a regressor of cfg continuing from w under p.
+func warmFrom(t *testing.T, cfg Config, p Preprocessing, w []float32) *Regressor {
+	t.Helper()
+	r, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.SetPreprocessing(p); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.SetWeights(w); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func TestScheduleAndSteps(t *testing.T) {
+	train := fleet(21, 6, 1)
+	start := fit(t, Config{Members: 1, Epochs: 1, Seed: 2}, train)
+	p, _ := start.Preprocessing()
+	w0 := start.Weights()
+	cycles := 0
+	for _, e := range train {
+		cycles += len(e.Cycles)
+	}
+	batches := (cycles + 63) / 64
+	run := func(c Config) []float32 {
+		c.Members, c.Seed = 1, 7
+		r := warmFrom(t, c, p, w0)
+		if err := r.Fit(context.Background(), train); err != nil {
+			t.Fatal(err)
+		}
+		return r.Weights()
+	}
+	// One epoch under the step schedule is all in its last third: a quarter of the rate.
+	if !slices.Equal(run(Config{Epochs: 1, LearningRate: 0.008}), run(Config{Epochs: 1, LearningRate: 0.002, Schedule: ScheduleConstant})) {
+		t.Error("one epoch of the step schedule at 0.008 differs from one at a constant 0.002")
+	}
+	if slices.Equal(run(Config{Epochs: 1}), run(Config{Epochs: 1, Schedule: ScheduleConstant})) {
+		t.Error("the constant schedule changed nothing")
+	}
+	// Steps ends a Fit after that many mini-batches, across epochs or within one.
+	oneEpoch := run(Config{Epochs: 1, Schedule: ScheduleConstant})
+	if !slices.Equal(run(Config{Epochs: 3, Steps: batches, Schedule: ScheduleConstant}), oneEpoch) {
+		t.Errorf("3 epochs capped at %d steps (one epoch) differ from one epoch", batches)
+	}
+	few := run(Config{Epochs: 1, Steps: 2, Schedule: ScheduleConstant})
+	if d, full := distance(few, w0), distance(oneEpoch, w0); !(d > 0 && d < full) {
+		t.Errorf("2 steps moved the weights %.4f, a whole epoch of %d steps %.4f; want less but not nothing", d, batches, full)
+	}
+}
+
+func TestSetDrift(t *testing.T) {
+	train := fleet(22, 6, 1)
+	start := fit(t, Config{Members: 2, Hidden: []int{8, 4}, Epochs: 1, Seed: 3}, train)
+	p, _ := start.Preprocessing()
+	w0 := start.Weights()
+	// A negligible learning rate: the Fit moves the weights by the drift alone.
+	cfg := Config{Members: 2, Hidden: []int{8, 4}, Epochs: 2, Seed: 4, LearningRate: 1e-12}
+	fresh, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fresh.SetPreprocessing(p); err != nil {
+		t.Fatal(err)
+	}
+	if err := fresh.SetDrift(w0); err == nil {
+		t.Error("SetDrift before SetWeights succeeded")
+	}
+	r := warmFrom(t, cfg, p, w0)
+	drift := make([]float32, len(w0))
+	for i := range drift {
+		drift[i] = 0.01 * float32(i%7-3)
+	}
+	bad := slices.Clone(drift)
+	bad[2] = float32(math.Inf(1))
+	if err := r.SetDrift(bad); err == nil {
+		t.Error("SetDrift accepted +Inf")
+	}
+	if err := r.SetDrift(drift[1:]); err == nil {
+		t.Error("SetDrift accepted a short vector")
+	}
+	if err := r.SetDrift(drift); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Fit(context.Background(), train); err != nil {
+		t.Fatal(err)
+	}
+	got := r.Weights()
+	for i := range got {
+		if want := w0[i] + drift[i]; math.Abs(float64(got[i]-want)) > 1e-5 {
+			t.Fatalf("weight %d is %v after the Fit; want the start %v plus the drift %v", i, got[i], w0[i], drift[i])
+		}
+	}
+	// The drift is spent: the next Fit does not add it again.
+	if err := r.Fit(context.Background(), train); err != nil {
+		t.Fatal(err)
+	}
+	if d := distance(r.Weights(), got); d > 1e-5 {
+		t.Errorf("a second Fit moved the weights %v; the drift was added again", d)
+	}
+	// SetWeights drops a drift set before it.
+	r = warmFrom(t, cfg, p, w0)
+	if err := r.SetDrift(drift); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.SetWeights(w0); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Fit(context.Background(), train); err != nil {
+		t.Fatal(err)
+	}
+	if d := distance(r.Weights(), w0); d > 1e-5 {
+		t.Errorf("the Fit after SetWeights moved the weights %v; SetWeights should have dropped the drift", d)
+	}
+}
+
+func TestRoundLearningRate(t *testing.T) {
+	for _, c := range []struct {
+		round, rounds uint64
+		want          float64
+	}{
+		{1, 96, 1}, {64, 96, 1}, {65, 96, 0.25}, {96, 96, 0.25},
+		{1, 3, 1}, {2, 3, 1}, {3, 3, 0.25},
+		{1, 1, 0.25}, // one round is all last third, like one epoch
+		{500, 0, 1},  // open-ended
+	} {
+		if got := RoundLearningRate(1, c.round, c.rounds); got != c.want {
+			t.Errorf("round %d of %d: %v, want %v", c.round, c.rounds, got, c.want)
+		}
 	}
 }

@@ -83,9 +83,11 @@ func (m *mlp) clone() *mlp {
 }
 
 // train runs cfg.Epochs of shuffled mini-batch Adam over rows x (standardized) and targets y,
-// quartering the learning rate for the last third of the epochs. With an anchor (the network
-// training started from) and cfg.ProxMu > 0 it adds FedProx's proximal term μ/2·‖w − anchor‖².
-func (m *mlp) train(ctx context.Context, x, y []float64, cfg Config, rng *rand.Rand, anchor *mlp) error {
+// at most cfg.Steps mini-batches when that is set, under cfg.Schedule (step: the learning rate
+// is quartered for the last third of the epochs). With an anchor (the network training started
+// from) and cfg.ProxMu > 0 it adds FedProx's proximal term μ/2·‖w − anchor‖²; with a drift (a
+// network of the same shape) it adds drift to the weights, an equal share after every step.
+func (m *mlp) train(ctx context.Context, x, y []float64, cfg Config, rng *rand.Rand, anchor, drift *mlp) error {
 	width := m.sizes[0]
 	n := len(y)
 	acts := m.newActs()
@@ -103,17 +105,21 @@ func (m *mlp) train(ctx context.Context, x, y []float64, cfg Config, rng *rand.R
 	for i := range order {
 		order[i] = i
 	}
+	steps := cfg.Epochs * ((n + cfg.BatchSize - 1) / cfg.BatchSize)
+	if cfg.Steps > 0 {
+		steps = min(steps, cfg.Steps)
+	}
 	step := 0
-	for epoch := range cfg.Epochs {
+	for epoch := 0; epoch < cfg.Epochs && step < steps; epoch++ {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		lr := cfg.LearningRate
-		if epoch >= 2*cfg.Epochs/3 {
+		if cfg.Schedule == ScheduleStep && epoch >= 2*cfg.Epochs/3 {
 			lr /= 4
 		}
 		rng.Shuffle(n, func(i, j int) { order[i], order[j] = order[j], order[i] })
-		for start := 0; start < n; start += cfg.BatchSize {
+		for start := 0; start < n && step < steps; start += cfg.BatchSize {
 			end := min(start+cfg.BatchSize, n)
 			for l := range gw {
 				clear(gw[l])
@@ -161,10 +167,21 @@ func (m *mlp) train(ctx context.Context, x, y []float64, cfg Config, rng *rand.R
 				}
 				adam(m.w[l], gw[l], mw[l], vw[l], scale, lr, cfg.Ridge, c1, c2)
 				adam(m.b[l], gb[l], mb[l], vb[l], scale, lr, 0, c1, c2)
+				if drift != nil {
+					addScaled(m.w[l], drift.w[l], 1/float64(steps))
+					addScaled(m.b[l], drift.b[l], 1/float64(steps))
+				}
 			}
 		}
 	}
 	return nil
+}
+
+// addScaled adds k·d to p.
+func addScaled(p, d []float64, k float64) {
+	for i := range p {
+		p[i] += k * d[i]
+	}
 }
 
 // prox adds mu·(p − anchor) to the summed gradient g.

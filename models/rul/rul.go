@@ -25,6 +25,15 @@ const (
 	ModelRidge = "ridge"
 )
 
+// The learning-rate schedules of Config.Schedule.
+const (
+	// ScheduleStep quarters the learning rate for the last third of a Fit's epochs.
+	ScheduleStep = "step"
+	// ScheduleConstant keeps the learning rate: a federation's rounds then carry the schedule
+	// (RoundLearningRate), since every round's Fit would otherwise start at the high rate again.
+	ScheduleConstant = "constant"
+)
+
 // Config configures a Regressor. The zero value means the defaults.
 type Config struct {
 	// Model is mlp (default) or ridge.
@@ -44,6 +53,11 @@ type Config struct {
 	Epochs       int     `yaml:"epochs" json:"epochs"`
 	BatchSize    int     `yaml:"batch_size" json:"batch_size"`
 	LearningRate float64 `yaml:"learning_rate" json:"learning_rate"`
+	// Schedule is the learning-rate schedule within a Fit: step (default) or constant.
+	Schedule string `yaml:"schedule" json:"schedule"`
+	// Steps, when positive, ends a Fit after this many mini-batches even within an epoch: a
+	// federated round's local work (default 0: Epochs whole epochs).
+	Steps int `yaml:"steps" json:"steps"`
 	// Ridge is the L2 penalty of the ridge model and the weight decay of the MLP (default 1e-3).
 	Ridge float64 `yaml:"ridge" json:"ridge"`
 	// Seed makes training deterministic.
@@ -89,6 +103,9 @@ func (c *Config) SetDefaults() {
 	if c.LearningRate == 0 {
 		c.LearningRate = 0.002
 	}
+	if c.Schedule == "" {
+		c.Schedule = ScheduleStep
+	}
 	if c.Ridge == 0 {
 		c.Ridge = 1e-3
 	}
@@ -126,6 +143,12 @@ func (c Config) Validate() error {
 	if !(c.LearningRate > 0 && c.LearningRate < 1) {
 		p.Addf("learning_rate", "learning_rate %v is out of range; expected more than 0 and less than 1", c.LearningRate)
 	}
+	if c.Schedule != ScheduleStep && c.Schedule != ScheduleConstant {
+		p.Addf("schedule", "schedule %q is unknown; expected %s or %s", c.Schedule, ScheduleStep, ScheduleConstant)
+	}
+	if c.Steps < 0 {
+		p.Addf("steps", "steps %d; expected 0 (whole epochs) or more", c.Steps)
+	}
 	if !(c.Ridge >= 0) {
 		p.Addf("ridge", "ridge %v; expected 0 or more", c.Ridge)
 	}
@@ -148,6 +171,8 @@ type Regressor struct {
 	fixed bool
 	// warm is set by SetWeights: Fit continues the MLP members instead of initialising them.
 	warm bool
+	// drift is set by SetDrift: the next Fit adds it to the members it trains.
+	drift []*mlp
 }
 
 // New returns an untrained regressor for cfg (defaults filled in).
@@ -210,13 +235,16 @@ func (r *Regressor) Fit(ctx context.Context, train []Engine) error {
 		}
 	default:
 		for i := range r.cfg.Members {
-			var m, anchor *mlp
+			var m, anchor, drift *mlp
 			if r.warm {
 				m, anchor = r.members[i].clone(), r.members[i]
 			} else {
 				m = newMLP(width, r.cfg.Hidden, rng)
 			}
-			if err := m.train(ctx, x, y, r.cfg, rng, anchor); err != nil {
+			if r.drift != nil {
+				drift = r.drift[i]
+			}
+			if err := m.train(ctx, x, y, r.cfg, rng, anchor, drift); err != nil {
 				return err
 			}
 			members = append(members, m)
@@ -225,7 +253,7 @@ func (r *Regressor) Fit(ctx context.Context, train []Engine) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	r.norm, r.fMean, r.fStd, r.members, r.ridge = norm, mean, std, members, ridge
+	r.norm, r.fMean, r.fStd, r.members, r.ridge, r.drift = norm, mean, std, members, ridge, nil
 	return nil
 }
 

@@ -188,12 +188,12 @@ func TestConfigValidate(t *testing.T) {
 	if d.Cap != 125 || d.Window != 30 || d.Model != ModelMLP {
 		t.Errorf("defaults %+v", d)
 	}
-	bad := Config{Model: "forest", Window: 1, Cap: -1, Conditions: 100, Hidden: []int{0}, Members: 99, Epochs: -1, BatchSize: -1, LearningRate: 2, Ridge: -1}
+	bad := Config{Model: "forest", Window: 1, Cap: -1, Conditions: 100, Hidden: []int{0}, Members: 99, Epochs: -1, BatchSize: -1, LearningRate: 2, Schedule: "cosine", Steps: -1, Ridge: -1}
 	err := bad.Validate()
 	if err == nil {
 		t.Fatal("a bad config validated")
 	}
-	for _, field := range []string{"model", "window", "cap", "conditions", "hidden[0]", "members", "epochs", "batch_size", "learning_rate", "ridge"} {
+	for _, field := range []string{"model", "window", "cap", "conditions", "hidden[0]", "members", "epochs", "batch_size", "learning_rate", "schedule", "steps", "ridge"} {
 		if !strings.Contains(err.Error(), field) {
 			t.Errorf("error does not name %s: %v", field, err)
 		}
