@@ -4,7 +4,8 @@
 // or relu) back to Inputs through a linear output layer. With Config.Kernel set, the network
 // is instead a stack of 1-D convolutions over the window's time axis (Layers are then channel
 // counts, the input and output have Config.Signals channels). It is trained with mini-batch Adam on
-// the mean squared reconstruction error, with early stopping on a validation split (the
+// the mean squared reconstruction error (or the huber loss, Config.Loss, which keeps rare
+// extreme values from dominating the gradient), with early stopping on a validation split (the
 // last rows of the training matrix, so that overlapping windows do not leak into it), and
 // optionally FedProx's proximal term μ·‖w − w_global‖² when it continues from a federated
 // model. The score of a row is its mean squared reconstruction error.
@@ -40,6 +41,12 @@ const (
 	ActReLU = "relu"
 )
 
+// Training losses.
+const (
+	LossMSE   = "mse"
+	LossHuber = "huber"
+)
+
 const (
 	maxWidth  = 1 << 14
 	maxLayers = 16
@@ -68,7 +75,8 @@ type Config struct {
 	// LearningRate is Adam's step size (default 0.002).
 	LearningRate float64 `yaml:"learning_rate" json:"learning_rate"`
 	// ValidationFraction is the share of rows, taken from the end, held out for early
-	// stopping, in [0, 0.5] (default 0.1; 0 stops on the training loss).
+	// stopping, at most 0.5 (0 means the default 0.1; a negative value holds out none, and
+	// training then stops on the training loss).
 	ValidationFraction float64 `yaml:"validation_fraction" json:"validation_fraction"`
 	// Patience is how many epochs without improvement of the validation loss end training
 	// (default 6).
@@ -78,6 +86,14 @@ type Config struct {
 	MaxRows int `yaml:"max_rows" json:"max_rows"`
 	// ProxMu is FedProx's μ: with a warm start, the loss adds μ·‖w − w_start‖² (default 0).
 	ProxMu float64 `yaml:"prox_mu" json:"prox_mu"`
+	// Loss is what training and early stopping minimise: "mse" (the default, also when
+	// empty) or "huber", which is quadratic up to HuberDelta and linear beyond, so that a few
+	// extreme values (a near-constant signal blown up by scaling, a spike) do not dominate
+	// the gradient. The score is the mean squared reconstruction error either way.
+	Loss string `yaml:"loss,omitempty" json:"loss,omitempty"`
+	// HuberDelta is the huber loss's δ in the units of the (scaled) inputs (default 1 with
+	// loss huber).
+	HuberDelta float64 `yaml:"huber_delta,omitempty" json:"huber_delta,omitempty"`
 	// Seed makes training reproducible.
 	Seed uint64 `yaml:"seed" json:"seed"`
 }
@@ -129,6 +145,9 @@ func (c *Config) SetDefaults() {
 	if c.MaxRows == 0 {
 		c.MaxRows = 30000
 	}
+	if c.Loss == LossHuber && c.HuberDelta == 0 {
+		c.HuberDelta = 1
+	}
 }
 
 // Validate reports every problem of c.
@@ -168,14 +187,23 @@ func (c Config) Validate() error {
 	if !(c.LearningRate > 0 && c.LearningRate <= 1) {
 		p.Addf("learning_rate", "learning_rate %v is out of range; expected more than 0 and at most 1", c.LearningRate)
 	}
-	if !(c.ValidationFraction >= 0 && c.ValidationFraction <= 0.5) {
-		p.Addf("validation_fraction", "validation_fraction %v is out of range; expected 0 to 0.5", c.ValidationFraction)
+	if !(c.ValidationFraction <= 0.5) || math.IsInf(c.ValidationFraction, 0) {
+		p.Addf("validation_fraction", "validation_fraction %v is out of range; expected at most 0.5 (negative: none)", c.ValidationFraction)
 	}
 	if c.Patience < 1 {
 		p.Addf("patience", "patience %d is out of range; expected at least 1", c.Patience)
 	}
 	if !(c.ProxMu >= 0) || math.IsInf(c.ProxMu, 0) {
 		p.Addf("prox_mu", "prox_mu %v is out of range; expected 0 or a positive number", c.ProxMu)
+	}
+	if c.Loss != "" && c.Loss != LossMSE && c.Loss != LossHuber {
+		p.Addf("loss", "loss %q is not known; expected mse or huber", c.Loss)
+	}
+	switch {
+	case c.Loss == LossHuber && !(c.HuberDelta > 0) || math.IsInf(c.HuberDelta, 0):
+		p.Addf("huber_delta", "huber_delta %v is out of range; expected a positive finite number", c.HuberDelta)
+	case c.Loss != LossHuber && c.HuberDelta != 0:
+		p.Addf("huber_delta", "huber_delta %v is set but loss is %q; expected it only with loss huber", c.HuberDelta, c.Loss)
 	}
 	return p.Err()
 }
@@ -186,8 +214,8 @@ type Report struct {
 	ValidationRows int     `json:"validation_rows"` // rows held out for early stopping
 	Epochs         int     `json:"epochs"`          // epochs run
 	BestEpoch      int     `json:"best_epoch"`      // epoch whose weights were kept (1-based)
-	TrainLoss      float64 `json:"train_loss"`      // mean squared error on the training rows at BestEpoch
-	ValidationLoss float64 `json:"validation_loss"` // mean squared error on the validation rows at BestEpoch
+	TrainLoss      float64 `json:"train_loss"`      // mean training loss (Config.Loss) on the training rows at BestEpoch
+	ValidationLoss float64 `json:"validation_loss"` // mean training loss on the validation rows at BestEpoch
 	WarmStart      bool    `json:"warm_start"`      // training continued from parameters set before Fit
 }
 

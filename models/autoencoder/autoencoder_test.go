@@ -153,6 +153,109 @@ func TestProperties(t *testing.T) {
 	})
 }
 
+// TestValidationSplit checks which rows early stopping holds out: 0 is the default tenth, a
+// negative fraction none (training stops on the training loss), and out-of-range values are
+// rejected.
+func TestValidationSplit(t *testing.T) {
+	x := squashed(200, 6, 1)
+	for _, tc := range []struct {
+		fraction  float64
+		want      int
+		wantError bool
+	}{
+		{fraction: 0, want: 20},
+		{fraction: 0.25, want: 50},
+		{fraction: -1, want: 0},
+		{fraction: 0.6, wantError: true},
+		{fraction: math.Inf(-1), wantError: true},
+		{fraction: math.NaN(), wantError: true},
+	} {
+		d, err := New(Config{Seed: 1, Epochs: 2, ValidationFraction: tc.fraction})
+		if tc.wantError {
+			if err == nil {
+				t.Errorf("fraction %v: no error; want one", tc.fraction)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("fraction %v: %v", tc.fraction, err)
+		}
+		if err := d.Fit(context.Background(), x); err != nil {
+			t.Fatal(err)
+		}
+		if r := d.Report(); r.ValidationRows != tc.want || r.TrainRows != x.Rows-tc.want {
+			t.Errorf("fraction %v: %d validation and %d training rows; want %d and %d", tc.fraction, r.ValidationRows, r.TrainRows, tc.want, x.Rows-tc.want)
+		}
+	}
+}
+
+// TestLossConfig checks the loss settings: huber takes δ = 1 by default, and unknown losses,
+// a non-positive or infinite δ, or a δ without the huber loss are rejected.
+func TestLossConfig(t *testing.T) {
+	for _, tc := range []struct {
+		loss      string
+		delta     float64
+		wantDelta float64
+		wantError bool
+	}{
+		{loss: ""},
+		{loss: LossMSE},
+		{loss: LossHuber, wantDelta: 1},
+		{loss: LossHuber, delta: 2.5, wantDelta: 2.5},
+		{loss: "mae", wantError: true},
+		{loss: LossHuber, delta: -1, wantError: true},
+		{loss: LossHuber, delta: math.Inf(1), wantError: true},
+		{loss: LossHuber, delta: math.NaN(), wantError: true},
+		{loss: LossMSE, delta: 1, wantError: true},
+	} {
+		d, err := New(Config{Loss: tc.loss, HuberDelta: tc.delta})
+		switch {
+		case tc.wantError && err == nil:
+			t.Errorf("loss %q, δ %v: no error; want one", tc.loss, tc.delta)
+		case !tc.wantError && err != nil:
+			t.Errorf("loss %q, δ %v: %v", tc.loss, tc.delta, err)
+		case err == nil && d.Config().HuberDelta != tc.wantDelta:
+			t.Errorf("loss %q, δ %v: δ %v after defaults; want %v", tc.loss, tc.delta, d.Config().HuberDelta, tc.wantDelta)
+		}
+	}
+}
+
+// TestHuberResistsSpikes trains on rows where one column carries rare huge spikes (what a
+// near-constant signal becomes after robust scaling): with the squared error the spikes
+// dominate the gradient and the normal rows are learnt slowly; with the huber loss the
+// same epochs reconstruct held-out normal rows about 3 times better (1.8 to 3.7 times over
+// seeds 1 to 6), and a spiked row is still ranked first.
+func TestHuberResistsSpikes(t *testing.T) {
+	x := squashed(1200, 8, 1)
+	for i := 0; i < x.Rows; i += 40 {
+		x.Row(i)[7] = float64(1000 - 2000*(i/40%2)) // ±1000, so the column's mean stays small
+	}
+	held := squashed(300, 8, 2)
+	errOn := func(loss string) (float64, *Detector) {
+		d := train(t, Config{Seed: 3, Epochs: 40, Layers: []int{6, 3, 6}, Loss: loss}, x)
+		return meanOf(modeltest.Scores(t, d, held)), d
+	}
+	mse, _ := errOn(LossMSE)
+	huber, d := errOn(LossHuber)
+	t.Logf("mean reconstruction error on held-out normal rows: mse %.4f, huber %.4f", mse, huber)
+	if !(huber < 0.6*mse) {
+		t.Errorf("huber-trained error %.4f is not below 0.6 × the mse-trained %.4f", huber, mse)
+	}
+	y := squashed(10, 8, 3)
+	y.Row(6)[7] = 1000
+	if s := modeltest.Scores(t, d, y); modeltest.Argmax(s) != 6 {
+		t.Errorf("huber-trained scores %v; want row 6 the highest", s)
+	}
+}
+
+func meanOf(s []float64) float64 {
+	m := 0.0
+	for _, v := range s {
+		m += v
+	}
+	return m / float64(len(s))
+}
+
 func TestStateRoundTrip(t *testing.T) {
 	d := train(t, Config{Seed: 1, Epochs: 3}, squashed(500, 6, 1))
 	var r Detector

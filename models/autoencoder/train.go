@@ -29,6 +29,7 @@ type trainer struct {
 	acts   [][]float64
 	deltas [][]float64
 	step   int
+	huber  float64 // δ of the huber loss; 0 for mse
 }
 
 // Fit trains the network on train's rows. When parameters were set before (SetParams, or an
@@ -51,6 +52,9 @@ func (d *Detector) Fit(ctx context.Context, train models.Matrix) error {
 	}
 	rng := rand.New(rand.NewPCG(d.cfg.Seed, 0x6d696c6c77726967))
 	t := &trainer{d: work}
+	if d.cfg.Loss == LossHuber {
+		t.huber = d.cfg.HuberDelta
+	}
 	warm := d.params != nil && d.arch.Equal(work.arch)
 	if warm {
 		t.w = slices.Clone(d.w)
@@ -66,7 +70,7 @@ func (d *Detector) Fit(ctx context.Context, train models.Matrix) error {
 	t.acts, t.deltas = newActs(work.net), newActs(work.net)
 
 	rows := train.Rows
-	nVal := int(math.Floor(d.cfg.ValidationFraction * float64(rows)))
+	nVal := int(math.Floor(max(0, d.cfg.ValidationFraction) * float64(rows)))
 	if rows-nVal < 1 {
 		nVal = 0
 	}
@@ -125,8 +129,8 @@ func (d *Detector) Fit(ctx context.Context, train models.Matrix) error {
 	return nil
 }
 
-// loss returns the mean over rows of the mean squared reconstruction error with the
-// current weights.
+// loss returns the mean over rows of the mean training loss (Config.Loss) of the
+// reconstruction with the current weights.
 func (t *trainer) loss(x models.Matrix) float64 {
 	if x.Rows == 0 {
 		return 0
@@ -136,11 +140,21 @@ func (t *trainer) loss(x models.Matrix) float64 {
 		row := x.Row(i)
 		y := t.d.forward(t.w, row, t.acts)
 		for j, v := range y {
-			e := v - row[j]
-			s += e * e
+			l, _ := t.elementLoss(v - row[j])
+			s += l
 		}
 	}
 	return s / float64(x.Rows*x.Cols)
+}
+
+// elementLoss returns the training loss of one reconstruction error e and its derivative
+// divided by 2 (so that for mse it is e itself): e² and e, or with huber δ, beyond |e| > δ,
+// 2δ|e| − δ² and δ·sign(e).
+func (t *trainer) elementLoss(e float64) (loss, half float64) {
+	if d := t.huber; d > 0 && math.Abs(e) > d {
+		return 2*d*math.Abs(e) - d*d, math.Copysign(d, e)
+	}
+	return e * e, e
 }
 
 // batch takes one Adam step on the rows batch of x and returns the sum of their losses.
@@ -156,9 +170,9 @@ func (t *trainer) batch(x models.Matrix, batch []int) float64 {
 		dl := t.deltas[L]
 		var s float64
 		for j, v := range y {
-			e := v - row[j]
-			s += e * e
-			dl[j] = scale * e
+			l, g := t.elementLoss(v - row[j])
+			s += l
+			dl[j] = scale * g
 		}
 		total += s / float64(x.Cols)
 		d.net.backward(t.w, t.acts, t.deltas, t.grad)
