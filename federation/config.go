@@ -231,12 +231,15 @@ const (
 	SecAggAdvertise = "advertise" // train, then send AdvertiseKeys
 	SecAggShare     = "share"     // Roster is set: send ShareKeys
 	SecAggMask      = "mask"      // Bundles are set: send the MaskedInput
-	SecAggUnmask    = "unmask"    // Request is set: send the UnmaskResponse
+	SecAggCheck     = "check"     // Request is set: sign its survivor set (SurvivorSig)
+	SecAggUnmask    = "unmask"    // Signatures are set: check them, send the UnmaskResponse
 )
 
 // SecAggState is the secure-aggregation part of a round state: the parameters, each
-// participant's client id, the phase, and the hub's messages to the gateways (marshalled
-// by package secagg; the bundles are encrypted pairwise).
+// participant's client id and identity key, the phase, and the hub's messages to the
+// gateways (marshalled by package secagg; the bundles are encrypted pairwise). It is also
+// the hub's durable record of every phase it closed: a restarted hub replays the round's
+// messages and refuses to go on unless they rebuild exactly these messages.
 type SecAggState struct {
 	Params  secagg.Params     `json:"params"`
 	IDs     map[string]uint32 `json:"ids"`
@@ -244,6 +247,13 @@ type SecAggState struct {
 	Roster  []byte            `json:"roster,omitempty"`
 	Bundles map[string][]byte `json:"bundles,omitempty"`
 	Request []byte            `json:"request,omitempty"`
+	// Keys are the participants' identity keys as the hub knows them; a gateway uses them
+	// only for members it has no key of its own for (ParticipantConfig.Peers).
+	Keys       map[string]ed25519.PublicKey `json:"keys,omitempty"`
+	Signatures []byte                       `json:"signatures,omitempty"`
+	// SampleCap > 0: gateways mask [w·update, w] with w = secagg.Weight(samples, SampleCap)
+	// (Params.Dim is the model's parameters + 1); 0: the update alone.
+	SampleCap uint64 `json:"sample_cap,omitempty"`
 }
 
 // Round phases.

@@ -9,7 +9,8 @@
 // Trusted: each gateway trusts its own data, its own key and the code it runs. The hub is
 // trusted to run the round protocol (select participants, relay messages, publish the
 // aggregate) but not with any single gateway's update: it is modelled as honest but
-// curious, and the parts that protect gateways from it are named below.
+// curious, except that secure aggregation also holds against a hub that lies (below),
+// and the parts that protect gateways from it are named below.
 //
 // Verified: every message of the round protocol is signed by its sender's identity key and
 // bound to the round and a nonce (forgeries, replays and cross-round messages are
@@ -21,7 +22,18 @@
 // What protects what:
 //   - package secagg (secure aggregation): the hub learns only the sum of the updates of
 //     at least t gateways, not any single update, as long as fewer than t gateways collude
-//     with it. It does not hide the sum, who took part, or who dropped out.
+//     with it. This part holds even against a hub that deviates from the protocol (it
+//     drops, reorders or rewrites what it relays, or shows gateways different survivor
+//     sets) when the gateways know each other's identity keys (ParticipantConfig.Peers)
+//     and 2t > N + c for c colluding gateways (c < N/3 with the default threshold): every
+//     gateway signs its mask keys, and before revealing any share each survivor signs
+//     the survivor set it was shown and checks the signatures of at least t others over
+//     the same set (the consistency check). Without configured peers, gateways take the
+//     keys the hub relays: a split survivor set is still detected, but a hub that also
+//     invents members is not. A lying hub can still abort rounds (counted:
+//     millwright_federation_secagg_failures_total), choose who is counted as dropped, and
+//     learn the sum over the survivors it declares. It does not hide the sum, who took
+//     part, or who dropped out.
 //   - package dp (client-level differential privacy): clipping plus Gaussian noise bound
 //     what the published model, and the sum the hub sees, reveal about any one factory
 //     taking part or not, to (ε, δ) accounted over all rounds and enforced as a budget.
@@ -30,8 +42,17 @@
 //     relies on client-side clipping (bounded influence) and DP instead.
 //   - package compress: bandwidth only; it protects nothing.
 //
+// Restarts: a hub restarted in the middle of a round finishes it. The round state (KV)
+// records every phase the hub closed, written in the same put that announces it; the
+// update stream holds every message the hub accepted. A restarted hub replays the stream:
+// a closed phase counts only the gateways its record names and must rebuild exactly what
+// was published (else the round is abandoned, never re-decided), so a restart cannot
+// widen a survivor set the gateways have already acted on. Gateways keep their round
+// state in memory and resend nothing.
+//
 // What leaks, always: the set of participants of each round, timing and message sizes,
-// the aggregate (the new global model), the sample counts gateways report, and, without
-// secure aggregation, every update to the hub. Without DP, the global model can leak
+// the aggregate (the new global model), and, without secure aggregation, every update
+// and its sample count to the hub. With secure aggregation a gateway reports no sample
+// count; with secagg.sample_cap the hub learns the sum of the survivors' capped counts. Without DP, the global model can leak
 // information about rare events in one factory's data (membership inference).
 package federation

@@ -49,7 +49,8 @@ const (
 )
 
 var rejectReasons = []string{RejectMalformed, RejectBadSignature, RejectWrongFed, RejectUnknownMember, RejectWrongKey,
-	RejectWrongRound, RejectStale, RejectNotSelected, RejectDuplicate, RejectNonceReuse, RejectBadPayload, RejectAggregate, RejectSecAgg}
+	RejectWrongRound, RejectStale, RejectNotSelected, RejectDuplicate, RejectNonceReuse, RejectBadPayload, RejectAggregate, RejectSecAgg,
+	RejectSecAggInconsistent}
 
 // Rejection is one update the hub refused, with the reason.
 type Rejection struct {
@@ -82,11 +83,12 @@ type HubOptions struct {
 }
 
 type hubMetrics struct {
-	rounds   *prometheus.CounterVec
-	updates  *prometheus.CounterVec
-	rejected *prometheus.CounterVec
-	bytes    prometheus.Counter
-	ledger   prometheus.Counter
+	rounds       *prometheus.CounterVec
+	updates      *prometheus.CounterVec
+	rejected     *prometheus.CounterVec
+	bytes        prometheus.Counter
+	ledger       prometheus.Counter
+	secaggFailed *prometheus.CounterVec
 }
 
 func newHubMetrics(reg prometheus.Registerer) *hubMetrics {
@@ -96,12 +98,17 @@ func newHubMetrics(reg prometheus.Registerer) *hubMetrics {
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "millwright_federation_updates_rejected_total", Help: "Updates rejected by the hub, by reason."}, []string{"reason"}),
 		bytes:    prometheus.NewCounter(prometheus.CounterOpts{Name: "millwright_federation_update_bytes_total", Help: "Bytes of accepted updates."}),
 		ledger:   prometheus.NewCounter(prometheus.CounterOpts{Name: "millwright_federation_ledger_errors_total", Help: "FederatedRound records the ledger refused."}),
+		secaggFailed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "millwright_federation_secagg_failures_total",
+			Help: "Rounds with secure aggregation abandoned, by reason."}, []string{"reason"}),
 	}
 	for _, r := range rejectReasons {
 		m.rejected.WithLabelValues(r)
 	}
+	for _, r := range secaggFailReasons {
+		m.secaggFailed.WithLabelValues(r)
+	}
 	if reg != nil {
-		reg.MustRegister(m.rounds, m.updates, m.rejected, m.bytes, m.ledger)
+		reg.MustRegister(m.rounds, m.updates, m.rejected, m.bytes, m.ledger, m.secaggFailed)
 	}
 	return m
 }

@@ -148,7 +148,12 @@ func (r *reader) name(what string) string {
 
 // body encodes everything the signature covers.
 func (u *Update) body() []byte {
-	w := writer{b: make([]byte, 0, 256+len(u.Payload))}
+	return append(u.head(256+len(u.Payload)), u.Payload...)
+}
+
+// head encodes the body up to the payload's bytes, in a buffer of capacity size.
+func (u *Update) head(size int) []byte {
+	w := writer{b: make([]byte, 0, size)}
 	w.b = append(w.b, updateMagic...)
 	w.str(u.Federation)
 	w.u64(u.Round)
@@ -167,7 +172,7 @@ func (u *Update) body() []byte {
 		w.str(k)
 		w.f64(u.Metrics[k])
 	}
-	w.bytes32(u.Payload)
+	w.b = binary.BigEndian.AppendUint32(w.b, uint32(len(u.Payload)))
 	return w.b
 }
 
@@ -179,10 +184,26 @@ func signed(domain string, body []byte) []byte {
 	return append([]byte(domain), d[:]...)
 }
 
-// Sign sets Key and Sig with key over the update's fields.
+// signedAndID hashes a received message b (body, then key and signature) once and returns
+// what its signature covers, as signed does, and the lower-case hex SHA-256 of all of b,
+// its identity: one pass over a large model or update instead of two.
+func signedAndID(domain string, b []byte) ([]byte, string) {
+	body := len(b) - sigOverhead
+	h := sha256.New()
+	h.Write(b[:body])
+	msg := h.Sum([]byte(domain)) // Sum leaves the state as it was: hashing continues
+	h.Write(b[body:])
+	return msg, hex.EncodeToString(h.Sum(nil))
+}
+
+// Sign sets Key and Sig with key over the update's fields. It hashes the body without
+// building it: the payload (a whole model's delta) is not copied.
 func (u *Update) Sign(key ed25519.PrivateKey) {
+	h := sha256.New()
+	h.Write(u.head(256))
+	h.Write(u.Payload)
 	u.Key = key.Public().(ed25519.PublicKey)
-	u.Sig = ed25519.Sign(key, signed(updateDomain, u.body()))
+	u.Sig = ed25519.Sign(key, h.Sum([]byte(updateDomain)))
 }
 
 // Marshal returns the update's wire form (it must be signed).
@@ -273,10 +294,11 @@ func DecodeUpdate(b []byte) (*Update, error) {
 	tail := b[len(b)-sigOverhead:]
 	u.Key = ed25519.PublicKey(append([]byte(nil), tail[:ed25519.PublicKeySize]...))
 	u.Sig = append([]byte(nil), tail[ed25519.PublicKeySize:]...)
-	if !ed25519.Verify(u.Key, signed(updateDomain, b[:len(b)-sigOverhead]), u.Sig) {
+	msg, id := signedAndID(updateDomain, b)
+	if !ed25519.Verify(u.Key, msg, u.Sig) {
 		return nil, fmt.Errorf("%w: update of %s for %s round %d", ErrBadSignature, u.Participant, u.Federation, u.Round)
 	}
-	u.id = HashHex(b)
+	u.id = id
 	return u, nil
 }
 
@@ -302,7 +324,13 @@ type GlobalModel struct {
 	// Raw is the signed wire form the model was decoded from (set by DecodeModel), whose
 	// SHA-256 is its identity.
 	Raw []byte
+
+	hash string // of Raw, set by DecodeModel
 }
+
+// Hash is the lower-case hex SHA-256 of the wire form the model was decoded from (empty
+// for a model not made by DecodeModel): its identity, computed while verifying it.
+func (g *GlobalModel) Hash() string { return g.hash }
 
 func (g *GlobalModel) body() ([]byte, error) {
 	hj, err := json.Marshal(g.Header)
@@ -365,11 +393,11 @@ func DecodeModel(b []byte, hubKey ed25519.PublicKey) (*GlobalModel, error) {
 	}
 	g.Params = make([]float32, n)
 	for i := range g.Params {
-		v := math.Float32frombits(binary.LittleEndian.Uint32(r.b[4*i:]))
-		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-			return nil, fmt.Errorf("%w: parameter %d is %v", ErrMalformed, i, v)
+		bits := binary.LittleEndian.Uint32(r.b[4*i:])
+		if bits&f32ExpMask == f32ExpMask { // exponent all ones: NaN or ±Inf
+			return nil, fmt.Errorf("%w: parameter %d is %v", ErrMalformed, i, math.Float32frombits(bits))
 		}
-		g.Params[i] = v
+		g.Params[i] = math.Float32frombits(bits)
 	}
 	if err := CheckName(g.Header.Federation); err != nil {
 		return nil, fmt.Errorf("%w: federation: %v", ErrMalformed, err)
@@ -383,12 +411,16 @@ func DecodeModel(b []byte, hubKey ed25519.PublicKey) (*GlobalModel, error) {
 	if hubKey != nil && !hubKey.Equal(g.Key) {
 		return nil, fmt.Errorf("%w: model signed by key %x, expected the hub's %x", ErrBadSignature, g.Key[:8], hubKey[:8])
 	}
-	if !ed25519.Verify(g.Key, signed(modelDomain, b[:len(b)-sigOverhead]), g.Sig) {
+	msg, hash := signedAndID(modelDomain, b)
+	if !ed25519.Verify(g.Key, msg, g.Sig) {
 		return nil, fmt.Errorf("%w: global model of %s round %d", ErrBadSignature, g.Header.Federation, g.Header.Round)
 	}
-	g.Raw = b
+	g.Raw, g.hash = b, hash
 	return g, nil
 }
+
+// f32ExpMask is a float32's exponent field: all ones for NaN and the infinities only.
+const f32ExpMask = 0x7f800000
 
 // HashHex returns the lower-case hex SHA-256 of b.
 func HashHex(b []byte) string {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"errors"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -34,6 +35,9 @@ func TestUpdateRoundTripAndTamper(t *testing.T) {
 	}
 	if !bytes.Equal(u.Marshal(), b) {
 		t.Fatal("re-encoding differs")
+	}
+	if u.ID() != federation.HashHex(b) { // computed in the signature check's pass
+		t.Fatalf("ID %s, want the SHA-256 of the wire form %s", u.ID(), federation.HashHex(b))
 	}
 	// Every single-bit change is caught, by the decoder or the signature.
 	for i := range len(b) {
@@ -80,6 +84,31 @@ func sampleModel(t testing.TB) []byte {
 	return b
 }
 
+// TestModelNonFinite: a signed model with a NaN or infinite parameter is malformed, and
+// the largest finite and the smallest subnormal values are not.
+func TestModelNonFinite(t *testing.T) {
+	for _, c := range []struct {
+		v  float32
+		ok bool
+	}{
+		{float32(math.NaN()), false}, {float32(math.Inf(1)), false}, {float32(math.Inf(-1)), false},
+		{math.Float32frombits(0xffc00001), false}, // a negative NaN with payload
+		{math.MaxFloat32, true}, {-math.MaxFloat32, true}, {math.SmallestNonzeroFloat32, true}, {0, true},
+	} {
+		g := federation.GlobalModel{Header: federation.ModelHeader{Federation: fedName, Round: 3,
+			Architecture: models.Architecture{Kind: "linear", Version: 1, Params: 3}, Created: time.Unix(0, 0).UTC()},
+			Params: []float32{1, c.v, 3.5}}
+		b, err := g.SignedBytes(hubKey())
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = federation.DecodeModel(b, nil)
+		if c.ok != (err == nil) || (err != nil && !errors.Is(err, federation.ErrMalformed)) {
+			t.Errorf("parameter %v: %v", c.v, err)
+		}
+	}
+}
+
 func FuzzDecodeModel(f *testing.F) {
 	f.Add(sampleModel(f))
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -95,8 +124,12 @@ func FuzzDecodeModel(f *testing.F) {
 
 func TestModelSignature(t *testing.T) {
 	b := sampleModel(t)
-	if _, err := federation.DecodeModel(b, hubKey().Public().(ed25519.PublicKey)); err != nil {
+	g, err := federation.DecodeModel(b, hubKey().Public().(ed25519.PublicKey))
+	if err != nil {
 		t.Fatal(err)
+	}
+	if g.Hash() != federation.HashHex(b) { // computed in the signature check's pass
+		t.Fatalf("Hash %s, want the SHA-256 of the wire form %s", g.Hash(), federation.HashHex(b))
 	}
 	if _, err := federation.DecodeModel(b, gatewayKey(0).Public().(ed25519.PublicKey)); !errors.Is(err, federation.ErrBadSignature) {
 		t.Fatalf("other key: %v", err)

@@ -53,6 +53,13 @@ type ParticipantConfig struct {
 	HubKey ed25519.PublicKey
 	// Codecs the gateway supports (default: every kind of package compress).
 	Codecs []string
+	// Peers are the identity keys of the federation's members by name, from the same
+	// trusted source as HubKey. Secure aggregation checks the advertised keys and the
+	// survivor-set signatures against them, so a hub cannot stand in for a member or fake
+	// the consistency check. For a member not listed the gateway takes the key the hub
+	// relays in the round state, which still detects a hub that shows gateways different
+	// survivor sets, but not one that also invents members.
+	Peers map[string]ed25519.PublicKey
 }
 
 // Participant takes part in a federation's rounds for one gateway: it watches the round
@@ -264,11 +271,10 @@ func (p *Participant) send(ctx context.Context, u *Update) error {
 
 // saRound is a gateway's state in one round with secure aggregation.
 type saRound struct {
-	round   uint64
-	client  *secagg.Client
-	delta   []float32
-	samples int
-	done    map[string]bool // phases answered
+	round  uint64
+	client *secagg.Client
+	input  []float32       // the update, or [w·update, w] when weighted
+	done   map[string]bool // phases answered
 }
 
 // answerSecAgg answers the phase of a round with secure aggregation, once per phase.
@@ -292,19 +298,33 @@ func (p *Participant) answerSecAgg(ctx context.Context, st RoundState) error {
 	var err error
 	switch sa.Phase {
 	case SecAggAdvertise:
+		ids, err := p.identities(sa)
+		if err != nil {
+			p.m.failed.WithLabelValues("secagg").Inc()
+			return err
+		}
 		delta, res, err := p.train(ctx, st)
 		if err != nil {
 			return err
 		}
-		r.delta, r.samples = delta, res.Samples
-		if r.client, err = secagg.NewClient(sa.Params, id, nil); err != nil {
+		r.input = delta
+		if sa.SampleCap > 0 { // weighted inside the masked sum: the hub sees only Σw
+			w := secagg.Weight(res.Samples, sa.SampleCap)
+			r.input = make([]float32, len(delta)+1)
+			for i, d := range delta {
+				r.input[i] = w * d
+			}
+			r.input[len(delta)] = w
+		}
+		if r.client, err = secagg.NewClient(sa.Params, id, p.key, ids, nil); err != nil {
+			p.m.failed.WithLabelValues("secagg").Inc()
 			return err
 		}
 		msg, err = r.client.Advertise()
 		if err != nil {
 			return err
 		}
-	case SecAggShare, SecAggMask, SecAggUnmask:
+	case SecAggShare, SecAggMask, SecAggCheck, SecAggUnmask:
 		if r.client == nil {
 			return nil
 		}
@@ -314,8 +334,10 @@ func (p *Participant) answerSecAgg(ctx context.Context, st RoundState) error {
 			in = sa.Roster
 		case SecAggMask:
 			in = sa.Bundles[p.cfg.Name]
-		default:
+		case SecAggCheck:
 			in = sa.Request
+		default:
+			in = sa.Signatures
 		}
 		if in == nil {
 			return nil // not in this phase's set (the hub counted this gateway out)
@@ -328,21 +350,29 @@ func (p *Participant) answerSecAgg(ctx context.Context, st RoundState) error {
 		case *secagg.Roster:
 			msg, err = r.client.ShareKeys(m)
 		case *secagg.ShareBundle:
-			msg, err = r.client.MaskInput(m, r.delta)
+			msg, err = r.client.MaskInput(m, r.input)
 		case *secagg.UnmaskRequest:
+			msg, err = r.client.SignSurvivors(m)
+		case *secagg.SurvivorSigs:
 			msg, err = r.client.Unmask(m)
 		default:
 			err = fmt.Errorf("unexpected %T in phase %s", m, sa.Phase)
 		}
 		if err != nil {
-			p.m.failed.WithLabelValues("secagg").Inc()
+			r.done[sa.Phase] = true // the client answers each phase at most once anyway
+			stage := "secagg"
+			if errors.Is(err, secagg.ErrInconsistent) {
+				stage = "secagg_inconsistent" // the hub showed gateways different survivor sets
+			}
+			p.m.failed.WithLabelValues(stage).Inc()
 			return fmt.Errorf("secagg %s: %w", sa.Phase, err)
 		}
 	default:
 		return fmt.Errorf("secagg phase %q is unknown", sa.Phase)
 	}
+	// Samples is 1: the count in the clear would tell the hub what secure aggregation hides.
 	u := Update{Federation: p.cfg.Federation, Round: st.Round, BaseRound: st.Round, Participant: p.cfg.Name,
-		Kind: KindSecAgg, Samples: uint64(max(r.samples, 1)), Payload: secagg.Marshal(st.Round, msg)}
+		Kind: KindSecAgg, Samples: 1, Payload: secagg.Marshal(st.Round, msg)}
 	if err = p.send(ctx, &u); err != nil {
 		return err
 	}
@@ -351,6 +381,33 @@ func (p *Participant) answerSecAgg(ctx context.Context, st RoundState) error {
 		p.last = st.Round
 	}
 	return nil
+}
+
+// identities returns the round's identity keys by secagg client id: the configured peer
+// key of each participant, else the one the hub relays. A relayed key that contradicts a
+// configured one, or one for this gateway that is not its own, refuses the round.
+func (p *Participant) identities(sa *SecAggState) (secagg.Identities, error) {
+	ids := secagg.Identities{Context: p.cfg.Federation, Keys: map[uint32]ed25519.PublicKey{}}
+	own := p.key.Public().(ed25519.PublicKey)
+	for name, id := range sa.IDs {
+		k, configured := p.cfg.Peers[name]
+		relayed := sa.Keys[name]
+		switch {
+		case name == p.cfg.Name && !own.Equal(relayed):
+			return ids, fmt.Errorf("secagg: the hub relays key %x for this gateway, not its own", relayed)
+		case name == p.cfg.Name:
+			k = own
+		case configured && relayed != nil && !k.Equal(relayed):
+			return ids, fmt.Errorf("secagg: the hub relays key %x for member %s, configured %x", relayed, name, k)
+		case !configured:
+			k = relayed
+		}
+		if len(k) != ed25519.PublicKeySize {
+			return ids, fmt.Errorf("secagg: no identity key for member %s", name)
+		}
+		ids.Keys[id] = k
+	}
+	return ids, nil
 }
 
 // model fetches, verifies and caches a global model.
@@ -374,12 +431,12 @@ func FetchModel(ctx context.Context, tr Transport, fed, hash string, hubKey ed25
 	if err != nil {
 		return nil, fmt.Errorf("get model %s: %w", hash, err)
 	}
-	if got := HashHex(b); got != hash {
-		return nil, fmt.Errorf("model %s: content hashes to %s", hash, got)
-	}
-	g, err := DecodeModel(b, hubKey)
+	g, err := DecodeModel(b, hubKey) // hashes b once, for the signature and for g.Hash
 	if err != nil {
 		return nil, fmt.Errorf("model %s: %w", hash, err)
+	}
+	if got := g.Hash(); got != hash {
+		return nil, fmt.Errorf("model %s: content hashes to %s", hash, got)
 	}
 	if g.Header.Federation != fed {
 		return nil, fmt.Errorf("model %s belongs to federation %q, not %q", hash, g.Header.Federation, fed)

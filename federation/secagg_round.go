@@ -1,9 +1,14 @@
 package federation
 
 import (
+	"bytes"
 	"context"
+	"crypto/ed25519"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"time"
 
@@ -11,71 +16,126 @@ import (
 	"github.com/millwright-io/millwright/federation/secagg"
 )
 
-// RejectSecAgg: a secure-aggregation message that does not fit the round (wrong phase,
-// an id that is not the sender's, refused by the protocol state machine).
-const RejectSecAgg = "secagg"
+// Reasons a secure-aggregation message is rejected.
+const (
+	// RejectSecAgg: a message that does not fit the round (wrong phase, an id that is not
+	// the sender's, refused by the protocol state machine).
+	RejectSecAgg = "secagg"
+	// RejectSecAggInconsistent: a survivor-set signature that does not verify over the
+	// set the hub published: the gateway was shown another set (the transport, or a hub
+	// in front of this one, tampered with it) or the signature is forged.
+	RejectSecAggInconsistent = "secagg_inconsistent"
+)
 
-// secaggRound runs one round with secure aggregation: four phases over the round state
+// Reasons a round with secure aggregation is abandoned: the label values of
+// millwright_federation_secagg_failures_total.
+const (
+	SecAggFailParams       = "params"                 // the round does not fit the parameters
+	SecAggFailResume       = "resume"                 // a restarted hub cannot rebuild what it had published
+	SecAggFailKeys         = "too_few_keys"           // fewer than t gateways advertised keys
+	SecAggFailShares       = "too_few_shares"         // fewer than t shared keys
+	SecAggFailInputs       = "too_few_inputs"         // fewer than t masked inputs
+	SecAggFailInconsistent = "inconsistent_survivors" // survivor-set signatures over different sets
+	SecAggFailSignatures   = "too_few_signatures"     // fewer than t signed the survivor set
+	SecAggFailUnmask       = "unmask"                 // too few unmasking answers, or bad shares
+	SecAggFailQuorum       = "quorum"                 // fewer survivors than the round's quorum
+)
+
+var secaggFailReasons = []string{SecAggFailParams, SecAggFailResume, SecAggFailKeys, SecAggFailShares,
+	SecAggFailInputs, SecAggFailInconsistent, SecAggFailSignatures, SecAggFailUnmask, SecAggFailQuorum}
+
+// secaggPhases are the phases in order; the index of a round state's phase tells a
+// restarted hub which phases it had closed.
+var secaggPhases = []string{SecAggAdvertise, SecAggShare, SecAggMask, SecAggCheck, SecAggUnmask}
+
+// secaggRound runs one round with secure aggregation: five phases over the round state
 // (hub → gateways) and the update stream (gateways → hub, every message signed), each
 // closed when every expected gateway has answered or at the deadline. The hub learns the
 // sum of the survivors' updates, never one update; gateways that drop out after sharing
 // their keys are recovered from the others' shares.
+//
+// Restarts: the round state is the durable record of every close (it is written, in one
+// put, with the message that announces the close), and the stream holds every message
+// the hub accepted. A restarted hub replays the stream phase by phase: a closed phase
+// accepts only the gateways the record names and must rebuild byte for byte what was
+// published, or the round is abandoned; the open phase then goes on under a fresh
+// deadline. Gateways resend nothing: what they sent is in the stream.
 func (f *fedRun) secaggRound(ctx context.Context, st RoundState) (RoundState, error) {
 	start := time.Now()
 	report := RoundReport{Federation: f.cfg.Name, Round: st.Round}
-	abandon := func(why string, args ...any) (RoundState, error) {
-		f.log.Warn("round abandoned: "+why, append([]any{"round", st.Round}, args...)...)
-		st.SecAgg = nil
+	fail := func(reason, why string, args ...any) (RoundState, error) {
+		f.h.m.secaggFailed.WithLabelValues(reason).Inc()
+		f.log.Warn("round abandoned: "+why, append([]any{"round", st.Round, "reason", reason}, args...)...)
 		return f.finish(ctx, report, start, outcomeAbandoned, f.open(st.Round+1, st.Global, st.GlobalRound))
-	}
-	if st.SecAgg != nil && st.SecAgg.Phase != SecAggAdvertise {
-		// The masking state of an interrupted round lived in the previous hub's memory.
-		return abandon("hub restarted during secure aggregation")
 	}
 	global, err := f.globalModel(ctx, st)
 	if err != nil {
 		return st, err
 	}
-	params, err := f.cfg.SecAgg.Params(st.Round, len(st.Targets), len(global.Params))
-	if err != nil {
-		return abandon("secure aggregation parameters", "err", err)
+	dim, sampleCap := len(global.Params), uint64(0)
+	if f.cfg.SecAgg.SampleCap > 0 && !f.cfg.DP.Enabled { // DP needs equal weights
+		dim, sampleCap = dim+1, f.cfg.SecAgg.SampleCap
 	}
-	srv, err := secagg.NewServer(params)
+	params, err := f.cfg.SecAgg.Params(st.Round, len(st.Targets), dim)
 	if err != nil {
-		return abandon("secure aggregation parameters", "err", err)
+		return fail(SecAggFailParams, "secure aggregation parameters", "err", err)
 	}
-	sa := &SecAggState{Params: params, IDs: map[string]uint32{}, Phase: SecAggAdvertise}
+	sa := &SecAggState{Params: params, IDs: map[string]uint32{}, Phase: SecAggAdvertise, Keys: map[string]ed25519.PublicKey{}, SampleCap: sampleCap}
+	ids := secagg.Identities{Context: f.cfg.Name, Keys: map[uint32]ed25519.PublicKey{}}
 	targets := map[string]bool{}
 	for i, t := range st.Targets { // Targets are sorted: ids are stable for the round
-		sa.IDs[t] = uint32(i + 1)
+		sa.IDs[t], sa.Keys[t], ids.Keys[uint32(i+1)] = uint32(i+1), f.members[t], f.members[t]
 		targets[t] = true
 	}
-	if f.cfg.DP.Enabled && f.cfg.DP.Noise == dp.NoiseDistributed {
+	srv, err := secagg.NewServer(params, ids)
+	if err != nil {
+		return fail(SecAggFailParams, "secure aggregation parameters", "err", err)
+	}
+	closed := 0 // phases closed before a restart
+	if st.SecAgg != nil {
+		if err := sameSecAggRound(st.SecAgg, sa); err != nil {
+			return fail(SecAggFailResume, "interrupted round does not match the configuration", "err", err)
+		}
+		sa = st.SecAgg
+		closed = slices.Index(secaggPhases, sa.Phase)
+		st.Deadline = time.Now().Add(f.cfg.RoundTimeout).UTC() // the open phase starts again
+		f.log.Info("secure aggregation resumed", "round", st.Round, "phase", sa.Phase)
+	} else if f.cfg.DP.Enabled && f.cfg.DP.Noise == dp.NoiseDistributed {
 		st.Noise = f.cfg.DP.NoiseStd(len(st.Targets))
 	}
 	st.SecAgg = sa
 	if err := f.putState(ctx, st); err != nil {
 		return st, err
 	}
+	contributors, err := secaggContributors(sa, closed)
+	if err != nil {
+		return fail(SecAggFailResume, "interrupted round's record", "err", err)
+	}
 
 	fd := f.feed(ctx, st.Round)
 	defer fd.close()
 	reject := f.rejecter(st.Round, &report.Rejected)
-	seen := map[string]bool{}      // message ids handled (redeliveries are no-ops)
-	inputs := map[string]*Update{} // masked inputs, by participant
+	seen := map[string]bool{} // message ids handled (redeliveries are no-ops)
+	accepted := make([]map[string]*Update, len(secaggPhases))
 
-	// phase collects messages until want have been accepted or the deadline passes.
-	phase := func(want int, accept func(u *Update, m secagg.Message) error) (int, error) {
-		got := 0
+	// phase collects the messages of phase i until want have been accepted or the deadline
+	// passes. A phase closed before a restart is replayed: only its recorded contributors
+	// count, all of them are expected, and complete says whether they all came.
+	phase := func(i, want int, accept func(m secagg.Message, sender uint32) error) (complete bool, err error) {
+		allowed := contributors[i]
+		if allowed != nil {
+			want = len(allowed)
+		}
+		accepted[i] = map[string]*Update{}
 		timer := time.NewTimer(time.Until(st.Deadline))
 		defer timer.Stop()
-		for got < want {
+		for len(accepted[i]) < want {
 			b, err := fd.next(ctx, timer.C)
 			if err != nil {
-				return got, fmt.Errorf("federation %s round %d: %w", f.cfg.Name, st.Round, err)
+				return false, fmt.Errorf("federation %s round %d: %w", f.cfg.Name, st.Round, err)
 			}
 			if b == nil {
-				return got, nil
+				return false, nil
 			}
 			u := f.verify(st, targets, reject, b)
 			if u == nil {
@@ -91,138 +151,155 @@ func (f *fedRun) secaggRound(ctx context.Context, st RoundState) (RoundState, er
 				continue
 			}
 			round, m, err := secagg.Unmarshal(u.Payload)
-			if err == nil && round != st.Round {
+			switch {
+			case err != nil:
+			case round != st.Round:
 				err = fmt.Errorf("secagg message of round %d", round)
-			}
-			if err == nil {
-				err = accept(u, m)
+			case allowed != nil && !allowed[sa.IDs[u.Participant]]:
+				err = fmt.Errorf("%T from a gateway the %s phase did not include when it closed before the hub restarted", m, secaggPhases[i])
+			case accepted[i][u.Participant] != nil:
+				err = fmt.Errorf("second %T in this phase", m)
+			default:
+				err = accept(m, sa.IDs[u.Participant])
 			}
 			if err != nil {
-				reject(u.Participant, RejectSecAgg, err.Error())
+				reason := RejectSecAgg
+				if errors.Is(err, secagg.ErrInconsistent) {
+					reason = RejectSecAggInconsistent
+				}
+				reject(u.Participant, reason, err.Error())
 				continue
 			}
-			got++
+			accepted[i][u.Participant] = u
 			report.Bytes += len(b)
 			f.h.m.updates.WithLabelValues(resultAccepted).Inc()
 			f.h.m.bytes.Add(float64(len(b)))
 		}
-		return got, nil
+		return true, nil
 	}
-	from := func(u *Update, id uint32) error {
-		if sa.IDs[u.Participant] != id {
-			return fmt.Errorf("message from client %d signed by %s (client %d)", id, u.Participant, sa.IDs[u.Participant])
+	live := func(i int) bool { return i >= closed } // collected live, not replayed
+	// settle ends phase i, whose close produced rec (nil if it failed): a replayed phase
+	// must have come complete and rebuilt its record exactly, or the round is abandoned; a
+	// live one stores rec and publishes the next phase. stop says the caller returns
+	// (next, err).
+	settle := func(i int, complete bool, rec []byte, field *[]byte) (stop bool, next RoundState, err error) {
+		if !live(i) {
+			if !complete || rec == nil || !bytes.Equal(rec, *field) {
+				next, err = fail(SecAggFailResume, "the replayed log does not rebuild what the hub published before its restart", "phase", secaggPhases[i])
+				return true, next, err
+			}
+			return false, st, nil
 		}
-		return nil
-	}
-	next := func(phaseName string) error {
-		sa.Phase = phaseName
+		*field = rec
+		sa.Phase = secaggPhases[i+1]
 		st.Deadline = time.Now().Add(f.cfg.RoundTimeout).UTC()
-		return f.putState(ctx, st)
+		err = f.putState(ctx, st)
+		return err != nil, st, err
+	}
+	marshal := func(m secagg.Message, closeErr error) []byte {
+		if closeErr != nil {
+			return nil
+		}
+		return secagg.Marshal(st.Round, m)
 	}
 
 	// 1. Keys (the gateways train first).
-	if _, err := phase(len(st.Targets), func(u *Update, m secagg.Message) error {
-		a, ok := m.(*secagg.AdvertiseKeys)
-		if !ok {
-			return errors.New("expected AdvertiseKeys")
-		}
-		if err := from(u, a.From); err != nil {
-			return err
-		}
-		return srv.ReceiveAdvertise(a)
-	}); err != nil {
+	complete, err := phase(0, len(st.Targets), accepting(srv.ReceiveAdvertise))
+	if err != nil {
 		return st, err
 	}
 	roster, err := srv.Roster()
+	if err != nil && live(0) {
+		return fail(SecAggFailKeys, "too few gateways advertised keys", "err", err)
+	}
+	if stop, next, err := settle(0, complete, marshal(roster, err), &sa.Roster); stop {
+		return next, err
+	}
+
+	// 2. Encrypted shares of every gateway's mask secrets, routed as one bundle per gateway
+	// (recorded as the bundles by name; the record compares their canonical encoding).
+	complete, err = phase(1, len(roster.Keys), accepting(srv.ReceiveShares))
 	if err != nil {
-		return abandon("too few gateways advertised keys", "err", err)
-	}
-	sa.Roster = secagg.Marshal(st.Round, roster)
-	if err := next(SecAggShare); err != nil {
-		return st, err
-	}
-	// 2. Encrypted shares of every gateway's mask secrets.
-	if _, err := phase(len(roster.Keys), func(u *Update, m secagg.Message) error {
-		s, ok := m.(*secagg.ShareKeys)
-		if !ok {
-			return errors.New("expected ShareKeys")
-		}
-		if err := from(u, s.From); err != nil {
-			return err
-		}
-		return srv.ReceiveShares(s)
-	}); err != nil {
 		return st, err
 	}
 	bundles, err := srv.Bundles()
-	if err != nil {
-		return abandon("too few gateways shared keys", "err", err)
+	if err != nil && live(1) {
+		return fail(SecAggFailShares, "too few gateways shared keys", "err", err)
 	}
-	sa.Bundles = map[string][]byte{}
+	bb := map[string][]byte{}
 	for name, id := range sa.IDs {
 		if b, ok := bundles[id]; ok {
-			sa.Bundles[name] = secagg.Marshal(st.Round, b)
+			bb[name] = secagg.Marshal(st.Round, b)
 		}
 	}
-	if err := next(SecAggMask); err != nil {
-		return st, err
+	recorded, rebuilt := bundleRecord(sa.Bundles), bundleRecord(bb)
+	if err != nil {
+		rebuilt = nil
 	}
+	if live(1) {
+		sa.Bundles = bb
+	}
+	if stop, next, err := settle(1, complete, rebuilt, &recorded); stop {
+		return next, err
+	}
+
 	// 3. Masked inputs.
-	if _, err := phase(len(bundles), func(u *Update, m secagg.Message) error {
-		mi, ok := m.(*secagg.MaskedInput)
-		if !ok {
-			return errors.New("expected MaskedInput")
-		}
-		if err := from(u, mi.From); err != nil {
-			return err
-		}
-		if err := srv.ReceiveMasked(mi); err != nil {
-			return err
-		}
-		inputs[u.Participant] = u
-		return nil
-	}); err != nil {
+	complete, err = phase(2, len(bundles), accepting(srv.ReceiveMasked))
+	if err != nil {
 		return st, err
 	}
 	req, err := srv.Request()
+	if err != nil && live(2) {
+		return fail(SecAggFailInputs, "too few masked inputs", "err", err)
+	}
+	if stop, next, err := settle(2, complete, marshal(req, err), &sa.Request); stop {
+		return next, err
+	}
+
+	// 4. Consistency check: every survivor signs the survivor set it was shown.
+	complete, err = phase(3, len(req.Survivors), accepting(srv.ReceiveSurvivorSig))
 	if err != nil {
-		return abandon("too few masked inputs", "err", err)
-	}
-	sa.Request = secagg.Marshal(st.Round, req)
-	if err := next(SecAggUnmask); err != nil {
 		return st, err
 	}
-	// 4. Shares that remove the masks (the dropouts' pairwise masks included).
-	if _, err := phase(len(req.Survivors), func(u *Update, m secagg.Message) error {
-		r, ok := m.(*secagg.UnmaskResponse)
-		if !ok {
-			return errors.New("expected UnmaskResponse")
+	sigs, err := srv.Signatures()
+	if err != nil && live(3) {
+		if errors.Is(err, secagg.ErrInconsistent) {
+			return fail(SecAggFailInconsistent, "gateways signed different survivor sets", "err", err)
 		}
-		if err := from(u, r.From); err != nil {
-			return err
-		}
-		return srv.ReceiveUnmask(r)
-	}); err != nil {
+		return fail(SecAggFailSignatures, "too few gateways signed the survivor set", "err", err)
+	}
+	if stop, next, err := settle(3, complete, marshal(sigs, err), &sa.Signatures); stop {
+		return next, err
+	}
+
+	// 5. Shares that remove the masks (the dropouts' pairwise masks included).
+	if _, err := phase(4, len(sigs.Sigs), accepting(srv.ReceiveUnmask)); err != nil {
 		return st, err
 	}
+	inputs := accepted[2] // the masked inputs, by participant, for the ledger
 	sum, err := srv.Sum()
 	if err != nil {
-		return abandon("unmasking failed", "err", err)
+		return fail(SecAggFailUnmask, "unmasking failed", "err", err)
 	}
 	var used []string
 	for name, id := range sa.IDs {
-		for _, s := range srv.Survivors() {
-			if s == id {
-				used = append(used, name)
-			}
+		if slices.Contains(srv.Survivors(), id) {
+			used = append(used, name)
 		}
 	}
 	if len(used) < st.Quorum {
-		return abandon("quorum not met", "survivors", len(used), "quorum", st.Quorum)
+		return fail(SecAggFailQuorum, "quorum not met", "survivors", len(used), "quorum", st.Quorum)
 	}
 	// The new model: global + η · (mean of the survivors' updates), with central noise on
-	// the mean when DP is central (distributed noise is already in the sum).
+	// the mean when DP is central (distributed noise is already in the sum). Weighted, the
+	// mean is Σ w·update / Σ w, the last element of the sum being Σ w.
 	n := float64(len(used))
+	weight := float32(n)
+	if sa.SampleCap > 0 {
+		if weight = sum[len(sum)-1]; !(weight > 0) {
+			return fail(SecAggFailUnmask, "the survivors' weights sum to no positive number", "sum", weight)
+		}
+	}
 	var privacy *dp.Report
 	var noise []float32
 	if f.budget != nil {
@@ -238,7 +315,7 @@ func (f *fedRun) secaggRound(ctx context.Context, st RoundState) (RoundState, er
 	}
 	params2 := make([]float32, len(global.Params))
 	for i := range params2 {
-		step := sum[i] / float32(n)
+		step := sum[i] / weight
 		if noise != nil {
 			step += noise[i]
 		}
@@ -256,4 +333,114 @@ func (f *fedRun) secaggRound(ctx context.Context, st RoundState) (RoundState, er
 	f.record(ctx, st, global.Header, out.Header, hash, c, used, privacy)
 	st.SecAgg = nil
 	return f.finish(ctx, report, start, outcomeAggregated, f.open(st.Round+1, hash, st.Round))
+}
+
+// accepting adapts a Server's Receive method to a phase: the message must be of its type
+// and come from the client id of the gateway that signed it.
+func accepting[M interface {
+	secagg.Message
+	Sender() uint32
+}](recv func(M) error) func(secagg.Message, uint32) error {
+	return func(m secagg.Message, signer uint32) error {
+		x, ok := m.(M)
+		if !ok {
+			var want M
+			return fmt.Errorf("expected %T, got %T", want, m)
+		}
+		if x.Sender() != signer {
+			return fmt.Errorf("%T from client %d signed by client %d", m, x.Sender(), signer)
+		}
+		return recv(x)
+	}
+}
+
+// bundleRecord is the canonical encoding of the bundles by name, for comparing a replayed
+// close with the recorded one.
+func bundleRecord(b map[string][]byte) []byte {
+	var out []byte
+	for _, name := range slices.Sorted(maps.Keys(b)) {
+		out = binary.BigEndian.AppendUint32(append(binary.BigEndian.AppendUint32(out, uint32(len(name))), name...), uint32(len(b[name])))
+		out = append(out, b[name]...)
+	}
+	return out
+}
+
+// sameSecAggRound checks that an interrupted round's record was made for the round the
+// configuration describes now: same parameters, client ids and identity keys.
+func sameSecAggRound(rec, now *SecAggState) error {
+	switch {
+	case rec.Params != now.Params || rec.SampleCap != now.SampleCap:
+		return fmt.Errorf("parameters %+v (sample cap %d) recorded, %+v (%d) configured", rec.Params, rec.SampleCap, now.Params, now.SampleCap)
+	case !maps.Equal(rec.IDs, now.IDs):
+		return errors.New("client ids differ")
+	case !maps.EqualFunc(rec.Keys, now.Keys, func(a, b ed25519.PublicKey) bool { return a.Equal(b) }):
+		return errors.New("member identity keys differ")
+	case !slices.Contains(secaggPhases, rec.Phase):
+		return fmt.Errorf("phase %q is unknown", rec.Phase)
+	}
+	return nil
+}
+
+// secaggContributors returns, for each phase closed before a restart (the first closed
+// of secaggPhases), the client ids whose messages the recorded close was made from.
+func secaggContributors(sa *SecAggState, closed int) ([]map[uint32]bool, error) {
+	out := make([]map[uint32]bool, len(secaggPhases))
+	set := func(ids ...uint32) map[uint32]bool {
+		m := map[uint32]bool{}
+		for _, id := range ids {
+			m[id] = true
+		}
+		return m
+	}
+	decode := func(b []byte, what string) (secagg.Message, error) {
+		round, m, err := secagg.Unmarshal(b)
+		if err == nil && round != sa.Params.Round {
+			err = fmt.Errorf("of round %d", round)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("recorded %s: %w", what, err)
+		}
+		return m, nil
+	}
+	for i := range closed {
+		switch secaggPhases[i] {
+		case SecAggAdvertise:
+			m, err := decode(sa.Roster, "roster")
+			r, ok := m.(*secagg.Roster)
+			if err != nil || !ok {
+				return nil, errors.Join(err, errors.New("recorded roster is not a roster"))
+			}
+			out[i] = set()
+			for _, k := range r.Keys {
+				out[i][k.From] = true
+			}
+		case SecAggShare:
+			out[i] = set()
+			for name := range sa.Bundles {
+				id, ok := sa.IDs[name]
+				if !ok {
+					return nil, fmt.Errorf("recorded bundle for %s, not a participant", name)
+				}
+				out[i][id] = true
+			}
+		case SecAggMask:
+			m, err := decode(sa.Request, "request")
+			r, ok := m.(*secagg.UnmaskRequest)
+			if err != nil || !ok {
+				return nil, errors.Join(err, errors.New("recorded request is not an unmasking request"))
+			}
+			out[i] = set(r.Survivors...)
+		case SecAggCheck:
+			m, err := decode(sa.Signatures, "signatures")
+			r, ok := m.(*secagg.SurvivorSigs)
+			if err != nil || !ok {
+				return nil, errors.Join(err, errors.New("recorded signatures are not survivor-set signatures"))
+			}
+			out[i] = set()
+			for _, s := range r.Sigs {
+				out[i][s.From] = true
+			}
+		}
+	}
+	return out, nil
 }

@@ -4,19 +4,24 @@
 // Threat model: the NATS server authenticates every factory by its credentials (and TLS)
 // and enforces subject permissions (FactoryPermissions): a factory publishes updates only
 // under its own name, reads only its federations' models and round state, and receives
-// only on its own inbox prefix. Nothing here checks message contents: the round protocol
+// only on its own inbox prefix. The embedded server can hold bcrypt hashes of the factories'
+// passwords instead of the passwords, and a site's leaf node verifies the hub's certificate
+// (and shows its own) on its link. Nothing here checks message contents: the round protocol
 // (package federation) verifies every signature, hash and binding to a round, so a
 // compromised server can delay, drop or replay messages but not forge them.
 package natsbus
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -35,9 +40,19 @@ type Bus struct {
 
 	mu      sync.Mutex
 	objs    map[string]jetstream.ObjectStore
+	streams map[string]jetstream.Stream // object stores' streams, for direct gets
 	kvs     map[string]jetstream.KeyValue
+	recent  map[string]recentModel // per federation, the last model this connection put
 	timeout time.Duration
 	closed  chan struct{} // closed by the client library when the connection is closed
+}
+
+// recentModel is a model kept after PutModel, so that the hub, which reads back the model
+// it has just published at the start of the next round, does not download it again (one
+// per federation; models are immutable, named by their SHA-256).
+type recentModel struct {
+	hash string
+	data []byte
 }
 
 var _ federation.Transport = (*Bus)(nil)
@@ -85,7 +100,8 @@ func Dial(ctx context.Context, cfg ClientConfig, log *slog.Logger) (*Bus, error)
 		nc.Close()
 		return nil, fmt.Errorf("natsbus: jetstream: %w", err)
 	}
-	return &Bus{nc: nc, js: js, log: log, objs: map[string]jetstream.ObjectStore{}, kvs: map[string]jetstream.KeyValue{}, timeout: cfg.Timeout, closed: closed}, nil
+	return &Bus{nc: nc, js: js, log: log, objs: map[string]jetstream.ObjectStore{}, streams: map[string]jetstream.Stream{},
+		kvs: map[string]jetstream.KeyValue{}, recent: map[string]recentModel{}, timeout: cfg.Timeout, closed: closed}, nil
 }
 
 // Close drains the connection (pending publishes are flushed) and waits until it is
@@ -140,8 +156,11 @@ func (b *Bus) bounded(ctx context.Context) (context.Context, context.CancelFunc)
 func (b *Bus) DeleteFederation(ctx context.Context, fed string) error {
 	b.mu.Lock()
 	delete(b.kvs, fed)
-	delete(b.objs, modelBucket(fed))
-	delete(b.objs, hubBucket(fed))
+	delete(b.recent, fed)
+	for _, bucket := range []string{modelBucket(fed), hubBucket(fed)} {
+		delete(b.objs, bucket)
+		delete(b.streams, bucket)
+	}
 	b.mu.Unlock()
 	var errs []error
 	for _, s := range []string{updateStream(fed), "OBJ_" + modelBucket(fed), "OBJ_" + hubBucket(fed), "KV_" + roundBucket(fed)} {
@@ -226,18 +245,40 @@ func (b *Bus) PutModel(ctx context.Context, fed string, data []byte) (string, er
 	if err != nil {
 		return "", err
 	}
-	if info, err := o.GetInfo(ctx, h); err == nil && info.Size == uint64(len(data)) {
-		return h, nil
+	if info, err := o.GetInfo(ctx, h); err != nil || info.Size != uint64(len(data)) {
+		if err := b.putObject(ctx, o, h, data); err != nil {
+			return "", fmt.Errorf("natsbus: put model %s/%s: %w", fed, h, err)
+		}
 	}
-	if _, err := o.PutBytes(ctx, h, data); err != nil {
-		return "", fmt.Errorf("natsbus: put model %s/%s: %w", fed, h, err)
-	}
+	b.mu.Lock()
+	b.recent[fed] = recentModel{hash: h, data: slices.Clone(data)}
+	b.mu.Unlock()
 	return h, nil
 }
 
-// GetModel implements federation.Transport.
+// maxChunk bounds the chunks objects are stored in: large chunks make a model a few
+// messages (the object store's default is 128 kB), below the server's max_payload.
+const maxChunk = 1 << 20
+
+// putObject stores data under name in chunks of up to maxChunk bytes (less when the
+// server's max_payload is smaller; the object store allocates one chunk's buffer, so a
+// smaller object gets a chunk of its own size).
+func (b *Bus) putObject(ctx context.Context, o jetstream.ObjectStore, name string, data []byte) error {
+	chunk := max(min(int64(maxChunk), b.nc.MaxPayload()-4096, int64(len(data))), 4096)
+	_, err := o.Put(ctx, jetstream.ObjectMeta{Name: name, Opts: &jetstream.ObjectMetaOptions{ChunkSize: uint32(chunk)}}, bytes.NewReader(data))
+	return err
+}
+
+// GetModel implements federation.Transport. The content is not hashed here: the caller
+// checks that it hashes to hash, as the Transport contract says.
 func (b *Bus) GetModel(ctx context.Context, fed, hash string) ([]byte, error) {
-	return b.getObject(ctx, modelBucket(fed), hash)
+	b.mu.Lock()
+	r, ok := b.recent[fed]
+	b.mu.Unlock()
+	if ok && r.hash == hash {
+		return slices.Clone(r.data), nil
+	}
+	return b.getObject(ctx, modelBucket(fed), hash, false)
 }
 
 // PutBlob implements federation.Transport in a bucket only the hub can read.
@@ -248,32 +289,93 @@ func (b *Bus) PutBlob(ctx context.Context, fed, name string, data []byte) error 
 	if err != nil {
 		return err
 	}
-	if _, err := o.PutBytes(ctx, name, data); err != nil {
+	if err := b.putObject(ctx, o, name, data); err != nil {
 		return fmt.Errorf("natsbus: put %s/%s: %w", hubBucket(fed), name, err)
 	}
 	return nil
 }
 
-// GetBlob implements federation.Transport.
+// GetBlob implements federation.Transport; the content is checked against the digest
+// stored with it.
 func (b *Bus) GetBlob(ctx context.Context, fed, name string) ([]byte, error) {
-	return b.getObject(ctx, hubBucket(fed), name)
+	return b.getObject(ctx, hubBucket(fed), name, true)
 }
 
-func (b *Bus) getObject(ctx context.Context, bucket, name string) ([]byte, error) {
+// getObject reads an object: its metadata, then its chunks with JetStream direct gets
+// (the object store's own reader creates a consumer for every read, which costs more
+// than the transfer of a model of a few chunks), checking the digest when verify is set.
+func (b *Bus) getObject(ctx context.Context, bucket, name string, verify bool) ([]byte, error) {
 	ctx, cancel := b.bounded(ctx)
 	defer cancel()
 	o, err := b.obj(ctx, bucket)
 	if err != nil {
 		return nil, err
 	}
-	data, err := o.GetBytes(ctx, name)
+	info, err := o.GetInfo(ctx, name)
 	if errors.Is(err, jetstream.ErrObjectNotFound) {
 		return nil, fmt.Errorf("natsbus: %s/%s: %w", bucket, name, federation.ErrNotFound)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("natsbus: get %s/%s: %w", bucket, name, err)
 	}
+	if info.Opts != nil && info.Opts.Link != nil { // never made by this package
+		return nil, fmt.Errorf("natsbus: get %s/%s: object is a link", bucket, name)
+	}
+	st, err := b.objStream(ctx, bucket)
+	if err != nil {
+		return nil, err
+	}
+	data, err := readChunks(ctx, st, "$O."+bucket+".C."+info.NUID, info.Size)
+	if err != nil {
+		return nil, fmt.Errorf("natsbus: get %s/%s: %w", bucket, name, err)
+	}
+	if verify {
+		sum := sha256.Sum256(data)
+		if want := "SHA-256=" + base64.URLEncoding.EncodeToString(sum[:]); info.Digest != want {
+			return nil, fmt.Errorf("natsbus: get %s/%s: digest %s, stored %s", bucket, name, want, info.Digest)
+		}
+	}
 	return data, nil
+}
+
+// readChunks reads the size bytes stored in the messages of subject, in order.
+func readChunks(ctx context.Context, st jetstream.Stream, subject string, size uint64) ([]byte, error) {
+	if size > 1<<31 {
+		return nil, fmt.Errorf("object of %d bytes is too large", size)
+	}
+	var out []byte
+	for seq := uint64(1); uint64(len(out)) < size; {
+		m, err := st.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
+		if err != nil {
+			return nil, fmt.Errorf("chunk after sequence %d: %w", seq, err)
+		}
+		if out == nil && uint64(len(m.Data)) == size {
+			return m.Data, nil // one chunk: no copy
+		}
+		if out == nil {
+			out = make([]byte, 0, size)
+		}
+		if uint64(len(out)+len(m.Data)) > size {
+			return nil, fmt.Errorf("chunks hold more than the %d bytes of the object", size)
+		}
+		out = append(out, m.Data...)
+		seq = m.Sequence + 1
+	}
+	return out, nil
+}
+
+func (b *Bus) objStream(ctx context.Context, bucket string) (jetstream.Stream, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if st, ok := b.streams[bucket]; ok {
+		return st, nil
+	}
+	st, err := b.js.Stream(ctx, "OBJ_"+bucket)
+	if err != nil {
+		return nil, fmt.Errorf("natsbus: object store %s: %w", bucket, err)
+	}
+	b.streams[bucket] = st
+	return st, nil
 }
 
 const roundKey = "state"

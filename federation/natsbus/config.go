@@ -1,9 +1,13 @@
 package natsbus
 
 import (
+	"errors"
+	"fmt"
+	"regexp"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/millwright-io/millwright/federation"
 	"github.com/millwright-io/millwright/gateway/config"
@@ -64,9 +68,46 @@ func (c ClientConfig) Validate() error {
 // Factory is one factory's credentials on the embedded server and the federations it
 // belongs to.
 type Factory struct {
-	Name        string        `yaml:"name"`
+	Name string `yaml:"name"`
+	// Password is the bcrypt hash of the factory's password ($2a$, $2b$ or $2y$, printed
+	// by `millwright hub passwd`), or the password itself (plaintext, logged as a warning).
 	Password    config.Secret `yaml:"password"`
 	Federations []string      `yaml:"federations"`
+}
+
+// bcryptShape is the form of a bcrypt hash: version, two-digit cost, 53 characters of salt
+// and digest.
+var bcryptShape = regexp.MustCompile(`^\$2[aby]\$[0-9]{2}\$[./A-Za-z0-9]{53}$`)
+
+// IsBcrypt reports whether s is a bcrypt hash (the embedded server then compares the
+// client's password with it) rather than a plaintext password.
+func IsBcrypt(s string) bool {
+	if !bcryptShape.MatchString(s) {
+		return false
+	}
+	_, err := bcrypt.Cost([]byte(s))
+	return err == nil
+}
+
+// bcryptPrefix marks a password the server treats as a bcrypt hash: a malformed hash
+// with it would never match any password.
+var bcryptPrefix = regexp.MustCompile(`^\$2[abxy]\$`)
+
+// ErrPasswordLength is returned by HashPassword for an empty password or one longer than
+// bcrypt's 72 bytes.
+var ErrPasswordLength = errors.New("natsbus: password must be 1 to 72 bytes")
+
+// HashPassword returns the bcrypt hash (cost bcrypt.DefaultCost) of a factory's password,
+// for the password field of ServerConfig.Factories.
+func HashPassword(password string) (string, error) {
+	if len(password) == 0 || len(password) > 72 {
+		return "", fmt.Errorf("%w (got %d bytes)", ErrPasswordLength, len(password))
+	}
+	h, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.DefaultCost)
+	if err != nil {
+		return "", fmt.Errorf("natsbus: bcrypt: %w", err)
+	}
+	return string(h), nil
 }
 
 // ServerConfig configures the NATS server the hub embeds for a single-node setup.
@@ -136,6 +177,8 @@ func (c ServerConfig) Validate() error {
 		seen[f.Name] = true
 		if !f.Password.IsSet() {
 			p.Addf(config.Join(path, "password"), "is required")
+		} else if pw := f.Password.Value(); bcryptPrefix.MatchString(pw) && !IsBcrypt(pw) {
+			p.Addf(config.Join(path, "password"), "%.7s… (%d characters) is not a valid bcrypt hash; expected 60 characters: $2a$, $2b$ or $2y$, a cost 04..31, $ and 53 characters of salt and hash (as printed by millwright hub passwd)", pw, len(pw))
 		}
 		if len(f.Federations) == 0 {
 			p.Addf(config.Join(path, "federations"), "is empty; a factory must belong to at least one federation")

@@ -1,10 +1,12 @@
 package natsbus
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -24,7 +26,7 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/nats-io/nats.go/jetstream.(*jetStream).resetPendingAcksOnReconnect"))
 }
 
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	return net.JoinHostPort("127.0.0.1", strconv.Itoa(servicetest.FreePort(t)))
 }
 
@@ -40,29 +42,48 @@ func startServer(t *testing.T, leaf bool) (*Server, *Bus) {
 	if leaf {
 		cfg.LeafListen = freeAddr(t)
 	}
+	return serve(t, cfg, slog.New(slog.DiscardHandler))
+}
+
+// serve starts the embedded server of cfg (defaults set here, valid), creates every
+// federation its factories belong to with all of them as members, and returns it with
+// the hub's connection.
+func serve(t testing.TB, cfg ServerConfig, log *slog.Logger) (*Server, *Bus) {
+	t.Helper()
 	cfg.SetDefaults()
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	srv, err := StartServer(cfg, slog.New(slog.DiscardHandler))
+	srv, err := StartServer(cfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(srv.Shutdown)
 	hub := dial(t, srv.HubClient())
-	ctx := context.Background()
-	for _, f := range []string{"f1", "f2"} {
-		if err := hub.EnsureFederation(ctx, f, []string{"a", "b", "c"}, time.Hour); err != nil {
+	var feds, members []string
+	for _, f := range cfg.Factories {
+		members = append(members, f.Name)
+		for _, fed := range f.Federations {
+			if !slices.Contains(feds, fed) {
+				feds = append(feds, fed)
+			}
+		}
+	}
+	for _, f := range feds {
+		if err := hub.EnsureFederation(context.Background(), f, members, time.Hour); err != nil {
 			t.Fatal(err)
 		}
 	}
 	return srv, hub
 }
 
-func dial(t *testing.T, c ClientConfig) *Bus {
+// dial connects with c, by default with a short timeout: a refused operation fails fast.
+func dial(t testing.TB, c ClientConfig) *Bus {
 	t.Helper()
+	if c.Timeout == 0 {
+		c.Timeout = 500 * time.Millisecond
+	}
 	c.SetDefaults()
-	c.Timeout = 500 * time.Millisecond
 	b, err := Dial(context.Background(), c, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
@@ -216,5 +237,64 @@ func TestServerConfigValidate(t *testing.T) {
 		if !found {
 			t.Errorf("no problem reported at %s in %v", want, err)
 		}
+	}
+}
+
+// TestRepeatedServerErrors: a problem the server reports again (a leaf link retried every
+// second, from another connection) is logged once a minute, a new one at once.
+func TestRepeatedServerErrors(t *testing.T) {
+	r := &repeats{}
+	t0 := time.Now()
+	for _, c := range []struct {
+		msg   string
+		after time.Duration
+		fresh bool
+	}{
+		{"127.0.0.1:7422 - lid:5 - TLS leafnode handshake error: x509: unknown authority", 0, true},
+		{"127.0.0.1:7422 - lid:6 - TLS leafnode handshake error: x509: unknown authority", time.Second, false},
+		{"[::1]:51234 - lid:7 - TLS leafnode handshake error: x509: unknown authority", 2 * time.Second, false},
+		{`Error trying to connect as leafnode to remote server "h:7422" (attempt 3): refused`, 3 * time.Second, true},
+		{`Error trying to connect as leafnode to remote server "h:7422" (attempt 4): refused`, 4 * time.Second, false},
+		{`Error trying to connect as leafnode to remote server "h:7422" (attempt 70): refused`, 4*time.Second + repeatEvery, true},
+	} {
+		if got := r.fresh(c.msg, t0.Add(c.after)); got != c.fresh {
+			t.Errorf("fresh(%q) at +%v = %v, want %v", c.msg, c.after, got, c.fresh)
+		}
+	}
+}
+
+// TestLargeObjects stores a model and a hub blob of several chunks and reads them back:
+// the model from another connection (chunks by direct get) and from the connection that
+// put it (kept, returned as a copy), the blob checked against its stored digest.
+func TestLargeObjects(t *testing.T) {
+	srv, hub := startServer(t, false)
+	ctx := context.Background()
+	a := dial(t, factory(srv, "a", "pa"))
+	model := make([]byte, 3*maxChunk+12345)
+	for i := range model {
+		model[i] = byte(i*31 + i>>13)
+	}
+	h, err := hub.PutModel(ctx, "f1", model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, b := range map[string]*Bus{"factory": a, "hub": hub} {
+		got, err := b.GetModel(ctx, "f1", h)
+		if err != nil || !bytes.Equal(got, model) {
+			t.Fatalf("%s reads the model: %d bytes, %v", name, len(got), err)
+		}
+		got[0] ^= 1 // the caller's copy
+	}
+	if got, _ := hub.GetModel(ctx, "f1", h); !bytes.Equal(got, model) {
+		t.Fatal("a caller's change reached the kept model")
+	}
+	if err := hub.PutBlob(ctx, "f1", "optimizer", model[:maxChunk+1]); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := hub.GetBlob(ctx, "f1", "optimizer"); err != nil || !bytes.Equal(got, model[:maxChunk+1]) {
+		t.Fatalf("blob: %d bytes, %v", len(got), err)
+	}
+	if got, err := hub.GetBlob(ctx, "f1", "empty"); !errors.Is(err, federation.ErrNotFound) {
+		t.Fatalf("missing blob: %d bytes, %v", len(got), err)
 	}
 }

@@ -1,16 +1,24 @@
 package natsbus
 
 import (
+	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/url"
+	"regexp"
 	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/millwright-io/millwright/gateway/config"
 )
@@ -78,6 +86,8 @@ type Server struct {
 	hubPassword string
 	domain      string
 	leafListen  string
+	hubURL      string        // a leaf node's hub (credentials redacted)
+	lastErr     *atomic.Value // the server's last error or warning (string)
 }
 
 // StartServer starts the embedded server of cfg (defaults set, valid) and waits until it
@@ -91,7 +101,13 @@ func StartServer(cfg ServerConfig, log *slog.Logger) (*Server, error) {
 	if _, err := rand.Read(pw[:]); err != nil {
 		return nil, fmt.Errorf("natsbus: hub password: %w", err)
 	}
-	s := &Server{hubPassword: hex.EncodeToString(pw[:]), domain: cfg.Domain, leafListen: cfg.LeafListen}
+	s := &Server{hubPassword: hex.EncodeToString(pw[:]), domain: cfg.Domain, leafListen: cfg.LeafListen, lastErr: &atomic.Value{}}
+	// The server keeps only a bcrypt hash of the hub's random password too (the lowest
+	// cost: 128 random bits need no stretching), so that it holds no plaintext password.
+	hubHash, err := bcrypt.GenerateFromPassword([]byte(s.hubPassword), bcrypt.MinCost)
+	if err != nil {
+		return nil, fmt.Errorf("natsbus: hub password: %w", err)
+	}
 	opts := &server.Options{
 		ServerName:      cfg.ServerName,
 		Host:            host,
@@ -102,8 +118,11 @@ func StartServer(cfg ServerConfig, log *slog.Logger) (*Server, error) {
 		NoSigs:          true,
 		MaxPayload:      8 << 20,
 	}
-	users := []*server.User{{Username: hubUser, Password: s.hubPassword}}
+	users := []*server.User{{Username: hubUser, Password: string(hubHash)}}
 	for _, f := range cfg.Factories {
+		if !IsBcrypt(f.Password.Value()) {
+			log.Warn("factory password is configured in plaintext; configure its bcrypt hash instead (millwright hub passwd)", "factory", f.Name)
+		}
 		users = append(users, &server.User{Username: f.Name, Password: f.Password.Value(), Permissions: FactoryPermissions(f.Name, f.Federations, cfg.Domain)})
 	}
 	if len(cfg.Factories) > 0 {
@@ -117,6 +136,11 @@ func StartServer(cfg ServerConfig, log *slog.Logger) (*Server, error) {
 		tc, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: cfg.CertFile, KeyFile: cfg.KeyFile, CaFile: cfg.CAFile, Verify: cfg.CAFile != ""})
 		if err != nil {
 			return nil, fmt.Errorf("natsbus: tls: %w", err)
+		}
+		if cfg.CAFile != "" {
+			// The hub's own connection is an in-memory pipe to this server, with no
+			// certificate to present: it authenticates with its password alone.
+			tc.GetConfigForClient = inProcessTLS(tc)
 		}
 		opts.TLSConfig, opts.TLS, opts.TLSVerify, opts.TLSTimeout = tc, true, cfg.CAFile != "", 5
 	}
@@ -132,7 +156,7 @@ func StartServer(cfg ServerConfig, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("natsbus: embedded server: %w", err)
 	}
-	srv.SetLoggerV2(slogLogger{log}, false, false, false)
+	srv.SetLoggerV2(newSlogLogger(log, s.lastErr), false, false, false)
 	srv.Start()
 	if !srv.ReadyForConnections(10 * time.Second) {
 		srv.Shutdown()
@@ -140,6 +164,20 @@ func StartServer(cfg ServerConfig, log *slog.Logger) (*Server, error) {
 	}
 	s.srv = srv
 	return s, nil
+}
+
+// inProcessTLS returns a GetConfigForClient hook that waives the client certificate for
+// in-process connections (net.Pipe, whose address network is "pipe"; no network peer
+// can produce one) and keeps tc's verification for every other connection.
+func inProcessTLS(tc *tls.Config) func(*tls.ClientHelloInfo) (*tls.Config, error) {
+	pipe := tc.Clone()
+	pipe.ClientAuth = tls.NoClientCert
+	return func(h *tls.ClientHelloInfo) (*tls.Config, error) {
+		if h.Conn != nil && h.Conn.RemoteAddr().Network() == "pipe" {
+			return pipe, nil
+		}
+		return nil, nil // tc itself
+	}
 }
 
 // LeafConfig configures a gateway's local leaf node, connected to the hub with the
@@ -152,10 +190,16 @@ type LeafConfig struct {
 	HubURL     string // nats-leaf://host:port of the hub's leaf listener
 	User       string
 	Password   string
+	// TLS secures the link to the hub: CAFile verifies the hub's certificate (system roots
+	// when empty), CertFile and KeyFile present the site's certificate (mutual TLS, for a
+	// hub with ca_file), ServerName is the name checked in the hub's certificate (default:
+	// the host of HubURL). A hub whose leaf listener has TLS requires it.
+	TLS config.TLS
 }
 
 // StartLeaf starts a leaf node for a gateway site: local clients connect to it; it keeps
 // working while the link to the hub is down and forwards to the hub's JetStream domain.
+// The link is made in the background: WaitLinked reports whether it is up, and why not.
 func StartLeaf(cfg LeafConfig, log *slog.Logger) (*Server, error) {
 	host, port, err := splitHostPort(cfg.Listen)
 	if err != nil {
@@ -165,6 +209,7 @@ func StartLeaf(cfg LeafConfig, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("natsbus: hub url %q: %w", cfg.HubURL, err)
 	}
+	hubURL := u.Redacted()
 	if cfg.User != "" {
 		u.User = url.UserPassword(cfg.User, cfg.Password)
 	}
@@ -173,18 +218,59 @@ func StartLeaf(cfg LeafConfig, log *slog.Logger) (*Server, error) {
 		JetStream: true, JetStreamDomain: cfg.Domain, StoreDir: cfg.StoreDir,
 		MaxPayload: 8 << 20,
 	}
-	opts.LeafNode.Remotes = []*server.RemoteLeafOpts{{URLs: []*url.URL{u}}}
+	remote := &server.RemoteLeafOpts{URLs: []*url.URL{u}}
+	tc, err := cfg.TLS.Load()
+	if err != nil {
+		return nil, fmt.Errorf("natsbus: leaf link tls: %w", err)
+	}
+	if tc != nil {
+		remote.TLS, remote.TLSConfig, remote.TLSTimeout = true, tc, 5
+		if cfg.TLS.InsecureSkipVerify {
+			log.Warn("leaf link does not verify the hub's certificate (insecure_skip_verify): for lab use only", "hub", hubURL)
+		}
+	}
+	opts.LeafNode.Remotes = []*server.RemoteLeafOpts{remote}
 	srv, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("natsbus: leaf server: %w", err)
 	}
-	srv.SetLoggerV2(slogLogger{log}, false, false, false)
+	s := &Server{domain: cfg.Domain, hubURL: hubURL, lastErr: &atomic.Value{}}
+	srv.SetLoggerV2(newSlogLogger(log, s.lastErr), false, false, false)
 	srv.Start()
 	if !srv.ReadyForConnections(10 * time.Second) {
 		srv.Shutdown()
 		return nil, fmt.Errorf("natsbus: leaf server on %s not ready after 10s", cfg.Listen)
 	}
-	return &Server{srv: srv, domain: cfg.Domain}, nil
+	s.srv = srv
+	return s, nil
+}
+
+// ErrLeafNotLinked is returned (wrapped) by WaitLinked when the link to the hub is not up.
+var ErrLeafNotLinked = errors.New("natsbus: leaf node not linked to the hub")
+
+// WaitLinked waits until the leaf node's link to the hub is up, or ctx ends: it then
+// returns ErrLeafNotLinked with the server's last error about the link (a refused
+// certificate, wrong credentials, an unreachable hub).
+func (s *Server) WaitLinked(ctx context.Context) error {
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for s.srv.NumLeafNodes() == 0 {
+		select {
+		case <-ctx.Done():
+			last, _ := s.lastErr.Load().(string)
+			hint := ""
+			switch {
+			case last == "":
+				last = "the hub closed the link or did not answer, with no error the leaf can see"
+				hint = " (the hub's log says why: a hub with ca_file requires the site's tls cert_file and key_file; the factory's user and password must match the hub's)"
+			case strings.Contains(last, "x509:") || strings.Contains(last, "tls:"):
+				hint = " (check that leaf tls.ca_file holds the CA of the hub's certificate and that the certificate is valid for tls.server_name or the hub_url's host)"
+			}
+			return fmt.Errorf("%w: %s: %s%s", ErrLeafNotLinked, s.hubURL, last, hint)
+		case <-tick.C:
+		}
+	}
+	return nil
 }
 
 // ClientURL is the address clients connect to.
@@ -229,20 +315,68 @@ func splitHostPort(a string) (string, int, error) {
 }
 
 // slogLogger adapts the server's logger to slog; the server's notices are debug-level so
-// that normal running stays quiet.
-type slogLogger struct{ log *slog.Logger }
+// that normal running stays quiet, and an error or warning that repeats the previous one
+// (a leaf link retried every second) is logged again only after repeatEvery. It keeps the
+// last error or warning in last.
+type slogLogger struct {
+	log  *slog.Logger
+	last *atomic.Value
+	rep  *repeats
+}
+
+func newSlogLogger(log *slog.Logger, last *atomic.Value) slogLogger {
+	return slogLogger{log: log, last: last, rep: &repeats{}}
+}
+
+const repeatEvery = time.Minute
+
+// repeats remembers the last error or warning logged, without its connection ids.
+type repeats struct {
+	mu   sync.Mutex
+	key  string
+	when time.Time
+}
+
+// connIDs matches what differs between two reports of one problem: the peer's address,
+// the connection id and the attempt number.
+var connIDs = regexp.MustCompile(`[0-9a-fA-F.:\[\]]+:[0-9]+ - |\b[lcrg]id:[0-9]+|\(attempt [0-9]+\)`)
+
+// fresh reports whether msg is not a repeat of the message logged less than repeatEvery ago.
+func (r *repeats) fresh(msg string, now time.Time) bool {
+	key := connIDs.ReplaceAllString(msg, "")
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if key == r.key && now.Sub(r.when) < repeatEvery {
+		return false
+	}
+	r.key, r.when = key, now
+	return true
+}
+
+// plaintextWarning is the server's own warning about plaintext passwords; StartServer
+// warns once per factory instead.
+const plaintextWarning = "Plaintext passwords detected"
 
 func (l slogLogger) Noticef(f string, v ...any) {
 	l.log.Debug("nats server", "detail", fmt.Sprintf(f, v...))
 }
 func (l slogLogger) Warnf(f string, v ...any) {
-	l.log.Warn("nats server", "detail", fmt.Sprintf(f, v...))
+	if strings.HasPrefix(f, plaintextWarning) {
+		l.log.Debug("nats server", "detail", fmt.Sprintf(f, v...))
+		return
+	}
+	l.report(slog.LevelWarn, f, v)
 }
-func (l slogLogger) Fatalf(f string, v ...any) {
-	l.log.Error("nats server", "detail", fmt.Sprintf(f, v...))
-}
-func (l slogLogger) Errorf(f string, v ...any) {
-	l.log.Error("nats server", "detail", fmt.Sprintf(f, v...))
+func (l slogLogger) Fatalf(f string, v ...any) { l.report(slog.LevelError, f, v) }
+func (l slogLogger) Errorf(f string, v ...any) { l.report(slog.LevelError, f, v) }
+
+func (l slogLogger) report(level slog.Level, f string, v []any) {
+	msg := fmt.Sprintf(f, v...)
+	l.last.Store(msg)
+	if !l.rep.fresh(msg, time.Now()) {
+		level = slog.LevelDebug
+	}
+	l.log.Log(context.Background(), level, "nats server", "detail", msg)
 }
 func (l slogLogger) Debugf(f string, v ...any) {}
 func (l slogLogger) Tracef(f string, v ...any) {}

@@ -1,6 +1,7 @@
 package natsbus
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -8,11 +9,13 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"log/slog"
 	"math/big"
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -77,5 +80,122 @@ func TestTLS(t *testing.T) {
 	if bad, err := Dial(ctx, c, slog.New(slog.DiscardHandler)); err == nil {
 		_ = bad.Close()
 		t.Fatal("connected without trusting the hub's CA")
+	}
+}
+
+// pki is a test CA with the hub's server certificate (for 127.0.0.1) and a site's client
+// certificate, written as PEM files in dir.
+type pki struct{ dir, prefix string }
+
+func (p pki) file(name string) string { return filepath.Join(p.dir, p.prefix+name) }
+
+// newPKI writes <prefix>ca.pem, <prefix>server.pem/.key and <prefix>site.pem/.key.
+func newPKI(t *testing.T, dir, prefix string) pki {
+	t.Helper()
+	now := time.Now()
+	ca, caKey := writeCert(t, dir, prefix+"ca", &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: prefix + "test ca"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign}, nil, nil)
+	writeCert(t, dir, prefix+"server", &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "hub"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour), IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, DNSNames: []string{"hub.test"},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, KeyUsage: x509.KeyUsageDigitalSignature}, ca, caKey)
+	writeCert(t, dir, prefix+"site", &x509.Certificate{SerialNumber: big.NewInt(3), Subject: pkix.Name{CommonName: "site-a"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, KeyUsage: x509.KeyUsageDigitalSignature}, ca, caKey)
+	return pki{dir: dir, prefix: prefix}
+}
+
+// TestLeafTLS links a site's leaf node to a hub whose leaf listener requires mutual TLS:
+// with the hub's CA and the site's certificate the link comes up and a round's traffic
+// flows both ways through it; a leaf that does not trust the hub's CA, one without a
+// client certificate and one without TLS are refused, and WaitLinked says why.
+func TestLeafTLS(t *testing.T) {
+	dir := t.TempDir()
+	good := newPKI(t, dir, "")
+	other := newPKI(t, dir, "other-")
+	srv, hub := serve(t, ServerConfig{Listen: freeAddr(t), LeafListen: freeAddr(t), StoreDir: t.TempDir(),
+		CertFile: good.file("server.pem"), KeyFile: good.file("server.key"), CAFile: good.file("ca.pem"),
+		Factories: []Factory{{Name: "a", Password: config.NewSecret("pa"), Federations: []string{"f1"}}}}, slog.New(slog.DiscardHandler))
+	ctx := context.Background()
+	if err := hub.PutRound(ctx, "f1", []byte("state-1")); err != nil {
+		t.Fatal(err)
+	}
+	startLeaf := func(name string, tc config.TLS) *Server {
+		t.Helper()
+		leaf, err := StartLeaf(LeafConfig{Listen: freeAddr(t), ServerName: "leaf-" + name, Domain: "leaf-" + name, StoreDir: t.TempDir(),
+			HubURL: srv.LeafURL(), User: "a", Password: "pa", TLS: tc}, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(leaf.Shutdown)
+		return leaf
+	}
+	refused := []struct {
+		name string
+		tls  config.TLS
+		want string // in WaitLinked's error
+	}{
+		{"untrusted-ca", config.TLS{CAFile: other.file("ca.pem"), CertFile: good.file("site.pem"), KeyFile: good.file("site.key")}, "certificate signed by unknown authority"},
+		{"wrong-name", config.TLS{CAFile: good.file("ca.pem"), CertFile: good.file("site.pem"), KeyFile: good.file("site.key"), ServerName: "elsewhere.test"}, "elsewhere.test"},
+		{"no-client-cert", config.TLS{CAFile: good.file("ca.pem")}, "cert_file"},
+		{"no-tls", config.TLS{}, "x509"}, // the hub's INFO asks for TLS; system roots refuse its CA
+	}
+	for _, c := range refused {
+		t.Run(c.name, func(t *testing.T) {
+			leaf := startLeaf(c.name, c.tls)
+			wctx, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
+			defer cancel()
+			err := leaf.WaitLinked(wctx)
+			if !errors.Is(err, ErrLeafNotLinked) || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("WaitLinked: %v; want ErrLeafNotLinked mentioning %q", err, c.want)
+			}
+			if strings.Contains(err.Error(), "pa@") {
+				t.Fatalf("the error shows the password: %v", err)
+			}
+			if n := srv.LeafConnected(); n != 0 {
+				t.Fatalf("the hub has %d leaf connections", n)
+			}
+		})
+	}
+
+	// Clients on the hub's client port need a site certificate too (the hub's own
+	// in-process connection above does not).
+	direct := factory(srv, "a", "pa")
+	direct.TLS = config.TLS{CAFile: good.file("ca.pem")}
+	direct.SetDefaults()
+	if bad, err := Dial(ctx, direct, slog.New(slog.DiscardHandler)); err == nil {
+		_ = bad.Close()
+		t.Fatal("a client without a certificate connected to a hub with ca_file")
+	}
+	direct.TLS.CertFile, direct.TLS.KeyFile = good.file("site.pem"), good.file("site.key")
+	if got, err := dial(t, direct).GetRound(ctx, "f1"); err != nil || string(got) != "state-1" {
+		t.Fatalf("client with a site certificate: %q, %v", got, err)
+	}
+
+	leaf := startLeaf("good", config.TLS{CAFile: good.file("ca.pem"), CertFile: good.file("site.pem"), KeyFile: good.file("site.key"), ServerName: "hub.test"})
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := leaf.WaitLinked(wctx); err != nil {
+		t.Fatal(err)
+	}
+	// The site's client talks to its leaf in plain TCP on the appliance and reaches the
+	// hub's JetStream over the TLS link: it reads the round state and publishes an update.
+	site := dial(t, ClientConfig{URL: leaf.ClientURL(), User: "a", Password: config.NewSecret("local"), Domain: "hub"})
+	if got, err := site.GetRound(ctx, "f1"); err != nil || string(got) != "state-1" {
+		t.Fatalf("round state through the TLS leaf: %q, %v", got, err)
+	}
+	model := bytes.Repeat([]byte("global model "), 200_000) // 2.6 MB: three chunks
+	h, err := hub.PutModel(ctx, "f1", model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := site.GetModel(ctx, "f1", h); err != nil || !bytes.Equal(got, model) {
+		t.Fatalf("model through the TLS leaf: %d bytes, %v", len(got), err)
+	}
+	if err := site.PublishUpdate(ctx, "f1", 1, "a", []byte("update over tls")); err != nil {
+		t.Fatal(err)
+	}
+	if got := collect(t, hub, "f1", 1, 1); len(got) != 1 || string(got[0]) != "update over tls" {
+		t.Fatalf("hub received %q", got)
 	}
 }

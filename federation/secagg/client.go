@@ -2,6 +2,7 @@ package secagg
 
 import (
 	"crypto/ecdh"
+	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/binary"
 	"fmt"
@@ -15,15 +16,18 @@ const (
 	cAdvertise clientPhase = iota
 	cShare
 	cMask
+	cCheck
 	cUnmask
 	cDone
 )
 
 // Client is one client's side of an aggregation. It is not safe for concurrent use; the
-// calls must come in order: Advertise, ShareKeys, MaskInput, Unmask.
+// calls must come in order: Advertise, ShareKeys, MaskInput, SignSurvivors, Unmask.
 type Client struct {
 	p        Params
 	id       uint32
+	key      ed25519.PrivateKey
+	ids      Identities
 	rnd      io.Reader
 	phase    clientPhase
 	encKey   *ecdh.PrivateKey
@@ -33,25 +37,33 @@ type Client struct {
 	// held are the shares this client holds, of its own and others' secrets: owner → pair.
 	held map[uint32]heldShares
 	u2   []uint32 // clients that shared keys with this one (itself included), sorted
+	req  UnmaskRequest
 }
 
 type heldShares struct {
 	self, mask [shareLen]byte
 }
 
-// NewClient returns client id (1..p.Clients) of the aggregation p. rnd is its randomness:
-// nil for crypto/rand (production), a deterministic reader in tests.
-func NewClient(p Params, id uint32, rnd io.Reader) (*Client, error) {
+// NewClient returns client id (1..p.Clients) of the aggregation p, which signs with key
+// (whose public half must be ids.Keys[id]) and checks the others against ids. rnd is its
+// randomness: nil for crypto/rand (production), a deterministic reader in tests.
+func NewClient(p Params, id uint32, key ed25519.PrivateKey, ids Identities, rnd io.Reader) (*Client, error) {
 	if err := p.Validate(); err != nil {
 		return nil, fmt.Errorf("secagg: params: %w", err)
 	}
 	if id < 1 || int(id) > p.Clients {
 		return nil, fmt.Errorf("secagg: client id %d out of range 1..%d", id, p.Clients)
 	}
+	if err := ids.check(p); err != nil {
+		return nil, err
+	}
+	if len(key) != ed25519.PrivateKeySize || !ids.Keys[id].Equal(key.Public()) {
+		return nil, fmt.Errorf("secagg: client %d: its identity key is not the one the identities name: %w", id, ErrInvalid)
+	}
 	if rnd == nil {
 		rnd = rand.Reader
 	}
-	return &Client{p: p, id: id, rnd: rnd}, nil
+	return &Client{p: p, id: id, key: key, ids: ids, rnd: rnd}, nil
 }
 
 func (c *Client) randKey() (*ecdh.PrivateKey, error) {
@@ -87,12 +99,14 @@ func (c *Client) Advertise() (*AdvertiseKeys, error) {
 	m := &AdvertiseKeys{From: c.id}
 	copy(m.EncKey[:], c.encKey.PublicKey().Bytes())
 	copy(m.MaskKey[:], c.maskKey.PublicKey().Bytes())
+	copy(m.Sig[:], ed25519.Sign(c.key, c.ids.keysStatement(c.p.Round, m)))
 	c.phase = cShare
 	return m, nil
 }
 
-// ShareKeys checks the roster (at least t distinct clients with distinct keys, this
-// client among them with its own keys) and returns its Shamir shares of its self-mask
+// ShareKeys checks the roster (at least t distinct clients with distinct keys, each
+// signed by its owner's identity key, this client among them with its own keys) and
+// returns its Shamir shares of its self-mask
 // seed and mask private key, one encrypted share per other roster member.
 func (c *Client) ShareKeys(r *Roster) (*ShareKeys, error) {
 	if err := c.expect(cShare, "ShareKeys"); err != nil {
@@ -109,6 +123,9 @@ func (c *Client) ShareKeys(r *Roster) (*ShareKeys, error) {
 		}
 		if seen[k.EncKey] || seen[k.MaskKey] {
 			return nil, invalid("roster reuses a public key (client %d)", k.From)
+		}
+		if !c.ids.verify(k.From, c.ids.keysStatement(c.p.Round, &k), k.Sig) {
+			return nil, invalid("roster keys of client %d are not signed by its identity key", k.From)
 		}
 		seen[k.EncKey], seen[k.MaskKey] = true, true
 		roster[k.From] = k
@@ -212,7 +229,7 @@ func (c *Client) MaskInput(b *ShareBundle, x []float32) (*MaskedInput, error) {
 		}
 		e.add(y, seed, pairSign(c.id, v))
 	}
-	c.phase = cUnmask
+	c.phase = cCheck
 	return &MaskedInput{From: c.id, Y: y}, nil
 }
 
@@ -225,19 +242,19 @@ func pairSign(u, v uint32) int {
 	return -1
 }
 
-// Unmask answers the server's request once: shares of the self-mask seeds of the
-// survivors and of the mask private keys of the dropouts. It refuses (ErrRefused) a
-// second request, one naming a client as both survivor and dropout, one whose survivors
-// and dropouts are not exactly the clients that shared keys with it, one that lists this
-// client as a dropout, and one with fewer than t survivors.
-func (c *Client) Unmask(req *UnmaskRequest) (*UnmaskResponse, error) {
-	if c.phase == cDone {
-		return nil, fmt.Errorf("client %d: unmasking already answered for this round: %w", c.id, ErrRefused)
+// SignSurvivors is the consistency check's first half: it checks the server's request
+// and signs its survivor set with the client's identity key. It answers once, and refuses
+// (ErrRefused) a second request, one naming a client as both survivor and dropout, one
+// whose survivors and dropouts are not exactly the clients that shared keys with it, one
+// that lists this client as a dropout, and one with fewer than t survivors.
+func (c *Client) SignSurvivors(req *UnmaskRequest) (*SurvivorSig, error) {
+	if c.phase > cCheck {
+		return nil, fmt.Errorf("client %d: survivor set already signed for this round: %w", c.id, ErrRefused)
 	}
-	if err := c.expect(cUnmask, "Unmask"); err != nil {
+	if err := c.expect(cCheck, "SignSurvivors"); err != nil {
 		return nil, err
 	}
-	c.phase = cDone // whatever happens, answer at most once
+	c.phase = cDone // whatever happens, sign at most once; success moves on to cUnmask
 	surv := map[uint32]bool{}
 	for _, s := range req.Survivors {
 		surv[s] = true
@@ -258,12 +275,34 @@ func (c *Client) Unmask(req *UnmaskRequest) (*UnmaskResponse, error) {
 	if len(req.Survivors) < c.p.Threshold {
 		return nil, fmt.Errorf("client %d: %d survivors, threshold %d: %w", c.id, len(req.Survivors), c.p.Threshold, ErrRefused)
 	}
+	c.req = UnmaskRequest{Survivors: sortedIDs(surv), Dropped: slices.Sorted(slices.Values(req.Dropped))}
+	out := &SurvivorSig{From: c.id}
+	copy(out.Sig[:], ed25519.Sign(c.key, c.ids.SurvivorStatement(c.p.Round, c.req.Survivors)))
+	c.phase = cUnmask
+	return out, nil
+}
+
+// Unmask is the consistency check's second half and the unmasking: it reveals shares of
+// the self-mask seeds of the survivors and of the mask private keys of the dropouts only
+// if sigs holds at least t signatures of distinct survivors over the survivor set this
+// client signed, and none that fails (ErrInconsistent: the server showed clients
+// different sets). It answers once; a second call is refused (ErrRefused).
+func (c *Client) Unmask(sigs *SurvivorSigs) (*UnmaskResponse, error) {
+	if c.phase == cDone {
+		return nil, fmt.Errorf("client %d: unmasking already answered or refused for this round: %w", c.id, ErrRefused)
+	}
+	if err := c.expect(cUnmask, "Unmask"); err != nil {
+		return nil, err
+	}
+	c.phase = cDone // whatever happens, answer at most once
+	if err := c.ids.checkSignatures(c.p, c.req.Survivors, sigs.Sigs); err != nil {
+		return nil, fmt.Errorf("client %d: consistency check: %w", c.id, err)
+	}
 	out := &UnmaskResponse{From: c.id}
-	for _, s := range sortedIDs(surv) {
+	for _, s := range c.req.Survivors {
 		out.SelfSeeds = append(out.SelfSeeds, Share{Owner: s, Value: c.held[s].self})
 	}
-	dropped := slices.Sorted(slices.Values(req.Dropped))
-	for _, d := range dropped {
+	for _, d := range c.req.Dropped {
 		out.MaskKeys = append(out.MaskKeys, Share{Owner: d, Value: c.held[d].mask})
 	}
 	return out, nil

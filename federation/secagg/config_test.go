@@ -31,4 +31,19 @@ func TestConfigValidate(t *testing.T) {
 			t.Errorf("missing %q in %v", want, err)
 		}
 	}
+	err = Config{Threshold: 0.67, Range: 0.5, FracBits: 16, SampleCap: 1 << 41}.Validate()
+	for _, want := range []string{"sample_cap: 2199023255552 is out of range", "range: 0.5 with sample_cap"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("missing %q in %v", want, err)
+		}
+	}
+	for _, tc := range []struct {
+		samples int
+		cap     uint64
+		want    float32
+	}{{10, 40, 0.25}, {40, 40, 1}, {4000, 40, 1}, {0, 4, 0.25}} {
+		if got := Weight(tc.samples, tc.cap); got != tc.want {
+			t.Errorf("Weight(%d, %d) = %v, want %v", tc.samples, tc.cap, got, tc.want)
+		}
+	}
 }

@@ -1,13 +1,15 @@
 package secagg
 
 import (
+	"crypto/ed25519"
 	"encoding/binary"
 	"fmt"
 	"slices"
 )
 
 // Message is one of the protocol's messages: *AdvertiseKeys, *Roster, *ShareKeys,
-// *ShareBundle, *MaskedInput, *UnmaskRequest, *UnmaskResponse.
+// *ShareBundle, *MaskedInput, *UnmaskRequest, *SurvivorSig, *SurvivorSigs,
+// *UnmaskResponse.
 type Message interface {
 	tag() byte
 	appendTo(b []byte) []byte
@@ -15,11 +17,13 @@ type Message interface {
 }
 
 // AdvertiseKeys (client → server, phase 1): the client's two X25519 public keys, one for
-// encrypting shares to it, one for pairwise mask agreement. The round protocol signs it.
+// encrypting shares to it, one for pairwise mask agreement, signed with its identity key
+// (Identities) so that every other client can check them in the roster.
 type AdvertiseKeys struct {
 	From    uint32
 	EncKey  [32]byte
 	MaskKey [32]byte
+	Sig     [ed25519.SignatureSize]byte
 }
 
 // Roster (server → every client): the AdvertiseKeys of every client in phase 1, by id.
@@ -58,13 +62,27 @@ type UnmaskRequest struct {
 	Survivors, Dropped []uint32
 }
 
+// SurvivorSig (client → server, phase 4, the consistency check): the client's identity
+// signature over the round and the survivor set it was shown (Identities.SurvivorStatement).
+type SurvivorSig struct {
+	From uint32
+	Sig  [ed25519.SignatureSize]byte
+}
+
+// SurvivorSigs (server → surviving clients, phase 5): the survivor-set signatures the
+// server collected, by increasing signer id. A client reveals shares only if at least t
+// of them verify over the set it signed, and none fails.
+type SurvivorSigs struct {
+	Sigs []SurvivorSig
+}
+
 // Share is one Shamir share of Owner's secret.
 type Share struct {
 	Owner uint32
 	Value [shareLen]byte
 }
 
-// UnmaskResponse (client → server, phase 4): shares of the self-mask seeds of survivors
+// UnmaskResponse (client → server, phase 5): shares of the self-mask seeds of survivors
 // and of the mask private keys of dropouts, never both for one client.
 type UnmaskResponse struct {
 	From      uint32
@@ -73,9 +91,11 @@ type UnmaskResponse struct {
 }
 
 const (
-	plaintextLen  = 4 + 4 + shareLen + shareLen
-	ciphertextLen = plaintextLen + 16
-	version       = 1
+	plaintextLen   = 4 + 4 + shareLen + shareLen
+	ciphertextLen  = plaintextLen + 16
+	advertiseLen   = 4 + 32 + 32 + ed25519.SignatureSize
+	survivorSigLen = 4 + ed25519.SignatureSize
+	version        = 2
 )
 
 func (*AdvertiseKeys) tag() byte  { return 1 }
@@ -85,6 +105,8 @@ func (*ShareBundle) tag() byte    { return 4 }
 func (*MaskedInput) tag() byte    { return 5 }
 func (*UnmaskRequest) tag() byte  { return 6 }
 func (*UnmaskResponse) tag() byte { return 7 }
+func (*SurvivorSig) tag() byte    { return 8 }
+func (*SurvivorSigs) tag() byte   { return 9 }
 
 func newMessage(tag byte) Message {
 	switch tag {
@@ -102,6 +124,10 @@ func newMessage(tag byte) Message {
 		return &UnmaskRequest{}
 	case 7:
 		return &UnmaskResponse{}
+	case 8:
+		return &SurvivorSig{}
+	case 9:
+		return &SurvivorSigs{}
 	}
 	return nil
 }
@@ -209,32 +235,63 @@ func appendIDs(b []byte, ids []uint32) []byte {
 func (m *AdvertiseKeys) appendTo(b []byte) []byte {
 	b = binary.BigEndian.AppendUint32(b, m.From)
 	b = append(b, m.EncKey[:]...)
-	return append(b, m.MaskKey[:]...)
+	b = append(b, m.MaskKey[:]...)
+	return append(b, m.Sig[:]...)
 }
 
 func (m *AdvertiseKeys) read(r *reader) {
 	m.From = r.id()
 	copy(m.EncKey[:], r.take(32))
 	copy(m.MaskKey[:], r.take(32))
+	copy(m.Sig[:], r.take(ed25519.SignatureSize))
 }
 
-func (m *Roster) appendTo(b []byte) []byte {
-	b = binary.BigEndian.AppendUint32(b, uint32(len(m.Keys)))
-	for i := range m.Keys {
-		b = m.Keys[i].appendTo(b)
+// entry is an element of a list by client id (a roster entry, a signature).
+type entry[E any] interface {
+	*E
+	appendTo(b []byte) []byte
+	read(r *reader)
+	Sender() uint32
+}
+
+// Sender is the client that sent the message (and must have signed its transport).
+func (m *AdvertiseKeys) Sender() uint32 { return m.From }
+
+// Sender is the client that sent the message (and must have signed its transport).
+func (m *ShareKeys) Sender() uint32 { return m.From }
+
+// Sender is the client that sent the message (and must have signed its transport).
+func (m *MaskedInput) Sender() uint32 { return m.From }
+
+// Sender is the client that sent the message (and must have signed its transport).
+func (m *SurvivorSig) Sender() uint32 { return m.From }
+
+// Sender is the client that sent the message (and must have signed its transport).
+func (m *UnmaskResponse) Sender() uint32 { return m.From }
+
+func appendList[E any, P entry[E]](b []byte, list []E) []byte {
+	b = binary.BigEndian.AppendUint32(b, uint32(len(list)))
+	for i := range list {
+		b = P(&list[i]).appendTo(b)
 	}
 	return b
 }
 
-func (m *Roster) read(r *reader) {
-	m.Keys = make([]AdvertiseKeys, r.count(MaxClients, 68))
-	for i := range m.Keys {
-		m.Keys[i].read(r)
-		if i > 0 && m.Keys[i].From <= m.Keys[i-1].From && r.err == nil {
-			r.fail("roster ids not strictly increasing")
+// readList reads a list of entries of size bytes each, by strictly increasing client id.
+func readList[E any, P entry[E]](r *reader, size int) []E {
+	out := make([]E, r.count(MaxClients, size))
+	for i := range out {
+		P(&out[i]).read(r)
+		if i > 0 && P(&out[i]).Sender() <= P(&out[i-1]).Sender() && r.err == nil {
+			r.fail("%T client ids not strictly increasing", out[i])
 		}
 	}
+	return out
 }
+
+func (m *Roster) appendTo(b []byte) []byte { return appendList(b, m.Keys) }
+
+func (m *Roster) read(r *reader) { m.Keys = readList[AdvertiseKeys](r, advertiseLen) }
 
 func appendShares(b []byte, s []EncryptedShare) []byte {
 	b = binary.BigEndian.AppendUint32(b, uint32(len(s)))
@@ -298,6 +355,19 @@ func (m *UnmaskRequest) read(r *reader) {
 	m.Survivors = r.ids()
 	m.Dropped = r.ids()
 }
+
+func (m *SurvivorSig) appendTo(b []byte) []byte {
+	return append(binary.BigEndian.AppendUint32(b, m.From), m.Sig[:]...)
+}
+
+func (m *SurvivorSig) read(r *reader) {
+	m.From = r.id()
+	copy(m.Sig[:], r.take(ed25519.SignatureSize))
+}
+
+func (m *SurvivorSigs) appendTo(b []byte) []byte { return appendList(b, m.Sigs) }
+
+func (m *SurvivorSigs) read(r *reader) { m.Sigs = readList[SurvivorSig](r, survivorSigLen) }
 
 func appendShareList(b []byte, s []Share) []byte {
 	b = binary.BigEndian.AppendUint32(b, uint32(len(s)))

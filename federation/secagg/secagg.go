@@ -1,30 +1,46 @@
-// Package secagg sums model updates so that the hub learns the sum but no single update
+// Package secagg sums model updates so that the server learns the sum but no single update
 // (pairwise masking after Bonawitz et al. 2017, "Practical Secure Aggregation for
-// Privacy-Preserving Machine Learning", with the dropout recovery of Bell et al. 2020).
+// Privacy-Preserving Machine Learning", with its consistency check against a malicious
+// server and the dropout recovery of Bell et al. 2020).
 //
-// Threat model. Trusted: each client's own randomness and keys. The server is honest but
-// curious: it relays every message and follows the protocol, but tries to learn
-// individual inputs from what it sees. Guarantee: the server, even together with fewer
-// than t clients, learns nothing about the inputs of the honest clients beyond their sum
-// (and that of the colluders). Verified: every message is decoded strictly (fuzzed); a
-// client checks that the roster holds at least t distinct clients, that each share it
-// receives is authenticated (AES-GCM under a key only the sender and it can derive) and
-// addressed to it, and it answers the unmasking request once, refusing one that names a
-// client as both survivor and dropout (which would give the server that client's
-// self-mask and pairwise-mask seeds, hence its input) or has fewer than t survivors. The
-// server checks every reconstructed mask key against the public key its owner advertised.
-// Not provided here: authentication of the advertised public keys (the round protocol
-// must sign AdvertiseKeys with the client's ed25519 identity key, or a server could stand
-// in for clients), and the consistency round of the actively secure variant, so a
-// malicious server that tells different clients different survivor sets is not detected.
-// A Byzantine client can corrupt the sum (with its input or bad shares); secagg hides
-// inputs, it does not validate them, so robust aggregation is impossible on masked
-// inputs. What leaks: the sum, the participants, who dropped out, and message sizes.
+// Threat model. Trusted: each client's own randomness and keys, and the clients' ed25519
+// identity keys (Identities), which must come from a source the server does not control.
+// The server relays every message and may deviate from the protocol to learn individual
+// inputs (malicious), possibly together with c colluding clients. Guarantee: as long as
+// c < t and 2t > N + c (the default threshold of two thirds allows c < N/3), the server
+// learns nothing about the inputs of the honest clients beyond the sum of at least t
+// inputs (and what the colluders know). What stops it:
+//   - every client signs its advertised keys, and checks every roster entry's signature:
+//     the server can neither stand in for a client nor add fake ones to reach t;
+//   - shares travel AES-GCM encrypted under a key only their sender and receiver derive,
+//     bound to the round and the pair, and each share names both;
+//   - the consistency check: each survivor signs the survivor set it was shown
+//     (SignSurvivors) and reveals shares only when the relayed signatures hold at least
+//     t distinct survivors' signatures over that same set and none that fails (Unmask,
+//     ErrInconsistent otherwise). Honest clients sign once, so two different sets cannot
+//     both gather t signatures: the server cannot get the self-mask shares of a client
+//     from some clients (as a survivor) and its mask-key shares from others (as a
+//     dropout), which together would unmask its input;
+//   - a client answers each step once, and refuses a request that names a client as both
+//     survivor and dropout, lists itself as a dropout, has fewer than t survivors, or does
+//     not match the clients that shared keys with it;
+//   - the server checks every reconstructed mask key against its owner's advertised key.
+//
+// What the server can still do: abort any round (withhold or drop messages), decide who
+// is in the roster and the survivor set (within those checks; a client it declares
+// dropped after receiving its masked input stays hidden behind its self mask), and learn
+// the sum over the survivor set it declares. Verified: every message is decoded strictly
+// (fuzzed). Not provided: validation of inputs: a Byzantine client can corrupt the sum
+// (with its input or bad shares); secagg hides inputs, it does not check them, so robust
+// aggregation is impossible on masked inputs. What leaks: the sum, the participants, who
+// dropped out, and message sizes.
 //
 // Inputs are float32 vectors, clipped to ±Range and encoded in fixed point with FracBits
 // fractional bits as elements of Z_{2^32}; Params.Validate ensures a sum of N clipped
 // inputs cannot wrap around. The protocol is modelled as pure state machines (Client,
-// Server) exchanging messages; the transport is someone else's.
+// Server) exchanging messages; the transport is someone else's. Every close of the
+// Server is a deterministic function of the messages accepted before it, so a server can
+// be rebuilt after a crash by replaying a durable log of them.
 package secagg
 
 import (
@@ -67,6 +83,15 @@ type Config struct {
 	Range float64 `yaml:"range"`
 	// FracBits is the fixed-point precision: 2^−FracBits per element. Default 16.
 	FracBits int `yaml:"frac_bits"`
+	// SampleCap, when positive, weighs each update by w = min(samples, SampleCap)/SampleCap
+	// inside the masked sum: a gateway masks w·update and w (one extra element), and the
+	// hub divides the unmasked sums, a sample-weighted mean. The hub then learns the sum of
+	// the weights (the capped sample counts of the survivors), no single one. Every w·update
+	// is quantized to 2^−FracBits like an update, so a gateway with far fewer samples than
+	// the cap loses relative precision: set it near the largest gateway's count. Needs
+	// Range ≥ 1; ignored when differential privacy is on (its sensitivity analysis needs
+	// equal weights). Default 0: every update weighs the same.
+	SampleCap uint64 `yaml:"sample_cap"`
 }
 
 // SetDefaults fills in every field left at its zero value.
@@ -94,7 +119,19 @@ func (c Config) Validate() error {
 	if c.FracBits < 0 || c.FracBits > 24 {
 		pr.Addf("frac_bits", "%d is out of range; expected 0 to 24", c.FracBits)
 	}
+	if c.SampleCap > MaxSampleCap {
+		pr.Addf("sample_cap", "%d is out of range; expected 0 to %d", c.SampleCap, uint64(MaxSampleCap))
+	}
+	if c.SampleCap > 0 && c.Range < 1 {
+		pr.Addf("range", "%v with sample_cap: the weight element (up to 1) needs range ≥ 1", c.Range)
+	}
 	return pr.Err()
+}
+
+// Weight is the weight of an update trained on samples rows when updates are weighted
+// with cap (Config.SampleCap > 0): min(samples, cap)/cap, in (0, 1] for samples ≥ 1.
+func Weight(samples int, cap uint64) float32 {
+	return float32(float64(min(uint64(max(samples, 1)), cap)) / float64(cap))
 }
 
 // Params returns the parameters of one round with the given number of clients and
@@ -114,8 +151,9 @@ func (c Config) Params(round uint64, clients, dim int) (Params, error) {
 
 // Limits of Params.
 const (
-	MaxClients = 1 << 10
-	MaxDim     = 1 << 26
+	MaxClients   = 1 << 10
+	MaxDim       = 1 << 26
+	MaxSampleCap = 1 << 40
 )
 
 // Validate reports every problem of the parameters at once.
@@ -172,6 +210,10 @@ var (
 	ErrPhase = errors.New("secagg: wrong phase")
 	// ErrInvalid: a message that is malformed, unexpected or fails authentication.
 	ErrInvalid = errors.New("secagg: invalid message")
+	// ErrInconsistent: the consistency round failed: a survivor-set signature does not
+	// verify over the set the receiver holds (the server showed clients different sets,
+	// or relayed a forgery), or fewer than t clients signed it. No share is revealed.
+	ErrInconsistent = errors.New("secagg: survivor sets inconsistent")
 )
 
 func invalid(format string, args ...any) error {

@@ -1,8 +1,10 @@
 package secagg
 
 import (
+	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -13,6 +15,31 @@ import (
 
 func params(n, t, dim int) Params {
 	return Params{Round: 42, Clients: n, Threshold: t, Dim: dim, Range: 8, FracBits: 16}
+}
+
+// identityKey is client id's deterministic identity key.
+func identityKey(id uint32) ed25519.PrivateKey {
+	var seed [32]byte
+	copy(seed[:], fmt.Sprintf("client-%d", id))
+	return ed25519.NewKeyFromSeed(seed[:])
+}
+
+// identities returns the identities of clients 1..n.
+func identities(n int) Identities {
+	ids := Identities{Context: "test", Keys: map[uint32]ed25519.PublicKey{}}
+	for id := uint32(1); int(id) <= n; id++ {
+		ids.Keys[id] = identityKey(id).Public().(ed25519.PublicKey)
+	}
+	return ids
+}
+
+func newClient(t testing.TB, p Params, id uint32, rnd io.Reader) *Client {
+	t.Helper()
+	c, err := NewClient(p, id, identityKey(id), identities(p.Clients), rnd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 // wire sends m through Marshal and Unmarshal, as the transport will.
@@ -36,18 +63,14 @@ type round struct {
 
 func newRound(t testing.TB, p Params, seed uint64) *round {
 	t.Helper()
-	s, err := NewServer(p)
+	s, err := NewServer(p, identities(p.Clients))
 	if err != nil {
 		t.Fatal(err)
 	}
 	r := &round{p: p, server: s, clients: map[uint32]*Client{}, inputs: map[uint32][]float32{}}
 	in := rand.New(rand.NewPCG(seed, 0))
 	for id := uint32(1); int(id) <= p.Clients; id++ {
-		c, err := NewClient(p, id, rand.NewChaCha8([32]byte{byte(seed), byte(id)}))
-		if err != nil {
-			t.Fatal(err)
-		}
-		r.clients[id] = c
+		r.clients[id] = newClient(t, p, id, rand.NewChaCha8([32]byte{byte(seed), byte(id)}))
 		x := make([]float32, p.Dim)
 		for i := range x {
 			x[i] = float32(in.Float64()*2 - 1)
@@ -83,10 +106,23 @@ func (r *round) run(t testing.TB, dropMask, dropUnmask []uint32) ([]float32, err
 		return nil, err
 	}
 	for _, id := range req.Survivors {
+		m, err := r.clients[id].SignSurvivors(wire(t, p.Round, req))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.ReceiveSurvivorSig(wire(t, p.Round, m)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sigs, err := s.Signatures()
+	if err != nil {
+		return nil, err
+	}
+	for _, id := range req.Survivors {
 		if slices.Contains(dropUnmask, id) {
 			continue
 		}
-		m, err := r.clients[id].Unmask(wire(t, p.Round, req))
+		m, err := r.clients[id].Unmask(wire(t, p.Round, sigs))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -328,7 +364,7 @@ func TestClientRefusesRevealingRequests(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r, _ := prepared(t)
-			_, err := r.clients[1].Unmask(&tc.req)
+			_, err := r.clients[1].SignSurvivors(&tc.req)
 			if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("%v, want ErrRefused mentioning %q", err, tc.want)
 			}
@@ -336,10 +372,10 @@ func TestClientRefusesRevealingRequests(t *testing.T) {
 	}
 	// An honest request is answered once; a second, different one is refused.
 	r, req := prepared(t)
-	if _, err := r.clients[1].Unmask(req); err != nil {
+	if _, err := r.clients[1].SignSurvivors(req); err != nil {
 		t.Fatal(err)
 	}
-	_, err := r.clients[1].Unmask(&UnmaskRequest{Survivors: []uint32{1, 3, 4, 5}, Dropped: []uint32{2}})
+	_, err := r.clients[1].SignSurvivors(&UnmaskRequest{Survivors: []uint32{1, 3, 4, 5}, Dropped: []uint32{2}})
 	if !errors.Is(err, ErrRefused) {
 		t.Errorf("second request: %v", err)
 	}
@@ -360,7 +396,7 @@ func TestTamperedShareIsRejected(t *testing.T) {
 		t.Errorf("tampered share: %v", err)
 	}
 	// A roster that swaps in another key for the client itself is refused.
-	c, _ := NewClient(params(3, 2, 4), 1, rand.NewChaCha8([32]byte{9}))
+	c := newClient(t, params(3, 2, 4), 1, rand.NewChaCha8([32]byte{9}))
 	c.Advertise()
 	if _, err := c.ShareKeys(roster); !errors.Is(err, ErrInvalid) {
 		t.Errorf("roster with other keys for client 1: %v", err)
@@ -368,11 +404,11 @@ func TestTamperedShareIsRejected(t *testing.T) {
 }
 
 func TestServerRefusesOutOfOrderAndDuplicates(t *testing.T) {
-	s, _ := NewServer(params(3, 2, 4))
+	s, _ := NewServer(params(3, 2, 4), identities(3))
 	if _, err := s.Bundles(); !errors.Is(err, ErrPhase) {
 		t.Errorf("bundles before roster: %v", err)
 	}
-	c, _ := NewClient(params(3, 2, 4), 1, nil) // crypto/rand
+	c := newClient(t, params(3, 2, 4), 1, nil) // crypto/rand
 	m, _ := c.Advertise()
 	if err := s.ReceiveAdvertise(m); err != nil {
 		t.Fatal(err)
@@ -436,6 +472,8 @@ func FuzzUnmarshal(f *testing.F) {
 		&MaskedInput{From: 3, Y: []uint32{1, 2, 3}},
 		&UnmaskRequest{Survivors: []uint32{1, 2}, Dropped: []uint32{3}},
 		&UnmaskResponse{From: 1, SelfSeeds: []Share{{Owner: 1}, {Owner: 2}}, MaskKeys: []Share{{Owner: 3}}},
+		&SurvivorSig{From: 2, Sig: [64]byte{1}},
+		&SurvivorSigs{Sigs: []SurvivorSig{{From: 1}, {From: 4}}},
 	}
 	for _, m := range seeds {
 		f.Add(Marshal(7, m))

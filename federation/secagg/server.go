@@ -12,32 +12,42 @@ const (
 	sAdvertise serverPhase = iota
 	sShare
 	sMask
+	sCheck
 	sUnmask
 	sDone
 )
 
 // Server is the server's side of an aggregation. It is not safe for concurrent use. Each
 // phase collects messages (Receive*) until the caller, on its deadline or when all have
-// arrived, closes it (Roster, Bundles, Request, Sum); a client missing at a close has
-// dropped out. Messages that do not fit the phase are refused with ErrInvalid.
+// arrived, closes it (Roster, Bundles, Request, Signatures, Sum); a client missing at a
+// close has dropped out. Messages that do not fit the phase are refused with ErrInvalid.
+// Every close is a deterministic function of the messages accepted before it, so a
+// server fed the same accepted messages in the same order closes every phase the same
+// way (how a restarted server is rebuilt from a durable log).
 type Server struct {
 	p      Params
+	ids    Identities
 	phase  serverPhase
 	keys   map[uint32]AdvertiseKeys // U1
 	shares map[uint32][]EncryptedShare
 	u2     []uint32
 	masked map[uint32][]uint32 // U3
 	req    UnmaskRequest
+	sigs   map[uint32]SurvivorSig // U4
+	bad    int                    // survivor-set signatures that did not verify
 	resp   map[uint32]*UnmaskResponse
 }
 
-// NewServer returns the server of the aggregation p.
-func NewServer(p Params) (*Server, error) {
+// NewServer returns the server of the aggregation p, which checks signatures against ids.
+func NewServer(p Params, ids Identities) (*Server, error) {
 	if err := p.Validate(); err != nil {
 		return nil, fmt.Errorf("secagg: params: %w", err)
 	}
-	return &Server{p: p, keys: map[uint32]AdvertiseKeys{}, shares: map[uint32][]EncryptedShare{},
-		masked: map[uint32][]uint32{}, resp: map[uint32]*UnmaskResponse{}}, nil
+	if err := ids.check(p); err != nil {
+		return nil, err
+	}
+	return &Server{p: p, ids: ids, keys: map[uint32]AdvertiseKeys{}, shares: map[uint32][]EncryptedShare{},
+		masked: map[uint32][]uint32{}, sigs: map[uint32]SurvivorSig{}, resp: map[uint32]*UnmaskResponse{}}, nil
 }
 
 func (s *Server) expect(ph serverPhase, call string) error {
@@ -64,6 +74,9 @@ func (s *Server) ReceiveAdvertise(m *AdvertiseKeys) error {
 	}
 	if _, dup := s.keys[m.From]; dup {
 		return invalid("second set of keys from client %d", m.From)
+	}
+	if !s.ids.verify(m.From, s.ids.keysStatement(s.p.Round, m), m.Sig) {
+		return invalid("keys of client %d are not signed by its identity key", m.From)
 	}
 	s.keys[m.From] = *m
 	return nil
@@ -154,7 +167,8 @@ func (s *Server) ReceiveMasked(m *MaskedInput) error {
 }
 
 // Request closes phase 3 and returns the unmasking request for the survivors (U3): the
-// clients of U2 without a masked input are the dropouts.
+// clients of U2 without a masked input are the dropouts. The survivors sign its survivor
+// set next (ReceiveSurvivorSig).
 func (s *Server) Request() (*UnmaskRequest, error) {
 	if err := s.expect(sMask, "Request"); err != nil {
 		return nil, err
@@ -168,8 +182,53 @@ func (s *Server) Request() (*UnmaskRequest, error) {
 			s.req.Dropped = append(s.req.Dropped, u)
 		}
 	}
-	s.phase = sUnmask
+	s.phase = sCheck
 	return &s.req, nil
+}
+
+// ReceiveSurvivorSig records a survivor's signature over the survivor set; one that does
+// not verify over the server's set is refused with ErrInconsistent (the client was shown
+// another set, or the signature is forged) and counted.
+func (s *Server) ReceiveSurvivorSig(m *SurvivorSig) error {
+	if err := s.expect(sCheck, "ReceiveSurvivorSig"); err != nil {
+		return err
+	}
+	if _, ok := s.masked[m.From]; !ok {
+		return invalid("survivor-set signature from client %d, not a survivor", m.From)
+	}
+	if _, dup := s.sigs[m.From]; dup {
+		return invalid("second survivor-set signature from client %d", m.From)
+	}
+	if !s.ids.verify(m.From, s.ids.SurvivorStatement(s.p.Round, s.req.Survivors), m.Sig) {
+		s.bad++
+		return fmt.Errorf("server: survivor-set signature of client %d does not verify over %v: %w", m.From, s.req.Survivors, ErrInconsistent)
+	}
+	s.sigs[m.From] = *m
+	return nil
+}
+
+// Signatures closes the consistency check and returns the signatures to relay to the
+// signers (U4), who then answer the unmasking request. With fewer than t valid
+// signatures the round cannot complete: the error wraps ErrInconsistent if some
+// signature failed, else ErrTooFewClients.
+func (s *Server) Signatures() (*SurvivorSigs, error) {
+	if err := s.expect(sCheck, "Signatures"); err != nil {
+		return nil, err
+	}
+	if len(s.sigs) < s.p.Threshold {
+		if s.bad > 0 {
+			return nil, fmt.Errorf("server: %d valid survivor-set signatures and %d over another set, threshold %d: %w", len(s.sigs), s.bad, s.p.Threshold, ErrInconsistent)
+		}
+		if err := s.enough(len(s.sigs), "signed the survivor set"); err != nil {
+			return nil, err
+		}
+	}
+	out := &SurvivorSigs{}
+	for _, id := range sortedIDs(s.sigs) {
+		out.Sigs = append(out.Sigs, s.sigs[id])
+	}
+	s.phase = sUnmask
+	return out, nil
 }
 
 // ReceiveUnmask records a survivor's shares.
@@ -177,8 +236,8 @@ func (s *Server) ReceiveUnmask(m *UnmaskResponse) error {
 	if err := s.expect(sUnmask, "ReceiveUnmask"); err != nil {
 		return err
 	}
-	if _, ok := s.masked[m.From]; !ok {
-		return invalid("unmasking shares from client %d, not a survivor", m.From)
+	if _, ok := s.sigs[m.From]; !ok {
+		return invalid("unmasking shares from client %d, which did not sign the survivor set", m.From)
 	}
 	if _, dup := s.resp[m.From]; dup {
 		return invalid("second unmasking response from client %d", m.From)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"crypto/ed25519"
 	"encoding/hex"
@@ -10,6 +11,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -134,6 +136,9 @@ func loadHubConfig(path string) (hubFileConfig, error) {
 
 // cmdHub runs the federation hub until interrupted.
 func cmdHub(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "passwd" {
+		return cmdHubPasswd(os.Stdin, stdout, stderr)
+	}
 	fs := flag.NewFlagSet("hub", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("config", "/etc/millwright/hub.yaml", "hub configuration file")
@@ -201,5 +206,22 @@ func cmdHub(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "millwright hub: %v\n", err)
 		return 1
 	}
+	return 0
+}
+
+// cmdHubPasswd reads a factory's password (the first line of stdin) and prints its bcrypt
+// hash, for the password of a factory in nats.embedded.factories.
+func cmdHubPasswd(stdin io.Reader, stdout, stderr io.Writer) int {
+	line, err := bufio.NewReader(io.LimitReader(stdin, 4096)).ReadString('\n')
+	if err != nil && !errors.Is(err, io.EOF) {
+		fmt.Fprintf(stderr, "millwright hub passwd: read stdin: %v\n", err)
+		return 1
+	}
+	hash, err := natsbus.HashPassword(strings.TrimRight(line, "\r\n"))
+	if err != nil {
+		fmt.Fprintf(stderr, "millwright hub passwd: %v\nusage: millwright hub passwd < password-file (prints the bcrypt hash of the password on the first line)\n", err)
+		return 1
+	}
+	fmt.Fprintln(stdout, hash)
 	return 0
 }

@@ -29,6 +29,7 @@ Usage:
   millwright audit COMMAND ARG ...     lineage, verify, report, export: audit a model from the ledger
   millwright models train|eval ...     train a machine's model by hand; run a benchmark protocol
   millwright hub --config FILE         run a federation hub (NATS JetStream, aggregation, signed models)
+  millwright hub passwd < FILE         print the bcrypt hash of a factory's NATS password (first line of stdin)
   millwright version                   print the version
 
 Run 'millwright COMMAND -h' for a command's flags.
