@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/url"
 	"slices"
 	"time"
 
@@ -65,6 +67,29 @@ type LeafNodeConfig struct {
 	HubURL string `yaml:"hub_url"`
 	// StoreDir holds the leaf's JetStream files (default <state_dir>/leaf).
 	StoreDir string `yaml:"store_dir"`
+	// TLS secures the link to the hub (required when the hub's leaf listener has TLS):
+	// ca_file verifies the hub's certificate, cert_file and key_file are the site's
+	// certificate for a hub that verifies leaf nodes (mutual TLS), server_name is the name
+	// expected in the hub's certificate when hub_url names it by address.
+	TLS config.TLS `yaml:"tls"`
+}
+
+// leafSchemes are the URL schemes of a hub's leaf listener.
+var leafSchemes = []string{"nats-leaf", "nats", "tls"}
+
+// validate reports the leaf block's problems, with paths relative to the federation block.
+func (l LeafNodeConfig) validate(p *config.Problems) {
+	if l.HubURL == "" {
+		p.Addf("leaf.hub_url", "must be set to the hub's leaf listener, such as nats-leaf://hub.example:7422")
+	} else if u, err := url.Parse(l.HubURL); err != nil || !slices.Contains(leafSchemes, u.Scheme) || u.Port() == "" || u.User != nil {
+		p.Addf("leaf.hub_url", "%q is not a leaf listener URL; expected nats-leaf://host:port (schemes %v, no credentials: they come from nats.user and nats.password)", l.HubURL, leafSchemes)
+	}
+	if l.Listen != "" {
+		if _, _, err := net.SplitHostPort(l.Listen); err != nil {
+			p.Addf("leaf.listen", "%q: %v; expected host:port", l.Listen, err)
+		}
+	}
+	p.Nest("leaf.tls", l.TLS.Validate())
 }
 
 // SetDefaults fills the defaults in.
@@ -79,9 +104,7 @@ func (c FederationConfig) validate(m ModelsConfig, sinks []SinkConfig) error {
 	nc := c.NATS
 	if l := c.Leaf; l != nil {
 		nc.URL = "nats://leaf" // the leaf node's address
-		if l.HubURL == "" {
-			p.Addf("leaf.hub_url", "must be set to the hub's leaf listener, such as nats-leaf://hub.example:7422")
-		}
+		l.validate(&p)
 	}
 	p.Nest("nats", nc.Validate())
 	if c.NATS.User == "" {
@@ -136,8 +159,9 @@ type federationRuntime struct {
 	reg      prometheus.Registerer
 	key      ed25519.PrivateKey
 	trainer  *train.Trainer
-	querier  *influxdb.Querier
+	querier  *influxdb.Querier // the trainer's, when the federation has its own (models off)
 	recorder func() ledger.Recorder
+	status   []*fedStatus // one per federation, in the configuration's order
 }
 
 // newFederation builds the federated-training runtime (no network I/O); nil when the
@@ -155,28 +179,25 @@ func newFederation(c Config, key ed25519.PrivateKey, mods *modelsRuntime, log *s
 			return nil, fmt.Errorf("federation: identity key: %w", err)
 		}
 	}
-	dir, q, err := openHistory(c)
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	names := make([]string, len(fc.Federations))
+	for i, f := range fc.Federations {
+		names[i] = f.Name
+	}
+	m, err := newFedMetrics(reg, names)
 	if err != nil {
-		return nil, fmt.Errorf("federation: %w", err)
+		return nil, err
 	}
-	tc := c.Models.Train
-	tc.Machines = nil
-	for _, f := range fc.Federations {
-		tc.Machines = append(tc.Machines, f.Machines...)
-	}
-	slices.Sort(tc.Machines)
-	tc.Machines = slices.Compact(tc.Machines)
-	opts := train.Options{Querier: q, Store: dir, Factory: c.Gateway.Factory, Recorder: recorder,
-		Logger: log.With("name", "trainer"), Registerer: prometheus.NewRegistry()}
+	// One trainer per gateway: with the models on, the federations train through the
+	// scheduled trainer, which runs one training at a time, so a round's training and a
+	// scheduled one take turns instead of competing for the same data and cores.
+	tr, q := (*train.Trainer)(nil), (*influxdb.Querier)(nil)
 	if mods != nil {
-		opts.Current, opts.Install = mods.scorer.Model, mods.scorer.Install
-	} else {
-		opts.Current = train.StoreCurrent(dir)
-	}
-	tr, err := train.New(tc, opts)
-	if err != nil {
-		q.Close()
-		return nil, fmt.Errorf("federation: %w", err)
+		tr = mods.trainer
+	} else if tr, q, err = federationTrainer(c, log, reg, recorder); err != nil {
+		return nil, err
 	}
 	if l := fc.Leaf; l != nil {
 		lc := *l
@@ -189,7 +210,34 @@ func newFederation(c Config, key ed25519.PrivateKey, mods *modelsRuntime, log *s
 			fc.NATS.Domain = "hub" // the hub's JetStream is reached by its domain through the leaf
 		}
 	}
-	return &federationRuntime{cfg: fc, client: fc.NATS, log: log, reg: reg, key: key, trainer: tr, querier: q, recorder: recorder}, nil
+	fr := &federationRuntime{cfg: fc, client: fc.NATS, log: log, reg: reg, key: key, trainer: tr, querier: q, recorder: recorder}
+	for _, f := range fc.Federations {
+		fr.status = append(fr.status, newFedStatus(f.Name, fc.NATS.User, fc.HubKey.PublicKey, m))
+	}
+	return fr, nil
+}
+
+// federationTrainer builds the trainer of a gateway whose models are off: it trains the
+// federations' machines only when a round asks, and installs into the artifact store.
+func federationTrainer(c Config, log *slog.Logger, reg prometheus.Registerer, recorder func() ledger.Recorder) (*train.Trainer, *influxdb.Querier, error) {
+	dir, q, err := openHistory(c)
+	if err != nil {
+		return nil, nil, fmt.Errorf("federation: %w", err)
+	}
+	tc := c.Models.Train
+	tc.Machines = nil
+	for _, f := range c.Federation.Federations {
+		tc.Machines = append(tc.Machines, f.Machines...)
+	}
+	slices.Sort(tc.Machines)
+	tc.Machines = slices.Compact(tc.Machines)
+	tr, err := train.New(tc, train.Options{Querier: q, Store: dir, Factory: c.Gateway.Factory, Recorder: recorder,
+		Logger: log.With("name", "trainer"), Registerer: reg, Current: train.StoreCurrent(dir)})
+	if err != nil {
+		q.Close()
+		return nil, nil, fmt.Errorf("federation: %w", err)
+	}
+	return tr, q, nil
 }
 
 // run connects to the hub (retrying with backoff) and takes part in every federation until
@@ -198,11 +246,14 @@ func (fr *federationRuntime) run(ctx context.Context) error {
 	if l := fr.cfg.Leaf; l != nil {
 		leaf, err := natsbus.StartLeaf(natsbus.LeafConfig{Listen: l.Listen, ServerName: "millwright-leaf-" + fr.client.User,
 			Domain: "leaf-" + fr.client.User, StoreDir: l.StoreDir, HubURL: l.HubURL, User: fr.client.User,
-			Password: fr.client.Password.Value()}, fr.log.With("name", "leaf"))
+			Password: fr.client.Password.Value(), TLS: l.TLS}, fr.log.With("name", "leaf"))
 		if err != nil {
 			return fmt.Errorf("federation: %w", err)
 		}
 		defer leaf.Shutdown()
+		if !fr.waitLeaf(ctx, leaf) {
+			return nil
+		}
 		fr.client.URL = leaf.ClientURL()
 	}
 	bus, err := fr.dial(ctx)
@@ -211,17 +262,40 @@ func (fr *federationRuntime) run(ctx context.Context) error {
 	}
 	defer func() { _ = bus.Close() }()
 	grp, gctx := errgroup.WithContext(ctx)
-	for _, jc := range fr.cfg.Federations {
+	for i, jc := range fr.cfg.Federations {
+		st := fr.status[i]
+		tr := observedTransport{Transport: bus, st: st}
 		p, err := federation.NewParticipant(federation.ParticipantConfig{Federation: jc.Name, Name: fr.client.User, HubKey: fr.cfg.HubKey.PublicKey},
-			bus, fr.key, &fedTrainer{cfg: jc, tr: fr.trainer, log: fr.log.With("federation", jc.Name)},
+			tr, fr.key, &fedTrainer{cfg: jc, tr: fr.trainer, st: st, log: fr.log.With("federation", jc.Name)},
 			fr.log, prometheus.WrapRegistererWith(prometheus.Labels{"federation": jc.Name}, fr.reg))
 		if err != nil {
 			return err
 		}
 		grp.Go(func() error { fr.participate(gctx, jc.Name, p); return nil })
+		grp.Go(func() error { st.runChecker(gctx, tr); return nil })
 	}
 	fr.log.Info("federation joined", "member", fr.client.User, "federations", len(fr.cfg.Federations), "url", fr.client.URL)
 	return grp.Wait()
+}
+
+// waitLeaf waits until the leaf node is linked to the hub, logging why not (a refused
+// certificate, wrong credentials) with backoff; false when ctx ends first.
+func (fr *federationRuntime) waitLeaf(ctx context.Context, leaf *natsbus.Server) bool {
+	bo := backoff.Backoff{Initial: 5 * time.Second, Max: time.Minute}
+	for {
+		wctx, cancel := context.WithTimeout(ctx, bo.Next())
+		err := leaf.WaitLinked(wctx)
+		cancel()
+		if err == nil {
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		if n := bo.Attempts(); n&(n-1) == 0 {
+			fr.log.Warn("leaf node not linked to the federation hub, waiting", "err", err, "attempt", n)
+		}
+	}
 }
 
 // participate runs p until ctx ends, starting it again with backoff when it stops with an
@@ -251,6 +325,9 @@ func (fr *federationRuntime) dial(ctx context.Context) (*natsbus.Bus, error) {
 		if err == nil {
 			return bus, nil
 		}
+		for _, st := range fr.status {
+			st.fail("connect", err)
+		}
 		if n := bo.Attempts(); n&(n-1) == 0 {
 			fr.log.Warn("cannot connect to the federation hub, retrying", "url", fr.client.URL, "err", err, "attempt", n+1)
 		}
@@ -261,7 +338,7 @@ func (fr *federationRuntime) dial(ctx context.Context) (*natsbus.Bus, error) {
 }
 
 func (fr *federationRuntime) close() {
-	if fr != nil {
+	if fr != nil && fr.querier != nil {
 		fr.querier.Close()
 	}
 }
@@ -273,11 +350,24 @@ func (fr *federationRuntime) close() {
 type fedTrainer struct {
 	cfg JoinConfig
 	tr  *train.Trainer
+	st  *fedStatus // nil: not observed
 	log *slog.Logger
 }
 
-// Train implements federation.Trainer.
+// Train implements federation.Trainer, and records the training in the federation's
+// status (the last training, rounds joined, duration).
 func (f *fedTrainer) Train(ctx context.Context, task federation.Task, global []float32) (federation.TrainResult, error) {
+	rt := RoundTraining{Round: task.Round, StartedAt: time.Now().UTC()}
+	res, err := f.train(ctx, task, global, &rt)
+	if f.st != nil && ctx.Err() == nil {
+		rt.Seconds = time.Since(rt.StartedAt).Seconds()
+		rt.Samples = res.Samples
+		f.st.trained(rt, err)
+	}
+	return res, err
+}
+
+func (f *fedTrainer) train(ctx context.Context, task federation.Task, global []float32, rt *RoundTraining) (federation.TrainResult, error) {
 	if !task.Architecture.Equal(f.cfg.Architecture) {
 		return federation.TrainResult{}, fmt.Errorf("global model layout %+v differs from the configured %+v", task.Architecture, f.cfg.Architecture)
 	}
@@ -295,9 +385,12 @@ func (f *fedTrainer) Train(ctx context.Context, task federation.Task, global []f
 				return federation.TrainResult{}, ctx.Err()
 			}
 			f.log.Warn("machine not trained this round", "machine", m, "round", task.Round, "err", err)
+			rt.Machines = append(rt.Machines, MachineTrained{Machine: m, Error: err.Error()})
 			errs = append(errs, err)
 			continue
 		}
+		rt.Machines = append(rt.Machines, MachineTrained{Machine: m, Version: res.Model.Version, Hash: res.Model.Hash,
+			Windows: res.Windows, Installed: res.Swapped, Reason: res.Reason})
 		p := res.Model.Detector.(models.Parametric).Params()
 		w := res.Windows
 		for i, v := range p {

@@ -166,6 +166,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	if addr := g.cfg.Gateway.HTTP.Listen; addr != "" {
 		srv := api.New(addr, g.reg, engine.Ready, g.cfg.Gateway.HTTP.Pprof, g.log.With("component", "api"))
 		mods.serve(srv)
+		fed.serve(srv)
 		grp.Go(func() error { return srv.Run(gctx) })
 	}
 	g.log.Info("gateway started", "factory", g.cfg.Gateway.Factory, "sources", len(g.sources), "sinks", len(sinks),

@@ -32,8 +32,27 @@ var ErrArchitecture = errors.New("the machine's features do not match the model 
 // detector is the autoencoder of start's architecture with start's parameters, fitted
 // further on this machine's windows. The fitted parameters are
 // Result.Model.Detector.(models.Parametric).Params().
+//
+// Like Run's trainings, it trains on an OS thread of its own whose nice value is
+// Config.Nice (the thread ends with it), so a federated round yields to ingest as the
+// scheduled trainings do; it waits for a running training first (see Trainer).
 func (t *Trainer) TrainFrom(ctx context.Context, machine string, start WarmStart, progress func(Progress)) (*Result, error) {
-	return t.observe(ctx, machine, progress, &start)
+	var (
+		res *Result
+		err error
+	)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		release, perr := lowerPriority(t.cfg.Nice)
+		defer release()
+		if perr != nil {
+			t.log.Debug("federated training runs at normal priority", "machine", machine, "err", perr)
+		}
+		res, err = t.observe(ctx, machine, progress, &start)
+	}()
+	<-done
+	return res, err
 }
 
 // detector returns the unfitted detector of a training on windows of cols columns built

@@ -76,18 +76,32 @@ type Options struct {
 }
 
 // Trainer trains the configured machines' models, on a schedule (Run) or by hand (Train).
+// It runs one training at a time: Train, TrainFrom and TrainHistory called while another
+// training runs wait for it (in arrival order; the wait ends early when ctx does), so a
+// gateway that shares one Trainer between its schedule and its federations never trains
+// twice at once on the same data and cores.
 type Trainer struct {
 	cfg  Config
 	opts Options
 	log  *slog.Logger
 	m    *trainMetrics
+	// slot holds a token while a training runs (capacity 1).
+	slot chan struct{}
 }
 
 type trainMetrics struct {
 	runs     *prometheus.CounterVec // result: swapped, kept, skipped, failed
 	seconds  prometheus.Histogram
-	progress *prometheus.GaugeVec // stage → share done of the running training
+	progress *prometheus.GaugeVec     // stage → share done of the running training
+	wait     *prometheus.HistogramVec // kind → time waited for the running training
+	waiting  prometheus.Gauge
 }
+
+// Kinds of training, the label values of the wait metric.
+const (
+	KindLocal     = "local"     // Train, TrainHistory: the machine's own model from scratch
+	KindFederated = "federated" // TrainFrom: continuing a federation's global model
+)
 
 // New checks cfg and registers the metrics. It does no I/O.
 func New(cfg Config, opts Options) (*Trainer, error) {
@@ -113,13 +127,21 @@ func New(cfg Config, opts Options) (*Trainer, error) {
 			Help: "Duration of a training, reading included.", Buckets: prometheus.ExponentialBuckets(0.5, 2, 12)}),
 		progress: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "millwright_model_training_progress",
 			Help: "Share done (0 to 1) of each stage of the running training."}, []string{"stage"}),
+		wait: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "millwright_model_training_wait_seconds",
+			Help:    "Time a training waited for the running one to finish (one training at a time), by kind: local or federated.",
+			Buckets: prometheus.ExponentialBuckets(0.01, 4, 10)}, []string{"kind"}),
+		waiting: prometheus.NewGauge(prometheus.GaugeOpts{Name: "millwright_model_trainings_waiting",
+			Help: "Trainings waiting for the running one to finish."}),
 	}
-	for _, c := range []prometheus.Collector{m.runs, m.seconds, m.progress} {
+	for _, k := range []string{KindLocal, KindFederated} {
+		m.wait.WithLabelValues(k)
+	}
+	for _, c := range []prometheus.Collector{m.runs, m.seconds, m.progress, m.wait, m.waiting} {
 		if err := opts.Registerer.Register(c); err != nil {
 			return nil, fmt.Errorf("training: register metrics: %w", err)
 		}
 	}
-	return &Trainer{cfg: cfg, opts: opts, log: opts.Logger, m: m}, nil
+	return &Trainer{cfg: cfg, opts: opts, log: opts.Logger, m: m, slot: make(chan struct{}, 1)}, nil
 }
 
 // Run trains the configured machines until ctx is done: at once the machines that have
@@ -191,8 +213,33 @@ func (t *Trainer) Train(ctx context.Context, machine string, progress func(Progr
 	return t.observe(ctx, machine, progress, nil)
 }
 
-// observe runs one training (from start when not nil) and counts its result.
+// acquire waits until no other training runs (or ctx ends: then it returns ctx's error)
+// and returns the function that ends this one's turn. The wait is measured by kind.
+func (t *Trainer) acquire(ctx context.Context, machine, kind string) (release func(), err error) {
+	begin := time.Now()
+	t.m.waiting.Inc()
+	defer t.m.waiting.Dec()
+	select {
+	case t.slot <- struct{}{}:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("train %s: waiting for the running training: %w", machine, ctx.Err())
+	}
+	t.m.wait.WithLabelValues(kind).Observe(time.Since(begin).Seconds())
+	return func() { <-t.slot }, nil
+}
+
+// observe runs one training (from start when not nil), after any running one, and
+// counts its result.
 func (t *Trainer) observe(ctx context.Context, machine string, progress func(Progress), start *WarmStart) (*Result, error) {
+	kind := KindLocal
+	if start != nil {
+		kind = KindFederated
+	}
+	release, err := t.acquire(ctx, machine, kind)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	begin := time.Now()
 	res, err := t.train(ctx, machine, progress, start)
 	t.m.seconds.Observe(time.Since(begin).Seconds())
@@ -238,8 +285,13 @@ func (t *Trainer) train(ctx context.Context, machine string, progress func(Progr
 }
 
 // TrainHistory trains machine h.Machine on history already read (tests, tools): the
-// same steps as Train after reading.
+// same steps as Train after reading, after any running training.
 func (t *Trainer) TrainHistory(ctx context.Context, h *History, progress func(Progress)) (*Result, error) {
+	release, err := t.acquire(ctx, h.Machine, KindLocal)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	return t.fit(ctx, h, progress, nil)
 }
 

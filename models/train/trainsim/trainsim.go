@@ -10,6 +10,7 @@ import (
 	"github.com/millwright-io/millwright/connectors/influxdb"
 	"github.com/millwright-io/millwright/connectors/sim"
 	"github.com/millwright-io/millwright/gateway/telemetry"
+	"github.com/millwright-io/millwright/models/features"
 )
 
 // Points appends one point per signal of s (in Kind.Signals order) to dst, tagged with
@@ -65,4 +66,31 @@ func Store(t testing.TB, url, db string, pts []telemetry.Point) {
 	if err := sink.Write(ctx, telemetry.Batch{Points: pts}); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// WindowWidth is the width of the feature windows fc makes of machine's points in pts
+// (one machine's history): the input width a federated model of that machine needs.
+func WindowWidth(t testing.TB, fc features.Config, machine string, pts []telemetry.Point) int {
+	t.Helper()
+	seen := map[string]bool{}
+	var signals []string
+	for _, p := range pts {
+		if p.Machine == machine && !seen[p.Signal] {
+			seen[p.Signal] = true
+			signals = append(signals, p.Signal)
+		}
+	}
+	if len(signals) == 0 {
+		t.Fatalf("no points of %s", machine)
+	}
+	from, to := time.Unix(0, pts[0].Time()), time.Unix(0, pts[len(pts)-1].Time()).Add(time.Second)
+	g, err := features.Align(fc, machine, signals, pts, from, to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prep, err := features.Prepare(fc, g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return prep.Windows.Cols
 }
