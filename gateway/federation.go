@@ -43,6 +43,12 @@ type FederationConfig struct {
 	// HubKey is the hub's ed25519 public key (64 hex digits, printed by millwright hub):
 	// every global model is verified with it.
 	HubKey federation.PublicKey `yaml:"hub_key"`
+	// Peers are the other members' identity keys (the hub's members list, from the same
+	// trusted source as hub_key). With them, secure aggregation checks every advertised
+	// key and survivor-set signature against the configured key, so the hub cannot stand
+	// in for a member or invent members; for a member not listed the gateway takes the key
+	// the hub relays (a hub showing gateways different survivor sets is still caught).
+	Peers []federation.Member `yaml:"peers"`
 	// Federations are the federations this gateway joins.
 	Federations []JoinConfig `yaml:"federations"`
 }
@@ -92,6 +98,15 @@ func (l LeafNodeConfig) validate(p *config.Problems) {
 	p.Nest("leaf.tls", l.TLS.Validate())
 }
 
+// peerKeys is Peers by member name.
+func (c FederationConfig) peerKeys() map[string]ed25519.PublicKey {
+	keys := make(map[string]ed25519.PublicKey, len(c.Peers))
+	for _, m := range c.Peers {
+		keys[m.Name] = m.Key.PublicKey
+	}
+	return keys
+}
+
 // SetDefaults fills the defaults in.
 func (c *FederationConfig) SetDefaults() { c.NATS.SetDefaults() }
 
@@ -112,6 +127,19 @@ func (c FederationConfig) validate(m ModelsConfig, sinks []SinkConfig) error {
 	}
 	if len(c.HubKey.PublicKey) != ed25519.PublicKeySize {
 		p.Addf("hub_key", "must be set to the hub's public key (64 hex digits, printed by millwright hub)")
+	}
+	peers := map[string]bool{}
+	for i, m := range c.Peers {
+		path := config.Index("peers", i)
+		if err := federation.CheckName(m.Name); err != nil {
+			p.Addf(config.Join(path, "name"), "%v", err)
+		} else if peers[m.Name] {
+			p.Addf(config.Join(path, "name"), "%q appears twice", m.Name)
+		}
+		peers[m.Name] = true
+		if len(m.Key.PublicKey) != ed25519.PublicKeySize {
+			p.Addf(config.Join(path, "key"), "must be set to the member's identity key (64 hex digits, printed by its gateway)")
+		}
 	}
 	if _, err := m.influx(sinks); err != nil {
 		p.Addf("enabled", "federated training reads the machines' history: %v", err)
@@ -265,7 +293,7 @@ func (fr *federationRuntime) run(ctx context.Context) error {
 	for i, jc := range fr.cfg.Federations {
 		st := fr.status[i]
 		tr := observedTransport{Transport: bus, st: st}
-		p, err := federation.NewParticipant(federation.ParticipantConfig{Federation: jc.Name, Name: fr.client.User, HubKey: fr.cfg.HubKey.PublicKey},
+		p, err := federation.NewParticipant(federation.ParticipantConfig{Federation: jc.Name, Name: fr.client.User, HubKey: fr.cfg.HubKey.PublicKey, Peers: fr.cfg.peerKeys()},
 			tr, fr.key, &fedTrainer{cfg: jc, tr: fr.trainer, st: st, log: fr.log.With("federation", jc.Name)},
 			fr.log, prometheus.WrapRegistererWith(prometheus.Labels{"federation": jc.Name}, fr.reg))
 		if err != nil {
@@ -291,6 +319,9 @@ func (fr *federationRuntime) waitLeaf(ctx context.Context, leaf *natsbus.Server)
 		}
 		if ctx.Err() != nil {
 			return false
+		}
+		for _, st := range fr.status {
+			st.fail("leaf", err)
 		}
 		if n := bo.Attempts(); n&(n-1) == 0 {
 			fr.log.Warn("leaf node not linked to the federation hub, waiting", "err", err, "attempt", n)

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"encoding/hex"
@@ -114,6 +115,21 @@ federation:
   leaf: {listen: nope, hub_url: "http://user:pw@hub.example", tls: {cert_file: /etc/millwright/site.pem}}
   hub_key: ` + key + `
   federations: [{name: pumps, machines: [pump-1], architecture: ` + arch + `}]`, []string{"federation.leaf.hub_url", "federation.leaf.listen", "federation.leaf.tls.cert_file"}},
+		{"with the members' keys", `
+federation:
+  enabled: true
+  nats: {url: "nats://hub:4222", user: factory-a, password: pw}
+  hub_key: ` + key + `
+  peers: [{name: factory-b, key: ` + key + `}, {name: factory-c, key: ` + key + `}]
+  federations: [{name: pumps, machines: [pump-1, pump-2], architecture: ` + arch + `}]`, nil},
+		{"broken peers", `
+federation:
+  enabled: true
+  nats: {url: "nats://hub:4222", user: factory-a, password: pw}
+  hub_key: ` + key + `
+  peers: [{name: "bad name", key: ` + key + `}, {name: factory-b}, {name: factory-c, key: ` + key + `}, {name: factory-c, key: ` + key + `}]
+  federations: [{name: pumps, machines: [pump-1], architecture: ` + arch + `}]`,
+			[]string{"federation.peers[0].name", "federation.peers[1].key", "federation.peers[3].name"}},
 		{"no federations", `
 federation:
   enabled: true
@@ -752,5 +768,16 @@ federation:
 		if local := strings.Contains(metrics, `millwright_model_training_wait_seconds_count{kind="local"} 1`+"\n"); local != (n == "factory-a") {
 			t.Errorf("%s: a scheduled training on the federation's trainer: %t", n, local)
 		}
+	}
+}
+
+// TestFederationPeerKeys: the configured members' keys reach the participants by name.
+func TestFederationPeerKeys(t *testing.T) {
+	a := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{1}, ed25519.SeedSize)).Public().(ed25519.PublicKey)
+	b := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{2}, ed25519.SeedSize)).Public().(ed25519.PublicKey)
+	c := FederationConfig{Peers: []federation.Member{{Name: "factory-b", Key: federation.PublicKey{PublicKey: a}}, {Name: "factory-c", Key: federation.PublicKey{PublicKey: b}}}}
+	keys := c.peerKeys()
+	if len(keys) != 2 || !keys["factory-b"].Equal(a) || !keys["factory-c"].Equal(b) {
+		t.Fatalf("peer keys %v", keys)
 	}
 }

@@ -40,36 +40,11 @@ func pumpHistory(t *testing.T, factory string, seed uint64) []telemetry.Point {
 	return trainsim.History(plant, factory, time.Now().Truncate(time.Second).Add(-time.Hour), time.Second, 3600)
 }
 
-// windowWidth is the width of the feature windows the gateway's default features make of
-// pts: the federated model's input width.
-func windowWidth(t *testing.T, pts []telemetry.Point) int {
-	t.Helper()
-	var fc features.Config
-	fc.SetDefaults()
-	seen := map[string]bool{}
-	var signals []string
-	for _, p := range pts {
-		if !seen[p.Signal] {
-			seen[p.Signal] = true
-			signals = append(signals, p.Signal)
-		}
-	}
-	from, to := time.Unix(0, pts[0].Time()), time.Unix(0, pts[len(pts)-1].Time()).Add(time.Second)
-	g, err := features.Align(fc, "pump-1", signals, pts, from, to)
-	if err != nil {
-		t.Fatal(err)
-	}
-	prep, err := features.Prepare(fc, g)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return prep.Windows.Cols
-}
-
 // TestFederatedRoundEndToEnd runs `millwright hub` (embedded NATS, local ledger, HTTP API)
 // from a YAML file and two gateways built with gateway.New from YAML, each with its own
 // state directory and its own pump history in InfluxDB, one connected directly and one
-// through its own leaf node. One federated round completes:
+// through its own leaf node, with secure aggregation and each other's keys pinned (peers). One
+// federated round completes:
 // both gateways' updates are used, a global model is published, the hub's ledger holds
 // the FederatedRound and each gateway's ledger a LocalTraining continued from the round's
 // global model, and the round shows on GET /api/v1/federations.
@@ -85,7 +60,7 @@ func TestFederatedRoundEndToEnd(t *testing.T) {
 	for i, n := range names {
 		hist[n] = pumpHistory(t, n, uint64(i+1))
 	}
-	ae, err := autoencoder.New(autoencoder.Config{Inputs: windowWidth(t, hist[names[0]]), Layers: []int{8, 3, 8}})
+	ae, err := autoencoder.New(autoencoder.Config{Inputs: defaultWindowWidth(t, hist[names[0]]), Layers: []int{8, 3, 8}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,6 +113,7 @@ federations:
     quorum: 2
     round_timeout: 5m
     strategy: {name: fedprox, proximal_mu: 0.01}
+    secagg: {enabled: true, sample_cap: 5000}
 `, hubDir, httpAddr, natsPort, leafPort, gwKeys["factory-a"], gwKeys["factory-b"], archYAML)
 	hubPath := filepath.Join(root, "hub.yaml")
 	if err := os.WriteFile(hubPath, []byte(hubYAML), 0o600); err != nil {
@@ -181,10 +157,11 @@ federation:
   nats: {user: %s, password: pw-%s%s}
   %s
   hub_key: %s
+  peers: [{name: %s, key: %s}]
   federations:
     - {name: pumps, machines: [pump-1], architecture: %s}
 `, n, filepath.Join(root, n), servicetest.MQTTURL(), topic, topic, influxURL, db, n, n[len(n)-1:], url, leaf,
-			hex.EncodeToString(hubKey.Public().(ed25519.PublicKey)), archYAML)
+			hex.EncodeToString(hubKey.Public().(ed25519.PublicKey)), names[1-i], gwKeys[names[1-i]], archYAML)
 		cfg, err := gateway.Parse([]byte(doc))
 		if err != nil {
 			t.Fatalf("%s: %v", n, err)
@@ -307,4 +284,12 @@ federation:
 	if !bytes.Contains([]byte(hubOut.String()), []byte(hex.EncodeToString(hubKey.Public().(ed25519.PublicKey)))) {
 		t.Errorf("the hub did not print its key: %s", hubOut.String())
 	}
+}
+
+// defaultWindowWidth is the width of the windows the gateway's default features make of
+// pump-1's points: the federated model's input width.
+func defaultWindowWidth(t *testing.T, pts []telemetry.Point) int {
+	var fc features.Config
+	fc.SetDefaults()
+	return trainsim.WindowWidth(t, fc, "pump-1", pts)
 }
