@@ -279,7 +279,7 @@ func (f *fedRun) restore(ctx context.Context) (RoundState, error) {
 		params[i] = float32((2*r.Float64() - 1) * f.cfg.InitScale)
 	}
 	g := GlobalModel{Header: ModelHeader{Federation: f.cfg.Name, Round: 0, Architecture: arch, Created: time.Now().UTC()}, Params: params}
-	hash, err := f.publish(ctx, &g)
+	hash, err := f.publish(ctx, &g, nil)
 	if err != nil {
 		return RoundState{}, err
 	}
@@ -287,7 +287,10 @@ func (f *fedRun) restore(ctx context.Context) (RoundState, error) {
 	return st, f.putState(ctx, st)
 }
 
-func (f *fedRun) publish(ctx context.Context, g *GlobalModel) (string, error) {
+// publish stores g, signed, then calls record (if not nil) with its hash, then names it
+// as g's version. The version is the mark a restarted hub finds the round's model by, so
+// it is written last: a model under its version has had its ledger record made.
+func (f *fedRun) publish(ctx context.Context, g *GlobalModel, record func(hash string)) (string, error) {
 	data, err := g.SignedBytes(f.h.key)
 	if err != nil {
 		return "", fmt.Errorf("federation %s: sign model: %w", f.cfg.Name, err)
@@ -295,6 +298,9 @@ func (f *fedRun) publish(ctx context.Context, g *GlobalModel) (string, error) {
 	hash, err := retry(ctx, f.log, "put model", func() (string, error) { return f.h.tr.PutModel(ctx, f.cfg.Name, data) })
 	if err != nil {
 		return "", err
+	}
+	if record != nil {
+		record(hash)
 	}
 	_, err = retry(ctx, f.log, "put version", func() (struct{}, error) {
 		return struct{}{}, f.h.tr.PutVersion(ctx, f.cfg.Name, g.Header.Version(), hash)
@@ -368,6 +374,17 @@ type collected struct {
 func (f *fedRun) round(ctx context.Context, st RoundState) (RoundState, error) {
 	start := time.Now()
 	report := RoundReport{Federation: f.cfg.Name, Round: st.Round}
+	if g, hash, err := f.published(ctx, st); err != nil || g != nil {
+		if err != nil {
+			return st, err
+		}
+		// The previous hub stopped after publishing this round's model and before opening
+		// the next round: the round is over; aggregating it again would publish a second
+		// model for it (and spend privacy and record it in the ledger twice).
+		f.log.Info("round already published before a restart, opening the next", "round", st.Round, "model", hash)
+		report.Model, report.Used = hash, g.Header.Participants
+		return f.finish(ctx, report, start, outcomeAggregated, f.open(st.Round+1, hash, st.Round))
+	}
 	if f.budget != nil {
 		if _, err := f.budget.Preview(); err != nil {
 			f.log.Warn("privacy budget exhausted, federation stops", "round", st.Round, "err", err)
@@ -437,13 +454,38 @@ func (f *fedRun) round(ctx context.Context, st RoundState) (RoundState, error) {
 	}
 	out := GlobalModel{Header: ModelHeader{Federation: f.cfg.Name, Round: st.Round, Architecture: global.Header.Architecture,
 		Parent: st.Global, Created: time.Now().UTC(), Participants: res.Used}, Params: res.Params}
-	hash, err := f.publish(ctx, &out)
+	hash, err := f.publish(ctx, &out, func(hash string) { f.record(ctx, st, global.Header, out.Header, hash, c, res.Used, privacy) })
 	if err != nil {
 		return st, err
 	}
 	report.Model, report.Used, report.Privacy = hash, res.Used, privacy
-	f.record(ctx, st, global.Header, out.Header, hash, c, res.Used, privacy)
 	return f.finish(ctx, report, start, outcomeAggregated, f.open(st.Round+1, hash, st.Round))
+}
+
+// published returns the model this hub published for round st.Round, if there is one:
+// the model under the round's version, signed by the hub, of this round and trained from
+// the round's global model. Otherwise it returns nil.
+func (f *fedRun) published(ctx context.Context, st RoundState) (*GlobalModel, string, error) {
+	version := ModelHeader{Round: st.Round}.Version()
+	hash, err := retry(ctx, f.log, "get version", func() (string, error) { return f.h.tr.GetVersion(ctx, f.cfg.Name, version) })
+	if errors.Is(err, ErrNotFound) {
+		return nil, "", nil
+	}
+	if err != nil {
+		return nil, "", err
+	}
+	gb, err := retry(ctx, f.log, "get model", func() ([]byte, error) { return f.h.tr.GetModel(ctx, f.cfg.Name, hash) })
+	if errors.Is(err, ErrNotFound) {
+		return nil, "", nil
+	}
+	if err != nil {
+		return nil, "", err
+	}
+	g, err := DecodeModel(gb, f.h.PublicKey())
+	if err != nil || g.Hash() != hash || g.Header.Federation != f.cfg.Name || g.Header.Round != st.Round || g.Header.Parent != st.Global {
+		return nil, "", nil // not this round's output: aggregate
+	}
+	return g, hash, nil
 }
 
 // spend accounts one round in the privacy budget and persists the privacy spent before

@@ -1,6 +1,7 @@
 package federation_test
 
 import (
+	"context"
 	"crypto/ed25519"
 	"testing"
 	"time"
@@ -8,6 +9,7 @@ import (
 	"github.com/millwright-io/millwright/federation"
 	"github.com/millwright-io/millwright/federation/natsbus"
 	"github.com/millwright-io/millwright/gateway/config"
+	"github.com/millwright-io/millwright/internal/testcerts"
 )
 
 // TestRoundThroughLeafNode runs a round where one gateway reaches the hub through its
@@ -41,5 +43,65 @@ func TestRoundThroughLeafNode(t *testing.T) {
 	}
 	if r := h.next(t); r.Outcome != "aggregated" || len(r.Used) != n {
 		t.Fatalf("round through the leaf node: %+v", r)
+	}
+}
+
+// TestRoundThroughTLSLeafNodes runs a round against a hub that requires mutual TLS on its
+// leaf and client listeners: two gateways reach it through their sites' leaf nodes, each
+// linked with the site's certificate (the gateway speaks plain TCP to its local leaf),
+// the third connects to the hub's client port with its certificate. The round aggregates
+// all three updates.
+func TestRoundThroughTLSLeafNodes(t *testing.T) {
+	const n, dim = 3, 40
+	certs := testcerts.New(t, "federation test ca")
+	cfg := natsbus.ServerConfig{Listen: freeAddr(t), LeafListen: freeAddr(t), StoreDir: t.TempDir(),
+		CertFile: certs.ServerCertFile, KeyFile: certs.ServerKeyFile, CAFile: certs.CAFile}
+	for i := range n {
+		cfg.Factories = append(cfg.Factories, natsbus.Factory{Name: gwName(i), Password: config.NewSecret("pw-" + gwName(i)), Federations: []string{fedName}})
+	}
+	cfg.SetDefaults()
+	srv, err := natsbus.StartServer(cfg, discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	e := &env{t: t, srv: srv, n: n}
+	e.hub = e.dial(srv.HubClient())
+	if err := e.hub.EnsureFederation(context.Background(), fedName, []string{"g0", "g1", "g2"}, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	site := config.TLS{CAFile: certs.CAFile, CertFile: certs.CertFile, KeyFile: certs.KeyFile}
+	fc := fedConfig(n, dim)
+	fc.RoundTimeout = 10 * time.Second
+	h := startHub(t, e.hub, fc)
+	for i := range n {
+		c := natsbus.ClientConfig{URL: srv.ClientURL(), User: gwName(i), Password: config.NewSecret("pw-" + gwName(i)), TLS: site}
+		if i < 2 {
+			leaf, err := natsbus.StartLeaf(natsbus.LeafConfig{Listen: freeAddr(t), ServerName: "site-" + gwName(i), Domain: "site-" + gwName(i),
+				StoreDir: t.TempDir(), HubURL: srv.LeafURL(), User: gwName(i), Password: "pw-" + gwName(i), TLS: site}, discard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(leaf.Shutdown)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			err = leaf.WaitLinked(ctx)
+			cancel()
+			if err != nil {
+				t.Fatal(err)
+			}
+			c = natsbus.ClientConfig{URL: leaf.ClientURL(), User: gwName(i), Password: config.NewSecret("local"), Domain: "hub"}
+		}
+		p, err := federation.NewParticipant(federation.ParticipantConfig{Federation: fedName, Name: gwName(i), HubKey: hubKey().Public().(ed25519.PublicKey)},
+			e.dial(c), gatewayKey(i), &pullTrainer{target: target(i, dim), samples: 5}, discard, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		runParticipant(t, p)
+	}
+	if got := srv.LeafConnected(); got != 2 {
+		t.Fatalf("%d leaf links to the hub, want 2", got)
+	}
+	if r := h.next(t); r.Outcome != "aggregated" || len(r.Used) != n {
+		t.Fatalf("round through the TLS leaf nodes: %+v", r)
 	}
 }

@@ -324,13 +324,12 @@ func (f *fedRun) secaggRound(ctx context.Context, st RoundState) (RoundState, er
 	sort.Strings(used)
 	out := GlobalModel{Header: ModelHeader{Federation: f.cfg.Name, Round: st.Round, Architecture: global.Header.Architecture,
 		Parent: st.Global, Created: time.Now().UTC(), Participants: used}, Params: params2}
-	hash, err := f.publish(ctx, &out)
+	c := &collected{updates: inputs}
+	hash, err := f.publish(ctx, &out, func(hash string) { f.record(ctx, st, global.Header, out.Header, hash, c, used, privacy) })
 	if err != nil {
 		return st, err
 	}
 	report.Model, report.Used, report.Privacy = hash, used, privacy
-	c := &collected{updates: inputs}
-	f.record(ctx, st, global.Header, out.Header, hash, c, used, privacy)
 	st.SecAgg = nil
 	return f.finish(ctx, report, start, outcomeAggregated, f.open(st.Round+1, hash, st.Round))
 }

@@ -440,3 +440,57 @@ func TestSecAggPeerKeysPinned(t *testing.T) {
 		})
 	}
 }
+
+// TestSecAggRestartAfterMessagesAgedOut: the hub is down, in a round with secure
+// aggregation, for longer than the update stream keeps messages (update_retention, the
+// stream's max age; shortened here and restored before the restart). The restarted hub
+// cannot replay the closed key-advertisement phase: it abandons the round at the
+// deadline, counted with reason resume and with no rejection, and the next round, from
+// the same global model, aggregates every gateway.
+func TestSecAggRestartAfterMessagesAgedOut(t *testing.T) {
+	const n, dim = 4, 32
+	e := newEnv(t, n, false)
+	fc := secaggConfig(n, dim)
+	fc.Rounds, fc.RoundTimeout = 2, 2*time.Second
+	h := startHub(t, e.hub, fc)
+	ps := e.participants(t, dim)
+	answer(t, ps, waitPhase(t, e.hub, federation.SecAggAdvertise))
+	waitPhase(t, e.hub, federation.SecAggShare) // advertisement closed and recorded
+	h.stop()
+
+	ctx := context.Background()
+	members := []string{"g0", "g1", "g2", "g3"}
+	if err := e.hub.EnsureFederation(ctx, fedName, members, 200*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(20 * time.Second); len(roundMessages(t, e.hub, 1)) > 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("round 1's messages did not age out of the update stream")
+		}
+	}
+	if err := e.hub.EnsureFederation(ctx, fedName, members, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+
+	h = startHub(t, e.hub, fc)
+	r := h.next(t)
+	if r.Round != 1 || r.Outcome != "abandoned" || len(r.Rejected) != 0 {
+		t.Fatalf("round 1 after the restart: %+v; want abandoned without rejections", r)
+	}
+	if got := h.counter("millwright_federation_secagg_failures_total", "reason", federation.SecAggFailResume); got != 1 {
+		t.Errorf("secagg failures (resume) = %v, want 1", got)
+	}
+	st := waitPhase(t, e.hub, federation.SecAggAdvertise)
+	if st.Round != 2 {
+		t.Fatalf("the next round is %d, want 2", st.Round)
+	}
+	answer(t, ps, st)
+	for _, phase := range []string{federation.SecAggShare, federation.SecAggMask, federation.SecAggCheck, federation.SecAggUnmask} {
+		answer(t, ps, waitPhase(t, e.hub, phase))
+	}
+	r = h.next(t)
+	if r.Round != 2 || r.Outcome != "aggregated" || len(r.Used) != n {
+		t.Fatalf("round 2: %+v", r)
+	}
+	checkMean(t, e.hub, dim, r.Used, r) // from round 0's model: round 1 changed nothing
+}

@@ -3,56 +3,19 @@ package natsbus
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"log/slog"
-	"math/big"
-	"net"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/millwright-io/millwright/gateway/config"
+	"github.com/millwright-io/millwright/internal/testcerts"
 )
 
-// writeCert writes a PEM certificate (signed by parent, or self-signed) and its key.
-func writeCert(t *testing.T, dir, name string, tmpl *x509.Certificate, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) (*x509.Certificate, *ecdsa.PrivateKey) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if parent == nil {
-		parent, parentKey = tmpl, key
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, parentKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kd, _ := x509.MarshalECPrivateKey(key)
-	_ = os.WriteFile(filepath.Join(dir, name+".pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
-	_ = os.WriteFile(filepath.Join(dir, name+".key"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kd}), 0o600)
-	c, _ := x509.ParseCertificate(der)
-	return c, key
-}
-
 func TestTLS(t *testing.T) {
-	dir := t.TempDir()
-	now := time.Now()
-	ca, caKey := writeCert(t, dir, "ca", &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test ca"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign}, nil, nil)
-	writeCert(t, dir, "server", &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "hub"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour), IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, KeyUsage: x509.KeyUsageDigitalSignature}, ca, caKey)
-	cfg := ServerConfig{Listen: freeAddr(t), StoreDir: t.TempDir(), CertFile: filepath.Join(dir, "server.pem"), KeyFile: filepath.Join(dir, "server.key"),
+	certs := testcerts.New(t, "natsbus test ca")
+	cfg := ServerConfig{Listen: freeAddr(t), StoreDir: t.TempDir(), CertFile: certs.ServerCertFile, KeyFile: certs.ServerKeyFile,
 		Factories: []Factory{{Name: "a", Password: config.NewSecret("pa"), Federations: []string{"f1"}}}}
 	cfg.SetDefaults()
 	srv, err := StartServer(cfg, slog.New(slog.DiscardHandler))
@@ -69,7 +32,7 @@ func TestTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := factory(srv, "a", "pa")
-	c.TLS = config.TLS{CAFile: filepath.Join(dir, "ca.pem")}
+	c.TLS = config.TLS{CAFile: certs.CAFile}
 	b := dial(t, c)
 	if got, err := b.GetRound(ctx, "f1"); err != nil || string(got) != "s" {
 		t.Fatalf("over TLS: %q, %v", got, err)
@@ -83,38 +46,14 @@ func TestTLS(t *testing.T) {
 	}
 }
 
-// pki is a test CA with the hub's server certificate (for 127.0.0.1) and a site's client
-// certificate, written as PEM files in dir.
-type pki struct{ dir, prefix string }
-
-func (p pki) file(name string) string { return filepath.Join(p.dir, p.prefix+name) }
-
-// newPKI writes <prefix>ca.pem, <prefix>server.pem/.key and <prefix>site.pem/.key.
-func newPKI(t *testing.T, dir, prefix string) pki {
-	t.Helper()
-	now := time.Now()
-	ca, caKey := writeCert(t, dir, prefix+"ca", &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: prefix + "test ca"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign}, nil, nil)
-	writeCert(t, dir, prefix+"server", &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "hub"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour), IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, DNSNames: []string{"hub.test"},
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, KeyUsage: x509.KeyUsageDigitalSignature}, ca, caKey)
-	writeCert(t, dir, prefix+"site", &x509.Certificate{SerialNumber: big.NewInt(3), Subject: pkix.Name{CommonName: "site-a"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, KeyUsage: x509.KeyUsageDigitalSignature}, ca, caKey)
-	return pki{dir: dir, prefix: prefix}
-}
-
 // TestLeafTLS links a site's leaf node to a hub whose leaf listener requires mutual TLS:
 // with the hub's CA and the site's certificate the link comes up and a round's traffic
 // flows both ways through it; a leaf that does not trust the hub's CA, one without a
 // client certificate and one without TLS are refused, and WaitLinked says why.
 func TestLeafTLS(t *testing.T) {
-	dir := t.TempDir()
-	good := newPKI(t, dir, "")
-	other := newPKI(t, dir, "other-")
+	good, other := testcerts.New(t, "natsbus test ca"), testcerts.New(t, "another ca")
 	srv, hub := serve(t, ServerConfig{Listen: freeAddr(t), LeafListen: freeAddr(t), StoreDir: t.TempDir(),
-		CertFile: good.file("server.pem"), KeyFile: good.file("server.key"), CAFile: good.file("ca.pem"),
+		CertFile: good.ServerCertFile, KeyFile: good.ServerKeyFile, CAFile: good.CAFile,
 		Factories: []Factory{{Name: "a", Password: config.NewSecret("pa"), Federations: []string{"f1"}}}}, slog.New(slog.DiscardHandler))
 	ctx := context.Background()
 	if err := hub.PutRound(ctx, "f1", []byte("state-1")); err != nil {
@@ -135,9 +74,9 @@ func TestLeafTLS(t *testing.T) {
 		tls  config.TLS
 		want string // in WaitLinked's error
 	}{
-		{"untrusted-ca", config.TLS{CAFile: other.file("ca.pem"), CertFile: good.file("site.pem"), KeyFile: good.file("site.key")}, "certificate signed by unknown authority"},
-		{"wrong-name", config.TLS{CAFile: good.file("ca.pem"), CertFile: good.file("site.pem"), KeyFile: good.file("site.key"), ServerName: "elsewhere.test"}, "elsewhere.test"},
-		{"no-client-cert", config.TLS{CAFile: good.file("ca.pem")}, "cert_file"},
+		{"untrusted-ca", config.TLS{CAFile: other.CAFile, CertFile: good.CertFile, KeyFile: good.KeyFile}, "certificate signed by unknown authority"},
+		{"wrong-name", config.TLS{CAFile: good.CAFile, CertFile: good.CertFile, KeyFile: good.KeyFile, ServerName: "elsewhere.test"}, "elsewhere.test"},
+		{"no-client-cert", config.TLS{CAFile: good.CAFile}, "cert_file"},
 		{"no-tls", config.TLS{}, "x509"}, // the hub's INFO asks for TLS; system roots refuse its CA
 	}
 	for _, c := range refused {
@@ -161,18 +100,18 @@ func TestLeafTLS(t *testing.T) {
 	// Clients on the hub's client port need a site certificate too (the hub's own
 	// in-process connection above does not).
 	direct := factory(srv, "a", "pa")
-	direct.TLS = config.TLS{CAFile: good.file("ca.pem")}
+	direct.TLS = config.TLS{CAFile: good.CAFile}
 	direct.SetDefaults()
 	if bad, err := Dial(ctx, direct, slog.New(slog.DiscardHandler)); err == nil {
 		_ = bad.Close()
 		t.Fatal("a client without a certificate connected to a hub with ca_file")
 	}
-	direct.TLS.CertFile, direct.TLS.KeyFile = good.file("site.pem"), good.file("site.key")
+	direct.TLS.CertFile, direct.TLS.KeyFile = good.CertFile, good.KeyFile
 	if got, err := dial(t, direct).GetRound(ctx, "f1"); err != nil || string(got) != "state-1" {
 		t.Fatalf("client with a site certificate: %q, %v", got, err)
 	}
 
-	leaf := startLeaf("good", config.TLS{CAFile: good.file("ca.pem"), CertFile: good.file("site.pem"), KeyFile: good.file("site.key"), ServerName: "hub.test"})
+	leaf := startLeaf("good", config.TLS{CAFile: good.CAFile, CertFile: good.CertFile, KeyFile: good.KeyFile, ServerName: testcerts.ServerName})
 	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := leaf.WaitLinked(wctx); err != nil {
