@@ -9,7 +9,7 @@ import (
 	"github.com/millwright-io/millwright/federation"
 	"github.com/millwright-io/millwright/federation/natsbus"
 	"github.com/millwright-io/millwright/gateway/config"
-	"github.com/millwright-io/millwright/internal/testcerts"
+	"github.com/millwright-io/millwright/internal/testpki"
 )
 
 // TestRoundThroughLeafNode runs a round where one gateway reaches the hub through its
@@ -53,7 +53,7 @@ func TestRoundThroughLeafNode(t *testing.T) {
 // all three updates.
 func TestRoundThroughTLSLeafNodes(t *testing.T) {
 	const n, dim = 3, 40
-	certs := testcerts.New(t, "federation test ca")
+	certs := testpki.New(t, "federation test ca")
 	cfg := natsbus.ServerConfig{Listen: freeAddr(t), LeafListen: freeAddr(t), StoreDir: t.TempDir(),
 		CertFile: certs.ServerCertFile, KeyFile: certs.ServerKeyFile, CAFile: certs.CAFile}
 	for i := range n {

@@ -10,11 +10,11 @@ import (
 	"time"
 
 	"github.com/millwright-io/millwright/gateway/config"
-	"github.com/millwright-io/millwright/internal/testcerts"
+	"github.com/millwright-io/millwright/internal/testpki"
 )
 
 func TestTLS(t *testing.T) {
-	certs := testcerts.New(t, "natsbus test ca")
+	certs := testpki.New(t, "natsbus test ca")
 	cfg := ServerConfig{Listen: freeAddr(t), StoreDir: t.TempDir(), CertFile: certs.ServerCertFile, KeyFile: certs.ServerKeyFile,
 		Factories: []Factory{{Name: "a", Password: config.NewSecret("pa"), Federations: []string{"f1"}}}}
 	cfg.SetDefaults()
@@ -51,7 +51,7 @@ func TestTLS(t *testing.T) {
 // flows both ways through it; a leaf that does not trust the hub's CA, one without a
 // client certificate and one without TLS are refused, and WaitLinked says why.
 func TestLeafTLS(t *testing.T) {
-	good, other := testcerts.New(t, "natsbus test ca"), testcerts.New(t, "another ca")
+	good, other := testpki.New(t, "natsbus test ca"), testpki.New(t, "another ca")
 	srv, hub := serve(t, ServerConfig{Listen: freeAddr(t), LeafListen: freeAddr(t), StoreDir: t.TempDir(),
 		CertFile: good.ServerCertFile, KeyFile: good.ServerKeyFile, CAFile: good.CAFile,
 		Factories: []Factory{{Name: "a", Password: config.NewSecret("pa"), Federations: []string{"f1"}}}}, slog.New(slog.DiscardHandler))
@@ -111,7 +111,7 @@ func TestLeafTLS(t *testing.T) {
 		t.Fatalf("client with a site certificate: %q, %v", got, err)
 	}
 
-	leaf := startLeaf("good", config.TLS{CAFile: good.CAFile, CertFile: good.CertFile, KeyFile: good.KeyFile, ServerName: testcerts.ServerName})
+	leaf := startLeaf("good", config.TLS{CAFile: good.CAFile, CertFile: good.CertFile, KeyFile: good.KeyFile, ServerName: testpki.ServerName})
 	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := leaf.WaitLinked(wctx); err != nil {

@@ -1,4 +1,4 @@
-// Package testpki makes a throwaway certificate authority and a client certificate for tests of TLS configuration and mutual TLS.
+// Package testpki makes a throwaway certificate authority with a client and a server certificate for tests of TLS configuration and mutual TLS.
 package testpki
 
 import (
@@ -9,6 +9,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"math/big"
+	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -18,17 +19,25 @@ import (
 // PKI is a CA and a client certificate it signed, written as PEM files (keys in PKCS#8).
 type PKI struct {
 	CAFile, CAKeyFile, CertFile, KeyFile string
+	// ServerCertFile and ServerKeyFile are a server certificate (for 127.0.0.1, localhost
+	// and ServerName, extended key usage server auth) and its key.
+	ServerCertFile, ServerKeyFile string
 	// Client is the parsed client certificate.
 	Client *x509.Certificate
 }
 
-// New writes a self-signed CA named name and a client certificate it signed into a
-// temporary directory of the test. Both are valid from an hour ago for a day.
+// ServerName is the DNS name in the server certificate besides 127.0.0.1 and localhost;
+// a client that dials 127.0.0.1 can check it with its TLS server_name.
+const ServerName = "hub.test"
+
+// New writes a self-signed CA named name, and a client and a server certificate it
+// signed, into a temporary directory of the test. All are valid from an hour ago for a
+// day; two PKIs never trust each other.
 func New(t testing.TB, name string) PKI {
 	t.Helper()
 	dir := t.TempDir()
 	now := time.Now()
-	caKey, clientKey := newKey(t), newKey(t)
+	caKey, clientKey, serverKey := newKey(t), newKey(t), newKey(t)
 	caTmpl := &x509.Certificate{
 		SerialNumber:          big.NewInt(1),
 		Subject:               pkix.Name{CommonName: name},
@@ -46,17 +55,24 @@ func New(t testing.TB, name string) PKI {
 	if err != nil {
 		t.Fatal(err)
 	}
-	clientDER, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{
-		SerialNumber: big.NewInt(2),
-		Subject:      pkix.Name{CommonName: name + " client"},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}, ca, &clientKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
+	issue := func(serial int64, role string, usage x509.ExtKeyUsage, key *ecdsa.PrivateKey, ips []net.IP, names []string) []byte {
+		der, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{
+			SerialNumber: big.NewInt(serial),
+			Subject:      pkix.Name{CommonName: name + " " + role},
+			NotBefore:    now.Add(-time.Hour),
+			NotAfter:     now.Add(24 * time.Hour),
+			KeyUsage:     x509.KeyUsageDigitalSignature,
+			ExtKeyUsage:  []x509.ExtKeyUsage{usage},
+			IPAddresses:  ips,
+			DNSNames:     names,
+		}, ca, &key.PublicKey, caKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return der
 	}
+	clientDER := issue(2, "client", x509.ExtKeyUsageClientAuth, clientKey, nil, nil)
+	serverDER := issue(3, "server", x509.ExtKeyUsageServerAuth, serverKey, []net.IP{net.IPv4(127, 0, 0, 1)}, []string{"localhost", ServerName})
 	client, err := x509.ParseCertificate(clientDER)
 	if err != nil {
 		t.Fatal(err)
@@ -67,11 +83,16 @@ func New(t testing.TB, name string) PKI {
 		CertFile:  filepath.Join(dir, "client.pem"),
 		KeyFile:   filepath.Join(dir, "client-key.pem"),
 		Client:    client,
+
+		ServerCertFile: filepath.Join(dir, "server.pem"),
+		ServerKeyFile:  filepath.Join(dir, "server-key.pem"),
 	}
 	writePEM(t, p.CAFile, "CERTIFICATE", caDER)
 	writePEM(t, p.CertFile, "CERTIFICATE", clientDER)
 	writePEM(t, p.CAKeyFile, "PRIVATE KEY", pkcs8(t, caKey))
 	writePEM(t, p.KeyFile, "PRIVATE KEY", pkcs8(t, clientKey))
+	writePEM(t, p.ServerCertFile, "CERTIFICATE", serverDER)
+	writePEM(t, p.ServerKeyFile, "PRIVATE KEY", pkcs8(t, serverKey))
 	return p
 }
 

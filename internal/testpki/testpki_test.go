@@ -1,4 +1,4 @@
-package testcerts
+package testpki
 
 import (
 	"crypto/tls"
@@ -11,9 +11,9 @@ import (
 
 // handshake runs a mutual-TLS handshake between a server of s and a client that trusts
 // the CA of trust and presents client's certificate, and returns the client's error.
-func handshake(t *testing.T, s, trust, client Set) error {
+func handshake(t *testing.T, s, trust, client PKI) error {
 	t.Helper()
-	pool := func(p Set) *x509.CertPool {
+	pool := func(p PKI) *x509.CertPool {
 		b, err := os.ReadFile(p.CAFile)
 		if err != nil {
 			t.Fatal(err)
@@ -62,7 +62,7 @@ func handshake(t *testing.T, s, trust, client Set) error {
 	return err
 }
 
-func TestSet(t *testing.T) {
+func TestMutualTLS(t *testing.T) {
 	good, other := New(t, "good"), New(t, "other")
 	if err := handshake(t, good, good, good); err != nil {
 		t.Fatalf("mutual TLS within one set: %v", err)
