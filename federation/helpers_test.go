@@ -65,10 +65,19 @@ type env struct {
 
 func newEnv(t testing.TB, n int, leaf bool) *env {
 	t.Helper()
+	return newEnvWith(t, n, func(cfg *natsbus.ServerConfig) {
+		if leaf {
+			cfg.LeafListen = freeAddr(t)
+		}
+	})
+}
+
+// newEnvWith is newEnv with the hub server's configuration adjusted by configure
+// (listeners, TLS) before it starts.
+func newEnvWith(t testing.TB, n int, configure func(*natsbus.ServerConfig)) *env {
+	t.Helper()
 	cfg := natsbus.ServerConfig{Listen: freeAddr(t), StoreDir: t.TempDir()}
-	if leaf {
-		cfg.LeafListen = freeAddr(t)
-	}
+	configure(&cfg)
 	for i := range n {
 		cfg.Factories = append(cfg.Factories, natsbus.Factory{Name: gwName(i), Password: config.NewSecret("pw-" + gwName(i)), Federations: []string{fedName}})
 	}

@@ -54,22 +54,10 @@ func TestRoundThroughLeafNode(t *testing.T) {
 func TestRoundThroughTLSLeafNodes(t *testing.T) {
 	const n, dim = 3, 40
 	certs := testpki.New(t, "federation test ca")
-	cfg := natsbus.ServerConfig{Listen: freeAddr(t), LeafListen: freeAddr(t), StoreDir: t.TempDir(),
-		CertFile: certs.ServerCertFile, KeyFile: certs.ServerKeyFile, CAFile: certs.CAFile}
-	for i := range n {
-		cfg.Factories = append(cfg.Factories, natsbus.Factory{Name: gwName(i), Password: config.NewSecret("pw-" + gwName(i)), Federations: []string{fedName}})
-	}
-	cfg.SetDefaults()
-	srv, err := natsbus.StartServer(cfg, discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	e := &env{t: t, srv: srv, n: n}
-	e.hub = e.dial(srv.HubClient())
-	if err := e.hub.EnsureFederation(context.Background(), fedName, []string{"g0", "g1", "g2"}, time.Hour); err != nil {
-		t.Fatal(err)
-	}
+	e := newEnvWith(t, n, func(cfg *natsbus.ServerConfig) {
+		cfg.LeafListen, cfg.CertFile, cfg.KeyFile, cfg.CAFile = freeAddr(t), certs.ServerCertFile, certs.ServerKeyFile, certs.CAFile
+	})
+	srv := e.srv
 	site := config.TLS{CAFile: certs.CAFile, CertFile: certs.CertFile, KeyFile: certs.KeyFile}
 	fc := fedConfig(n, dim)
 	fc.RoundTimeout = 10 * time.Second
