@@ -210,6 +210,9 @@ launch() {
 	pf=$(pid_file "$svc")
 	lf=$(log_file "$svc")
 	printf '=== %s starting %s\n' "$(date -u +%FT%TZ)" "$*" >>"$lf"
+	# A PID file left by a service that died with the machine would be read below as the
+	# new process's PID, and its dead PID reported as a failed start.
+	rm -f "$pf"
 	# The inner shell writes its own PID and then execs the service, so the PID file
 	# holds the service's PID whether or not setsid had to fork.
 	# shellcheck disable=SC2016 # $$, $0 and $@ belong to the inner shell
