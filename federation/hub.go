@@ -168,6 +168,8 @@ type fedRun struct {
 	agg     *aggregate.Aggregator
 	budget  *dp.Budget
 	noise   *dp.Noise
+	// released is the last round release committed (blobRelease), nil before the first.
+	released *releasing
 }
 
 func newFedRun(h *Hub, fc FederationConfig) (*fedRun, error) {
@@ -248,15 +250,7 @@ func (f *fedRun) restore(ctx context.Context) (RoundState, error) {
 			return RoundState{}, err
 		}
 	}
-	if b, err := retry(ctx, f.log, "get optimizer", func() ([]byte, error) { return f.h.tr.GetBlob(ctx, f.cfg.Name, blobOptimizer) }); err == nil {
-		var os aggregate.OptimizerState
-		if err := json.Unmarshal(b, &os); err != nil {
-			return RoundState{}, fmt.Errorf("federation %s: optimizer state: %w", f.cfg.Name, err)
-		}
-		if err := f.agg.Restore(os); err != nil {
-			return RoundState{}, fmt.Errorf("federation %s: optimizer state: %w", f.cfg.Name, err)
-		}
-	} else if !errors.Is(err, ErrNotFound) {
+	if err := f.loadRelease(ctx); err != nil {
 		return RoundState{}, err
 	}
 	b, err := retry(ctx, f.log, "get round", func() ([]byte, error) { return f.h.tr.GetRound(ctx, f.cfg.Name) })
@@ -279,7 +273,7 @@ func (f *fedRun) restore(ctx context.Context) (RoundState, error) {
 		params[i] = float32((2*r.Float64() - 1) * f.cfg.InitScale)
 	}
 	g := GlobalModel{Header: ModelHeader{Federation: f.cfg.Name, Round: 0, Architecture: arch, Created: time.Now().UTC()}, Params: params}
-	hash, err := f.publish(ctx, &g, nil)
+	hash, err := f.publishInitial(ctx, &g)
 	if err != nil {
 		return RoundState{}, err
 	}
@@ -287,10 +281,9 @@ func (f *fedRun) restore(ctx context.Context) (RoundState, error) {
 	return st, f.putState(ctx, st)
 }
 
-// publish stores g, signed, then calls record (if not nil) with its hash, then names it
-// as g's version. The version is the mark a restarted hub finds the round's model by, so
-// it is written last: a model under its version has had its ledger record made.
-func (f *fedRun) publish(ctx context.Context, g *GlobalModel, record func(hash string)) (string, error) {
+// publishInitial stores a new federation's initial model g, signed, and names it as
+// version r0. Rounds publish through release.
+func (f *fedRun) publishInitial(ctx context.Context, g *GlobalModel) (string, error) {
 	data, err := g.SignedBytes(f.h.key)
 	if err != nil {
 		return "", fmt.Errorf("federation %s: sign model: %w", f.cfg.Name, err)
@@ -298,9 +291,6 @@ func (f *fedRun) publish(ctx context.Context, g *GlobalModel, record func(hash s
 	hash, err := retry(ctx, f.log, "put model", func() (string, error) { return f.h.tr.PutModel(ctx, f.cfg.Name, data) })
 	if err != nil {
 		return "", err
-	}
-	if record != nil {
-		record(hash)
 	}
 	_, err = retry(ctx, f.log, "put version", func() (struct{}, error) {
 		return struct{}{}, f.h.tr.PutVersion(ctx, f.cfg.Name, g.Header.Version(), hash)
@@ -331,6 +321,21 @@ func (f *fedRun) open(round uint64, global string, globalRound uint64) RoundStat
 	}
 	if f.cfg.Rounds > 0 && round > f.cfg.Rounds {
 		st.Phase = PhaseFinished
+		return st
+	}
+	if f.cfg.SecAgg.Enabled {
+		sa, err := f.secaggState(round, st.Targets)
+		if err != nil {
+			// No gateway trains for a round that cannot run; secaggRound abandons it
+			// with the reason.
+			f.log.Warn("round cannot run with secure aggregation", "round", round, "targets", len(st.Targets), "err", err)
+			st.Targets = nil
+			return st
+		}
+		st.SecAgg = sa
+		if f.cfg.DP.Noise == dp.NoiseDistributed && f.cfg.DP.Enabled {
+			st.Noise = f.cfg.DP.NoiseStd(len(st.Targets))
+		}
 	}
 	return st
 }
@@ -374,16 +379,14 @@ type collected struct {
 func (f *fedRun) round(ctx context.Context, st RoundState) (RoundState, error) {
 	start := time.Now()
 	report := RoundReport{Federation: f.cfg.Name, Round: st.Round}
-	if g, hash, err := f.published(ctx, st); err != nil || g != nil {
-		if err != nil {
+	if rel := f.released; rel != nil && rel.Round == st.Round && rel.Parent == st.Global {
+		// The previous hub stopped after committing this round's release and before
+		// opening the next round: the round is over; it completes the release.
+		if err := f.resumeRelease(ctx, st, *rel); err != nil {
 			return st, err
 		}
-		// The previous hub stopped after publishing this round's model and before opening
-		// the next round: the round is over; aggregating it again would publish a second
-		// model for it (and spend privacy and record it in the ledger twice).
-		f.log.Info("round already published before a restart, opening the next", "round", st.Round, "model", hash)
-		report.Model, report.Used = hash, g.Header.Participants
-		return f.finish(ctx, report, start, outcomeAggregated, f.open(st.Round+1, hash, st.Round))
+		report.Model, report.Used, report.Privacy = rel.Model, rel.Used, rel.Privacy
+		return f.finish(ctx, report, start, outcomeAggregated, f.open(st.Round+1, rel.Model, st.Round))
 	}
 	if f.budget != nil {
 		if _, err := f.budget.Preview(); err != nil {
@@ -446,46 +449,14 @@ func (f *fedRun) round(ctx context.Context, st RoundState) (RoundState, error) {
 			res.Params[i] += float32(f.cfg.Strategy.ServerLR) * noise[i]
 		}
 	}
-	if os := f.agg.State(); os.M != nil {
-		b, _ := json.Marshal(os)
-		if _, err := retry(ctx, f.log, "put optimizer", func() (struct{}, error) { return struct{}{}, f.h.tr.PutBlob(ctx, f.cfg.Name, blobOptimizer, b) }); err != nil {
-			return st, err
-		}
-	}
 	out := GlobalModel{Header: ModelHeader{Federation: f.cfg.Name, Round: st.Round, Architecture: global.Header.Architecture,
 		Parent: st.Global, Created: time.Now().UTC(), Participants: res.Used}, Params: res.Params}
-	hash, err := f.publish(ctx, &out, func(hash string) { f.record(ctx, st, global.Header, out.Header, hash, c, res.Used, privacy) })
+	hash, err := f.release(ctx, st, global.Header, &out, c, privacy)
 	if err != nil {
 		return st, err
 	}
 	report.Model, report.Used, report.Privacy = hash, res.Used, privacy
 	return f.finish(ctx, report, start, outcomeAggregated, f.open(st.Round+1, hash, st.Round))
-}
-
-// published returns the model this hub published for round st.Round, if there is one:
-// the model under the round's version, signed by the hub, of this round and trained from
-// the round's global model. Otherwise it returns nil.
-func (f *fedRun) published(ctx context.Context, st RoundState) (*GlobalModel, string, error) {
-	version := ModelHeader{Round: st.Round}.Version()
-	hash, err := retry(ctx, f.log, "get version", func() (string, error) { return f.h.tr.GetVersion(ctx, f.cfg.Name, version) })
-	if errors.Is(err, ErrNotFound) {
-		return nil, "", nil
-	}
-	if err != nil {
-		return nil, "", err
-	}
-	gb, err := retry(ctx, f.log, "get model", func() ([]byte, error) { return f.h.tr.GetModel(ctx, f.cfg.Name, hash) })
-	if errors.Is(err, ErrNotFound) {
-		return nil, "", nil
-	}
-	if err != nil {
-		return nil, "", err
-	}
-	g, err := DecodeModel(gb, f.h.PublicKey())
-	if err != nil || g.Hash() != hash || g.Header.Federation != f.cfg.Name || g.Header.Round != st.Round || g.Header.Parent != st.Global {
-		return nil, "", nil // not this round's output: aggregate
-	}
-	return g, hash, nil
 }
 
 // spend accounts one round in the privacy budget and persists the privacy spent before
@@ -515,35 +486,6 @@ func (f *fedRun) finish(ctx context.Context, report RoundReport, start time.Time
 func (f *fedRun) notify(r RoundReport) {
 	if f.h.opts.OnRound != nil {
 		f.h.opts.OnRound(r)
-	}
-}
-
-func (f *fedRun) record(ctx context.Context, st RoundState, in, out ModelHeader, hash string, c *collected, used []string, privacy *dp.Report) {
-	if f.h.opts.Recorder == nil {
-		return
-	}
-	body := ledger.FederatedRound{
-		Federation: f.cfg.Name, Round: int64(st.Round), Participants: used, Aggregation: f.cfg.Strategy.Name,
-		Output:     ledger.ModelRef{Model: f.cfg.Name, Version: out.Version()},
-		OutputHash: hash,
-	}
-	// The initial model (round 0) is the hub's seeded initialisation: no data and no record
-	// produced it, so it is not named as a parent the ledger could not resolve.
-	if in.Round > 0 {
-		body.Parents = []ledger.ModelRef{{Model: f.cfg.Name, Version: in.Version()}}
-	}
-	if f.cfg.SecAgg.Enabled {
-		body.Aggregation += "+secagg"
-	}
-	for _, p := range used {
-		body.InputUpdates = append(body.InputUpdates, c.updates[p].ID())
-	}
-	if privacy != nil {
-		body.DP = &ledger.DPBudget{Epsilon: privacy.Epsilon, Delta: privacy.Delta}
-	}
-	if _, err := f.h.opts.Recorder.Record(ctx, body); err != nil {
-		f.h.m.ledger.Inc()
-		f.log.Error("federated round not recorded", "round", st.Round, "err", err)
 	}
 }
 

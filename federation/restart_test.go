@@ -4,75 +4,209 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/millwright-io/millwright/federation"
+	"github.com/millwright-io/millwright/federation/aggregate"
 	"github.com/millwright-io/millwright/federation/dp"
 	"github.com/millwright-io/millwright/federation/secagg"
 )
 
-// crashAfterPublish is a transport on which the hub "dies" right after publishing the
-// model of round `round`: from then on PutRound blocks until the hub's context ends, so
-// the next round state is never written (the hub is then stopped).
-type crashAfterPublish struct {
+// crashingTransport is a transport on which the hub "dies" at one point of releasing round
+// 1: from then on every write blocks until the hub's context ends (the hub is then
+// stopped). The points, in the order the hub reaches them:
+//   - crashBeforeCommit: round 1's model is stored, its release is not committed;
+//   - crashAfterCommit: the release is committed, not yet recorded or versioned;
+//   - crashAfterVersion: the model is recorded and named r1, round 2 is not opened.
+type crashingTransport struct {
 	federation.Transport
-	round   string // model version, e.g. "r1"
+	at      string
 	mu      sync.Mutex
-	hash    string        // the model published for round
+	dead    bool
+	model   string        // the hash of the last model stored
 	crashed chan struct{} // closed at the crash
 }
 
-func (c *crashAfterPublish) PutVersion(ctx context.Context, fed, version, hash string) error {
-	if err := c.Transport.PutVersion(ctx, fed, version, hash); err != nil {
-		return err
-	}
-	if version == c.round {
-		c.mu.Lock()
-		c.hash = hash
-		c.mu.Unlock()
-	}
-	return nil
+const (
+	crashBeforeCommit = "before the release is committed"
+	crashAfterCommit  = "after the release is committed"
+	crashAfterVersion = "after the model is versioned"
+)
+
+func newCrashingTransport(tr federation.Transport, at string) *crashingTransport {
+	return &crashingTransport{Transport: tr, at: at, crashed: make(chan struct{})}
 }
 
-func (c *crashAfterPublish) PutRound(ctx context.Context, fed string, state []byte) error {
+// write runs a write unless the hub is dead; crash says whether the hub dies at it
+// (before it when early, else after it).
+func (c *crashingTransport) write(ctx context.Context, crash, early bool, op func() error) error {
 	c.mu.Lock()
-	dead := c.hash != ""
+	dead := c.dead
 	c.mu.Unlock()
-	if !dead {
-		return c.Transport.PutRound(ctx, fed, state)
+	if !dead && !(crash && early) {
+		if err := op(); err != nil || !crash {
+			return err
+		}
 	}
-	select {
-	case <-c.crashed:
-	default:
+	c.mu.Lock()
+	if !c.dead {
+		c.dead = true
 		close(c.crashed)
 	}
+	c.mu.Unlock()
 	<-ctx.Done()
 	return ctx.Err()
 }
 
-// TestHubRestartAfterPublish stops the hub after it has published round 1's model and
-// before it has written round 2's state. The restarted hub finds the model it signed for
-// round 1 (version r1, trained from the round's global model) and opens round 2 from it:
-// no second model for round 1, no second ledger record, no second DP spend (the privacy
-// spent holds one step per round).
-func TestHubRestartAfterPublish(t *testing.T) {
+func (c *crashingTransport) PutModel(ctx context.Context, fed string, data []byte) (hash string, err error) {
+	err = c.write(ctx, false, false, func() error {
+		hash, err = c.Transport.PutModel(ctx, fed, data)
+		c.mu.Lock()
+		c.model = hash
+		c.mu.Unlock()
+		return err
+	})
+	return hash, err
+}
+
+func (c *crashingTransport) PutBlob(ctx context.Context, fed, name string, data []byte) error {
+	crash := name == "release" && (c.at == crashBeforeCommit || c.at == crashAfterCommit)
+	return c.write(ctx, crash, c.at == crashBeforeCommit, func() error { return c.Transport.PutBlob(ctx, fed, name, data) })
+}
+
+func (c *crashingTransport) PutVersion(ctx context.Context, fed, version, hash string) error {
+	crash := version == "r1" && c.at == crashAfterVersion
+	return c.write(ctx, crash, false, func() error { return c.Transport.PutVersion(ctx, fed, version, hash) })
+}
+
+func (c *crashingTransport) PutRound(ctx context.Context, fed string, state []byte) error {
+	return c.write(ctx, false, false, func() error { return c.Transport.PutRound(ctx, fed, state) })
+}
+
+// TestHubRestartWhileReleasing stops the hub at each point of releasing round 1's model
+// (crashingTransport) and restarts it. Before the release is committed, the restarted hub
+// aggregates round 1 again from the stream (the privacy spent before the crash stays
+// spent, which over-counts safely; nothing was recorded or versioned). Once it is
+// committed, the restarted hub completes that release and opens round 2 from it: no second
+// model for round 1, no second collection, no second DP spend, and one ledger record.
+func TestHubRestartWhileReleasing(t *testing.T) {
 	const n, dim = 3, 32
-	for _, noise := range []string{dp.NoiseCentral, dp.NoiseDistributed} {
-		name := "plain, central DP"
-		if noise == dp.NoiseDistributed {
-			name = "secagg, distributed DP"
+	for _, at := range []string{crashBeforeCommit, crashAfterCommit, crashAfterVersion} {
+		for _, noise := range []string{dp.NoiseCentral, dp.NoiseDistributed} {
+			name := "plain, central DP"
+			if noise == dp.NoiseDistributed {
+				name = "secagg, distributed DP"
+			}
+			t.Run(at+"/"+name, func(t *testing.T) {
+				e := newEnv(t, n, false)
+				fc := fedConfig(n, dim)
+				fc.Rounds = 2
+				fc.DP = dp.Config{Enabled: true, ClipNorm: 1, NoiseMultiplier: 2, Noise: noise, EpsilonLimit: 100}
+				if noise == dp.NoiseDistributed {
+					fc.SecAgg = secagg.Config{Enabled: true}
+				}
+				crash := newCrashingTransport(e.hub, at)
+				h := startHub(t, crash, fc)
+				for i := range n {
+					e.gateway(t, i, &pullTrainer{target: target(i, dim), samples: 10})
+				}
+				select {
+				case <-crash.crashed:
+				case <-time.After(60 * time.Second):
+					t.Fatal("round 1 was not released")
+				}
+				h.stop()
+				h.rec.mu.Lock()
+				first := len(h.rec.bodies)
+				h.rec.mu.Unlock()
+				if st := roundState(t, e.hub); st.Round != 1 {
+					t.Fatalf("round state after the crash is round %d, want still 1", st.Round)
+				}
+
+				h2 := startHub(t, e.hub, fc)
+				r := h2.next(t)
+				if r.Round != 1 || r.Outcome != "aggregated" || len(r.Used) != n {
+					t.Fatalf("restarted hub's round 1: %+v", r)
+				}
+				collected := h2.counter("millwright_federation_updates_total", "result", "accepted")
+				wantFirst, wantSteps := 0, 2
+				if at == crashBeforeCommit {
+					// Aggregated again: a new model (fresh noise), collected again.
+					if r.Model == crash.model || collected == 0 {
+						t.Errorf("round 1 after a crash before the commit: model %s (stored before the crash: %s), %v messages collected; want a new aggregation", r.Model, crash.model, collected)
+					}
+					wantSteps = 3
+				} else {
+					if r.Model != crash.model || collected != 0 {
+						t.Errorf("round 1 after a crash %s: model %s, %v messages collected again; want the committed model %s and none", at, r.Model, collected, crash.model)
+					}
+					if at == crashAfterVersion {
+						wantFirst = 1
+					}
+				}
+				if v, err := e.hub.GetVersion(context.Background(), fedName, "r1"); err != nil || v != r.Model {
+					t.Fatalf("version r1 = %s, %v; want %s", v, err, r.Model)
+				}
+				r2 := h2.next(t)
+				if r2.Round != 2 || r2.Outcome != "aggregated" {
+					t.Fatalf("round 2: %+v", r2)
+				}
+				g2, err := federation.FetchModel(context.Background(), e.hub, fedName, r2.Model, hubKey().Public().(ed25519.PublicKey))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if g2.Header.Parent != r.Model {
+					t.Errorf("round 2 trained from %s, want round 1's released model %s", g2.Header.Parent, r.Model)
+				}
+				b, err := e.hub.GetBlob(context.Background(), fedName, "privacy")
+				if err != nil {
+					t.Fatal(err)
+				}
+				var steps []dp.Step
+				if err := json.Unmarshal(b, &steps); err != nil {
+					t.Fatal(err)
+				}
+				if len(steps) != wantSteps {
+					t.Errorf("privacy spent in %d steps, want %d", len(steps), wantSteps)
+				}
+				h2.rec.mu.Lock()
+				defer h2.rec.mu.Unlock()
+				var after []uint64
+				for _, b := range h2.rec.bodies {
+					after = append(after, uint64(b.Round))
+					if b.Round == 1 && b.OutputHash != r.Model {
+						t.Errorf("round 1 recorded with model %s, released %s", b.OutputHash, r.Model)
+					}
+				}
+				want := []uint64{1, 2}
+				if wantFirst == 1 {
+					want = []uint64{2}
+				}
+				if first != wantFirst || !slices.Equal(after, want) {
+					t.Errorf("ledger records of rounds: %d before the crash, %v after it; want %d and %v", first, after, wantFirst, want)
+				}
+			})
 		}
-		t.Run(name, func(t *testing.T) {
+	}
+}
+
+// TestHubRestartStepsOptimizerOnce: with FedAdam, whose server optimizer carries state
+// from round to round, a hub stopped before round 1's release is committed aggregates the
+// round again from the optimizer's state before it, and produces the model it had stored
+// (up to the summation order); once committed, the restarted hub releases that model.
+// An optimizer state saved before the commit would step Adam twice and move the model.
+func TestHubRestartStepsOptimizerOnce(t *testing.T) {
+	const n, dim = 3, 32
+	for _, at := range []string{crashBeforeCommit, crashAfterCommit} {
+		t.Run(at, func(t *testing.T) {
 			e := newEnv(t, n, false)
 			fc := fedConfig(n, dim)
-			fc.Rounds = 2
-			fc.DP = dp.Config{Enabled: true, ClipNorm: 1, NoiseMultiplier: 2, Noise: noise, EpsilonLimit: 100}
-			if noise == dp.NoiseDistributed {
-				fc.SecAgg = secagg.Config{Enabled: true}
-			}
-			crash := &crashAfterPublish{Transport: e.hub, round: "r1", crashed: make(chan struct{})}
+			fc.Rounds = 1
+			fc.Strategy = aggregate.Strategy{Name: aggregate.FedAdam, ServerLR: 0.1}
+			crash := newCrashingTransport(e.hub, at)
 			h := startHub(t, crash, fc)
 			for i := range n {
 				e.gateway(t, i, &pullTrainer{target: target(i, dim), samples: 10})
@@ -80,54 +214,28 @@ func TestHubRestartAfterPublish(t *testing.T) {
 			select {
 			case <-crash.crashed:
 			case <-time.After(60 * time.Second):
-				t.Fatal("round 1 was not published")
+				t.Fatal("round 1 was not released")
 			}
 			h.stop()
-			h.rec.mu.Lock()
-			first := len(h.rec.bodies)
-			h.rec.mu.Unlock()
-			if st := roundState(t, e.hub); st.Round != 1 {
-				t.Fatalf("round state after the crash is round %d, want still 1", st.Round)
+			stored := crash.model
+			r := startHub(t, e.hub, fc).next(t)
+			if r.Round != 1 || r.Outcome != "aggregated" {
+				t.Fatalf("restarted hub's round 1: %+v", r)
 			}
-
-			h2 := startHub(t, e.hub, fc)
-			r := h2.next(t)
-			if r.Round != 1 || r.Outcome != "aggregated" || r.Model != crash.hash || len(r.Used) != n {
-				t.Fatalf("restarted hub's round 1: %+v; want the model published before the crash, %s", r, crash.hash)
-			}
-			if h2.counter("millwright_federation_updates_total", "result", "accepted") != 0 {
-				t.Errorf("the restarted hub collected round 1's updates again")
-			}
-			v, err := e.hub.GetVersion(context.Background(), fedName, "r1")
-			if err != nil || v != crash.hash {
-				t.Fatalf("version r1 = %s, %v; want %s", v, err, crash.hash)
-			}
-			r2 := h2.next(t)
-			if r2.Round != 2 || r2.Outcome != "aggregated" {
-				t.Fatalf("round 2: %+v", r2)
-			}
-			g2, err := federation.FetchModel(context.Background(), e.hub, fedName, r2.Model, hubKey().Public().(ed25519.PublicKey))
+			key := hubKey().Public().(ed25519.PublicKey)
+			before, err := federation.FetchModel(context.Background(), e.hub, fedName, stored, key)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if g2.Header.Parent != crash.hash {
-				t.Errorf("round 2 trained from %s, want round 1's published model %s", g2.Header.Parent, crash.hash)
-			}
-			b, err := e.hub.GetBlob(context.Background(), fedName, "privacy")
+			after, err := federation.FetchModel(context.Background(), e.hub, fedName, r.Model, key)
 			if err != nil {
 				t.Fatal(err)
 			}
-			var steps []dp.Step
-			if err := json.Unmarshal(b, &steps); err != nil {
-				t.Fatal(err)
+			if d := dist(before.Params, after.Params); d > 1e-4 {
+				t.Errorf("round 1's model moved by %g across the restart; want the same Adam step", d)
 			}
-			if len(steps) != 2 {
-				t.Errorf("privacy spent in %d steps, want 2 (rounds 1 and 2, once each)", len(steps))
-			}
-			h2.rec.mu.Lock()
-			defer h2.rec.mu.Unlock()
-			if first != 1 || len(h2.rec.bodies) != 1 || h2.rec.bodies[0].Round != 2 {
-				t.Errorf("ledger records: %d before the crash, after it %+v; want round 1 once, then round 2", first, h2.rec.bodies)
+			if at == crashAfterCommit && r.Model != stored {
+				t.Errorf("released %s, want the committed %s", r.Model, stored)
 			}
 		})
 	}

@@ -72,40 +72,43 @@ func (f *fedRun) secaggRound(ctx context.Context, st RoundState) (RoundState, er
 	if err != nil {
 		return st, err
 	}
-	dim, sampleCap := len(global.Params), uint64(0)
-	if f.cfg.SecAgg.SampleCap > 0 && !f.cfg.DP.Enabled { // DP needs equal weights
-		dim, sampleCap = dim+1, f.cfg.SecAgg.SampleCap
+	if len(global.Params) != f.cfg.Architecture.Params {
+		return fail(SecAggFailParams, "the global model does not have the configured architecture's parameters",
+			"params", len(global.Params), "configured", f.cfg.Architecture.Params)
 	}
-	params, err := f.cfg.SecAgg.Params(st.Round, len(st.Targets), dim)
+	sa, err := f.secaggState(st.Round, st.Targets)
 	if err != nil {
 		return fail(SecAggFailParams, "secure aggregation parameters", "err", err)
 	}
-	sa := &SecAggState{Params: params, IDs: map[string]uint32{}, Phase: SecAggAdvertise, Keys: map[string]ed25519.PublicKey{}, SampleCap: sampleCap}
 	ids := secagg.Identities{Context: f.cfg.Name, Keys: map[uint32]ed25519.PublicKey{}}
 	targets := map[string]bool{}
-	for i, t := range st.Targets { // Targets are sorted: ids are stable for the round
-		sa.IDs[t], sa.Keys[t], ids.Keys[uint32(i+1)] = uint32(i+1), f.members[t], f.members[t]
-		targets[t] = true
+	for name, id := range sa.IDs {
+		ids.Keys[id] = sa.Keys[name]
+		targets[name] = true
 	}
-	srv, err := secagg.NewServer(params, ids)
+	srv, err := secagg.NewServer(sa.Params, ids)
 	if err != nil {
 		return fail(SecAggFailParams, "secure aggregation parameters", "err", err)
 	}
+	// The round was opened with its secure-aggregation state (open), so st.SecAgg is set;
+	// past the first phase, the hub restarted in the middle of the round.
 	closed := 0 // phases closed before a restart
 	if st.SecAgg != nil {
 		if err := sameSecAggRound(st.SecAgg, sa); err != nil {
 			return fail(SecAggFailResume, "interrupted round does not match the configuration", "err", err)
 		}
 		sa = st.SecAgg
-		closed = slices.Index(secaggPhases, sa.Phase)
-		st.Deadline = time.Now().Add(f.cfg.RoundTimeout).UTC() // the open phase starts again
-		f.log.Info("secure aggregation resumed", "round", st.Round, "phase", sa.Phase)
-	} else if f.cfg.DP.Enabled && f.cfg.DP.Noise == dp.NoiseDistributed {
-		st.Noise = f.cfg.DP.NoiseStd(len(st.Targets))
-	}
-	st.SecAgg = sa
-	if err := f.putState(ctx, st); err != nil {
-		return st, err
+		// A restarted hub gives the open phase a fresh deadline once a phase has closed
+		// (the gateways wait for the next one) or the round's has passed.
+		if closed = slices.Index(secaggPhases, sa.Phase); closed > 0 || time.Now().After(st.Deadline) {
+			st.Deadline = time.Now().Add(f.cfg.RoundTimeout).UTC()
+			f.log.Info("secure aggregation resumed", "round", st.Round, "phase", sa.Phase)
+		}
+	} else {
+		st.SecAgg = sa
+		if err := f.putState(ctx, st); err != nil {
+			return st, err
+		}
 	}
 	contributors, err := secaggContributors(sa, closed)
 	if err != nil {
@@ -324,14 +327,33 @@ func (f *fedRun) secaggRound(ctx context.Context, st RoundState) (RoundState, er
 	sort.Strings(used)
 	out := GlobalModel{Header: ModelHeader{Federation: f.cfg.Name, Round: st.Round, Architecture: global.Header.Architecture,
 		Parent: st.Global, Created: time.Now().UTC(), Participants: used}, Params: params2}
-	c := &collected{updates: inputs}
-	hash, err := f.publish(ctx, &out, func(hash string) { f.record(ctx, st, global.Header, out.Header, hash, c, used, privacy) })
+	hash, err := f.release(ctx, st, global.Header, &out, &collected{updates: inputs}, privacy)
 	if err != nil {
 		return st, err
 	}
 	report.Model, report.Used, report.Privacy = hash, used, privacy
 	st.SecAgg = nil
 	return f.finish(ctx, report, start, outcomeAggregated, f.open(st.Round+1, hash, st.Round))
+}
+
+// secaggState is the first state of a round with secure aggregation among targets (sorted,
+// so client ids are stable for the round): the parameters, the client ids and identity
+// keys, the advertise phase. open puts it in the round state from the start, so a gateway
+// never sees the round without it (it would train and send a plain update the hub refuses).
+func (f *fedRun) secaggState(round uint64, targets []string) (*SecAggState, error) {
+	dim, sampleCap := f.cfg.Architecture.Params, uint64(0)
+	if f.cfg.SecAgg.SampleCap > 0 && !f.cfg.DP.Enabled { // DP needs equal weights
+		dim, sampleCap = dim+1, f.cfg.SecAgg.SampleCap
+	}
+	params, err := f.cfg.SecAgg.Params(round, len(targets), dim)
+	if err != nil {
+		return nil, err
+	}
+	sa := &SecAggState{Params: params, IDs: map[string]uint32{}, Phase: SecAggAdvertise, Keys: map[string]ed25519.PublicKey{}, SampleCap: sampleCap}
+	for i, t := range targets {
+		sa.IDs[t], sa.Keys[t] = uint32(i+1), f.members[t]
+	}
+	return sa, nil
 }
 
 // accepting adapts a Server's Receive method to a phase: the message must be of its type

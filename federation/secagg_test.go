@@ -9,6 +9,7 @@ import (
 	"math"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -95,6 +96,65 @@ func TestSecAggRound(t *testing.T) {
 	defer h.rec.mu.Unlock()
 	if len(h.rec.bodies) != 1 || h.rec.bodies[0].Aggregation != "fedavg+secagg" || len(h.rec.bodies[0].InputUpdates) != n {
 		t.Fatalf("ledger: %+v", h.rec.bodies)
+	}
+}
+
+// stateLog is a transport that keeps every round state the hub writes.
+type stateLog struct {
+	federation.Transport
+	mu     sync.Mutex
+	states []federation.RoundState
+}
+
+func (l *stateLog) PutRound(ctx context.Context, fed string, state []byte) error {
+	st, err := federation.DecodeRoundState(state)
+	if err != nil {
+		return err
+	}
+	l.mu.Lock()
+	l.states = append(l.states, st)
+	l.mu.Unlock()
+	return l.Transport.PutRound(ctx, fed, state)
+}
+
+// TestSecAggRoundOpensWithItsState: every round state the hub writes for an open round of
+// a federation with secure aggregation carries the secure-aggregation section, from the
+// first write on. A state without it would have the gateways train and send plain updates
+// the hub refuses (bad_payload), one wasted training per gateway per round.
+func TestSecAggRoundOpensWithItsState(t *testing.T) {
+	const n, dim, rounds = 3, 16, 3
+	e := newEnv(t, n, false)
+	fc := secaggConfig(n, dim)
+	fc.Rounds = rounds
+	log := &stateLog{Transport: e.hub}
+	h := startHub(t, log, fc)
+	for i := range n {
+		e.gateway(t, i, &pullTrainer{target: target(i, dim), samples: 10})
+	}
+	for range rounds {
+		if r := h.next(t); r.Outcome != "aggregated" || len(r.Used) != n {
+			t.Fatalf("round: %+v", r)
+		}
+	}
+	log.mu.Lock()
+	defer log.mu.Unlock()
+	opened := map[uint64]bool{}
+	for _, st := range log.states {
+		if st.Phase != federation.PhaseOpen {
+			continue
+		}
+		if st.SecAgg == nil || len(st.SecAgg.IDs) != len(st.Targets) {
+			t.Errorf("round %d written without its secure-aggregation state: %+v", st.Round, st)
+		} else if !opened[st.Round] && st.SecAgg.Phase != federation.SecAggAdvertise {
+			t.Errorf("round %d first written in phase %q, want %q", st.Round, st.SecAgg.Phase, federation.SecAggAdvertise)
+		}
+		opened[st.Round] = true
+	}
+	if len(opened) != rounds {
+		t.Errorf("open states of rounds %v, want %d rounds", opened, rounds)
+	}
+	if got := h.counter("millwright_federation_updates_rejected_total", "reason", federation.RejectBadPayload); got != 0 {
+		t.Errorf("%v plain updates rejected, want none", got)
 	}
 }
 

@@ -1,0 +1,161 @@
+package federation
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/millwright-io/millwright/federation/aggregate"
+	"github.com/millwright-io/millwright/federation/dp"
+	"github.com/millwright-io/millwright/ledger"
+)
+
+// blobRelease is the hub-private blob holding the last round's release (releasing).
+const blobRelease = "release"
+
+// releasing is the hub's commit of a round's outcome. It is written, hub-private, once the
+// round's signed model is stored and before the model is recorded in the ledger and named
+// by its version, and it holds everything a restarted hub needs to finish that release
+// without aggregating again: aggregating again would publish a second model for the round,
+// spend privacy twice and, with FedAdam or FedYogi, step the server optimizer twice. It
+// stays until the next round's release replaces it, so it also carries the server
+// optimizer's state after the last released round (one write per round for both).
+type releasing struct {
+	Round   uint64     `json:"round"`
+	Parent  string     `json:"parent"` // SHA-256 of the global model the round trained from
+	Model   string     `json:"model"`  // SHA-256 of the stored model
+	Used    []string   `json:"used"`
+	Privacy *dp.Report `json:"privacy,omitempty"`
+	// Record is the round's ledger record (nil without a recorder).
+	Record    *ledger.FederatedRound    `json:"record,omitempty"`
+	Optimizer *aggregate.OptimizerState `json:"optimizer,omitempty"`
+}
+
+// release publishes the model out of round st, aggregated from in, with the updates c
+// (used: the participants it averaged): it stores the signed model, commits the release
+// (blobRelease, with the optimizer's new state), records the round in the ledger and
+// names the model by its version, in that order. It returns the model's hash.
+func (f *fedRun) release(ctx context.Context, st RoundState, in ModelHeader, out *GlobalModel, c *collected, privacy *dp.Report) (string, error) {
+	data, err := out.SignedBytes(f.h.key)
+	if err != nil {
+		return "", fmt.Errorf("federation %s: sign model: %w", f.cfg.Name, err)
+	}
+	hash, err := retry(ctx, f.log, "put model", func() (string, error) { return f.h.tr.PutModel(ctx, f.cfg.Name, data) })
+	if err != nil {
+		return "", err
+	}
+	rel := releasing{Round: st.Round, Parent: st.Global, Model: hash, Used: out.Header.Participants, Privacy: privacy, Record: f.roundRecord(in, out.Header, hash, c, privacy)}
+	if os := f.agg.State(); os.M != nil {
+		rel.Optimizer = &os
+	}
+	b, err := json.Marshal(rel)
+	if err != nil {
+		return "", fmt.Errorf("federation %s: release of round %d: %w", f.cfg.Name, st.Round, err)
+	}
+	if _, err := retry(ctx, f.log, "put release", func() (struct{}, error) { return struct{}{}, f.h.tr.PutBlob(ctx, f.cfg.Name, blobRelease, b) }); err != nil {
+		return "", err
+	}
+	f.released = &rel
+	return hash, f.completeRelease(ctx, rel, false)
+}
+
+// completeRelease records a committed release in the ledger (unless recorded) and names
+// its model by the round's version. The version is written last: a model under its
+// version has had its ledger record made.
+func (f *fedRun) completeRelease(ctx context.Context, rel releasing, recorded bool) error {
+	if rel.Record != nil && !recorded {
+		if _, err := f.h.opts.Recorder.Record(ctx, *rel.Record); err != nil {
+			f.h.m.ledger.Inc()
+			f.log.Error("federated round not recorded", "round", rel.Round, "err", err)
+		}
+	}
+	_, err := retry(ctx, f.log, "put version", func() (struct{}, error) {
+		return struct{}{}, f.h.tr.PutVersion(ctx, f.cfg.Name, ModelHeader{Round: rel.Round}.Version(), rel.Model)
+	})
+	return err
+}
+
+// resumeRelease finishes the release of round st.Round that a previous hub committed and
+// did not complete before it stopped. A model already under its version was recorded: a
+// second record is made only when the hub stopped between the record and the version.
+func (f *fedRun) resumeRelease(ctx context.Context, st RoundState, rel releasing) error {
+	v, err := retry(ctx, f.log, "get version", func() (string, error) {
+		v, err := f.h.tr.GetVersion(ctx, f.cfg.Name, ModelHeader{Round: rel.Round}.Version())
+		if errors.Is(err, ErrNotFound) {
+			return "", nil
+		}
+		return v, err
+	})
+	if err != nil {
+		return err
+	}
+	f.log.Info("round's release committed before a restart, completing it", "round", st.Round, "model", rel.Model, "versioned", v == rel.Model)
+	return f.completeRelease(ctx, rel, v == rel.Model)
+}
+
+// loadRelease reads the last committed release and restores the server optimizer's state
+// from it (or, for a federation a hub before releases ran, from the optimizer blob).
+func (f *fedRun) loadRelease(ctx context.Context) error {
+	b, err := retry(ctx, f.log, "get release", func() ([]byte, error) { return f.h.tr.GetBlob(ctx, f.cfg.Name, blobRelease) })
+	switch {
+	case err == nil:
+		var rel releasing
+		if err := json.Unmarshal(b, &rel); err != nil {
+			return fmt.Errorf("federation %s: last release: %w", f.cfg.Name, err)
+		}
+		f.released = &rel
+		if rel.Optimizer == nil {
+			return nil
+		}
+		if err := f.agg.Restore(*rel.Optimizer); err != nil {
+			return fmt.Errorf("federation %s: optimizer state of round %d: %w", f.cfg.Name, rel.Round, err)
+		}
+		return nil
+	case !errors.Is(err, ErrNotFound):
+		return err
+	}
+	b, err = retry(ctx, f.log, "get optimizer", func() ([]byte, error) { return f.h.tr.GetBlob(ctx, f.cfg.Name, blobOptimizer) })
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var os aggregate.OptimizerState
+	if err := json.Unmarshal(b, &os); err != nil {
+		return fmt.Errorf("federation %s: optimizer state: %w", f.cfg.Name, err)
+	}
+	if err := f.agg.Restore(os); err != nil {
+		return fmt.Errorf("federation %s: optimizer state: %w", f.cfg.Name, err)
+	}
+	return nil
+}
+
+// roundRecord is the ledger's record of a round that published out (hash), aggregated
+// from in; nil when the hub has no recorder.
+func (f *fedRun) roundRecord(in, out ModelHeader, hash string, c *collected, privacy *dp.Report) *ledger.FederatedRound {
+	if f.h.opts.Recorder == nil {
+		return nil
+	}
+	body := &ledger.FederatedRound{
+		Federation: f.cfg.Name, Round: int64(out.Round), Participants: out.Participants, Aggregation: f.cfg.Strategy.Name,
+		Output:     ledger.ModelRef{Model: f.cfg.Name, Version: out.Version()},
+		OutputHash: hash,
+	}
+	// The initial model (round 0) is the hub's seeded initialisation: no data and no record
+	// produced it, so it is not named as a parent the ledger could not resolve.
+	if in.Round > 0 {
+		body.Parents = []ledger.ModelRef{{Model: f.cfg.Name, Version: in.Version()}}
+	}
+	if f.cfg.SecAgg.Enabled {
+		body.Aggregation += "+secagg"
+	}
+	for _, p := range out.Participants {
+		body.InputUpdates = append(body.InputUpdates, c.updates[p].ID())
+	}
+	if privacy != nil {
+		body.DP = &ledger.DPBudget{Epsilon: privacy.Epsilon, Delta: privacy.Delta}
+	}
+	return body
+}
