@@ -242,6 +242,14 @@ func newFederation(c Config, key ed25519.PrivateKey, mods *modelsRuntime, log *s
 	for _, f := range fc.Federations {
 		fr.status = append(fr.status, newFedStatus(f.Name, fc.NATS.User, fc.HubKey.PublicKey, m))
 	}
+	fr.client.OnLink = func(up bool) {
+		if !up {
+			fr.log.Warn("connection to the federation hub lost, reconnecting", "url", fr.client.URL)
+		}
+		for _, st := range fr.status {
+			st.link(up)
+		}
+	}
 	return fr, nil
 }
 

@@ -21,9 +21,10 @@ type FederationStatus struct {
 	// Member is the gateway's name in the federation (its NATS user).
 	Member string `json:"member"`
 	// Hub is the state of the link to the hub for this federation: connecting (dialling
-	// the hub's NATS), connected (watching the federation's round state), retrying (the
-	// watch stopped with an error, such as a federation the hub has not created yet; it
-	// is retried with backoff) or stopped.
+	// the hub's NATS), connected (watching the federation's round state), reconnecting
+	// (the NATS connection dropped; the client redials, and the watch resumes when it is
+	// back), retrying (the watch stopped with an error, such as a federation the hub has
+	// not created yet; it is retried with backoff) or stopped.
 	Hub string `json:"hub"`
 	// Round is the round state the hub published last.
 	Round *RoundSeen `json:"round,omitempty"`
@@ -126,6 +127,7 @@ type ErrorSeen struct {
 const (
 	hubConnecting = "connecting"
 	hubConnected  = "connected"
+	hubReconnect  = "reconnecting"
 	hubRetrying   = "retrying"
 	hubStopped    = "stopped"
 )
@@ -145,7 +147,7 @@ func newFedMetrics(reg prometheus.Registerer, feds []string) (*fedMetrics, error
 	fed := []string{"federation"}
 	m := &fedMetrics{
 		connected: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "millwright_federation_participant_connected",
-			Help: "1 while the gateway watches the federation's round state on the hub, else 0."}, fed),
+			Help: "1 while the gateway watches the federation's round state on the hub over a live connection, else 0."}, fed),
 		round: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "millwright_federation_participant_round",
 			Help: "The round the hub published last."}, fed),
 		globalRound: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "millwright_federation_participant_global_round",
@@ -189,12 +191,14 @@ type fedStatus struct {
 
 	mu        sync.Mutex
 	s         FederationStatus
+	watch     string // the round watch's state: hubConnecting, hubConnected, hubRetrying or hubStopped
+	linkDown  bool   // the NATS connection is lost (natsbus.ClientConfig.OnLink)
 	modelHash string // the last model fetched and verified, served again from memory
 	model     []byte
 }
 
 func newFedStatus(name, member string, hubKey ed25519.PublicKey, m *fedMetrics) *fedStatus {
-	return &fedStatus{name: name, member: member, hubKey: hubKey, m: m, check: make(chan string, 1),
+	return &fedStatus{name: name, member: member, hubKey: hubKey, m: m, check: make(chan string, 1), watch: hubConnecting,
 		s: FederationStatus{Name: name, Member: member, Hub: hubConnecting, Rejections: map[string]uint64{}}}
 }
 
@@ -225,12 +229,30 @@ func clonePtr[T any](p *T) *T {
 	return &c
 }
 
+// setHub records the round watch's state.
 func (f *fedStatus) setHub(state string) {
 	f.mu.Lock()
-	f.s.Hub = state
-	f.mu.Unlock()
+	defer f.mu.Unlock()
+	f.watch = state
+	f.hubChanged()
+}
+
+// link records that the NATS connection is up or lost.
+func (f *fedStatus) link(up bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.linkDown = !up
+	f.hubChanged()
+}
+
+// hubChanged sets the link state shown from the watch's and the connection's; f.mu is held.
+func (f *fedStatus) hubChanged() {
+	f.s.Hub = f.watch
+	if f.watch == hubConnected && f.linkDown {
+		f.s.Hub = hubReconnect
+	}
 	v := 0.0
-	if state == hubConnected {
+	if f.s.Hub == hubConnected {
 		v = 1
 	}
 	f.m.connected.WithLabelValues(f.name).Set(v)

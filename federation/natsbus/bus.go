@@ -69,6 +69,11 @@ func Dial(ctx context.Context, cfg ClientConfig, log *slog.Logger) (*Bus, error)
 			log.Warn("nats async error", "err", err)
 		}),
 	}
+	if cfg.OnLink != nil {
+		opts = append(opts,
+			nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { cfg.OnLink(false) }),
+			nats.ReconnectHandler(func(*nats.Conn) { cfg.OnLink(true) }))
+	}
 	if cfg.User != "" {
 		opts = append(opts, nats.UserInfo(cfg.User, cfg.Password.Value()), nats.CustomInboxPrefix(inboxPrefix(cfg.User)))
 	}

@@ -33,6 +33,10 @@ type ClientConfig struct {
 	Domain string `yaml:"domain"`
 	// Timeout bounds connecting and every request (default 10s).
 	Timeout time.Duration `yaml:"timeout"`
+	// OnLink, when set, is called with false when the connection to the server is lost
+	// and with true when it is back (the client reconnects on its own, forever, and
+	// subscriptions and watches resume without an error). Not from YAML.
+	OnLink func(up bool) `yaml:"-"`
 
 	inProcess *server.Server // the hub's own connection to its embedded server
 }
