@@ -11,7 +11,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -21,20 +20,15 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/millwright-io/millwright/connectors/sim"
 	"github.com/millwright-io/millwright/federation"
 	"github.com/millwright-io/millwright/federation/aggregate"
 	"github.com/millwright-io/millwright/federation/natsbus"
 	"github.com/millwright-io/millwright/gateway/api"
 	"github.com/millwright-io/millwright/gateway/config"
-	"github.com/millwright-io/millwright/gateway/telemetry"
+	"github.com/millwright-io/millwright/internal/fedtest"
 	"github.com/millwright-io/millwright/internal/metrictest"
 	"github.com/millwright-io/millwright/internal/servicetest"
-	"github.com/millwright-io/millwright/ledger"
 	"github.com/millwright-io/millwright/models"
-	"github.com/millwright-io/millwright/models/autoencoder"
-	"github.com/millwright-io/millwright/models/features"
-	"github.com/millwright-io/millwright/models/train/trainsim"
 )
 
 const fedBase = `
@@ -568,29 +562,10 @@ func TestFederationAPI(t *testing.T) {
 // verified, no rejection.
 func TestFederationEndToEnd(t *testing.T) {
 	servicetest.Require(t, "Mosquitto and InfluxDB")
-	influxURL := servicetest.InfluxURL()
-	db := servicetest.Database(t, influxURL)
 	root := t.TempDir()
 	names := []string{"factory-a", "factory-b"}
 
-	var fc features.Config
-	fc.SetDefaults()
-	hist := map[string][]telemetry.Point{}
-	for i, n := range names {
-		plant, err := sim.New(sim.Config{Seed: uint64(i + 1), Machines: []sim.Machine{{ID: "pump-1", Line: "l1", Kind: sim.KindPump}}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		hist[n] = trainsim.History(plant, n, time.Now().Truncate(time.Second).Add(-time.Hour), time.Second, 3600)
-		trainsim.Store(t, influxURL, db, hist[n])
-	}
-	ae, err := autoencoder.New(autoencoder.Config{Inputs: trainsim.WindowWidth(t, fc, "pump-1", hist[names[0]]), Layers: []int{8, 3, 8}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	arch := ae.Architecture()
-	archYAML := fmt.Sprintf("{kind: %s, version: %d, inputs: %d, layers: [8, 3, 8], activation: %s, params: %d}",
-		arch.Kind, arch.Version, arch.Inputs, arch.Activation, arch.Params)
+	db, arch := fedtest.StorePumps(t, names...)
 
 	// The hub: its key, the gateways' identity keys (made up front for the membership),
 	// the embedded NATS server with per-factory credentials, and the federation.
@@ -598,16 +573,10 @@ func TestFederationEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	keys := fedtest.IdentityKeys(t, root, names...)
 	var members []federation.Member
 	for _, n := range names {
-		if err := os.MkdirAll(filepath.Join(root, n), 0o700); err != nil {
-			t.Fatal(err)
-		}
-		k, err := ledger.LoadOrCreateKey(filepath.Join(root, n, "identity.key"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		members = append(members, federation.Member{Name: n, Key: federation.PublicKey{PublicKey: k.Public().(ed25519.PublicKey)}})
+		members = append(members, federation.Member{Name: n, Key: federation.PublicKey{PublicKey: keys[n]}})
 	}
 	log := slog.New(slog.DiscardHandler)
 	sc := natsbus.ServerConfig{Listen: fmt.Sprintf("127.0.0.1:%d", servicetest.FreePort(t)), StoreDir: filepath.Join(root, "hub"),
@@ -655,29 +624,12 @@ func TestFederationEndToEnd(t *testing.T) {
 	// The gateways.
 	urls := map[string]string{}
 	for i, n := range names {
-		topic := servicetest.UniqueName("fed")
 		httpAddr := fmt.Sprintf("127.0.0.1:%d", servicetest.FreePort(t))
 		urls[n] = "http://" + httpAddr
-		doc := fmt.Sprintf(`
-gateway: {factory: %s, state_dir: %s, http: {listen: "%s"}, log: {level: warn}}
-sources:
-  - name: broker
-    mqtt: {servers: ["%s"], client_id: %s, topics: [{pattern: "%s/{machine}/{signal}", qos: 1}]}
-sinks:
-  - name: influx
-    influxdb: {url: %s, bucket: %s, flush_interval: 50ms, timeout: 2s}
-models:
-  enabled: %t
-  train: {machines: [pump-1], window: 1h, min_rows: 1000, chunk: 30m, autoencoder: {epochs: 5}}
-federation:
-  enabled: true
-  nats: {url: "%s", user: %s, password: pw-%s}
-  hub_key: %s
-  federations:
-    - {name: pumps, machines: [pump-1], architecture: %s}
-`, n, filepath.Join(root, n), httpAddr, servicetest.MQTTURL(), topic, topic, influxURL, db, i == 0,
-			srv.ClientURL(), n, n[len(n)-1:], hex.EncodeToString(hubKey.Public().(ed25519.PublicKey)), archYAML)
-		cfg, err := Parse([]byte(doc))
+		gc := fedtest.Gateway{Factory: n, StateDir: filepath.Join(root, n), HTTPListen: httpAddr, Topic: servicetest.UniqueName("fed"),
+			DB: db, Models: i == 0, Password: "pw-" + n[len(n)-1:], NATSURL: srv.ClientURL(),
+			HubKey: hubKey.Public().(ed25519.PublicKey), Architecture: arch}
+		cfg, err := Parse([]byte(gc.YAML()))
 		if err != nil {
 			t.Fatalf("%s: %v", n, err)
 		}

@@ -993,16 +993,26 @@ func stageProgress(g prometheus.Gatherer) string {
 
 var demoClient = &http.Client{Timeout: 5 * time.Second}
 
-func getJSON(url string, v any) error {
+// getText returns the body (1 MiB at most) of a GET of url answered with 200 OK.
+func getText(url string) (string, error) {
 	resp, err := demoClient.Get(url)
 	if err != nil {
-		return err
+		return "", err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: %s", url, resp.Status)
+		return "", fmt.Errorf("GET %s: %s", url, resp.Status)
 	}
-	return json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(v)
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	return string(b), err
+}
+
+func getJSON(url string, v any) error {
+	b, err := getText(url)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal([]byte(b), v)
 }
 
 // sleep waits for d or until ctx ends.

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -39,14 +40,16 @@ const (
 
 // demoFederationResult is what step 5 read back from the hub's API and the ledgers.
 type demoFederationResult struct {
-	Members        []string                 // the factories (NATS users), factory one first
-	Rounds         []federation.RoundReport // from GET /api/v1/federations, in round order
-	HubRounds      []ledger.FederatedRound  // FederatedRound records in the hub's ledger
-	LocalTrainings map[string][]string      // per member: the global models its LocalTraining records continued
-	Pulled         string                   // the OEM pull's output
-	PullCode       int
-	Verified       string // `millwright audit verify` of the pulled file against the hub's ledger
-	VerifyCode     int
+	Members         []string                 // the factories (NATS users), factory one first
+	Rounds          []federation.RoundReport // from GET /api/v1/federations, in round order
+	HubAccepted     int                      // messages the hub accepted (its /metrics): 5 per member and round with secure aggregation
+	HubSecAggFailed int                      // secure-aggregation rounds the hub abandoned (its /metrics)
+	HubRounds       []ledger.FederatedRound  // FederatedRound records in the hub's ledger
+	LocalTrainings  map[string][]string      // per member: the global models its LocalTraining records continued
+	Pulled          string                   // the OEM pull's output
+	PullCode        int
+	Verified        string // `millwright audit verify` of the pulled file against the hub's ledger
+	VerifyCode      int
 }
 
 // demoFactory is one factory gateway of step 5.
@@ -136,7 +139,7 @@ func (d *demo) federate(ctx context.Context, g *runningGateway) error {
     quorum: %d
     round_timeout: 2m
     strategy: {name: fedprox, proximal_mu: 0.01}
-    codecs: [{kind: int8, chunk: 256}, {kind: none}]
+    secagg: {enabled: true}
 `, archYAML, o.fedRounds, len(facs))
 	hubPath := filepath.Join(root, "hub.yaml")
 	if err := os.WriteFile(hubPath, []byte(hub.String()), 0o600); err != nil {
@@ -144,8 +147,9 @@ func (d *demo) federate(ctx context.Context, g *runningGateway) error {
 	}
 	fmt.Fprintf(d.out, "\n5. Federation between factories: hub %s (in this process: embedded NATS at nats://%s, ledger %s)\n",
 		"http://"+httpAddr+"/api/v1/federations", natsAddr, relPath(o.stateDir, filepath.Join(hubDir, "ledger")))
-	fmt.Fprintf(d.out, "   federation %q: %d factories, autoencoder %d inputs -> [8 3 8], %d parameters; %d rounds of fedprox\n",
+	fmt.Fprintf(d.out, "   federation %q: %d factories, autoencoder %d inputs -> [8 3 8], %d parameters; %d rounds of fedprox with secure aggregation\n",
 		demoFedName, len(facs), arch.Inputs, arch.Params, o.fedRounds)
+	fmt.Fprintf(d.out, "   each gateway pins the other factories' identity keys (federation.peers): the hub cannot stand in for a member or invent one\n")
 
 	// The two extra factories' history: their pumps publish it over MQTT to their own
 	// gateway, which stores it in InfluxDB like step 1.
@@ -173,7 +177,7 @@ func (d *demo) federate(ctx context.Context, g *runningGateway) error {
 		}
 	}()
 	for i, f := range facs {
-		cfg, err := d.factoryConfig(f, natsAddr, hex.EncodeToString(hubPub), archYAML, true)
+		cfg, err := d.factoryConfig(f, natsAddr, hex.EncodeToString(hubPub), archYAML, facs)
 		if err != nil {
 			return fmt.Errorf("%s: %w", f.name, err)
 		}
@@ -182,7 +186,10 @@ func (d *demo) federate(ctx context.Context, g *runningGateway) error {
 		}
 	}
 
-	if err := d.watchRounds(ctx, httpAddr, res, len(facs), arch.Params, hubDone); err != nil {
+	if err := d.watchRounds(ctx, httpAddr, res, len(facs), hubDone); err != nil {
+		return err
+	}
+	if err := d.hubLearned(httpAddr, res); err != nil {
 		return err
 	}
 
@@ -239,9 +246,32 @@ func (d *demo) federate(ctx context.Context, g *runningGateway) error {
 	if err := d.readFederationLedgers(ctx, facs, hubDir, res); err != nil {
 		return err
 	}
-	fmt.Fprintf(d.out, "   => %d rounds across %d factories in %.1fs; what the factories sent the hub: %d bytes of parameter updates\n",
+	fmt.Fprintf(d.out, "   => %d rounds across %d factories in %.1fs; what the factories sent the hub: %d bytes of secure-aggregation messages\n",
 		len(res.Rounds), len(facs), time.Since(begin).Seconds(), totalBytes(res.Rounds))
 	return nil
+}
+
+// promSum sums the samples of the metric name in a Prometheus text exposition whose labels
+// include every one of match (`label="value"`); ok is false when there is no such sample.
+func promSum(text, name string, match ...string) (sum float64, ok bool) {
+	for _, line := range strings.Split(text, "\n") {
+		series, value, found := strings.Cut(line, " ")
+		if !found || strings.HasPrefix(line, "#") {
+			continue
+		}
+		metric, labels, _ := strings.Cut(series, "{")
+		if metric != name {
+			continue
+		}
+		pairs := strings.Split(strings.TrimSuffix(labels, "}"), ",")
+		if slices.ContainsFunc(match, func(m string) bool { return !slices.Contains(pairs, m) }) {
+			continue
+		}
+		if v, err := strconv.ParseFloat(value, 64); err == nil {
+			sum, ok = sum+v, true
+		}
+	}
+	return sum, ok
 }
 
 func totalBytes(rs []federation.RoundReport) int {
@@ -253,12 +283,20 @@ func totalBytes(rs []federation.RoundReport) int {
 }
 
 // factoryConfig is the configuration of a factory gateway of step 5: its MQTT source, the
-// shared InfluxDB and the federation block.
-func (d *demo) factoryConfig(f *demoFactory, natsAddr, hubKey, archYAML string, federated bool) (gateway.Config, error) {
+// shared InfluxDB and the federation block, enabled when members (the federation's
+// factories) are given: the gateway then pins the other members' identity keys (peers), so
+// that in a round with secure aggregation the hub cannot stand in for one of them.
+func (d *demo) factoryConfig(f *demoFactory, natsAddr, hubKey, archYAML string, members []*demoFactory) (gateway.Config, error) {
 	o := d.o
 	ids := make([]string, len(f.machines))
 	for i, m := range f.machines {
 		ids[i] = m.ID
+	}
+	var peers []string
+	for _, m := range members {
+		if m != f {
+			peers = append(peers, fmt.Sprintf("{name: %s, key: %s}", m.name, hex.EncodeToString(m.key)))
+		}
 	}
 	rows := int(demoFedHistory / d.interval)
 	doc := fmt.Sprintf(`
@@ -273,26 +311,24 @@ federation:
   enabled: %t
   nats: {url: "nats://%s", user: %s, password: %q}
   hub_key: %s
+  peers: [%s]
   federations:
     - {name: %s, machines: [%s], architecture: %s}
 `, f.name, f.stateDir, o.logLevel, demoMQTTSource(o.mqttURL, "millwright-demo-fed-"+f.name, f.name), o.influxURL, o.db,
-		demoFedWindow, rows/2, demoFedWindow, d.interval, federated, natsAddr, f.name, f.password, hubKey, demoFedName, strings.Join(ids, ", "), archYAML)
+		demoFedWindow, rows/2, demoFedWindow, d.interval, len(members) > 0, natsAddr, f.name, f.password, hubKey,
+		strings.Join(peers, ", "), demoFedName, strings.Join(ids, ", "), archYAML)
 	return gateway.Parse([]byte(doc))
 }
 
 // watchRounds polls the hub's API until the configured rounds have closed, printing each
 // round's report as the hub gives it.
-func (d *demo) watchRounds(ctx context.Context, httpAddr string, res *demoFederationResult, members, params int, hubDone <-chan int) error {
+func (d *demo) watchRounds(ctx context.Context, httpAddr string, res *demoFederationResult, members int, hubDone <-chan int) error {
 	start := time.Now()
-	var codec string
 	var mu float64
 	for deadline := start.Add(demoFedDeadline); ; {
 		var list []federationStatus
 		if err := getJSON("http://"+httpAddr+"/api/v1/federations", &list); err == nil && len(list) == 1 {
 			if st := list[0].State; st != nil {
-				if len(st.Codecs) > 0 {
-					codec = st.Codecs[0].Kind
-				}
 				mu = st.ProximalMu
 			}
 			if lr := list[0].LastRound; lr != nil && (len(res.Rounds) == 0 || res.Rounds[len(res.Rounds)-1].Round != lr.Round) {
@@ -301,10 +337,8 @@ func (d *demo) watchRounds(ctx context.Context, httpAddr string, res *demoFedera
 				slices.Sort(used)
 				fmt.Fprintf(d.out, "   %5.1fs  round %d %s: %d/%d participants (%s), proximal mu %g (the hub's strategy term)\n",
 					time.Since(start).Seconds(), lr.Round, lr.Outcome, len(lr.Used), members, strings.Join(used, ", "), mu)
-				// float32 is what the updates would weigh uncompressed: 4 bytes per parameter.
-				raw := 4 * params * len(lr.Used)
-				fmt.Fprintf(d.out, "            update bytes received %d (codec %s; %d as float32, %.1fx smaller), global model sha256 %.16s…\n",
-					lr.Bytes, orNone(codec), raw, float64(raw)/float64(max(lr.Bytes, 1)), lr.Model)
+				fmt.Fprintf(d.out, "            %d bytes received in the 5 secure-aggregation phases (signed keys, encrypted shares, masked updates\n", lr.Bytes)
+				fmt.Fprintf(d.out, "            of 4 bytes a parameter, survivor signatures, unmasking shares); global model sha256 %.16s…\n", lr.Model)
 				for _, r := range lr.Rejected {
 					fmt.Fprintf(d.out, "            rejected: %+v\n", r)
 				}
@@ -323,6 +357,26 @@ func (d *demo) watchRounds(ctx context.Context, httpAddr string, res *demoFedera
 		}
 		sleep(ctx, 200*time.Millisecond)
 	}
+}
+
+// hubLearned reads the hub's /metrics after the rounds (the secure-aggregation messages it
+// accepted, the rounds it abandoned) and says what the hub learned.
+func (d *demo) hubLearned(httpAddr string, res *demoFederationResult) error {
+	text, err := getText("http://" + httpAddr + "/metrics")
+	if err != nil {
+		return fmt.Errorf("the hub's metrics: %w", err)
+	}
+	accepted, ok := promSum(text, "millwright_federation_updates_total", `result="accepted"`)
+	failed, ok2 := promSum(text, "millwright_federation_secagg_failures_total")
+	if !ok || !ok2 {
+		return errors.New("the hub's /metrics has no millwright_federation_updates_total or millwright_federation_secagg_failures_total")
+	}
+	res.HubAccepted, res.HubSecAggFailed = int(accepted), int(failed)
+	n := len(res.Members)
+	fmt.Fprintf(d.out, "   what the hub learned: only the sum of each round's %d updates, never one factory's. Every upload was masked, and the\n", n)
+	fmt.Fprintf(d.out, "   masks cancel only in the sum (hub /metrics: %d messages accepted over %d rounds of 5 phases; %d secure-aggregation failures)\n",
+		res.HubAccepted, len(res.Rounds), res.HubSecAggFailed)
+	return nil
 }
 
 // readFederationLedgers reads the hub's FederatedRound records and each gateway's
@@ -385,7 +439,7 @@ func (d *demo) factoryHistory(ctx context.Context, facs []*demoFactory) error {
 	var published int64
 	var expected, stored int64
 	for i, f := range facs {
-		cfg, err := d.factoryConfig(f, "127.0.0.1:4222", strings.Repeat("0", 64), "{}", false)
+		cfg, err := d.factoryConfig(f, "127.0.0.1:4222", strings.Repeat("0", 64), "{}", nil)
 		if err != nil {
 			return fmt.Errorf("%s: %w", f.name, err)
 		}

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -107,15 +108,25 @@ func TestDemoConfig(t *testing.T) {
 
 // TestDemoFactoryConfig checks the configurations of step 5's factory gateways: the
 // history phase has no federation, the federated phase joins "pumps" with the factory's
-// pumps as its NATS user, and both read only the factory's own MQTT topics.
+// pumps as its NATS user and pins the other members' identity keys (not its own), and
+// both read only the factory's own MQTT topics.
 func TestDemoFactoryConfig(t *testing.T) {
 	o := defaultDemoOptions()
 	d := &demo{o: o, factory: "demo-1", interval: 200 * time.Millisecond}
-	f := &demoFactory{name: "demo-1-f2", stateDir: t.TempDir(), password: "pw", machines: []sim.Machine{
-		{ID: "pump-1", Line: "line-1", Kind: sim.KindPump}, {ID: "pump-2", Line: "line-1", Kind: sim.KindPump}}}
+	member := func(name string, seed byte) *demoFactory {
+		return &demoFactory{name: name, key: ed25519.NewKeyFromSeed(bytes.Repeat([]byte{seed}, ed25519.SeedSize)).Public().(ed25519.PublicKey)}
+	}
+	f := member("demo-1-f2", 2)
+	f.stateDir, f.password, f.machines = t.TempDir(), "pw", []sim.Machine{
+		{ID: "pump-1", Line: "line-1", Kind: sim.KindPump}, {ID: "pump-2", Line: "line-1", Kind: sim.KindPump}}
+	members := []*demoFactory{member("demo-1", 1), f, member("demo-1-f3", 3)}
 	arch := "{kind: autoencoder, version: 1, inputs: 50, layers: [8, 3, 8], activation: tanh, params: 917}"
 	for _, federated := range []bool{false, true} {
-		cfg, err := d.factoryConfig(f, "127.0.0.1:4222", strings.Repeat("ab", 32), arch, federated)
+		var joined []*demoFactory
+		if federated {
+			joined = members
+		}
+		cfg, err := d.factoryConfig(f, "127.0.0.1:4222", strings.Repeat("ab", 32), arch, joined)
 		if err != nil {
 			t.Fatalf("federated %v: %v", federated, err)
 		}
@@ -131,9 +142,54 @@ func TestDemoFactoryConfig(t *testing.T) {
 			!slices.Equal(fc.Federations[0].Machines, []string{"pump-1", "pump-2"}) || fc.Federations[0].Architecture.Inputs != 50) {
 			t.Errorf("federation block %+v", fc)
 		}
+		var peers []string
+		for _, p := range fc.Peers {
+			peers = append(peers, p.Name)
+			if i := slices.IndexFunc(members, func(m *demoFactory) bool { return m.name == p.Name }); i < 0 || !members[i].key.Equal(p.Key.PublicKey) {
+				t.Errorf("peer %s pinned with key %x, not the member's", p.Name, p.Key.PublicKey)
+			}
+		}
+		if want := map[bool][]string{true: {"demo-1", "demo-1-f3"}}[federated]; !slices.Equal(peers, want) {
+			t.Errorf("federated %v: peers %v, want %v", federated, peers, want)
+		}
 		if cfg.Models.Train.Features.Step != d.interval {
 			t.Errorf("feature step %s, want the plant's interval %s (the shared model's windows)", cfg.Models.Train.Features.Step, d.interval)
 		}
+	}
+}
+
+// TestPromSum reads samples out of a Prometheus text exposition like the hub's /metrics.
+func TestPromSum(t *testing.T) {
+	const text = `# HELP millwright_federation_updates_total Update messages handled by the hub.
+# TYPE millwright_federation_updates_total counter
+millwright_federation_updates_total{result="accepted"} 30
+millwright_federation_updates_total{result="redelivered"} 2
+millwright_federation_updates_total_other{result="accepted"} 7
+millwright_federation_secagg_failures_total{reason="quorum"} 1
+millwright_federation_secagg_failures_total{reason="unmask"} 0.5
+millwright_up 1
+`
+	tests := []struct {
+		name   string
+		metric string
+		match  []string
+		want   float64
+		ok     bool
+	}{
+		{"one series", "millwright_federation_updates_total", []string{`result="accepted"`}, 30, true},
+		{"every series", "millwright_federation_updates_total", nil, 32, true},
+		{"summed over a label", "millwright_federation_secagg_failures_total", nil, 1.5, true},
+		{"no labels", "millwright_up", nil, 1, true},
+		{"no matching label", "millwright_federation_updates_total", []string{`result="rejected"`}, 0, false},
+		{"a label value is not a prefix", "millwright_federation_updates_total", []string{`result="accept"`}, 0, false},
+		{"absent", "millwright_nothing", nil, 0, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got, ok := promSum(text, tt.metric, tt.match...); got != tt.want || ok != tt.ok {
+				t.Errorf("promSum = %v, %v; want %v, %v", got, ok, tt.want, tt.ok)
+			}
+		})
 	}
 }
 
@@ -218,9 +274,11 @@ func TestIntegrationDemo(t *testing.T) {
 		t.Errorf("millwright audit verify: exit %d\n%s%s", code, vout.String(), verr.String())
 	}
 
-	// 5. Federation: every round aggregated with all three factories, the hub's ledger
-	// holds a FederatedRound per round naming its model, each gateway's ledger a
-	// LocalTraining continued from a round's global model, and the OEM pull was attested.
+	// 5. Federation: every round aggregated with all three factories under secure
+	// aggregation (the hub recorded each round as such in its ledger, and its /metrics
+	// counted the five phases' messages of every member and round), the hub's ledger holds
+	// a FederatedRound per round naming its model, each gateway's ledger a LocalTraining
+	// continued from a round's global model, and the OEM pull was attested.
 	fr := res.Federation
 	if fr == nil {
 		t.Fatal("step 5 did not run")
@@ -239,6 +297,14 @@ func TestIntegrationDemo(t *testing.T) {
 		if h := fr.HubRounds[i]; h.OutputHash != r.Model || len(h.Participants) != len(fr.Members) || len(h.InputUpdates) != len(fr.Members) {
 			t.Errorf("FederatedRound %+v does not match round %d of the API (model %s, %d participants)", h, r.Round, r.Model, len(r.Used))
 		}
+		if h := fr.HubRounds[i]; h.Aggregation != "fedprox+secagg" {
+			t.Errorf("FederatedRound %d: aggregation %q; want fedprox+secagg (a round with secure aggregation)", h.Round, h.Aggregation)
+		}
+	}
+	// advertise, share, mask, check and unmask: one message each per member and round.
+	if want := 5 * len(fr.Members) * o.fedRounds; fr.HubAccepted != want || fr.HubSecAggFailed != 0 {
+		t.Errorf("the hub accepted %d messages with %d secure-aggregation failures; want %d (5 phases x %d members x %d rounds) and none",
+			fr.HubAccepted, fr.HubSecAggFailed, want, len(fr.Members), o.fedRounds)
 	}
 	for _, m := range fr.Members {
 		want := fmt.Sprintf("from pumps@r%d", o.fedRounds)

@@ -17,28 +17,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/millwright-io/millwright/connectors/sim"
 	"github.com/millwright-io/millwright/gateway"
-	"github.com/millwright-io/millwright/gateway/telemetry"
+	"github.com/millwright-io/millwright/internal/fedtest"
 	"github.com/millwright-io/millwright/internal/servicetest"
 	"github.com/millwright-io/millwright/internal/testlog"
 	"github.com/millwright-io/millwright/ledger"
 	"github.com/millwright-io/millwright/ledger/audit"
 	"github.com/millwright-io/millwright/ledger/local"
-	"github.com/millwright-io/millwright/models/autoencoder"
-	"github.com/millwright-io/millwright/models/features"
-	"github.com/millwright-io/millwright/models/train/trainsim"
 )
-
-// pumpHistory is an hour of a healthy simulated pump of factory, ending now.
-func pumpHistory(t *testing.T, factory string, seed uint64) []telemetry.Point {
-	t.Helper()
-	plant, err := sim.New(sim.Config{Seed: seed, Machines: []sim.Machine{{ID: "pump-1", Line: "l1", Kind: sim.KindPump}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return trainsim.History(plant, factory, time.Now().Truncate(time.Second).Add(-time.Hour), time.Second, 3600)
-}
 
 // TestFederatedRoundEndToEnd runs `millwright hub` (embedded NATS, local ledger, HTTP API)
 // from a YAML file and two gateways built with gateway.New from YAML, each with its own
@@ -50,47 +36,21 @@ func pumpHistory(t *testing.T, factory string, seed uint64) []telemetry.Point {
 // global model, and the round shows on GET /api/v1/federations.
 func TestFederatedRoundEndToEnd(t *testing.T) {
 	servicetest.Require(t, "Mosquitto and InfluxDB")
-	influxURL := servicetest.InfluxURL()
-	db := servicetest.Database(t, influxURL)
 	root := t.TempDir()
 	names := []string{"factory-a", "factory-b"}
 
-	// Histories, and the model layout that fits them.
-	hist := map[string][]telemetry.Point{}
-	for i, n := range names {
-		hist[n] = pumpHistory(t, n, uint64(i+1))
-	}
-	ae, err := autoencoder.New(autoencoder.Config{Inputs: defaultWindowWidth(t, hist[names[0]]), Layers: []int{8, 3, 8}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	arch := ae.Architecture()
-	archYAML := fmt.Sprintf("{kind: %s, version: %d, inputs: %d, layers: [8, 3, 8], activation: %s, params: %d}",
-		arch.Kind, arch.Version, arch.Inputs, arch.Activation, arch.Params)
-	for _, n := range names {
-		trainsim.Store(t, influxURL, db, hist[n])
-	}
-
-	// Keys: the hub's and each gateway's identity key (the ledger's), made up front so
-	// that the configurations can name them.
+	// Histories and the model layout that fits them; the hub's key and each gateway's
+	// identity key (the ledger's), made up front so that the configurations can name them.
+	db, arch := fedtest.StorePumps(t, names...)
 	hubDir := filepath.Join(root, "hub")
-	for _, d := range append([]string{hubDir}, filepath.Join(root, names[0]), filepath.Join(root, names[1])) {
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			t.Fatal(err)
-		}
+	if err := os.MkdirAll(hubDir, 0o700); err != nil {
+		t.Fatal(err)
 	}
 	hubKey, err := ledger.LoadOrCreateKey(filepath.Join(hubDir, "hub.key"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	gwKeys := map[string]string{}
-	for _, n := range names {
-		k, err := ledger.LoadOrCreateKey(filepath.Join(root, n, "identity.key"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		gwKeys[n] = hex.EncodeToString(k.Public().(ed25519.PublicKey))
-	}
+	keys := fedtest.IdentityKeys(t, root, names...)
 	natsPort, leafPort, httpAddr := servicetest.FreePort(t), servicetest.FreePort(t), fmt.Sprintf("127.0.0.1:%d", servicetest.FreePort(t))
 	hubYAML := fmt.Sprintf(`
 state_dir: %s
@@ -114,7 +74,7 @@ federations:
     round_timeout: 5m
     strategy: {name: fedprox, proximal_mu: 0.01}
     secagg: {enabled: true, sample_cap: 5000}
-`, hubDir, httpAddr, natsPort, leafPort, gwKeys["factory-a"], gwKeys["factory-b"], archYAML)
+`, hubDir, httpAddr, natsPort, leafPort, hex.EncodeToString(keys["factory-a"]), hex.EncodeToString(keys["factory-b"]), fedtest.ArchitectureYAML(arch))
 	hubPath := filepath.Join(root, "hub.yaml")
 	if err := os.WriteFile(hubPath, []byte(hubYAML), 0o600); err != nil {
 		t.Fatal(err)
@@ -136,33 +96,16 @@ federations:
 	var wg sync.WaitGroup
 	defer func() { stopGateways(); wg.Wait() }()
 	for i, n := range names {
-		topic := servicetest.UniqueName("fed")
 		// factory-a connects to the hub directly, factory-b through its own leaf node.
-		url, leaf := fmt.Sprintf(`, url: "nats://127.0.0.1:%d"`, natsPort), ""
-		if i == 1 {
-			url, leaf = "", fmt.Sprintf(`leaf: {listen: "127.0.0.1:%d", hub_url: "nats-leaf://127.0.0.1:%d"}`, servicetest.FreePort(t), leafPort)
+		gc := fedtest.Gateway{Factory: n, StateDir: filepath.Join(root, n), Topic: servicetest.UniqueName("fed"), DB: db,
+			Password: "pw-" + n[len(n)-1:], HubKey: hubKey.Public().(ed25519.PublicKey),
+			Peers: map[string]ed25519.PublicKey{names[1-i]: keys[names[1-i]]}, Architecture: arch}
+		if i == 0 {
+			gc.NATSURL = fmt.Sprintf("nats://127.0.0.1:%d", natsPort)
+		} else {
+			gc.LeafListen, gc.LeafHubURL = fmt.Sprintf("127.0.0.1:%d", servicetest.FreePort(t)), fmt.Sprintf("nats-leaf://127.0.0.1:%d", leafPort)
 		}
-		doc := fmt.Sprintf(`
-gateway: {factory: %s, state_dir: %s, http: {listen: ""}, log: {level: warn}}
-sources:
-  - name: broker
-    mqtt: {servers: ["%s"], client_id: %s, topics: [{pattern: "%s/{machine}/{signal}", qos: 1}]}
-sinks:
-  - name: influx
-    influxdb: {url: %s, bucket: %s, flush_interval: 50ms, timeout: 2s}
-models:
-  train: {window: 1h, min_rows: 1000, chunk: 30m, autoencoder: {epochs: 5}}
-federation:
-  enabled: true
-  nats: {user: %s, password: pw-%s%s}
-  %s
-  hub_key: %s
-  peers: [{name: %s, key: %s}]
-  federations:
-    - {name: pumps, machines: [pump-1], architecture: %s}
-`, n, filepath.Join(root, n), servicetest.MQTTURL(), topic, topic, influxURL, db, n, n[len(n)-1:], url, leaf,
-			hex.EncodeToString(hubKey.Public().(ed25519.PublicKey)), names[1-i], gwKeys[names[1-i]], archYAML)
-		cfg, err := gateway.Parse([]byte(doc))
+		cfg, err := gateway.Parse([]byte(gc.YAML()))
 		if err != nil {
 			t.Fatalf("%s: %v", n, err)
 		}
@@ -284,12 +227,4 @@ federation:
 	if !bytes.Contains([]byte(hubOut.String()), []byte(hex.EncodeToString(hubKey.Public().(ed25519.PublicKey)))) {
 		t.Errorf("the hub did not print its key: %s", hubOut.String())
 	}
-}
-
-// defaultWindowWidth is the width of the windows the gateway's default features make of
-// pump-1's points: the federated model's input width.
-func defaultWindowWidth(t *testing.T, pts []telemetry.Point) int {
-	var fc features.Config
-	fc.SetDefaults()
-	return trainsim.WindowWidth(t, fc, "pump-1", pts)
 }
