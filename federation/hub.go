@@ -65,12 +65,16 @@ type RoundReport struct {
 	Federation string
 	Round      uint64
 	Outcome    string // aggregated, abandoned, budget_exhausted
-	Model      string // SHA-256 of the published model (aggregated)
-	Used       []string
-	Rejected   []Rejection // by the protocol and by the aggregation rule
-	Privacy    *dp.Report
-	Bytes      int // update bytes accepted
-	Duration   time.Duration
+	// Reason says why an abandoned round closed without a model: quorum, aggregation, or
+	// the secure-aggregation failure (a SecAggFail* constant).
+	Reason   string
+	Model    string   // SHA-256 of the published model (aggregated)
+	Targets  []string // the participants asked to train
+	Used     []string
+	Rejected []Rejection // by the protocol and by the aggregation rule
+	Privacy  *dp.Report
+	Bytes    int // update bytes accepted
+	Duration time.Duration
 }
 
 // HubOptions are the hub's collaborators; every field is optional.
@@ -88,6 +92,7 @@ type hubMetrics struct {
 	rejected     *prometheus.CounterVec
 	bytes        prometheus.Counter
 	ledger       prometheus.Counter
+	receipts     prometheus.Counter
 	secaggFailed *prometheus.CounterVec
 }
 
@@ -98,6 +103,7 @@ func newHubMetrics(reg prometheus.Registerer) *hubMetrics {
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "millwright_federation_updates_rejected_total", Help: "Updates rejected by the hub, by reason."}, []string{"reason"}),
 		bytes:    prometheus.NewCounter(prometheus.CounterOpts{Name: "millwright_federation_update_bytes_total", Help: "Bytes of accepted updates."}),
 		ledger:   prometheus.NewCounter(prometheus.CounterOpts{Name: "millwright_federation_ledger_errors_total", Help: "FederatedRound records the ledger refused."}),
+		receipts: prometheus.NewCounter(prometheus.CounterOpts{Name: "millwright_federation_receipt_errors_total", Help: "Round receipts for participants the hub failed to write."}),
 		secaggFailed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "millwright_federation_secagg_failures_total",
 			Help: "Rounds with secure aggregation abandoned, by reason."}, []string{"reason"}),
 	}
@@ -108,7 +114,7 @@ func newHubMetrics(reg prometheus.Registerer) *hubMetrics {
 		m.secaggFailed.WithLabelValues(r)
 	}
 	if reg != nil {
-		reg.MustRegister(m.rounds, m.updates, m.rejected, m.bytes, m.ledger, m.secaggFailed)
+		reg.MustRegister(m.rounds, m.updates, m.rejected, m.bytes, m.ledger, m.receipts, m.secaggFailed)
 	}
 	return m
 }
@@ -378,7 +384,7 @@ type collected struct {
 // round runs one open round to its end and returns the next state.
 func (f *fedRun) round(ctx context.Context, st RoundState) (RoundState, error) {
 	start := time.Now()
-	report := RoundReport{Federation: f.cfg.Name, Round: st.Round}
+	report := RoundReport{Federation: f.cfg.Name, Round: st.Round, Targets: st.Targets}
 	if rel := f.released; rel != nil && rel.Round == st.Round && rel.Parent == st.Global {
 		// The previous hub stopped after committing this round's release and before
 		// opening the next round: the round is over; it completes the release.
@@ -411,6 +417,7 @@ func (f *fedRun) round(ctx context.Context, st RoundState) (RoundState, error) {
 	report.Rejected, report.Bytes = c.rejects, c.bytes
 	if len(c.updates) < st.Quorum {
 		f.log.Warn("round abandoned: quorum not met by the deadline", "round", st.Round, "updates", len(c.updates), "quorum", st.Quorum)
+		report.Reason = SecAggFailQuorum
 		return f.finish(ctx, report, start, outcomeAbandoned, f.open(st.Round+1, st.Global, st.GlobalRound))
 	}
 	global, err := f.globalModel(ctx, st)
@@ -433,6 +440,7 @@ func (f *fedRun) round(ctx context.Context, st RoundState) (RoundState, error) {
 	}
 	if err != nil {
 		f.log.Warn("round abandoned: aggregation failed", "round", st.Round, "err", err)
+		report.Reason = RejectAggregate
 		return f.finish(ctx, report, start, outcomeAbandoned, f.open(st.Round+1, st.Global, st.GlobalRound))
 	}
 	var privacy *dp.Report
@@ -480,6 +488,7 @@ func (f *fedRun) finish(ctx context.Context, report RoundReport, start time.Time
 	f.h.m.rounds.WithLabelValues(outcome).Inc()
 	f.log.Info("round closed", "round", report.Round, "outcome", outcome, "used", len(report.Used), "rejected", len(report.Rejected), "model", report.Model)
 	f.notify(report)
+	f.sendReceipts(ctx, report)
 	return next, nil
 }
 

@@ -62,9 +62,10 @@ var secaggPhases = []string{SecAggAdvertise, SecAggShare, SecAggMask, SecAggChec
 // deadline. Gateways resend nothing: what they sent is in the stream.
 func (f *fedRun) secaggRound(ctx context.Context, st RoundState) (RoundState, error) {
 	start := time.Now()
-	report := RoundReport{Federation: f.cfg.Name, Round: st.Round}
+	report := RoundReport{Federation: f.cfg.Name, Round: st.Round, Targets: st.Targets}
 	fail := func(reason, why string, args ...any) (RoundState, error) {
 		f.h.m.secaggFailed.WithLabelValues(reason).Inc()
+		report.Reason = reason
 		f.log.Warn("round abandoned: "+why, append([]any{"round", st.Round, "reason", reason}, args...)...)
 		return f.finish(ctx, report, start, outcomeAbandoned, f.open(st.Round+1, st.Global, st.GlobalRound))
 	}

@@ -44,4 +44,9 @@ type Transport interface {
 	// ErrNotFound for a name never put.
 	PutBlob(ctx context.Context, fed, name string, data []byte) error
 	GetBlob(ctx context.Context, fed, name string) ([]byte, error)
+	// PutReceipts replaces the round receipts of fed's participants (by participant name;
+	// the hub's); GetReceipt returns participant's latest, ErrNotFound if it has none. The
+	// transport lets a participant read only its own.
+	PutReceipts(ctx context.Context, fed string, receipts map[string][]byte) error
+	GetReceipt(ctx context.Context, fed, participant string) ([]byte, error)
 }

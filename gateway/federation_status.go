@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"crypto/ed25519"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -111,14 +112,22 @@ type GlobalSeen struct {
 
 // Rejected is an update that did not make it into a global model.
 type Rejected struct {
-	Round  uint64    `json:"round"`
-	Reason string    `json:"reason"` // excluded or abandoned
-	At     time.Time `json:"at"`
+	Round  uint64 `json:"round"`
+	Reason string `json:"reason"` // excluded or abandoned
+	// HubOutcome, HubReason and Detail are what the hub's receipt for the round says
+	// (federation.Receipt), once the gateway has read it: rejected (HubReason: the
+	// rejection reason, such as stale or aggregation), missing (the update did not arrive
+	// before the round closed) or abandoned (HubReason: quorum, aggregation or the
+	// secure-aggregation failure).
+	HubOutcome string    `json:"hub_outcome,omitempty"`
+	HubReason  string    `json:"hub_reason,omitempty"`
+	Detail     string    `json:"detail,omitempty"`
+	At         time.Time `json:"at"`
 }
 
 // ErrorSeen is an error and where it happened.
 type ErrorSeen struct {
-	Stage   string    `json:"stage"` // connect, round_state, model, train, publish, participant
+	Stage   string    `json:"stage"` // connect, leaf, round_state, model, train, publish, receipt, participant
 	Message string    `json:"message"`
 	At      time.Time `json:"at"`
 }
@@ -188,6 +197,9 @@ type fedStatus struct {
 	// update to the checker (capacity 1; a newer hash replaces an unread one: the check
 	// is about the single pending update, so nothing is lost).
 	check chan string
+	// receipts carries the round of an update that was not used to the checker, which
+	// reads the hub's receipt for it (capacity 1; a newer round replaces an unread one).
+	receipts chan uint64
 
 	mu        sync.Mutex
 	s         FederationStatus
@@ -198,7 +210,7 @@ type fedStatus struct {
 }
 
 func newFedStatus(name, member string, hubKey ed25519.PublicKey, m *fedMetrics) *fedStatus {
-	return &fedStatus{name: name, member: member, hubKey: hubKey, m: m, check: make(chan string, 1), watch: hubConnecting,
+	return &fedStatus{name: name, member: member, hubKey: hubKey, m: m, check: make(chan string, 1), receipts: make(chan uint64, 1), watch: hubConnecting,
 		s: FederationStatus{Name: name, Member: member, Hub: hubConnecting, Rejections: map[string]uint64{}}}
 }
 
@@ -313,6 +325,11 @@ func (f *fedStatus) settle(outcome string) {
 		f.s.Rejections[outcome]++
 		f.s.LastRejection = &Rejected{Round: u.Round, Reason: outcome, At: time.Now().UTC()}
 		f.m.rejections.WithLabelValues(f.name, outcome).Inc()
+		select {
+		case <-f.receipts:
+		default:
+		}
+		f.receipts <- u.Round
 	}
 }
 
@@ -401,6 +418,52 @@ func (f *fedStatus) runChecker(ctx context.Context, tr federation.Transport) {
 			if _, err := tr.GetModel(ctx, f.name, hash); err != nil && ctx.Err() == nil {
 				f.fail("model", err)
 			}
+		case round := <-f.receipts:
+			f.readReceipt(ctx, tr, round)
+		}
+	}
+}
+
+// Reading a round's receipt: the hub writes it just after the round state that closes
+// the round, so the first reads may still find the previous round's.
+const (
+	receiptTries = 20
+	receiptWait  = 250 * time.Millisecond
+)
+
+// readReceipt reads the hub's receipt of round and adds what it says to the last
+// rejection, if that is still round's. A hub that writes no receipts (an older one) or a
+// receipt that does not come leaves the rejection as it is.
+func (f *fedStatus) readReceipt(ctx context.Context, tr federation.Transport, round uint64) {
+	for range receiptTries {
+		b, err := tr.GetReceipt(ctx, f.name, f.member)
+		if err == nil {
+			r, err := federation.DecodeReceipt(b)
+			if err != nil {
+				f.fail("receipt", err)
+				return
+			}
+			if r.Round > round || r.Participant != f.member || r.Federation != f.name {
+				return
+			}
+			if r.Round == round {
+				f.mu.Lock()
+				if l := f.s.LastRejection; l != nil && l.Round == round {
+					l.HubOutcome, l.HubReason, l.Detail = r.Outcome, r.Reason, r.Detail
+				}
+				f.mu.Unlock()
+				return
+			}
+		} else if !errors.Is(err, federation.ErrNotFound) {
+			if ctx.Err() == nil {
+				f.fail("receipt", err)
+			}
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(receiptWait):
 		}
 	}
 }

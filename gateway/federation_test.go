@@ -264,6 +264,11 @@ func (s *modelShelf) GetModel(_ context.Context, _, hash string) ([]byte, error)
 
 func (s *modelShelf) PublishUpdate(context.Context, string, uint64, string, []byte) error { return nil }
 
+// GetReceipt: the shelf's hub writes no receipts.
+func (s *modelShelf) GetReceipt(context.Context, string, string) ([]byte, error) {
+	return nil, federation.ErrNotFound
+}
+
 func (s *modelShelf) downloads() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -149,6 +149,9 @@ func (b *Bus) EnsureFederation(ctx context.Context, fed string, members []string
 	if _, err := b.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: roundBucket(fed), History: 8, Storage: jetstream.FileStorage}); err != nil {
 		return fmt.Errorf("natsbus: kv %s: %w", roundBucket(fed), err)
 	}
+	if _, err := b.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: receiptBucket(fed), History: 1, Storage: jetstream.FileStorage}); err != nil {
+		return fmt.Errorf("natsbus: kv %s: %w", receiptBucket(fed), err)
+	}
 	return nil
 }
 
@@ -161,6 +164,7 @@ func (b *Bus) bounded(ctx context.Context) (context.Context, context.CancelFunc)
 func (b *Bus) DeleteFederation(ctx context.Context, fed string) error {
 	b.mu.Lock()
 	delete(b.kvs, fed)
+	delete(b.kvs, "receipts/"+fed)
 	delete(b.recent, fed)
 	for _, bucket := range []string{modelBucket(fed), hubBucket(fed)} {
 		delete(b.objs, bucket)
@@ -168,7 +172,7 @@ func (b *Bus) DeleteFederation(ctx context.Context, fed string) error {
 	}
 	b.mu.Unlock()
 	var errs []error
-	for _, s := range []string{updateStream(fed), "OBJ_" + modelBucket(fed), "OBJ_" + hubBucket(fed), "KV_" + roundBucket(fed)} {
+	for _, s := range []string{updateStream(fed), "OBJ_" + modelBucket(fed), "OBJ_" + hubBucket(fed), "KV_" + roundBucket(fed), "KV_" + receiptBucket(fed)} {
 		if err := b.js.DeleteStream(ctx, s); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
 			errs = append(errs, fmt.Errorf("natsbus: delete %s: %w", s, err))
 		}

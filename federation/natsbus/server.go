@@ -44,8 +44,9 @@ func inboxPrefix(user string) string { return "_INBOX_" + user }
 
 // FactoryPermissions returns the subject permissions of factory name in federations feds
 // on a server whose JetStream domain is domain: publish its own updates, read the models
-// and round state of its federations through the JetStream API (also under the domain
-// prefix that clients behind a leaf node use), and receive on its own inbox prefix.
+// and round state of its federations and its own round receipts through the JetStream
+// API (also under the domain prefix that clients behind a leaf node use), and receive on
+// its own inbox prefix.
 // Nothing else: no stream administration, no other factory's updates, no other
 // federation's models. The same permissions serve a factory whose site's leaf node
 // connects with its credentials (the update stream's subjects are per member, so that
@@ -72,6 +73,10 @@ func FactoryPermissions(name string, feds []string, domain string) *server.Permi
 			api("CONSUMER.INFO." + s + ".>")
 			pub = append(pub, "$JS.FC."+s+".>")
 		}
+		// Its own round receipt, and nobody else's.
+		rb := receiptBucket(fed)
+		api("STREAM.INFO.KV_" + rb)
+		api("DIRECT.GET.KV_" + rb + ".$KV." + rb + "." + name)
 	}
 	p := &server.Permissions{
 		Publish:   &server.SubjectPermission{Allow: pub},
