@@ -92,8 +92,10 @@ const (
 // UpdateSent is an update the gateway sent (with secure aggregation, the messages of one
 // round together).
 type UpdateSent struct {
-	Round   uint64    `json:"round"`
-	Kind    string    `json:"kind"` // delta or secagg
+	Round uint64 `json:"round"`
+	Kind  string `json:"kind"` // delta or secagg
+	// Samples is the sample count the update was trained on (with secure aggregation,
+	// from the gateway's training: the messages themselves do not tell the hub).
 	Samples uint64    `json:"samples"`
 	Bytes   int       `json:"bytes"`
 	SentAt  time.Time `json:"sent_at"`
@@ -351,7 +353,11 @@ func (f *fedStatus) sent(data []byte) {
 		l.SentAt = time.Now().UTC()
 		return
 	}
-	f.s.LastUpdate = &UpdateSent{Round: u.Round, Kind: kind, Samples: u.Samples, Bytes: len(data),
+	samples := u.Samples
+	if t := f.s.LastTraining; u.Kind == federation.KindSecAgg && t != nil && t.Round == u.Round {
+		samples = uint64(t.Samples) // the masked messages carry 1: the hub must not learn it
+	}
+	f.s.LastUpdate = &UpdateSent{Round: u.Round, Kind: kind, Samples: samples, Bytes: len(data),
 		SentAt: time.Now().UTC(), Outcome: OutcomePending}
 	f.closed()
 }

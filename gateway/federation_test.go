@@ -375,7 +375,8 @@ func TestFederationUpdateOutcome(t *testing.T) {
 }
 
 // TestFederationStatusSecAgg: the messages of a round with secure aggregation are one
-// update on the API (bytes added up); a model that the hub did not sign is not recorded.
+// update on the API (bytes added up, the samples of the round's training: the messages
+// carry 1); a model that the hub did not sign is not recorded.
 func TestFederationStatusSecAgg(t *testing.T) {
 	msg := newFedMessages(t)
 	m, err := newFedMetrics(prometheus.NewRegistry(), []string{"pumps"})
@@ -383,11 +384,12 @@ func TestFederationStatusSecAgg(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := newFedStatus("pumps", "factory-a", msg.hub.Public().(ed25519.PublicKey), m)
-	a, b := msg.update(t, 4, federation.KindSecAgg, 10), msg.update(t, 4, federation.KindSecAgg, 10)
+	st.trained(RoundTraining{Round: 4, Samples: 720}, nil)
+	a, b := msg.update(t, 4, federation.KindSecAgg, 1), msg.update(t, 4, federation.KindSecAgg, 1)
 	st.sent(a)
 	st.sent(b)
-	if u := st.snapshot().LastUpdate; u == nil || u.Kind != "secagg" || u.Bytes != len(a)+len(b) || u.Round != 4 {
-		t.Fatalf("last update %+v; want one secagg update of round 4 and %d bytes", u, len(a)+len(b))
+	if u := st.snapshot().LastUpdate; u == nil || u.Kind != "secagg" || u.Bytes != len(a)+len(b) || u.Round != 4 || u.Samples != 720 {
+		t.Fatalf("last update %+v; want one secagg update of round 4, %d bytes and the training's 720 samples", u, len(a)+len(b))
 	}
 	other := fedMessages{hub: msg.gw}
 	hash, forged := other.model(t, 4, "factory-a")
