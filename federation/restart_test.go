@@ -86,6 +86,24 @@ func (c *crashingTransport) PutRound(ctx context.Context, fed string, state []by
 	return c.write(ctx, false, false, func() error { return c.Transport.PutRound(ctx, fed, state) })
 }
 
+// crashWhileReleasing runs fc's hub on a crashingTransport that dies at at, with every
+// member of fc answering (pullTrainer), until the crash; it returns the stopped hub.
+func crashWhileReleasing(t *testing.T, e *env, fc federation.FederationConfig, at string) (*hubRun, *crashingTransport) {
+	t.Helper()
+	crash := newCrashingTransport(e.hub, at)
+	h := startHub(t, crash, fc)
+	for i := range fc.Members {
+		e.gateway(t, i, &pullTrainer{target: target(i, fc.Architecture.Params), samples: 10})
+	}
+	select {
+	case <-crash.crashed:
+	case <-time.After(60 * time.Second):
+		t.Fatal("round 1 was not released")
+	}
+	h.stop()
+	return h, crash
+}
+
 // TestHubRestartWhileReleasing stops the hub at each point of releasing round 1's model
 // (crashingTransport) and restarts it. Before the release is committed, the restarted hub
 // aggregates round 1 again from the stream (the privacy spent before the crash stays
@@ -108,17 +126,7 @@ func TestHubRestartWhileReleasing(t *testing.T) {
 				if noise == dp.NoiseDistributed {
 					fc.SecAgg = secagg.Config{Enabled: true}
 				}
-				crash := newCrashingTransport(e.hub, at)
-				h := startHub(t, crash, fc)
-				for i := range n {
-					e.gateway(t, i, &pullTrainer{target: target(i, dim), samples: 10})
-				}
-				select {
-				case <-crash.crashed:
-				case <-time.After(60 * time.Second):
-					t.Fatal("round 1 was not released")
-				}
-				h.stop()
+				h, crash := crashWhileReleasing(t, e, fc, at)
 				h.rec.mu.Lock()
 				first := len(h.rec.bodies)
 				h.rec.mu.Unlock()
@@ -206,17 +214,7 @@ func TestHubRestartStepsOptimizerOnce(t *testing.T) {
 			fc := fedConfig(n, dim)
 			fc.Rounds = 1
 			fc.Strategy = aggregate.Strategy{Name: aggregate.FedAdam, ServerLR: 0.1}
-			crash := newCrashingTransport(e.hub, at)
-			h := startHub(t, crash, fc)
-			for i := range n {
-				e.gateway(t, i, &pullTrainer{target: target(i, dim), samples: 10})
-			}
-			select {
-			case <-crash.crashed:
-			case <-time.After(60 * time.Second):
-				t.Fatal("round 1 was not released")
-			}
-			h.stop()
+			_, crash := crashWhileReleasing(t, e, fc, at)
 			stored := crash.model
 			r := startHub(t, e.hub, fc).next(t)
 			if r.Round != 1 || r.Outcome != "aggregated" {
