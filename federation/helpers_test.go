@@ -311,19 +311,33 @@ func roundState(t testing.TB, tr federation.Transport) federation.RoundState {
 // returns the final global parameters.
 func runFederation(t *testing.T, arch models.Architecture, strategy aggregate.Strategy, seed uint64, initScale float64, rounds int, trainers []federation.Trainer) []float32 {
 	t.Helper()
+	params, _ := runFederationWith(t, arch, strategy, seed, initScale, rounds, trainers, nil)
+	return params
+}
+
+// runFederationWith is runFederation with the federation's configuration adjusted by
+// configure (nil: unchanged; codecs, for one) before the hub starts; it also returns the
+// hub's report of every round.
+func runFederationWith(t *testing.T, arch models.Architecture, strategy aggregate.Strategy, seed uint64, initScale float64, rounds int,
+	trainers []federation.Trainer, configure func(*federation.FederationConfig)) ([]float32, []federation.RoundReport) {
+	t.Helper()
 	e := newEnv(t, len(trainers), false)
 	fc := fedConfig(len(trainers), arch.Params)
 	fc.Architecture, fc.Rounds, fc.Strategy, fc.InitSeed, fc.InitScale = arch, uint64(rounds), strategy, seed, initScale
+	if configure != nil {
+		configure(&fc)
+	}
 	h := startHub(t, e.hub, fc)
 	var stops []context.CancelFunc
 	for i, tr := range trainers {
 		_, stop := e.gateway(t, i, tr)
 		stops = append(stops, stop)
 	}
-	var last federation.RoundReport
-	for range rounds {
-		last = h.next(t)
+	reports := make([]federation.RoundReport, rounds)
+	for i := range reports {
+		reports[i] = h.next(t)
 	}
+	last := reports[rounds-1]
 	for _, stop := range stops {
 		stop()
 	}
@@ -332,5 +346,5 @@ func runFederation(t *testing.T, arch models.Architecture, strategy aggregate.St
 	if err != nil {
 		t.Fatal(err)
 	}
-	return g.Params
+	return g.Params, reports
 }

@@ -168,6 +168,15 @@ func (a *aeWarmTrainer) Train(ctx context.Context, task federation.Task, global 
 // untrained initial one the hub started from.
 func federate(t *testing.T, facs []skabFactory, model autoencoder.Config, localEpochs, rounds int, strategy aggregate.Strategy) (final, initial *autoencoder.Detector) {
 	t.Helper()
+	final, initial, _ = federateWith(t, facs, model, localEpochs, rounds, strategy, nil)
+	return final, initial
+}
+
+// federateWith is federate with the federation's configuration adjusted by configure (see
+// runFederationWith); it also returns the hub's round reports.
+func federateWith(t *testing.T, facs []skabFactory, model autoencoder.Config, localEpochs, rounds int, strategy aggregate.Strategy,
+	configure func(*federation.FederationConfig)) (final, initial *autoencoder.Detector, reports []federation.RoundReport) {
+	t.Helper()
 	var trainers []federation.Trainer
 	for i, f := range facs {
 		local := model
@@ -186,8 +195,8 @@ func federate(t *testing.T, facs []skabFactory, model autoencoder.Config, localE
 		}
 		return d
 	}
-	params := runFederation(t, load(nil).Architecture(), strategy, model.Seed, 0.3, rounds, trainers)
-	return load(params), load(trainers[0].(*aeWarmTrainer).initial)
+	params, reports := runFederationWith(t, load(nil).Architecture(), strategy, model.Seed, 0.3, rounds, trainers, configure)
+	return load(params), load(trainers[0].(*aeWarmTrainer).initial), reports
 }
 
 // skabScore is one model's outcome: its confusion under the protocol and its median
@@ -224,6 +233,27 @@ func normalTestWindows(t *testing.T, files []*eval.Series, window int) models.Ma
 		}
 	}
 	return out
+}
+
+// skabScorer returns the function that scores a model with the protocol (skabEval) on every
+// file, and its median reconstruction error on the normal test windows.
+func skabScorer(t *testing.T, files []*eval.Series, window int) func(models.Detector) skabScore {
+	t.Helper()
+	protocol := skabEval(window)
+	normal := normalTestWindows(t, files, window)
+	return func(d models.Detector) skabScore {
+		t.Helper()
+		r, err := eval.RunSKABShared(context.Background(), files, protocol, d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := make([]float64, normal.Rows)
+		if err := d.Score(normal, out); err != nil {
+			t.Fatal(err)
+		}
+		slices.Sort(out)
+		return skabScore{c: r.Confusion, err: stat.Quantile(0.5, stat.Empirical, out, nil)}
+	}
 }
 
 func meanF1(ss []skabScore) float64 {
@@ -265,22 +295,7 @@ func TestFederatedVersusCentralSKAB(t *testing.T) {
 	for _, f := range facs {
 		t.Logf("factory %s: %d training windows", f.name, f.train.Rows)
 	}
-	ctx := context.Background()
-	protocol := skabEval(window)
-	normal := normalTestWindows(t, files, window)
-	score := func(d models.Detector) skabScore {
-		t.Helper()
-		r, err := eval.RunSKABShared(ctx, files, protocol, d)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out := make([]float64, normal.Rows)
-		if err := d.Score(normal, out); err != nil {
-			t.Fatal(err)
-		}
-		slices.Sort(out)
-		return skabScore{c: r.Confusion, err: stat.Quantile(0.5, stat.Empirical, out, nil)}
-	}
+	score := skabScorer(t, files, window)
 	var all models.Matrix
 	for _, f := range facs {
 		all.Cols = f.train.Cols
