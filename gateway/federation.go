@@ -190,6 +190,8 @@ type federationRuntime struct {
 	querier  *influxdb.Querier // the trainer's, when the federation has its own (models off)
 	recorder func() ledger.Recorder
 	status   []*fedStatus // one per federation, in the configuration's order
+	// leaf is the site's leaf node once it has linked to the hub (nil without one).
+	leaf interface{ LeafConnected() int }
 }
 
 // newFederation builds the federated-training runtime (no network I/O); nil when the
@@ -290,7 +292,7 @@ func (fr *federationRuntime) run(ctx context.Context) error {
 		if !fr.waitLeaf(ctx, leaf) {
 			return nil
 		}
-		fr.client.URL = leaf.ClientURL()
+		fr.client.URL, fr.leaf = leaf.ClientURL(), leaf
 	}
 	bus, err := fr.dial(ctx)
 	if err != nil || bus == nil {
@@ -298,6 +300,9 @@ func (fr *federationRuntime) run(ctx context.Context) error {
 	}
 	defer func() { _ = bus.Close() }()
 	grp, gctx := errgroup.WithContext(ctx)
+	if fr.leaf != nil {
+		grp.Go(func() error { fr.watchLeaf(gctx, leafPoll); return nil })
+	}
 	for i, jc := range fr.cfg.Federations {
 		st := fr.status[i]
 		tr := observedTransport{Transport: bus, st: st}
@@ -312,6 +317,36 @@ func (fr *federationRuntime) run(ctx context.Context) error {
 	}
 	fr.log.Info("federation joined", "member", fr.client.User, "federations", len(fr.cfg.Federations), "url", fr.client.URL)
 	return grp.Wait()
+}
+
+// leafPoll is how often a running gateway checks its leaf node's link to the hub.
+const leafPoll = 5 * time.Second
+
+// watchLeaf checks every period whether the leaf node is still linked to the hub and
+// shows a lost link in the federations' status (reconnecting: the leaf node relinks on its
+// own; the gateway's connection to it stays up) until ctx ends.
+func (fr *federationRuntime) watchLeaf(ctx context.Context, period time.Duration) {
+	t := time.NewTicker(period)
+	defer t.Stop()
+	linked := true
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if now := fr.leaf.LeafConnected() > 0; now != linked {
+			linked = now
+			if !now {
+				fr.log.Warn("leaf node lost its link to the federation hub, relinking")
+			} else {
+				fr.log.Info("leaf node linked to the federation hub again")
+			}
+			for _, st := range fr.status {
+				st.leafLink(now)
+			}
+		}
+	}
 }
 
 // waitLeaf waits until the leaf node is linked to the hub, logging why not (a refused

@@ -23,8 +23,8 @@ type FederationStatus struct {
 	Member string `json:"member"`
 	// Hub is the state of the link to the hub for this federation: connecting (dialling
 	// the hub's NATS), connected (watching the federation's round state), reconnecting
-	// (the NATS connection dropped; the client redials, and the watch resumes when it is
-	// back), retrying (the watch stopped with an error, such as a federation the hub has
+	// (the NATS connection dropped, or the site's leaf node lost its link to the hub; the
+	// client or the leaf node relinks, and the watch resumes when it is back), retrying (the watch stopped with an error, such as a federation the hub has
 	// not created yet; it is retried with backoff) or stopped.
 	Hub string `json:"hub"`
 	// Round is the round state the hub published last.
@@ -207,6 +207,7 @@ type fedStatus struct {
 	s         FederationStatus
 	watch     string // the round watch's state: hubConnecting, hubConnected, hubRetrying or hubStopped
 	linkDown  bool   // the NATS connection is lost (natsbus.ClientConfig.OnLink)
+	leafDown  bool   // the site's leaf node lost its link to the hub
 	modelHash string // the last model fetched and verified, served again from memory
 	model     []byte
 }
@@ -259,10 +260,19 @@ func (f *fedStatus) link(up bool) {
 	f.hubChanged()
 }
 
-// hubChanged sets the link state shown from the watch's and the connection's; f.mu is held.
+// leafLink records that the site's leaf node is linked to the hub, or lost the link.
+func (f *fedStatus) leafLink(up bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.leafDown = !up
+	f.hubChanged()
+}
+
+// hubChanged sets the link state shown from the watch's, the connection's and the leaf
+// node's; f.mu is held.
 func (f *fedStatus) hubChanged() {
 	f.s.Hub = f.watch
-	if f.watch == hubConnected && f.linkDown {
+	if f.watch == hubConnected && (f.linkDown || f.leafDown) {
 		f.s.Hub = hubReconnect
 	}
 	v := 0.0
