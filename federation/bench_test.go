@@ -1,15 +1,23 @@
 package federation_test
 
 import (
+	"cmp"
 	"context"
+	"crypto/ed25519"
+	"fmt"
+	"maps"
+	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/millwright-io/millwright/federation"
 	"github.com/millwright-io/millwright/federation/compress"
 	"github.com/millwright-io/millwright/federation/secagg"
+	"github.com/millwright-io/millwright/models"
 )
 
 // BenchmarkRound measures whole rounds of 10 gateways × 100k parameters over an embedded
@@ -17,7 +25,11 @@ import (
 // publish; with secagg, the four phases of secure aggregation), and, as the floor, moving
 // the same bytes with the same transport calls and no protocol work: the hub storing a
 // model of the same size, each gateway downloading it and uploading an update of the same
-// size, and the hub reading the ten uploads (the mean of five repetitions).
+// size, and the hub reading the ten uploads (the mean of five repetitions). With -v it logs
+// where a round's time goes: when, on average from the round's start, each transport call
+// of the hub and the gateways starts and ends. cpu_ms/round and move_cpu_ms are the CPU time
+// the process (hub, gateways and NATS server) spends per round and per floor repetition:
+// on the shared machine they vary less than the wall times.
 func BenchmarkRound(b *testing.B) {
 	const n, dim = 10, 100_000
 	for _, kind := range []string{compress.None, compress.Int8, "secagg"} {
@@ -30,13 +42,20 @@ func BenchmarkRound(b *testing.B) {
 				fc.Codecs = []compress.Codec{{Kind: kind}}
 			}
 			fc.Rounds = uint64(b.N) + 1
-			h := startHub(b, e.hub, fc)
+			tl := &timeline{}
+			h := startHub(b, timed{Transport: e.hub, hub: true, tl: tl}, fc)
 			buses := make([]federation.Transport, n)
 			for i := range n {
 				buses[i] = e.gatewayBus(i)
-				e.gateway(b, i, &pullTrainer{target: target(i, dim), samples: 10})
+				p, err := federation.NewParticipant(federation.ParticipantConfig{Federation: fedName, Name: gwName(i), HubKey: hubKey().Public().(ed25519.PublicKey)},
+					timed{Transport: e.gatewayBus(i), tl: tl}, gatewayKey(i), &pullTrainer{target: target(i, dim), samples: 10}, discard, nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				runParticipant(b, p)
 			}
 			first := h.next(b) // warm-up: connections, consumers, caches
+			cpu0 := cpuTime(b)
 			b.ResetTimer()
 			var roundTime time.Duration
 			bytes := 0
@@ -49,6 +68,7 @@ func BenchmarkRound(b *testing.B) {
 				bytes += r.Bytes
 			}
 			b.StopTimer()
+			cpu := (cpuTime(b) - cpu0) / time.Duration(b.N)
 			perRound := roundTime / time.Duration(b.N)
 			updateBytes := bytes / b.N / n
 			// The floor: the same bytes moved with no protocol work.
@@ -59,6 +79,7 @@ func BenchmarkRound(b *testing.B) {
 			payload := make([]byte, updateBytes)
 			const reps = 5
 			var move time.Duration
+			moveCPU := cpuTime(b)
 			for rep := range reps {
 				round := uint64(1_000_000 + rep)
 				fresh := slices.Clone(model)
@@ -90,13 +111,214 @@ func BenchmarkRound(b *testing.B) {
 				move += time.Since(start)
 			}
 			move /= reps
+			moveCPU = (cpuTime(b) - moveCPU) / reps
 			b.ReportMetric(float64(perRound.Milliseconds()), "round_ms")
 			b.ReportMetric(float64(move.Milliseconds()), "move_ms")
 			b.ReportMetric(float64(perRound)/float64(move), "round/move")
+			b.ReportMetric(float64(cpu)/1e6, "cpu_ms/round") // hub, gateways and server together, on a shared machine
+			b.ReportMetric(float64(moveCPU)/1e6, "move_cpu_ms")
 			b.ReportMetric(float64(bytes/b.N), "update_bytes/round")
 			b.ReportMetric(float64(len(model)*(n+1)+bytes/b.N), "bytes/round") // the hub stores the model, n gateways read it
+			if kind != "secagg" {
+				b.Logf("mean time from a round's start (first, last over the parties):%s", tl.breakdown(1, b.N))
+			}
 			b.Logf("%s: round %v, moving the same bytes %v (%.2f×); %d update bytes per gateway (%.3f× float32)", kind, perRound, move,
 				float64(perRound)/float64(move), updateBytes, float64(updateBytes)/float64(compress.RawBytes(dim)))
+		})
+	}
+}
+
+// cpuTime is the CPU time the process has used so far (user and system).
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// timeline records when the transport calls of hub and gateways start and end, to break a
+// round's time down: the mean offset of each call from the round's start (the end of the
+// previous round's state write), first and last over the parties.
+type timeline struct {
+	mu     sync.Mutex
+	events []stamp
+}
+
+type stamp struct {
+	at        time.Time
+	hub       bool
+	what      string
+	roundEnds bool
+}
+
+func (tl *timeline) add(hub bool, what string) {
+	tl.mu.Lock()
+	tl.events = append(tl.events, stamp{at: time.Now(), hub: hub, what: what, roundEnds: hub && what == "put round done"})
+	tl.mu.Unlock()
+}
+
+// timed is a Transport whose calls are recorded in a timeline.
+type timed struct {
+	federation.Transport
+	hub bool
+	tl  *timeline
+}
+
+func (t timed) span(what string) func() {
+	t.tl.add(t.hub, what)
+	return func() { t.tl.add(t.hub, what+" done") }
+}
+
+func (t timed) GetModel(ctx context.Context, fed, hash string) ([]byte, error) {
+	defer t.span("get model")()
+	return t.Transport.GetModel(ctx, fed, hash)
+}
+
+func (t timed) PutModel(ctx context.Context, fed string, data []byte) (string, error) {
+	defer t.span("put model")()
+	return t.Transport.PutModel(ctx, fed, data)
+}
+
+func (t timed) GetRound(ctx context.Context, fed string) ([]byte, error) {
+	defer t.span("get round")()
+	return t.Transport.GetRound(ctx, fed)
+}
+
+func (t timed) PutRound(ctx context.Context, fed string, state []byte) error {
+	defer t.span("put round")()
+	return t.Transport.PutRound(ctx, fed, state)
+}
+
+func (t timed) GetVersion(ctx context.Context, fed, version string) (string, error) {
+	defer t.span("get version")()
+	return t.Transport.GetVersion(ctx, fed, version)
+}
+
+func (t timed) PutVersion(ctx context.Context, fed, version, hash string) error {
+	defer t.span("put version")()
+	return t.Transport.PutVersion(ctx, fed, version, hash)
+}
+
+func (t timed) PutBlob(ctx context.Context, fed, name string, data []byte) error {
+	defer t.span("put blob")()
+	return t.Transport.PutBlob(ctx, fed, name, data)
+}
+
+func (t timed) PutReceipts(ctx context.Context, fed string, receipts map[string][]byte) error {
+	defer t.span("put receipts")()
+	return t.Transport.PutReceipts(ctx, fed, receipts)
+}
+
+func (t timed) PublishUpdate(ctx context.Context, fed string, round uint64, participant string, data []byte) error {
+	defer t.span("publish update")()
+	return t.Transport.PublishUpdate(ctx, fed, round, participant, data)
+}
+
+func (t timed) Updates(ctx context.Context, fed string, round uint64, fn func([]byte)) error {
+	defer t.span("consume updates")()
+	stop := context.AfterFunc(ctx, func() { t.tl.add(t.hub, "consume updates cancelled") })
+	defer stop()
+	return t.Transport.Updates(ctx, fed, round, func(b []byte) { t.tl.add(t.hub, "update received"); fn(b) })
+}
+
+func (t timed) WatchRound(ctx context.Context, fed string, fn func([]byte)) error {
+	return t.Transport.WatchRound(ctx, fed, func(b []byte) { t.tl.add(t.hub, "round state received"); fn(b) })
+}
+
+// breakdown returns, for rounds skip+1 .. skip+rounds, the mean offset of each recorded
+// call from the round's start, first and last over the parties, in the order of the means.
+func (tl *timeline) breakdown(skip, rounds int) string {
+	tl.mu.Lock()
+	defer tl.mu.Unlock()
+	type span struct{ first, last time.Duration }
+	sums := map[string]*span{}
+	var cur map[string]*span
+	flush := func() {
+		for k, s := range cur {
+			if sums[k] == nil {
+				sums[k] = &span{}
+			}
+			sums[k].first += s.first
+			sums[k].last += s.last
+		}
+	}
+	var start time.Time
+	round := -1
+	for _, e := range tl.events {
+		if e.roundEnds {
+			if round >= skip && round < skip+rounds {
+				flush()
+			}
+			round++
+			start, cur = e.at, map[string]*span{}
+			continue
+		}
+		if round < 0 {
+			continue
+		}
+		who := "gateway"
+		if e.hub {
+			who = "hub"
+		}
+		key, off := who+" "+e.what, e.at.Sub(start)
+		if s := cur[key]; s != nil {
+			s.last = off
+		} else {
+			cur[key] = &span{off, off}
+		}
+	}
+	keys := slices.Collect(maps.Keys(sums))
+	slices.SortFunc(keys, func(a, b string) int { return cmp.Compare(sums[a].first, sums[b].first) })
+	var sb strings.Builder
+	n := time.Duration(rounds)
+	for _, k := range keys {
+		fmt.Fprintf(&sb, "\n  %-34s %8.2f ms %8.2f ms", k, float64(sums[k].first/n)/1e6, float64(sums[k].last/n)/1e6)
+	}
+	return sb.String()
+}
+
+// BenchmarkMessages measures the protocol's per-message work for a model of 100k
+// parameters: the hub signing a global model, a gateway verifying it, a gateway signing an
+// update (int8, as sent) and the hub verifying it.
+func BenchmarkMessages(b *testing.B) {
+	const dim = 100_000
+	g := federation.GlobalModel{Header: federation.ModelHeader{Federation: fedName, Round: 3,
+		Architecture: models.Architecture{Kind: "linear", Version: 1, Inputs: dim, Params: dim}, Created: time.Now().UTC()},
+		Params: target(0, dim)}
+	model, err := g.SignedBytes(hubKey())
+	if err != nil {
+		b.Fatal(err)
+	}
+	payload, err := compress.Encode(compress.Codec{Kind: compress.Int8, Chunk: compress.DefaultChunk}, target(1, dim), rand.New(rand.NewPCG(1, 2)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	u := federation.Update{Federation: fedName, Round: 4, BaseRound: 4, Participant: gwName(0), Samples: 10,
+		Metrics: map[string]float64{"loss": 0.5}, Payload: payload}
+	u.Sign(gatewayKey(0))
+	update := u.Marshal()
+	for _, c := range []struct {
+		name  string
+		bytes int
+		run   func() error
+	}{
+		{"sign-model", len(model), func() error { _, err := g.SignedBytes(hubKey()); return err }},
+		{"verify-model", len(model), func() error {
+			_, err := federation.DecodeModel(model, hubKey().Public().(ed25519.PublicKey))
+			return err
+		}},
+		{"sign-update", len(update), func() error { u.Sign(gatewayKey(0)); _ = u.Marshal(); return nil }},
+		{"verify-update", len(update), func() error { _, err := federation.DecodeUpdate(update); return err }},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(c.bytes))
+			for b.Loop() {
+				if err := c.run(); err != nil {
+					b.Fatal(err)
+				}
+			}
 		})
 	}
 }

@@ -146,9 +146,10 @@ func (r *reader) name(what string) string {
 	return s
 }
 
-// body encodes everything the signature covers.
+// body encodes everything the signature covers, in a buffer with room for the key and
+// the signature.
 func (u *Update) body() []byte {
-	return append(u.head(256+len(u.Payload)), u.Payload...)
+	return append(u.head(256+len(u.Payload)+sigOverhead), u.Payload...)
 }
 
 // head encodes the body up to the payload's bytes, in a buffer of capacity size.
@@ -204,6 +205,15 @@ func (u *Update) Sign(key ed25519.PrivateKey) {
 	h.Write(u.Payload)
 	u.Key = key.Public().(ed25519.PublicKey)
 	u.Sig = ed25519.Sign(key, h.Sum([]byte(updateDomain)))
+}
+
+// sealed signs u as Sign does and returns its wire form, building the body once.
+func (u *Update) sealed(key ed25519.PrivateKey) []byte {
+	b := u.body()
+	u.Key = key.Public().(ed25519.PublicKey)
+	u.Sig = ed25519.Sign(key, signed(updateDomain, b))
+	b = append(b, u.Key...)
+	return append(b, u.Sig...)
 }
 
 // Marshal returns the update's wire form (it must be signed).
@@ -337,12 +347,16 @@ func (g *GlobalModel) body() ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	w := writer{b: make([]byte, 0, 16+len(hj)+4*len(g.Params))}
+	// Room for the key and signature too: SignedBytes appends them without copying.
+	w := writer{b: make([]byte, 0, 12+len(hj)+4*len(g.Params)+sigOverhead)}
 	w.b = append(w.b, modelMagic...)
 	w.bytes32(hj)
 	w.b = binary.BigEndian.AppendUint32(w.b, uint32(len(g.Params)))
-	for _, v := range g.Params {
-		w.b = binary.LittleEndian.AppendUint32(w.b, math.Float32bits(v))
+	start := len(w.b)
+	w.b = w.b[:start+4*len(g.Params)]
+	params := w.b[start:]
+	for i, v := range g.Params {
+		binary.LittleEndian.PutUint32(params[4*i:], math.Float32bits(v))
 	}
 	return w.b, nil
 }

@@ -11,6 +11,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -76,7 +77,11 @@ type Participant struct {
 	m       participantMetrics
 	last    uint64 // last round answered
 	models  map[string]*GlobalModel
+	delta   []float32 // the buffer of the last update without secure aggregation
 	sa      *saRound
+	// watched is the newest round state Run's watcher has received (nil when Run is not
+	// running): Answer reads it instead of asking the store again.
+	watched atomic.Pointer[RoundState]
 }
 
 type participantMetrics struct {
@@ -131,6 +136,7 @@ func (p *Participant) Run(ctx context.Context) error {
 	// counted): a gateway that trains slowly answers the current round, not a backlog.
 	latest := make(chan RoundState, 1)
 	done := make(chan error, 1)
+	defer p.watched.Store(nil)
 	go func() {
 		done <- p.tr.WatchRound(ctx, p.cfg.Federation, func(b []byte) {
 			st, err := DecodeRoundState(b)
@@ -138,6 +144,7 @@ func (p *Participant) Run(ctx context.Context) error {
 				p.log.Warn("round state refused", "err", err)
 				return
 			}
+			p.watched.Store(&st)
 			select {
 			case <-latest:
 				p.m.superseded.Inc()
@@ -176,10 +183,12 @@ func (p *Participant) Answer(ctx context.Context, st RoundState) error {
 	if st.Round <= p.last {
 		return nil
 	}
-	delta, res, err := p.train(ctx, st)
+	// The delta is encoded (copied) at once, so its buffer is reused from round to round.
+	delta, res, err := p.train(ctx, st, p.delta)
 	if err != nil {
 		return err
 	}
+	p.delta = delta
 	codec, err := compress.Negotiate(st.Codecs, p.cfg.Codecs)
 	if err != nil {
 		p.m.failed.WithLabelValues("codec").Inc()
@@ -194,11 +203,9 @@ func (p *Participant) Answer(ctx context.Context, st RoundState) error {
 		Samples: uint64(res.Samples), Metrics: res.Metrics, Payload: payload}
 	// A slow gateway whose round has moved on sends to the current round, if its model is
 	// fresh enough for the hub's staleness limit.
-	if b, err := p.tr.GetRound(ctx, p.cfg.Federation); err == nil {
-		if cur, err := DecodeRoundState(b); err == nil && cur.Round > st.Round && cur.Phase == PhaseOpen && cur.SecAgg == nil &&
-			cur.Round-st.Round <= cur.MaxStaleness && slices.Contains(cur.Targets, p.cfg.Name) {
-			u.Round = cur.Round
-		}
+	if cur, err := p.current(ctx); err == nil && cur.Round > st.Round && cur.Phase == PhaseOpen && cur.SecAgg == nil &&
+		cur.Round-st.Round <= cur.MaxStaleness && slices.Contains(cur.Targets, p.cfg.Name) {
+		u.Round = cur.Round
 	}
 	if err := p.send(ctx, &u); err != nil {
 		return err
@@ -208,9 +215,22 @@ func (p *Participant) Answer(ctx context.Context, st RoundState) error {
 	return nil
 }
 
+// current returns the newest round state: the one Run's watcher received last (a round
+// trip saved on every answer), else the stored one.
+func (p *Participant) current(ctx context.Context) (RoundState, error) {
+	if st := p.watched.Load(); st != nil {
+		return *st, nil
+	}
+	b, err := p.tr.GetRound(ctx, p.cfg.Federation)
+	if err != nil {
+		return RoundState{}, err
+	}
+	return DecodeRoundState(b)
+}
+
 // train trains from the round's global model and returns the update (clipped, and noised
-// for distributed DP, as the round state says).
-func (p *Participant) train(ctx context.Context, st RoundState) ([]float32, TrainResult, error) {
+// for distributed DP, as the round state says), in into's buffer if it is large enough.
+func (p *Participant) train(ctx context.Context, st RoundState, into []float32) ([]float32, TrainResult, error) {
 	g, err := p.model(ctx, st.Global)
 	if err != nil {
 		p.m.failed.WithLabelValues("model").Inc()
@@ -225,10 +245,14 @@ func (p *Participant) train(ctx context.Context, st RoundState) ([]float32, Trai
 		p.m.failed.WithLabelValues("train").Inc()
 		return nil, res, fmt.Errorf("train round %d: %d parameters and %d samples; expected %d and > 0", st.Round, len(res.Params), res.Samples, len(g.Params))
 	}
-	delta := make([]float32, len(g.Params))
+	delta := into[:0]
+	if cap(delta) < len(g.Params) {
+		delta = make([]float32, 0, len(g.Params))
+	}
+	delta = delta[:len(g.Params)]
 	for i := range delta {
 		delta[i] = res.Params[i] - g.Params[i]
-		if math.IsNaN(float64(delta[i])) || math.IsInf(float64(delta[i]), 0) {
+		if math.Float32bits(delta[i])&f32ExpMask == f32ExpMask { // NaN or ±Inf
 			p.m.failed.WithLabelValues("train").Inc()
 			return nil, res, fmt.Errorf("train round %d: parameter %d is not finite", st.Round, i)
 		}
@@ -247,8 +271,7 @@ func (p *Participant) send(ctx context.Context, u *Update) error {
 	if _, err := crand.Read(u.Nonce[:]); err != nil {
 		return err
 	}
-	u.Sign(p.key)
-	data := u.Marshal()
+	data := u.sealed(p.key)
 	var err error
 	for attempt := 0; ; attempt++ {
 		err = p.tr.PublishUpdate(ctx, p.cfg.Federation, u.Round, p.cfg.Name, data)
@@ -303,7 +326,7 @@ func (p *Participant) answerSecAgg(ctx context.Context, st RoundState) error {
 			p.m.failed.WithLabelValues("secagg").Inc()
 			return err
 		}
-		delta, res, err := p.train(ctx, st)
+		delta, res, err := p.train(ctx, st, nil) // kept for the round's phases
 		if err != nil {
 			return err
 		}

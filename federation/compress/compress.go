@@ -100,8 +100,15 @@ const headerLen = 4 + 1 + 4 // magic+version, kind, n
 var magic = [4]byte{'M', 'W', 'C', 1}
 
 // Encode compresses v with c (which must be valid). r supplies the stochastic rounding of
-// int8 (unused by the other kinds); it need not be cryptographic.
+// int8 (unused by the other kinds); it need not be cryptographic. A non-finite value in v
+// is an error: it would not decode.
 func Encode(c Codec, v []float32, r *rand.Rand) ([]byte, error) {
+	return encode(c, v, r, nil)
+}
+
+// encode is Encode; when residual is not nil (of v's length) it also sets residual to what
+// the encoding loses, v minus what Decode returns, computed as Decode computes it.
+func encode(c Codec, v []float32, r *rand.Rand, residual []float32) ([]byte, error) {
 	if err := c.Validate(); err != nil {
 		return nil, fmt.Errorf("compress: codec: %w", err)
 	}
@@ -114,15 +121,35 @@ func Encode(c Codec, v []float32, r *rand.Rand) ([]byte, error) {
 	binary.LittleEndian.PutUint32(b[5:], uint32(len(v)))
 	switch c.Kind {
 	case None:
-		for _, x := range v {
-			b = binary.LittleEndian.AppendUint32(b, math.Float32bits(x))
+		b = b[:headerLen+4*len(v)]
+		out := b[headerLen:]
+		for i, x := range v {
+			bits := math.Float32bits(x)
+			if bits&f32ExpMask == f32ExpMask {
+				return nil, notFinite(v)
+			}
+			binary.LittleEndian.PutUint32(out[4*i:], bits)
+		}
+		if residual != nil {
+			clear(residual) // float32 is sent exactly
 		}
 	case Int8:
 		b = binary.LittleEndian.AppendUint32(b, uint32(c.Chunk))
 		for start := 0; start < len(v); start += c.Chunk {
-			b = appendInt8Chunk(b, v[start:min(start+c.Chunk, len(v))], r)
+			end := min(start+c.Chunk, len(v))
+			var res []float32
+			if residual != nil {
+				res = residual[start:end]
+			}
+			var ok bool
+			if b, ok = appendInt8Chunk(b, v[start:end], r.Uint64(), res); !ok {
+				return nil, notFinite(v)
+			}
 		}
 	case TopK:
+		if nonFinite(v) >= 0 {
+			return nil, notFinite(v)
+		}
 		idx := topK(v, c.K)
 		b = binary.LittleEndian.AppendUint32(b, uint32(len(idx)))
 		prev := -1
@@ -133,8 +160,33 @@ func Encode(c Codec, v []float32, r *rand.Rand) ([]byte, error) {
 		for _, i := range idx {
 			b = binary.LittleEndian.AppendUint32(b, math.Float32bits(v[i]))
 		}
+		if residual != nil {
+			copy(residual, v) // what was not kept
+			for _, i := range idx {
+				residual[i] = 0
+			}
+		}
 	}
 	return b, nil
+}
+
+// f32ExpMask is a float32's exponent field, all ones for NaN and the infinities only.
+const f32ExpMask = 0x7f800000
+
+// nonFinite returns the index of v's first NaN or infinity, or -1.
+func nonFinite(v []float32) int {
+	for i, x := range v {
+		if math.Float32bits(x)&f32ExpMask == f32ExpMask {
+			return i
+		}
+	}
+	return -1
+}
+
+// notFinite is the error of encoding v, which has a NaN or an infinity.
+func notFinite(v []float32) error {
+	i := nonFinite(v)
+	return fmt.Errorf("compress: parameter %d is %v; expected a finite number", i, v[i])
 }
 
 // encodedCap is an upper bound of the encoded size after the header.
@@ -149,25 +201,56 @@ func encodedCap(c Codec, n int) int {
 	return 4 * n
 }
 
-// appendInt8Chunk appends the chunk's scale and its values stochastically rounded to
-// multiples of the scale: x/s is rounded up with probability equal to its fractional
-// part, so the decoded value's expectation is x.
-func appendInt8Chunk(b []byte, v []float32, r *rand.Rand) []byte {
-	var m float64
+// appendInt8Chunk appends the chunk's scale and its (finite) values stochastically rounded
+// to multiples of the scale: x/s is rounded up with probability equal to its fractional
+// part (to 2⁻³²), so the decoded value's expectation is x. The uniforms come from a
+// SplitMix64 sequence seeded with seed, two per 64 bits: the chunk takes one value of the
+// caller's generator, not one per parameter. When res is not nil it receives v minus the
+// decoded values. It returns false, having appended nothing, if v has a non-finite value.
+func appendInt8Chunk(b []byte, v []float32, seed uint64, res []float32) ([]byte, bool) {
+	var m uint32 // the largest magnitude's bits: non-negative floats order as their bits do
 	for _, x := range v {
-		m = max(m, math.Abs(float64(x)))
+		m = max(m, math.Float32bits(x)&^(1<<31))
 	}
-	scale := float32(m / 127)
+	if m >= f32ExpMask {
+		return b, false
+	}
+	scale := float32(float64(math.Float32frombits(m)) / 127)
+	if !finite(127 * scale) { // rounded up past what decodes to finite values
+		scale = math.Nextafter32(scale, 0)
+	}
 	b = binary.LittleEndian.AppendUint32(b, math.Float32bits(scale))
-	for _, x := range v {
-		var q float64
-		if scale > 0 {
-			q = math.Floor(float64(x)/float64(scale) + r.Float64())
-			q = max(-127, min(127, q))
+	start := len(b)
+	b = b[:start+len(v)]
+	out := b[start:]
+	if scale == 0 {
+		clear(out)
+		if res != nil {
+			copy(res, v) // all zero (or below what a scale can represent)
 		}
-		b = append(b, byte(int8(q)))
+		return b, true
 	}
-	return b
+	inv := 1 / float64(scale)
+	round := func(i int, u float64) {
+		// x/s + u + 128 is positive, so truncation floors it.
+		q := int8(max(-127, min(127, int64(float64(v[i])*inv+u+128)-128)))
+		out[i] = byte(q)
+		if res != nil {
+			res[i] = v[i] - float32(q)*scale
+		}
+	}
+	for i := 0; i < len(v); i += 2 {
+		seed += 0x9e3779b97f4a7c15
+		z := seed
+		z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
+		z = (z ^ (z >> 27)) * 0x94d049bb133111eb
+		z ^= z >> 31
+		round(i, float64(int64(z>>32))*0x1p-32)
+		if i+1 < len(v) {
+			round(i+1, float64(int64(z&0xffffffff))*0x1p-32)
+		}
+	}
+	return b, true
 }
 
 // topK returns the indices of the k entries of largest magnitude, ascending (ties go to
@@ -239,10 +322,11 @@ func Decode(b []byte, maxParams int) ([]float32, string, error) {
 		}
 		out := make([]float32, n)
 		for i := range out {
-			out[i] = math.Float32frombits(binary.LittleEndian.Uint32(rest[4*i:]))
-			if !finite(out[i]) {
-				return fail("parameter %d is %v", i, out[i])
+			bits := binary.LittleEndian.Uint32(rest[4*i:])
+			if bits&f32ExpMask == f32ExpMask {
+				return fail("parameter %d is %v", i, math.Float32frombits(bits))
 			}
+			out[i] = math.Float32frombits(bits)
 		}
 		return out, kind, nil
 	case Int8:
@@ -261,7 +345,7 @@ func Decode(b []byte, maxParams int) ([]float32, string, error) {
 		out := make([]float32, n)
 		for start := 0; start < n; start += chunk {
 			scale := math.Float32frombits(binary.LittleEndian.Uint32(rest))
-			if !finite(scale) || scale < 0 {
+			if !finite(scale) || scale < 0 || !finite(127*scale) { // ±127·scale must be finite too
 				return fail("chunk at %d has scale %v", start, scale)
 			}
 			end := min(start+chunk, n)
@@ -322,29 +406,31 @@ func finite(x float32) bool { return !math.IsNaN(float64(x)) && !math.IsInf(floa
 // nothing is lost for good. A client keeps one per federation; it is not safe for
 // concurrent use.
 type Feedback struct {
-	residual []float32
+	residual  []float32
+	corrected []float32 // scratch: v plus the residual
 }
 
 // Encode adds the residual to v (without changing v), encodes the sum with c and keeps
-// what the encoding lost as the new residual.
+// what the encoding lost as the new residual (computed while encoding, as Decode would
+// decode it). Its scratch space is kept for the next call.
 func (f *Feedback) Encode(c Codec, v []float32, r *rand.Rand) ([]byte, error) {
 	if len(f.residual) != len(v) {
 		f.residual = make([]float32, len(v))
 	}
-	corrected := make([]float32, len(v))
+	if len(f.corrected) != len(v) {
+		f.corrected = make([]float32, len(v))
+	}
+	corrected, ok := f.corrected, true
 	for i := range v {
 		corrected[i] = v[i] + f.residual[i]
+		ok = ok && math.Float32bits(corrected[i])&f32ExpMask != f32ExpMask
 	}
-	b, err := Encode(c, corrected, r)
+	if !ok { // refused before encode writes a residual
+		return nil, notFinite(corrected)
+	}
+	b, err := encode(c, corrected, r, f.residual)
 	if err != nil {
 		return nil, err
-	}
-	sent, _, err := Decode(b, len(v))
-	if err != nil {
-		return nil, fmt.Errorf("compress: decoding own encoding: %w", err)
-	}
-	for i := range corrected {
-		f.residual[i] = corrected[i] - sent[i]
 	}
 	return b, nil
 }

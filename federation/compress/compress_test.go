@@ -166,6 +166,81 @@ func TestErrorFeedbackCarriesTheResidual(t *testing.T) {
 	}
 }
 
+// TestFeedbackResidualIsWhatDecodingLost: the residual the encoder computes while
+// encoding is exactly the corrected input minus what Decode returns, for every kind, over
+// rounds in which the residual feeds back.
+func TestFeedbackResidualIsWhatDecodingLost(t *testing.T) {
+	for _, c := range []Codec{codec(None, 0), codec(Int8, 0), {Kind: Int8, Chunk: 7}, codec(TopK, 50)} {
+		var f Feedback
+		r := rand.New(rand.NewPCG(5, 6))
+		for round := range 3 {
+			v := vec(uint64(10+round), 1001)
+			if round == 1 {
+				clear(v[100:400]) // whole int8 chunks of zeros
+			}
+			corrected := slices.Clone(v)
+			for i, res := range f.Residual() { // none before the first round
+				corrected[i] += res
+			}
+			b, err := f.Encode(c, v, r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sent, _, err := Decode(b, len(v))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, res := range f.Residual() {
+				if want := corrected[i] - sent[i]; math.Float32bits(res) != math.Float32bits(want) {
+					t.Fatalf("%s chunk %d round %d: residual[%d] = %v, corrected − decoded = %v", c.Kind, c.Chunk, round, i, res, want)
+				}
+			}
+		}
+	}
+}
+
+// TestInt8LargestValuesDecodeFinite: a chunk holding ±MaxFloat32 encodes to values that
+// decode finite (the scale is rounded down if 127 of it would overflow).
+func TestInt8LargestValuesDecodeFinite(t *testing.T) {
+	v := []float32{math.MaxFloat32, -math.MaxFloat32, 1, math.MaxFloat32 / 3}
+	b, err := Encode(codec(Int8, 0), v, rand.New(rand.NewPCG(1, 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _, err := Decode(b, len(v))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got[0] < 0.99*math.MaxFloat32 || got[1] > -0.99*math.MaxFloat32 {
+		t.Errorf("decoded %v", got)
+	}
+}
+
+// TestEncodeRefusesNonFinite: a NaN or an infinity would not decode, so it is not encoded,
+// and error feedback keeps its residual.
+func TestEncodeRefusesNonFinite(t *testing.T) {
+	for _, c := range []Codec{codec(None, 0), codec(Int8, 0), codec(TopK, 3)} {
+		for _, bad := range []float32{float32(math.NaN()), float32(math.Inf(1)), float32(math.Inf(-1))} {
+			v := vec(3, 600)
+			v[517] = bad
+			if b, err := Encode(c, v, rand.New(rand.NewPCG(1, 1))); err == nil || !strings.Contains(err.Error(), "parameter 517") {
+				t.Errorf("%s with %v: %d bytes, %v", c.Kind, bad, len(b), err)
+			}
+			var f Feedback
+			if _, err := f.Encode(c, vec(4, 600), rand.New(rand.NewPCG(1, 1))); err != nil {
+				t.Fatal(err)
+			}
+			before := f.Residual()
+			if _, err := f.Encode(c, v, rand.New(rand.NewPCG(1, 1))); err == nil {
+				t.Errorf("%s feedback with %v: no error", c.Kind, bad)
+			}
+			if !slices.Equal(f.Residual(), before) {
+				t.Errorf("%s feedback with %v changed the residual", c.Kind, bad)
+			}
+		}
+	}
+}
+
 func TestNegotiate(t *testing.T) {
 	offer := []Codec{codec(TopK, 100), codec(Int8, 0), codec(None, 0)}
 	c, err := Negotiate(offer, []string{None, Int8})
@@ -204,6 +279,8 @@ func TestDecodeRejects(t *testing.T) {
 	copy(nan[headerLen:], []byte{0, 0, 0xc0, 0x7f})
 	minus128 := slices.Clone(good[Int8])
 	minus128[headerLen+8] = 0x80
+	huge := slices.Clone(good[Int8]) // a finite scale whose multiples overflow
+	copy(huge[headerLen+4:], []byte{0x30, 0x30, 0x30, 0x7f})
 	for name, b := range map[string][]byte{
 		"empty":     nil,
 		"bad magic": append([]byte("XXXX"), good[None][4:]...),
@@ -212,6 +289,7 @@ func TestDecodeRejects(t *testing.T) {
 		"truncated": good[TopK][:len(good[TopK])-1],
 		"nan":       nan,
 		"int8 -128": minus128,
+		"int8 huge": huge,
 		"too many":  good[None],
 	} {
 		max := 1000
@@ -272,6 +350,25 @@ func BenchmarkEncode(b *testing.B) {
 			}
 			b.ReportMetric(float64(n), "bytes/update")
 			b.ReportMetric(float64(n)/float64(RawBytes(len(v))), "x_float32")
+			b.ReportMetric(float64(len(v))*float64(b.N)/b.Elapsed().Seconds(), "params/s")
+		})
+	}
+}
+
+// BenchmarkFeedbackEncode measures what a gateway does with each update: error feedback
+// and encoding of 100k parameters (the residual computed while encoding).
+func BenchmarkFeedbackEncode(b *testing.B) {
+	v := vec(1, 100_000)
+	for _, c := range []Codec{codec(None, 0), codec(Int8, 0)} {
+		b.Run(c.Kind, func(b *testing.B) {
+			r := rand.New(rand.NewPCG(1, 1))
+			var f Feedback
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := f.Encode(c, v, r); err != nil {
+					b.Fatal(err)
+				}
+			}
 			b.ReportMetric(float64(len(v))*float64(b.N)/b.Elapsed().Seconds(), "params/s")
 		})
 	}

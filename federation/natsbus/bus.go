@@ -12,12 +12,12 @@
 package natsbus
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -225,7 +225,10 @@ func (b *Bus) PublishUpdate(ctx context.Context, fed string, round uint64, parti
 }
 
 // Updates implements federation.Transport with an ordered consumer from the start of the
-// round's subjects.
+// round's subjects. When ctx ends it stops the consumer and returns once fn is not
+// running, without waiting for the client library to tear the subscription down (a
+// scheduling round trip on the hub's path from the last update to the aggregation): a
+// message the library still delivers after that is dropped, not given to fn.
 func (b *Bus) Updates(ctx context.Context, fed string, round uint64, fn func(data []byte)) error {
 	cons, err := b.js.OrderedConsumer(ctx, updateStream(fed), jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{updateSubject(fed, round, "*")},
@@ -234,13 +237,23 @@ func (b *Bus) Updates(ctx context.Context, fed string, round uint64, fn func(dat
 	if err != nil {
 		return fmt.Errorf("natsbus: consume updates %s round %d: %w", fed, round, err)
 	}
-	cc, err := cons.Consume(func(m jetstream.Msg) { fn(m.Data()) })
+	var mu sync.Mutex // held while fn runs
+	stopped := false
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		mu.Lock()
+		defer mu.Unlock()
+		if !stopped {
+			fn(m.Data())
+		}
+	})
 	if err != nil {
 		return fmt.Errorf("natsbus: consume updates %s round %d: %w", fed, round, err)
 	}
 	<-ctx.Done()
 	cc.Stop()
-	<-cc.Closed()
+	mu.Lock()
+	stopped = true
+	mu.Unlock()
 	return nil
 }
 
@@ -254,8 +267,12 @@ func (b *Bus) PutModel(ctx context.Context, fed string, data []byte) (string, er
 	if err != nil {
 		return "", err
 	}
-	if info, err := o.GetInfo(ctx, h); err != nil || info.Size != uint64(len(data)) {
-		if err := b.putObject(ctx, o, h, data); err != nil {
+	info, err := o.GetInfo(ctx, h)
+	if err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+		return "", fmt.Errorf("natsbus: put model %s/%s: %w", fed, h, err)
+	}
+	if err != nil || info.Size != uint64(len(data)) {
+		if err := b.putObject(ctx, modelBucket(fed), h, data, sum, info); err != nil {
 			return "", fmt.Errorf("natsbus: put model %s/%s: %w", fed, h, err)
 		}
 	}
@@ -269,13 +286,62 @@ func (b *Bus) PutModel(ctx context.Context, fed string, data []byte) (string, er
 // messages (the object store's default is 128 kB), below the server's max_payload.
 const maxChunk = 1 << 20
 
-// putObject stores data under name in chunks of up to maxChunk bytes (less when the
-// server's max_payload is smaller; the object store allocates one chunk's buffer, so a
-// smaller object gets a chunk of its own size).
-func (b *Bus) putObject(ctx context.Context, o jetstream.ObjectStore, name string, data []byte) error {
-	chunk := max(min(int64(maxChunk), b.nc.MaxPayload()-4096, int64(len(data))), 4096)
-	_, err := o.Put(ctx, jetstream.ObjectMeta{Name: name, Opts: &jetstream.ObjectMetaOptions{ChunkSize: uint32(chunk)}}, bytes.NewReader(data))
-	return err
+// putObject stores data, whose SHA-256 is sum, under name in bucket, in the object store's
+// format (jetstream.ObjectStore reads it): chunks of up to maxChunk bytes (less when the
+// server's max_payload is smaller) on a fresh NUID's subject, published without waiting
+// for each acknowledgement, then the metadata, which rolls up the name's earlier metadata;
+// then the chunks of prev (the name's object before, nil if none) are purged. It is
+// ObjectStore.Put without the work that costs more than the transfer of a model: a second
+// metadata lookup, a second SHA-256 of the data, a copy of every chunk and a reply
+// subscription per call.
+func (b *Bus) putObject(ctx context.Context, bucket, name string, data []byte, sum [sha256.Size]byte, prev *jetstream.ObjectInfo) error {
+	chunk := int(max(min(int64(maxChunk), b.nc.MaxPayload()-4096, int64(len(data))), 4096))
+	id := strings.TrimPrefix(nats.NewInbox(), nats.InboxPrefix) // a NUID
+	chunkSubj := "$O." + bucket + ".C." + id
+	acks := make([]jetstream.PubAckFuture, 0, (len(data)+chunk-1)/chunk)
+	var err error
+	for off := 0; off < len(data) && err == nil; off += chunk {
+		var f jetstream.PubAckFuture
+		if f, err = b.js.PublishMsgAsync(&nats.Msg{Subject: chunkSubj, Data: data[off:min(off+chunk, len(data))]}); err == nil {
+			acks = append(acks, f)
+		}
+	}
+	for _, f := range acks {
+		if err != nil {
+			break
+		}
+		select {
+		case <-f.Ok():
+		case err = <-f.Err():
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+	}
+	if err == nil {
+		var meta []byte
+		meta, err = json.Marshal(jetstream.ObjectInfo{
+			ObjectMeta: jetstream.ObjectMeta{Name: name, Opts: &jetstream.ObjectMetaOptions{ChunkSize: uint32(chunk)}},
+			Bucket:     bucket, NUID: id, Size: uint64(len(data)), Chunks: uint32(len(acks)),
+			Digest: "SHA-256=" + base64.URLEncoding.EncodeToString(sum[:]),
+		})
+		if err == nil {
+			m := nats.NewMsg("$O." + bucket + ".M." + base64.URLEncoding.EncodeToString([]byte(name)))
+			m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
+			m.Data = meta
+			_, err = b.js.PublishMsg(ctx, m)
+		}
+	}
+	st, serr := b.objStream(ctx, bucket)
+	if err != nil {
+		if serr == nil { // best effort: the chunks no metadata names
+			_ = st.Purge(ctx, jetstream.WithPurgeSubject(chunkSubj))
+		}
+		return err
+	}
+	if prev != nil && !prev.Deleted && prev.NUID != "" && serr == nil {
+		_ = st.Purge(ctx, jetstream.WithPurgeSubject("$O."+bucket+".C."+prev.NUID)) // unreachable now; best effort
+	}
+	return nil
 }
 
 // GetModel implements federation.Transport. The content is not hashed here: the caller
@@ -298,7 +364,11 @@ func (b *Bus) PutBlob(ctx context.Context, fed, name string, data []byte) error 
 	if err != nil {
 		return err
 	}
-	if err := b.putObject(ctx, o, name, data); err != nil {
+	prev, err := o.GetInfo(ctx, name)
+	if err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+		return fmt.Errorf("natsbus: put %s/%s: %w", hubBucket(fed), name, err)
+	}
+	if err := b.putObject(ctx, hubBucket(fed), name, data, sha256.Sum256(data), prev); err != nil {
 		return fmt.Errorf("natsbus: put %s/%s: %w", hubBucket(fed), name, err)
 	}
 	return nil

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
 
 	"github.com/millwright-io/millwright/federation"
@@ -263,6 +264,20 @@ func TestRepeatedServerErrors(t *testing.T) {
 	}
 }
 
+// putModel puts a model of n patterned bytes in f1 and returns it with its hash.
+func putModel(t *testing.T, hub *Bus, n int) ([]byte, string) {
+	t.Helper()
+	model := make([]byte, n)
+	for i := range model {
+		model[i] = byte(i*31 + i>>13)
+	}
+	h, err := hub.PutModel(context.Background(), "f1", model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return model, h
+}
+
 // TestLargeObjects stores a model and a hub blob of several chunks and reads them back:
 // the model from another connection (chunks by direct get) and from the connection that
 // put it (kept, returned as a copy), the blob checked against its stored digest.
@@ -270,14 +285,7 @@ func TestLargeObjects(t *testing.T) {
 	srv, hub := startServer(t, false)
 	ctx := context.Background()
 	a := dial(t, factory(srv, "a", "pa"))
-	model := make([]byte, 3*maxChunk+12345)
-	for i := range model {
-		model[i] = byte(i*31 + i>>13)
-	}
-	h, err := hub.PutModel(ctx, "f1", model)
-	if err != nil {
-		t.Fatal(err)
-	}
+	model, h := putModel(t, hub, 3*maxChunk+12345)
 	for name, b := range map[string]*Bus{"factory": a, "hub": hub} {
 		got, err := b.GetModel(ctx, "f1", h)
 		if err != nil || !bytes.Equal(got, model) {
@@ -296,5 +304,54 @@ func TestLargeObjects(t *testing.T) {
 	}
 	if got, err := hub.GetBlob(ctx, "f1", "empty"); !errors.Is(err, federation.ErrNotFound) {
 		t.Fatalf("missing blob: %d bytes, %v", len(got), err)
+	}
+}
+
+// TestObjectsReadByTheObjectStore: what PutModel and PutBlob write is a valid object of the
+// JetStream object store (its own reader returns the bytes and checks their digest), a
+// model put twice is stored once, and a blob rewritten leaves only its newest chunks.
+func TestObjectsReadByTheObjectStore(t *testing.T) {
+	_, hub := startServer(t, false)
+	ctx := context.Background()
+	model, h := putModel(t, hub, 2*maxChunk+777)
+	if _, err := hub.PutModel(ctx, "f1", model); err != nil {
+		t.Fatal(err)
+	}
+	models, err := hub.js.ObjectStore(ctx, modelBucket("f1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := models.GetBytes(ctx, h); err != nil || !bytes.Equal(got, model) {
+		t.Fatalf("the object store reads the model: %d bytes, %v", len(got), err)
+	}
+	st, err := hub.js.Stream(ctx, "OBJ_"+modelBucket("f1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter("$O."+modelBucket("f1")+".C.>"))
+	if err != nil || len(info.State.Subjects) != 1 {
+		t.Fatalf("a model put twice is stored under %v, want one chunk subject (%v)", info.State.Subjects, err)
+	}
+	blobs, err := hub.js.ObjectStore(ctx, hubBucket("f1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, b := range [][]byte{model[:maxChunk+5], model[10:20], {}} {
+		if err := hub.PutBlob(ctx, "f1", "release", b); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := blobs.GetBytes(ctx, "release"); err != nil || !bytes.Equal(got, b) {
+			t.Fatalf("put %d: the object store reads the blob: %d bytes, %v", i, len(got), err)
+		}
+		if got, err := hub.GetBlob(ctx, "f1", "release"); err != nil || !bytes.Equal(got, b) {
+			t.Fatalf("put %d: GetBlob: %d bytes, %v", i, len(got), err)
+		}
+	}
+	bst, err := hub.js.Stream(ctx, "OBJ_"+hubBucket("f1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err := bst.Info(ctx); err != nil || info.State.Msgs != 1 { // the empty blob's metadata only
+		t.Fatalf("after three puts of a blob the bucket holds %d messages, want 1 (%v)", info.State.Msgs, err)
 	}
 }
