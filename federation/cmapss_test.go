@@ -196,28 +196,37 @@ func (w *rulWarmTrainer) Train(ctx context.Context, task federation.Task, global
 	return federation.TrainResult{Params: w.prev, Samples: w.f.cycles}, nil
 }
 
-// cmapssSettings are the training budgets and federated settings of the comparison, the
+// cmapssSettings are one federated strategy's settings in the comparison, the
 // hyperparameters TestSelectCMAPSSHyperparameters chooses on the validation engines.
 type cmapssSettings struct {
+	// strategy is the hub's aggregation rule (aggregate.FedAvg, FedProx or FedAdam).
+	strategy string
 	// rounds of steps mini-batches per factory, the hub's server learning rate and whether
 	// the participants correct client drift.
 	rounds, steps int
 	serverLR      float64
 	drift         bool
+	// mu is FedProx's μ (0 for the other strategies).
+	mu float64
 }
 
+// String is the settings without the strategy's name.
 func (s cmapssSettings) String() string {
 	drift := "off"
 	if s.drift {
 		drift = "on"
 	}
-	return fmt.Sprintf("%d rounds × %d steps, server_lr %g, drift %s", s.rounds, s.steps, s.serverLR, drift)
+	mu := ""
+	if s.mu > 0 {
+		mu = fmt.Sprintf("μ %g, ", s.mu)
+	}
+	return fmt.Sprintf("%s%d rounds × %d steps, server_lr %g, drift %s", mu, s.rounds, s.steps, s.serverLR, drift)
 }
 
-// federateRUL runs s.rounds rounds of the federation (a hub and one participant per factory
-// over an embedded NATS server), each factory training s.steps mini-batches per round, and
-// returns the final global regressor. FedProx's μ comes from strategy.
-func federateRUL(t *testing.T, facs []cmapssFactory, pre rul.Preprocessing, model rul.Config, s cmapssSettings, strategy aggregate.Strategy) *rul.Regressor {
+// federateRUL runs s.rounds rounds of the federation under s.strategy (a hub and one
+// participant per factory over an embedded NATS server), each factory training s.steps
+// mini-batches per round, and returns the final global regressor.
+func federateRUL(t *testing.T, facs []cmapssFactory, pre rul.Preprocessing, model rul.Config, s cmapssSettings) *rul.Regressor {
 	t.Helper()
 	proto, err := rul.New(model)
 	if err != nil {
@@ -233,7 +242,7 @@ func federateRUL(t *testing.T, facs []cmapssFactory, pre rul.Preprocessing, mode
 		local.SetDefaults()
 		trainers = append(trainers, &rulWarmTrainer{f: f, pre: pre, cfg: local, rounds: uint64(s.rounds), drift: s.drift})
 	}
-	strategy.ServerLR = s.serverLR
+	strategy := aggregate.Strategy{Name: s.strategy, ServerLR: s.serverLR, ProximalMu: s.mu}
 	params := runFederation(t, proto.Architecture(), strategy, model.Seed, 0.25, s.rounds, trainers)
 	if err := proto.SetWeights(params); err != nil {
 		t.Fatal(err)
@@ -241,16 +250,16 @@ func federateRUL(t *testing.T, facs []cmapssFactory, pre rul.Preprocessing, mode
 	return proto
 }
 
-// cmapssFedProxMu is FedProx's μ in the comparison.
-const cmapssFedProxMu = 0.01
-
 // The hyperparameters chosen on the validation engines by TestSelectCMAPSSHyperparameters
 // (seeds 1-3, mean validation RMSE; see docs/federation.md): central (and local-only)
 // training's epochs, and each federated strategy's settings.
 var (
 	cmapssEpochs  = 48
-	cmapssFedAvg  = cmapssSettings{rounds: 96, steps: 50, serverLR: 1.5, drift: true}
-	cmapssFedProx = cmapssSettings{rounds: 144, steps: 25, serverLR: 1.5, drift: true}
+	cmapssFedAvg  = cmapssSettings{strategy: aggregate.FedAvg, rounds: 192, steps: 50, serverLR: 1.5, drift: true}
+	cmapssFedProx = cmapssSettings{strategy: aggregate.FedProx, rounds: 192, steps: 50, serverLR: 1, drift: true, mu: 0.001}
+	cmapssFedAdam = cmapssSettings{strategy: aggregate.FedAdam, rounds: 288, steps: 50, serverLR: 0.01, drift: true}
+	// cmapssFederated is every federated strategy of the comparison, FedAvg first.
+	cmapssFederated = []cmapssSettings{cmapssFedAvg, cmapssFedProx, cmapssFedAdam}
 )
 
 // cmapssShared is the federation's preprocessing, fixed from the factories' merged statistics.
@@ -267,10 +276,11 @@ func cmapssShared(t *testing.T, facs []cmapssFactory) rul.Preprocessing {
 	return pre
 }
 
-// cmapssRun is one seed's scores of each way of training.
+// cmapssRun is one seed's scores of each way of training: fed has one per strategy of
+// cmapssFederated, local one per factory.
 type cmapssRun struct {
-	central, fedavg, fedprox cmapssScore
-	local                    []cmapssScore
+	central    cmapssScore
+	fed, local []cmapssScore
 }
 
 func (r cmapssRun) localMean() cmapssScore {
@@ -285,24 +295,31 @@ func (r cmapssRun) localMean() cmapssScore {
 // TestFederatedVersusCentralCMAPSS is issue 5's comparison for remaining useful life: FD001's
 // training engines less the 20 validation ones (cmapssHoldout) are split non-IID across three
 // factories by lifetime tercile, and one MLP architecture is trained centrally on all of
-// them, by each factory alone (with its own preprocessing), and federated (FedAvg and FedProx
-// through a real hub and participants over an embedded NATS server, under a preprocessing
-// fixed from the factories' merged statistics), in many short rounds with the learning-rate
-// schedule spread over the rounds (rul.RoundLearningRate). Central training's epochs and the
-// federated settings (rounds, mini-batches per round, server learning rate, client-drift
-// correction) are the ones TestSelectCMAPSSHyperparameters chose on the validation engines.
-// Every model is scored on the 100 FD001 test engines at their last cycle (RMSE and PHM08
-// score, RUL capped at 125). It skips without the benchmark data ($MILLWRIGHT_DATA or
-// ../shared/data).
+// them, by each factory alone (with its own preprocessing), and federated (FedAvg, FedProx
+// and FedAdam through a real hub and participants over an embedded NATS server, under a
+// preprocessing fixed from the factories' merged statistics), in many short rounds
+// with the learning-rate schedule spread over the rounds (rul.RoundLearningRate). Central
+// training's epochs and the federated settings (rounds, mini-batches per round, server
+// learning rate, client-drift correction, FedProx's μ) are the ones
+// TestSelectCMAPSSHyperparameters chose on the validation engines. Every model is scored on
+// the 100 FD001 test engines at their last cycle (RMSE and PHM08 score, RUL capped at 125).
+// It skips without the benchmark data ($MILLWRIGHT_DATA or ../shared/data).
 func TestFederatedVersusCentralCMAPSS(t *testing.T) {
 	test, _, facs := cmapssSplit(t)
 	var seeds []uint64
 	for s := range max(1, *cmapssSeeds) {
 		seeds = append(seeds, uint64(s+1))
 	}
-	epochs, fedavg, fedprox := cmapssEpochs, cmapssFedAvg, cmapssFedProx
+	epochs, federated := cmapssEpochs, slices.Clone(cmapssFederated)
 	if testing.Short() || race.Enabled { // the full budget takes minutes under -race
-		seeds, epochs, fedavg.rounds, fedprox.rounds = seeds[:1], 4, 16, 16
+		// 16 rounds of FedAvg and FedProx. FedAdam is left out: its server optimizer takes
+		// its first rounds to settle (at 16 rounds it is behind local-only training), so
+		// only its full budget says anything.
+		seeds, epochs = seeds[:1], 4
+		federated = slices.DeleteFunc(federated, func(s cmapssSettings) bool { return s.strategy == aggregate.FedAdam })
+		for i := range federated {
+			federated[i].rounds = 16
+		}
 	}
 	var train []rul.Engine
 	for _, f := range facs {
@@ -318,65 +335,76 @@ func TestFederatedVersusCentralCMAPSS(t *testing.T) {
 		for _, f := range facs {
 			r.local = append(r.local, scoreRUL(t, fitRUL(t, rulConfig(epochs, seed), nil, f.engines), test))
 		}
-		r.fedavg = scoreRUL(t, federateRUL(t, facs, pre, rulConfig(epochs, seed), fedavg, aggregate.Strategy{Name: aggregate.FedAvg}), test)
-		r.fedprox = scoreRUL(t, federateRUL(t, facs, pre, rulConfig(epochs, seed), fedprox, aggregate.Strategy{Name: aggregate.FedProx, ProximalMu: cmapssFedProxMu}), test)
+		for _, s := range federated {
+			r.fed = append(r.fed, scoreRUL(t, federateRUL(t, facs, pre, rulConfig(epochs, seed), s), test))
+		}
 		runs = append(runs, r)
 	}
-	t.Logf("\n%s", cmapssTable(runs, facs, epochs, fedavg, fedprox))
+	t.Logf("\n%s", cmapssTable(runs, facs, epochs, federated))
 
 	// On every seed and budget, each federated model's RMSE and PHM08 score are below the
 	// local-only mean.
 	for i, r := range runs {
 		local := r.localMean()
-		for _, fed := range []struct {
-			name string
-			s    cmapssScore
-		}{{"fedavg", r.fedavg}, {"fedprox", r.fedprox}} {
-			if !(fed.s.rmse < local.rmse) || !(fed.s.phm < local.phm) {
-				t.Errorf("seed %d: %s RMSE %.2f (PHM08 %.0f) is not below the local-only mean %.2f (%.0f)", seeds[i], fed.name, fed.s.rmse, fed.s.phm, local.rmse, local.phm)
+		for k, s := range federated {
+			fed := r.fed[k]
+			if !(fed.rmse < local.rmse) || !(fed.phm < local.phm) {
+				t.Errorf("seed %d: %s RMSE %.2f (PHM08 %.0f) is not below the local-only mean %.2f (%.0f)", seeds[i], s.strategy, fed.rmse, fed.phm, local.rmse, local.phm)
 			}
-			if fed.s.rmse > 1.05*r.central.rmse {
-				t.Logf("seed %d: %s RMSE %.2f is %.0f %% above central %.2f (issue 5 asks at most 5 %%)", seeds[i], fed.name, fed.s.rmse, 100*(fed.s.rmse/r.central.rmse-1), r.central.rmse)
+			if fed.rmse > 1.05*r.central.rmse {
+				t.Logf("seed %d: %s RMSE %.2f is %.0f %% above central %.2f (issue 5 asks at most 5 %%)", seeds[i], s.strategy, fed.rmse, 100*(fed.rmse/r.central.rmse-1), r.central.rmse)
 			}
 		}
 	}
-	// FedAvg against central with the full budget, on the mean over the seeds run: one seed's
-	// test RMSE moves by several per cent with the seed alone, so single seeds are only logged
-	// above. The bound is what the validation-selected settings measured on seeds 1-6 (see
-	// cmapssFedAvgBound). The reduced budget under -race and -short stops central training
-	// early (4 epochs), which says nothing about it.
+	// The federated strategies of cmapssBounds against central with the full budget, on the
+	// mean over the seeds run: one seed's test RMSE moves by several per cent with the seed
+	// alone, so single seeds are only logged above. The bounds are what the
+	// validation-selected settings measured on seeds 1-6. The reduced budget under -race and
+	// -short stops central training early (4 epochs), which says nothing about it.
 	if testing.Short() || race.Enabled {
 		return
 	}
-	var central, avg float64
+	var central float64
 	for _, r := range runs {
 		central += r.central.rmse / float64(len(runs))
-		avg += r.fedavg.rmse / float64(len(runs))
 	}
-	if avg > cmapssFedAvgBound*central {
-		t.Errorf("FedAvg RMSE %.2f (mean of %d seeds) is %.1f %% above central %.2f; expected at most %.0f %%", avg, len(runs), 100*(avg/central-1), central, 100*(cmapssFedAvgBound-1))
+	for k, s := range federated {
+		bound, ok := cmapssBounds[s.strategy]
+		if !ok {
+			continue
+		}
+		var fed float64
+		for _, r := range runs {
+			fed += r.fed[k].rmse / float64(len(runs))
+		}
+		if fed > bound*central {
+			t.Errorf("%s RMSE %.2f (mean of %d seeds) is %.1f %% above central %.2f; expected at most %.0f %%", s.strategy, fed, len(runs), 100*(fed/central-1), central, 100*(bound-1))
+		}
 	}
 }
 
-// cmapssFedAvgBound bounds FedAvg's mean test RMSE over the seeds run, as a multiple of
-// central's, under the validation-selected settings. Measured: +11 % on seed 1 alone, +4 % on
-// the mean of seeds 1-3, +9.9 % on the mean of seeds 1-6 (central 11.05, FedAvg 12.14); seed
-// 5 alone is +22 %. Issue 5's 5 % does not hold under honest selection.
-const cmapssFedAvgBound = 1.12
+// cmapssBounds bounds a federated strategy's mean test RMSE over the seeds run, as a
+// multiple of central's, under the validation-selected settings. Measured (central 48
+// epochs; FedAvg 192 × 50, server_lr 1.5, drift on): FedAvg +8.9 % on the mean of seeds 1-6
+// (central 11.05, FedAvg 12.03), +7.0 % on seeds 1-3, +10.0 % on seed 1 alone (the default
+// run), from +4.8 % (seed 3) to +15 % (seed 5) on single seeds. Issue 5's 5 % does not
+// hold under honest selection. FedProx (+13.4 %, up to +21 %) and FedAdam (+19.7 %) are
+// further behind and not bounded here; both stay below local-only, which is asserted above.
+var cmapssBounds = map[string]float64{aggregate.FedAvg: 1.11}
 
 // cmapssTable prints RMSE and PHM08 score per way of training, per seed and as means.
-func cmapssTable(runs []cmapssRun, facs []cmapssFactory, epochs int, fedavg, fedprox cmapssSettings) string {
+func cmapssTable(runs []cmapssRun, facs []cmapssFactory, epochs int, federated []cmapssSettings) string {
 	var b strings.Builder
 	cycles, engines, batch := 0, 0, rul.DefaultConfig().BatchSize
 	for _, f := range facs {
 		cycles += f.cycles
 		engines += len(f.engines)
 	}
-	work := func(s cmapssSettings) float64 {
-		return 100 * float64(s.rounds*s.steps*batch*len(facs)) / float64(epochs*cycles)
+	fmt.Fprintf(&b, "C-MAPSS FD001, %d training engines in 3 factories by lifetime tercile, MLP (32, 16), %d epochs (central, local); test: 100 engines, last cycle, RUL cap 125\n", engines, epochs)
+	for _, s := range federated {
+		work := 100 * float64(s.rounds*s.steps*batch*len(facs)) / float64(epochs*cycles)
+		fmt.Fprintf(&b, "  %s: %v (%.0f %% of central's rows)\n", s.strategy, s, work)
 	}
-	fmt.Fprintf(&b, "C-MAPSS FD001, %d training engines in 3 factories by lifetime tercile, MLP (32, 16), %d epochs (central, local); FedAvg %v (%.0f %% of central's rows), FedProx μ=%g %v (%.0f %%); test: 100 engines, last cycle, RUL cap 125\n",
-		engines, epochs, fedavg, work(fedavg), cmapssFedProxMu, fedprox, work(fedprox))
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "model\tRMSE per seed\tRMSE mean\tvs central\tPHM08 mean\t")
 	var central float64
@@ -395,8 +423,9 @@ func cmapssTable(runs []cmapssRun, facs []cmapssFactory, epochs int, fedavg, fed
 		fmt.Fprintf(tw, "%s\t%s\t%.2f\t%+.1f %%\t%.0f\t\n", name, strings.Join(per, " "), rmse, 100*(rmse/central-1), phm)
 	}
 	row(fmt.Sprintf("central (all %d engines)", engines), func(r cmapssRun) cmapssScore { return r.central })
-	row("federated, FedAvg", func(r cmapssRun) cmapssScore { return r.fedavg })
-	row(fmt.Sprintf("federated, FedProx μ=%g", cmapssFedProxMu), func(r cmapssRun) cmapssScore { return r.fedprox })
+	for k, s := range federated {
+		row("federated, "+s.strategy, func(r cmapssRun) cmapssScore { return r.fed[k] })
+	}
 	row("local-only, mean of 3", cmapssRun.localMean)
 	for i, f := range facs {
 		row("  local-only "+f.name, func(r cmapssRun) cmapssScore { return r.local[i] })
