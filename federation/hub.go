@@ -103,7 +103,7 @@ func newHubMetrics(reg prometheus.Registerer) *hubMetrics {
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "millwright_federation_updates_rejected_total", Help: "Updates rejected by the hub, by reason."}, []string{"reason"}),
 		bytes:    prometheus.NewCounter(prometheus.CounterOpts{Name: "millwright_federation_update_bytes_total", Help: "Bytes of accepted updates."}),
 		ledger:   prometheus.NewCounter(prometheus.CounterOpts{Name: "millwright_federation_ledger_errors_total", Help: "FederatedRound records the ledger refused."}),
-		receipts: prometheus.NewCounter(prometheus.CounterOpts{Name: "millwright_federation_receipt_errors_total", Help: "Round receipts for participants the hub failed to write."}),
+		receipts: prometheus.NewCounter(prometheus.CounterOpts{Name: "millwright_federation_receipt_errors_total", Help: "Rounds whose receipts the hub failed to write (some or all of them; the log names the error)."}),
 		secaggFailed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "millwright_federation_secagg_failures_total",
 			Help: "Rounds with secure aggregation abandoned, by reason."}, []string{"reason"}),
 	}

@@ -105,7 +105,7 @@ func (f *fedRun) sendReceipts(ctx context.Context, r RoundReport) {
 		enc[name] = b
 	}
 	if err := f.h.tr.PutReceipts(ctx, f.cfg.Name, enc); err != nil && ctx.Err() == nil {
-		f.h.m.receipts.Add(float64(len(enc)))
+		f.h.m.receipts.Inc()
 		f.log.Warn("round receipts not written", "round", r.Round, "receipts", len(enc), "err", err)
 	}
 }

@@ -56,6 +56,7 @@ func (f *fedRun) release(ctx context.Context, st RoundState, in ModelHeader, out
 	if _, err := retry(ctx, f.log, "put release", func() (struct{}, error) { return struct{}{}, f.h.tr.PutBlob(ctx, f.cfg.Name, blobRelease, b) }); err != nil {
 		return "", err
 	}
+	rel.Optimizer = nil // written; the aggregator holds the state
 	f.released = &rel
 	return hash, f.completeRelease(ctx, rel, false)
 }
@@ -111,6 +112,7 @@ func (f *fedRun) loadRelease(ctx context.Context) error {
 		if err := f.agg.Restore(*rel.Optimizer); err != nil {
 			return fmt.Errorf("federation %s: optimizer state of round %d: %w", f.cfg.Name, rel.Round, err)
 		}
+		rel.Optimizer = nil // restored; the aggregator holds the state
 		return nil
 	case !errors.Is(err, ErrNotFound):
 		return err
