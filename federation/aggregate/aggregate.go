@@ -17,6 +17,8 @@ import (
 	"fmt"
 	"math"
 	"slices"
+
+	"github.com/millwright-io/millwright/models"
 )
 
 // Update is one participant's contribution to a round: the difference between its locally
@@ -153,7 +155,7 @@ func (a *Aggregator) check(n int, updates []Update, res *Result) []Update {
 		case u.Samples <= 0:
 			reject("sample count %d; expected a positive number", u.Samples)
 		default:
-			if i := nonFinite(u.Delta); i >= 0 {
+			if i := models.NonFinite32(u.Delta); i >= 0 {
 				reject("parameter %d is %v; expected a finite number", i, u.Delta[i])
 				continue
 			}
@@ -233,15 +235,6 @@ func dot(a, b []float32) float64 {
 		s += float64(a[i]) * float64(b[i])
 	}
 	return s
-}
-
-func nonFinite(v []float32) int {
-	for i, x := range v {
-		if f := float64(x); math.IsNaN(f) || math.IsInf(f, 0) {
-			return i
-		}
-	}
-	return -1
 }
 
 func weightedMean(out []float32, ups []Update) {

@@ -17,6 +17,7 @@ import (
 	"slices"
 
 	"github.com/millwright-io/millwright/gateway/config"
+	"github.com/millwright-io/millwright/models"
 )
 
 // The kinds of Codec.
@@ -147,7 +148,7 @@ func encode(c Codec, v []float32, r *rand.Rand, residual []float32) ([]byte, err
 			}
 		}
 	case TopK:
-		if nonFinite(v) >= 0 {
+		if models.NonFinite32(v) >= 0 {
 			return nil, notFinite(v)
 		}
 		idx := topK(v, c.K)
@@ -173,19 +174,8 @@ func encode(c Codec, v []float32, r *rand.Rand, residual []float32) ([]byte, err
 // f32ExpMask is a float32's exponent field, all ones for NaN and the infinities only.
 const f32ExpMask = 0x7f800000
 
-// nonFinite returns the index of v's first NaN or infinity, or -1.
-func nonFinite(v []float32) int {
-	for i, x := range v {
-		if math.Float32bits(x)&f32ExpMask == f32ExpMask {
-			return i
-		}
-	}
-	return -1
-}
-
-// notFinite is the error of encoding v, which has a NaN or an infinity.
 func notFinite(v []float32) error {
-	i := nonFinite(v)
+	i := models.NonFinite32(v)
 	return fmt.Errorf("compress: parameter %d is %v; expected a finite number", i, v[i])
 }
 
