@@ -40,9 +40,9 @@ type Bus struct {
 
 	mu      sync.Mutex
 	objs    map[string]jetstream.ObjectStore
-	streams map[string]jetstream.Stream // object stores' streams, for direct gets
-	kvs     map[string]jetstream.KeyValue
-	recent  map[string]recentModel // per federation, the last model this connection put
+	streams map[string]jetstream.Stream   // object stores' streams, for direct gets
+	kvs     map[string]jetstream.KeyValue // by bucket name
+	recent  map[string]recentModel        // per federation, the last model this connection put
 	timeout time.Duration
 	closed  chan struct{} // closed by the client library when the connection is closed
 }
@@ -163,8 +163,8 @@ func (b *Bus) bounded(ctx context.Context) (context.Context, context.CancelFunc)
 // DeleteFederation removes every JetStream asset of fed (hub credentials only).
 func (b *Bus) DeleteFederation(ctx context.Context, fed string) error {
 	b.mu.Lock()
-	delete(b.kvs, fed)
-	delete(b.kvs, "receipts/"+fed)
+	delete(b.kvs, roundBucket(fed))
+	delete(b.kvs, receiptBucket(fed))
 	delete(b.recent, fed)
 	for _, bucket := range []string{modelBucket(fed), hubBucket(fed)} {
 		delete(b.objs, bucket)
@@ -197,20 +197,21 @@ func (b *Bus) obj(ctx context.Context, bucket string) (jetstream.ObjectStore, er
 	return o, nil
 }
 
-func (b *Bus) kv(ctx context.Context, fed string) (jetstream.KeyValue, error) {
+// kv returns the KV bucket named bucket (cached).
+func (b *Bus) kv(ctx context.Context, bucket string) (jetstream.KeyValue, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if k, ok := b.kvs[fed]; ok {
+	if k, ok := b.kvs[bucket]; ok {
 		return k, nil
 	}
-	k, err := b.js.KeyValue(ctx, roundBucket(fed))
+	k, err := b.js.KeyValue(ctx, bucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
-		return nil, fmt.Errorf("natsbus: kv %s: %w", roundBucket(fed), federation.ErrNotFound)
+		return nil, fmt.Errorf("natsbus: kv %s: %w", bucket, federation.ErrNotFound)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("natsbus: kv %s: %w", roundBucket(fed), err)
+		return nil, fmt.Errorf("natsbus: kv %s: %w", bucket, err)
 	}
-	b.kvs[fed] = k
+	b.kvs[bucket] = k
 	return k, nil
 }
 
@@ -462,60 +463,62 @@ const roundKey = "state"
 // versionKey is the KV key of a model version's hash.
 func versionKey(version string) string { return "version." + version }
 
-func (b *Bus) put(ctx context.Context, fed, key string, value []byte) error {
+// put writes key in the KV bucket named bucket.
+func (b *Bus) put(ctx context.Context, bucket, key string, value []byte) error {
 	ctx, cancel := b.bounded(ctx)
 	defer cancel()
-	k, err := b.kv(ctx, fed)
+	k, err := b.kv(ctx, bucket)
 	if err != nil {
 		return err
 	}
 	if _, err := k.Put(ctx, key, value); err != nil {
-		return fmt.Errorf("natsbus: put %s of %s: %w", key, fed, err)
+		return fmt.Errorf("natsbus: put %s in %s: %w", key, bucket, err)
 	}
 	return nil
 }
 
-func (b *Bus) get(ctx context.Context, fed, key string) ([]byte, error) {
+// get reads key from the KV bucket named bucket (ErrNotFound if it has none).
+func (b *Bus) get(ctx context.Context, bucket, key string) ([]byte, error) {
 	ctx, cancel := b.bounded(ctx)
 	defer cancel()
-	k, err := b.kv(ctx, fed)
+	k, err := b.kv(ctx, bucket)
 	if err != nil {
 		return nil, err
 	}
 	e, err := k.Get(ctx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return nil, fmt.Errorf("natsbus: %s of %s: %w", key, fed, federation.ErrNotFound)
+		return nil, fmt.Errorf("natsbus: %s in %s: %w", key, bucket, federation.ErrNotFound)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("natsbus: get %s of %s: %w", key, fed, err)
+		return nil, fmt.Errorf("natsbus: get %s in %s: %w", key, bucket, err)
 	}
 	return e.Value(), nil
 }
 
 // PutRound implements federation.Transport.
 func (b *Bus) PutRound(ctx context.Context, fed string, state []byte) error {
-	return b.put(ctx, fed, roundKey, state)
+	return b.put(ctx, roundBucket(fed), roundKey, state)
 }
 
 // GetRound implements federation.Transport.
 func (b *Bus) GetRound(ctx context.Context, fed string) ([]byte, error) {
-	return b.get(ctx, fed, roundKey)
+	return b.get(ctx, roundBucket(fed), roundKey)
 }
 
 // PutVersion implements federation.Transport.
 func (b *Bus) PutVersion(ctx context.Context, fed, version, hash string) error {
-	return b.put(ctx, fed, versionKey(version), []byte(hash))
+	return b.put(ctx, roundBucket(fed), versionKey(version), []byte(hash))
 }
 
 // GetVersion implements federation.Transport.
 func (b *Bus) GetVersion(ctx context.Context, fed, version string) (string, error) {
-	v, err := b.get(ctx, fed, versionKey(version))
+	v, err := b.get(ctx, roundBucket(fed), versionKey(version))
 	return string(v), err
 }
 
 // WatchRound implements federation.Transport.
 func (b *Bus) WatchRound(ctx context.Context, fed string, fn func(state []byte)) error {
-	k, err := b.kv(ctx, fed)
+	k, err := b.kv(ctx, roundBucket(fed))
 	if err != nil {
 		return err
 	}

@@ -14,31 +14,12 @@ import (
 // factory may read only its own key (FactoryPermissions).
 func receiptBucket(fed string) string { return "mwrcpt-" + fed }
 
-// receiptKV returns fed's receipt bucket (cached under a key no federation name can take).
-func (b *Bus) receiptKV(ctx context.Context, fed string) (jetstream.KeyValue, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	cacheKey := "receipts/" + fed
-	if k, ok := b.kvs[cacheKey]; ok {
-		return k, nil
-	}
-	k, err := b.js.KeyValue(ctx, receiptBucket(fed))
-	if errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
-		return nil, fmt.Errorf("natsbus: kv %s: %w", receiptBucket(fed), federation.ErrNotFound)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("natsbus: kv %s: %w", receiptBucket(fed), err)
-	}
-	b.kvs[cacheKey] = k
-	return k, nil
-}
-
 // PutReceipts implements federation.Transport: every receipt is published at once and
 // the call waits for all the acknowledgements (one round trip, not one per participant).
 func (b *Bus) PutReceipts(ctx context.Context, fed string, receipts map[string][]byte) error {
 	ctx, cancel := b.bounded(ctx)
 	defer cancel()
-	if _, err := b.receiptKV(ctx, fed); err != nil {
+	if _, err := b.kv(ctx, receiptBucket(fed)); err != nil {
 		return err
 	}
 	acks := make(map[string]jetstream.PubAckFuture, len(receipts))
@@ -67,18 +48,5 @@ func (b *Bus) PutReceipts(ctx context.Context, fed string, receipts map[string][
 
 // GetReceipt implements federation.Transport.
 func (b *Bus) GetReceipt(ctx context.Context, fed, participant string) ([]byte, error) {
-	ctx, cancel := b.bounded(ctx)
-	defer cancel()
-	k, err := b.receiptKV(ctx, fed)
-	if err != nil {
-		return nil, err
-	}
-	e, err := k.Get(ctx, participant)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return nil, fmt.Errorf("natsbus: receipt of %s in %s: %w", participant, fed, federation.ErrNotFound)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("natsbus: receipt of %s in %s: %w", participant, fed, err)
-	}
-	return e.Value(), nil
+	return b.get(ctx, receiptBucket(fed), participant)
 }
