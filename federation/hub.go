@@ -287,14 +287,19 @@ func (f *fedRun) restore(ctx context.Context) (RoundState, error) {
 	return st, f.putState(ctx, st)
 }
 
-// publishInitial stores a new federation's initial model g, signed, and names it as
-// version r0. Rounds publish through release.
-func (f *fedRun) publishInitial(ctx context.Context, g *GlobalModel) (string, error) {
+// storeModel signs g and stores it (with retries); it returns its hash.
+func (f *fedRun) storeModel(ctx context.Context, g *GlobalModel) (string, error) {
 	data, err := g.SignedBytes(f.h.key)
 	if err != nil {
 		return "", fmt.Errorf("federation %s: sign model: %w", f.cfg.Name, err)
 	}
-	hash, err := retry(ctx, f.log, "put model", func() (string, error) { return f.h.tr.PutModel(ctx, f.cfg.Name, data) })
+	return retry(ctx, f.log, "put model", func() (string, error) { return f.h.tr.PutModel(ctx, f.cfg.Name, data) })
+}
+
+// publishInitial stores a new federation's initial model g, signed, and names it as
+// version r0. Rounds publish through release.
+func (f *fedRun) publishInitial(ctx context.Context, g *GlobalModel) (string, error) {
+	hash, err := f.storeModel(ctx, g)
 	if err != nil {
 		return "", err
 	}

@@ -37,11 +37,7 @@ type releasing struct {
 // (blobRelease, with the optimizer's new state), records the round in the ledger and
 // names the model by its version, in that order. It returns the model's hash.
 func (f *fedRun) release(ctx context.Context, st RoundState, in ModelHeader, out *GlobalModel, c *collected, privacy *dp.Report) (string, error) {
-	data, err := out.SignedBytes(f.h.key)
-	if err != nil {
-		return "", fmt.Errorf("federation %s: sign model: %w", f.cfg.Name, err)
-	}
-	hash, err := retry(ctx, f.log, "put model", func() (string, error) { return f.h.tr.PutModel(ctx, f.cfg.Name, data) })
+	hash, err := f.storeModel(ctx, out)
 	if err != nil {
 		return "", err
 	}
