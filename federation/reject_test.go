@@ -13,13 +13,19 @@ import (
 
 func signedUpdate(t *testing.T, key ed25519.PrivateKey, participant string, round uint64, dim int, nonce byte) []byte {
 	t.Helper()
+	return signedUpdateFrom(t, key, participant, round, round, dim, nonce)
+}
+
+// signedUpdateFrom is a zero update for round trained from the model of round base.
+func signedUpdateFrom(t *testing.T, key ed25519.PrivateKey, participant string, round, base uint64, dim int, nonce byte) []byte {
+	t.Helper()
 	c := compress.Codec{Kind: compress.None}
 	c.SetDefaults()
 	payload, err := compress.Encode(c, make([]float32, dim), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	u := federation.Update{Federation: fedName, Round: round, BaseRound: round, Participant: participant, Samples: 10, Payload: payload}
+	u := federation.Update{Federation: fedName, Round: round, BaseRound: base, Participant: participant, Samples: 10, Payload: payload}
 	u.Nonce[0] = nonce
 	u.Sign(key)
 	return u.Marshal()
