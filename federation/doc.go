@@ -48,11 +48,21 @@
 // a closed phase counts only the gateways its record names and must rebuild exactly what
 // was published (else the round is abandoned, never re-decided), so a restart cannot
 // widen a survivor set the gateways have already acted on. Gateways keep their round
-// state in memory and resend nothing.
+// state in memory and resend nothing. A round's release is committed (a hub-only blob
+// naming the stored model, its ledger record and the server optimizer's state) before it
+// is recorded and versioned: a hub restarted after the commit completes that release, so
+// it never publishes a second model for a round, spends privacy twice or steps FedAdam
+// twice.
+//
+// Receipts: after each round the hub tells each target, and each member it rejected a
+// message from, what became of its part (used, rejected and why, missing, abandoned and
+// why). A member can read only its own receipt (transport permissions); receipts tell
+// members nothing about each other.
 //
 // What leaks, always: the set of participants of each round, timing and message sizes,
 // the aggregate (the new global model), and, without secure aggregation, every update
 // and its sample count to the hub. With secure aggregation a gateway reports no sample
-// count; with secagg.sample_cap the hub learns the sum of the survivors' capped counts. Without DP, the global model can leak
-// information about rare events in one factory's data (membership inference).
+// count; with secagg.sample_cap the hub learns the sum of the survivors' capped counts.
+// Without DP, the global model can leak information about rare events in one factory's
+// data (membership inference).
 package federation
