@@ -31,7 +31,7 @@ const (
 // millwright_federation_secagg_failures_total.
 const (
 	SecAggFailParams       = "params"                 // the round does not fit the parameters
-	SecAggFailResume       = "resume"                 // a restarted hub cannot rebuild what it had published
+	SecAggFailResume       = "resume"                 // a restarted hub cannot rebuild what it had published, or the round was opened without secagg
 	SecAggFailKeys         = "too_few_keys"           // fewer than t gateways advertised keys
 	SecAggFailShares       = "too_few_shares"         // fewer than t shared keys
 	SecAggFailInputs       = "too_few_inputs"         // fewer than t masked inputs
@@ -91,25 +91,23 @@ func (f *fedRun) secaggRound(ctx context.Context, st RoundState) (RoundState, er
 	if err != nil {
 		return fail(SecAggFailParams, "secure aggregation parameters", "err", err)
 	}
-	// The round was opened with its secure-aggregation state (open), so st.SecAgg is set;
-	// past the first phase, the hub restarted in the middle of the round.
-	closed := 0 // phases closed before a restart
-	if st.SecAgg != nil {
-		if err := sameSecAggRound(st.SecAgg, sa); err != nil {
-			return fail(SecAggFailResume, "interrupted round does not match the configuration", "err", err)
-		}
-		sa = st.SecAgg
-		// A restarted hub gives the open phase a fresh deadline once a phase has closed
-		// (the gateways wait for the next one) or the round's has passed.
-		if closed = slices.Index(secaggPhases, sa.Phase); closed > 0 || time.Now().After(st.Deadline) {
-			st.Deadline = time.Now().Add(f.cfg.RoundTimeout).UTC()
-			f.log.Info("secure aggregation resumed", "round", st.Round, "phase", sa.Phase)
-		}
-	} else {
-		st.SecAgg = sa
-		if err := f.putState(ctx, st); err != nil {
-			return st, err
-		}
+	// open puts the secure-aggregation state in the round state from the first write
+	// (with the distributed DP noise the gateways add); a round without it was opened
+	// under a configuration without secure aggregation, before a restart, and cannot run
+	// as one. Past the first phase, the hub restarted in the middle of the round.
+	if st.SecAgg == nil {
+		return fail(SecAggFailResume, "round was opened without secure aggregation (the configuration changed)")
+	}
+	if err := sameSecAggRound(st.SecAgg, sa); err != nil {
+		return fail(SecAggFailResume, "interrupted round does not match the configuration", "err", err)
+	}
+	sa = st.SecAgg
+	// A restarted hub gives the open phase a fresh deadline once a phase has closed (the
+	// gateways wait for the next one) or the round's has passed.
+	closed := slices.Index(secaggPhases, sa.Phase)
+	if closed > 0 || time.Now().After(st.Deadline) {
+		st.Deadline = time.Now().Add(f.cfg.RoundTimeout).UTC()
+		f.log.Info("secure aggregation resumed", "round", st.Round, "phase", sa.Phase)
 	}
 	contributors, err := secaggContributors(sa, closed)
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/millwright-io/millwright/federation"
+	"github.com/millwright-io/millwright/federation/dp"
 	"github.com/millwright-io/millwright/federation/secagg"
 )
 
@@ -553,4 +554,35 @@ func TestSecAggRestartAfterMessagesAgedOut(t *testing.T) {
 		t.Fatalf("round 2: %+v", r)
 	}
 	checkMean(t, e.hub, dim, r.Used, r) // from round 0's model: round 1 changed nothing
+}
+
+// TestSecAggTurnedOnAcrossARestart: a round opened without secure aggregation, by a hub
+// restarted with it, is abandoned (it cannot run as one: the gateways were not told, and
+// with distributed DP they would add no noise); the next round opens with its secure-
+// aggregation state and the gateways' noise, and completes.
+func TestSecAggTurnedOnAcrossARestart(t *testing.T) {
+	const n, dim = 3, 16
+	e := newEnv(t, n, false)
+	plain := fedConfig(n, dim)
+	h := startHub(t, e.hub, plain)
+	if st := waitRound(t, e.hub, 1); st.SecAgg != nil {
+		t.Fatalf("plain round 1 opened with secure aggregation: %+v", st)
+	}
+	h.stop()
+	fc := secaggConfig(n, dim)
+	fc.Rounds = 2
+	fc.DP = dp.Config{Enabled: true, ClipNorm: 1, NoiseMultiplier: 1, Noise: dp.NoiseDistributed, EpsilonLimit: 100}
+	h = startHub(t, e.hub, fc)
+	if r := h.next(t); r.Round != 1 || r.Outcome != "abandoned" || r.Reason != federation.SecAggFailResume {
+		t.Fatalf("round 1 after turning secure aggregation on: %+v; want abandoned, resume", r)
+	}
+	if st := roundState(t, e.hub); st.Round != 2 || st.SecAgg == nil || !(st.Noise > 0) {
+		t.Fatalf("round 2: %+v; want its secure-aggregation state and the gateways' noise", st)
+	}
+	for i := range n {
+		e.gateway(t, i, &pullTrainer{target: target(i, dim), samples: 10})
+	}
+	if r := h.next(t); r.Round != 2 || r.Outcome != "aggregated" || len(r.Used) != n {
+		t.Fatalf("round 2: %+v", r)
+	}
 }
