@@ -89,20 +89,22 @@ func (r RoundReport) Receipts() map[string]Receipt {
 	return out
 }
 
-// sendReceipts writes the receipts of a closed round. They tell gateways what the hub's
+// sendReceipts writes the receipts of a closed round to the members they concern. They tell gateways what the hub's
 // logs say; a failure to write them is logged and counted, and the round stands.
 func (f *fedRun) sendReceipts(ctx context.Context, r RoundReport) {
-	rs := r.Receipts()
-	if len(rs) == 0 {
-		return
-	}
-	enc := make(map[string][]byte, len(rs))
-	for name, rc := range rs {
+	enc := map[string][]byte{}
+	for name, rc := range r.Receipts() {
+		if _, member := f.members[name]; !member {
+			continue // a rejected message that named no member (malformed, forged): nobody to tell
+		}
 		b, err := json.Marshal(rc)
 		if err != nil {
 			continue // cannot happen: plain strings and numbers
 		}
 		enc[name] = b
+	}
+	if len(enc) == 0 {
+		return
 	}
 	if err := f.h.tr.PutReceipts(ctx, f.cfg.Name, enc); err != nil && ctx.Err() == nil {
 		f.h.m.receipts.Inc()

@@ -36,7 +36,8 @@ func receipt(t *testing.T, tr federation.Transport, participant string, round ui
 // TestRoundReceipts: after each round, every target and every member whose message was
 // rejected can read, on its own connection, what became of its part: used (with the
 // round's model), rejected (with the hub's reason), missing (nothing arrived by the
-// deadline) or abandoned (with why the round closed without a model).
+// deadline) or abandoned (with why the round closed without a model). A malformed message
+// that names no member stops no receipt from being written.
 func TestRoundReceipts(t *testing.T) {
 	const n, dim = 3, 16
 	e := newEnv(t, n, false)
@@ -58,9 +59,13 @@ func TestRoundReceipts(t *testing.T) {
 	if err := e.gatewayBus(2).PublishUpdate(ctx, fedName, 1, "g2", signedUpdate(t, gatewayKey(2), "g2", 7, dim, 1)); err != nil {
 		t.Fatal(err)
 	}
+	// Bytes that name no participant are rejected too, and concern no member's receipt.
+	if err := e.hub.PublishUpdate(ctx, fedName, 1, "g1", []byte("not an update")); err != nil {
+		t.Fatal(err)
+	}
 	r := h.next(t)
-	if r.Outcome != "aggregated" || len(r.Used) != 2 {
-		t.Fatalf("round 1: %+v", r)
+	if r.Outcome != "aggregated" || len(r.Used) != 2 || len(r.Rejected) != 2 {
+		t.Fatalf("round 1: %+v; want g0 and g1 used, g2's and the malformed message rejected", r)
 	}
 	for i, want := range []federation.Receipt{
 		{Outcome: federation.ReceiptUsed, Model: r.Model},
