@@ -503,50 +503,6 @@ func (f *fedRun) notify(r RoundReport) {
 	}
 }
 
-// feed is the stream of one round's update messages, read by one goroutine it owns.
-type feed struct {
-	ch     chan []byte
-	done   chan error
-	cancel context.CancelFunc
-}
-
-// feed starts reading round's messages from the transport. The hand-off is bounded: the
-// consumer blocks (JetStream holds the rest) while the round loop is busy; nothing is
-// dropped. close stops the reader and waits for it.
-func (f *fedRun) feed(ctx context.Context, round uint64) *feed {
-	cctx, cancel := context.WithCancel(ctx)
-	fd := &feed{ch: make(chan []byte, maxPendingPerMember*len(f.cfg.Members)), done: make(chan error, 1), cancel: cancel}
-	go func() {
-		fd.done <- f.h.tr.Updates(cctx, f.cfg.Name, round, func(b []byte) {
-			select {
-			case fd.ch <- b:
-			case <-cctx.Done():
-			}
-		})
-	}()
-	return fd
-}
-
-func (fd *feed) close() { fd.cancel(); <-fd.done }
-
-// next returns the next message, or nil when deadline passes first.
-func (fd *feed) next(ctx context.Context, deadline <-chan time.Time) ([]byte, error) {
-	select {
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	case err := <-fd.done:
-		fd.done <- err // for close
-		if err == nil {
-			err = errors.New("update consumer stopped")
-		}
-		return nil, err
-	case <-deadline:
-		return nil, nil
-	case b := <-fd.ch:
-		return b, nil
-	}
-}
-
 // collect receives the round's updates until every target has answered, or until the
 // deadline once the quorum is reached (or not: the caller abandons the round).
 func (f *fedRun) collect(ctx context.Context, st RoundState) (*collected, error) {
@@ -560,14 +516,14 @@ func (f *fedRun) collect(ctx context.Context, st RoundState) (*collected, error)
 		targets[t] = true
 	}
 	for len(c.updates) < len(st.Targets) {
-		b, err := fd.next(ctx, timer.C)
+		m, err := fd.next(ctx, timer.C)
 		if err != nil {
 			return nil, fmt.Errorf("federation %s round %d: %w", f.cfg.Name, st.Round, err)
 		}
-		if b == nil {
+		if m == nil {
 			return c, nil
 		}
-		f.handle(st, targets, c, b)
+		f.handle(st, targets, c, m)
 	}
 	return c, nil
 }
@@ -583,10 +539,10 @@ func (f *fedRun) rejecter(round uint64, into *[]Rejection) rejectFunc {
 	}
 }
 
-// verify decodes a message of the round and checks who sent it: signature, federation,
+// verify checks a decoded message of the round and who sent it: signature, federation,
 // membership and key, round, staleness and selection. It returns nil after rejecting.
-func (f *fedRun) verify(st RoundState, targets map[string]bool, reject rejectFunc, b []byte) *Update {
-	u, err := DecodeUpdate(b)
+func (f *fedRun) verify(st RoundState, targets map[string]bool, reject rejectFunc, m *message) *Update {
+	u, err := m.u, m.err
 	if errors.Is(err, ErrBadSignature) {
 		reject("", RejectBadSignature, err.Error())
 		return nil
@@ -617,9 +573,9 @@ func (f *fedRun) verify(st RoundState, targets map[string]bool, reject rejectFun
 
 // handle verifies one update message; it is idempotent (a redelivered message is
 // recognised by its id and changes nothing).
-func (f *fedRun) handle(st RoundState, targets map[string]bool, c *collected, b []byte) {
+func (f *fedRun) handle(st RoundState, targets map[string]bool, c *collected, m *message) {
 	reject := f.rejecter(st.Round, &c.rejects)
-	u := f.verify(st, targets, reject, b)
+	u := f.verify(st, targets, reject, m)
 	if u == nil {
 		return
 	}
@@ -635,19 +591,19 @@ func (f *fedRun) handle(st RoundState, targets map[string]bool, c *collected, b 
 	case c.nonces[u.Nonce] != "":
 		reject(u.Participant, RejectNonceReuse, "nonce already used in this round")
 	default:
-		delta, kind, err := compress.Decode(u.Payload, f.cfg.Architecture.Params)
+		delta, kind := m.delta, m.kind
 		switch {
-		case err != nil:
-			reject(u.Participant, RejectBadPayload, err.Error())
+		case m.derr != nil:
+			reject(u.Participant, RejectBadPayload, m.derr.Error())
 		case len(delta) != f.cfg.Architecture.Params:
 			reject(u.Participant, RejectBadPayload, fmt.Sprintf("%d parameters; expected %d", len(delta), f.cfg.Architecture.Params))
 		case !slices.ContainsFunc(st.Codecs, func(cd compress.Codec) bool { return cd.Kind == kind }):
 			reject(u.Participant, RejectBadPayload, fmt.Sprintf("codec %q was not offered", kind))
 		default:
 			c.updates[u.Participant], c.deltas[u.Participant], c.nonces[u.Nonce] = u, delta, u.ID()
-			c.bytes += len(b)
+			c.bytes += len(m.b)
 			f.h.m.updates.WithLabelValues(resultAccepted).Inc()
-			f.h.m.bytes.Add(float64(len(b)))
+			f.h.m.bytes.Add(float64(len(m.b)))
 		}
 	}
 }

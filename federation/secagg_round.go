@@ -132,14 +132,14 @@ func (f *fedRun) secaggRound(ctx context.Context, st RoundState) (RoundState, er
 		timer := time.NewTimer(time.Until(st.Deadline))
 		defer timer.Stop()
 		for len(accepted[i]) < want {
-			b, err := fd.next(ctx, timer.C)
+			msg, err := fd.next(ctx, timer.C)
 			if err != nil {
 				return false, fmt.Errorf("federation %s round %d: %w", f.cfg.Name, st.Round, err)
 			}
-			if b == nil {
+			if msg == nil {
 				return false, nil
 			}
-			u := f.verify(st, targets, reject, b)
+			u := f.verify(st, targets, reject, msg)
 			if u == nil {
 				continue
 			}
@@ -173,9 +173,9 @@ func (f *fedRun) secaggRound(ctx context.Context, st RoundState) (RoundState, er
 				continue
 			}
 			accepted[i][u.Participant] = u
-			report.Bytes += len(b)
+			report.Bytes += len(msg.b)
 			f.h.m.updates.WithLabelValues(resultAccepted).Inc()
-			f.h.m.bytes.Add(float64(len(b)))
+			f.h.m.bytes.Add(float64(len(msg.b)))
 		}
 		return true, nil
 	}

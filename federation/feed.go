@@ -1,0 +1,98 @@
+package federation
+
+import (
+	"context"
+	"errors"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/millwright-io/millwright/federation/compress"
+)
+
+// feed is the stream of one round's update messages, read by one goroutine it owns and
+// decoded, signature checked, by up to GOMAXPROCS workers while the round loop handles
+// the messages before them: the checks are pure, and a round's last few updates often
+// arrive together, so the round's end waits for them in parallel instead of one by one.
+// Messages come out in the order they were received.
+type feed struct {
+	ch      chan *message
+	done    chan error
+	cancel  context.CancelFunc
+	workers sync.WaitGroup
+}
+
+// message is one received update message and what decoding it found. ready is closed
+// once u, err, delta, kind and derr are set.
+type message struct {
+	b     []byte
+	u     *Update // the decoded update, its signature checked; nil when err is set
+	err   error   // DecodeUpdate's error
+	delta []float32
+	kind  string // the payload's codec, decoded (only for a KindDelta update)
+	derr  error  // compress.Decode's error
+	ready chan struct{}
+}
+
+// decode decodes m.b and, for a plain update, its payload of at most maxParams values.
+func (m *message) decode(maxParams int) {
+	defer close(m.ready)
+	if m.u, m.err = DecodeUpdate(m.b); m.err == nil && m.u.Kind == KindDelta {
+		m.delta, m.kind, m.derr = compress.Decode(m.u.Payload, maxParams)
+	}
+}
+
+// feed starts reading round's messages from the transport. The hand-off is bounded: the
+// consumer blocks (JetStream holds the rest) while the workers or the round loop are
+// busy; nothing is dropped. close stops the reader and waits for it and the workers.
+func (f *fedRun) feed(ctx context.Context, round uint64) *feed {
+	cctx, cancel := context.WithCancel(ctx)
+	fd := &feed{ch: make(chan *message, maxPendingPerMember*len(f.cfg.Members)), done: make(chan error, 1), cancel: cancel}
+	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
+	maxParams := f.cfg.Architecture.Params
+	go func() {
+		fd.done <- f.h.tr.Updates(cctx, f.cfg.Name, round, func(b []byte) {
+			m := &message{b: b, ready: make(chan struct{})}
+			select {
+			case sem <- struct{}{}:
+			case <-cctx.Done():
+				return
+			}
+			fd.workers.Go(func() {
+				defer func() { <-sem }()
+				m.decode(maxParams)
+			})
+			select {
+			case fd.ch <- m:
+			case <-cctx.Done():
+			}
+		})
+	}()
+	return fd
+}
+
+func (fd *feed) close() { fd.cancel(); <-fd.done; fd.workers.Wait() }
+
+// next returns the next message, decoded, or nil when deadline passes first.
+func (fd *feed) next(ctx context.Context, deadline <-chan time.Time) (*message, error) {
+	var m *message
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case err := <-fd.done:
+		fd.done <- err // for close
+		if err == nil {
+			err = errors.New("update consumer stopped")
+		}
+		return nil, err
+	case <-deadline:
+		return nil, nil
+	case m = <-fd.ch:
+	}
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-m.ready:
+		return m, nil
+	}
+}
