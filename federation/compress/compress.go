@@ -398,6 +398,9 @@ func finite(x float32) bool { return !math.IsNaN(float64(x)) && !math.IsInf(floa
 type Feedback struct {
 	residual  []float32
 	corrected []float32 // scratch: v plus the residual
+	// zero says the residual is all zeros (nothing owed yet, or the last codec was
+	// lossless): v is then encoded as it is, without the pass that adds the residual.
+	zero bool
 }
 
 // Encode adds the residual to v (without changing v), encodes the sum with c and keeps
@@ -405,7 +408,18 @@ type Feedback struct {
 // decode it). Its scratch space is kept for the next call.
 func (f *Feedback) Encode(c Codec, v []float32, r *rand.Rand) ([]byte, error) {
 	if len(f.residual) != len(v) {
-		f.residual = make([]float32, len(v))
+		f.residual, f.zero = make([]float32, len(v)), true
+	}
+	if f.zero {
+		if c.Kind == None { // lossless: the residual stays zero
+			return encode(c, v, r, nil)
+		}
+		if models.NonFinite32(v) >= 0 { // refused before encode writes a residual
+			return nil, notFinite(v)
+		}
+		b, err := encode(c, v, r, f.residual)
+		f.zero = false
+		return b, err
 	}
 	if len(f.corrected) != len(v) {
 		f.corrected = make([]float32, len(v))
@@ -422,6 +436,7 @@ func (f *Feedback) Encode(c Codec, v []float32, r *rand.Rand) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	f.zero = c.Kind == None
 	return b, nil
 }
 

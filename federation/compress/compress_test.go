@@ -168,12 +168,15 @@ func TestErrorFeedbackCarriesTheResidual(t *testing.T) {
 
 // TestFeedbackResidualIsWhatDecodingLost: the residual the encoder computes while
 // encoding is exactly the corrected input minus what Decode returns, for every kind, over
-// rounds in which the residual feeds back.
+// rounds in which the residual feeds back, and when the codec changes from round to round
+// (a lossless round after lossy ones sends what they owed).
 func TestFeedbackResidualIsWhatDecodingLost(t *testing.T) {
-	for _, c := range []Codec{codec(None, 0), codec(Int8, 0), {Kind: Int8, Chunk: 7}, codec(TopK, 50)} {
+	mixed := []Codec{codec(None, 0), codec(Int8, 0), codec(None, 0), codec(TopK, 50), codec(Int8, 0), codec(None, 0), codec(None, 0)}
+	for _, cs := range [][]Codec{{codec(None, 0)}, {codec(Int8, 0)}, {{Kind: Int8, Chunk: 7}}, {codec(TopK, 50)}, mixed} {
 		var f Feedback
 		r := rand.New(rand.NewPCG(5, 6))
-		for round := range 3 {
+		for round := range max(3, len(cs)) {
+			c := cs[round%len(cs)]
 			v := vec(uint64(10+round), 1001)
 			if round == 1 {
 				clear(v[100:400]) // whole int8 chunks of zeros
@@ -227,6 +230,9 @@ func TestEncodeRefusesNonFinite(t *testing.T) {
 				t.Errorf("%s with %v: %d bytes, %v", c.Kind, bad, len(b), err)
 			}
 			var f Feedback
+			if _, err := f.Encode(c, v, rand.New(rand.NewPCG(1, 1))); err == nil || slices.ContainsFunc(f.Residual(), func(x float32) bool { return x != 0 }) {
+				t.Errorf("%s first feedback round with %v: %v, residual not zero", c.Kind, bad, err)
+			}
 			if _, err := f.Encode(c, vec(4, 600), rand.New(rand.NewPCG(1, 1))); err != nil {
 				t.Fatal(err)
 			}
