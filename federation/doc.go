@@ -52,7 +52,8 @@
 // naming the stored model, its ledger record and the server optimizer's state) before it
 // is recorded and versioned: a hub restarted after the commit completes that release, so
 // it never publishes a second model for a round, spends privacy twice or steps FedAdam
-// twice.
+// twice. The commit names the round's ledger record id (ledger.NameID), so a hub stopped
+// between the record and the version asks its outbox instead of recording again.
 //
 // Receipts: after each round the hub tells each target, and each member it rejected a
 // message from, what became of its part (used, rejected and why, missing, abandoned and

@@ -139,11 +139,21 @@ type hubRun struct {
 
 func startHub(t testing.TB, tr federation.Transport, fcs ...federation.FederationConfig) *hubRun {
 	t.Helper()
+	return startHubRecording(t, tr, nil, fcs...)
+}
+
+// startHubRecording is startHub with the hub's ledger records going to rec (to h.rec, a
+// fakeRecorder, when rec is nil).
+func startHubRecording(t testing.TB, tr federation.Transport, rec ledger.Recorder, fcs ...federation.FederationConfig) *hubRun {
+	t.Helper()
 	cfg := federation.HubConfig{Federations: fcs}
 	cfg.SetDefaults()
 	h := &hubRun{reports: make(chan federation.RoundReport, 100), reg: prometheus.NewRegistry(), rec: &fakeRecorder{}, done: make(chan error, 1)}
+	if rec == nil {
+		rec = h.rec
+	}
 	var err error
-	h.hub, err = federation.NewHub(cfg, tr, hubKey(), federation.HubOptions{Logger: discard, Registerer: h.reg, Recorder: h.rec,
+	h.hub, err = federation.NewHub(cfg, tr, hubKey(), federation.HubOptions{Logger: discard, Registerer: h.reg, Recorder: rec,
 		OnRound: func(r federation.RoundReport) { h.reports <- r }})
 	if err != nil {
 		t.Fatal(err)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 
 	"github.com/millwright-io/millwright/federation/aggregate"
 	"github.com/millwright-io/millwright/federation/dp"
@@ -27,8 +28,11 @@ type releasing struct {
 	Model   string     `json:"model"`  // SHA-256 of the stored model
 	Used    []string   `json:"used"`
 	Privacy *dp.Report `json:"privacy,omitempty"`
-	// Record is the round's ledger record (nil without a recorder).
+	// Record is the round's ledger record (nil without a recorder), and RecordID its id
+	// when the recorder takes one (ledger.IDRecorder): a restarted hub asks whether it was
+	// recorded before the stop instead of recording it again.
 	Record    *ledger.FederatedRound    `json:"record,omitempty"`
+	RecordID  string                    `json:"record_id,omitempty"`
 	Optimizer *aggregate.OptimizerState `json:"optimizer,omitempty"`
 }
 
@@ -42,6 +46,9 @@ func (f *fedRun) release(ctx context.Context, st RoundState, in ModelHeader, out
 		return "", err
 	}
 	rel := releasing{Round: st.Round, Parent: st.Global, Model: hash, Used: out.Header.Participants, Privacy: privacy, Record: f.roundRecord(in, out.Header, hash, c, privacy)}
+	if _, ok := f.h.opts.Recorder.(ledger.IDRecorder); ok && rel.Record != nil {
+		rel.RecordID = ledger.NameID(string(ledger.TypeFederatedRound), ledger.KeyID(f.h.PublicKey()), f.cfg.Name, strconv.FormatUint(st.Round, 10), hash)
+	}
 	if os := f.agg.State(); os.M != nil {
 		rel.Optimizer = &os
 	}
@@ -54,18 +61,15 @@ func (f *fedRun) release(ctx context.Context, st RoundState, in ModelHeader, out
 	}
 	rel.Optimizer = nil // written; the aggregator holds the state
 	f.released = &rel
-	return hash, f.completeRelease(ctx, rel, false)
+	return hash, f.completeRelease(ctx, rel, false, false)
 }
 
-// completeRelease records a committed release in the ledger (unless recorded) and names
+// completeRelease records a committed release in the ledger (unless versioned) and names
 // its model by the round's version. The version is written last: a model under its
-// version has had its ledger record made.
-func (f *fedRun) completeRelease(ctx context.Context, rel releasing, recorded bool) error {
-	if rel.Record != nil && !recorded {
-		if _, err := f.h.opts.Recorder.Record(ctx, *rel.Record); err != nil {
-			f.h.m.ledger.Inc()
-			f.log.Error("federated round not recorded", "round", rel.Round, "err", err)
-		}
+// version has had its ledger record made. resumed says a restarted hub completes it.
+func (f *fedRun) completeRelease(ctx context.Context, rel releasing, versioned, resumed bool) error {
+	if rel.Record != nil && !versioned {
+		f.record(ctx, rel, resumed)
 	}
 	_, err := retry(ctx, f.log, "put version", func() (struct{}, error) {
 		return struct{}{}, f.h.tr.PutVersion(ctx, f.cfg.Name, ModelHeader{Round: rel.Round}.Version(), rel.Model)
@@ -73,9 +77,38 @@ func (f *fedRun) completeRelease(ctx context.Context, rel releasing, recorded bo
 	return err
 }
 
+// record records a released round in the ledger. With a recorder that takes ids, the
+// record's id is the one the release committed, and a restarted hub first asks whether the
+// hub before it made the record (it stopped between the record and the version); if the
+// recorder cannot tell, the round is recorded again under the same id, which the ledger
+// refuses as a conflict if the first one reached it.
+func (f *fedRun) record(ctx context.Context, rel releasing, resumed bool) {
+	var err error
+	if ir, ok := f.h.opts.Recorder.(ledger.IDRecorder); ok && rel.RecordID != "" {
+		if resumed {
+			_, done, cerr := ir.Recorded(ctx, rel.RecordID)
+			if done {
+				f.log.Info("round recorded in the ledger before the restart", "round", rel.Round, "record", rel.RecordID)
+				return
+			}
+			if cerr != nil {
+				f.log.Warn("cannot tell whether the round was recorded before the restart; recording it under the same id", "round", rel.Round, "record", rel.RecordID, "err", cerr)
+			}
+		}
+		_, err = ir.RecordAs(ctx, rel.RecordID, *rel.Record)
+	} else {
+		_, err = f.h.opts.Recorder.Record(ctx, *rel.Record)
+	}
+	if err != nil {
+		f.h.m.ledger.Inc()
+		f.log.Error("federated round not recorded", "round", rel.Round, "err", err)
+	}
+}
+
 // resumeRelease finishes the release of round st.Round that a previous hub committed and
-// did not complete before it stopped. A model already under its version was recorded: a
-// second record is made only when the hub stopped between the record and the version.
+// did not complete before it stopped. A model already under its version was recorded; one
+// that is not may have been (the hub stopped between the record and the version): record
+// asks the recorder.
 func (f *fedRun) resumeRelease(ctx context.Context, st RoundState, rel releasing) error {
 	v, err := retry(ctx, f.log, "get version", func() (string, error) {
 		v, err := f.h.tr.GetVersion(ctx, f.cfg.Name, ModelHeader{Round: rel.Round}.Version())
@@ -88,7 +121,7 @@ func (f *fedRun) resumeRelease(ctx context.Context, st RoundState, rel releasing
 		return err
 	}
 	f.log.Info("round's release committed before a restart, completing it", "round", st.Round, "model", rel.Model, "versioned", v == rel.Model)
-	return f.completeRelease(ctx, rel, v == rel.Model)
+	return f.completeRelease(ctx, rel, v == rel.Model, true)
 }
 
 // loadRelease reads the last committed release and restores the server optimizer's state

@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
+	"errors"
+	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
@@ -13,6 +15,9 @@ import (
 	"github.com/millwright-io/millwright/federation/aggregate"
 	"github.com/millwright-io/millwright/federation/dp"
 	"github.com/millwright-io/millwright/federation/secagg"
+	"github.com/millwright-io/millwright/internal/servicetest"
+	"github.com/millwright-io/millwright/ledger"
+	"github.com/millwright-io/millwright/ledger/local"
 )
 
 // crashingTransport is a transport on which the hub "dies" at one point of releasing round
@@ -20,6 +25,7 @@ import (
 // stopped). The points, in the order the hub reaches them:
 //   - crashBeforeCommit: round 1's model is stored, its release is not committed;
 //   - crashAfterCommit: the release is committed, not yet recorded or versioned;
+//   - crashBeforeVersion: the model is recorded in the ledger, not yet named r1;
 //   - crashAfterVersion: the model is recorded and named r1, round 2 is not opened.
 type crashingTransport struct {
 	federation.Transport
@@ -31,9 +37,10 @@ type crashingTransport struct {
 }
 
 const (
-	crashBeforeCommit = "before the release is committed"
-	crashAfterCommit  = "after the release is committed"
-	crashAfterVersion = "after the model is versioned"
+	crashBeforeCommit  = "before the release is committed"
+	crashAfterCommit   = "after the release is committed"
+	crashBeforeVersion = "between the ledger record and the version"
+	crashAfterVersion  = "after the model is versioned"
 )
 
 func newCrashingTransport(tr federation.Transport, at string) *crashingTransport {
@@ -78,8 +85,8 @@ func (c *crashingTransport) PutBlob(ctx context.Context, fed, name string, data 
 }
 
 func (c *crashingTransport) PutVersion(ctx context.Context, fed, version, hash string) error {
-	crash := version == "r1" && c.at == crashAfterVersion
-	return c.write(ctx, crash, false, func() error { return c.Transport.PutVersion(ctx, fed, version, hash) })
+	crash := version == "r1" && (c.at == crashAfterVersion || c.at == crashBeforeVersion)
+	return c.write(ctx, crash, c.at == crashBeforeVersion, func() error { return c.Transport.PutVersion(ctx, fed, version, hash) })
 }
 
 func (c *crashingTransport) PutRound(ctx context.Context, fed string, state []byte) error {
@@ -90,8 +97,14 @@ func (c *crashingTransport) PutRound(ctx context.Context, fed string, state []by
 // member of fc answering (pullTrainer), until the crash; it returns the stopped hub.
 func crashWhileReleasing(t *testing.T, e *env, fc federation.FederationConfig, at string) (*hubRun, *crashingTransport) {
 	t.Helper()
+	return crashRecording(t, e, nil, fc, at)
+}
+
+// crashRecording is crashWhileReleasing with the hub's ledger records going to rec.
+func crashRecording(t *testing.T, e *env, rec ledger.Recorder, fc federation.FederationConfig, at string) (*hubRun, *crashingTransport) {
+	t.Helper()
 	crash := newCrashingTransport(e.hub, at)
-	h := startHub(t, crash, fc)
+	h := startHubRecording(t, crash, rec, fc)
 	for i := range fc.Members {
 		e.gateway(t, i, &pullTrainer{target: target(i, fc.Architecture.Params), samples: 10})
 	}
@@ -198,6 +211,92 @@ func TestHubRestartWhileReleasing(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestHubRestartBetweenRecordAndVersion stops the hub after it recorded round 1 in the
+// ledger (through the real outbox, into a local ledger) and before it named the model r1,
+// with the record still waiting in the outbox, then restarts the hub and the outbox as
+// after a power cut: the restarted hub finds the record by the id its release committed
+// and does not record the round again; the ledger ends with one record per round and the
+// outbox refused nothing.
+func TestHubRestartBetweenRecordAndVersion(t *testing.T) {
+	const n, dim = 3, 32
+	e := newEnv(t, n, false)
+	fc := fedConfig(n, dim)
+	fc.Rounds = 2
+	dir := t.TempDir()
+	lg, err := local.Open(filepath.Join(dir, "ledger"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = lg.Close() })
+	signer, err := ledger.NewSigner(hubKey(), "hub", "oem")
+	if err != nil {
+		t.Fatal(err)
+	}
+	backend := &gatedBackend{Querier: lg, open: make(chan struct{})}
+	outbox := func() (*ledger.Outbox, func()) {
+		o, err := ledger.Open(ledger.Config{Dir: filepath.Join(dir, "outbox"), Site: "oem-hub", RetryInitial: time.Millisecond, RetryMax: 10 * time.Millisecond}, signer, backend)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- o.Run(ctx) }()
+		return o, func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Error(err)
+			}
+			_ = o.Close()
+		}
+	}
+	o1, stop1 := outbox()
+	_, crash := crashRecording(t, e, o1, fc, crashBeforeVersion)
+	if st := o1.Stats(); st.Pending != 1 {
+		t.Fatalf("outbox before the restart: %+v; want round 1's record waiting", st)
+	}
+	stop1()
+
+	o2, stop2 := outbox()
+	defer stop2()
+	h := startHubRecording(t, e.hub, o2, fc)
+	r1, r2 := h.next(t), h.next(t)
+	if r1.Round != 1 || r1.Model != crash.model || r2.Round != 2 || r2.Outcome != "aggregated" {
+		t.Fatalf("after the restart: %+v, %+v; want round 1 released with %s, then round 2", r1, r2, crash.model)
+	}
+	close(backend.open)
+	servicetest.WaitFor(t, 10*time.Second, "records anchored", func() bool { return o2.Stats().Pending == 0 })
+	recs, err := lg.Query(context.Background(), ledger.Query{Type: ledger.TypeFederatedRound})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rounds []int64
+	for _, rec := range recs {
+		b, err := rec.DecodeBody()
+		if err != nil {
+			t.Fatal(err)
+		}
+		rounds = append(rounds, b.(ledger.FederatedRound).Round)
+	}
+	if !slices.Equal(rounds, []int64{1, 2}) || o2.Stats().Rejected != 0 {
+		t.Errorf("ledger records of rounds %v, %d refused by the ledger; want [1 2] and none", rounds, o2.Stats().Rejected)
+	}
+}
+
+// gatedBackend holds every record back (a transient error) until open is closed.
+type gatedBackend struct {
+	ledger.Querier
+	open chan struct{}
+}
+
+func (g *gatedBackend) Anchor(ctx context.Context, rec ledger.Record) error {
+	select {
+	case <-g.open:
+		return g.Querier.Anchor(ctx, rec)
+	default:
+		return errors.New("ledger not reachable yet")
 	}
 }
 

@@ -35,6 +35,20 @@ type Recorder interface {
 	Record(ctx context.Context, body Body) (Record, error)
 }
 
+// IDRecorder is a Recorder whose caller chooses a record's id (NameID of what the record
+// is about) and can ask later, after a crash for instance, whether that record was made:
+// an event is then recorded once even when the caller cannot tell whether its last
+// Record call went through.
+type IDRecorder interface {
+	Recorder
+	// RecordAs is Record with the record's id set to id, a UUID.
+	RecordAs(ctx context.Context, id string, body Body) (Record, error)
+	// Recorded returns the record with id if this recorder queued it: still waiting for
+	// the backend, or anchored. ok is false when there is none; an error means it could
+	// not tell (the backend did not answer).
+	Recorded(ctx context.Context, id string) (rec Record, ok bool, err error)
+}
+
 // Backend is where records are anchored: a Fabric channel or the local hash-chained file.
 type Backend interface {
 	// Anchor stores rec. It is idempotent: a record whose id is already anchored with the

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -140,10 +141,12 @@ type cursorFile struct {
 	Head       string `json:"head"`
 }
 
-// entry is one queued record not yet anchored: where its line is in the queue file.
+// entry is one queued record not yet anchored: where its line is in the queue file, and
+// its id.
 type entry struct {
 	off int64
 	n   int64
+	id  string
 }
 
 // Outbox is the durable local queue of signed records in front of a ledger Backend. It
@@ -290,7 +293,15 @@ func (o *Outbox) scan() error {
 			break
 		}
 		if off >= o.acked {
-			o.pending = append(o.pending, entry{off: off, n: int64(len(line))})
+			var h struct {
+				Header struct {
+					ID string `json:"id"`
+				} `json:"header"`
+			}
+			if err := json.Unmarshal(payload, &h); err != nil {
+				return fmt.Errorf("%s: record at offset %d: %w", o.f.Name(), off, err)
+			}
+			o.pending = append(o.pending, entry{off: off, n: int64(len(line)), id: h.Header.ID})
 			o.pendBytes += int64(len(line))
 		}
 		sum := sha256.Sum256(payload)
@@ -331,6 +342,51 @@ func appendLine(dst, payload []byte) []byte {
 
 // Record implements Recorder.
 func (o *Outbox) Record(ctx context.Context, body Body) (Record, error) {
+	return o.record(ctx, NewID(), body)
+}
+
+// RecordAs implements IDRecorder.
+func (o *Outbox) RecordAs(ctx context.Context, id string, body Body) (Record, error) {
+	if !uuidRE.MatchString(id) {
+		return Record{}, fmt.Errorf("ledger record: id %q is not a lower-case UUID", id)
+	}
+	return o.record(ctx, id, body)
+}
+
+// Recorded implements IDRecorder: it looks for id among the records waiting in the queue,
+// then asks the backend.
+func (o *Outbox) Recorded(ctx context.Context, id string) (Record, bool, error) {
+	o.mu.Lock()
+	if o.closed {
+		o.mu.Unlock()
+		return Record{}, false, ErrClosed
+	}
+	i := slices.IndexFunc(o.pending, func(e entry) bool { return e.id == id })
+	var payload []byte
+	var err error
+	if i >= 0 {
+		payload, err = o.read(o.pending[i])
+	}
+	o.mu.Unlock()
+	switch {
+	case err != nil:
+		return Record{}, false, err
+	case i >= 0:
+		rec, err := DecodeRecord(payload)
+		return rec, err == nil, err
+	}
+	// Not waiting: anchored already (acknowledged after the backend took it), or never made.
+	rec, err := o.backend.Get(ctx, id)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return Record{}, false, nil
+	case err != nil:
+		return Record{}, false, fmt.Errorf("ledger record %s: %w", id, err)
+	}
+	return rec, true, nil
+}
+
+func (o *Outbox) record(ctx context.Context, id string, body Body) (Record, error) {
 	if err := ctx.Err(); err != nil {
 		return Record{}, err
 	}
@@ -350,7 +406,7 @@ func (o *Outbox) Record(ctx context.Context, body Body) (Record, error) {
 		return Record{}, ErrClosed
 	}
 	rec, err := o.signer.Sign(Record{Header: Header{
-		ID:              NewID(),
+		ID:              id,
 		SchemaVersion:   SchemaVersion,
 		Type:            body.Type(),
 		Time:            o.now().UTC(),
@@ -380,7 +436,7 @@ func (o *Outbox) Record(ctx context.Context, body Body) (Record, error) {
 		_ = o.f.Truncate(o.size)
 		return Record{}, fmt.Errorf("ledger record %s: fsync outbox: %w", body.Type(), err)
 	}
-	o.pending = append(o.pending, entry{off: o.size, n: int64(len(line))})
+	o.pending = append(o.pending, entry{off: o.size, n: int64(len(line)), id: id})
 	o.size += int64(len(line))
 	o.pendBytes += int64(len(line))
 	sum := sha256.Sum256(payload)
@@ -464,15 +520,24 @@ func (o *Outbox) front() (entry, []byte, bool, error) {
 		return entry{}, nil, false, nil
 	}
 	e := o.pending[0]
+	payload, err := o.read(e)
+	if err != nil {
+		return e, nil, false, err
+	}
+	return e, payload, true, nil
+}
+
+// read returns the record JSON of a queued record; o.mu is held.
+func (o *Outbox) read(e entry) ([]byte, error) {
 	line := make([]byte, e.n)
 	if _, err := o.f.ReadAt(line, e.off); err != nil {
-		return e, nil, false, fmt.Errorf("ledger outbox: read record at offset %d: %w", e.off, err)
+		return nil, fmt.Errorf("ledger outbox: read record at offset %d: %w", e.off, err)
 	}
 	payload, err := parseLine(line)
 	if err != nil {
-		return e, nil, false, fmt.Errorf("ledger outbox: record at offset %d: %w", e.off, err)
+		return nil, fmt.Errorf("ledger outbox: record at offset %d: %w", e.off, err)
 	}
-	return e, payload, true, nil
+	return payload, nil
 }
 
 // ack marks the front record done: anchored (rejectErr nil) or dead-lettered.

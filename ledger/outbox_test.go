@@ -73,6 +73,9 @@ func (f *fakeBackend) Anchor(ctx context.Context, rec ledger.Record) error {
 func (f *fakeBackend) Get(ctx context.Context, id string) (ledger.Record, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.down {
+		return ledger.Record{}, errDown
+	}
 	for _, r := range f.recs {
 		if r.Header.ID == id {
 			return r, nil
@@ -451,4 +454,54 @@ func TestOutboxRunTwice(t *testing.T) {
 	if err := o.Run(context.Background()); err == nil || !strings.Contains(err.Error(), "Run called twice") {
 		t.Errorf("second Run = %v", err)
 	}
+}
+
+// TestOutboxRecordedFindsARecordByItsID: a record made under a NameID is found again while
+// it waits in the queue (also after the outbox is reopened, as after a crash), and once the
+// backend has it; an id never recorded is not found, and a backend that does not answer is
+// an error, not a "no".
+func TestOutboxRecordedFindsARecordByItsID(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	cfg := testConfig(dir)
+	reg := prometheus.NewRegistry()
+	b := newFake()
+	b.down = true
+	o := start(t, cfg, b, reg)
+	id := ledger.NameID("federated_round", "f1", "7")
+	if id == ledger.NameID("federated_round", "f17", "") || id != ledger.NameID("federated_round", "f1", "7") {
+		t.Fatalf("NameID is not a function of its parts alone: %s", id)
+	}
+	if _, err := o.RecordAs(ctx, "Not-A-UUID", ledger.AlarmDigest{From: t0, To: t0.Add(time.Minute), LogHash: h("x")}); err == nil {
+		t.Error("RecordAs took an id that is not a UUID")
+	}
+	recordN(t, o, 2)
+	body := ledger.AlarmDigest{From: t0, To: t0.Add(time.Hour), Count: 3, LogHash: h("round 7")}
+	made, err := o.RecordAs(ctx, id, body)
+	if err != nil || made.Header.ID != id {
+		t.Fatalf("RecordAs: %s, %v", made.Header.ID, err)
+	}
+	recordN(t, o, 1)
+	check := func(when string, o *ledger.Outbox, up bool) {
+		t.Helper()
+		got, ok, err := o.Recorded(ctx, id)
+		if err != nil || !ok {
+			t.Fatalf("%s: Recorded = %v, %v", when, ok, err)
+		}
+		checkSame(t, []ledger.Record{got}, []ledger.Record{made})
+		if _, ok, err := o.Recorded(ctx, ledger.NameID("federated_round", "f1", "8")); up && (ok || err != nil) {
+			t.Errorf("%s: an id never recorded: %v, %v", when, ok, err)
+		}
+	}
+	check("waiting in the queue", o.Outbox, false)
+	o.stop()
+
+	o2 := start(t, cfg, b, reg)
+	check("waiting in the queue after a reopen", o2.Outbox, false)
+	if _, ok, err := o2.Recorded(ctx, ledger.NameID("x")); ok || !errors.Is(err, errDown) {
+		t.Errorf("an id not waiting, with the backend down: %v, %v; want the backend's error", ok, err)
+	}
+	b.set(func(f *fakeBackend) { f.down = false })
+	servicetest.WaitFor(t, 10*time.Second, "drain", func() bool { return o2.Stats().Pending == 0 })
+	check("anchored", o2.Outbox, true)
 }

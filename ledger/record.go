@@ -3,6 +3,7 @@ package ledger
 import (
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -45,7 +46,9 @@ type Actor struct {
 
 // Header is what every record carries besides its body.
 type Header struct {
-	ID              string    `json:"id"` // random UUID (version 4), lower case
+	// ID is a UUID, lower case: random (version 4, NewID), or derived from what the record
+	// is about (version 8, NameID) when its writer must be able to find it again.
+	ID              string    `json:"id"`
 	SchemaVersion   int64     `json:"schema_version"`
 	Type            Type      `json:"type"`
 	Time            time.Time `json:"time"` // UTC, RFC 3339 with nanoseconds
@@ -83,7 +86,29 @@ func NewID() string {
 	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails
 	b[6] = b[6]&0x0f | 0x40
 	b[8] = b[8]&0x3f | 0x80
-	h := hex.EncodeToString(b[:])
+	return formatUUID(b[:])
+}
+
+// NameID returns the UUID (version 8, RFC 9562) named by parts: the first 122 bits of the
+// SHA-256 of the parts, each length-prefixed, so different parts never name the same id.
+// A writer that derives a record's id from what the record is about (the round, the model)
+// can ask after a crash whether that record was made (IDRecorder).
+func NameID(parts ...string) string {
+	h := sha256.New()
+	for _, p := range parts {
+		var n [8]byte
+		binary.BigEndian.PutUint64(n[:], uint64(len(p)))
+		h.Write(n[:])
+		h.Write([]byte(p))
+	}
+	b := h.Sum(nil)[:16]
+	b[6] = b[6]&0x0f | 0x80
+	b[8] = b[8]&0x3f | 0x80
+	return formatUUID(b)
+}
+
+func formatUUID(b []byte) string {
+	h := hex.EncodeToString(b)
 	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
 }
 
