@@ -307,12 +307,20 @@ func (g *gatedBackend) Anchor(ctx context.Context, rec ledger.Record) error {
 // An optimizer state saved before the commit would step Adam twice and move the model.
 func TestHubRestartStepsOptimizerOnce(t *testing.T) {
 	const n, dim = 3, 32
-	for _, at := range []string{crashBeforeCommit, crashAfterCommit} {
-		t.Run(at, func(t *testing.T) {
+	for _, c := range []struct {
+		at string
+		s  aggregate.Strategy
+	}{
+		{crashBeforeCommit, aggregate.Strategy{Name: aggregate.FedAdam, ServerLR: 0.1}},
+		{crashAfterCommit, aggregate.Strategy{Name: aggregate.FedAdam, ServerLR: 0.1}},
+		{crashAfterCommit, aggregate.Strategy{Name: aggregate.FedAvg, ServerLR: 0.5, ServerMomentum: 0.9}},
+	} {
+		at := c.at
+		t.Run(c.s.Name+"/"+at, func(t *testing.T) {
 			e := newEnv(t, n, false)
 			fc := fedConfig(n, dim)
 			fc.Rounds = 1
-			fc.Strategy = aggregate.Strategy{Name: aggregate.FedAdam, ServerLR: 0.1}
+			fc.Strategy = c.s
 			_, crash := crashWhileReleasing(t, e, fc, at)
 			stored := crash.model
 			r := startHub(t, e.hub, fc).next(t)

@@ -60,7 +60,7 @@ var ErrTooFewUpdates = errors.New("too few usable updates")
 // It is not safe for concurrent use.
 type Aggregator struct {
 	s   Strategy
-	opt *adaptive // nil for rules without server state
+	opt optimizer // nil for rules without server state
 }
 
 // New returns an aggregator for s, which must be valid.
@@ -69,8 +69,11 @@ func New(s Strategy) (*Aggregator, error) {
 		return nil, fmt.Errorf("aggregate: strategy: %w", err)
 	}
 	a := &Aggregator{s: s}
-	if s.Name == FedAdam || s.Name == FedYogi {
+	switch {
+	case s.Name == FedAdam || s.Name == FedYogi:
 		a.opt = &adaptive{yogi: s.Name == FedYogi, cfg: s.Adam}
+	case s.ServerMomentum > 0:
+		a.opt = &momentum{beta: s.ServerMomentum}
 	}
 	return a, nil
 }

@@ -308,6 +308,46 @@ func TestAdaptiveOptimizers(t *testing.T) {
 	}
 }
 
+// TestServerMomentum: FedAvgM's velocity by hand over two rounds (m = step, then
+// β·m + step; x += η·m), its state restored into a new aggregator continues identically,
+// and it is refused with fedadam (its own momentum) and out of [0, 1).
+func TestServerMomentum(t *testing.T) {
+	const beta, lr = 0.9, 0.5
+	for _, name := range []string{FedAvg, FedProx, TrimmedMean} {
+		a := strategy(t, name, func(s *Strategy) { s.ServerLR, s.ServerMomentum = lr, beta })
+		x := []float32{1}
+		want, m := 1.0, 0.0
+		for round, d := range []float32{0.5, -0.2, 0.1} {
+			res, err := a.Aggregate(x, []Update{{Participant: "a", Delta: []float32{d}, Samples: 1}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			m = beta*m + float64(d)
+			want += lr * m
+			if math.Abs(float64(res.Params[0])-want) > 1e-6 {
+				t.Errorf("%s round %d: %v, want %v", name, round, res.Params[0], want)
+			}
+			x = res.Params
+			if round == 1 { // continue on a restored copy
+				b := strategy(t, name, func(s *Strategy) { s.ServerLR, s.ServerMomentum = lr, beta })
+				if err := b.Restore(a.State()); err != nil {
+					t.Fatal(err)
+				}
+				a = b
+			}
+		}
+	}
+	if err := strategy(t, FedAvg, func(s *Strategy) { s.ServerMomentum = 0.9 }).Restore(OptimizerState{M: []float64{1}, V: []float64{1}}); err == nil {
+		t.Error("server momentum accepted second moments")
+	}
+	for _, bad := range []Strategy{{Name: FedAdam, ServerMomentum: 0.9}, {Name: FedAvg, ServerMomentum: 1}, {Name: FedAvg, ServerMomentum: -0.1}} {
+		bad.SetDefaults()
+		if err := bad.Validate(); err == nil || !strings.Contains(err.Error(), "server_momentum") {
+			t.Errorf("%s with server_momentum %v: %v", bad.Name, bad.ServerMomentum, err)
+		}
+	}
+}
+
 func TestOptimizerStateRestore(t *testing.T) {
 	_, ups := byzantineRound(2, 5, 0, 20, "")
 	x := make([]float32, 20)

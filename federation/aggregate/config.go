@@ -42,6 +42,12 @@ type Strategy struct {
 	// ServerLR is the server learning rate η: the new global model is global + η·step.
 	// Default 1 (plain averaging) for every rule except fedadam/fedyogi (default 0.01).
 	ServerLR float64 `yaml:"server_lr"`
+	// ServerMomentum is server momentum β (FedAvgM, Hsu et al. 2019) for every rule but
+	// fedadam and fedyogi, which have their own (adam.beta1): the velocity m ← β·m + step
+	// carries from round to round and the global model moves by η·m, which on its own
+	// scales the step by up to 1/(1−β), so η is usually lowered with it. In [0, 1);
+	// default 0 (off).
+	ServerMomentum float64 `yaml:"server_momentum"`
 	// ProximalMu is FedProx's μ, sent to clients with the round (0: no proximal term). It
 	// does not change aggregation.
 	ProximalMu float64 `yaml:"proximal_mu"`
@@ -137,6 +143,12 @@ func (s Strategy) Validate() error {
 		}
 	}
 	positive("server_lr", s.ServerLR)
+	switch m := s.ServerMomentum; {
+	case !(m >= 0 && m < 1):
+		p.Addf("server_momentum", "%v is out of range; expected [0, 1)", m)
+	case m > 0 && (s.Name == FedAdam || s.Name == FedYogi):
+		p.Addf("server_momentum", "%v with %s, which has its own momentum (adam.beta1); expected 0", m, s.Name)
+	}
 	if s.ProximalMu < 0 || math.IsNaN(s.ProximalMu) || math.IsInf(s.ProximalMu, 0) {
 		p.Addf("proximal_mu", "%v must be a finite number ≥ 0", s.ProximalMu)
 	}

@@ -20,7 +20,7 @@ func TestSampleStrategyLoads(t *testing.T) {
 	if err := s.Validate(); err != nil {
 		t.Fatalf("validate: %v", err)
 	}
-	if s.Name != TrimmedMean || s.Trim != 0.2 || s.Reject.MinCosine == nil || *s.Reject.MinCosine != -0.1 || s.ProximalMu != 0.01 {
+	if s.Name != TrimmedMean || s.Trim != 0.2 || s.Reject.MinCosine == nil || *s.Reject.MinCosine != -0.1 || s.ProximalMu != 0.01 || s.ServerMomentum != 0.5 {
 		t.Errorf("decoded %+v", s)
 	}
 	if _, err := New(s); err != nil {

@@ -6,6 +6,15 @@ import (
 	"slices"
 )
 
+// optimizer is a server optimizer with state carried from round to round: it turns the
+// round's combined update (step) into the new global model out.
+type optimizer interface {
+	apply(out, global, step []float32, lr float64)
+	state() OptimizerState
+	// restore replaces the state with s, checked; it keeps no reference to s.
+	restore(s OptimizerState) error
+}
+
 // adaptive is the server optimizer of FedAdam and FedYogi (Reddi et al. 2021, Algorithm 2):
 // the round's mean update Δ is a pseudo-gradient (pointing downhill), m and v its first and
 // second moments. Like the paper, it applies no bias correction and starts v at τ².
@@ -44,8 +53,64 @@ func (o *adaptive) apply(out, global, step []float32, lr float64) {
 	}
 }
 
+func (o *adaptive) state() OptimizerState {
+	return OptimizerState{M: slices.Clone(o.m), V: slices.Clone(o.v)}
+}
+
+func (o *adaptive) restore(s OptimizerState) error {
+	if len(s.M) != len(s.V) {
+		return fmt.Errorf("aggregate: optimizer state has %d first and %d second moments; expected equal lengths", len(s.M), len(s.V))
+	}
+	if i := notFinite(s.M); i >= 0 {
+		return fmt.Errorf("aggregate: optimizer state element %d (m=%v) is not finite", i, s.M[i])
+	}
+	for i, v := range s.V {
+		if v < 0 || math.IsNaN(v) || math.IsInf(v, 0) {
+			return fmt.Errorf("aggregate: optimizer state element %d (v=%v) is not finite with v ≥ 0", i, v)
+		}
+	}
+	o.m, o.v = slices.Clone(s.M), slices.Clone(s.V)
+	return nil
+}
+
+// momentum is server momentum (FedAvgM, Hsu et al. 2019): the velocity m accumulates the
+// rounds' combined updates, m ← β·m + step, and the global model moves by lr·m.
+type momentum struct {
+	beta float64
+	m    []float64
+}
+
+func (o *momentum) apply(out, global, step []float32, lr float64) {
+	if len(o.m) != len(step) {
+		o.m = make([]float64, len(step))
+	}
+	for i, s := range step {
+		o.m[i] = o.beta*o.m[i] + float64(s)
+		out[i] = float32(float64(global[i]) + lr*o.m[i])
+	}
+}
+
+func (o *momentum) state() OptimizerState { return OptimizerState{M: slices.Clone(o.m)} }
+
+func (o *momentum) restore(s OptimizerState) error {
+	if s.V != nil {
+		return fmt.Errorf("aggregate: optimizer state has %d second moments; server momentum keeps none", len(s.V))
+	}
+	if i := notFinite(s.M); i >= 0 {
+		return fmt.Errorf("aggregate: optimizer state element %d (m=%v) is not finite", i, s.M[i])
+	}
+	o.m = slices.Clone(s.M)
+	return nil
+}
+
+// notFinite returns the index of the first NaN or infinity in v, or -1.
+func notFinite(v []float64) int {
+	return slices.IndexFunc(v, func(x float64) bool { return math.IsNaN(x) || math.IsInf(x, 0) })
+}
+
 // OptimizerState is the server optimizer's state between rounds (nil slices for rules
-// without state), so that a restarted hub can continue a federation.
+// without state), so that a restarted hub can continue a federation: FedAdam's and
+// FedYogi's moments M and V, or server momentum's velocity M.
 type OptimizerState struct {
 	M, V []float64
 }
@@ -55,7 +120,7 @@ func (a *Aggregator) State() OptimizerState {
 	if a.opt == nil {
 		return OptimizerState{}
 	}
-	return OptimizerState{M: slices.Clone(a.opt.m), V: slices.Clone(a.opt.v)}
+	return a.opt.state()
 }
 
 // Restore replaces the server optimizer's state with a copy of s (as returned by State).
@@ -66,14 +131,5 @@ func (a *Aggregator) Restore(s OptimizerState) error {
 		}
 		return nil
 	}
-	if len(s.M) != len(s.V) {
-		return fmt.Errorf("aggregate: optimizer state has %d first and %d second moments; expected equal lengths", len(s.M), len(s.V))
-	}
-	for i, v := range s.V {
-		if v < 0 || math.IsNaN(v) || math.IsInf(v, 0) || math.IsNaN(s.M[i]) || math.IsInf(s.M[i], 0) {
-			return fmt.Errorf("aggregate: optimizer state element %d (m=%v, v=%v) is not finite with v ≥ 0", i, s.M[i], v)
-		}
-	}
-	a.opt.m, a.opt.v = slices.Clone(s.M), slices.Clone(s.V)
-	return nil
+	return a.opt.restore(s)
 }
