@@ -14,9 +14,11 @@ import (
 // decoded, signature checked, by up to GOMAXPROCS workers while the round loop handles
 // the messages before them: the checks are pure, and a round's last few updates often
 // arrive together, so the round's end waits for them in parallel instead of one by one.
-// Messages come out in the order they were received.
+// Messages come out in the order they were received. At most GOMAXPROCS messages are
+// read ahead of the round loop (decoding or decoded); JetStream holds the rest.
 type feed struct {
 	ch      chan *message
+	ahead   chan struct{} // one token per message read and not yet taken by next
 	done    chan error
 	cancel  context.CancelFunc
 	workers sync.WaitGroup
@@ -43,29 +45,23 @@ func (m *message) decode(maxParams int) {
 }
 
 // feed starts reading round's messages from the transport. The hand-off is bounded: the
-// consumer blocks (JetStream holds the rest) while the workers or the round loop are
-// busy; nothing is dropped. close stops the reader and waits for it and the workers.
+// consumer blocks (JetStream holds the rest) while GOMAXPROCS messages wait for the
+// round loop; nothing is dropped. close stops the reader and waits for it and the workers.
 func (f *fedRun) feed(ctx context.Context, round uint64) *feed {
 	cctx, cancel := context.WithCancel(ctx)
-	fd := &feed{ch: make(chan *message, maxPendingPerMember*len(f.cfg.Members)), done: make(chan error, 1), cancel: cancel}
-	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
+	n := runtime.GOMAXPROCS(0)
+	fd := &feed{ch: make(chan *message, n), ahead: make(chan struct{}, n), done: make(chan error, 1), cancel: cancel}
 	maxParams := f.cfg.Architecture.Params
 	go func() {
 		fd.done <- f.h.tr.Updates(cctx, f.cfg.Name, round, func(b []byte) {
-			m := &message{b: b, ready: make(chan struct{})}
 			select {
-			case sem <- struct{}{}:
+			case fd.ahead <- struct{}{}:
 			case <-cctx.Done():
 				return
 			}
-			fd.workers.Go(func() {
-				defer func() { <-sem }()
-				m.decode(maxParams)
-			})
-			select {
-			case fd.ch <- m:
-			case <-cctx.Done():
-			}
+			m := &message{b: b, ready: make(chan struct{})}
+			fd.workers.Go(func() { m.decode(maxParams) })
+			fd.ch <- m // never blocks: ch has room for every token of ahead
 		})
 	}()
 	return fd
@@ -88,6 +84,7 @@ func (fd *feed) next(ctx context.Context, deadline <-chan time.Time) (*message, 
 	case <-deadline:
 		return nil, nil
 	case m = <-fd.ch:
+		<-fd.ahead
 	}
 	select {
 	case <-ctx.Done():

@@ -44,7 +44,6 @@ const (
 	resultRedelivered    = "redelivered"
 	blobOptimizer        = "optimizer"
 	blobPrivacy          = "privacy"
-	maxPendingPerMember  = 4
 	transportRetryPeriod = time.Second
 )
 
