@@ -290,3 +290,61 @@ func TestRoundLearningRate(t *testing.T) {
 		}
 	}
 }
+
+// TestOptimizerStateContinuesAdam: two full-batch Fits of one epoch each, the second
+// continuing the first's Adam state, take the same two Adam steps as one Fit of two epochs
+// (to the float32 rounding of the weights in between); starting Adam afresh for the second
+// Fit does not. The state is
+// refused before SetWeights, nil, or from another architecture, and a Fit without
+// SetOptimizerState starts afresh.
+func TestOptimizerStateContinuesAdam(t *testing.T) {
+	train := fleet(23, 4, 1)
+	start := fit(t, Config{Members: 2, Hidden: []int{8, 4}, Epochs: 1, Seed: 5}, train)
+	p, _ := start.Preprocessing()
+	w0 := start.Weights()
+	cycles := 0
+	for _, e := range train {
+		cycles += len(e.Cycles)
+	}
+	cfg := Config{Members: 2, Hidden: []int{8, 4}, Seed: 6, BatchSize: cycles, Schedule: ScheduleConstant, LearningRate: 0.01}
+	epochs := func(n int) Config { c := cfg; c.Epochs = n; return c }
+	fitFrom := func(r *Regressor) []float32 {
+		t.Helper()
+		if err := r.Fit(context.Background(), train); err != nil {
+			t.Fatal(err)
+		}
+		return r.Weights()
+	}
+	both := fitFrom(warmFrom(t, epochs(2), p, w0))
+	first := warmFrom(t, epochs(1), p, w0)
+	w1 := fitFrom(first)
+	st := first.OptimizerState()
+	if st == nil {
+		t.Fatal("no optimizer state after a Fit")
+	}
+	second := warmFrom(t, epochs(1), p, w1)
+	if err := second.SetOptimizerState(st); err != nil {
+		t.Fatal(err)
+	}
+	if d := distance(fitFrom(second), both); d > 1e-5 {
+		t.Errorf("two Fits with the Adam state carried are %g from one Fit of both epochs", d)
+	}
+	if d := distance(fitFrom(warmFrom(t, epochs(1), p, w1)), both); d < 1e-2 {
+		t.Errorf("a second Fit with fresh Adam is only %g from one Fit of both epochs; the test cannot tell them apart", d)
+	}
+	// Refusals.
+	fresh, err := New(epochs(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fresh.SetOptimizerState(st); err == nil {
+		t.Error("SetOptimizerState before SetWeights succeeded")
+	}
+	if err := second.SetOptimizerState(nil); err == nil {
+		t.Error("SetOptimizerState(nil) succeeded")
+	}
+	other := fit(t, Config{Members: 2, Hidden: []int{6, 4}, Epochs: 1, Seed: 5}, train)
+	if err := second.SetOptimizerState(other.OptimizerState()); err == nil {
+		t.Error("SetOptimizerState took the state of hidden layers (6, 4) for (8, 4)")
+	}
+}
