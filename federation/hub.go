@@ -175,6 +175,9 @@ type fedRun struct {
 	noise   *dp.Noise
 	// released is the last round release committed (blobRelease), nil before the first.
 	released *releasing
+	// stored is the last model this hub stored (storeModel), the next round's global: the
+	// round's end uses it instead of downloading, verifying and decoding it again.
+	stored *GlobalModel
 }
 
 func newFedRun(h *Hub, fc FederationConfig) (*fedRun, error) {
@@ -292,7 +295,12 @@ func (f *fedRun) storeModel(ctx context.Context, g *GlobalModel) (string, error)
 	if err != nil {
 		return "", fmt.Errorf("federation %s: sign model: %w", f.cfg.Name, err)
 	}
-	return retry(ctx, f.log, "put model", func() (string, error) { return f.h.tr.PutModel(ctx, f.cfg.Name, data) })
+	hash, err := retry(ctx, f.log, "put model", func() (string, error) { return f.h.tr.PutModel(ctx, f.cfg.Name, data) })
+	if err == nil {
+		g.Raw, g.hash = data, hash
+		f.stored = g
+	}
+	return hash, err
 }
 
 // publishInitial stores a new federation's initial model g, signed, and names it as
@@ -607,8 +615,12 @@ func (f *fedRun) handle(st RoundState, targets map[string]bool, c *collected, m 
 	}
 }
 
-// globalModel downloads (with retries) and checks the round's global model.
+// globalModel returns the round's global model: the one this hub stored last, or else
+// (after a restart) downloaded, with retries, and checked.
 func (f *fedRun) globalModel(ctx context.Context, st RoundState) (*GlobalModel, error) {
+	if f.stored != nil && f.stored.hash == st.Global {
+		return f.stored, nil
+	}
 	gb, err := retry(ctx, f.log, "get model", func() ([]byte, error) { return f.h.tr.GetModel(ctx, f.cfg.Name, st.Global) })
 	if err == nil {
 		var g *GlobalModel

@@ -21,7 +21,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -42,17 +41,8 @@ type Bus struct {
 	objs    map[string]jetstream.ObjectStore
 	streams map[string]jetstream.Stream   // object stores' streams, for direct gets
 	kvs     map[string]jetstream.KeyValue // by bucket name
-	recent  map[string]recentModel        // per federation, the last model this connection put
 	timeout time.Duration
 	closed  chan struct{} // closed by the client library when the connection is closed
-}
-
-// recentModel is a model kept after PutModel, so that the hub, which reads back the model
-// it has just published at the start of the next round, does not download it again (one
-// per federation; models are immutable, named by their SHA-256).
-type recentModel struct {
-	hash string
-	data []byte
 }
 
 var _ federation.Transport = (*Bus)(nil)
@@ -106,7 +96,7 @@ func Dial(ctx context.Context, cfg ClientConfig, log *slog.Logger) (*Bus, error)
 		return nil, fmt.Errorf("natsbus: jetstream: %w", err)
 	}
 	return &Bus{nc: nc, js: js, log: log, objs: map[string]jetstream.ObjectStore{}, streams: map[string]jetstream.Stream{},
-		kvs: map[string]jetstream.KeyValue{}, recent: map[string]recentModel{}, timeout: cfg.Timeout, closed: closed}, nil
+		kvs: map[string]jetstream.KeyValue{}, timeout: cfg.Timeout, closed: closed}, nil
 }
 
 // Close drains the connection (pending publishes are flushed) and waits until it is
@@ -165,7 +155,6 @@ func (b *Bus) DeleteFederation(ctx context.Context, fed string) error {
 	b.mu.Lock()
 	delete(b.kvs, roundBucket(fed))
 	delete(b.kvs, receiptBucket(fed))
-	delete(b.recent, fed)
 	for _, bucket := range []string{modelBucket(fed), hubBucket(fed)} {
 		delete(b.objs, bucket)
 		delete(b.streams, bucket)
@@ -277,9 +266,6 @@ func (b *Bus) PutModel(ctx context.Context, fed string, data []byte) (string, er
 			return "", fmt.Errorf("natsbus: put model %s/%s: %w", fed, h, err)
 		}
 	}
-	b.mu.Lock()
-	b.recent[fed] = recentModel{hash: h, data: slices.Clone(data)}
-	b.mu.Unlock()
 	return h, nil
 }
 
@@ -348,12 +334,6 @@ func (b *Bus) putObject(ctx context.Context, bucket, name string, data []byte, s
 // GetModel implements federation.Transport. The content is not hashed here: the caller
 // checks that it hashes to hash, as the Transport contract says.
 func (b *Bus) GetModel(ctx context.Context, fed, hash string) ([]byte, error) {
-	b.mu.Lock()
-	r, ok := b.recent[fed]
-	b.mu.Unlock()
-	if ok && r.hash == hash {
-		return slices.Clone(r.data), nil
-	}
 	return b.getObject(ctx, modelBucket(fed), hash, false)
 }
 
