@@ -338,53 +338,6 @@ func (r *Regressor) SetDrift(d []float32) error {
 	return nil
 }
 
-// OptimizerState is the Adam state of a Regressor's MLP members after a Fit: every weight's
-// first and second moments and the steps taken. A federated participant that keeps it from
-// round to round (SetOptimizerState before the next Fit) continues its local Adam instead
-// of restarting it each round, when Adam's first steps, with no moments yet, move every
-// weight by about the learning rate whatever its gradient. It is the participant's own:
-// it never leaves the factory and the federation's protocol does not change.
-type OptimizerState struct {
-	members []*adamState
-}
-
-// OptimizerState returns a copy of the Adam state the last Fit ended with (nil before a Fit
-// of the MLP).
-func (r *Regressor) OptimizerState() *OptimizerState {
-	if r.adam == nil {
-		return nil
-	}
-	s := &OptimizerState{}
-	for _, st := range r.adam {
-		s.members = append(s.members, st.clone())
-	}
-	return s
-}
-
-// SetOptimizerState makes the next Fit, which must continue from SetWeights, continue Adam
-// from s (from another Regressor of the same architecture) instead of starting it afresh,
-// as every Fit does otherwise. It is refused before SetWeights and for another architecture.
-func (r *Regressor) SetOptimizerState(s *OptimizerState) error {
-	if !r.warm {
-		return errors.New("rul: set optimizer state: no weights to continue; call SetWeights first")
-	}
-	if s == nil {
-		return errors.New("rul: set optimizer state: no state")
-	}
-	if len(s.members) != len(r.members) {
-		return fmt.Errorf("rul: set optimizer state: state of %d members; the regressor has %d", len(s.members), len(r.members))
-	}
-	adam := make([]*adamState, len(s.members))
-	for i, st := range s.members {
-		if !st.fits(r.members[i]) {
-			return fmt.Errorf("rul: set optimizer state: member %d's state does not fit the architecture (%d inputs, hidden %v)", i, r.members[i].sizes[0], r.cfg.Hidden)
-		}
-		adam[i] = st.clone()
-	}
-	r.resume = adam
-	return nil
-}
-
 // RoundLearningRate is the learning rate of a federation's round (from 1) of rounds under the
 // step schedule spread over the rounds: base, then a quarter of it for the last third of the
 // rounds (base throughout when rounds is 0, an open-ended federation). Use it with

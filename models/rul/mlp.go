@@ -4,7 +4,6 @@ import (
 	"context"
 	"math"
 	"math/rand/v2"
-	"slices"
 )
 
 // mlp is a fully connected network with ReLU hidden layers and one linear output, trained on
@@ -83,62 +82,24 @@ func (m *mlp) clone() *mlp {
 	return c
 }
 
-// adamState is Adam's state for one network: the first and second moments of every weight
-// and bias, and the number of steps taken (for the bias correction).
-type adamState struct {
-	mw, vw, mb, vb [][]float64
-	t              int
-}
-
-// newAdam returns fresh Adam state for m.
-func (m *mlp) newAdam() *adamState {
-	st := &adamState{}
-	for l := range m.w {
-		st.mw, st.vw = append(st.mw, make([]float64, len(m.w[l]))), append(st.vw, make([]float64, len(m.w[l])))
-		st.mb, st.vb = append(st.mb, make([]float64, len(m.b[l]))), append(st.vb, make([]float64, len(m.b[l])))
-	}
-	return st
-}
-
-// fits reports whether st has m's shape.
-func (st *adamState) fits(m *mlp) bool {
-	if len(st.mw) != len(m.w) || len(st.vw) != len(m.w) || len(st.mb) != len(m.b) || len(st.vb) != len(m.b) || st.t < 0 {
-		return false
-	}
-	for l := range m.w {
-		if len(st.mw[l]) != len(m.w[l]) || len(st.vw[l]) != len(m.w[l]) || len(st.mb[l]) != len(m.b[l]) || len(st.vb[l]) != len(m.b[l]) {
-			return false
-		}
-	}
-	return true
-}
-
-func (st *adamState) clone() *adamState {
-	c := &adamState{t: st.t}
-	for l := range st.mw {
-		c.mw, c.vw = append(c.mw, slices.Clone(st.mw[l])), append(c.vw, slices.Clone(st.vw[l]))
-		c.mb, c.vb = append(c.mb, slices.Clone(st.mb[l])), append(c.vb, slices.Clone(st.vb[l]))
-	}
-	return c
-}
-
 // train runs cfg.Epochs of shuffled mini-batch Adam over rows x (standardized) and targets y,
 // at most cfg.Steps mini-batches when that is set, under cfg.Schedule (step: the learning rate
 // is quartered for the last third of the epochs). With an anchor (the network training started
 // from) and cfg.ProxMu > 0 it adds FedProx's proximal term μ/2·‖w − anchor‖²; with a drift (a
 // network of the same shape) it adds drift to the weights, an equal share after every step.
-// Adam continues from st, which it updates (fresh state when st is m.newAdam()).
-func (m *mlp) train(ctx context.Context, x, y []float64, cfg Config, rng *rand.Rand, anchor, drift *mlp, st *adamState) error {
+func (m *mlp) train(ctx context.Context, x, y []float64, cfg Config, rng *rand.Rand, anchor, drift *mlp) error {
 	width := m.sizes[0]
 	n := len(y)
 	acts := m.newActs()
 	deltas := m.newActs()
 	gw := make([][]float64, len(m.w))
 	gb := make([][]float64, len(m.b))
+	mw, vw := make([][]float64, len(m.w)), make([][]float64, len(m.w))
+	mb, vb := make([][]float64, len(m.b)), make([][]float64, len(m.b))
 	for l := range m.w {
-		gw[l], gb[l] = make([]float64, len(m.w[l])), make([]float64, len(m.b[l]))
+		gw[l], mw[l], vw[l] = make([]float64, len(m.w[l])), make([]float64, len(m.w[l])), make([]float64, len(m.w[l]))
+		gb[l], mb[l], vb[l] = make([]float64, len(m.b[l])), make([]float64, len(m.b[l])), make([]float64, len(m.b[l]))
 	}
-	mw, vw, mb, vb := st.mw, st.vw, st.mb, st.vb
 	const beta1, beta2 = 0.9, 0.999
 	order := make([]int, n)
 	for i := range order {
@@ -196,10 +157,9 @@ func (m *mlp) train(ctx context.Context, x, y []float64, cfg Config, rng *rand.R
 				}
 			}
 			step++
-			st.t++
 			scale := 1 / float64(end-start)
-			c1 := 1 - math.Pow(beta1, float64(st.t))
-			c2 := 1 - math.Pow(beta2, float64(st.t))
+			c1 := 1 - math.Pow(beta1, float64(step))
+			c2 := 1 - math.Pow(beta2, float64(step))
 			for l := range m.w {
 				if anchor != nil && cfg.ProxMu > 0 {
 					prox(gw[l], m.w[l], anchor.w[l], cfg.ProxMu/scale)

@@ -173,9 +173,6 @@ type Regressor struct {
 	warm bool
 	// drift is set by SetDrift: the next Fit adds it to the members it trains.
 	drift []*mlp
-	// adam is each member's Adam state after the last Fit; resume is set by
-	// SetOptimizerState for the next Fit to continue (nil: the next Fit starts Adam afresh).
-	adam, resume []*adamState
 }
 
 // New returns an untrained regressor for cfg (defaults filled in).
@@ -229,7 +226,6 @@ func (r *Regressor) Fit(ctx context.Context, train []Engine) error {
 	}
 	rng := rand.New(rand.NewPCG(r.cfg.Seed, 0x72756c))
 	var members []*mlp
-	var adam []*adamState
 	var ridge []float64
 	switch r.cfg.Model {
 	case ModelRidge:
@@ -248,22 +244,16 @@ func (r *Regressor) Fit(ctx context.Context, train []Engine) error {
 			if r.drift != nil {
 				drift = r.drift[i]
 			}
-			st := m.newAdam()
-			if r.resume != nil {
-				st = r.resume[i].clone()
-			}
-			if err := m.train(ctx, x, y, r.cfg, rng, anchor, drift, st); err != nil {
+			if err := m.train(ctx, x, y, r.cfg, rng, anchor, drift); err != nil {
 				return err
 			}
 			members = append(members, m)
-			adam = append(adam, st)
 		}
 	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	r.norm, r.fMean, r.fStd, r.members, r.ridge, r.drift = norm, mean, std, members, ridge, nil
-	r.adam, r.resume = adam, nil
 	return nil
 }
 
