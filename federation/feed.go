@@ -52,17 +52,34 @@ func (f *fedRun) feed(ctx context.Context, round uint64) *feed {
 	n := runtime.GOMAXPROCS(0)
 	fd := &feed{ch: make(chan *message, n), ahead: make(chan struct{}, n), done: make(chan error, 1), cancel: cancel}
 	maxParams := f.cfg.Architecture.Params
+	read := func(b []byte) {
+		select {
+		case fd.ahead <- struct{}{}:
+		case <-cctx.Done():
+			return
+		}
+		m := &message{b: b, ready: make(chan struct{})}
+		fd.workers.Go(func() { m.decode(maxParams) })
+		fd.ch <- m // never blocks: ch has room for every token of ahead
+	}
 	go func() {
-		fd.done <- f.h.tr.Updates(cctx, f.cfg.Name, round, func(b []byte) {
-			select {
-			case fd.ahead <- struct{}{}:
-			case <-cctx.Done():
+		// A consumer the transport could not start is started again, as the hub retries
+		// every transport call; it reads the round from its start, and handle knows the
+		// messages it has seen.
+		for {
+			err := f.h.tr.Updates(cctx, f.cfg.Name, round, read)
+			if err == nil || cctx.Err() != nil {
+				fd.done <- err
 				return
 			}
-			m := &message{b: b, ready: make(chan struct{})}
-			fd.workers.Go(func() { m.decode(maxParams) })
-			fd.ch <- m // never blocks: ch has room for every token of ahead
-		})
+			f.log.Warn("transport error, retrying", "op", "consume updates", "round", round, "err", err)
+			select {
+			case <-cctx.Done():
+				fd.done <- nil
+				return
+			case <-time.After(transportRetryPeriod):
+			}
+		}
 	}()
 	return fd
 }

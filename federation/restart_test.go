@@ -385,3 +385,41 @@ func TestSecAggRestartRecountsRejections(t *testing.T) {
 		t.Errorf("restarted hub: %v bad_payload rejections, want 1", got)
 	}
 }
+
+// failingUpdates is a transport on which starting an update consumer fails the first fails
+// times, as when the server refuses it for a moment.
+type failingUpdates struct {
+	federation.Transport
+	mu    sync.Mutex
+	fails int
+}
+
+func (f *failingUpdates) Updates(ctx context.Context, fed string, round uint64, fn func([]byte)) error {
+	f.mu.Lock()
+	fail := f.fails > 0
+	f.fails--
+	f.mu.Unlock()
+	if fail {
+		return errors.New("maximum consumers limit reached")
+	}
+	return f.Transport.Updates(ctx, fed, round, fn)
+}
+
+// TestHubRetriesTheUpdateConsumer: a consumer the transport cannot start is retried; the
+// round completes instead of the hub stopping (it stopped before, at round 1001 of a fast
+// federation, when the server refused a new consumer).
+func TestHubRetriesTheUpdateConsumer(t *testing.T) {
+	const n, dim = 3, 16
+	e := newEnv(t, n, false)
+	fc := fedConfig(n, dim)
+	fc.Rounds = 2
+	h := startHub(t, &failingUpdates{Transport: e.hub, fails: 2}, fc)
+	for i := range n {
+		e.gateway(t, i, &pullTrainer{target: target(i, dim), samples: 10})
+	}
+	for round := uint64(1); round <= 2; round++ {
+		if r := h.next(t); r.Round != round || r.Outcome != "aggregated" || len(r.Used) != n {
+			t.Fatalf("round %d: %+v", round, r)
+		}
+	}
+}

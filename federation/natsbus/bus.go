@@ -43,6 +43,8 @@ type Bus struct {
 	kvs     map[string]jetstream.KeyValue // by bucket name
 	timeout time.Duration
 	closed  chan struct{} // closed by the client library when the connection is closed
+	// cleanup runs the deletions of stopped update consumers (Updates); Close waits for it.
+	cleanup sync.WaitGroup
 }
 
 var _ federation.Transport = (*Bus)(nil)
@@ -102,6 +104,7 @@ func Dial(ctx context.Context, cfg ClientConfig, log *slog.Logger) (*Bus, error)
 // Close drains the connection (pending publishes are flushed) and waits until it is
 // closed, at most the configured timeout.
 func (b *Bus) Close() error {
+	b.cleanup.Wait()
 	if err := b.nc.Drain(); err != nil {
 		b.nc.Close()
 		return err
@@ -218,7 +221,10 @@ func (b *Bus) PublishUpdate(ctx context.Context, fed string, round uint64, parti
 // round's subjects. When ctx ends it stops the consumer and returns once fn is not
 // running, without waiting for the client library to tear the subscription down (a
 // scheduling round trip on the hub's path from the last update to the aggregation): a
-// message the library still delivers after that is dropped, not given to fn.
+// message the library still delivers after that is dropped, not given to fn. The
+// consumer is then deleted in the background (Close waits for that): the server would
+// otherwise keep it until its inactivity threshold, and a stream has a bounded number of
+// consumers, which fast rounds reached after 1000 rounds (TestUpdatesDeleteTheirConsumer).
 func (b *Bus) Updates(ctx context.Context, fed string, round uint64, fn func(data []byte)) error {
 	cons, err := b.js.OrderedConsumer(ctx, updateStream(fed), jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{updateSubject(fed, round, "*")},
@@ -244,6 +250,15 @@ func (b *Bus) Updates(ctx context.Context, fed string, round uint64, fn func(dat
 	mu.Lock()
 	stopped = true
 	mu.Unlock()
+	b.cleanup.Go(func() {
+		dctx, cancel := context.WithTimeout(context.Background(), b.timeout)
+		defer cancel()
+		// An ordered consumer that the library recreated (after a gap) has a new name:
+		// CachedInfo names the current one; an earlier one expires by itself.
+		if err := b.js.DeleteConsumer(dctx, updateStream(fed), cons.CachedInfo().Name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			b.log.Debug("update consumer not deleted; the server drops it when inactive", "federation", fed, "round", round, "err", err)
+		}
+	})
 	return nil
 }
 

@@ -355,3 +355,30 @@ func TestObjectsReadByTheObjectStore(t *testing.T) {
 		t.Fatalf("after three puts of a blob the bucket holds %d messages, want 1 (%v)", info.State.Msgs, err)
 	}
 }
+
+// TestUpdatesDeleteTheirConsumer reads the updates of many short rounds, as a hub with
+// fast rounds does: each round's consumer is deleted once its reader stops, so the stream
+// does not collect one consumer per round until the server's consumer limit stops the hub
+// (which happened at round 1001 before).
+func TestUpdatesDeleteTheirConsumer(t *testing.T) {
+	_, hub := startServer(t, false)
+	ctx := context.Background()
+	for round := range uint64(50) {
+		if err := hub.PublishUpdate(ctx, "f1", round+1, "a", []byte("update")); err != nil {
+			t.Fatal(err)
+		}
+		rctx, cancel := context.WithCancel(ctx)
+		// The reader stops at the round's update, so its consumer exists by then.
+		if err := hub.Updates(rctx, "f1", round+1, func([]byte) { cancel() }); err != nil {
+			t.Fatalf("round %d: %v", round+1, err)
+		}
+	}
+	st, err := hub.js.Stream(ctx, updateStream("f1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	servicetest.WaitFor(t, 10*time.Second, "the rounds' consumers deleted", func() bool {
+		info, err := st.Info(ctx)
+		return err == nil && info.State.Consumers == 0
+	})
+}
