@@ -38,23 +38,28 @@ type cmapssSet struct {
 // The validation protocol: cmapssValEngines of FD001's training engines are held out of all
 // training, every cmapssValEvery-th by lifetime (so each lifetime tercile gives some), and
 // each is cut cmapssValCuts times at a random cycle, as the published protocol cuts the test
-// engines; its true RUL at a cut is the cycles it still ran. Hyperparameters are chosen on
-// these cuts alone (TestSelectCMAPSSHyperparameters), never on the test engines.
+// engines; its true RUL at a cut is the cycles it still ran. Which engines are held out is the
+// fold: fold k holds out the engines whose index by lifetime is k modulo cmapssValEvery, so
+// the cmapssValEvery folds hold out every training engine once (5-fold cross-validation).
+// Hyperparameters are chosen on the cuts of all folds (TestSelectCMAPSSHyperparameters),
+// never on the test engines; TestFederatedVersusCentralCMAPSS trains on the engines that
+// fold cmapssValFold keeps.
 const (
 	cmapssValEngines = 20
 	cmapssValEvery   = 5
+	cmapssValFold    = 2
 	cmapssValCuts    = 5
 	// cmapssValMinCycles is the shortest cut: the shortest FD001 test engine has 31 cycles.
 	cmapssValMinCycles = 31
 	cmapssValSeed      = 2026
 )
 
-// cmapssSplit reads FD001, holds out the validation engines (cmapssHoldout) and splits the
-// remaining training engines across three factories by lifetime tercile (shortest-lived
-// engines to the first factory), so each sees a different range of lifetimes and wear rates.
-// It returns the test set, the validation set and the factories, and skips the test when the
-// data is absent.
-func cmapssSplit(t *testing.T) (test, val cmapssSet, facs []cmapssFactory) {
+// cmapssSplit reads FD001, holds out the validation engines of fold (cmapssHoldout) and
+// splits the remaining training engines across three factories by lifetime tercile
+// (shortest-lived engines to the first factory), so each sees a different range of lifetimes
+// and wear rates. It returns the test set, the validation set and the factories, and skips
+// the test when the data is absent.
+func cmapssSplit(t *testing.T, fold int) (test, val cmapssSet, facs []cmapssFactory) {
 	t.Helper()
 	dir, err := eval.BenchmarkData("cmapss")
 	if err != nil {
@@ -66,7 +71,7 @@ func cmapssSplit(t *testing.T) (test, val cmapssSet, facs []cmapssFactory) {
 	}
 	engines := slices.Clone(d.Train)
 	slices.SortStableFunc(engines, func(a, b rul.Engine) int { return len(a.Cycles) - len(b.Cycles) })
-	engines, val = cmapssHoldout(engines)
+	engines, val = cmapssHoldout(engines, fold)
 	for i, name := range []string{"short-lived", "mid-lived", "long-lived"} {
 		f := cmapssFactory{name: name, engines: engines[i*len(engines)/3 : (i+1)*len(engines)/3]}
 		for _, e := range f.engines {
@@ -78,13 +83,13 @@ func cmapssSplit(t *testing.T) (test, val cmapssSet, facs []cmapssFactory) {
 }
 
 // cmapssHoldout takes engines sorted by lifetime and returns the ones kept for training and
-// the validation cuts of the held-out ones: engines 2, 7, 12, ... (every cmapssValEvery-th,
-// from the middle of each group of five), each cut cmapssValCuts times at a cycle drawn
-// uniformly from cmapssValMinCycles to its last but one.
-func cmapssHoldout(sorted []rul.Engine) (train []rul.Engine, val cmapssSet) {
+// the validation cuts of the held-out ones: engines fold, fold+5, fold+10, ... (every
+// cmapssValEvery-th; fold cmapssValFold = 2 takes the middle of each group of five), each cut
+// cmapssValCuts times at a cycle drawn uniformly from cmapssValMinCycles to its last but one.
+func cmapssHoldout(sorted []rul.Engine, fold int) (train []rul.Engine, val cmapssSet) {
 	rng := rand.New(rand.NewPCG(cmapssValSeed, 0))
 	for i, e := range sorted {
-		if i%cmapssValEvery != cmapssValEvery/2 || len(val.engines) == cmapssValEngines*cmapssValCuts {
+		if i%cmapssValEvery != fold || len(val.engines) == cmapssValEngines*cmapssValCuts {
 			train = append(train, e)
 			continue
 		}
@@ -250,13 +255,15 @@ func federateRUL(t *testing.T, facs []cmapssFactory, pre rul.Preprocessing, mode
 	return proto
 }
 
-// The hyperparameters chosen on the validation engines by TestSelectCMAPSSHyperparameters
-// (seeds 1-3, mean validation RMSE; see docs/federation.md): central (and local-only)
-// training's epochs, and each federated strategy's settings.
+// The hyperparameters chosen on validation: central (and local-only) training's epochs,
+// FedAvg's and FedProx's settings by TestSelectCMAPSSHyperparameters' 5-fold
+// cross-validation (mean validation RMSE over folds 0-4 × seeds 1-2; see
+// docs/federation.md). FedAdam was not searched again: it keeps the choice of the earlier
+// search on fold cmapssValFold's holdout alone (seeds 1-3).
 var (
 	cmapssEpochs  = 48
-	cmapssFedAvg  = cmapssSettings{strategy: aggregate.FedAvg, rounds: 192, steps: 50, serverLR: 1.5, drift: true}
-	cmapssFedProx = cmapssSettings{strategy: aggregate.FedProx, rounds: 192, steps: 50, serverLR: 1, drift: true, mu: 0.001}
+	cmapssFedAvg  = cmapssSettings{strategy: aggregate.FedAvg, rounds: 576, steps: 25, serverLR: 1, drift: true}
+	cmapssFedProx = cmapssSettings{strategy: aggregate.FedProx, rounds: 384, steps: 25, serverLR: 1, drift: true, mu: 0.001}
 	cmapssFedAdam = cmapssSettings{strategy: aggregate.FedAdam, rounds: 288, steps: 50, serverLR: 0.01, drift: true}
 	// cmapssFederated is every federated strategy of the comparison, FedAvg first.
 	cmapssFederated = []cmapssSettings{cmapssFedAvg, cmapssFedProx, cmapssFedAdam}
@@ -305,7 +312,7 @@ func (r cmapssRun) localMean() cmapssScore {
 // the 100 FD001 test engines at their last cycle (RMSE and PHM08 score, RUL capped at 125).
 // It skips without the benchmark data ($MILLWRIGHT_DATA or ../shared/data).
 func TestFederatedVersusCentralCMAPSS(t *testing.T) {
-	test, _, facs := cmapssSplit(t)
+	test, _, facs := cmapssSplit(t, cmapssValFold)
 	var seeds []uint64
 	for s := range max(1, *cmapssSeeds) {
 		seeds = append(seeds, uint64(s+1))
@@ -384,13 +391,14 @@ func TestFederatedVersusCentralCMAPSS(t *testing.T) {
 }
 
 // cmapssBounds bounds a federated strategy's mean test RMSE over the seeds run, as a
-// multiple of central's, under the validation-selected settings. Measured (central 48
-// epochs; FedAvg 192 × 50, server_lr 1.5, drift on): FedAvg +8.9 % on the mean of seeds 1-6
-// (central 11.05, FedAvg 12.03), +7.0 % on seeds 1-3, +10.0 % on seed 1 alone (the default
-// run), from +4.8 % (seed 3) to +15 % (seed 5) on single seeds. Issue 5's 5 % does not
-// hold under honest selection. FedProx (+13.4 %, up to +21 %) and FedAdam (+19.7 %) are
-// further behind and not bounded here; both stay below local-only, which is asserted above.
-var cmapssBounds = map[string]float64{aggregate.FedAvg: 1.11}
+// multiple of central's, under the settings chosen by cross-validation. Measured (central 48
+// epochs, 11.05 on the mean of seeds 1-6): FedAvg 576 × 25, server_lr 1, drift on, 11.58,
+// +4.8 % on seeds 1-6 (issue 5's 5 %, met by 0.02 RMSE), +7.0 % on seed 1 alone (the
+// default run), from -2.8 % (seed 3) to +10.3 % (seed 4) on single seeds; FedProx μ 0.001,
+// 384 × 25, 11.64, +5.4 % on seeds 1-6, +4.8 % on seed 1. 1.08 leaves one point above
+// FedAvg's seed-1 ratio. FedAdam (+19.7 %, not cross-validated) is not bounded here; it stays below
+// local-only, which is asserted above.
+var cmapssBounds = map[string]float64{aggregate.FedAvg: 1.08, aggregate.FedProx: 1.08}
 
 // cmapssTable prints RMSE and PHM08 score per way of training, per seed and as means.
 func cmapssTable(runs []cmapssRun, facs []cmapssFactory, epochs int, federated []cmapssSettings) string {
