@@ -47,7 +47,7 @@ var (
 		// The extension past the first run's choice (576 × 25, server_lr 1), which sat at
 		// the edge of rounds, mini-batches and server_lr. 1152 rounds × 12 was tried too,
 		// but the hub then stopped at round 1001 (a consumer per round was never deleted,
-		// fixed since); it has not run again.
+		// fixed since); it runs in the last group below.
 		{strategy: aggregate.FedAvg, rounds: 768, steps: 25, serverLR: 1, drift: true},
 		{strategy: aggregate.FedAvg, rounds: 576, steps: 25, serverLR: 0.75, drift: true},
 		{strategy: aggregate.FedAvg, rounds: 576, steps: 25, serverLR: 0.5, drift: true},
@@ -58,6 +58,10 @@ var (
 		{strategy: aggregate.FedAvg, rounds: 576, steps: 25, serverLR: 0.35, drift: true, momentum: 0.75},
 		{strategy: aggregate.FedAvg, rounds: 576, steps: 25, serverLR: 0.1, drift: true, momentum: 0.9},
 		{strategy: aggregate.FedAvg, rounds: 768, steps: 25, serverLR: 0.25, drift: true, momentum: 0.75},
+		// Past the momentum pass's edge (576 rounds × 25), once the hub ran past round 1000.
+		{strategy: aggregate.FedAvg, rounds: 768, steps: 25, serverLR: 0.5, drift: true, momentum: 0.5},
+		{strategy: aggregate.FedAvg, rounds: 1152, steps: 12, serverLR: 0.5, drift: true, momentum: 0.5},
+		{strategy: aggregate.FedAvg, rounds: 1152, steps: 12, serverLR: 1, drift: true},
 	}
 	cmapssGridFedProx = []cmapssSettings{
 		{strategy: aggregate.FedProx, rounds: 192, steps: 50, serverLR: 1, drift: true, mu: 0.001},
