@@ -63,23 +63,12 @@ func (f *fedRun) feed(ctx context.Context, round uint64) *feed {
 		fd.ch <- m // never blocks: ch has room for every token of ahead
 	}
 	go func() {
-		// A consumer the transport could not start is started again, as the hub retries
-		// every transport call; it reads the round from its start, and handle knows the
-		// messages it has seen.
-		for {
-			err := f.h.tr.Updates(cctx, f.cfg.Name, round, read)
-			if err == nil || cctx.Err() != nil {
-				fd.done <- err
-				return
-			}
-			f.log.Warn("transport error, retrying", "op", "consume updates", "round", round, "err", err)
-			select {
-			case <-cctx.Done():
-				fd.done <- nil
-				return
-			case <-time.After(transportRetryPeriod):
-			}
-		}
+		// A consumer the transport could not start is started again, like every transport
+		// call; it reads the round from its start, and handle knows the messages it has seen.
+		_, err := retry(cctx, f.log, "consume updates", func() (struct{}, error) {
+			return struct{}{}, f.h.tr.Updates(cctx, f.cfg.Name, round, read)
+		})
+		fd.done <- err
 	}()
 	return fd
 }

@@ -204,6 +204,9 @@ func retry[T any](ctx context.Context, log *slog.Logger, what string, op func() 
 		if err == nil || errors.Is(err, ErrNotFound) {
 			return v, err
 		}
+		if ctx.Err() != nil { // stopping: the call failed because of it
+			return v, ctx.Err()
+		}
 		log.Warn("transport error, retrying", "op", what, "err", err)
 		select {
 		case <-ctx.Done():
@@ -297,8 +300,7 @@ func (f *fedRun) storeModel(ctx context.Context, g *GlobalModel) (string, error)
 	}
 	hash, err := retry(ctx, f.log, "put model", func() (string, error) { return f.h.tr.PutModel(ctx, f.cfg.Name, data) })
 	if err == nil {
-		g.Raw, g.hash = data, hash
-		f.stored = g
+		g.hash, f.stored = hash, g
 	}
 	return hash, err
 }
