@@ -1,11 +1,15 @@
 package natsbus
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"log/slog"
+	"net"
+	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/crypto/bcrypt"
 
@@ -135,5 +139,41 @@ factories:
 		if !IsBcrypt(f.Password.Value()) || bcrypt.CompareHashAndPassword([]byte(f.Password.Value()), []byte("example-password")) != nil {
 			t.Errorf("%s: password %q is not the hash of example-password", f.Name, f.Password.Value())
 		}
+	}
+}
+
+// TestSlowHandshakeIsNotPingedFirst connects a client that takes 2.6 s between its CONNECT
+// and the PING that ends its handshake, as a factory whose bcrypt hash a busy hub is still
+// checking does: the first line it reads must be the PONG to its PING. The server's usual
+// first PING after 2-2.4 s would come first, and a NATS client that reads it in place of the
+// PONG gives up the connection ("expected 'PONG', got 'PING'").
+func TestSlowHandshakeIsNotPingedFirst(t *testing.T) {
+	t.Parallel()
+	srv, _ := serve(t, ServerConfig{Listen: freeAddr(t), StoreDir: t.TempDir(), Factories: []Factory{
+		{Name: "a", Password: config.NewSecret("pa"), Federations: []string{"f1"}},
+	}}, slog.New(slog.DiscardHandler))
+	u, err := url.Parse(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.Dial("tcp", u.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	r := bufio.NewReader(conn)
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if info, err := r.ReadString('\n'); err != nil || !strings.HasPrefix(info, "INFO ") {
+		t.Fatalf("server greeting %q, %v", info, err)
+	}
+	if _, err := conn.Write([]byte(`CONNECT {"verbose":false,"pedantic":false,"user":"a","pass":"pa","protocol":1}` + "\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2600 * time.Millisecond)
+	if _, err := conn.Write([]byte("PING\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	if line, err := r.ReadString('\n'); err != nil || line != "PONG\r\n" {
+		t.Fatalf("first line after the handshake's PING: %q, %v; want PONG", line, err)
 	}
 }

@@ -122,6 +122,11 @@ func StartServer(cfg ServerConfig, log *slog.Logger) (*Server, error) {
 		StoreDir:        cfg.StoreDir,
 		NoSigs:          true,
 		MaxPayload:      8 << 20,
+		// The server's first PING to a client otherwise comes 2 s after the client
+		// connects. A client still waiting for its CONNECT to be checked (bcrypt on a busy
+		// hub, ten gateways reconnecting at once) reads that PING in place of the PONG
+		// that ends its handshake and gives up the connection.
+		DisableShortFirstPing: true,
 	}
 	users := []*server.User{{Username: hubUser, Password: string(hubHash)}}
 	for _, f := range cfg.Factories {
@@ -221,7 +226,7 @@ func StartLeaf(cfg LeafConfig, log *slog.Logger) (*Server, error) {
 	opts := &server.Options{
 		ServerName: cfg.ServerName, Host: host, Port: port, NoSigs: true,
 		JetStream: true, JetStreamDomain: cfg.Domain, StoreDir: cfg.StoreDir,
-		MaxPayload: 8 << 20,
+		MaxPayload: 8 << 20, DisableShortFirstPing: true, // as StartServer
 	}
 	remote := &server.RemoteLeafOpts{URLs: []*url.URL{u}}
 	tc, err := cfg.TLS.Load()
