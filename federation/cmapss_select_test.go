@@ -211,12 +211,12 @@ type cmapssFoldData struct {
 // cross-validation over FD001's 100 training engines sorted by lifetime: fold k holds out
 // the 20 engines whose index is k modulo 5 (cmapssHoldout, 5 cuts each), and the other 80
 // go to the three factories by lifetime tercile, with the preprocessing of their merged
-// statistics, exactly as the comparison splits its 100. A candidate's score is its mean validation RMSE over folds × seeds. It searches in
-// two stages, both on validation: every candidate runs on seed 1 on every fold; then every
+// statistics, exactly as the comparison splits its 100. A candidate's score is its mean
+// validation RMSE over folds × seeds. It searches in two stages, both on validation: every candidate runs on seed 1 on every fold; then every
 // central candidate and the -cmapss-select-keep best of each federated strategy run on
 // seeds 2 to -cmapss-select-seeds on every fold, and the candidate with the lowest mean over
-// all its runs wins, separately for central training (epochs), FedAvg, FedProx and FedAdam. It
-// prints every candidate's scores per fold, its mean difference to the winner with the
+// all its runs wins, separately for central training (epochs), FedAvg, FedProx and
+// FedAdam. It prints every candidate's scores per fold, its mean difference to the winner with the
 // standard error over the folds, the choice, the choices at an edge of the candidates'
 // range and its run time. It runs only with -cmapss-select (about 45 minutes at low priority
 // on two shared cores):

@@ -58,9 +58,8 @@ const (
 
 // cmapssSplit reads FD001, holds out the validation engines of fold (cmapssHoldout; none
 // for cmapssAllEngines) and splits the remaining training engines across three factories by
-// lifetime tercile
-// (shortest-lived engines to the first factory), so each sees a different range of lifetimes
-// and wear rates. It returns the test set, the validation set and the factories, and skips
+// lifetime tercile (shortest-lived engines to the first factory), so each sees a different
+// range of lifetimes and wear rates. It returns the test set, the validation set and the factories, and skips
 // the test when the data is absent.
 func cmapssSplit(t *testing.T, fold int) (test, val cmapssSet, facs []cmapssFactory) {
 	t.Helper()
@@ -334,10 +333,9 @@ func (r cmapssRun) localMean() cmapssScore {
 // TestFederatedVersusCentralCMAPSS is issue 5's comparison for remaining useful life: FD001's
 // 100 training engines are split non-IID across three factories by lifetime tercile, and
 // one MLP architecture is trained centrally on all of them, by each factory alone (with its
-// own preprocessing), and federated (FedAvg, FedProx
-// and FedAdam through a real hub and participants over an embedded NATS server, under a
-// preprocessing fixed from the factories' merged statistics), in many short rounds
-// with the learning-rate schedule spread over the rounds (rul.RoundLearningRate). Central
+// own preprocessing), and federated (FedAvg, FedProx and FedAdam through a real hub and
+// participants over an embedded NATS server, under a preprocessing fixed from the
+// factories' merged statistics), in many short rounds with the learning-rate schedule spread over the rounds (rul.RoundLearningRate). Central
 // training's epochs and the federated settings (rounds, mini-batches per round, server
 // learning rate, client-drift correction, FedProx's μ) are the ones
 // TestSelectCMAPSSHyperparameters chose on the validation engines. Every model is scored on

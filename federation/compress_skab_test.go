@@ -3,7 +3,6 @@ package federation_test
 import (
 	"flag"
 	"fmt"
-	"maps"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -33,18 +32,13 @@ func (r codecRun) bytesPerRound() float64 {
 }
 
 // skabInt8Strategies selects the aggregation strategies TestInt8CompressionKeepsSKABF1
-// compares int8 with codec none under.
-var skabInt8Strategies = flag.String("skab-int8-strategies", defaultInt8Strategies,
-	"comma-separated aggregation strategies TestInt8CompressionKeepsSKABF1 runs (of fedavg, median, trimmed_mean); under -race or -short the default is fedavg,median")
+// compares int8 with codec none under (empty: int8Strategies, less trimmed_mean under -race
+// or -short).
+var skabInt8Strategies = flag.String("skab-int8-strategies", "",
+	"comma-separated aggregation strategies TestInt8CompressionKeepsSKABF1 runs, of fedavg, median and trimmed_mean (default all three; under -race or -short fedavg,median)")
 
-const defaultInt8Strategies = "fedavg,median,trimmed_mean"
-
-// int8Case is one aggregation strategy TestInt8CompressionKeepsSKABF1 measures int8 under.
-type int8Case struct {
-	strategy aggregate.Strategy
-	// reduced keeps the case in the -race/-short run when no strategy is selected.
-	reduced bool
-}
+// int8Strategies are the rules TestInt8CompressionKeepsSKABF1 can measure with 3 gateways.
+var int8Strategies = []string{aggregate.FedAvg, aggregate.Median, aggregate.TrimmedMean}
 
 // TestInt8CompressionKeepsSKABF1 measures issue 5's compression goal on real data: int8
 // updates at ≤ 0.3× the bytes of float32 with ≤ 0.01 F1 loss, under FedAvg and under the
@@ -72,37 +66,20 @@ func TestInt8CompressionKeepsSKABF1(t *testing.T) {
 		maxRatio    = 0.3
 		maxMeanLoss = 0.01 // over the seeds run, for every strategy
 	)
-	cases := []int8Case{
-		{strategy: aggregate.Strategy{Name: aggregate.FedAvg}, reduced: true},
-		{strategy: aggregate.Strategy{Name: aggregate.Median}, reduced: true},
-		{strategy: aggregate.Strategy{Name: aggregate.TrimmedMean}},
-	}
 	reduced := testing.Short() || race.Enabled
-	selected := map[string]bool{}
-	for _, name := range strings.Split(*skabInt8Strategies, ",") {
-		if name = strings.TrimSpace(name); name != "" {
-			selected[name] = true
+	names := *skabInt8Strategies
+	if names == "" {
+		names = strings.Join(int8Strategies, ",")
+		if reduced {
+			names = aggregate.FedAvg + "," + aggregate.Median
 		}
 	}
-	var run []int8Case
-	for _, c := range cases {
-		switch {
-		case !selected[c.strategy.Name]:
-		case reduced && *skabInt8Strategies == defaultInt8Strategies && !c.reduced:
-		default:
-			run = append(run, c)
+	var run []aggregate.Strategy
+	for name := range strings.SplitSeq(names, ",") {
+		if name = strings.TrimSpace(name); !slices.Contains(int8Strategies, name) {
+			t.Fatalf("-skab-int8-strategies=%q: %q is not measured here; expected a comma-separated list of %q", names, name, int8Strategies)
 		}
-		delete(selected, c.strategy.Name)
-	}
-	if len(selected) > 0 {
-		var known []string
-		for _, c := range cases {
-			known = append(known, c.strategy.Name)
-		}
-		t.Fatalf("-skab-int8-strategies=%q: %v not measured here; expected a comma-separated list of %q", *skabInt8Strategies, slices.Sorted(maps.Keys(selected)), known)
-	}
-	if len(run) == 0 {
-		t.Fatalf("-skab-int8-strategies=%q selects no strategy to measure", *skabInt8Strategies)
+		run = append(run, aggregate.Strategy{Name: name})
 	}
 
 	files, facs := skabSplit(t, window)
@@ -141,11 +118,11 @@ func TestInt8CompressionKeepsSKABF1(t *testing.T) {
 	}
 	pn, pq := payload(compress.Codec{Kind: compress.None}), payload(compress.Codec{Kind: compress.Int8})
 
-	for _, c := range run {
-		t.Run(c.strategy.Name, func(t *testing.T) {
+	for _, strategy := range run {
+		t.Run(strategy.Name, func(t *testing.T) {
 			federate := func(seed uint64, codec compress.Codec) codecRun {
 				t.Helper()
-				final, _, reports := federateWith(t, facs, skabAE(window, epochs, seed), localEpochs, rounds, c.strategy,
+				final, _, reports := federateWith(t, facs, skabAE(window, epochs, seed), localEpochs, rounds, strategy,
 					func(fc *federation.FederationConfig) { fc.Codecs = []compress.Codec{codec} })
 				r := codecRun{score: score(final)}
 				for _, rep := range reports {
@@ -163,7 +140,7 @@ func TestInt8CompressionKeepsSKABF1(t *testing.T) {
 				none = append(none, federate(seed, compress.Codec{Kind: compress.None}))
 				int8s = append(int8s, federate(seed, compress.Codec{Kind: compress.Int8}))
 			}
-			t.Logf("\n%s", codecTable(c.strategy.Name, seeds, none, int8s, rounds, localEpochs))
+			t.Logf("\n%s", codecTable(strategy.Name, seeds, none, int8s, rounds, localEpochs))
 			t.Logf("%d parameters; per update: none %.0f bytes (payload %d), int8 %.0f bytes (payload %d); payload ratio %.3f",
 				len(params), none[0].bytesPerRound()/float64(len(facs)), pn, int8s[0].bytesPerRound()/float64(len(facs)), pq, float64(pq)/float64(pn))
 
@@ -181,9 +158,9 @@ func TestInt8CompressionKeepsSKABF1(t *testing.T) {
 				errDiff += (q.score.err - n.score.err) / float64(len(seeds))
 			}
 			if !(loss <= maxMeanLoss) {
-				t.Errorf("%s: int8 loses %.4f F1 against codec none on average over %d seeds; expected ≤ %g", c.strategy.Name, loss, len(seeds), maxMeanLoss)
+				t.Errorf("%s: int8 loses %.4f F1 against codec none on average over %d seeds; expected ≤ %g", strategy.Name, loss, len(seeds), maxMeanLoss)
 			}
-			t.Logf("%s, mean over %d seeds: F1 loss (none − int8) %.4f, median normal-row error change (int8 − none) %+.4f", c.strategy.Name, len(seeds), loss, errDiff)
+			t.Logf("%s, mean over %d seeds: F1 loss (none − int8) %.4f, median normal-row error change (int8 − none) %+.4f", strategy.Name, len(seeds), loss, errDiff)
 		})
 	}
 }
