@@ -25,7 +25,8 @@ import (
 // publish; with secagg, the four phases of secure aggregation), and, as the floor, moving
 // the same bytes with the same transport calls and no protocol work: the hub storing a
 // model of the same size, each gateway downloading it and uploading an update of the same
-// size, and the hub reading the ten uploads (the mean of five repetitions). With -v it logs
+// size, and the hub reading the ten uploads (the mean of thirty repetitions, enough that the
+// garbage collector's share is averaged as it is over the rounds). With -v it logs
 // where a round's time goes: when, on average from the round's start, each transport call
 // of the hub and the gateways starts and ends. cpu_ms/round and move_cpu_ms are the CPU time
 // the process (hub, gateways and NATS server) spends per round and per floor repetition:
@@ -77,7 +78,7 @@ func BenchmarkRound(b *testing.B) {
 				b.Fatal(err)
 			}
 			payload := make([]byte, updateBytes)
-			const reps = 5
+			const reps = 30
 			var move time.Duration
 			moveCPU := cpuTime(b)
 			for rep := range reps {

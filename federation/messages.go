@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"math"
 	"regexp"
+	"slices"
 	"sort"
 	"time"
 
@@ -207,13 +208,28 @@ func (u *Update) Sign(key ed25519.PrivateKey) {
 	u.Sig = ed25519.Sign(key, h.Sum([]byte(updateDomain)))
 }
 
-// sealed signs u as Sign does and returns its wire form, building the body once.
-func (u *Update) sealed(key ed25519.PrivateKey) []byte {
-	b := u.body()
+// sealed signs u as Sign does and returns its wire form, built in one buffer: the payload
+// is written in place by appendPayload (compress.Append: a model-sized delta is encoded
+// straight into the message, not encoded and then copied), and u.Payload is set to those
+// bytes. size bounds the payload's length, to size the buffer. An error is appendPayload's.
+func (u *Update) sealed(key ed25519.PrivateKey, size int, appendPayload func([]byte) ([]byte, error)) ([]byte, error) {
+	u.Payload = nil
+	b := u.head(256 + size + sigOverhead) // its payload length, 0, is set below
+	at := len(b)
+	b, err := appendPayload(b)
+	if err != nil {
+		return nil, err
+	}
+	if n := len(b) - at; n > maxPayload {
+		return nil, fmt.Errorf("payload of %d bytes exceeds the limit %d", n, maxPayload)
+	}
+	b = slices.Grow(b, sigOverhead)
+	binary.BigEndian.PutUint32(b[at-4:], uint32(len(b)-at))
+	u.Payload = b[at:]
 	u.Key = key.Public().(ed25519.PublicKey)
 	u.Sig = ed25519.Sign(key, signed(updateDomain, b))
 	b = append(b, u.Key...)
-	return append(b, u.Sig...)
+	return append(b, u.Sig...), nil
 }
 
 // Marshal returns the update's wire form (it must be signed).

@@ -194,20 +194,17 @@ func (p *Participant) Answer(ctx context.Context, st RoundState) error {
 		p.m.failed.WithLabelValues("codec").Inc()
 		return err
 	}
-	payload, err := p.fb.Encode(codec, delta, p.rnd)
-	if err != nil {
-		p.m.failed.WithLabelValues("codec").Inc()
-		return err
-	}
 	u := Update{Federation: p.cfg.Federation, Round: st.Round, BaseRound: st.Round, Participant: p.cfg.Name,
-		Samples: uint64(res.Samples), Metrics: res.Metrics, Payload: payload}
+		Samples: uint64(res.Samples), Metrics: res.Metrics}
 	// A slow gateway whose round has moved on sends to the current round, if its model is
 	// fresh enough for the hub's staleness limit.
 	if cur, err := p.current(ctx); err == nil && cur.Round > st.Round && cur.Phase == PhaseOpen && cur.SecAgg == nil &&
 		cur.Round-st.Round <= cur.MaxStaleness && slices.Contains(cur.Targets, p.cfg.Name) {
 		u.Round = cur.Round
 	}
-	if err := p.send(ctx, &u); err != nil {
+	// The delta is encoded, with error feedback, straight into the signed message.
+	err = p.send(ctx, &u, compress.Bound(codec, len(delta)), func(b []byte) ([]byte, error) { return p.fb.Append(b, codec, delta, p.rnd) })
+	if err != nil {
 		return err
 	}
 	p.last = max(st.Round, u.Round)
@@ -266,13 +263,17 @@ func (p *Participant) train(ctx context.Context, st RoundState, into []float32) 
 	return delta, res, nil
 }
 
-// send signs u with a fresh nonce and publishes it, retrying transient failures.
-func (p *Participant) send(ctx context.Context, u *Update) error {
+// send signs u with a fresh nonce and its payload, which appendPayload writes (at most
+// size bytes; see Update.sealed), and publishes it, retrying transient failures.
+func (p *Participant) send(ctx context.Context, u *Update, size int, appendPayload func([]byte) ([]byte, error)) error {
 	if _, err := crand.Read(u.Nonce[:]); err != nil {
 		return err
 	}
-	data := u.sealed(p.key)
-	var err error
+	data, err := u.sealed(p.key, size, appendPayload)
+	if err != nil {
+		p.m.failed.WithLabelValues("codec").Inc()
+		return err
+	}
 	for attempt := 0; ; attempt++ {
 		err = p.tr.PublishUpdate(ctx, p.cfg.Federation, u.Round, p.cfg.Name, data)
 		if err == nil || attempt == 4 || ctx.Err() != nil {
@@ -395,8 +396,9 @@ func (p *Participant) answerSecAgg(ctx context.Context, st RoundState) error {
 	}
 	// Samples is 1: the count in the clear would tell the hub what secure aggregation hides.
 	u := Update{Federation: p.cfg.Federation, Round: st.Round, BaseRound: st.Round, Participant: p.cfg.Name,
-		Kind: KindSecAgg, Samples: 1, Payload: secagg.Marshal(st.Round, msg)}
-	if err = p.send(ctx, &u); err != nil {
+		Kind: KindSecAgg, Samples: 1}
+	payload := secagg.Marshal(st.Round, msg)
+	if err = p.send(ctx, &u, len(payload), func(b []byte) ([]byte, error) { return append(b, payload...), nil }); err != nil {
 		return err
 	}
 	r.done[sa.Phase] = true

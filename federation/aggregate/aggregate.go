@@ -126,9 +126,11 @@ func (a *Aggregator) Aggregate(global []float32, updates []Update) (Result, erro
 	if a.opt != nil {
 		a.opt.apply(res.Params, global, step, a.s.ServerLR)
 	} else {
-		for i := range global {
-			res.Params[i] = float32(float64(global[i]) + a.s.ServerLR*float64(step[i]))
-		}
+		forChunks(len(global), 1, func(lo, hi int) {
+			for i := lo; i < hi; i++ {
+				res.Params[i] = float32(float64(global[i]) + a.s.ServerLR*float64(step[i]))
+			}
+		})
 	}
 	slices.Sort(res.Used)
 	slices.Sort(res.Clipped)
@@ -143,8 +145,14 @@ func (a *Aggregator) check(n int, updates []Update, res *Result) []Update {
 	for _, u := range updates {
 		count[u.Participant]++
 	}
+	bad := make([]int, len(updates)) // the first non-finite parameter of each, or -1
+	forChunks(len(updates), n, func(lo, hi int) {
+		for j := lo; j < hi; j++ {
+			bad[j] = models.NonFinite32(updates[j].Delta)
+		}
+	})
 	var ok []Update
-	for _, u := range updates {
+	for j, u := range updates {
 		reject := func(format string, args ...any) {
 			res.Rejected = append(res.Rejected, Rejection{u.Participant, fmt.Sprintf(format, args...)})
 		}
@@ -157,11 +165,9 @@ func (a *Aggregator) check(n int, updates []Update, res *Result) []Update {
 			reject("update has %d parameters; the global model has %d", len(u.Delta), n)
 		case u.Samples <= 0:
 			reject("sample count %d; expected a positive number", u.Samples)
+		case bad[j] >= 0:
+			reject("parameter %d is %v; expected a finite number", bad[j], u.Delta[bad[j]])
 		default:
-			if i := models.NonFinite32(u.Delta); i >= 0 {
-				reject("parameter %d is %v; expected a finite number", i, u.Delta[i])
-				continue
-			}
 			ok = append(ok, u)
 		}
 	}
@@ -174,12 +180,12 @@ func (a *Aggregator) clip(ups []Update, res *Result) []Update {
 	if a.s.ClipNorm == 0 {
 		return ups
 	}
-	for i, u := range ups {
-		if n := Norm(u.Delta); n > a.s.ClipNorm {
-			d := slices.Clone(u.Delta)
+	for i, n := range norms(ups) {
+		if n > a.s.ClipNorm {
+			d := slices.Clone(ups[i].Delta)
 			Scale(d, a.s.ClipNorm/n)
 			ups[i].Delta = d
-			res.Clipped = append(res.Clipped, u.Participant)
+			res.Clipped = append(res.Clipped, ups[i].Participant)
 		}
 	}
 	return ups
@@ -191,10 +197,7 @@ func (a *Aggregator) reject(ups []Update, res *Result) []Update {
 	if (r.NormRatio == 0 && r.MinCosine == nil) || len(ups) < 3 {
 		return ups
 	}
-	norms := make([]float64, len(ups))
-	for i, u := range ups {
-		norms[i] = Norm(u.Delta)
-	}
+	norms := norms(ups)
 	medNorm := medianOf(slices.Clone(norms))
 	var center []float32
 	var centerNorm float64
@@ -232,6 +235,19 @@ func Scale(v []float32, s float64) {
 	}
 }
 
+// norms returns the norm of every update, computed concurrently.
+func norms(ups []Update) []float64 {
+	out := make([]float64, len(ups))
+	if len(ups) > 0 {
+		forChunks(len(ups), len(ups[0].Delta), func(lo, hi int) {
+			for i := lo; i < hi; i++ {
+				out[i] = Norm(ups[i].Delta)
+			}
+		})
+	}
+	return out
+}
+
 func dot(a, b []float32) float64 {
 	var s float64
 	for i := range a {
@@ -245,30 +261,34 @@ func weightedMean(out []float32, ups []Update) {
 	for _, u := range ups {
 		total += float64(u.Samples)
 	}
-	acc := make([]float64, len(out))
-	for _, u := range ups {
-		w := float64(u.Samples) / total
-		for i, x := range u.Delta {
-			acc[i] += w * float64(x)
+	forChunks(len(out), len(ups), func(lo, hi int) {
+		acc := make([]float64, hi-lo)
+		for _, u := range ups {
+			w := float64(u.Samples) / total
+			for i, x := range u.Delta[lo:hi] {
+				acc[i] += w * float64(x)
+			}
 		}
-	}
-	for i := range out {
-		out[i] = float32(acc[i])
-	}
+		for i, x := range acc {
+			out[lo+i] = float32(x)
+		}
+	})
 }
 
 // mean averages with equal weights (robust rules ignore the reported
 // sample counts, which a Byzantine participant could inflate).
 func mean(out []float32, ups []Update) {
-	acc := make([]float64, len(out))
-	for _, u := range ups {
-		for i, x := range u.Delta {
-			acc[i] += float64(x)
+	forChunks(len(out), len(ups), func(lo, hi int) {
+		acc := make([]float64, hi-lo)
+		for _, u := range ups {
+			for i, x := range u.Delta[lo:hi] {
+				acc[i] += float64(x)
+			}
 		}
-	}
-	for i := range out {
-		out[i] = float32(acc[i] / float64(len(ups)))
-	}
+		for i, x := range acc {
+			out[lo+i] = float32(x / float64(len(ups)))
+		}
+	})
 }
 
 func deltas(ups []Update) [][]float32 {

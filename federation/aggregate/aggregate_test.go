@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -370,6 +371,52 @@ func TestOptimizerStateRestore(t *testing.T) {
 	}
 	if err := strategy(t, FedAvg, nil).Restore(OptimizerState{M: []float64{1}, V: []float64{1}}); err == nil {
 		t.Error("fedavg accepted optimizer state")
+	}
+}
+
+// The rules are computed on as many goroutines as GOMAXPROCS allows, each taking a range
+// of coordinates or updates: the result, rejections and server state after two rounds are
+// the same bits on one goroutine as on several, for every rule, with clipping, outlier
+// rejection and a malformed update in the round.
+func TestResultDoesNotDependOnGOMAXPROCS(t *testing.T) {
+	const n, d = 11, 3*minWork + 5 // ranges of uneven length
+	_, ups := byzantineRound(3, n, 3, d, "sign_flip_scaled")
+	bad := slices.Clone(ups[4].Delta)
+	bad[d-2] = float32(math.NaN())
+	ups = append(ups, Update{Participant: "nan", Delta: bad, Samples: 1})
+	global := randVec(rand.New(rand.NewPCG(9, 9)), d, 1)
+	cos := -0.5
+	run := func(name string, procs int) (out []Result) {
+		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
+		a := strategy(t, name, func(s *Strategy) {
+			s.Byzantine, s.ClipNorm, s.ServerMomentum = 2, 60, 0.5
+			if name == FedAdam || name == FedYogi {
+				s.ServerMomentum = 0
+			}
+			s.Reject.NormRatio, s.Reject.MinCosine = 3, &cos
+		})
+		g := global
+		for range 2 {
+			res, err := a.Aggregate(g, ups)
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			out, g = append(out, res), res.Params
+		}
+		return out
+	}
+	for _, name := range []string{FedAvg, FedProx, FedAdam, FedYogi, Median, TrimmedMean, Krum, MultiKrum} {
+		one, four := run(name, 1), run(name, 4)
+		if len(one[0].Rejected) == 0 || len(one[0].Clipped) == 0 {
+			t.Fatalf("%s: the round rejected %v and clipped %v; the test needs both", name, one[0].Rejected, one[0].Clipped)
+		}
+		for r := range one {
+			if !slices.Equal(one[r].Params, four[r].Params) || !slices.Equal(one[r].Step, four[r].Step) ||
+				!slices.Equal(one[r].Used, four[r].Used) || !slices.Equal(one[r].Clipped, four[r].Clipped) ||
+				!slices.Equal(one[r].Rejected, four[r].Rejected) {
+				t.Fatalf("%s round %d: one goroutine and four disagree", name, r+1)
+			}
+		}
 	}
 }
 

@@ -32,9 +32,14 @@ func (o *adaptive) apply(out, global, step []float32, lr float64) {
 			o.v[i] = o.cfg.Tau * o.cfg.Tau
 		}
 	}
+	forChunks(len(step), 1, func(lo, hi int) { o.applyRange(out, global, step, lr, lo, hi) })
+}
+
+// applyRange is apply on the coordinates [lo, hi).
+func (o *adaptive) applyRange(out, global, step []float32, lr float64, lo, hi int) {
 	b1, b2, tau := o.cfg.Beta1, o.cfg.Beta2, o.cfg.Tau
-	for i, s := range step {
-		d := float64(s)
+	for i := lo; i < hi; i++ {
+		d := float64(step[i])
 		o.m[i] = b1*o.m[i] + (1-b1)*d
 		d2 := d * d
 		if o.yogi {
@@ -84,10 +89,12 @@ func (o *momentum) apply(out, global, step []float32, lr float64) {
 	if len(o.m) != len(step) {
 		o.m = make([]float64, len(step))
 	}
-	for i, s := range step {
-		o.m[i] = o.beta*o.m[i] + float64(s)
-		out[i] = float32(float64(global[i]) + lr*o.m[i])
-	}
+	forChunks(len(step), 1, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			o.m[i] = o.beta*o.m[i] + float64(step[i])
+			out[i] = float32(float64(global[i]) + lr*o.m[i])
+		}
+	})
 }
 
 func (o *momentum) state() OptimizerState { return OptimizerState{M: slices.Clone(o.m)} }

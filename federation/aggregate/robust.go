@@ -9,19 +9,21 @@ import (
 
 // coordinateMedian writes the median of every coordinate of vs into out.
 func coordinateMedian(out []float32, vs [][]float32) {
-	col := make([]float32, len(vs))
-	for i := range out {
-		for j, v := range vs {
-			col[j] = v[i]
+	forChunks(len(out), len(vs), func(lo, hi int) {
+		col := make([]float32, len(vs))
+		for i := lo; i < hi; i++ {
+			for j, v := range vs {
+				col[j] = v[i]
+			}
+			insertionSort(col)
+			n := len(col)
+			if n%2 == 1 {
+				out[i] = col[n/2]
+			} else {
+				out[i] = float32((float64(col[n/2-1]) + float64(col[n/2])) / 2)
+			}
 		}
-		insertionSort(col)
-		n := len(col)
-		if n%2 == 1 {
-			out[i] = col[n/2]
-		} else {
-			out[i] = float32((float64(col[n/2-1]) + float64(col[n/2])) / 2)
-		}
-	}
+	})
 }
 
 // trimmedMean writes the mean of every coordinate of vs, after dropping ⌊β·n⌋ of the
@@ -32,18 +34,20 @@ func trimmedMean(out []float32, vs [][]float32, beta float64) {
 	if 2*k >= n {
 		k = (n - 1) / 2
 	}
-	col := make([]float32, n)
-	for i := range out {
-		for j, v := range vs {
-			col[j] = v[i]
+	forChunks(len(out), n, func(lo, hi int) {
+		col := make([]float32, n)
+		for i := lo; i < hi; i++ {
+			for j, v := range vs {
+				col[j] = v[i]
+			}
+			insertionSort(col)
+			var s float64
+			for _, x := range col[k : n-k] {
+				s += float64(x)
+			}
+			out[i] = float32(s / float64(n-2*k))
 		}
-		insertionSort(col)
-		var s float64
-		for _, x := range col[k : n-k] {
-			s += float64(x)
-		}
-		out[i] = float32(s / float64(n-2*k))
-	}
+	})
 }
 
 // insertionSort sorts a short slice (one value per participant) without allocating.
@@ -74,17 +78,19 @@ func medianOf(a []float64) float64 {
 func krumSelect(ups []Update, f, m int) (chosen []Update, rejected []Rejection) {
 	n := len(ups)
 	d := make([]float64, n*n)
-	for i := range n {
-		for j := i + 1; j < n; j++ {
-			var s float64
-			a, b := ups[i].Delta, ups[j].Delta
-			for k := range a {
-				x := float64(a[k]) - float64(b[k])
-				s += x * x
+	forChunks(n, n*len(ups[0].Delta), func(lo, hi int) { // row i computes the pairs (i, j > i)
+		for i := lo; i < hi; i++ {
+			for j := i + 1; j < n; j++ {
+				var s float64
+				a, b := ups[i].Delta, ups[j].Delta
+				for k := range a {
+					x := float64(a[k]) - float64(b[k])
+					s += x * x
+				}
+				d[i*n+j], d[j*n+i] = s, s
 			}
-			d[i*n+j], d[j*n+i] = s, s
 		}
-	}
+	})
 	scores := make([]float64, n)
 	row := make([]float64, 0, n-1)
 	for i := range n {

@@ -104,30 +104,38 @@ var magic = [4]byte{'M', 'W', 'C', 1}
 // int8 (unused by the other kinds); it need not be cryptographic. A non-finite value in v
 // is an error: it would not decode.
 func Encode(c Codec, v []float32, r *rand.Rand) ([]byte, error) {
-	return encode(c, v, r, nil)
+	return encode(nil, c, v, r, nil)
 }
 
-// encode is Encode; when residual is not nil (of v's length) it also sets residual to what
+// Append is Encode appending the encoding to dst (grown once, to the encoding's bound): a
+// caller building a message around the encoding writes it in place, without a copy. On
+// error dst is returned as it was.
+func Append(dst []byte, c Codec, v []float32, r *rand.Rand) ([]byte, error) {
+	return encode(dst, c, v, r, nil)
+}
+
+// encode is Append; when residual is not nil (of v's length) it also sets residual to what
 // the encoding loses, v minus what Decode returns, computed as Decode computes it.
-func encode(c Codec, v []float32, r *rand.Rand, residual []float32) ([]byte, error) {
+func encode(dst []byte, c Codec, v []float32, r *rand.Rand, residual []float32) ([]byte, error) {
 	if err := c.Validate(); err != nil {
-		return nil, fmt.Errorf("compress: codec: %w", err)
+		return dst, fmt.Errorf("compress: codec: %w", err)
 	}
 	if uint64(len(v)) > math.MaxUint32 {
-		return nil, fmt.Errorf("compress: %d parameters do not fit the format", len(v))
+		return dst, fmt.Errorf("compress: %d parameters do not fit the format", len(v))
 	}
-	b := make([]byte, headerLen, headerLen+encodedCap(c, len(v)))
-	copy(b, magic[:])
-	b[4] = kindByte[c.Kind]
-	binary.LittleEndian.PutUint32(b[5:], uint32(len(v)))
+	start := len(dst)
+	b := slices.Grow(dst, Bound(c, len(v)))
+	b = append(b, magic[:]...)
+	b = append(b, kindByte[c.Kind])
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(v)))
 	switch c.Kind {
 	case None:
-		b = b[:headerLen+4*len(v)]
-		out := b[headerLen:]
+		b = b[:start+headerLen+4*len(v)]
+		out := b[start+headerLen:]
 		for i, x := range v {
 			bits := math.Float32bits(x)
 			if bits&f32ExpMask == f32ExpMask {
-				return nil, notFinite(v)
+				return dst, notFinite(v)
 			}
 			binary.LittleEndian.PutUint32(out[4*i:], bits)
 		}
@@ -144,12 +152,12 @@ func encode(c Codec, v []float32, r *rand.Rand, residual []float32) ([]byte, err
 			}
 			var ok bool
 			if b, ok = appendInt8Chunk(b, v[start:end], r.Uint64(), res); !ok {
-				return nil, notFinite(v)
+				return dst, notFinite(v)
 			}
 		}
 	case TopK:
 		if models.NonFinite32(v) >= 0 {
-			return nil, notFinite(v)
+			return dst, notFinite(v)
 		}
 		idx := topK(v, c.K)
 		b = binary.LittleEndian.AppendUint32(b, uint32(len(idx)))
@@ -178,6 +186,10 @@ func notFinite(v []float32) error {
 	i := models.NonFinite32(v)
 	return fmt.Errorf("compress: parameter %d is %v; expected a finite number", i, v[i])
 }
+
+// Bound is an upper bound of the size of n parameters encoded with c: what Append grows
+// its buffer by.
+func Bound(c Codec, n int) int { return headerLen + encodedCap(c, n) }
 
 // encodedCap is an upper bound of the encoded size after the header.
 func encodedCap(c Codec, n int) int {
@@ -407,17 +419,22 @@ type Feedback struct {
 // what the encoding lost as the new residual (computed while encoding, as Decode would
 // decode it). Its scratch space is kept for the next call.
 func (f *Feedback) Encode(c Codec, v []float32, r *rand.Rand) ([]byte, error) {
+	return f.Append(nil, c, v, r)
+}
+
+// Append is Encode appending the encoding to dst, as the package's Append does.
+func (f *Feedback) Append(dst []byte, c Codec, v []float32, r *rand.Rand) ([]byte, error) {
 	if len(f.residual) != len(v) {
 		f.residual, f.zero = make([]float32, len(v)), true
 	}
 	if f.zero {
 		if c.Kind == None { // lossless: the residual stays zero
-			return encode(c, v, r, nil)
+			return encode(dst, c, v, r, nil)
 		}
 		if models.NonFinite32(v) >= 0 { // refused before encode writes a residual
-			return nil, notFinite(v)
+			return dst, notFinite(v)
 		}
-		b, err := encode(c, v, r, f.residual)
+		b, err := encode(dst, c, v, r, f.residual)
 		f.zero = false
 		return b, err
 	}
@@ -430,11 +447,11 @@ func (f *Feedback) Encode(c Codec, v []float32, r *rand.Rand) ([]byte, error) {
 		ok = ok && math.Float32bits(corrected[i])&f32ExpMask != f32ExpMask
 	}
 	if !ok { // refused before encode writes a residual
-		return nil, notFinite(corrected)
+		return dst, notFinite(corrected)
 	}
-	b, err := encode(c, corrected, r, f.residual)
+	b, err := encode(dst, c, corrected, r, f.residual)
 	if err != nil {
-		return nil, err
+		return dst, err
 	}
 	f.zero = c.Kind == None
 	return b, nil

@@ -122,6 +122,34 @@ func TestInt8SizeAtMostAThirdOfFloat32(t *testing.T) {
 	}
 }
 
+// Append writes exactly Encode's bytes after what dst holds, leaves dst's bytes alone and,
+// on error, returns dst as it was.
+func TestAppendWritesAfterThePrefix(t *testing.T) {
+	v := vec(3, 700)
+	prefix := []byte("head")
+	for _, k := range []string{None, Int8, TopK} {
+		c := codec(k, 50)
+		want, err := Encode(c, v, rand.New(rand.NewPCG(7, 7)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		dst := append(make([]byte, 0, 8), prefix...) // too small: Append grows it
+		got, err := Append(dst, c, v, rand.New(rand.NewPCG(7, 7)))
+		if err != nil || string(got[:len(prefix)]) != string(prefix) || !slices.Equal(got[len(prefix):], want) {
+			t.Fatalf("%s: Append gave %d bytes (%v), want %q then Encode's %d", k, len(got), err, prefix, len(want))
+		}
+		var f Feedback
+		if got, err = f.Append(slices.Clone(prefix), c, v, rand.New(rand.NewPCG(7, 7))); err != nil || !slices.Equal(got[len(prefix):], want) {
+			t.Fatalf("%s: Feedback.Append differs from Encode (%v)", k, err)
+		}
+		bad := slices.Clone(v)
+		bad[9] = float32(math.Inf(1))
+		if got, err := Append(dst, c, bad, rand.New(rand.NewPCG(7, 7))); err == nil || !slices.Equal(got, dst) {
+			t.Fatalf("%s: Append of a non-finite vector returned %d bytes and %v; want dst and an error", k, len(got), err)
+		}
+	}
+}
+
 func TestErrorFeedbackCarriesTheResidual(t *testing.T) {
 	var f Feedback
 	c := codec(TopK, 2)

@@ -1,0 +1,51 @@
+package federation
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"errors"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/millwright-io/millwright/federation/compress"
+)
+
+// An update sealed with its payload encoded in place is the update Sign and Marshal give
+// for the same payload: the same bytes, so it decodes, verifies and has the same ID; a
+// payload writer's error comes back and nothing is returned.
+func TestSealedWritesThePayloadInPlace(t *testing.T) {
+	key := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{7}, ed25519.SeedSize))
+	delta := make([]float32, 5000)
+	for i := range delta {
+		delta[i] = float32(i%17) / 100
+	}
+	for _, kind := range []string{compress.None, compress.Int8, compress.TopK} {
+		c := compress.Codec{Kind: kind, K: 100}
+		c.SetDefaults()
+		u := Update{Federation: "press", Round: 9, BaseRound: 8, Participant: "gw-1", Samples: 40, Metrics: map[string]float64{"loss": 0.25}}
+		u.Nonce[3] = 1
+		got, err := u.sealed(key, compress.Bound(c, len(delta)), func(b []byte) ([]byte, error) {
+			return compress.Append(b, c, delta, rand.New(rand.NewPCG(1, 1)))
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := u // the same fields, its payload encoded apart
+		if want.Payload, err = compress.Encode(c, delta, rand.New(rand.NewPCG(1, 1))); err != nil {
+			t.Fatal(err)
+		}
+		want.Sign(key)
+		if !bytes.Equal(got, want.Marshal()) {
+			t.Fatalf("%s: sealed wire form (%d bytes) differs from Sign and Marshal's (%d)", kind, len(got), len(want.Marshal()))
+		}
+		d, err := DecodeUpdate(got)
+		if err != nil || !bytes.Equal(d.Payload, u.Payload) || d.ID() != want.ID() {
+			t.Fatalf("%s: decoded %v, payload equal %v", kind, err, err == nil && bytes.Equal(d.Payload, u.Payload))
+		}
+	}
+	boom := errors.New("boom")
+	u := Update{Federation: "press", Round: 1, Participant: "gw-1", Samples: 1}
+	if b, err := u.sealed(key, 10, func(b []byte) ([]byte, error) { return b, boom }); !errors.Is(err, boom) || b != nil {
+		t.Fatalf("sealed with a failing payload: %d bytes, %v", len(b), err)
+	}
+}
