@@ -169,6 +169,10 @@ type rulWarmTrainer struct {
 	// prev is the trainer's result of round prevRound.
 	prev      []float32
 	prevRound uint64
+	// adam is what the trainer keeps of its local Adam from round to round (cmapssSettings.adam),
+	// and state what it kept after its last round.
+	adam  string
+	state rul.AdamState
 }
 
 func (w *rulWarmTrainer) Train(ctx context.Context, task federation.Task, global []float32) (federation.TrainResult, error) {
@@ -202,10 +206,19 @@ func (w *rulWarmTrainer) Train(ctx context.Context, task federation.Task, global
 			return federation.TrainResult{}, err
 		}
 	}
+	switch kept := w.state; {
+	case w.adam == cmapssAdamSecond:
+		kept.M, kept.StepsM = nil, 0
+		fallthrough
+	case w.adam == cmapssAdamKeep:
+		if err := r.SetAdamState(kept); err != nil {
+			return federation.TrainResult{}, err
+		}
+	}
 	if err := r.Fit(ctx, w.f.engines); err != nil {
 		return federation.TrainResult{}, err
 	}
-	w.prev, w.prevRound = r.Weights(), task.Round
+	w.prev, w.prevRound, w.state = r.Weights(), task.Round, r.AdamState()
 	// Samples is the factory's data size, FedAvg's weight, although every factory trains the
 	// same number of mini-batches: the average then follows the gradient of the loss over
 	// all cycles, central training's objective.
@@ -231,7 +244,17 @@ type cmapssSettings struct {
 	// full is the fraction of the rounds whose local learning rate is the full base rate;
 	// the rest train at a quarter of it (0: rul.RoundLearningRate's two thirds).
 	full float64
+	// adam is what each factory keeps of its local Adam optimizer from round to round: ""
+	// nothing (every round's Fit starts from zero moments), cmapssAdamKeep both moments or
+	// cmapssAdamSecond the second moments only (rul.Regressor.SetAdamState).
+	adam string
 }
+
+// What a factory keeps of its local Adam from round to round (cmapssSettings.adam).
+const (
+	cmapssAdamKeep   = "keep"
+	cmapssAdamSecond = "second"
+)
 
 // String is the settings without the strategy's name.
 func (s cmapssSettings) String() string {
@@ -253,6 +276,12 @@ func (s cmapssSettings) String() string {
 	if s.full > 0 {
 		momentum += fmt.Sprintf(", full rate for %.2g of the rounds", s.full)
 	}
+	switch s.adam {
+	case cmapssAdamKeep:
+		momentum += ", local Adam kept"
+	case cmapssAdamSecond:
+		momentum += ", local Adam's second moments kept"
+	}
 	return fmt.Sprintf("%s%d rounds × %d steps, server_lr %g, drift %s%s", mu, s.rounds, s.steps, s.serverLR, drift, momentum)
 }
 
@@ -273,7 +302,7 @@ func federateRUL(t *testing.T, facs []cmapssFactory, pre rul.Preprocessing, mode
 		local := model
 		local.Epochs, local.Steps, local.Seed = 1, s.steps, model.Seed*1000+uint64(100*i)
 		local.SetDefaults()
-		trainers = append(trainers, &rulWarmTrainer{f: f, pre: pre, cfg: local, rounds: uint64(s.rounds), drift: s.drift, full: s.full})
+		trainers = append(trainers, &rulWarmTrainer{f: f, pre: pre, cfg: local, rounds: uint64(s.rounds), drift: s.drift, full: s.full, adam: s.adam})
 	}
 	strategy := aggregate.Strategy{Name: s.strategy, ServerLR: s.serverLR, ProximalMu: s.mu, ServerMomentum: s.momentum, Adam: aggregate.AdamConfig{Tau: s.tau}}
 	params := runFederation(t, proto.Architecture(), strategy, model.Seed, 0.25, s.rounds, trainers)

@@ -263,7 +263,7 @@ func (r *Regressor) SetPreprocessing(p Preprocessing) error {
 		c.Std = append(c.Std, slices.Clone(p.Std[i]))
 	}
 	r.norm, r.fMean, r.fStd = c.normalizer(), slices.Clone(p.FeatureMean), slices.Clone(p.FeatureStd)
-	r.members, r.ridge, r.fixed, r.warm, r.drift = nil, nil, true, false, nil
+	r.members, r.ridge, r.fixed, r.warm, r.drift, r.carry, r.adam = nil, nil, true, false, nil, nil, nil
 	return nil
 }
 
@@ -292,14 +292,19 @@ func (r *Regressor) Weights() []float32 {
 	if len(r.members) == 0 {
 		return nil
 	}
-	out := make([]float32, 0, r.Architecture().Params)
-	for _, m := range r.members {
+	return appendFlat(make([]float32, 0, r.Architecture().Params), r.members)
+}
+
+// appendFlat appends the weights of nets to out in the Weights layout: for each network, for
+// each layer, its weights then its biases.
+func appendFlat[T float32 | float64](out []T, nets []*mlp) []T {
+	for _, m := range nets {
 		for l := range m.w {
 			for _, v := range m.w[l] {
-				out = append(out, float32(v))
+				out = append(out, T(v))
 			}
 			for _, v := range m.b[l] {
-				out = append(out, float32(v))
+				out = append(out, T(v))
 			}
 		}
 	}
@@ -311,11 +316,11 @@ func (r *Regressor) Weights() []float32 {
 // from these weights (with Config.ProxMu's proximal term). It drops a drift set before. It
 // refuses a vector of the wrong length or with a non-finite value, leaving r unchanged.
 func (r *Regressor) SetWeights(p []float32) error {
-	members, err := r.unflatten("set weights", p)
+	members, err := unflatten(r, "set weights", p)
 	if err != nil {
 		return err
 	}
-	r.members, r.fixed, r.warm, r.drift = members, true, true, nil
+	r.members, r.fixed, r.warm, r.drift, r.carry = members, true, true, nil, nil
 	return nil
 }
 
@@ -330,7 +335,7 @@ func (r *Regressor) SetDrift(d []float32) error {
 	if !r.warm {
 		return errors.New("rul: set drift: no weights to continue; call SetWeights first")
 	}
-	drift, err := r.unflatten("set drift", d)
+	drift, err := unflatten(r, "set drift", d)
 	if err != nil {
 		return err
 	}
@@ -349,8 +354,83 @@ func RoundLearningRate(base float64, round, rounds uint64) float64 {
 	return base
 }
 
+// AdamState is the local Adam optimizer's state after a Fit of the MLP ensemble: the first
+// (M) and second (V) moment of every weight, in the Weights layout, and how many mini-batch
+// steps each has averaged, which sets Adam's bias correction. A federated participant that
+// keeps it from round to round (SetAdamState) continues its local Adam where it stopped;
+// otherwise every round's Fit starts from zero moments, estimated from that round's few
+// dozen mini-batches alone.
+type AdamState struct {
+	M, V           []float64
+	StepsM, StepsV int
+}
+
+// AdamState returns a copy of the Adam state the last Fit ended with (the zero value
+// before an MLP Fit).
+func (r *Regressor) AdamState() AdamState {
+	if len(r.adam) == 0 {
+		return AdamState{}
+	}
+	s := AdamState{StepsM: r.adam[0].stepsM, StepsV: r.adam[0].stepsV}
+	for _, o := range r.adam {
+		s.M = appendFlat(s.M, []*mlp{o.m})
+		s.V = appendFlat(s.V, []*mlp{o.v})
+	}
+	return s
+}
+
+// SetAdamState makes the next Fit, which must continue from SetWeights, start its Adam from
+// s instead of zero moments. A nil M (or V) with StepsM (StepsV) 0 starts that moment
+// fresh: a participant may keep only the second moments, the scale of each weight's
+// gradients, and not the first, the direction its own data pulled last round. It refuses a
+// vector of the wrong length, a non-finite value, a negative second moment or step count,
+// and a step count without its moments, and is refused before SetWeights; SetWeights
+// drops it.
+func (r *Regressor) SetAdamState(s AdamState) error {
+	if !r.warm {
+		return errors.New("rul: set adam state: no weights to continue; call SetWeights first")
+	}
+	part := func(name string, p []float64, steps int) ([]*mlp, error) {
+		switch {
+		case steps < 0:
+			return nil, fmt.Errorf("rul: set adam state: %s steps %d; expected 0 or more", name, steps)
+		case p == nil && steps != 0:
+			return nil, fmt.Errorf("rul: set adam state: %s steps %d without its moments; expected 0", name, steps)
+		case p == nil:
+			return nil, nil
+		}
+		if name == "V" {
+			if i := slices.IndexFunc(p, func(v float64) bool { return v < 0 }); i >= 0 {
+				return nil, fmt.Errorf("rul: set adam state: V value %d is %v; expected 0 or more", i, p[i])
+			}
+		}
+		return unflatten(r, "set adam state "+name, p)
+	}
+	ms, err := part("M", s.M, s.StepsM)
+	if err != nil {
+		return err
+	}
+	vs, err := part("V", s.V, s.StepsV)
+	if err != nil {
+		return err
+	}
+	carry := make([]*moments, len(r.members))
+	for i, m := range r.members {
+		o := newMoments(m)
+		if ms != nil {
+			o.m, o.stepsM = ms[i], s.StepsM
+		}
+		if vs != nil {
+			o.v, o.stepsV = vs[i], s.StepsV
+		}
+		carry[i] = o
+	}
+	r.carry = carry
+	return nil
+}
+
 // unflatten splits a flat vector in the Architecture's layout into MLP members.
-func (r *Regressor) unflatten(op string, p []float32) ([]*mlp, error) {
+func unflatten[T float32 | float64](r *Regressor, op string, p []T) ([]*mlp, error) {
 	a := r.Architecture()
 	switch {
 	case r.cfg.Model != ModelMLP:

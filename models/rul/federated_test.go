@@ -4,6 +4,7 @@ import (
 	"context"
 	"math"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -288,5 +289,86 @@ func TestRoundLearningRate(t *testing.T) {
 		if got := RoundLearningRate(1, c.round, c.rounds); got != c.want {
 			t.Errorf("round %d of %d: %v, want %v", c.round, c.rounds, got, c.want)
 		}
+	}
+}
+
+// A Fit that continues from another's weights and Adam state takes the same steps as one
+// Fit of both lengths (full-batch, so the shuffle does not matter): Adam's moments and
+// bias correction carry over. Without the state it does not; keeping only the second
+// moments is neither. Bad states are refused, and SetWeights drops a state set before it.
+func TestAdamStateContinuesTheOptimizer(t *testing.T) {
+	train := fleet(31, 8, 1)
+	cfg := Config{Members: 2, Hidden: []int{6, 3}, Epochs: 1, Seed: 4}
+	start := fit(t, cfg, train)
+	p, _ := start.Preprocessing()
+	w0 := start.Weights()
+	cfg.BatchSize, cfg.Schedule = 1<<20, ScheduleConstant // one mini-batch per epoch
+	run := func(epochs int, w []float32, s *AdamState) *Regressor {
+		c := cfg
+		c.Epochs = epochs
+		r := warmFrom(t, c, p, w)
+		if s != nil {
+			if err := r.SetAdamState(*s); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := r.Fit(context.Background(), train); err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	whole := run(6, w0, nil)
+	half := run(3, w0, nil)
+	st := half.AdamState()
+	if st.StepsM != 3 || st.StepsV != 3 || len(st.M) != len(w0) || len(st.V) != len(w0) {
+		t.Fatalf("state after 3 steps: steps %d/%d, %d and %d moments for %d weights", st.StepsM, st.StepsV, len(st.M), len(st.V), len(w0))
+	}
+	carried := run(3, half.Weights(), &st)
+	fresh := run(3, half.Weights(), nil)
+	second := run(3, half.Weights(), &AdamState{V: st.V, StepsV: st.StepsV})
+	dCarried, dFresh, dSecond := distance(carried.Weights(), whole.Weights()), distance(fresh.Weights(), whole.Weights()), distance(second.Weights(), whole.Weights())
+	t.Logf("distance to one Fit of 6 steps: %.2g carrying the state, %.2g second moments only, %.2g fresh", dCarried, dSecond, dFresh)
+	if dCarried > 1e-5 || !(dFresh > 1e-3) || !(dSecond > 1e-3) {
+		t.Errorf("distance to one Fit of 6 steps: %.2g carrying Adam's state (want ≈ 0, float32 rounding), %.2g fresh and %.2g with the second moments only (want > 0)", dCarried, dFresh, dSecond)
+	}
+	if got := carried.AdamState(); got.StepsM != 6 || got.StepsV != 6 {
+		t.Errorf("steps after carrying: %d/%d, want 6/6", got.StepsM, got.StepsV)
+	}
+
+	r := warmFrom(t, cfg, p, w0)
+	nan := slices.Clone(st.M)
+	nan[2] = math.NaN()
+	neg := slices.Clone(st.V)
+	neg[1] = -1
+	for _, bad := range []struct {
+		name string
+		s    AdamState
+		want string
+	}{
+		{"short", AdamState{M: st.M[1:], StepsM: 3}, "set adam state M"},
+		{"nan", AdamState{M: nan, StepsM: 3}, "value 2 is NaN"},
+		{"negative second moment", AdamState{V: neg, StepsV: 3}, "V value 1 is -1"},
+		{"steps without moments", AdamState{StepsV: 2}, "V steps 2 without its moments"},
+		{"negative steps", AdamState{M: st.M, StepsM: -1}, "M steps -1"},
+	} {
+		if err := r.SetAdamState(bad.s); err == nil || !strings.Contains(err.Error(), bad.want) {
+			t.Errorf("%s: %v, want an error with %q", bad.name, err, bad.want)
+		}
+	}
+	cold, _ := New(cfg)
+	if err := cold.SetAdamState(st); err == nil {
+		t.Error("SetAdamState before SetWeights succeeded")
+	}
+	if err := r.SetAdamState(st); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.SetWeights(w0); err != nil { // drops the state
+		t.Fatal(err)
+	}
+	if err := r.Fit(context.Background(), train); err != nil {
+		t.Fatal(err)
+	}
+	if again := run(1, w0, nil); !slices.Equal(r.Weights(), again.Weights()) {
+		t.Error("a state set before SetWeights was used")
 	}
 }

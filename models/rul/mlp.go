@@ -82,24 +82,39 @@ func (m *mlp) clone() *mlp {
 	return c
 }
 
+// zeros returns a network of m's shape with every weight zero.
+func (m *mlp) zeros() *mlp {
+	z := &mlp{sizes: m.sizes}
+	for l := range m.w {
+		z.w = append(z.w, make([]float64, len(m.w[l])))
+		z.b = append(z.b, make([]float64, len(m.b[l])))
+	}
+	return z
+}
+
+// moments is Adam's state for one network: the first and second moments, shaped like it,
+// and how many steps each has averaged (for the bias correction).
+type moments struct {
+	m, v           *mlp
+	stepsM, stepsV int
+}
+
+func newMoments(m *mlp) *moments { return &moments{m: m.zeros(), v: m.zeros()} }
+
 // train runs cfg.Epochs of shuffled mini-batch Adam over rows x (standardized) and targets y,
 // at most cfg.Steps mini-batches when that is set, under cfg.Schedule (step: the learning rate
-// is quartered for the last third of the epochs). With an anchor (the network training started
-// from) and cfg.ProxMu > 0 it adds FedProx's proximal term μ/2·‖w − anchor‖²; with a drift (a
-// network of the same shape) it adds drift to the weights, an equal share after every step.
-func (m *mlp) train(ctx context.Context, x, y []float64, cfg Config, rng *rand.Rand, anchor, drift *mlp) error {
+// is quartered for the last third of the epochs). Adam continues from opt (fresh moments:
+// newMoments), which it updates. With an anchor (the network training started from) and
+// cfg.ProxMu > 0 it adds FedProx's proximal term μ/2·‖w − anchor‖²; with a drift (a network
+// of the same shape) it adds drift to the weights, an equal share after every step.
+func (m *mlp) train(ctx context.Context, x, y []float64, cfg Config, rng *rand.Rand, opt *moments, anchor, drift *mlp) error {
 	width := m.sizes[0]
 	n := len(y)
 	acts := m.newActs()
 	deltas := m.newActs()
-	gw := make([][]float64, len(m.w))
-	gb := make([][]float64, len(m.b))
-	mw, vw := make([][]float64, len(m.w)), make([][]float64, len(m.w))
-	mb, vb := make([][]float64, len(m.b)), make([][]float64, len(m.b))
-	for l := range m.w {
-		gw[l], mw[l], vw[l] = make([]float64, len(m.w[l])), make([]float64, len(m.w[l])), make([]float64, len(m.w[l]))
-		gb[l], mb[l], vb[l] = make([]float64, len(m.b[l])), make([]float64, len(m.b[l])), make([]float64, len(m.b[l]))
-	}
+	g := m.zeros()
+	gw, gb := g.w, g.b
+	mw, vw, mb, vb := opt.m.w, opt.v.w, opt.m.b, opt.v.b
 	const beta1, beta2 = 0.9, 0.999
 	order := make([]int, n)
 	for i := range order {
@@ -157,9 +172,11 @@ func (m *mlp) train(ctx context.Context, x, y []float64, cfg Config, rng *rand.R
 				}
 			}
 			step++
+			opt.stepsM++
+			opt.stepsV++
 			scale := 1 / float64(end-start)
-			c1 := 1 - math.Pow(beta1, float64(step))
-			c2 := 1 - math.Pow(beta2, float64(step))
+			c1 := 1 - math.Pow(beta1, float64(opt.stepsM))
+			c2 := 1 - math.Pow(beta2, float64(opt.stepsV))
 			for l := range m.w {
 				if anchor != nil && cfg.ProxMu > 0 {
 					prox(gw[l], m.w[l], anchor.w[l], cfg.ProxMu/scale)

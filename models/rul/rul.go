@@ -173,6 +173,10 @@ type Regressor struct {
 	warm bool
 	// drift is set by SetDrift: the next Fit adds it to the members it trains.
 	drift []*mlp
+	// carry is set by SetAdamState: the next Fit's Adam starts from it, one per member.
+	carry []*moments
+	// adam is the Adam state the last MLP Fit ended with, one per member.
+	adam []*moments
 }
 
 // New returns an untrained regressor for cfg (defaults filled in).
@@ -226,6 +230,7 @@ func (r *Regressor) Fit(ctx context.Context, train []Engine) error {
 	}
 	rng := rand.New(rand.NewPCG(r.cfg.Seed, 0x72756c))
 	var members []*mlp
+	var adam []*moments
 	var ridge []float64
 	switch r.cfg.Model {
 	case ModelRidge:
@@ -244,16 +249,20 @@ func (r *Regressor) Fit(ctx context.Context, train []Engine) error {
 			if r.drift != nil {
 				drift = r.drift[i]
 			}
-			if err := m.train(ctx, x, y, r.cfg, rng, anchor, drift); err != nil {
+			opt := newMoments(m)
+			if r.carry != nil {
+				opt = r.carry[i]
+			}
+			if err := m.train(ctx, x, y, r.cfg, rng, opt, anchor, drift); err != nil {
 				return err
 			}
-			members = append(members, m)
+			members, adam = append(members, m), append(adam, opt)
 		}
 	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	r.norm, r.fMean, r.fStd, r.members, r.ridge, r.drift = norm, mean, std, members, ridge, nil
+	r.norm, r.fMean, r.fStd, r.members, r.ridge, r.drift, r.carry, r.adam = norm, mean, std, members, ridge, nil, nil, adam
 	return nil
 }
 
