@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"text/tabwriter"
@@ -27,11 +29,12 @@ import (
 // (each trains 3 + 3 + 2 models); the README's numbers use 3.
 var skabSeeds = flag.Int("skab-seeds", 3, "seeds of the SKAB federated comparison")
 
-// skabFactory is one factory of the non-IID SKAB split: the experiments of one SKAB folder
-// (valve1, valve2, other), so each factory sees its own fault types and operating conditions.
+// skabFactory is one factory of a non-IID SKAB split: whole experiments, by folder
+// (skabSplit: valve1, valve2, other) or part of one (skabSplit5), so each factory sees its
+// own fault types and operating conditions.
 type skabFactory struct {
 	name  string
-	train models.Matrix // its training windows: the first 400 rows of each of its files
+	train models.Matrix // its training windows: the first 400 rows of each of its files (all of the anomaly-free run)
 }
 
 // skabSplit reads SKAB and splits it across factories by experiment folder. Each file is
@@ -39,6 +42,51 @@ type skabFactory struct {
 // to its folder's factory; the anomaly-free run (scaled by itself, all of it normal) goes to
 // the factory "other". It skips the test when the data is absent.
 func skabSplit(t *testing.T, window int) ([]*eval.Series, []skabFactory) {
+	t.Helper()
+	return skabSplitBy(t, window, func(name string) string {
+		if g := eval.SKABGroup(name); g != skabFree {
+			return g
+		}
+		return "other"
+	})
+}
+
+// skabFree is the folder, and the file name's stem, of SKAB's anomaly-free run.
+const skabFree = "anomaly-free"
+
+// skabSplit5 splits SKAB across 5 factories, for the rules that need 5 updates a round
+// (krum and multi_krum with f = 1). It is skabSplit with its two larger factories split
+// in two by whole files, so no file's rows straddle factories and each factory keeps its
+// own experiments: valve1's files 0-7 and 8-15 (by file number, 8 experiments each), and
+// "other" into its 14 experiments and the anomaly-free run (a factory that has only ever
+// seen normal operation). valve2 stays whole. The training windows per factory are
+// 3168, 3168, 1584, 5544 and 9401 (skabSplit's: 6336, 1584, 14945).
+func skabSplit5(t *testing.T, window int) ([]*eval.Series, []skabFactory) {
+	t.Helper()
+	return skabSplitBy(t, window, func(name string) string {
+		switch g := eval.SKABGroup(name); g {
+		case "valve1":
+			n, err := strconv.Atoi(strings.TrimSuffix(path.Base(name), ".csv"))
+			if err != nil {
+				t.Fatalf("SKAB file %s: expected a numbered file in valve1: %v", name, err)
+			}
+			if n < 8 {
+				return "valve1/0-7"
+			}
+			return "valve1/8-15"
+		default:
+			return g // valve2, other, anomaly-free
+		}
+	})
+}
+
+// skabSplitBy reads SKAB and gives each file's training windows to the factory named by
+// factory(file name), the name relative to the data folder ("valve1/3.csv",
+// "anomaly-free/anomaly-free.csv"). Each labelled file is scaled by its own first TrainRows
+// rows (as the protocol does) and contributes the windows within them; the anomaly-free run
+// is scaled by itself and contributes all its windows. It returns the labelled files and the
+// factories sorted by name, and skips the test when the data is absent.
+func skabSplitBy(t *testing.T, window int, factory func(name string) string) ([]*eval.Series, []skabFactory) {
 	t.Helper()
 	dir, err := eval.BenchmarkData(filepath.Join("skab", "data"))
 	if err != nil {
@@ -50,12 +98,13 @@ func skabSplit(t *testing.T, window int) ([]*eval.Series, []skabFactory) {
 	}
 	var cfg eval.SKABConfig
 	cfg.SetDefaults()
-	byGroup := map[string]*models.Matrix{}
-	add := func(group string, w models.Matrix) {
-		m := byGroup[group]
+	byName := map[string]*models.Matrix{}
+	add := func(file string, w models.Matrix) {
+		name := factory(file)
+		m := byName[name]
 		if m == nil {
 			m = &models.Matrix{Cols: w.Cols}
-			byGroup[group] = m
+			byName[name] = m
 		}
 		m.Rows += w.Rows
 		m.Data = append(m.Data, w.Data...)
@@ -65,9 +114,9 @@ func skabSplit(t *testing.T, window int) ([]*eval.Series, []skabFactory) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		add(eval.SKABGroup(f.Name), w.Slice(0, cfg.TrainRows-window+1))
+		add(f.Name, w.Slice(0, cfg.TrainRows-window+1))
 	}
-	free, err := readSKABFile(filepath.Join(dir, "anomaly-free", "anomaly-free.csv"))
+	free, err := readSKABFile(filepath.Join(dir, skabFree, skabFree+".csv"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,10 +124,10 @@ func skabSplit(t *testing.T, window int) ([]*eval.Series, []skabFactory) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	add("other", w)
+	add(skabFree+"/"+skabFree+".csv", w)
 	var out []skabFactory
-	for g, m := range byGroup {
-		out = append(out, skabFactory{name: g, train: *m})
+	for name, m := range byName {
+		out = append(out, skabFactory{name: name, train: *m})
 	}
 	slices.SortFunc(out, func(a, b skabFactory) int { return strings.Compare(a.name, b.name) })
 	return files, out
