@@ -79,6 +79,8 @@ var (
 		{strategy: aggregate.FedProx, rounds: 192, steps: 50, serverLR: 1, drift: true, mu: 0.001},
 		{strategy: aggregate.FedProx, rounds: 384, steps: 25, serverLR: 1, drift: true, mu: 0.001},
 		{strategy: aggregate.FedProx, rounds: 576, steps: 25, serverLR: 1, drift: true, mu: 0.001}, // extension
+		// Each factory's local Adam's second moments carried from round to round, as FedAvg's.
+		{strategy: aggregate.FedProx, rounds: 384, steps: 25, serverLR: 1, drift: true, mu: 0.001, adam: cmapssAdamSecond},
 	}
 	// FedAdam: the wider search's choice (288 × 50, server_lr 0.01), and FedAvg's regime of
 	// rounds (576 × 25) at server_lr 0.003-0.03 and adaptivity τ 1e-3-0.1. With τ well above
@@ -97,6 +99,8 @@ var (
 		{strategy: aggregate.FedAdam, rounds: 192, steps: 75, serverLR: 0.01, drift: true},
 		{strategy: aggregate.FedAdam, rounds: 144, steps: 100, serverLR: 0.01, drift: true},
 		{strategy: aggregate.FedAdam, rounds: 288, steps: 50, serverLR: 0.005, drift: true},
+		// Each factory's local Adam's second moments carried from round to round, as FedAvg's.
+		{strategy: aggregate.FedAdam, rounds: 288, steps: 50, serverLR: 0.01, drift: true, adam: cmapssAdamSecond},
 	}
 )
 

@@ -319,12 +319,15 @@ func federateRUL(t *testing.T, facs []cmapssFactory, pre rul.Preprocessing, mode
 // alone, which the cross-validation confirmed (best of ten, 10.64; central 9.22). FedAvg
 // keeps rul.RoundLearningRate's schedule: dropping the rate after five sixths of the rounds
 // instead of two thirds scored 0.02 ± 0.07 better, within one standard error, and the
-// simpler candidate stays (the one-standard-error rule).
+// simpler candidate stays (the one-standard-error rule). The factories keep their local
+// Adam's second moments from round to round (seeds 1-4 × 5 folds, better on every fold):
+// FedAvg 9.37 against 9.77 without, FedProx 9.64 against 10.27, FedAdam 10.94 against
+// 11.29; keeping both moments diverged (FedAvg 45.2).
 var (
 	cmapssEpochs  = 48
-	cmapssFedAvg  = cmapssSettings{strategy: aggregate.FedAvg, rounds: 768, steps: 25, serverLR: 0.5, drift: true, momentum: 0.5}
-	cmapssFedProx = cmapssSettings{strategy: aggregate.FedProx, rounds: 384, steps: 25, serverLR: 1, drift: true, mu: 0.001}
-	cmapssFedAdam = cmapssSettings{strategy: aggregate.FedAdam, rounds: 288, steps: 50, serverLR: 0.01, drift: true}
+	cmapssFedAvg  = cmapssSettings{strategy: aggregate.FedAvg, rounds: 768, steps: 25, serverLR: 0.5, drift: true, momentum: 0.5, adam: cmapssAdamSecond}
+	cmapssFedProx = cmapssSettings{strategy: aggregate.FedProx, rounds: 384, steps: 25, serverLR: 1, drift: true, mu: 0.001, adam: cmapssAdamSecond}
+	cmapssFedAdam = cmapssSettings{strategy: aggregate.FedAdam, rounds: 288, steps: 50, serverLR: 0.01, drift: true, adam: cmapssAdamSecond}
 	// cmapssFederated is every federated strategy of the comparison, FedAvg first.
 	cmapssFederated = []cmapssSettings{cmapssFedAvg, cmapssFedProx, cmapssFedAdam}
 )
@@ -424,8 +427,8 @@ func TestFederatedVersusCentralCMAPSS(t *testing.T) {
 	}
 	// The federated strategies of cmapssBounds against central with the full budget, on the
 	// mean over the seeds run: one seed's test RMSE moves by several per cent with the seed
-	// alone, so single seeds are only logged above. The bounds are what the
-	// validation-selected settings measured on seeds 1-6. The reduced budget under -race and
+	// alone, so single seeds are only logged above. The bounds are issue 5's 5 % for FedAvg
+	// and what FedProx's settings measured (cmapssBounds). The reduced budget under -race and
 	// -short stops central training early (4 epochs), which says nothing about it.
 	if testing.Short() || race.Enabled {
 		return
@@ -450,13 +453,15 @@ func TestFederatedVersusCentralCMAPSS(t *testing.T) {
 }
 
 // cmapssBounds bounds a federated strategy's mean test RMSE over the seeds run, as a
-// multiple of central's, under the settings chosen by cross-validation. Measured on all 100
-// training engines (central 48 epochs, 10.34 on the mean of seeds 1-12): FedAvg 768 × 25,
-// server_lr 0.5, server_momentum 0.5, drift on, 10.98, +6.2 % on seeds 1-12, +3.3 % on
-// seed 1 alone (the default run), from −2.1 % to +17.6 % on single seeds; FedProx μ 0.001,
-// 384 × 25, 11.09, +7.2 % on seeds 1-12, +7.1 % on seed 1. FedAdam (+24.1 %) is not bounded
-// here; it stays below local-only, which is asserted above.
-var cmapssBounds = map[string]float64{aggregate.FedAvg: 1.08, aggregate.FedProx: 1.08}
+// multiple of central's, under the settings chosen by cross-validation. FedAvg's is issue
+// 5's 5 %. Measured on all 100 training engines (central 48 epochs, 10.34 on the mean of
+// seeds 1-12): FedAvg 768 × 25, server_lr 0.5, server_momentum 0.5, drift on, local Adam's
+// second moments kept, 10.64, +2.9 % on seeds 1-12, −2.7 % on seed 1 alone (the default
+// run), at most +3.0 % on the mean of seeds 1 to k for every k, from −4.1 % to +9.5 % on
+// single seeds; FedProx μ 0.001, 384 × 25, second moments kept, 10.84, +4.9 % on seeds
+// 1-12, +3.9 % on seed 1, at most +5.2 % on the mean of seeds 1 to k, hence its 6 %. FedAdam
+// (+20.4 %) is not bounded here; it stays below local-only, which is asserted above.
+var cmapssBounds = map[string]float64{aggregate.FedAvg: 1.05, aggregate.FedProx: 1.06}
 
 // cmapssTable prints RMSE and PHM08 score per way of training, per seed and as means.
 func cmapssTable(runs []cmapssRun, facs []cmapssFactory, epochs int, federated []cmapssSettings) string {
