@@ -41,14 +41,14 @@ var skabInt8Strategies = flag.String("skab-int8-strategies", "",
 	"comma-separated aggregation strategies TestInt8CompressionKeepsSKABF1 runs, of fedavg, median, trimmed_mean, krum and multi_krum (default all; under -race or -short fedavg,median,krum)")
 
 // int8Splits are the rules TestInt8CompressionKeepsSKABF1 measures, by the SKAB split
-// they run on: the 3 factories of skabSplit where the rule runs with 3 updates, else the 5
-// of skabSplit5.
+// they run on: the 3 factories of skabSplit where the rule runs with 3 updates, and the 5
+// of skabSplit5 for the rules that need more, or that only trim with more (trimmed_mean).
 var int8Splits = []struct {
 	factories int
 	rules     []string
 }{
 	{3, []string{aggregate.FedAvg, aggregate.Median, aggregate.TrimmedMean}},
-	{5, []string{aggregate.Krum, aggregate.MultiKrum}},
+	{5, []string{aggregate.Krum, aggregate.MultiKrum, aggregate.TrimmedMean}},
 }
 
 // int8Reduced are the rules it measures by default under -race or -short: two on the
@@ -70,9 +70,11 @@ var int8Reduced = []string{aggregate.FedAvg, aggregate.Median, aggregate.Krum}
 // by experiment folder, where they reduce as follows. median is the middle value of every
 // coordinate. trimmed_mean cuts ⌊trim·3⌋ values from each end: at the default trim 0.2
 // that is none, so it is the unweighted mean (FedAvg weights by sample count); at trim ≥ 1/3
-// it cuts one and is exactly the median, so only the default is measured.
+// it cuts one and is exactly the median, so only the default is measured there.
 //
-// krum and multi_krum need n ≥ 2f+3 updates and f is at least 1 (byzantine 0 reads as unset
+// trimmed_mean runs on the 5 factories of skabSplit5 too, where the default trim 0.2 cuts
+// one value from each end of every coordinate and averages the middle three. krum and
+// multi_krum need n ≥ 2f+3 updates and f is at least 1 (byzantine 0 reads as unset
 // and defaults to 1), so they run on the 5 factories of skabSplit5, at the default f = 1:
 // krum uses the one update with the smallest sum of squared distances to its 2 nearest
 // others, multi_krum averages the n − f = 4 best by that score. The test fails if a rule
@@ -82,7 +84,11 @@ func TestInt8CompressionKeepsSKABF1(t *testing.T) {
 	reduced := testing.Short() || race.Enabled
 	var known []string
 	for _, sp := range int8Splits {
-		known = append(known, sp.rules...)
+		for _, r := range sp.rules {
+			if !slices.Contains(known, r) {
+				known = append(known, r)
+			}
+		}
 	}
 	names := *skabInt8Strategies
 	if names == "" {
@@ -152,7 +158,7 @@ func TestInt8CompressionKeepsSKABF1(t *testing.T) {
 			if s.MinUpdates() > len(facs) {
 				t.Fatalf("%s (byzantine %d) needs %d updates a round and its SKAB split has %d factories; expected it to run", name, s.Byzantine, s.MinUpdates(), len(facs))
 			}
-			t.Run(name, func(t *testing.T) { b.compareInt8(t, facs, strategy) })
+			t.Run(fmt.Sprintf("%s_%d_factories", name, sp.factories), func(t *testing.T) { b.compareInt8(t, facs, strategy) })
 		}
 	}
 }
