@@ -43,6 +43,9 @@ type Member struct {
 	Key  PublicKey `yaml:"key"`
 }
 
+// DefaultKeepModels is FederationConfig.KeepModels' default.
+const DefaultKeepModels = 64
+
 // FederationConfig configures one federation run by the hub.
 type FederationConfig struct {
 	// Name identifies the federation (subjects, buckets, model names).
@@ -67,6 +70,13 @@ type FederationConfig struct {
 	// MaxStaleness is how many rounds old the global model an update was trained from may
 	// be (default 0: only the current round's).
 	MaxStaleness uint64 `yaml:"max_staleness"`
+	// KeepModels is how many of the latest rounds' models the hub keeps in the object store
+	// (default 64): once round r has closed it deletes the models of the rounds up to
+	// r − KeepModels, so the store stays bounded. An older version still names its model's
+	// hash (and the ledger records every model), but `models pull` can no longer fetch it.
+	// It must be above MaxStaleness: a gateway may still train from a model that many
+	// rounds old.
+	KeepModels uint64 `yaml:"keep_models"`
 	// Strategy is the aggregation rule.
 	Strategy aggregate.Strategy `yaml:"strategy"`
 	// DP is client-level differential privacy, enforced as a budget by the hub.
@@ -85,6 +95,9 @@ func (c *FederationConfig) SetDefaults() {
 	}
 	if c.RoundTimeout == 0 {
 		c.RoundTimeout = 10 * time.Minute
+	}
+	if c.KeepModels == 0 {
+		c.KeepModels = DefaultKeepModels
 	}
 	c.Strategy.SetDefaults()
 	c.DP.SetDefaults()
@@ -153,6 +166,9 @@ func (c FederationConfig) Validate() error {
 	}
 	if c.RoundTimeout <= 0 {
 		p.Addf("round_timeout", "%v must be positive", c.RoundTimeout)
+	}
+	if c.KeepModels <= c.MaxStaleness {
+		p.Addf("keep_models", "%d is not above max_staleness %d; expected at least %d, or the hub deletes models that gateways may still train from", c.KeepModels, c.MaxStaleness, c.MaxStaleness+1)
 	}
 	p.Nest("strategy", c.Strategy.Validate())
 	p.Nest("dp", c.DP.Validate())

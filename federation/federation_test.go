@@ -3,6 +3,7 @@ package federation_test
 import (
 	"context"
 	"crypto/ed25519"
+	"errors"
 	"slices"
 	"testing"
 	"time"
@@ -26,6 +27,79 @@ func weightedMean(targets [][]float32, w []int) []float32 {
 		out[j] /= float32(tot)
 	}
 	return out
+}
+
+// skipRound is a trainer that fails in one round (the gateway then sends nothing).
+type skipRound struct {
+	federation.Trainer
+	round uint64
+}
+
+func (s skipRound) Train(ctx context.Context, task federation.Task, global []float32) (federation.TrainResult, error) {
+	if task.Round == s.round {
+		return federation.TrainResult{}, errors.New("not this round")
+	}
+	return s.Trainer.Train(ctx, task, global)
+}
+
+// TestHubKeepsTheLatestModels: with keep_models 2 the hub deletes every model older than
+// the two latest rounds' as the rounds close, including the one a round abandoned (no
+// model, no version) would have deleted; the versions still name the deleted models'
+// hashes, and the ledger records them all.
+func TestHubKeepsTheLatestModels(t *testing.T) {
+	const n, dim, rounds, keep, abandoned = 3, 20, 6, 2, 3
+	e := newEnv(t, n, false)
+	fc := fedConfig(n, dim)
+	fc.Rounds, fc.KeepModels, fc.RoundTimeout = rounds, keep, 2*time.Second
+	h := startHub(t, e.hub, fc)
+	for i := range n {
+		e.gateway(t, i, skipRound{Trainer: &pullTrainer{target: target(i, dim), samples: 10}, round: abandoned})
+	}
+	for r := uint64(1); r <= rounds; r++ {
+		if rep := h.next(t); rep.Round != r || (rep.Outcome == "aggregated") == (r == abandoned) {
+			t.Fatalf("round %d: %s (%s)", rep.Round, rep.Outcome, rep.Reason)
+		}
+	}
+	ctx := context.Background()
+	stored := func(r uint64) (string, bool) {
+		t.Helper()
+		v := federation.ModelHeader{Round: r}.Version()
+		hash, err := e.hub.GetVersion(ctx, fedName, v)
+		if r == abandoned {
+			if !errors.Is(err, federation.ErrNotFound) {
+				t.Fatalf("version %s of the abandoned round: %q, %v", v, hash, err)
+			}
+			return "", false
+		}
+		if err != nil {
+			t.Fatalf("version %s: %v", v, err)
+		}
+		_, err = e.hub.GetModel(ctx, fedName, hash)
+		if err != nil && !errors.Is(err, federation.ErrNotFound) {
+			t.Fatal(err)
+		}
+		return hash, err == nil
+	}
+	// The last round's models are deleted after its report: wait for the oldest kept to be
+	// the only one left of its age.
+	deadline := time.Now().Add(10 * time.Second)
+	for _, ok := stored(rounds - keep); ok && time.Now().Before(deadline); _, ok = stored(rounds - keep) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	for r := uint64(0); r <= rounds; r++ {
+		hash, ok := stored(r)
+		if want := r > rounds-keep; ok != want && r != abandoned {
+			t.Errorf("round %d's model %s: stored %v, want %v (keep_models %d)", r, hash, ok, want, keep)
+		}
+	}
+	if got := h.counter("millwright_federation_model_delete_errors_total", "", ""); got != 0 {
+		t.Errorf("%v delete errors", got)
+	}
+	h.rec.mu.Lock()
+	defer h.rec.mu.Unlock()
+	if len(h.rec.bodies) != rounds-1 {
+		t.Errorf("%d FederatedRound records, want %d (every released model, deleted or not)", len(h.rec.bodies), rounds-1)
+	}
 }
 
 func TestFederationConverges(t *testing.T) {

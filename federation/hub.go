@@ -92,6 +92,7 @@ type hubMetrics struct {
 	bytes        prometheus.Counter
 	ledger       prometheus.Counter
 	receipts     prometheus.Counter
+	deleteErrors prometheus.Counter
 	secaggFailed *prometheus.CounterVec
 }
 
@@ -103,6 +104,8 @@ func newHubMetrics(reg prometheus.Registerer) *hubMetrics {
 		bytes:    prometheus.NewCounter(prometheus.CounterOpts{Name: "millwright_federation_update_bytes_total", Help: "Bytes of accepted updates."}),
 		ledger:   prometheus.NewCounter(prometheus.CounterOpts{Name: "millwright_federation_ledger_errors_total", Help: "FederatedRound records the ledger refused."}),
 		receipts: prometheus.NewCounter(prometheus.CounterOpts{Name: "millwright_federation_receipt_errors_total", Help: "Rounds whose receipts the hub failed to write (some or all of them; the log names the error)."}),
+		deleteErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "millwright_federation_model_delete_errors_total",
+			Help: "Models older than keep_models rounds the hub failed to delete; each stays stored (the log names the error)."}),
 		secaggFailed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "millwright_federation_secagg_failures_total",
 			Help: "Rounds with secure aggregation abandoned, by reason."}, []string{"reason"}),
 	}
@@ -113,7 +116,7 @@ func newHubMetrics(reg prometheus.Registerer) *hubMetrics {
 		m.secaggFailed.WithLabelValues(r)
 	}
 	if reg != nil {
-		reg.MustRegister(m.rounds, m.updates, m.rejected, m.bytes, m.ledger, m.receipts, m.secaggFailed)
+		reg.MustRegister(m.rounds, m.updates, m.rejected, m.bytes, m.ledger, m.receipts, m.deleteErrors, m.secaggFailed)
 	}
 	return m
 }
@@ -178,6 +181,10 @@ type fedRun struct {
 	// stored is the last model this hub stored (storeModel), the next round's global: the
 	// round's end uses it instead of downloading, verifying and decoding it again.
 	stored *GlobalModel
+	// expireFrom is the oldest round whose model deleteExpired has not dealt with, once
+	// expiring is set (by its first call).
+	expireFrom uint64
+	expiring   bool
 }
 
 func newFedRun(h *Hub, fc FederationConfig) (*fedRun, error) {
@@ -503,6 +510,7 @@ func (f *fedRun) finish(ctx context.Context, report RoundReport, start time.Time
 	f.log.Info("round closed", "round", report.Round, "outcome", outcome, "used", len(report.Used), "rejected", len(report.Rejected), "model", report.Model)
 	f.notify(report)
 	f.sendReceipts(ctx, report)
+	f.deleteExpired(ctx, report.Round, next.Global)
 	return next, nil
 }
 

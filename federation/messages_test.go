@@ -148,6 +148,7 @@ func TestFederationConfigValidate(t *testing.T) {
 	fc.Quorum = 9
 	fc.Strategy = aggregate.Strategy{Name: aggregate.Median}
 	fc.DP = dp.Config{Enabled: true, EpsilonLimit: 5, Noise: dp.NoiseDistributed}
+	fc.MaxStaleness, fc.KeepModels = 3, 3
 	fc.SetDefaults()
 	err := fc.Validate()
 	paths := map[string]bool{}
@@ -157,7 +158,7 @@ func TestFederationConfigValidate(t *testing.T) {
 			paths[fe.Path] = true
 		}
 	}
-	for _, want := range []string{"name", "members[3].name", "members[3].key", "quorum", "dp.noise", "strategy.name"} {
+	for _, want := range []string{"name", "members[3].name", "members[3].key", "quorum", "keep_models", "dp.noise", "strategy.name"} {
 		if !paths[want] {
 			t.Errorf("no problem at %s; got %v", want, err)
 		}
@@ -167,7 +168,12 @@ func TestFederationConfigValidate(t *testing.T) {
 	if err := good.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(err.Error(), "Bad Name") {
-		t.Errorf("error does not name the value: %v", err)
+	for _, want := range []string{"Bad Name", "keep_models: 3 is not above max_staleness 3; expected at least 4"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not say %q: %v", want, err)
+		}
+	}
+	if good.KeepModels != federation.DefaultKeepModels {
+		t.Errorf("keep_models defaults to %d, want %d", good.KeepModels, federation.DefaultKeepModels)
 	}
 }

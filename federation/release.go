@@ -77,6 +77,43 @@ func (f *fedRun) completeRelease(ctx context.Context, rel releasing, versioned, 
 	return err
 }
 
+// deleteExpired deletes the models of the rounds up to round − KeepModels that it has not
+// deleted yet, once round has closed and the next round's state names global; their
+// versions keep naming their hashes. It starts after the last round it dealt with (after a
+// start, one KeepModels further back, for what a stopped hub left), and stops at the first
+// model it cannot delete yet, to try it again after the next round: global itself, when
+// rounds were abandoned for that long, or a transport error (logged and counted).
+func (f *fedRun) deleteExpired(ctx context.Context, round uint64, global string) {
+	keep := f.cfg.KeepModels
+	if keep == 0 || round < keep { // 0: not set (Validate refuses it)
+		return
+	}
+	last := round - keep
+	if !f.expiring {
+		f.expireFrom, f.expiring = last-min(last, keep), true
+	}
+	for ; f.expireFrom <= last; f.expireFrom++ {
+		version := ModelHeader{Round: f.expireFrom}.Version()
+		hash, err := f.h.tr.GetVersion(ctx, f.cfg.Name, version)
+		if errors.Is(err, ErrNotFound) { // no model was released that round
+			continue
+		}
+		if err == nil && hash == global {
+			return
+		}
+		if err == nil {
+			err = f.h.tr.DeleteModel(ctx, f.cfg.Name, hash)
+		}
+		if err != nil {
+			if ctx.Err() == nil {
+				f.h.m.deleteErrors.Inc()
+				f.log.Warn("model past keep_models not deleted; trying again after the next round", "version", version, "keep_models", keep, "err", err)
+			}
+			return
+		}
+	}
+}
+
 // record records a released round in the ledger. With a recorder that takes ids, the
 // record's id is the one the release committed, and a restarted hub first asks whether the
 // hub before it made the record (it stopped between the record and the version); if the

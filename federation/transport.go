@@ -28,6 +28,9 @@ type Transport interface {
 	// GetModel returns the model stored under hash, ErrNotFound if there is none. The
 	// caller checks the hash and the signature.
 	GetModel(ctx context.Context, fed, hash string) ([]byte, error)
+	// DeleteModel removes the model stored under hash, leaving nothing of it in the store;
+	// deleting one that is not stored is not an error.
+	DeleteModel(ctx context.Context, fed, hash string) error
 	// PutRound replaces the round state of fed.
 	PutRound(ctx context.Context, fed string, state []byte) error
 	// GetRound returns the round state of fed, ErrNotFound if the hub has not started it.

@@ -299,7 +299,7 @@ const maxChunk = 1 << 20
 func (b *Bus) putObject(ctx context.Context, bucket, name string, data []byte, sum [sha256.Size]byte, prev *jetstream.ObjectInfo) error {
 	chunk := int(max(min(int64(maxChunk), b.nc.MaxPayload()-4096, int64(len(data))), 4096))
 	id := strings.TrimPrefix(nats.NewInbox(), nats.InboxPrefix) // a NUID
-	chunkSubj := "$O." + bucket + ".C." + id
+	chunkSubj := chunkSubject(bucket, id)
 	acks := make([]jetstream.PubAckFuture, 0, (len(data)+chunk-1)/chunk)
 	var err error
 	for off := 0; off < len(data) && err == nil; off += chunk {
@@ -327,7 +327,7 @@ func (b *Bus) putObject(ctx context.Context, bucket, name string, data []byte, s
 			Digest: "SHA-256=" + base64.URLEncoding.EncodeToString(sum[:]),
 		})
 		if err == nil {
-			m := nats.NewMsg("$O." + bucket + ".M." + base64.URLEncoding.EncodeToString([]byte(name)))
+			m := nats.NewMsg(metaSubject(bucket, name))
 			m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
 			m.Data = meta
 			_, err = b.js.PublishMsg(ctx, m)
@@ -341,7 +341,7 @@ func (b *Bus) putObject(ctx context.Context, bucket, name string, data []byte, s
 		return err
 	}
 	if prev != nil && !prev.Deleted && prev.NUID != "" && serr == nil {
-		_ = st.Purge(ctx, jetstream.WithPurgeSubject("$O."+bucket+".C."+prev.NUID)) // unreachable now; best effort
+		_ = st.Purge(ctx, jetstream.WithPurgeSubject(chunkSubject(bucket, prev.NUID))) // unreachable now; best effort
 	}
 	return nil
 }
@@ -351,6 +351,48 @@ func (b *Bus) putObject(ctx context.Context, bucket, name string, data []byte, s
 func (b *Bus) GetModel(ctx context.Context, fed, hash string) ([]byte, error) {
 	return b.getObject(ctx, modelBucket(fed), hash, false)
 }
+
+// DeleteModel implements federation.Transport. It purges the object's metadata, so that it
+// reads as not found at once, then its chunks. Unlike the object store's own Delete it
+// leaves no deletion marker behind: a federation that deletes a model every round keeps
+// its bucket bounded.
+func (b *Bus) DeleteModel(ctx context.Context, fed, hash string) error {
+	ctx, cancel := b.bounded(ctx)
+	defer cancel()
+	bucket := modelBucket(fed)
+	o, err := b.obj(ctx, bucket)
+	if err != nil {
+		return err
+	}
+	info, err := o.GetInfo(ctx, hash, jetstream.GetObjectInfoShowDeleted())
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("natsbus: delete model %s/%s: %w", fed, hash, err)
+	}
+	st, err := b.objStream(ctx, bucket)
+	if err != nil {
+		return err
+	}
+	if err := st.Purge(ctx, jetstream.WithPurgeSubject(metaSubject(bucket, hash))); err != nil {
+		return fmt.Errorf("natsbus: delete model %s/%s: %w", fed, hash, err)
+	}
+	if info.NUID != "" {
+		if err := st.Purge(ctx, jetstream.WithPurgeSubject(chunkSubject(bucket, info.NUID))); err != nil {
+			return fmt.Errorf("natsbus: delete model %s/%s: chunks: %w", fed, hash, err)
+		}
+	}
+	return nil
+}
+
+// metaSubject and chunkSubject are the object store's subjects of an object's metadata
+// (by its name) and of its chunks (by the object's NUID).
+func metaSubject(bucket, name string) string {
+	return "$O." + bucket + ".M." + base64.URLEncoding.EncodeToString([]byte(name))
+}
+
+func chunkSubject(bucket, nuid string) string { return "$O." + bucket + ".C." + nuid }
 
 // PutBlob implements federation.Transport in a bucket only the hub can read.
 func (b *Bus) PutBlob(ctx context.Context, fed, name string, data []byte) error {
@@ -400,7 +442,7 @@ func (b *Bus) getObject(ctx context.Context, bucket, name string, verify bool) (
 	if err != nil {
 		return nil, err
 	}
-	data, err := readChunks(ctx, st, "$O."+bucket+".C."+info.NUID, info.Size)
+	data, err := readChunks(ctx, st, chunkSubject(bucket, info.NUID), info.Size)
 	if err != nil {
 		return nil, fmt.Errorf("natsbus: get %s/%s: %w", bucket, name, err)
 	}

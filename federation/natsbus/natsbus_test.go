@@ -8,6 +8,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -304,6 +305,46 @@ func TestLargeObjects(t *testing.T) {
 	}
 	if got, err := hub.GetBlob(ctx, "f1", "empty"); !errors.Is(err, federation.ErrNotFound) {
 		t.Fatalf("missing blob: %d bytes, %v", len(got), err)
+	}
+}
+
+// TestDeleteModelLeavesNothing: a deleted model reads as not found, neither its chunks nor
+// its metadata stay in the bucket's stream (no deletion marker either), the other models
+// are untouched, and deleting it again, or a model never stored, is not an error.
+func TestDeleteModelLeavesNothing(t *testing.T) {
+	_, hub := startServer(t, false)
+	ctx := context.Background()
+	st, err := hub.js.Stream(ctx, "OBJ_"+modelBucket("f1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	messages := func() uint64 {
+		t.Helper()
+		info, err := st.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.State.Msgs
+	}
+	kept, hk := putModel(t, hub, maxChunk/2)
+	before := messages()
+	_, h := putModel(t, hub, 2*maxChunk+777)
+	for range 2 {
+		if err := hub.DeleteModel(ctx, "f1", h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, err := hub.GetModel(ctx, "f1", h); !errors.Is(err, federation.ErrNotFound) {
+		t.Fatalf("deleted model: %d bytes, %v; want not found", len(got), err)
+	}
+	if n := messages(); n != before {
+		t.Fatalf("the bucket holds %d messages after the delete, %d before the model was put", n, before)
+	}
+	if got, err := hub.GetModel(ctx, "f1", hk); err != nil || !bytes.Equal(got, kept) {
+		t.Fatalf("the other model: %d bytes, %v", len(got), err)
+	}
+	if err := hub.DeleteModel(ctx, "f1", strings.Repeat("ab", 32)); err != nil {
+		t.Fatalf("deleting a model never stored: %v", err)
 	}
 }
 

@@ -315,6 +315,10 @@ func cmdModelsPull(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return 1
 	}
 	name, g, err := fetchAndWrite(ctx, bus, fed, hash, key, cf.out, false, lc)
+	if errors.Is(err, federation.ErrNotFound) && version != "latest" {
+		fmt.Fprintf(stderr, "millwright models pull: %s@%s (sha256 %s) is no longer stored: the hub keeps only the latest rounds' models (keep_models); the ledger still records its hash\n", fed, version, hash)
+		return 1
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "millwright models pull: %v\n", err)
 		return 1

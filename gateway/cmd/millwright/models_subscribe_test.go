@@ -132,7 +132,21 @@ func TestModelsSubscribeAndPull(t *testing.T) {
 	if g.Params[0] < 0.8 || g.Params[0] > 1.2 { // the initial ±0.1 plus one
 		t.Fatalf("r1 parameter %v; want about 1", g.Params[0])
 	}
+	// A model the hub deleted (keep_models) is named as such.
+	h0, err := hubBus.GetVersion(context.Background(), "pumps", "r0")
+	if err == nil {
+		err = hubBus.DeleteModel(context.Background(), "pumps", h0)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	args[len(args)-1] = "pumps@r0"
+	if code := cmdModelsPull(context.Background(), args, &pulled, &stderr); code == 0 || !strings.Contains(stderr.String(), "pumps@r0 (sha256 "+h0+") is no longer stored") {
+		t.Fatalf("pull of a deleted model exited %d: %q", code, stderr.String())
+	}
 	// A wrong hub key is refused.
+	args[len(args)-1] = "pumps@r1"
 	args[len(args)-4] = hex.EncodeToString(keys[0].Public().(ed25519.PublicKey))
 	if code := cmdModelsPull(context.Background(), args, &pulled, &bytes.Buffer{}); code == 0 {
 		t.Fatal("pull accepted a model under a key that is not the hub's")
