@@ -45,7 +45,7 @@ func (s skipRound) Train(ctx context.Context, task federation.Task, global []flo
 // TestHubKeepsTheLatestModels: with keep_models 2 the hub deletes every model older than
 // the two latest rounds' as the rounds close, including the one a round abandoned (no
 // model, no version) would have deleted; the versions still name the deleted models'
-// hashes, and the ledger records them all.
+// hashes, and the ledger records them all. Every closed round's updates are deleted too.
 func TestHubKeepsTheLatestModels(t *testing.T) {
 	const n, dim, rounds, keep, abandoned = 3, 20, 6, 2, 3
 	e := newEnv(t, n, false)
@@ -92,8 +92,22 @@ func TestHubKeepsTheLatestModels(t *testing.T) {
 			t.Errorf("round %d's model %s: stored %v, want %v (keep_models %d)", r, hash, ok, want, keep)
 		}
 	}
-	if got := h.counter("millwright_federation_model_delete_errors_total", "", ""); got != 0 {
-		t.Errorf("%v delete errors", got)
+	// Every closed round's updates are gone from the stream.
+	for r := uint64(1); r < rounds; r++ {
+		uctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+		n := 0
+		if err := e.hub.Updates(uctx, fedName, r, func([]byte) { n++ }); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+		if n != 0 {
+			t.Errorf("round %d: %d updates still stored after it closed", r, n)
+		}
+	}
+	for _, what := range []string{"model", "updates"} {
+		if got := h.counter("millwright_federation_delete_errors_total", "what", what); got != 0 {
+			t.Errorf("%v errors deleting %s", got, what)
+		}
 	}
 	h.rec.mu.Lock()
 	defer h.rec.mu.Unlock()

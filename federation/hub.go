@@ -92,7 +92,7 @@ type hubMetrics struct {
 	bytes        prometheus.Counter
 	ledger       prometheus.Counter
 	receipts     prometheus.Counter
-	deleteErrors prometheus.Counter
+	deleteErrors *prometheus.CounterVec
 	secaggFailed *prometheus.CounterVec
 }
 
@@ -104,8 +104,8 @@ func newHubMetrics(reg prometheus.Registerer) *hubMetrics {
 		bytes:    prometheus.NewCounter(prometheus.CounterOpts{Name: "millwright_federation_update_bytes_total", Help: "Bytes of accepted updates."}),
 		ledger:   prometheus.NewCounter(prometheus.CounterOpts{Name: "millwright_federation_ledger_errors_total", Help: "FederatedRound records the ledger refused."}),
 		receipts: prometheus.NewCounter(prometheus.CounterOpts{Name: "millwright_federation_receipt_errors_total", Help: "Rounds whose receipts the hub failed to write (some or all of them; the log names the error)."}),
-		deleteErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "millwright_federation_model_delete_errors_total",
-			Help: "Models older than keep_models rounds the hub failed to delete; each stays stored (the log names the error)."}),
+		deleteErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "millwright_federation_delete_errors_total",
+			Help: "Deletions the hub failed: of a model older than keep_models rounds (what=model; tried again after the next round), or of a closed round's updates (what=updates; they stay until update_retention). The log names the error."}, []string{"what"}),
 		secaggFailed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "millwright_federation_secagg_failures_total",
 			Help: "Rounds with secure aggregation abandoned, by reason."}, []string{"reason"}),
 	}
@@ -114,6 +114,9 @@ func newHubMetrics(reg prometheus.Registerer) *hubMetrics {
 	}
 	for _, r := range secaggFailReasons {
 		m.secaggFailed.WithLabelValues(r)
+	}
+	for _, w := range []string{"model", "updates"} {
+		m.deleteErrors.WithLabelValues(w)
 	}
 	if reg != nil {
 		reg.MustRegister(m.rounds, m.updates, m.rejected, m.bytes, m.ledger, m.receipts, m.deleteErrors, m.secaggFailed)
@@ -511,7 +514,19 @@ func (f *fedRun) finish(ctx context.Context, report RoundReport, start time.Time
 	f.notify(report)
 	f.sendReceipts(ctx, report)
 	f.deleteExpired(ctx, report.Round, next.Global)
+	f.deleteUpdates(ctx, report.Round)
 	return next, nil
+}
+
+// deleteUpdates removes the closed round's updates from the transport: nothing reads them
+// again (a later round's updates are published under that round), and a federation of
+// large models would otherwise keep every round's for update_retention. It tries once; a
+// failure is logged and counted, and those updates stay until update_retention.
+func (f *fedRun) deleteUpdates(ctx context.Context, round uint64) {
+	if err := f.h.tr.DeleteUpdates(ctx, f.cfg.Name, round); err != nil && ctx.Err() == nil {
+		f.h.m.deleteErrors.WithLabelValues("updates").Inc()
+		f.log.Warn("closed round's updates not deleted; they stay until update_retention", "round", round, "err", err)
+	}
 }
 
 func (f *fedRun) notify(r RoundReport) {

@@ -106,7 +106,7 @@ func (f *fedRun) deleteExpired(ctx context.Context, round uint64, global string)
 		}
 		if err != nil {
 			if ctx.Err() == nil {
-				f.h.m.deleteErrors.Inc()
+				f.h.m.deleteErrors.WithLabelValues("model").Inc()
 				f.log.Warn("model past keep_models not deleted; trying again after the next round", "version", version, "keep_models", keep, "err", err)
 			}
 			return

@@ -356,6 +356,57 @@ func roundMessages(t *testing.T, tr federation.Transport, round uint64) map[stri
 	return out
 }
 
+// roundLog keeps the secagg messages of a round as the transport delivers them, read from
+// before they are sent: the hub deletes a round's messages once the round has closed.
+type roundLog struct {
+	mu   sync.Mutex
+	msgs map[string][]secagg.Message
+}
+
+func logRound(t *testing.T, tr federation.Transport, round uint64) *roundLog {
+	t.Helper()
+	l := &roundLog{msgs: map[string][]secagg.Message{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = tr.Updates(ctx, fedName, round, func(b []byte) {
+			u, err := federation.DecodeUpdate(b)
+			if err != nil {
+				return
+			}
+			if _, m, err := secagg.Unmarshal(u.Payload); err == nil {
+				l.mu.Lock()
+				l.msgs[u.Participant] = append(l.msgs[u.Participant], m)
+				l.mu.Unlock()
+			}
+		})
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	return l
+}
+
+// survivorSigs waits until the log holds a survivor-set signature from n gateways and
+// returns the last of each.
+func (l *roundLog) survivorSigs(t *testing.T, n int) map[string]secagg.SurvivorSig {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		sigs := map[string]secagg.SurvivorSig{}
+		l.mu.Lock()
+		for name, ms := range l.msgs {
+			for _, m := range ms {
+				if s, ok := m.(*secagg.SurvivorSig); ok {
+					sigs[name] = *s
+				}
+			}
+		}
+		l.mu.Unlock()
+		if len(sigs) >= n || time.Now().After(deadline) {
+			return sigs
+		}
+	}
+}
+
 // TestSecAggSplitSurvivorSets plays a hub that lies to gateways (the test stands in for a
 // tampering transport: each gateway's Participant.Answer is handed the state the lying
 // hub shows it). g0 and g1 are told that g3 dropped out, g2 and g3 that everyone
@@ -370,6 +421,7 @@ func TestSecAggSplitSurvivorSets(t *testing.T) {
 	fc := secaggConfig(n, dim)
 	fc.RoundTimeout = 3 * time.Second
 	h := startHub(t, e.hub, fc)
+	lg := logRound(t, e.hub, 1) // what the lying hub keeps
 	ps := e.participants(t, dim)
 	answer(t, ps, waitPhase(t, e.hub, federation.SecAggAdvertise))
 	answer(t, ps, waitPhase(t, e.hub, federation.SecAggShare))
@@ -394,14 +446,7 @@ func TestSecAggSplitSurvivorSets(t *testing.T) {
 	}
 
 	// The lying hub relays the signatures it collected.
-	sigs := map[string]secagg.SurvivorSig{}
-	for name, ms := range roundMessages(t, e.hub, 1) {
-		for _, m := range ms {
-			if s, ok := m.(*secagg.SurvivorSig); ok {
-				sigs[name] = *s
-			}
-		}
-	}
+	sigs := lg.survivorSigs(t, n)
 	if len(sigs) != n {
 		t.Fatalf("%d survivor-set signatures in the log, want %d", len(sigs), n)
 	}

@@ -22,6 +22,8 @@ type Transport interface {
 	// until ctx ends (it then returns nil). fn is called from one goroutine at a time and
 	// may be called again with a message it has seen (redelivery): handlers are idempotent.
 	Updates(ctx context.Context, fed string, round uint64, fn func(data []byte)) error
+	// DeleteUpdates removes every update stored for round, which the hub has closed.
+	DeleteUpdates(ctx context.Context, fed string, round uint64) error
 	// PutModel stores a signed global model under its SHA-256 (lower-case hex), which it
 	// returns. Putting the same bytes twice is a no-op.
 	PutModel(ctx context.Context, fed string, data []byte) (hash string, err error)

@@ -39,7 +39,7 @@ type Bus struct {
 
 	mu      sync.Mutex
 	objs    map[string]jetstream.ObjectStore
-	streams map[string]jetstream.Stream   // object stores' streams, for direct gets
+	streams map[string]jetstream.Stream   // by stream name: object stores' (direct gets) and the update streams (purges)
 	kvs     map[string]jetstream.KeyValue // by bucket name
 	timeout time.Duration
 	closed  chan struct{} // closed by the client library when the connection is closed
@@ -213,6 +213,21 @@ func (b *Bus) PublishUpdate(ctx context.Context, fed string, round uint64, parti
 	defer cancel()
 	if _, err := b.js.Publish(ctx, updateSubject(fed, round, participant), data); err != nil {
 		return fmt.Errorf("natsbus: publish update %s round %d as %s: %w", fed, round, participant, err)
+	}
+	return nil
+}
+
+// DeleteUpdates implements federation.Transport: it purges the round's subjects from the
+// update stream.
+func (b *Bus) DeleteUpdates(ctx context.Context, fed string, round uint64) error {
+	ctx, cancel := b.bounded(ctx)
+	defer cancel()
+	st, err := b.stream(ctx, updateStream(fed))
+	if err == nil {
+		err = st.Purge(ctx, jetstream.WithPurgeSubject(updateSubject(fed, round, "*")))
+	}
+	if err != nil {
+		return fmt.Errorf("natsbus: delete updates %s round %d: %w", fed, round, err)
 	}
 	return nil
 }
@@ -482,16 +497,25 @@ func readChunks(ctx context.Context, st jetstream.Stream, subject string, size u
 }
 
 func (b *Bus) objStream(ctx context.Context, bucket string) (jetstream.Stream, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if st, ok := b.streams[bucket]; ok {
-		return st, nil
-	}
-	st, err := b.js.Stream(ctx, "OBJ_"+bucket)
+	st, err := b.stream(ctx, "OBJ_"+bucket)
 	if err != nil {
 		return nil, fmt.Errorf("natsbus: object store %s: %w", bucket, err)
 	}
-	b.streams[bucket] = st
+	return st, nil
+}
+
+// stream returns the stream named name (cached).
+func (b *Bus) stream(ctx context.Context, name string) (jetstream.Stream, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if st, ok := b.streams[name]; ok {
+		return st, nil
+	}
+	st, err := b.js.Stream(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	b.streams[name] = st
 	return st, nil
 }
 

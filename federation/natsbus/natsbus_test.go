@@ -397,6 +397,31 @@ func TestObjectsReadByTheObjectStore(t *testing.T) {
 	}
 }
 
+// TestDeleteUpdatesOfOneRound: DeleteUpdates removes every member's updates of that round
+// and only those; a round with none is not an error.
+func TestDeleteUpdatesOfOneRound(t *testing.T) {
+	_, hub := startServer(t, false)
+	ctx := context.Background()
+	for _, round := range []uint64{1, 2} {
+		for _, m := range []string{"a", "b"} {
+			if err := hub.PublishUpdate(ctx, "f1", round, m, []byte(m)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, round := range []uint64{1, 7} {
+		if err := hub.DeleteUpdates(ctx, "f1", round); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := collect(t, hub, "f1", 1, 0); len(got) != 0 {
+		t.Fatalf("round 1 still has %d updates", len(got))
+	}
+	if got := collect(t, hub, "f1", 2, 2); len(got) != 2 {
+		t.Fatalf("round 2 has %d updates, want 2", len(got))
+	}
+}
+
 // TestUpdatesDeleteTheirConsumer reads the updates of many short rounds, as a hub with
 // fast rounds does: each round's consumer is deleted once its reader stops, so the stream
 // does not collect one consumer per round until the server's consumer limit stops the hub

@@ -31,7 +31,8 @@ type hubFileConfig struct {
 	KeyFile string            `yaml:"key_file"`
 	Log     gateway.LogConfig `yaml:"log"`
 	NATS    hubNATSConfig     `yaml:"nats"`
-	// UpdateRetention is how long updates stay in the stream (default 7 days).
+	// UpdateRetention is the longest an update stays in the stream (default 7 days): an
+	// open round's, for a hub restarted mid-round; the hub deletes a closed round's.
 	UpdateRetention time.Duration                 `yaml:"update_retention"`
 	Federations     []federation.FederationConfig `yaml:"federations"`
 	// Ledger records every aggregated round as a FederatedRound, signed with the hub's key:
