@@ -60,38 +60,8 @@ func TestHubKeepsTheLatestModels(t *testing.T) {
 			t.Fatalf("round %d: %s (%s)", rep.Round, rep.Outcome, rep.Reason)
 		}
 	}
+	expectKept(t, e.hub, rounds, keep, abandoned)
 	ctx := context.Background()
-	stored := func(r uint64) (string, bool) {
-		t.Helper()
-		v := federation.ModelHeader{Round: r}.Version()
-		hash, err := e.hub.GetVersion(ctx, fedName, v)
-		if r == abandoned {
-			if !errors.Is(err, federation.ErrNotFound) {
-				t.Fatalf("version %s of the abandoned round: %q, %v", v, hash, err)
-			}
-			return "", false
-		}
-		if err != nil {
-			t.Fatalf("version %s: %v", v, err)
-		}
-		_, err = e.hub.GetModel(ctx, fedName, hash)
-		if err != nil && !errors.Is(err, federation.ErrNotFound) {
-			t.Fatal(err)
-		}
-		return hash, err == nil
-	}
-	// The last round's models are deleted after its report: wait for the oldest kept to be
-	// the only one left of its age.
-	deadline := time.Now().Add(10 * time.Second)
-	for _, ok := stored(rounds - keep); ok && time.Now().Before(deadline); _, ok = stored(rounds - keep) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	for r := uint64(0); r <= rounds; r++ {
-		hash, ok := stored(r)
-		if want := r > rounds-keep; ok != want && r != abandoned {
-			t.Errorf("round %d's model %s: stored %v, want %v (keep_models %d)", r, hash, ok, want, keep)
-		}
-	}
 	// Every closed round's updates are gone from the stream.
 	for r := uint64(1); r < rounds; r++ {
 		uctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
@@ -114,6 +84,72 @@ func TestHubKeepsTheLatestModels(t *testing.T) {
 	if len(h.rec.bodies) != rounds-1 {
 		t.Errorf("%d FederatedRound records, want %d (every released model, deleted or not)", len(h.rec.bodies), rounds-1)
 	}
+}
+
+// expectKept waits until the model of round rounds − keep is deleted (the hub deletes
+// after the last round's report), then checks that exactly the models of the keep latest
+// rounds are stored and that every round's version still names its hash; abandoned is a
+// round with no model (0: none).
+func expectKept(t *testing.T, tr federation.Transport, rounds, keep, abandoned uint64) {
+	t.Helper()
+	ctx := context.Background()
+	stored := func(r uint64) (string, bool) {
+		t.Helper()
+		v := federation.ModelHeader{Round: r}.Version()
+		hash, err := tr.GetVersion(ctx, fedName, v)
+		if r == abandoned && r != 0 {
+			if !errors.Is(err, federation.ErrNotFound) {
+				t.Fatalf("version %s of the abandoned round: %q, %v", v, hash, err)
+			}
+			return "", false
+		}
+		if err != nil {
+			t.Fatalf("version %s: %v", v, err)
+		}
+		_, err = tr.GetModel(ctx, fedName, hash)
+		if err != nil && !errors.Is(err, federation.ErrNotFound) {
+			t.Fatal(err)
+		}
+		return hash, err == nil
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for _, ok := stored(rounds - keep); ok && time.Now().Before(deadline); _, ok = stored(rounds - keep) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	for r := uint64(0); r <= rounds; r++ {
+		hash, ok := stored(r)
+		if want := r > rounds-keep; ok != want && (r != abandoned || r == 0) {
+			t.Errorf("round %d's model %s: stored %v, want %v (keep_models %d)", r, hash, ok, want, keep)
+		}
+	}
+}
+
+// TestHubKeepsTheLatestModelsAcrossARestart: a hub that ran 4 rounds with the default
+// keep_models (nothing deleted yet) is restarted with keep_models 2; the new hub continues
+// from the cursor the release carries and deletes the whole backlog, round 0 included.
+func TestHubKeepsTheLatestModelsAcrossARestart(t *testing.T) {
+	const n, dim, rounds, keep = 3, 20, 7, 2
+	e := newEnv(t, n, false)
+	fc := fedConfig(n, dim)
+	fc.Rounds = rounds
+	h := startHub(t, e.hub, fc)
+	for i := range n {
+		e.gateway(t, i, &pullTrainer{target: target(i, dim), samples: 10})
+	}
+	for range 4 {
+		h.next(t)
+	}
+	h.stop()
+	fc.KeepModels = keep
+	h = startHub(t, e.hub, fc)
+	for last := uint64(0); last < rounds; {
+		rep := h.next(t)
+		if rep.Outcome != "aggregated" {
+			t.Fatalf("round %d: %s (%s)", rep.Round, rep.Outcome, rep.Reason)
+		}
+		last = rep.Round
+	}
+	expectKept(t, e.hub, rounds, keep, 0)
 }
 
 func TestFederationConverges(t *testing.T) {

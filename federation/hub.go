@@ -184,10 +184,8 @@ type fedRun struct {
 	// stored is the last model this hub stored (storeModel), the next round's global: the
 	// round's end uses it instead of downloading, verifying and decoding it again.
 	stored *GlobalModel
-	// expireFrom is the oldest round whose model deleteExpired has not dealt with, once
-	// expiring is set (by its first call).
+	// expireFrom is the oldest round whose model deleteExpired has not dealt with.
 	expireFrom uint64
-	expiring   bool
 }
 
 func newFedRun(h *Hub, fc FederationConfig) (*fedRun, error) {

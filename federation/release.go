@@ -34,6 +34,9 @@ type releasing struct {
 	Record    *ledger.FederatedRound    `json:"record,omitempty"`
 	RecordID  string                    `json:"record_id,omitempty"`
 	Optimizer *aggregate.OptimizerState `json:"optimizer,omitempty"`
+	// Expired is the oldest round whose model the hub had not deleted yet (fedRun's
+	// expireFrom) when it committed the release: a restarted hub continues from there.
+	Expired uint64 `json:"expired,omitempty"`
 }
 
 // release publishes the model out of round st, aggregated from in, with the updates c
@@ -45,7 +48,8 @@ func (f *fedRun) release(ctx context.Context, st RoundState, in ModelHeader, out
 	if err != nil {
 		return "", err
 	}
-	rel := releasing{Round: st.Round, Parent: st.Global, Model: hash, Used: out.Header.Participants, Privacy: privacy, Record: f.roundRecord(in, out.Header, hash, c, privacy)}
+	rel := releasing{Round: st.Round, Parent: st.Global, Model: hash, Used: out.Header.Participants, Privacy: privacy, Record: f.roundRecord(in, out.Header, hash, c, privacy),
+		Expired: f.expireFrom}
 	if _, ok := f.h.opts.Recorder.(ledger.IDRecorder); ok && rel.Record != nil {
 		rel.RecordID = ledger.NameID(string(ledger.TypeFederatedRound), ledger.KeyID(f.h.PublicKey()), f.cfg.Name, strconv.FormatUint(st.Round, 10), hash)
 	}
@@ -77,22 +81,25 @@ func (f *fedRun) completeRelease(ctx context.Context, rel releasing, versioned, 
 	return err
 }
 
+// maxExpiredPerRound bounds the rounds deleteExpired deals with after one round: a backlog
+// (a federation that ran before it had keep_models, or whose keep_models was lowered)
+// drains over the following rounds instead of holding up the next one.
+const maxExpiredPerRound = 64
+
 // deleteExpired deletes the models of the rounds up to round − KeepModels that it has not
 // deleted yet, once round has closed and the next round's state names global; their
-// versions keep naming their hashes. It starts after the last round it dealt with (after a
-// start, one KeepModels further back, for what a stopped hub left), and stops at the first
-// model it cannot delete yet, to try it again after the next round: global itself, when
-// rounds were abandoned for that long, or a transport error (logged and counted).
+// versions keep naming their hashes. It continues from the oldest round it has not dealt
+// with (expireFrom, which the release blob carries across a restart), deals with at most
+// maxExpiredPerRound rounds, and stops at the first model it cannot delete yet, to try it
+// again after the next round: global itself, when rounds were abandoned for that long, or
+// a transport error (logged and counted).
 func (f *fedRun) deleteExpired(ctx context.Context, round uint64, global string) {
 	keep := f.cfg.KeepModels
 	if keep == 0 || round < keep { // 0: not set (Validate refuses it)
 		return
 	}
 	last := round - keep
-	if !f.expiring {
-		f.expireFrom, f.expiring = last-min(last, keep), true
-	}
-	for ; f.expireFrom <= last; f.expireFrom++ {
+	for n := 0; f.expireFrom <= last && n < maxExpiredPerRound; f.expireFrom, n = f.expireFrom+1, n+1 {
 		version := ModelHeader{Round: f.expireFrom}.Version()
 		hash, err := f.h.tr.GetVersion(ctx, f.cfg.Name, version)
 		if errors.Is(err, ErrNotFound) { // no model was released that round
@@ -171,7 +178,7 @@ func (f *fedRun) loadRelease(ctx context.Context) error {
 		if err := json.Unmarshal(b, &rel); err != nil {
 			return fmt.Errorf("federation %s: last release: %w", f.cfg.Name, err)
 		}
-		f.released = &rel
+		f.released, f.expireFrom = &rel, rel.Expired
 		if rel.Optimizer == nil {
 			return nil
 		}
