@@ -152,13 +152,7 @@ func TestInt8CompressionKeepsSKABF1(t *testing.T) {
 			if !slices.Contains(run, name) {
 				continue
 			}
-			strategy := aggregate.Strategy{Name: name}
-			s := strategy
-			s.SetDefaults()
-			if s.MinUpdates() > len(facs) {
-				t.Fatalf("%s (byzantine %d) needs %d updates a round and its SKAB split has %d factories; expected it to run", name, s.Byzantine, s.MinUpdates(), len(facs))
-			}
-			t.Run(fmt.Sprintf("%s_%d_factories", name, sp.factories), func(t *testing.T) { b.compareInt8(t, facs, strategy) })
+			t.Run(fmt.Sprintf("%s_%d_factories", name, sp.factories), func(t *testing.T) { b.compareInt8(t, facs, aggregate.Strategy{Name: name}) })
 		}
 	}
 }
@@ -191,6 +185,9 @@ func (b int8Budget) compareInt8(t *testing.T, facs []skabFactory, strategy aggre
 	)
 	s := strategy
 	s.SetDefaults()
+	if s.MinUpdates() > len(facs) {
+		t.Fatalf("%s (byzantine %d) needs %d updates a round and its SKAB split has %d factories; expected it to run", s.Name, s.Byzantine, s.MinUpdates(), len(facs))
+	}
 	uses := len(facs)
 	switch s.Name {
 	case aggregate.Krum:

@@ -516,17 +516,6 @@ func (f *fedRun) finish(ctx context.Context, report RoundReport, start time.Time
 	return next, nil
 }
 
-// deleteUpdates removes the closed round's updates from the transport: nothing reads them
-// again (a later round's updates are published under that round), and a federation of
-// large models would otherwise keep every round's for update_retention. It tries once; a
-// failure is logged and counted, and those updates stay until update_retention.
-func (f *fedRun) deleteUpdates(ctx context.Context, round uint64) {
-	if err := f.h.tr.DeleteUpdates(ctx, f.cfg.Name, round); err != nil && ctx.Err() == nil {
-		f.h.m.deleteErrors.WithLabelValues("updates").Inc()
-		f.log.Warn("closed round's updates not deleted; they stay until update_retention", "round", round, "err", err)
-	}
-}
-
 func (f *fedRun) notify(r RoundReport) {
 	if f.h.opts.OnRound != nil {
 		f.h.opts.OnRound(r)

@@ -81,46 +81,6 @@ func (f *fedRun) completeRelease(ctx context.Context, rel releasing, versioned, 
 	return err
 }
 
-// maxExpiredPerRound bounds the rounds deleteExpired deals with after one round: a backlog
-// (a federation that ran before it had keep_models, or whose keep_models was lowered)
-// drains over the following rounds instead of holding up the next one.
-const maxExpiredPerRound = 64
-
-// deleteExpired deletes the models of the rounds up to round − KeepModels that it has not
-// deleted yet, once round has closed and the next round's state names global; their
-// versions keep naming their hashes. It continues from the oldest round it has not dealt
-// with (expireFrom, which the release blob carries across a restart), deals with at most
-// maxExpiredPerRound rounds, and stops at the first model it cannot delete yet, to try it
-// again after the next round: global itself, when rounds were abandoned for that long, or
-// a transport error (logged and counted).
-func (f *fedRun) deleteExpired(ctx context.Context, round uint64, global string) {
-	keep := f.cfg.KeepModels
-	if keep == 0 || round < keep { // 0: not set (Validate refuses it)
-		return
-	}
-	last := round - keep
-	for n := 0; f.expireFrom <= last && n < maxExpiredPerRound; f.expireFrom, n = f.expireFrom+1, n+1 {
-		version := ModelHeader{Round: f.expireFrom}.Version()
-		hash, err := f.h.tr.GetVersion(ctx, f.cfg.Name, version)
-		if errors.Is(err, ErrNotFound) { // no model was released that round
-			continue
-		}
-		if err == nil && hash == global {
-			return
-		}
-		if err == nil {
-			err = f.h.tr.DeleteModel(ctx, f.cfg.Name, hash)
-		}
-		if err != nil {
-			if ctx.Err() == nil {
-				f.h.m.deleteErrors.WithLabelValues("model").Inc()
-				f.log.Warn("model past keep_models not deleted; trying again after the next round", "version", version, "keep_models", keep, "err", err)
-			}
-			return
-		}
-	}
-}
-
 // record records a released round in the ledger. With a recorder that takes ids, the
 // record's id is the one the release committed, and a restarted hub first asks whether the
 // hub before it made the record (it stopped between the record and the version); if the

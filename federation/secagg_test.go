@@ -340,20 +340,25 @@ func roundMessages(t *testing.T, tr federation.Transport, round uint64) map[stri
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	out := map[string][]secagg.Message{}
-	err := tr.Updates(ctx, fedName, round, func(b []byte) {
+	if err := secaggMessages(ctx, t, tr, round, func(from string, m secagg.Message) { out[from] = append(out[from], m) }); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// secaggMessages calls add with the sender and the message of every secagg message of round
+// the transport delivers, until ctx ends (an update that does not decode is an error of t).
+func secaggMessages(ctx context.Context, t *testing.T, tr federation.Transport, round uint64, add func(from string, m secagg.Message)) error {
+	return tr.Updates(ctx, fedName, round, func(b []byte) {
 		u, err := federation.DecodeUpdate(b)
 		if err != nil {
 			t.Error(err)
 			return
 		}
 		if _, m, err := secagg.Unmarshal(u.Payload); err == nil {
-			out[u.Participant] = append(out[u.Participant], m)
+			add(u.Participant, m)
 		}
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
 }
 
 // roundLog keeps the secagg messages of a round as the transport delivers them, read from
@@ -370,16 +375,10 @@ func logRound(t *testing.T, tr federation.Transport, round uint64) *roundLog {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_ = tr.Updates(ctx, fedName, round, func(b []byte) {
-			u, err := federation.DecodeUpdate(b)
-			if err != nil {
-				return
-			}
-			if _, m, err := secagg.Unmarshal(u.Payload); err == nil {
-				l.mu.Lock()
-				l.msgs[u.Participant] = append(l.msgs[u.Participant], m)
-				l.mu.Unlock()
-			}
+		_ = secaggMessages(ctx, t, tr, round, func(from string, m secagg.Message) {
+			l.mu.Lock()
+			l.msgs[from] = append(l.msgs[from], m)
+			l.mu.Unlock()
 		})
 	}()
 	t.Cleanup(func() { cancel(); <-done })

@@ -101,6 +101,10 @@ type moments struct {
 
 func newMoments(m *mlp) *moments { return &moments{m: m.zeros(), v: m.zeros()} }
 
+func (o *moments) clone() *moments {
+	return &moments{m: o.m.clone(), v: o.v.clone(), stepsM: o.stepsM, stepsV: o.stepsV}
+}
+
 // train runs cfg.Epochs of shuffled mini-batch Adam over rows x (standardized) and targets y,
 // at most cfg.Steps mini-batches when that is set, under cfg.Schedule (step: the learning rate
 // is quartered for the last third of the epochs). Adam continues from opt (fresh moments:

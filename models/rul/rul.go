@@ -251,7 +251,7 @@ func (r *Regressor) Fit(ctx context.Context, train []Engine) error {
 			}
 			opt := newMoments(m)
 			if r.carry != nil {
-				opt = r.carry[i]
+				opt = r.carry[i].clone() // train updates it; a Fit that fails leaves r as it was
 			}
 			if err := m.train(ctx, x, y, r.cfg, rng, opt, anchor, drift); err != nil {
 				return err
