@@ -55,13 +55,14 @@ func BenchmarkRound(b *testing.B) {
 				}
 				runParticipant(b, p)
 			}
-			first := h.next(b) // warm-up: connections, consumers, caches
+			last := h.next(b) // warm-up: connections, consumers, caches
 			cpu0 := cpuTime(b)
 			b.ResetTimer()
 			var roundTime time.Duration
 			bytes := 0
 			for range b.N {
 				r := h.next(b)
+				last = r
 				if r.Outcome != "aggregated" || len(r.Used) != n {
 					b.Fatalf("round %+v", r)
 				}
@@ -73,7 +74,8 @@ func BenchmarkRound(b *testing.B) {
 			perRound := roundTime / time.Duration(b.N)
 			updateBytes := bytes / b.N / n
 			// The floor: the same bytes moved with no protocol work.
-			model, err := e.hub.GetModel(context.Background(), fedName, first.Model)
+			// The latest model: retention (keep_models) deletes the oldest after enough rounds.
+			model, err := e.hub.GetModel(context.Background(), fedName, last.Model)
 			if err != nil {
 				b.Fatal(err)
 			}
