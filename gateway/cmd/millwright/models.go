@@ -18,6 +18,14 @@ Commands:
   train --config FILE --machine ID   train one machine's model from its history in InfluxDB
   eval --dataset skab|nab|cmapss --dir DIR [flags]
                                      run a benchmark's published protocol and print its table
+  subscribe --federation F --hub-key HEX [flags]
+                                     follow a federation: write each new global model once its hash,
+                                     the hub's signature and (with --ledger or --fabric) its lineage check
+  pull --hub-key HEX [flags] F@VERSION
+                                     write one global model of a federation (VERSION: rN or latest),
+                                     checked the same way
+
+Run 'millwright models COMMAND -h' for a command's flags.
 `
 
 func cmdModels(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -38,7 +46,7 @@ func cmdModels(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		fmt.Fprint(stdout, modelsUsage)
 		return 0
 	}
-	fmt.Fprintf(stderr, "millwright models: unknown command %q, expected train or eval\n\n%s", args[0], modelsUsage)
+	fmt.Fprintf(stderr, "millwright models: unknown command %q, expected train, eval, subscribe or pull\n\n%s", args[0], modelsUsage)
 	return 2
 }
 

@@ -184,10 +184,24 @@ func fetchAndWrite(ctx context.Context, bus *natsbus.Bus, fed, hash string, key 
 	return name, g, err
 }
 
+const subscribeUsage = `usage: millwright models subscribe --federation F --hub-key HEX [flags]
+
+Follows federation F on the hub's NATS and writes each new global model as OUT/F@rN.mwg,
+and OUT/F.latest ("rN SHA256"), once its SHA-256, the hub's signature and, with --ledger or
+--fabric, the hub's round record in the ledger are checked. A model that fails a check is
+not written. Runs until interrupted.
+
+Flags:
+`
+
 // cmdModelsSubscribe watches a federation and writes every new global model.
 func cmdModelsSubscribe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("models subscribe", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, subscribeUsage)
+		fs.PrintDefaults()
+	}
 	fed := fs.String("federation", "", "federation to follow (required)")
 	var cf modelsClientFlags
 	cf.register(fs)
@@ -195,6 +209,10 @@ func cmdModelsSubscribe(ctx context.Context, args []string, stdout, stderr io.Wr
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
+		return 2
+	}
+	if *fed == "" {
+		fmt.Fprint(stderr, "millwright models subscribe: --federation is required: the federation to follow\n")
 		return 2
 	}
 	if err := federation.CheckName(*fed); err != nil {
@@ -268,10 +286,22 @@ func cmdModelsSubscribe(ctx context.Context, args []string, stdout, stderr io.Wr
 	}
 }
 
+const pullUsage = `usage: millwright models pull --hub-key HEX [flags] F@VERSION
+
+Writes one global model of federation F (VERSION: rN, or latest) as OUT/F@rN.mwg, checked as
+subscribe checks it. A version the hub no longer keeps (keep_models) is reported as such.
+
+Flags:
+`
+
 // cmdModelsPull downloads one version (FED@rN, or FED@latest) of a federation's model.
 func cmdModelsPull(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("models pull", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, pullUsage)
+		fs.PrintDefaults()
+	}
 	var cf modelsClientFlags
 	cf.register(fs)
 	if err := fs.Parse(args); err != nil {

@@ -11,8 +11,13 @@ func TestModelsEval(t *testing.T) {
 	missing := filepath.Join(t.TempDir(), "none")
 	tests := []cliCase{
 		{name: "no command", args: []string{"models"}, code: 2, stderr: []string{"usage: millwright models COMMAND", "eval --dataset"}},
-		{name: "unknown command", args: []string{"models", "tune"}, code: 2, stderr: []string{`unknown command "tune", expected train or eval`}},
-		{name: "help", args: []string{"models", "help"}, code: 0, stdout: []string{"train --config FILE", "eval --dataset"}},
+		{name: "unknown command", args: []string{"models", "tune"}, code: 2, stderr: []string{`unknown command "tune", expected train, eval, subscribe or pull`}},
+		{name: "help", args: []string{"models", "help"}, code: 0, stdout: []string{"train --config FILE", "eval --dataset", "subscribe --federation F", "pull --hub-key HEX"}},
+		{name: "subscribe help", args: []string{"models", "subscribe", "-h"}, code: 0, stderr: []string{"usage: millwright models subscribe", "F.latest", "-hub-key", "-lineage-wait"}},
+		{name: "subscribe without a federation", args: []string{"models", "subscribe"}, code: 2, stderr: []string{"--federation is required"}},
+		{name: "subscribe to a bad name", args: []string{"models", "subscribe", "--federation", "Pumps!"}, code: 2, stderr: []string{`--federation: "Pumps!" is not a valid name`}},
+		{name: "pull help", args: []string{"models", "pull", "-h"}, code: 0, stderr: []string{"usage: millwright models pull", "VERSION: rN, or latest", "-ledger"}},
+		{name: "pull without a version", args: []string{"models", "pull", "pumps"}, code: 2, stderr: []string{"usage: millwright models pull [flags] FEDERATION@VERSION"}},
 		{name: "eval help", args: []string{"models", "eval", "-h"}, code: 0, stderr: []string{"published protocol", "-detector", "-subset"}},
 		{
 			name: "eval without flags", args: []string{"models", "eval"}, code: 2,
