@@ -27,8 +27,6 @@ import (
 
 // skabSeeds is how many seeds TestFederatedVersusCentralSKAB repeats the comparison with
 // (each trains 3 + 3 + 2 models); the README's numbers use 3.
-var skabAdam = flag.Bool("skab-adam", false, "federated participants keep their local Adam second moments from round to round (autoencoder.AdamState)")
-
 var skabSeeds = flag.Int("skab-seeds", 3, "seeds of the SKAB federated comparison")
 
 // skabFactory is one factory of a non-IID SKAB split: whole experiments, by folder
@@ -192,7 +190,6 @@ type aeWarmTrainer struct {
 	data    models.Matrix
 	cfg     autoencoder.Config
 	initial []float32
-	adam    autoencoder.AdamState
 }
 
 func (a *aeWarmTrainer) Train(ctx context.Context, task federation.Task, global []float32) (federation.TrainResult, error) {
@@ -209,15 +206,9 @@ func (a *aeWarmTrainer) Train(ctx context.Context, task federation.Task, global 
 	if err := d.SetParams(global); err != nil {
 		return federation.TrainResult{}, err
 	}
-	if *skabAdam && a.adam.Steps > 0 {
-		if err := d.SetAdamState(a.adam); err != nil {
-			return federation.TrainResult{}, err
-		}
-	}
 	if err := d.Fit(ctx, a.data); err != nil {
 		return federation.TrainResult{}, err
 	}
-	a.adam = d.AdamState()
 	return federation.TrainResult{Params: d.Params(), Samples: a.data.Rows}, nil
 }
 

@@ -238,9 +238,6 @@ type Detector struct {
 	report Report
 	// scratch activations for Score and Contributions, one per layer.
 	acts [][]float64
-	// adam is the second-moment state the last Fit ended with; carry is what SetAdamState
-	// gave the next Fit to start from (nil: fresh moments).
-	adam, carry *AdamState
 }
 
 var (
@@ -340,7 +337,6 @@ func (d *Detector) SetParams(p []float32) error {
 		}
 	}
 	d.install(slices.Clone(p))
-	d.carry = nil
 	return nil
 }
 

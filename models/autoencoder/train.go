@@ -2,7 +2,6 @@ package autoencoder
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -29,52 +28,8 @@ type trainer struct {
 	start  []float64 // w_start for the proximal term; nil without one
 	acts   [][]float64
 	deltas [][]float64
-	step   int     // this Fit's steps: the first moments' bias correction
-	stepsV int     // the second moments' steps, carried ones included
+	step   int
 	huber  float64 // δ of the huber loss; 0 for mse
-}
-
-// AdamState is the second-moment part of the local Adam optimizer after a Fit: each
-// weight's running mean of squared gradients, in the Params layout, and how many mini-batch
-// steps it has averaged (which sets its bias correction). A federated participant that
-// keeps it from round to round (SetAdamState) scales each weight's step by what its
-// gradients have been over all its rounds, not over one round's few hundred mini-batches.
-// The first moments are not carried: they hold the direction the participant's own data
-// pulled last round, away from the global model it now continues (carrying both diverged
-// on C-MAPSS; see docs/federation.md).
-type AdamState struct {
-	V     []float64
-	Steps int
-}
-
-// AdamState returns a copy of the second moments the last Fit ended with (the zero value
-// before a Fit).
-func (d *Detector) AdamState() AdamState {
-	if d.adam == nil {
-		return AdamState{}
-	}
-	return AdamState{V: slices.Clone(d.adam.V), Steps: d.adam.Steps}
-}
-
-// SetAdamState makes the next Fit, which must continue from SetParams, start Adam's second
-// moments from s instead of zero. It refuses a vector of the wrong length, a negative or
-// non-finite value, and a step count below 1 (the zero state is refused: a Fit starts
-// fresh without one); SetParams drops it.
-func (d *Detector) SetAdamState(s AdamState) error {
-	if d.params == nil {
-		return errors.New("autoencoder: set adam state: no parameters to continue; call SetParams first")
-	}
-	if len(s.V) != len(d.params) {
-		return fmt.Errorf("autoencoder: set adam state: V has %d values; the architecture %v has %d", len(s.V), d.arch.Layers, len(d.params))
-	}
-	if i := slices.IndexFunc(s.V, func(v float64) bool { return !(v >= 0) || math.IsInf(v, 1) }); i >= 0 {
-		return fmt.Errorf("autoencoder: set adam state: V value %d is %v; expected a finite value of 0 or more", i, s.V[i])
-	}
-	if s.Steps < 1 {
-		return fmt.Errorf("autoencoder: set adam state: steps %d; expected 1 or more", s.Steps)
-	}
-	d.carry = &AdamState{V: slices.Clone(s.V), Steps: s.Steps}
-	return nil
 }
 
 // Fit trains the network on train's rows. When parameters were set before (SetParams, or an
@@ -112,10 +67,6 @@ func (d *Detector) Fit(ctx context.Context, train models.Matrix) error {
 	}
 	n := len(t.w)
 	t.grad, t.m, t.v = make([]float64, n), make([]float64, n), make([]float64, n)
-	if warm && d.carry != nil {
-		copy(t.v, d.carry.V)
-		t.stepsV = d.carry.Steps
-	}
 	t.acts, t.deltas = newActs(work.net), newActs(work.net)
 
 	rows := train.Rows
@@ -173,9 +124,6 @@ func (d *Detector) Fit(ctx context.Context, train models.Matrix) error {
 	}
 	work.install(p)
 	work.report = rep
-	if t.stepsV > 0 {
-		work.adam = &AdamState{V: t.v, Steps: t.stepsV}
-	}
 	work.cfg.Inputs = d.cfg.Inputs
 	*d = *work
 	return nil
@@ -236,8 +184,7 @@ func (t *trainer) batch(x models.Matrix, batch []int) float64 {
 		}
 	}
 	t.step++
-	t.stepsV++
-	lr := d.cfg.LearningRate * math.Sqrt(1-math.Pow(adamBeta2, float64(t.stepsV))) / (1 - math.Pow(adamBeta1, float64(t.step)))
+	lr := d.cfg.LearningRate * math.Sqrt(1-math.Pow(adamBeta2, float64(t.step))) / (1 - math.Pow(adamBeta1, float64(t.step)))
 	for i, g := range t.grad {
 		m := adamBeta1*t.m[i] + (1-adamBeta1)*g
 		v := adamBeta2*t.v[i] + (1-adamBeta2)*g*g
