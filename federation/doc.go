@@ -61,8 +61,9 @@
 // members nothing about each other.
 //
 // What leaks, always: the set of participants of each round, timing and message sizes,
-// the aggregate (the new global model), and, without secure aggregation, every update
-// and its sample count to the hub. With secure aggregation a gateway reports no sample
+// the aggregate (the new global model), and, without secure aggregation, every update,
+// its sample count and its local metrics (Update.Metrics, outside any DP guarantee) to the
+// hub, which keeps their round mean to itself (RoundReport.Metrics). With secure aggregation a gateway reports no sample
 // count; with secagg.sample_cap the hub learns the sum of the survivors' capped counts.
 // Without DP, the global model can leak information about rare events in one factory's
 // data (membership inference).

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"errors"
+	"math"
 	"slices"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/millwright-io/millwright/federation"
 	"github.com/millwright-io/millwright/federation/aggregate"
 	"github.com/millwright-io/millwright/federation/compress"
+	"github.com/millwright-io/millwright/internal/metrictest"
 )
 
 // weightedMean is where FedAvg over the gateways' optima converges.
@@ -290,6 +292,62 @@ func TestByzantineContained(t *testing.T) {
 				t.Fatalf("fedavg should be dragged away by the attackers; it is %.3f from the optimum (start %.3f)", d, d0)
 			}
 		})
+	}
+}
+
+// TestHubReportsRoundMetrics checks the round's metrics: the sample-weighted mean of the
+// local metrics of the updates the round used, over the names all of them reported, in the
+// round report and on /metrics, where a round's series replace the last round's.
+func TestHubReportsRoundMetrics(t *testing.T) {
+	const n, dim, rounds = 5, 50, 2
+	e := newEnv(t, n, false)
+	fc := fedConfig(n, dim)
+	fc.Rounds = rounds
+	fc.Strategy = aggregate.Strategy{Name: aggregate.MultiKrum, Byzantine: 1} // needs 2f+3 = 5 updates
+	h := startHub(t, e.hub, fc)
+	honest := []struct {
+		samples int
+		metrics map[string]float64
+	}{
+		{10, map[string]float64{"false_alarm_rate": 0.1, "loss": 1, "only_g1": 5}},
+		{30, map[string]float64{"false_alarm_rate": 0.3, "loss": 3}},
+		{60, map[string]float64{"false_alarm_rate": 0.2, "loss": 2}},
+		{100, map[string]float64{"false_alarm_rate": 0.4, "loss": 4}},
+	}
+	// g0 sends a sign-flipped, scaled update and wild metrics: Multi-Krum leaves it out, and
+	// its metrics with it.
+	e.gateway(t, 0, &pullTrainer{target: target(0, dim), samples: 100, byzantine: -10,
+		metrics: func(uint64) map[string]float64 { return map[string]float64{"false_alarm_rate": 1, "loss": 1000} }})
+	for i, g := range honest {
+		e.gateway(t, i+1, &pullTrainer{target: target(i+1, dim), samples: g.samples, metrics: func(round uint64) map[string]float64 {
+			if round == 2 { // only the loss: false_alarm_rate's series goes
+				return map[string]float64{"loss": g.metrics["loss"] + 1}
+			}
+			return g.metrics
+		}})
+	}
+	near := func(a, b float64) bool { return math.Abs(a-b) < 1e-9 }
+	gauge := func(metric string) float64 {
+		return metrictest.Sum(t, h.reg, "millwright_federation_round_metric", "federation", fedName, "metric", metric)
+	}
+	r := h.next(t)
+	if used := slices.Sorted(slices.Values(r.Used)); !slices.Equal(used, []string{"g1", "g2", "g3", "g4"}) {
+		t.Fatalf("round 1 used %v; want the four honest gateways (%+v)", used, r)
+	}
+	// loss (10·1 + 30·3 + 60·2 + 100·4)/200, false alarms (10·0.1 + 30·0.3 + 60·0.2 +
+	// 100·0.4)/200; only_g1 is not reported by all four.
+	if len(r.Metrics) != 2 || !near(r.Metrics["loss"], 3.1) || !near(r.Metrics["false_alarm_rate"], 0.31) {
+		t.Fatalf("round 1 metrics %v; want loss 3.1 and false_alarm_rate 0.31 only", r.Metrics)
+	}
+	if l, far, all := gauge("loss"), gauge("false_alarm_rate"), metrictest.Sum(t, h.reg, "millwright_federation_round_metric"); !near(l, 3.1) || !near(far, 0.31) || !near(all, 3.41) {
+		t.Fatalf("after round 1 the gauge reads loss %v, false_alarm_rate %v, all series %v; want 3.1, 0.31, 3.41", l, far, all)
+	}
+	r = h.next(t)
+	if len(r.Metrics) != 1 || !near(r.Metrics["loss"], 4.1) {
+		t.Fatalf("round 2 metrics %v; want loss 4.1 only", r.Metrics)
+	}
+	if l, all := gauge("loss"), metrictest.Sum(t, h.reg, "millwright_federation_round_metric"); !near(l, 4.1) || !near(all, 4.1) {
+		t.Fatalf("after round 2 the gauge reads loss %v, all series %v; want 4.1 and no false_alarm_rate", l, all)
 	}
 }
 

@@ -228,9 +228,10 @@ type pullTrainer struct {
 	samples   int
 	byzantine float32 // 0: honest; else the factor applied to the honest delta
 	block     chan struct{}
+	metrics   func(round uint64) map[string]float64 // the local metrics sent; nil: loss 0.5
 }
 
-func (p *pullTrainer) Train(ctx context.Context, _ federation.Task, global []float32) (federation.TrainResult, error) {
+func (p *pullTrainer) Train(ctx context.Context, task federation.Task, global []float32) (federation.TrainResult, error) {
 	if p.block != nil {
 		select {
 		case <-p.block:
@@ -246,7 +247,11 @@ func (p *pullTrainer) Train(ctx context.Context, _ federation.Task, global []flo
 		}
 		out[i] = global[i] + d
 	}
-	return federation.TrainResult{Params: out, Samples: p.samples, Metrics: map[string]float64{"loss": 0.5}}, nil
+	metrics := map[string]float64{"loss": 0.5}
+	if p.metrics != nil {
+		metrics = p.metrics(task.Round)
+	}
+	return federation.TrainResult{Params: out, Samples: p.samples, Metrics: metrics}, nil
 }
 
 // target returns gateway i's optimum: a shared optimum plus a per-gateway offset (non-IID).

@@ -72,6 +72,12 @@ type RoundReport struct {
 	Used     []string
 	Rejected []Rejection // by the protocol and by the aggregation rule
 	Privacy  *dp.Report
+	// Metrics are the round's local metrics: their sample-weighted mean over the updates
+	// the round used, for the names every one of them reported (nil with secure
+	// aggregation, where gateways send none, and for a round a restarted hub completed).
+	// The hub keeps them to itself: they go to OnRound, its log and /metrics, not into the
+	// model, the ledger or any receipt.
+	Metrics  map[string]float64
 	Bytes    int // update bytes accepted
 	Duration time.Duration
 }
@@ -94,6 +100,7 @@ type hubMetrics struct {
 	receipts     prometheus.Counter
 	deleteErrors *prometheus.CounterVec
 	secaggFailed *prometheus.CounterVec
+	roundMetric  *prometheus.GaugeVec
 }
 
 func newHubMetrics(reg prometheus.Registerer) *hubMetrics {
@@ -108,6 +115,7 @@ func newHubMetrics(reg prometheus.Registerer) *hubMetrics {
 			Help: "Deletions the hub failed: of a model older than keep_models rounds (what=model; tried again after the next round), or of a closed round's updates (what=updates; they stay until update_retention). The log names the error."}, []string{"what"}),
 		secaggFailed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "millwright_federation_secagg_failures_total",
 			Help: "Rounds with secure aggregation abandoned, by reason."}, []string{"reason"}),
+		roundMetric: roundMetricGauge(),
 	}
 	for _, r := range rejectReasons {
 		m.rejected.WithLabelValues(r)
@@ -119,7 +127,7 @@ func newHubMetrics(reg prometheus.Registerer) *hubMetrics {
 		m.deleteErrors.WithLabelValues(w)
 	}
 	if reg != nil {
-		reg.MustRegister(m.rounds, m.updates, m.rejected, m.bytes, m.ledger, m.receipts, m.deleteErrors, m.secaggFailed)
+		reg.MustRegister(m.rounds, m.updates, m.rejected, m.bytes, m.ledger, m.receipts, m.deleteErrors, m.secaggFailed, m.roundMetric)
 	}
 	return m
 }
@@ -486,6 +494,8 @@ func (f *fedRun) round(ctx context.Context, st RoundState) (RoundState, error) {
 		return st, err
 	}
 	report.Model, report.Used, report.Privacy = hash, res.Used, privacy
+	report.Metrics = roundMetrics(c.updates, res.Used)
+	f.h.m.setRoundMetrics(f.cfg.Name, report.Metrics)
 	return f.finish(ctx, report, start, outcomeAggregated, f.open(st.Round+1, hash, st.Round))
 }
 
@@ -508,7 +518,11 @@ func (f *fedRun) finish(ctx context.Context, report RoundReport, start time.Time
 	}
 	report.Outcome, report.Duration = outcome, time.Since(start)
 	f.h.m.rounds.WithLabelValues(outcome).Inc()
-	f.log.Info("round closed", "round", report.Round, "outcome", outcome, "used", len(report.Used), "rejected", len(report.Rejected), "model", report.Model)
+	attrs := []any{"round", report.Round, "outcome", outcome, "used", len(report.Used), "rejected", len(report.Rejected), "model", report.Model}
+	if report.Metrics != nil {
+		attrs = append(attrs, "metrics", report.Metrics)
+	}
+	f.log.Info("round closed", attrs...)
 	f.notify(report)
 	f.sendReceipts(ctx, report)
 	f.deleteExpired(ctx, report.Round, next.Global)

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -682,6 +683,13 @@ func TestFederationEndToEnd(t *testing.T) {
 	if rep == nil || rep.Outcome != "aggregated" || len(rep.Used) != 2 {
 		t.Fatalf("hub's round report %+v; want aggregated from both gateways", rep)
 	}
+	// The round's metrics: the quality of the factories' models after the round's training,
+	// as both gateways reported it.
+	if m := rep.Metrics; len(m) != 4 || !(m["false_alarm_rate"] >= 0 && m["false_alarm_rate"] <= 1) ||
+		!(m["detection_rate"] >= 0 && m["detection_rate"] <= 1) || !(m["validation_windows"] >= 1) || math.IsNaN(m["separation"]) {
+		t.Errorf("hub's round metrics %v; want false_alarm_rate and detection_rate in [0, 1], separation, and validation_windows", m)
+	}
+	t.Logf("round 1's metrics at the hub: %v", rep.Metrics)
 	for _, n := range names {
 		s := status(n)
 		if s.Hub != hubConnected || s.Member != n {
