@@ -245,7 +245,6 @@ func TestQuorumNotMetAbandonsRound(t *testing.T) {
 }
 
 func TestByzantineContained(t *testing.T) {
-	const n, dim, rounds = 10, 100, 3
 	cases := []struct {
 		strategy aggregate.Strategy
 		robust   bool
@@ -253,45 +252,60 @@ func TestByzantineContained(t *testing.T) {
 		{aggregate.Strategy{Name: aggregate.FedAvg}, false},
 		{aggregate.Strategy{Name: aggregate.TrimmedMean, Trim: 0.3}, true},
 		{aggregate.Strategy{Name: aggregate.Median}, true},
+		{aggregate.Strategy{Name: aggregate.Krum, Byzantine: 3}, true},
 		{aggregate.Strategy{Name: aggregate.MultiKrum, Byzantine: 3}, true},
 	}
+	// Every rule also under int8: the attackers' updates are quantized like the honest ones
+	// (each chunk scaled to its own largest value), which must not hide them from the rule.
 	for _, c := range cases {
-		t.Run(c.strategy.Name, func(t *testing.T) {
-			e := newEnv(t, n, false)
-			fc := fedConfig(n, dim)
-			fc.Rounds = rounds
-			fc.Strategy = c.strategy
-			h := startHub(t, e.hub, fc)
-			var honest [][]float32
-			var w []int
-			for i := range n {
-				tr := &pullTrainer{target: target(i, dim), samples: 100}
-				if i < 3 { // 30 % send sign-flipped, 10× scaled updates claiming 5× the samples
-					tr.byzantine, tr.samples = -10, 500
-				} else {
-					honest, w = append(honest, tr.target), append(w, 1)
-				}
-				e.gateway(t, i, tr)
-			}
-			var last federation.RoundReport
-			for range rounds {
-				last = h.next(t)
-			}
-			g, err := federation.FetchModel(context.Background(), e.hub, fedName, last.Model, hubKey().Public().(ed25519.PublicKey))
-			if err != nil {
-				t.Fatal(err)
-			}
-			want := weightedMean(honest, w)
-			d0 := dist(make([]float32, dim), want)
-			d := dist(g.Params, want)
-			t.Logf("%s: %.3f from the honest optimum (%.3f at the start)", c.strategy.Name, d, d0)
-			if c.robust && d > 0.25*d0 {
-				t.Fatalf("%s was not contained: %.3f from the honest optimum, started %.3f", c.strategy.Name, d, d0)
-			}
-			if !c.robust && d < d0 {
-				t.Fatalf("fedavg should be dragged away by the attackers; it is %.3f from the optimum (start %.3f)", d, d0)
-			}
-		})
+		for _, codec := range []string{compress.None, compress.Int8} {
+			t.Run(c.strategy.Name+"/"+codec, func(t *testing.T) { byzantineContained(t, c.strategy, codec, c.robust) })
+		}
+	}
+}
+
+// byzantineContained runs 3 rounds of 10 gateways, 3 of them attackers, under strategy and
+// codec, and checks the final model against the honest gateways' optimum: near it when
+// robust, dragged away from it otherwise.
+func byzantineContained(t *testing.T, strategy aggregate.Strategy, codec string, robust bool) {
+	const n, dim, rounds = 10, 100, 3
+	e := newEnv(t, n, false)
+	fc := fedConfig(n, dim)
+	fc.Rounds = rounds
+	fc.Strategy = strategy
+	fc.Codecs = []compress.Codec{{Kind: codec}}
+	h := startHub(t, e.hub, fc)
+	var honest [][]float32
+	var w []int
+	for i := range n {
+		tr := &pullTrainer{target: target(i, dim), samples: 100}
+		if i < 3 { // 30 % send sign-flipped, 10× scaled updates claiming 5× the samples
+			tr.byzantine, tr.samples = -10, 500
+		} else {
+			honest, w = append(honest, tr.target), append(w, 1)
+		}
+		e.gateway(t, i, tr)
+	}
+	var last federation.RoundReport
+	for range rounds {
+		last = h.next(t)
+	}
+	g, err := federation.FetchModel(context.Background(), e.hub, fedName, last.Model, hubKey().Public().(ed25519.PublicKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := weightedMean(honest, w)
+	d0 := dist(make([]float32, dim), want)
+	d := dist(g.Params, want)
+	t.Logf("%s, %s: %.3f from the honest optimum (%.3f at the start); %d update bytes in the last round", strategy.Name, codec, d, d0, last.Bytes)
+	if codec == compress.Int8 && last.Bytes >= n*compress.RawBytes(dim) { // the float32 payloads alone
+		t.Fatalf("int8 round of %d update bytes; want fewer than float32's %d", last.Bytes, n*compress.RawBytes(dim))
+	}
+	if robust && d > 0.25*d0 {
+		t.Fatalf("%s was not contained: %.3f from the honest optimum, started %.3f", strategy.Name, d, d0)
+	}
+	if !robust && d < d0 {
+		t.Fatalf("fedavg should be dragged away by the attackers; it is %.3f from the optimum (start %.3f)", d, d0)
 	}
 }
 
