@@ -181,6 +181,18 @@ func (c FederationConfig) Validate() error {
 			p.Addf("strategy.name", "%q cannot be combined with dp (the noise calibration assumes a mean); expected fedavg or fedprox", c.Strategy.Name)
 		}
 	}
+	for i, m := range c.SecAgg.Metrics {
+		if err := CheckName(m); err != nil {
+			p.Addf(config.Index("secagg.metrics", i), "%v", err)
+		}
+	}
+	switch {
+	case len(c.SecAgg.Metrics) == 0:
+	case !c.SecAgg.Enabled:
+		p.Addf("secagg.metrics", "is set but secagg is not enabled; without secure aggregation the hub reports the mean of every metric all used updates carry")
+	case c.DP.Enabled:
+		p.Addf("secagg.metrics", "cannot be combined with dp: the metrics' sums are not noised, so the hub would learn them outside the privacy budget")
+	}
 	if c.SecAgg.Enabled && c.Strategy.Name != aggregate.FedAvg && c.Strategy.Name != aggregate.FedProx {
 		p.Addf("strategy.name", "%q needs every update in the clear and cannot run on masked updates; expected fedavg or fedprox with secagg", c.Strategy.Name)
 	}
@@ -268,8 +280,12 @@ type SecAggState struct {
 	Keys       map[string]ed25519.PublicKey `json:"keys,omitempty"`
 	Signatures []byte                       `json:"signatures,omitempty"`
 	// SampleCap > 0: gateways mask [w·update, w] with w = secagg.Weight(samples, SampleCap)
-	// (Params.Dim is the model's parameters + 1); 0: the update alone.
+	// (Params.Dim is the model's parameters + 1); 0: the update alone (w = 1).
 	SampleCap uint64 `json:"sample_cap,omitempty"`
+	// Metrics are the local metrics masked after that, two elements each: w·value and w, or
+	// 0 and 0 when the gateway has no such metric (or one outside ±Params.Range). Params.Dim
+	// counts them.
+	Metrics []string `json:"metrics,omitempty"`
 }
 
 // Round phases.

@@ -73,8 +73,9 @@ type RoundReport struct {
 	Rejected []Rejection // by the protocol and by the aggregation rule
 	Privacy  *dp.Report
 	// Metrics are the round's local metrics: their sample-weighted mean over the updates
-	// the round used, for the names every one of them reported (nil with secure
-	// aggregation, where gateways send none, and for a round a restarted hub completed).
+	// the round used, for the names every one of them reported; with secure aggregation,
+	// the weighted mean of each metric secagg.metrics names over the survivors that had it
+	// (nil when there are none, and for a round a restarted hub completed).
 	// The hub keeps them to itself: they go to OnRound, its log and /metrics, not into the
 	// model, the ledger or any receipt.
 	Metrics  map[string]float64

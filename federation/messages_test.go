@@ -12,6 +12,7 @@ import (
 	"github.com/millwright-io/millwright/federation"
 	"github.com/millwright-io/millwright/federation/aggregate"
 	"github.com/millwright-io/millwright/federation/dp"
+	"github.com/millwright-io/millwright/federation/secagg"
 	"github.com/millwright-io/millwright/gateway/config"
 	"github.com/millwright-io/millwright/models"
 )
@@ -175,5 +176,42 @@ func TestFederationConfigValidate(t *testing.T) {
 	}
 	if good.KeepModels != federation.DefaultKeepModels {
 		t.Errorf("keep_models defaults to %d, want %d", good.KeepModels, federation.DefaultKeepModels)
+	}
+}
+
+func TestSecAggMetricsConfig(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		secagg  secagg.Config
+		dp      bool
+		problem []string // what the error says; nil: valid
+	}{
+		{"valid", secagg.Config{Enabled: true, Metrics: []string{"false_alarm_rate", "loss"}}, false, nil},
+		{"without secagg", secagg.Config{Metrics: []string{"loss"}}, false, []string{"secagg.metrics: is set but secagg is not enabled"}},
+		{"with dp", secagg.Config{Enabled: true, Metrics: []string{"loss"}}, true, []string{"secagg.metrics: cannot be combined with dp"}},
+		{"bad names", secagg.Config{Enabled: true, Metrics: []string{"loss", "loss", "Bad Name"}}, false,
+			[]string{`secagg.metrics[1]: "loss" appears twice`, `secagg.metrics[2]: "Bad Name" is not a valid name`}},
+		{"range", secagg.Config{Enabled: true, Range: 0.5, Metrics: []string{"loss"}}, false, []string{"secagg.range: 0.5 with metrics"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			fc := fedConfig(3, 10)
+			fc.SecAgg = c.secagg
+			if c.dp {
+				fc.DP = dp.Config{Enabled: true, EpsilonLimit: 5}
+			}
+			fc.SetDefaults()
+			err := fc.Validate()
+			if c.problem == nil {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			for _, want := range c.problem {
+				if err == nil || !strings.Contains(err.Error(), want) {
+					t.Errorf("error does not say %q: %v", want, err)
+				}
+			}
+		})
 	}
 }

@@ -297,7 +297,7 @@ func (p *Participant) send(ctx context.Context, u *Update, size int, appendPaylo
 type saRound struct {
 	round  uint64
 	client *secagg.Client
-	input  []float32       // the update, or [w·update, w] when weighted
+	input  []float32       // what it masks: SecAggState.maskedInput
 	done   map[string]bool // phases answered
 }
 
@@ -331,15 +331,9 @@ func (p *Participant) answerSecAgg(ctx context.Context, st RoundState) error {
 		if err != nil {
 			return err
 		}
-		r.input = delta
-		if sa.SampleCap > 0 { // weighted inside the masked sum: the hub sees only Σw
-			w := secagg.Weight(res.Samples, sa.SampleCap)
-			r.input = make([]float32, len(delta)+1)
-			for i, d := range delta {
-				r.input[i] = w * d
-			}
-			r.input[len(delta)] = w
-		}
+		// Weighted inside the masked sum with a sample cap (the hub sees only Σw), and the
+		// metrics the hub asked for.
+		r.input = sa.maskedInput(delta, res.Samples, res.Metrics)
 		if r.client, err = secagg.NewClient(sa.Params, id, p.key, ids, nil); err != nil {
 			p.m.failed.WithLabelValues("secagg").Inc()
 			return err

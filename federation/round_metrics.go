@@ -44,7 +44,7 @@ func roundMetrics(updates map[string]*Update, used []string) map[string]float64 
 // metrics, by federation and metric name.
 func roundMetricGauge() *prometheus.GaugeVec {
 	return prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "millwright_federation_round_metric",
-		Help: "The last aggregated round's local metrics (false_alarm_rate, detection_rate, ... as the gateways report them), their sample-weighted mean over the updates the round used; only names every used update reported. Not with secure aggregation (gateways send no metrics)."},
+		Help: "The last aggregated round's local metrics (false_alarm_rate, detection_rate, ... as the gateways report them), their sample-weighted mean over the updates the round used; only names every used update reported. With secure aggregation, only the metrics secagg.metrics names, summed under the mask."},
 		[]string{"federation", "metric"})
 }
 

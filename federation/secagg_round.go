@@ -294,14 +294,15 @@ func (f *fedRun) secaggRound(ctx context.Context, st RoundState) (RoundState, er
 	}
 	// The new model: global + η · (mean of the survivors' updates), with central noise on
 	// the mean when DP is central (distributed noise is already in the sum). Weighted, the
-	// mean is Σ w·update / Σ w, the last element of the sum being Σ w.
+	// mean is Σ w·update / Σ w, the element after the update being Σ w.
 	n := float64(len(used))
 	weight := float32(n)
 	if sa.SampleCap > 0 {
-		if weight = sum[len(sum)-1]; !(weight > 0) {
+		if weight = sum[len(global.Params)]; !(weight > 0) {
 			return fail(SecAggFailUnmask, "the survivors' weights sum to no positive number", "sum", weight)
 		}
 	}
+	report.Metrics = sa.metricMeans(sum[len(sum)-2*len(sa.Metrics):])
 	var privacy *dp.Report
 	var noise []float32
 	if f.budget != nil {
@@ -331,6 +332,7 @@ func (f *fedRun) secaggRound(ctx context.Context, st RoundState) (RoundState, er
 		return st, err
 	}
 	report.Model, report.Used, report.Privacy = hash, used, privacy
+	f.h.m.setRoundMetrics(f.cfg.Name, report.Metrics)
 	st.SecAgg = nil
 	return f.finish(ctx, report, start, outcomeAggregated, f.open(st.Round+1, hash, st.Round))
 }
@@ -340,15 +342,16 @@ func (f *fedRun) secaggRound(ctx context.Context, st RoundState) (RoundState, er
 // keys, the advertise phase. open puts it in the round state from the start, so a gateway
 // never sees the round without it (it would train and send a plain update the hub refuses).
 func (f *fedRun) secaggState(round uint64, targets []string) (*SecAggState, error) {
-	dim, sampleCap := f.cfg.Architecture.Params, uint64(0)
+	sa := &SecAggState{IDs: map[string]uint32{}, Phase: SecAggAdvertise, Keys: map[string]ed25519.PublicKey{}}
 	if f.cfg.SecAgg.SampleCap > 0 && !f.cfg.DP.Enabled { // DP needs equal weights
-		dim, sampleCap = dim+1, f.cfg.SecAgg.SampleCap
+		sa.SampleCap = f.cfg.SecAgg.SampleCap
 	}
-	params, err := f.cfg.SecAgg.Params(round, len(targets), dim)
+	sa.Metrics = slices.Clone(f.cfg.SecAgg.Metrics) // none with DP (refused by Validate)
+	params, err := f.cfg.SecAgg.Params(round, len(targets), sa.inputLen(f.cfg.Architecture.Params))
 	if err != nil {
 		return nil, err
 	}
-	sa := &SecAggState{Params: params, IDs: map[string]uint32{}, Phase: SecAggAdvertise, Keys: map[string]ed25519.PublicKey{}, SampleCap: sampleCap}
+	sa.Params = params
 	for i, t := range targets {
 		sa.IDs[t], sa.Keys[t] = uint32(i+1), f.members[t]
 	}
@@ -389,8 +392,9 @@ func bundleRecord(b map[string][]byte) []byte {
 // configuration describes now: same parameters, client ids and identity keys.
 func sameSecAggRound(rec, now *SecAggState) error {
 	switch {
-	case rec.Params != now.Params || rec.SampleCap != now.SampleCap:
-		return fmt.Errorf("parameters %+v (sample cap %d) recorded, %+v (%d) configured", rec.Params, rec.SampleCap, now.Params, now.SampleCap)
+	case rec.Params != now.Params || rec.SampleCap != now.SampleCap || !slices.Equal(rec.Metrics, now.Metrics):
+		return fmt.Errorf("parameters %+v (sample cap %d, metrics %q) recorded, %+v (%d, %q) configured",
+			rec.Params, rec.SampleCap, rec.Metrics, now.Params, now.SampleCap, now.Metrics)
 	case !maps.Equal(rec.IDs, now.IDs):
 		return errors.New("client ids differ")
 	case !maps.EqualFunc(rec.Keys, now.Keys, func(a, b ed25519.PublicKey) bool { return a.Equal(b) }):

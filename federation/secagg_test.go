@@ -16,6 +16,7 @@ import (
 	"github.com/millwright-io/millwright/federation"
 	"github.com/millwright-io/millwright/federation/dp"
 	"github.com/millwright-io/millwright/federation/secagg"
+	"github.com/millwright-io/millwright/internal/metrictest"
 )
 
 func secaggConfig(n, dim int) federation.FederationConfig {
@@ -178,6 +179,53 @@ func TestSecAggSampleWeighted(t *testing.T) {
 		t.Fatalf("round: %+v", r)
 	}
 	checkWeightedMean(t, e.hub, dim, w, r)
+}
+
+// TestSecAggMetrics: the metrics the federation names (secagg.metrics) are summed under the
+// mask after the update and its weight; the hub reports each one's weighted mean over the
+// gateways that had it within ±range, and the model is still the weighted mean of the
+// updates (the weight element sits before the metrics).
+func TestSecAggMetrics(t *testing.T) {
+	const n, dim = 4, 64
+	e := newEnv(t, n, false)
+	fc := secaggConfig(n, dim)
+	fc.SecAgg.SampleCap = 30
+	fc.SecAgg.Metrics = []string{"false_alarm_rate", "loss", "separation"}
+	h := startHub(t, e.hub, fc)
+	samples := []int{10, 20, 30, 400} // weights 1/3, 2/3, 1, 1
+	metrics := []map[string]float64{
+		{"false_alarm_rate": 0.1, "loss": 1, "separation": 3},
+		{"false_alarm_rate": 0.2, "loss": 2},                    // no separation
+		{"false_alarm_rate": 0.3, "loss": 3, "separation": 100}, // beyond ±8: left out
+		{"false_alarm_rate": 0.4, "loss": 4, "separation": 5, "extra": 9},
+	}
+	w := map[string]float64{}
+	for i := range n {
+		e.gateway(t, i, &pullTrainer{target: target(i, dim), samples: samples[i], metrics: func(uint64) map[string]float64 { return metrics[i] }})
+		w[gwName(i)] = float64(min(samples[i], 30)) / 30
+	}
+	r := h.next(t)
+	if r.Outcome != "aggregated" || len(r.Used) != n {
+		t.Fatalf("round: %+v", r)
+	}
+	checkWeightedMean(t, e.hub, dim, w, r)
+	want := map[string]float64{
+		"false_alarm_rate": (0.1/3 + 0.2*2/3 + 0.3 + 0.4) / 3,
+		"loss":             (1.0/3 + 2*2.0/3 + 3 + 4) / 3,
+		"separation":       (3.0/3 + 5) / (1.0/3 + 1),
+	}
+	// Each masked element is rounded to 2^-16: a few of those per mean.
+	if len(r.Metrics) != len(want) {
+		t.Fatalf("metrics %v; want %v", r.Metrics, want)
+	}
+	for k, v := range want {
+		if got := r.Metrics[k]; math.Abs(got-v) > 1e-3 {
+			t.Errorf("metric %s: %v; want %v", k, got, v)
+		}
+		if got := metrictest.Sum(t, h.reg, "millwright_federation_round_metric", "metric", k); math.Abs(got-v) > 1e-3 {
+			t.Errorf("gauge of %s: %v; want %v", k, got, v)
+		}
+	}
 }
 
 // TestSecAggDropoutRecovered: a gateway shares its keys and dies before uploading; the

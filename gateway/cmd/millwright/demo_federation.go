@@ -143,7 +143,7 @@ func (d *demo) federate(ctx context.Context, g *runningGateway) error {
     quorum: %d
     round_timeout: 2m
     strategy: {name: fedprox, proximal_mu: 0.01}
-    secagg: {enabled: true, sample_cap: %d}
+    secagg: {enabled: true, sample_cap: %d, metrics: [false_alarm_rate, detection_rate]}
 `, archYAML, o.fedRounds, len(facs), demoFedSampleCap)
 	hubPath := filepath.Join(root, "hub.yaml")
 	if err := os.WriteFile(hubPath, []byte(hub.String()), 0o600); err != nil {
@@ -343,6 +343,11 @@ func (d *demo) watchRounds(ctx context.Context, httpAddr string, res *demoFedera
 					time.Since(start).Seconds(), lr.Round, lr.Outcome, len(lr.Used), members, strings.Join(used, ", "), mu)
 				fmt.Fprintf(d.out, "            %d bytes received in the 5 secure-aggregation phases (signed keys, encrypted shares, masked updates\n", lr.Bytes)
 				fmt.Fprintf(d.out, "            of 4 bytes a parameter, survivor signatures, unmasking shares); global model sha256 %.16s…\n", lr.Model)
+				if m := lr.Metrics; m != nil {
+					fmt.Fprintf(d.out, "            the factories' models after the round's training, on their held-out data (a weighted mean\n")
+					fmt.Fprintf(d.out, "            the hub learned only as a masked sum): false alarm rate %.3f, detection rate %.3f\n",
+						m["false_alarm_rate"], m["detection_rate"])
+				}
 				for _, r := range lr.Rejected {
 					fmt.Fprintf(d.out, "            rejected: %+v\n", r)
 				}
@@ -378,8 +383,9 @@ func (d *demo) hubLearned(httpAddr string, res *demoFederationResult) error {
 	res.HubAccepted, res.HubSecAggFailed = int(accepted), int(failed)
 	n := len(res.Members)
 	fmt.Fprintf(d.out, "   what the hub learned: only the sum of each round's %d updates, each weighted by its training windows (capped at %d),\n", n, demoFedSampleCap)
-	fmt.Fprintf(d.out, "   and the sum of the weights; never one factory's update or count. Every upload was masked, and the\n")
-	fmt.Fprintf(d.out, "   masks cancel only in the sum (hub /metrics: %d messages accepted over %d rounds of 5 phases; %d secure-aggregation failures)\n",
+	fmt.Fprintf(d.out, "   the same weighted sums of the two rates above, and the sum of the weights; never one factory's update, rate\n")
+	fmt.Fprintf(d.out, "   or count. Every upload was masked, and the masks cancel only in the sum\n")
+	fmt.Fprintf(d.out, "   (hub /metrics: %d messages accepted over %d rounds of 5 phases; %d secure-aggregation failures)\n",
 		res.HubAccepted, len(res.Rounds), res.HubSecAggFailed)
 	return nil
 }

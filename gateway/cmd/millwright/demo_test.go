@@ -300,6 +300,10 @@ func TestIntegrationDemo(t *testing.T) {
 		if h := fr.HubRounds[i]; h.Aggregation != "fedprox+secagg" {
 			t.Errorf("FederatedRound %d: aggregation %q; want fedprox+secagg (a round with secure aggregation)", h.Round, h.Aggregation)
 		}
+		// The two rates the hub asked for under the mask (secagg.metrics), as means of rates.
+		if m := r.Metrics; len(m) != 2 || !(m["false_alarm_rate"] >= 0 && m["false_alarm_rate"] <= 1) || !(m["detection_rate"] >= 0 && m["detection_rate"] <= 1) {
+			t.Errorf("round %d metrics %v; want false_alarm_rate and detection_rate in [0, 1]", r.Round, m)
+		}
 	}
 	// advertise, share, mask, check and unmask: one message each per member and round.
 	if want := 5 * len(fr.Members) * o.fedRounds; fr.HubAccepted != want || fr.HubSecAggFailed != 0 {

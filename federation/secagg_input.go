@@ -1,0 +1,64 @@
+package federation
+
+import (
+	"math"
+
+	"github.com/millwright-io/millwright/federation/secagg"
+)
+
+// The layout of a gateway's masked input in a round with secure aggregation, in one place
+// for the gateway that builds it and the hub that reads the unmasked sum:
+//
+//	update·w | w (with SampleCap) | value₁·w, w | … | valueₘ·w, w (one pair per Metrics name)
+//
+// w is secagg.Weight(samples, SampleCap) with a sample cap, else 1. A gateway without a
+// metric, or with a value beyond ±Params.Range (which the clipping would change), sends
+// 0, 0 for it, so the hub's mean of that metric is over the gateways that had it.
+
+// inputLen is the length of a masked input for a model of params parameters.
+func (sa *SecAggState) inputLen(params int) int {
+	n := params + 2*len(sa.Metrics)
+	if sa.SampleCap > 0 {
+		n++
+	}
+	return n
+}
+
+// maskedInput lays out a gateway's update and metrics, trained on samples rows, as above.
+func (sa *SecAggState) maskedInput(delta []float32, samples int, metrics map[string]float64) []float32 {
+	w := float32(1)
+	if sa.SampleCap > 0 {
+		w = secagg.Weight(samples, sa.SampleCap)
+	}
+	in := make([]float32, 0, sa.inputLen(len(delta)))
+	for _, d := range delta {
+		in = append(in, w*d)
+	}
+	if sa.SampleCap > 0 {
+		in = append(in, w)
+	}
+	for _, name := range sa.Metrics {
+		v, ok := metrics[name]
+		if !ok || math.Abs(v) > sa.Params.Range {
+			in = append(in, 0, 0)
+			continue
+		}
+		in = append(in, w*float32(v), w)
+	}
+	return in
+}
+
+// metricMeans reads the metrics' means from the unmasked sums of their pairs: Σ w·value /
+// Σ w for each metric some survivor had (nil when none had any).
+func (sa *SecAggState) metricMeans(pairs []float32) map[string]float64 {
+	var out map[string]float64
+	for i, name := range sa.Metrics {
+		if sum, weight := pairs[2*i], pairs[2*i+1]; weight > 0 {
+			if out == nil {
+				out = map[string]float64{}
+			}
+			out[name] = float64(sum) / float64(weight)
+		}
+	}
+	return out
+}
