@@ -62,10 +62,11 @@
 //
 // What leaks, always: the set of participants of each round, timing and message sizes,
 // the aggregate (the new global model), and, without secure aggregation, every update,
-// its sample count and its local metrics (Update.Metrics, outside any DP guarantee) to the
-// hub, which keeps their round mean to itself (RoundReport.Metrics). With secure aggregation a gateway reports no sample
-// count; with secagg.sample_cap the hub learns the sum of the survivors' capped counts,
-// and with secagg.metrics the weighted sums of those metrics (refused with DP).
+// its sample count and its local metrics (Update.Metrics) to the hub. The metrics carry no
+// noise: the hub records their round mean (RoundReport.Metrics) in the round's ledger
+// record only when the round has no DP. With secure aggregation a gateway reports no
+// sample count; with secagg.sample_cap the hub learns the sum of the survivors' capped
+// counts, and with secagg.metrics the weighted sums of those metrics (refused with DP).
 // Without DP, the global model can leak information about rare events in one factory's
 // data (membership inference).
 package federation

@@ -32,6 +32,7 @@ func TestPrivacyBudgetStopsFederation(t *testing.T) {
 			if r.Outcome != "aggregated" || r.Privacy == nil || r.Privacy.Epsilon < 1.5 || r.Privacy.Epsilon > 3 {
 				t.Fatalf("round 1: %+v privacy %+v", r, r.Privacy)
 			}
+			r1Metrics := r.Metrics
 			if r = h.next(t); r.Outcome != "budget_exhausted" {
 				t.Fatalf("round 2: %+v", r)
 			}
@@ -42,6 +43,11 @@ func TestPrivacyBudgetStopsFederation(t *testing.T) {
 			defer h.rec.mu.Unlock()
 			if len(h.rec.bodies) != 1 || h.rec.bodies[0].DP == nil || h.rec.bodies[0].DP.Epsilon != eps {
 				t.Fatalf("ledger: %+v", h.rec.bodies)
+			}
+			// The gateways' metrics (a loss each, reported to the hub in the clear without
+			// secure aggregation) carry no noise: they stay at the hub.
+			if m := h.rec.bodies[0].Metrics; m != nil || mode == dp.NoiseCentral && r1Metrics["loss"] != 0.5 {
+				t.Fatalf("a round with DP recorded metrics %v (the hub's report: %v)", m, r1Metrics)
 			}
 		})
 	}

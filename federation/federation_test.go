@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"errors"
+	"maps"
 	"math"
 	"slices"
 	"testing"
@@ -362,6 +363,13 @@ func TestHubReportsRoundMetrics(t *testing.T) {
 	}
 	if l, all := gauge("loss"), metrictest.Sum(t, h.reg, "millwright_federation_round_metric"); !near(l, 4.1) || !near(all, 4.1) {
 		t.Fatalf("after round 2 the gauge reads loss %v, all series %v; want 4.1 and no false_alarm_rate", l, all)
+	}
+	// The rounds' ledger records carry the same metrics (no DP here).
+	h.rec.mu.Lock()
+	defer h.rec.mu.Unlock()
+	if len(h.rec.bodies) != rounds || !maps.Equal(h.rec.bodies[1].Metrics, r.Metrics) || len(h.rec.bodies[0].Metrics) != 2 ||
+		!near(h.rec.bodies[0].Metrics["loss"], 3.1) {
+		t.Fatalf("FederatedRound records %+v; want round 1's and round 2's metrics", h.rec.bodies)
 	}
 }
 

@@ -76,8 +76,8 @@ type RoundReport struct {
 	// the round used, for the names every one of them reported; with secure aggregation,
 	// the weighted mean of each metric secagg.metrics names over the survivors that had it
 	// (nil when there are none, and for a round a restarted hub completed).
-	// The hub keeps them to itself: they go to OnRound, its log and /metrics, not into the
-	// model, the ledger or any receipt.
+	// They go to OnRound, the hub's log and /metrics, and into the round's ledger record
+	// unless the round has DP (they carry no noise); never into the model or a receipt.
 	Metrics  map[string]float64
 	Bytes    int // update bytes accepted
 	Duration time.Duration
@@ -490,12 +490,12 @@ func (f *fedRun) round(ctx context.Context, st RoundState) (RoundState, error) {
 	}
 	out := GlobalModel{Header: ModelHeader{Federation: f.cfg.Name, Round: st.Round, Architecture: global.Header.Architecture,
 		Parent: st.Global, Created: time.Now().UTC(), Participants: res.Used}, Params: res.Params}
-	hash, err := f.release(ctx, st, global.Header, &out, c, privacy)
+	report.Metrics = roundMetrics(c.updates, res.Used)
+	hash, err := f.release(ctx, st, global.Header, &out, c, privacy, report.Metrics)
 	if err != nil {
 		return st, err
 	}
 	report.Model, report.Used, report.Privacy = hash, res.Used, privacy
-	report.Metrics = roundMetrics(c.updates, res.Used)
 	f.h.m.setRoundMetrics(f.cfg.Name, report.Metrics)
 	return f.finish(ctx, report, start, outcomeAggregated, f.open(st.Round+1, hash, st.Round))
 }

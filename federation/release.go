@@ -43,12 +43,12 @@ type releasing struct {
 // (used: the participants it averaged): it stores the signed model, commits the release
 // (blobRelease, with the optimizer's new state), records the round in the ledger and
 // names the model by its version, in that order. It returns the model's hash.
-func (f *fedRun) release(ctx context.Context, st RoundState, in ModelHeader, out *GlobalModel, c *collected, privacy *dp.Report) (string, error) {
+func (f *fedRun) release(ctx context.Context, st RoundState, in ModelHeader, out *GlobalModel, c *collected, privacy *dp.Report, metrics map[string]float64) (string, error) {
 	hash, err := f.storeModel(ctx, out)
 	if err != nil {
 		return "", err
 	}
-	rel := releasing{Round: st.Round, Parent: st.Global, Model: hash, Used: out.Header.Participants, Privacy: privacy, Record: f.roundRecord(in, out.Header, hash, c, privacy),
+	rel := releasing{Round: st.Round, Parent: st.Global, Model: hash, Used: out.Header.Participants, Privacy: privacy, Record: f.roundRecord(in, out.Header, hash, c, privacy, metrics),
 		Expired: f.expireFrom}
 	if _, ok := f.h.opts.Recorder.(ledger.IDRecorder); ok && rel.Record != nil {
 		rel.RecordID = ledger.NameID(string(ledger.TypeFederatedRound), ledger.KeyID(f.h.PublicKey()), f.cfg.Name, strconv.FormatUint(st.Round, 10), hash)
@@ -168,8 +168,9 @@ func (f *fedRun) loadRelease(ctx context.Context) error {
 }
 
 // roundRecord is the ledger's record of a round that published out (hash), aggregated
-// from in; nil when the hub has no recorder.
-func (f *fedRun) roundRecord(in, out ModelHeader, hash string, c *collected, privacy *dp.Report) *ledger.FederatedRound {
+// from in, with the round's metrics unless it had DP (they carry no noise, so they stay
+// at the hub); nil when the hub has no recorder.
+func (f *fedRun) roundRecord(in, out ModelHeader, hash string, c *collected, privacy *dp.Report, metrics map[string]float64) *ledger.FederatedRound {
 	if f.h.opts.Recorder == nil {
 		return nil
 	}
@@ -191,6 +192,8 @@ func (f *fedRun) roundRecord(in, out ModelHeader, hash string, c *collected, pri
 	}
 	if privacy != nil {
 		body.DP = &ledger.DPBudget{Epsilon: privacy.Epsilon, Delta: privacy.Delta}
+	} else {
+		body.Metrics = metrics
 	}
 	return body
 }

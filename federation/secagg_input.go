@@ -2,6 +2,7 @@ package federation
 
 import (
 	"math"
+	"strconv"
 
 	"github.com/millwright-io/millwright/federation/secagg"
 )
@@ -49,7 +50,9 @@ func (sa *SecAggState) maskedInput(delta []float32, samples int, metrics map[str
 }
 
 // metricMeans reads the metrics' means from the unmasked sums of their pairs: Σ w·value /
-// Σ w for each metric some survivor had (nil when none had any).
+// Σ w for each metric some survivor had (nil when none had any), to 6 significant digits:
+// each masked element is rounded to 2^-FracBits (2^-16 by default), so the float32 sums
+// hold no more.
 func (sa *SecAggState) metricMeans(pairs []float32) map[string]float64 {
 	var out map[string]float64
 	for i, name := range sa.Metrics {
@@ -57,7 +60,7 @@ func (sa *SecAggState) metricMeans(pairs []float32) map[string]float64 {
 			if out == nil {
 				out = map[string]float64{}
 			}
-			out[name] = float64(sum) / float64(weight)
+			out[name], _ = strconv.ParseFloat(strconv.FormatFloat(float64(sum)/float64(weight), 'g', 6, 64), 64)
 		}
 	}
 	return out

@@ -94,6 +94,11 @@ type FederatedRound struct {
 	Output       ModelRef   `json:"output"`
 	OutputHash   string     `json:"output_hash"`
 	Parents      []ModelRef `json:"parents"`
+	// Metrics are the round's metrics: the weighted mean, over the participants, of the
+	// quality each reported of its own model after the round's training (such as
+	// false_alarm_rate). Omitted when the round had none, or had differential privacy
+	// (the metrics carry no noise).
+	Metrics map[string]float64 `json:"metrics,omitempty"`
 }
 
 // Evaluation attests how a model version was evaluated.
@@ -338,6 +343,7 @@ func (b FederatedRound) Validate() error {
 	b.Output.check(&p, "output")
 	checkHash(&p, "output_hash", b.OutputHash)
 	checkParents(&p, "parents", b.Output, b.Parents)
+	checkMetrics(&p, "metrics", b.Metrics)
 	return p.Err()
 }
 

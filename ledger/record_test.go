@@ -73,6 +73,7 @@ func TestDecodeRecordErrors(t *testing.T) {
 	s := testSigner(t, "gw-1", "acme")
 	snap := signed(t, s, sampleBodies()[0], "")
 	train := signed(t, s, sampleBodies()[1], "")
+	round := signed(t, s, sampleBodies()[2], "")
 	header := func(doc map[string]any) map[string]any { return doc["header"].(map[string]any) }
 	body := func(doc map[string]any) map[string]any { return doc["body"].(map[string]any) }
 	tests := []struct {
@@ -112,6 +113,8 @@ func TestDecodeRecordErrors(t *testing.T) {
 			[]string{`body.windows[0].to: 2026-03-01T07:00:00Z is before from (2026-03-01T08:00:00.123456789Z)`}},
 		{"hyper-parameter not scalar", train, func(d map[string]any) { body(d)["hyper_params"].(map[string]any)["layers"] = []any{8, 4} },
 			[]string{`body.hyper_params.layers: got an array, expected a string, number or boolean`}},
+		{"round metric name", round, func(d map[string]any) { body(d)["metrics"].(map[string]any)["False Alarms"] = 0.1 },
+			[]string{`body.metrics.False Alarms: is not a metric name, expected an identifier`}},
 		{"parent is itself", train, func(d map[string]any) {
 			body(d)["parents"] = []any{map[string]any{"model": "press-anomaly", "version": "1.2.0"}}
 		}, []string{`body.parents[0]: press-anomaly@1.2.0 is the version itself, expected an earlier version`}},

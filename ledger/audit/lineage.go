@@ -207,6 +207,9 @@ func describe(rec ledger.Record) string {
 		if b.DP != nil {
 			s += fmt.Sprintf(", DP epsilon %g delta %g", b.DP.Epsilon, b.DP.Delta)
 		}
+		if b.Metrics != nil {
+			s += ", metrics " + formatMetrics(b.Metrics)
+		}
 		return s + ", artifact sha256:" + short(b.OutputHash)
 	case ledger.Evaluation:
 		return fmt.Sprintf("evaluation: passed=%t, %s", b.Passed, formatMetrics(b.Metrics))

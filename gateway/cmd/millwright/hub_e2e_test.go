@@ -73,7 +73,7 @@ federations:
     quorum: 2
     round_timeout: 5m
     strategy: {name: fedprox, proximal_mu: 0.01}
-    secagg: {enabled: true, sample_cap: 5000}
+    secagg: {enabled: true, sample_cap: 5000, metrics: [false_alarm_rate, detection_rate]}
 `, hubDir, httpAddr, natsPort, leafPort, hex.EncodeToString(keys["factory-a"]), hex.EncodeToString(keys["factory-b"]), fedtest.ArchitectureYAML(arch))
 	hubPath := filepath.Join(root, "hub.yaml")
 	if err := os.WriteFile(hubPath, []byte(hubYAML), 0o600); err != nil {
@@ -213,6 +213,14 @@ federations:
 	b, _ := json.Marshal(fr[0].Body)
 	if !bytes.Contains(b, []byte(lr.Model)) {
 		t.Errorf("FederatedRound %s does not name the published model %s", b, lr.Model)
+	}
+	// The round's metrics, unmasked as a sum only, are in its record, and an auditor's
+	// lineage shows them.
+	var lineage, lerr testlog.Buffer
+	if code := cmdAudit(ctx, []string{"lineage", "pumps@r1", "--ledger", filepath.Join(hubDir, "ledger")}, &lineage, &lerr); code != 0 ||
+		!strings.Contains(lineage.String(), "federated_round: pumps round 1") || !strings.Contains(lineage.String(), ", metrics detection_rate=") ||
+		!strings.Contains(lineage.String(), ", false_alarm_rate=") {
+		t.Errorf("audit lineage pumps@r1: exit %d: %s%s; want the round with its two metrics", code, lineage.String(), lerr.String())
 	}
 	for _, n := range names {
 		lt := records(filepath.Join(root, n, "ledger"), ledger.TypeLocalTraining)
