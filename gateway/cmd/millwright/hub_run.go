@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -42,16 +43,34 @@ func runHub(ctx context.Context, cfg hubFileConfig, tr federation.Transport, key
 	return grp.Wait()
 }
 
-// hubStatus keeps each federation's last round report for the HTTP API.
+// hubStatus keeps each federation's last round report, and a summary of its recent rounds,
+// for the HTTP API.
 type hubStatus struct {
-	tr    federation.Transport
-	names []string
-	mu    sync.Mutex
-	last  map[string]federation.RoundReport
+	tr     federation.Transport
+	names  []string
+	mu     sync.Mutex
+	last   map[string]federation.RoundReport
+	recent map[string][]roundSummary // oldest first, at most recentRounds
+}
+
+// recentRounds is how many closed rounds GET /api/v1/federations summarises per
+// federation: enough to see a trend of the round metrics; Prometheus keeps the rest.
+const recentRounds = 32
+
+// roundSummary is one closed round in the recent rounds of GET /api/v1/federations.
+type roundSummary struct {
+	Round    uint64             `json:"round"`
+	Outcome  string             `json:"outcome"`
+	Reason   string             `json:"reason,omitempty"`
+	Model    string             `json:"model,omitempty"`
+	Used     int                `json:"used"`
+	Rejected int                `json:"rejected"`
+	Metrics  map[string]float64 `json:"metrics,omitempty"`
+	Seconds  float64            `json:"seconds"`
 }
 
 func newHubStatus(fcs []federation.FederationConfig, tr federation.Transport) *hubStatus {
-	s := &hubStatus{tr: tr, last: map[string]federation.RoundReport{}}
+	s := &hubStatus{tr: tr, last: map[string]federation.RoundReport{}, recent: map[string][]roundSummary{}}
 	for _, f := range fcs {
 		s.names = append(s.names, f.Name)
 	}
@@ -62,6 +81,12 @@ func (s *hubStatus) onRound(r federation.RoundReport) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.last[r.Federation] = r
+	rs := append(s.recent[r.Federation], roundSummary{Round: r.Round, Outcome: r.Outcome, Reason: r.Reason, Model: r.Model,
+		Used: len(r.Used), Rejected: len(r.Rejected), Metrics: r.Metrics, Seconds: r.Duration.Seconds()})
+	if len(rs) > recentRounds {
+		rs = slices.Delete(rs, 0, len(rs)-recentRounds)
+	}
+	s.recent[r.Federation] = rs
 }
 
 // federationStatus is one entry of GET /api/v1/federations.
@@ -70,6 +95,8 @@ type federationStatus struct {
 	State     *federation.RoundState  `json:"state,omitempty"`       // the round state published now
 	StateErr  string                  `json:"state_error,omitempty"` // why it could not be read
 	LastRound *federation.RoundReport `json:"last_round,omitempty"`  // the last closed round
+	// Recent are the last closed rounds (up to recentRounds), oldest first.
+	Recent []roundSummary `json:"recent_rounds,omitempty"`
 }
 
 // snapshot reads every federation's round state (bounded by a short timeout) and adds the
@@ -96,6 +123,7 @@ func (s *hubStatus) snapshot(ctx context.Context) []federationStatus {
 		if r, ok := s.last[name]; ok {
 			fs.LastRound = &r
 		}
+		fs.Recent = slices.Clone(s.recent[name])
 		s.mu.Unlock()
 		out = append(out, fs)
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/millwright-io/millwright/federation"
 )
@@ -54,5 +55,19 @@ func TestHubStatus(t *testing.T) {
 	}
 	if b := got[3]; b.StateErr != "nats: timeout" {
 		t.Errorf("a transport error is not reported: %+v", b)
+	}
+	if r := p.Recent; len(r) != 1 || r[0].Round != 2 || r[0].Model != "ab" {
+		t.Errorf("pumps' recent rounds %+v; want round 2", r)
+	}
+
+	// The recent rounds are the last recentRounds, oldest first, with their metrics.
+	for round := uint64(3); round <= 40; round++ {
+		st.onRound(federation.RoundReport{Federation: "pumps", Round: round, Outcome: "aggregated", Used: []string{"a", "b"},
+			Metrics: map[string]float64{"false_alarm_rate": float64(round) / 100}, Duration: time.Second})
+	}
+	r := st.snapshot(context.Background())[0].Recent
+	if len(r) != recentRounds || r[0].Round != 40-recentRounds+1 || r[len(r)-1].Round != 40 || r[len(r)-1].Used != 2 ||
+		r[len(r)-1].Metrics["false_alarm_rate"] != 0.4 || r[len(r)-1].Seconds != 1 {
+		t.Errorf("recent rounds %+v; want rounds %d to 40 with their metrics", r, 40-recentRounds+1)
 	}
 }
