@@ -50,18 +50,27 @@ func (sa *SecAggState) maskedInput(delta []float32, samples int, metrics map[str
 }
 
 // metricMeans reads the metrics' means from the unmasked sums of their pairs: Σ w·value /
-// Σ w for each metric some survivor had (nil when none had any), to 6 significant digits:
-// each masked element is rounded to 2^-FracBits (2^-16 by default), so the float32 sums
-// hold no more.
-func (sa *SecAggState) metricMeans(pairs []float32) map[string]float64 {
-	var out map[string]float64
+// Σ w for each metric some of the survivors had, to 6 significant digits (each masked
+// element is rounded to 2^-FracBits, 2^-16 by default, so the float32 sums hold no more).
+// Masking hides inputs, it does not check them: a metric whose sums no honest survivors
+// can produce (weights summing to more than one per survivor, or a mean beyond ±Range) is
+// left out and named in implausible. means is nil when no metric is left.
+func (sa *SecAggState) metricMeans(pairs []float32, survivors int) (means map[string]float64, implausible []string) {
+	const slack = 1e-3 // fixed-point rounding of the sums
 	for i, name := range sa.Metrics {
-		if sum, weight := pairs[2*i], pairs[2*i+1]; weight > 0 {
-			if out == nil {
-				out = map[string]float64{}
-			}
-			out[name], _ = strconv.ParseFloat(strconv.FormatFloat(float64(sum)/float64(weight), 'g', 6, 64), 64)
+		sum, weight := float64(pairs[2*i]), float64(pairs[2*i+1])
+		if weight <= 0 {
+			continue // no survivor had it
 		}
+		mean := sum / weight
+		if weight > float64(survivors)+slack || math.Abs(mean) > sa.Params.Range+slack {
+			implausible = append(implausible, name)
+			continue
+		}
+		if means == nil {
+			means = map[string]float64{}
+		}
+		means[name], _ = strconv.ParseFloat(strconv.FormatFloat(mean, 'g', 6, 64), 64)
 	}
-	return out
+	return means, implausible
 }

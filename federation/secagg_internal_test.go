@@ -1,6 +1,7 @@
 package federation
 
 import (
+	"slices"
 	"testing"
 
 	"github.com/millwright-io/millwright/federation/secagg"
@@ -30,4 +31,22 @@ func FuzzSecAggRecord(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestMetricMeansRefusesImplausibleSums: a metric's unmasked sums give its mean unless no
+// survivor had it, or no honest survivors could have produced them (the weights sum to
+// more than one per survivor, or the mean lies beyond ±range): a gateway that masks a
+// forged pair cannot make the hub report any mean it likes.
+func TestMetricMeansRefusesImplausibleSums(t *testing.T) {
+	sa := &SecAggState{Params: secagg.Params{Range: 8}, Metrics: []string{"far", "absent", "heavy", "wide", "edge"}}
+	means, implausible := sa.metricMeans([]float32{
+		0.3, 2, // far: 0.15
+		0, 0, // absent: no survivor had it
+		3, 5, // heavy: weights of 5 from 3 survivors
+		100, 1, // wide: a mean of 100, beyond ±8
+		-24, 3, // edge: a mean of -8, on the range
+	}, 3)
+	if len(means) != 2 || means["far"] != 0.15 || means["edge"] != -8 || !slices.Equal(implausible, []string{"heavy", "wide"}) {
+		t.Fatalf("means %v, implausible %v; want far 0.15 and edge -8, heavy and wide left out", means, implausible)
+	}
 }

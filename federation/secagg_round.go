@@ -302,7 +302,11 @@ func (f *fedRun) secaggRound(ctx context.Context, st RoundState) (RoundState, er
 			return fail(SecAggFailUnmask, "the survivors' weights sum to no positive number", "sum", weight)
 		}
 	}
-	report.Metrics = sa.metricMeans(sum[len(sum)-2*len(sa.Metrics):])
+	var implausible []string
+	report.Metrics, implausible = sa.metricMeans(sum[len(sum)-2*len(sa.Metrics):], len(used))
+	if implausible != nil {
+		f.log.Warn("round metrics left out: their masked sums are implausible (a gateway sent values it could not have)", "round", st.Round, "metrics", implausible)
+	}
 	var privacy *dp.Report
 	var noise []float32
 	if f.budget != nil {
