@@ -147,6 +147,9 @@ func exportPROV(t Tree) ([]byte, error) {
 		if lt, ok := body.(ledger.LocalTraining); ok {
 			attrs["mw:codeVersion"] = lt.CodeVersion
 		}
+		for k, v := range metricsOf(body) { // metric names are identifiers: valid in a QName
+			attrs["mw:metric_"+k] = v
+		}
 		d.Activity[act] = attrs
 		ent := model(v)
 		d.Entity[ent]["mw:artifactSha256"] = artifact
@@ -224,8 +227,22 @@ type (
 		Parts     []string `json:"participants,omitempty"`
 		DPEpsilon *float64 `json:"dpEpsilon,omitempty"`
 		DPDelta   *float64 `json:"dpDelta,omitempty"`
+		// Metrics are a training's metrics, or a federated round's (the participants' mean).
+		Metrics map[string]float64 `json:"metrics,omitempty"`
 	}
 )
+
+// metricsOf returns the metrics a producing record states: a local training's, or a
+// federated round's; nil for other records.
+func metricsOf(body ledger.Body) map[string]float64 {
+	switch b := body.(type) {
+	case ledger.LocalTraining:
+		return b.Metrics
+	case ledger.FederatedRound:
+		return b.Metrics
+	}
+	return nil
+}
 
 // exportOpenLineage writes one COMPLETE RunEvent per producing record of the lineage. The
 // run id is the record id (a UUID); the job is "train/MODEL" in namespace
@@ -258,6 +275,7 @@ func exportOpenLineage(t Tree) ([]byte, error) {
 			Org: rec.Header.Actor.Org, KeyID: rec.Header.Actor.KeyID, Artifact: artifact}
 		ev := olEvent{EventType: "COMPLETE", EventTime: provTime(rec.Header.Time), Run: olRun{RunID: rec.Header.ID},
 			Inputs: []olDataset{}, Outputs: []olDataset{modelDS(v)}, Producer: Producer, SchemaURL: openLineageSchema}
+		facet.Metrics = metricsOf(body)
 		switch b := body.(type) {
 		case ledger.LocalTraining:
 			ev.Job = olJob{Namespace: "millwright://" + rec.Header.Site, Name: "train/" + b.Model}

@@ -222,6 +222,11 @@ federations:
 		!strings.Contains(lineage.String(), ", false_alarm_rate=") {
 		t.Errorf("audit lineage pumps@r1: exit %d: %s%s; want the round with its two metrics", code, lineage.String(), lerr.String())
 	}
+	var ol, olErr testlog.Buffer
+	if code := cmdAudit(ctx, []string{"export", "pumps@r1", "--format", "openlineage", "--ledger", filepath.Join(hubDir, "ledger")}, &ol, &olErr); code != 0 ||
+		!strings.Contains(ol.String(), `"metrics":{"detection_rate":`) {
+		t.Errorf("audit export pumps@r1 --format openlineage: exit %d: %s%s; want the round's metrics in its facet", code, ol.String(), olErr.String())
+	}
 	for _, n := range names {
 		lt := records(filepath.Join(root, n, "ledger"), ledger.TypeLocalTraining)
 		if len(lt) == 0 {
