@@ -318,8 +318,8 @@ func intendedPurpose(s string) string {
 	return ""
 }
 
-// formatMetrics renders metrics sorted by name.
-func formatMetrics(m map[string]float64) string { return formatSorted(m, "no metrics") }
+// FormatMetrics renders metrics sorted by name, "k=v, ..." ("no metrics" when empty).
+func FormatMetrics(m map[string]float64) string { return formatSorted(m, "no metrics") }
 
 // formatParams renders hyper-parameters sorted by name.
 func formatParams(m map[string]any) string { return formatSorted(m, "none recorded") }

@@ -208,11 +208,11 @@ func describe(rec ledger.Record) string {
 			s += fmt.Sprintf(", DP epsilon %g delta %g", b.DP.Epsilon, b.DP.Delta)
 		}
 		if b.Metrics != nil {
-			s += ", metrics " + formatMetrics(b.Metrics)
+			s += ", metrics " + FormatMetrics(b.Metrics)
 		}
 		return s + ", artifact sha256:" + short(b.OutputHash)
 	case ledger.Evaluation:
-		return fmt.Sprintf("evaluation: passed=%t, %s", b.Passed, formatMetrics(b.Metrics))
+		return fmt.Sprintf("evaluation: passed=%t, %s", b.Passed, FormatMetrics(b.Metrics))
 	case ledger.Approval:
 		return fmt.Sprintf("approval: %s", b.Decision)
 	case ledger.Release:

@@ -34,7 +34,7 @@ var htmlTemplate string
 
 var reportFuncs = map[string]any{
 	"short":   short,
-	"metrics": formatMetrics,
+	"metrics": FormatMetrics,
 	"params":  formatParams,
 	"time":    func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
 	"refs":    joinRefs,

@@ -175,8 +175,9 @@ federations:
 	}
 	t.Setenv("MILLWRIGHT_E2E_PW", "pw-a")
 	okOut := filepath.Join(root, "oem-ok")
-	if code, out := pull(filepath.Join(hubDir, "ledger"), okOut); code != 0 || !strings.Contains(out, lr.Model) {
-		t.Errorf("pull with the hub's ledger: exit %d: %s", code, out)
+	if code, out := pull(filepath.Join(hubDir, "ledger"), okOut); code != 0 || !strings.Contains(out, lr.Model) ||
+		!strings.Contains(out, ", round metrics detection_rate=") {
+		t.Errorf("pull with the hub's ledger: exit %d: %s; want the model and its round's metrics from the ledger", code, out)
 	}
 	badOut := filepath.Join(root, "oem-bad")
 	if code, out := pull(filepath.Join(root, "factory-a", "ledger"), badOut); code != 1 || !strings.Contains(out, "lineage of pumps@") {

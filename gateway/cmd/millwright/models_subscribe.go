@@ -18,6 +18,7 @@ import (
 	"github.com/millwright-io/millwright/gateway"
 	"github.com/millwright-io/millwright/gateway/config"
 	"github.com/millwright-io/millwright/internal/atomicfile"
+	"github.com/millwright-io/millwright/ledger"
 	"github.com/millwright-io/millwright/ledger/audit"
 )
 
@@ -168,20 +169,43 @@ func writeModel(out string, g *federation.GlobalModel, data []byte, hash string,
 	return name, nil
 }
 
+// fetched is a model fetchAndWrite wrote: where, the model, and what its round's ledger
+// record says of the round (empty without a lineage check).
+type fetched struct {
+	path  string
+	model *federation.GlobalModel
+	round string // ", round metrics k=v, ..." from the FederatedRound that attests it
+}
+
 // fetchAndWrite downloads and checks the model stored under hash (its hash and the hub's
 // signature, and its lineage when lc is set) and writes it.
-func fetchAndWrite(ctx context.Context, bus *natsbus.Bus, fed, hash string, key ed25519.PublicKey, out string, latest bool, lc *lineageCheck) (string, *federation.GlobalModel, error) {
+func fetchAndWrite(ctx context.Context, bus *natsbus.Bus, fed, hash string, key ed25519.PublicKey, out string, latest bool, lc *lineageCheck) (fetched, error) {
 	g, err := federation.FetchModel(ctx, bus, fed, hash, key)
 	if err != nil {
-		return "", nil, err
+		return fetched{}, err
 	}
+	f := fetched{model: g}
 	if lc != nil {
-		if _, err := lc.verify(ctx, fed+"@"+g.Header.Version(), hash); err != nil {
-			return "", g, err
+		res, err := lc.verify(ctx, fed+"@"+g.Header.Version(), hash)
+		if err != nil {
+			return f, err
+		}
+		f.round = roundMetricsOf(res)
+	}
+	f.path, err = writeModel(out, g, g.Raw, hash, latest)
+	return f, err
+}
+
+// roundMetricsOf returns ", round metrics k=v, ..." from the FederatedRound records a
+// verification named (the round that produced the model), or "" when they state none.
+func roundMetricsOf(res audit.Result) string {
+	for _, rec := range res.Named {
+		body, err := rec.DecodeBody()
+		if fr, ok := body.(ledger.FederatedRound); err == nil && ok && len(fr.Metrics) > 0 {
+			return ", round metrics " + audit.FormatMetrics(fr.Metrics)
 		}
 	}
-	name, err := writeModel(out, g, g.Raw, hash, latest)
-	return name, g, err
+	return ""
 }
 
 const subscribeUsage = `usage: millwright models subscribe --federation F --hub-key HEX [flags]
@@ -267,10 +291,11 @@ func cmdModelsSubscribe(ctx context.Context, args []string, stdout, stderr io.Wr
 				continue // nothing new, or only the untrained initial model
 			}
 			for attempt := 0; ; attempt++ {
-				name, g, err := fetchAndWrite(ctx, bus, *fed, st.Global, key, cf.out, true, lc)
+				f, err := fetchAndWrite(ctx, bus, *fed, st.Global, key, cf.out, true, lc)
 				if err == nil {
 					have = st.Global
-					fmt.Fprintf(stdout, "%s@%s sha256 %s from %d participants -> %s\n", *fed, g.Header.Version(), st.Global, len(g.Header.Participants), name)
+					fmt.Fprintf(stdout, "%s@%s sha256 %s from %d participants%s -> %s\n", *fed, f.model.Header.Version(), st.Global,
+						len(f.model.Header.Participants), f.round, f.path)
 					break
 				}
 				if ctx.Err() != nil || attempt == 4 {
@@ -344,7 +369,7 @@ func cmdModelsPull(ctx context.Context, args []string, stdout, stderr io.Writer)
 		fmt.Fprintf(stderr, "millwright models pull: %s@%s: %v\n", fed, version, err)
 		return 1
 	}
-	name, g, err := fetchAndWrite(ctx, bus, fed, hash, key, cf.out, false, lc)
+	f, err := fetchAndWrite(ctx, bus, fed, hash, key, cf.out, false, lc)
 	if errors.Is(err, federation.ErrNotFound) && version != "latest" {
 		fmt.Fprintf(stderr, "millwright models pull: %s@%s (sha256 %s) is no longer stored: the hub keeps only the latest rounds' models (keep_models); the ledger still records its hash\n", fed, version, hash)
 		return 1
@@ -353,6 +378,6 @@ func cmdModelsPull(ctx context.Context, args []string, stdout, stderr io.Writer)
 		fmt.Fprintf(stderr, "millwright models pull: %v\n", err)
 		return 1
 	}
-	fmt.Fprintf(stdout, "%s@%s sha256 %s -> %s\n", fed, g.Header.Version(), hash, name)
+	fmt.Fprintf(stdout, "%s@%s sha256 %s%s -> %s\n", fed, f.model.Header.Version(), hash, f.round, f.path)
 	return 0
 }
