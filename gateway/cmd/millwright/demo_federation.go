@@ -343,10 +343,11 @@ func (d *demo) watchRounds(ctx context.Context, httpAddr string, res *demoFedera
 					time.Since(start).Seconds(), lr.Round, lr.Outcome, len(lr.Used), members, strings.Join(used, ", "), mu)
 				fmt.Fprintf(d.out, "            %d bytes received in the 5 secure-aggregation phases (signed keys, encrypted shares, masked updates\n", lr.Bytes)
 				fmt.Fprintf(d.out, "            of 4 bytes a parameter, survivor signatures, unmasking shares); global model sha256 %.16s…\n", lr.Model)
-				if m := lr.Metrics; m != nil {
+				far, ok1 := lr.Metrics["false_alarm_rate"]
+				det, ok2 := lr.Metrics["detection_rate"]
+				if ok1 && ok2 {
 					fmt.Fprintf(d.out, "            the factories' models after the round's training, on their held-out data (a weighted mean\n")
-					fmt.Fprintf(d.out, "            the hub learned only as a masked sum): false alarm rate %.3f, detection rate %.3f\n",
-						m["false_alarm_rate"], m["detection_rate"])
+					fmt.Fprintf(d.out, "            the hub learned only as a masked sum): false alarm rate %.3f, detection rate %.3f\n", far, det)
 				}
 				for _, r := range lr.Rejected {
 					fmt.Fprintf(d.out, "            rejected: %+v\n", r)
