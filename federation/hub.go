@@ -496,7 +496,6 @@ func (f *fedRun) round(ctx context.Context, st RoundState) (RoundState, error) {
 		return st, err
 	}
 	report.Model, report.Used, report.Privacy = hash, res.Used, privacy
-	f.h.m.setRoundMetrics(f.cfg.Name, report.Metrics)
 	return f.finish(ctx, report, start, outcomeAggregated, f.open(st.Round+1, hash, st.Round))
 }
 
@@ -519,6 +518,9 @@ func (f *fedRun) finish(ctx context.Context, report RoundReport, start time.Time
 	}
 	report.Outcome, report.Duration = outcome, time.Since(start)
 	f.h.m.rounds.WithLabelValues(outcome).Inc()
+	if outcome == outcomeAggregated {
+		f.h.m.setRoundMetrics(f.cfg.Name, report.Metrics)
+	}
 	attrs := []any{"round", report.Round, "outcome", outcome, "used", len(report.Used), "rejected", len(report.Rejected), "model", report.Model}
 	if report.Metrics != nil {
 		attrs = append(attrs, "metrics", report.Metrics)

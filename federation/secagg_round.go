@@ -336,7 +336,6 @@ func (f *fedRun) secaggRound(ctx context.Context, st RoundState) (RoundState, er
 		return st, err
 	}
 	report.Model, report.Used, report.Privacy = hash, used, privacy
-	f.h.m.setRoundMetrics(f.cfg.Name, report.Metrics)
 	st.SecAgg = nil
 	return f.finish(ctx, report, start, outcomeAggregated, f.open(st.Round+1, hash, st.Round))
 }
