@@ -316,6 +316,7 @@ func TestSecAggHubRestart(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t, n, false)
 			fc := secaggConfig(n, dim)
+			fc.SecAgg.Metrics = []string{"loss"} // recorded in the round state a restarted hub checks
 			h := startHub(t, e.hub, fc)
 			ps := e.participants(t, dim)
 			for k, phase := range phases {
@@ -341,6 +342,9 @@ func TestSecAggHubRestart(t *testing.T) {
 				t.Fatalf("round after the restart: %+v", r)
 			}
 			checkMean(t, e.hub, dim, r.Used, r)
+			if loss := r.Metrics["loss"]; math.Abs(loss-0.5) > 1e-3 { // every pullTrainer reports 0.5
+				t.Errorf("round metrics after the restart %v; want loss 0.5", r.Metrics)
+			}
 			// The restarted hub rebuilt every closed phase from the log, accepting each
 			// message once: 5 phases × 4 gateways.
 			if got := h.counter("millwright_federation_updates_total", "result", "accepted"); got != 5*n {
