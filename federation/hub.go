@@ -72,10 +72,11 @@ type RoundReport struct {
 	Used     []string
 	Rejected []Rejection // by the protocol and by the aggregation rule
 	Privacy  *dp.Report
-	// Metrics are the round's local metrics: their sample-weighted mean over the updates
-	// the round used, for the names every one of them reported; with secure aggregation,
-	// the weighted mean of each metric secagg.metrics names over the survivors that had it
-	// (nil when there are none, and for a round a restarted hub completed).
+	// Metrics are the round's local metrics, combined over the updates the round used as
+	// its rule combined them (roundMetrics), for the names every one of them reported;
+	// with secure aggregation, the weighted mean of each metric secagg.metrics names over
+	// the survivors that had it (nil when there are none, and for a round a restarted hub
+	// completed).
 	// They go to OnRound, the hub's log and /metrics, and into the round's ledger record
 	// unless the round has DP (they carry no noise); never into the model or a receipt.
 	Metrics  map[string]float64
@@ -490,7 +491,7 @@ func (f *fedRun) round(ctx context.Context, st RoundState) (RoundState, error) {
 	}
 	out := GlobalModel{Header: ModelHeader{Federation: f.cfg.Name, Round: st.Round, Architecture: global.Header.Architecture,
 		Parent: st.Global, Created: time.Now().UTC(), Participants: res.Used}, Params: res.Params}
-	report.Metrics = roundMetrics(c.updates, res.Used)
+	report.Metrics = roundMetrics(f.cfg.Strategy, c.updates, res.Used)
 	hash, err := f.release(ctx, st, global.Header, &out, c, privacy, report.Metrics)
 	if err != nil {
 		return st, err

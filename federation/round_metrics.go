@@ -3,17 +3,23 @@ package federation
 import (
 	"maps"
 	"slices"
+	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/millwright-io/millwright/federation/aggregate"
 )
 
-// roundMetrics is the sample-weighted mean, over the updates a round used, of each local
-// metric (Update.Metrics) that every one of them reported: a name that some participants
-// send and others do not is left out, so no participant adds a series to the hub's
-// metrics on its own. It is nil when the round used no update with metrics.
-func roundMetrics(updates map[string]*Update, used []string) map[string]float64 {
+// roundMetrics combines, over the updates a round used, each local metric
+// (Update.Metrics) that every one of them reported, the way the round's rule combined the
+// updates (aggregate.Strategy.Combine): the sample-weighted mean under fedavg, fedprox,
+// fedadam and fedyogi, the median or trimmed mean under those rules, so that the gateways
+// the rule discounts cannot move the metrics either, and the mean of the updates Krum
+// chose. A name that some participants send and others do not is left out, so no
+// participant adds a series to the hub's metrics on its own. It is nil when the round
+// used no update with metrics.
+func roundMetrics(s aggregate.Strategy, updates map[string]*Update, used []string) map[string]float64 {
 	var names []string
-	var total float64
 	for i, name := range used {
 		u := updates[name]
 		if u == nil {
@@ -24,18 +30,23 @@ func roundMetrics(updates map[string]*Update, used []string) map[string]float64 
 		} else {
 			names = slices.DeleteFunc(names, func(k string) bool { _, ok := u.Metrics[k]; return !ok })
 		}
-		total += float64(u.Samples)
 	}
-	if len(names) == 0 || total == 0 {
+	if len(names) == 0 {
 		return nil
 	}
-	out := make(map[string]float64, len(names))
-	for _, name := range used {
+	ups := make([]aggregate.Update, len(used))
+	for i, name := range used {
 		u := updates[name]
-		w := float64(u.Samples) / total
-		for _, k := range names {
-			out[k] += w * u.Metrics[k]
+		v := make([]float32, len(names))
+		for j, k := range names {
+			v[j] = float32(u.Metrics[k])
 		}
+		ups[i] = aggregate.Update{Participant: name, Delta: v, Samples: int(u.Samples)}
+	}
+	out := make(map[string]float64, len(names))
+	for j, x := range s.Combine(ups) {
+		// The shortest decimal that is this float32: 0.31, not 0.3100000023841858.
+		out[names[j]], _ = strconv.ParseFloat(strconv.FormatFloat(float64(x), 'g', -1, 32), 64)
 	}
 	return out
 }
@@ -44,7 +55,7 @@ func roundMetrics(updates map[string]*Update, used []string) map[string]float64 
 // metrics, by federation and metric name.
 func roundMetricGauge() *prometheus.GaugeVec {
 	return prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "millwright_federation_round_metric",
-		Help: "The last aggregated round's local metrics (false_alarm_rate, detection_rate, ... as the gateways report them), their sample-weighted mean over the updates the round used; only names every used update reported. With secure aggregation, only the metrics secagg.metrics names, summed under the mask."},
+		Help: "The last aggregated round's local metrics (false_alarm_rate, detection_rate, ... as the gateways report them), combined over the updates the round used as its rule combined them (sample-weighted mean; median or trimmed mean under those rules); only names every used update reported. With secure aggregation, only the metrics secagg.metrics names, summed under the mask."},
 		[]string{"federation", "metric"})
 }
 

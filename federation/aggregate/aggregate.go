@@ -256,6 +256,30 @@ func dot(a, b []float32) float64 {
 	return s
 }
 
+// Combine combines one vector of side values per update a round used, in Delta (such as
+// each update's local metrics), the way Aggregate combined those updates, so that what a
+// robust rule discounts in the updates it discounts here too: the coordinate-wise median
+// under median, the trimmed mean under trimmed_mean, the plain mean under krum and
+// multi_krum (ups are then the updates they chose), and the sample-weighted mean under
+// the others. The vectors must have the same length; nil when ups is empty.
+func (s Strategy) Combine(ups []Update) []float32 {
+	if len(ups) == 0 {
+		return nil
+	}
+	out := make([]float32, len(ups[0].Delta))
+	switch s.Name {
+	case Median:
+		coordinateMedian(out, deltas(ups))
+	case TrimmedMean:
+		trimmedMean(out, deltas(ups), s.Trim)
+	case Krum, MultiKrum:
+		mean(out, ups)
+	default:
+		weightedMean(out, ups)
+	}
+	return out
+}
+
 func weightedMean(out []float32, ups []Update) {
 	var total float64
 	for _, u := range ups {

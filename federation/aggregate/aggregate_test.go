@@ -437,3 +437,31 @@ func BenchmarkAggregate(b *testing.B) {
 		})
 	}
 }
+
+// TestCombineFollowsTheRule: side values (a metric per update) are combined as the rule
+// combines updates: five updates, one an outlier of 100 claiming most of the samples.
+func TestCombineFollowsTheRule(t *testing.T) {
+	ups := []Update{
+		{Participant: "a", Delta: []float32{1, 10}, Samples: 1},
+		{Participant: "b", Delta: []float32{2, 20}, Samples: 1},
+		{Participant: "c", Delta: []float32{3, 30}, Samples: 1},
+		{Participant: "d", Delta: []float32{4, 40}, Samples: 1},
+		{Participant: "e", Delta: []float32{100, 1000}, Samples: 96},
+	}
+	for _, c := range []struct {
+		s    Strategy
+		want []float32
+	}{
+		{Strategy{Name: FedAvg}, []float32{(1 + 2 + 3 + 4 + 96*100) / 100.0, (10 + 20 + 30 + 40 + 96*1000) / 100.0}},
+		{Strategy{Name: Median}, []float32{3, 30}},
+		{Strategy{Name: TrimmedMean, Trim: 0.2}, []float32{3, 30}},    // 2, 3, 4 after one cut from each end
+		{Strategy{Name: MultiKrum, Byzantine: 1}, []float32{22, 220}}, // the plain mean of what it was given
+	} {
+		if got := c.s.Combine(ups); !slices.EqualFunc(got, c.want, func(a, b float32) bool { return math.Abs(float64(a-b)) < 1e-4 }) {
+			t.Errorf("%s: %v; want %v", c.s.Name, got, c.want)
+		}
+	}
+	if got := (Strategy{Name: Median}).Combine(nil); got != nil {
+		t.Errorf("no updates: %v; want nil", got)
+	}
+}
