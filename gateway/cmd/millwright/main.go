@@ -12,7 +12,10 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"strings"
 	"syscall"
+
+	"gopkg.in/yaml.v3"
 
 	"github.com/millwright-io/millwright/gateway"
 )
@@ -24,7 +27,7 @@ const usage = `millwright: industrial IoT edge gateway
 
 Usage:
   millwright run --config FILE         run the gateway
-  millwright config check FILE...      check configuration files, reporting every problem
+  millwright config check FILE...      check configuration files (a gateway's or a hub's), reporting every problem
   millwright demo [flags]              a simulated plant end to end: ingest, training, an alarm, lineage
   millwright audit COMMAND ARG ...     lineage, verify, report, export: audit a model from the ledger
   millwright models train|eval ...     train a machine's model by hand; run a benchmark protocol
@@ -119,6 +122,20 @@ func cmdConfigCheck(files []string, stdout, stderr io.Writer) int {
 	}
 	code := 0
 	for _, f := range files {
+		if isHubConfig(f) {
+			cfg, err := loadHubConfig(f)
+			if err != nil {
+				fmt.Fprintf(stderr, "%s:\n%v\n", f, err)
+				code = 1
+				continue
+			}
+			var names []string
+			for _, fc := range cfg.Federations {
+				names = append(names, fc.Name)
+			}
+			fmt.Fprintf(stdout, "%s: ok (hub, %d federation(s): %s)\n", f, len(names), strings.Join(names, ", "))
+			continue
+		}
 		cfg, err := gateway.Load(f)
 		if err != nil {
 			fmt.Fprintf(stderr, "%v\n", err)
@@ -128,6 +145,22 @@ func cmdConfigCheck(files []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "%s: ok (factory %s, %d source(s), %d sink(s))\n", f, cfg.Gateway.Factory, len(cfg.Sources), len(cfg.Sinks))
 	}
 	return code
+}
+
+// isHubConfig reports whether the file at path is a hub's configuration (millwright hub
+// --config): its top level has federations, which a gateway's has not (it has
+// federation). Anything unreadable is left to the gateway's loader to report.
+func isHubConfig(path string) bool {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return false
+	}
+	var top map[string]yaml.Node
+	if yaml.Unmarshal(data, &top) != nil {
+		return false
+	}
+	_, ok := top["federations"]
+	return ok
 }
 
 func newLogger(w io.Writer, c gateway.LogConfig) *slog.Logger {

@@ -12,6 +12,7 @@ import (
 
 const (
 	exampleConfig = "../../../deploy/examples/gateway.yaml"
+	hubExample    = "../../../deploy/examples/hub.yaml"
 	goodConfig    = "../../testdata/good/minimal.yaml"
 	badConfig     = "../../testdata/bad/many.yaml"
 	badConfigWant = "../../testdata/bad/many.want"
@@ -20,7 +21,21 @@ const (
 func TestRun(t *testing.T) {
 	t.Setenv("MQTT_PASSWORD", "s3cret")
 	t.Setenv("INFLUX_TOKEN", "user:pass")
+	for _, f := range []string{"A", "B", "C"} { // the hub example's factory passwords
+		t.Setenv("NATS_FACTORY_"+f, "pw-"+f)
+	}
 	missing := filepath.Join(t.TempDir(), "missing.yaml")
+	badHub := filepath.Join(t.TempDir(), "hub.yaml")
+	if err := os.WriteFile(badHub, []byte(`state_dir: /tmp/hub
+federations:
+  - name: pumps
+    members: [{name: factory-a, key: 3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29}]
+    architecture: {kind: autoencoder, version: 1, inputs: 8, layers: [6, 3, 6], activation: tanh, params: 155}
+    secagg: {enabled: true, metrics: [loss, loss]}
+    dp: {enabled: true, epsilon_limit: 8}
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	badWant := wantLines(t, badConfigWant)
 
 	tests := []struct {
@@ -64,6 +79,15 @@ func TestRun(t *testing.T) {
 			name: "config check the example", args: []string{"config", "check", exampleConfig}, code: 0,
 			stdout:     []string{exampleConfig + ": ok (factory acme-berlin, 2 source(s), 1 sink(s))"},
 			secretFree: true,
+		},
+		{
+			name: "config check the hub example", args: []string{"config", "check", hubExample}, code: 0,
+			stdout: []string{hubExample + ": ok (hub, 1 federation(s): pumps)"}, secretFree: true,
+		},
+		{
+			name: "config check a bad hub file", args: []string{"config", "check", badHub}, code: 1,
+			stderr: []string{badHub + ":", `federations[0].secagg.metrics[1]: "loss" appears twice`,
+				"federations[0].secagg.metrics: cannot be combined with dp"}, noStdout: true,
 		},
 		{
 			name: "config check a bad file", args: []string{"config", "check", badConfig}, code: 1,
