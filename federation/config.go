@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/millwright-io/millwright/federation/aggregate"
@@ -181,18 +182,7 @@ func (c FederationConfig) Validate() error {
 			p.Addf("strategy.name", "%q cannot be combined with dp (the noise calibration assumes a mean); expected fedavg or fedprox", c.Strategy.Name)
 		}
 	}
-	for i, m := range c.SecAgg.Metrics {
-		if err := CheckName(m); err != nil {
-			p.Addf(config.Index("secagg.metrics", i), "%v", err)
-		}
-	}
-	switch {
-	case len(c.SecAgg.Metrics) == 0:
-	case !c.SecAgg.Enabled:
-		p.Addf("secagg.metrics", "is set but secagg is not enabled; without secure aggregation the hub reports the mean of every metric all used updates carry")
-	case c.DP.Enabled:
-		p.Addf("secagg.metrics", "cannot be combined with dp: the metrics' sums are not noised, so the hub would learn them outside the privacy budget")
-	}
+	c.validateSecAggMetrics(&p)
 	if c.SecAgg.Enabled && c.Strategy.Name != aggregate.FedAvg && c.Strategy.Name != aggregate.FedProx {
 		p.Addf("strategy.name", "%q needs every update in the clear and cannot run on masked updates; expected fedavg or fedprox with secagg", c.Strategy.Name)
 	}
@@ -203,6 +193,35 @@ func (c FederationConfig) Validate() error {
 		p.Nest(config.Index("codecs", i), cd.Validate())
 	}
 	return p.Err()
+}
+
+// validateSecAggMetrics checks secagg.metrics: names like an update's metric names, at
+// most as many as an update carries, each once; and the setting it needs (secure
+// aggregation on, DP off, range ≥ 1 for the weight elements).
+func (c FederationConfig) validateSecAggMetrics(p *config.Problems) {
+	ms := c.SecAgg.Metrics
+	if len(ms) == 0 {
+		return
+	}
+	if len(ms) > maxMetrics {
+		p.Addf("secagg.metrics", "%d names; expected at most %d, as many as an update carries", len(ms), maxMetrics)
+	}
+	for i, m := range ms {
+		if err := CheckName(m); err != nil {
+			p.Addf(config.Index("secagg.metrics", i), "%v", err)
+		} else if slices.Contains(ms[:i], m) {
+			p.Addf(config.Index("secagg.metrics", i), "%q appears twice", m)
+		}
+	}
+	if c.SecAgg.Range < 1 {
+		p.Addf("secagg.range", "%v with metrics: each metric's weight element (up to 1) needs range ≥ 1", c.SecAgg.Range)
+	}
+	switch {
+	case !c.SecAgg.Enabled:
+		p.Addf("secagg.metrics", "is set but secagg is not enabled; without secure aggregation the hub reports the mean of every metric all used updates carry")
+	case c.DP.Enabled:
+		p.Addf("secagg.metrics", "cannot be combined with dp: the metrics' sums are not noised, so the hub would learn them outside the privacy budget")
+	}
 }
 
 // HubConfig configures the hub's federations.

@@ -45,10 +45,17 @@ func roundMetrics(s aggregate.Strategy, updates map[string]*Update, used []strin
 	}
 	out := make(map[string]float64, len(names))
 	for j, x := range s.Combine(ups) {
-		// The shortest decimal that is this float32: 0.31, not 0.3100000023841858.
-		out[names[j]], _ = strconv.ParseFloat(strconv.FormatFloat(float64(x), 'g', -1, 32), 64)
+		out[names[j]] = float32Value(x)
 	}
 	return out
+}
+
+// float32Value is x as the shortest decimal that is the same float32 (0.31, not
+// 0.3100000023841858): both ways of combining metrics, in the clear and under the mask,
+// compute in float32 and hold no more.
+func float32Value(x float32) float64 {
+	v, _ := strconv.ParseFloat(strconv.FormatFloat(float64(x), 'g', -1, 32), 64)
+	return v
 }
 
 // roundMetricGauge is millwright_federation_round_metric: the last aggregated round's

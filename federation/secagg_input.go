@@ -2,7 +2,6 @@ package federation
 
 import (
 	"math"
-	"strconv"
 
 	"github.com/millwright-io/millwright/federation/secagg"
 )
@@ -50,8 +49,8 @@ func (sa *SecAggState) maskedInput(delta []float32, samples int, metrics map[str
 }
 
 // metricMeans reads the metrics' means from the unmasked sums of their pairs: Σ w·value /
-// Σ w for each metric some of the survivors had, to 6 significant digits (each masked
-// element is rounded to 2^-FracBits, 2^-16 by default, so the float32 sums hold no more).
+// Σ w for each metric some of the survivors had (as float32Value: the sums are float32,
+// of elements rounded to 2^-FracBits).
 // Masking hides inputs, it does not check them: a metric whose sums no honest survivors
 // can produce (weights summing to more than one per survivor, or a mean beyond ±Range) is
 // left out and named in implausible. means is nil when no metric is left.
@@ -70,7 +69,7 @@ func (sa *SecAggState) metricMeans(pairs []float32, survivors int) (means map[st
 		if means == nil {
 			means = map[string]float64{}
 		}
-		means[name], _ = strconv.ParseFloat(strconv.FormatFloat(mean, 'g', 6, 64), 64)
+		means[name] = float32Value(float32(mean))
 	}
 	return means, implausible
 }

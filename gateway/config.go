@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -178,7 +177,7 @@ func Parse(data []byte) (Config, error) {
 	c.Ledger.resolve(c.Gateway)
 	c.Models.resolve(c.Gateway, c.Sinks)
 	// Decoding and validation problems are reported together, so one run shows them all.
-	return c, errors.Join(derr, c.Validate())
+	return c, config.Merge(derr, c.Validate())
 }
 
 // Load reads, decodes and validates the configuration file at path.

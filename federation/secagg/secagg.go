@@ -47,7 +47,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"slices"
 
 	"github.com/millwright-io/millwright/gateway/config"
 )
@@ -96,7 +95,8 @@ type Config struct {
 	// Metrics names gateway metrics (such as false_alarm_rate) summed under the mask
 	// beside the update, two elements each (w·value and w, or 0 and 0 from a gateway that
 	// has no such metric or one outside ±Range), so that the hub learns their weighted mean
-	// over the survivors and no gateway's value. Default none.
+	// over the survivors and no gateway's value. Default none. The federation's
+	// configuration checks the names (package federation).
 	Metrics []string `yaml:"metrics"`
 }
 
@@ -131,22 +131,8 @@ func (c Config) Validate() error {
 	if c.SampleCap > 0 && c.Range < 1 {
 		pr.Addf("range", "%v with sample_cap: the weight element (up to 1) needs range ≥ 1", c.Range)
 	}
-	if len(c.Metrics) > MaxMetrics {
-		pr.Addf("metrics", "%d names; expected at most %d", len(c.Metrics), MaxMetrics)
-	}
-	for i, m := range c.Metrics {
-		if slices.Contains(c.Metrics[:i], m) {
-			pr.Addf(config.Index("metrics", i), "%q appears twice", m)
-		}
-	}
-	if len(c.Metrics) > 0 && c.Range < 1 {
-		pr.Addf("range", "%v with metrics: each metric's weight element (up to 1) needs range ≥ 1", c.Range)
-	}
 	return pr.Err()
 }
-
-// MaxMetrics is the most metrics Config.Metrics may name, as many as an update carries.
-const MaxMetrics = 32
 
 // Weight is the weight of an update trained on samples rows when updates are weighted
 // with cap (Config.SampleCap > 0): min(samples, cap)/cap, in (0, 1] for samples ≥ 1.

@@ -50,6 +50,29 @@ func (p *Problems) Nest(prefix string, err error) {
 // Err returns nil or the errors.Join of every problem, in the order found.
 func (p *Problems) Err() error { return errors.Join(p.errs...) }
 
+// Merge joins the decoder's problems and Validate's into one error, leaving out a
+// validation problem at a path the decoder already reported: a value the decoder could not
+// set is then also missing or zero, and saying so twice adds nothing.
+func Merge(decode, validate error) error {
+	if decode == nil || validate == nil {
+		return errors.Join(decode, validate)
+	}
+	reported := map[string]bool{}
+	for _, e := range Flatten(decode) {
+		if fe := (*FieldError)(nil); errors.As(e, &fe) {
+			reported[fe.Path] = true
+		}
+	}
+	out := []error{decode}
+	for _, e := range Flatten(validate) {
+		if fe := (*FieldError)(nil); errors.As(e, &fe) && reported[fe.Path] {
+			continue
+		}
+		out = append(out, e)
+	}
+	return errors.Join(out...)
+}
+
 // Prefix puts prefix in front of the path of every FieldError in err (which may be joined).
 // Other errors are wrapped as a FieldError at prefix.
 func Prefix(prefix string, err error) error {

@@ -572,3 +572,21 @@ func TestProblems(t *testing.T) {
 		t.Errorf("Error() =\n%s\nwant\n%s", s, wantText)
 	}
 }
+
+// TestMerge: the decoder's problems come first; a validation problem at a path the decoder
+// already reported is left out, every other one kept.
+func TestMerge(t *testing.T) {
+	decode := errors.Join(&FieldError{Path: "nats.password", Line: 3, Msg: "environment variable X is not set"})
+	validate := errors.Join(&FieldError{Path: "nats.password", Msg: "is required"}, &FieldError{Path: "name", Msg: "is required"},
+		errors.New("plain problem"))
+	want := "nats.password: line 3: environment variable X is not set\nname: is required\nplain problem"
+	if got := Merge(decode, validate); got == nil || got.Error() != want {
+		t.Errorf("Merge = %v\nwant %s", got, want)
+	}
+	if Merge(nil, nil) != nil {
+		t.Error("Merge of no problems is not nil")
+	}
+	if got := Merge(nil, validate); got != validate && got.Error() != validate.Error() {
+		t.Errorf("Merge without decoding problems = %v", got)
+	}
+}

@@ -122,17 +122,22 @@ func (c hubFileConfig) Validate() error {
 }
 
 func loadHubConfig(path string) (hubFileConfig, error) {
-	var c hubFileConfig
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return c, err
+		return hubFileConfig{}, err
 	}
+	return parseHubConfig(data)
+}
+
+// parseHubConfig decodes and validates a hub's configuration. Decoding and validation
+// problems are reported together (config.Merge), as the gateway's are, so one run shows
+// them all.
+func parseHubConfig(data []byte) (hubFileConfig, error) {
+	var c hubFileConfig
 	c.SetDefaults()
-	if err := config.Decode(data, &c); err != nil {
-		return c, err
-	}
+	derr := config.Decode(data, &c)
 	c.finish()
-	return c, c.Validate()
+	return c, config.Merge(derr, c.Validate())
 }
 
 // cmdHub runs the federation hub until interrupted.

@@ -122,8 +122,14 @@ func cmdConfigCheck(files []string, stdout, stderr io.Writer) int {
 	}
 	code := 0
 	for _, f := range files {
-		if isHubConfig(f) {
-			cfg, err := loadHubConfig(f)
+		data, err := os.ReadFile(f)
+		if err != nil {
+			fmt.Fprintf(stderr, "read configuration: %v\n", err)
+			code = 1
+			continue
+		}
+		if isHubConfig(data) {
+			cfg, err := parseHubConfig(data)
 			if err != nil {
 				fmt.Fprintf(stderr, "%s:\n%v\n", f, err)
 				code = 1
@@ -136,9 +142,9 @@ func cmdConfigCheck(files []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stdout, "%s: ok (hub, %d federation(s): %s)\n", f, len(names), strings.Join(names, ", "))
 			continue
 		}
-		cfg, err := gateway.Load(f)
+		cfg, err := gateway.Parse(data)
 		if err != nil {
-			fmt.Fprintf(stderr, "%v\n", err)
+			fmt.Fprintf(stderr, "%s:\n%v\n", f, err)
 			code = 1
 			continue
 		}
@@ -147,14 +153,10 @@ func cmdConfigCheck(files []string, stdout, stderr io.Writer) int {
 	return code
 }
 
-// isHubConfig reports whether the file at path is a hub's configuration (millwright hub
-// --config): its top level has federations, which a gateway's has not (it has
-// federation). Anything unreadable is left to the gateway's loader to report.
-func isHubConfig(path string) bool {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return false
-	}
+// isHubConfig reports whether data is a hub's configuration (millwright hub --config): its
+// top level has federations, which a gateway's has not (it has federation). Anything that
+// is not YAML is left to the gateway's decoder to report.
+func isHubConfig(data []byte) bool {
 	var top map[string]yaml.Node
 	if yaml.Unmarshal(data, &top) != nil {
 		return false

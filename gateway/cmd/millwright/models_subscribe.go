@@ -172,9 +172,17 @@ func writeModel(out string, g *federation.GlobalModel, data []byte, hash string,
 // fetched is a model fetchAndWrite wrote: where, the model, and what its round's ledger
 // record says of the round (empty without a lineage check).
 type fetched struct {
-	path  string
-	model *federation.GlobalModel
-	round string // ", round metrics k=v, ..." from the FederatedRound that attests it
+	path    string
+	model   *federation.GlobalModel
+	metrics map[string]float64 // the round's, from the FederatedRound that attests it
+}
+
+// roundMetrics is ", round metrics k=v, ..." for the printed line, or "" without metrics.
+func (f fetched) roundMetrics() string {
+	if len(f.metrics) == 0 {
+		return ""
+	}
+	return ", round metrics " + audit.FormatMetrics(f.metrics)
 }
 
 // fetchAndWrite downloads and checks the model stored under hash (its hash and the hub's
@@ -190,22 +198,22 @@ func fetchAndWrite(ctx context.Context, bus *natsbus.Bus, fed, hash string, key 
 		if err != nil {
 			return f, err
 		}
-		f.round = roundMetricsOf(res)
+		f.metrics = roundMetricsOf(res)
 	}
 	f.path, err = writeModel(out, g, g.Raw, hash, latest)
 	return f, err
 }
 
-// roundMetricsOf returns ", round metrics k=v, ..." from the FederatedRound records a
-// verification named (the round that produced the model), or "" when they state none.
-func roundMetricsOf(res audit.Result) string {
+// roundMetricsOf returns the metrics of the FederatedRound record a verification named
+// (the round that produced the model); nil when it states none.
+func roundMetricsOf(res audit.Result) map[string]float64 {
 	for _, rec := range res.Named {
 		body, err := rec.DecodeBody()
-		if fr, ok := body.(ledger.FederatedRound); err == nil && ok && len(fr.Metrics) > 0 {
-			return ", round metrics " + audit.FormatMetrics(fr.Metrics)
+		if fr, ok := body.(ledger.FederatedRound); err == nil && ok {
+			return fr.Metrics
 		}
 	}
-	return ""
+	return nil
 }
 
 const subscribeUsage = `usage: millwright models subscribe --federation F --hub-key HEX [flags]
@@ -295,7 +303,7 @@ func cmdModelsSubscribe(ctx context.Context, args []string, stdout, stderr io.Wr
 				if err == nil {
 					have = st.Global
 					fmt.Fprintf(stdout, "%s@%s sha256 %s from %d participants%s -> %s\n", *fed, f.model.Header.Version(), st.Global,
-						len(f.model.Header.Participants), f.round, f.path)
+						len(f.model.Header.Participants), f.roundMetrics(), f.path)
 					break
 				}
 				if ctx.Err() != nil || attempt == 4 {
@@ -378,6 +386,6 @@ func cmdModelsPull(ctx context.Context, args []string, stdout, stderr io.Writer)
 		fmt.Fprintf(stderr, "millwright models pull: %v\n", err)
 		return 1
 	}
-	fmt.Fprintf(stdout, "%s@%s sha256 %s%s -> %s\n", fed, f.model.Header.Version(), hash, f.round, f.path)
+	fmt.Fprintf(stdout, "%s@%s sha256 %s%s -> %s\n", fed, f.model.Header.Version(), hash, f.roundMetrics(), f.path)
 	return 0
 }
