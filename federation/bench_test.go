@@ -23,14 +23,17 @@ import (
 // BenchmarkRound measures whole rounds of 10 gateways × 100k parameters over an embedded
 // NATS server on loopback (download the global model, train, upload, verify, aggregate,
 // publish; with secagg, the four phases of secure aggregation), and, as the floor, moving
-// the same bytes with the same transport calls and no protocol work: the hub storing a
-// model of the same size, each gateway downloading it and uploading an update of the same
-// size, and the hub reading the ten uploads (the mean of thirty repetitions, enough that the
-// garbage collector's share is averaged as it is over the rounds). With -v it logs
-// where a round's time goes: when, on average from the round's start, each transport call
-// of the hub and the gateways starts and ends. cpu_ms/round and move_cpu_ms are the CPU time
-// the process (hub, gateways and NATS server) spends per round and per floor repetition:
-// on the shared machine they vary less than the wall times.
+// the same bytes with the same transport calls and no protocol work (roundFloor: the
+// round's state, the model, the updates, the release record, the version, the receipts
+// and the deletions; thirty repetitions, enough that the garbage collector's share is
+// averaged as it is over the rounds). round/move compares the two periods: how often a
+// round completes, and how often the floor moves the same bytes. round/bulk is the earlier
+// comparison with the model and the updates alone (bulkFloor), without the small calls.
+// With -v it logs where a round's time goes: when, on average from the round's start,
+// each transport call of the hub and the gateways starts and ends. cpu_ms/round and
+// move_cpu_ms are the CPU time the process (hub, gateways and NATS server) spends per
+// round and per floor repetition: on the shared machine they vary less than the wall
+// times.
 func BenchmarkRound(b *testing.B) {
 	const n, dim = 10, 100_000
 	for _, kind := range []string{compress.None, compress.Int8, "secagg"} {
@@ -46,6 +49,7 @@ func BenchmarkRound(b *testing.B) {
 			tl := &timeline{}
 			h := startHub(b, timed{Transport: e.hub, hub: true, tl: tl}, fc)
 			buses := make([]federation.Transport, n)
+			var stops []context.CancelFunc
 			for i := range n {
 				buses[i] = e.gatewayBus(i)
 				p, err := federation.NewParticipant(federation.ParticipantConfig{Federation: fedName, Name: gwName(i), HubKey: hubKey().Public().(ed25519.PublicKey)},
@@ -53,74 +57,51 @@ func BenchmarkRound(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				runParticipant(b, p)
+				stops = append(stops, runParticipant(b, p))
 			}
 			last := h.next(b) // warm-up: connections, consumers, caches
-			cpu0 := cpuTime(b)
+			cpu0, began := cpuTime(b), time.Now()
 			b.ResetTimer()
-			var rounds []time.Duration
+			var rounds, periods []time.Duration
 			bytes := 0
-			for range b.N {
+			for prev := began; len(rounds) < b.N; {
 				r := h.next(b)
 				last = r
 				if r.Outcome != "aggregated" || len(r.Used) != n {
 					b.Fatalf("round %+v", r)
 				}
 				rounds = append(rounds, r.Duration)
+				periods = append(periods, time.Since(prev))
+				prev = prev.Add(periods[len(periods)-1])
 				bytes += r.Bytes
 			}
 			b.StopTimer()
+			period := time.Since(began) / time.Duration(b.N)
 			cpu := (cpuTime(b) - cpu0) / time.Duration(b.N)
 			perRound := meanDuration(rounds)
 			updateBytes := bytes / b.N / n
-			// The floor: the same bytes moved with no protocol work.
-			// The latest model: retention (keep_models) deletes the oldest after enough rounds.
+			// The floors, with the hub and the gateways stopped.
+			h.stop()
+			for _, stop := range stops {
+				stop()
+			}
 			model, err := e.hub.GetModel(context.Background(), fedName, last.Model)
 			if err != nil {
 				b.Fatal(err)
 			}
-			payload := make([]byte, updateBytes)
 			const reps = 30
-			var moves []time.Duration
-			moveCPU := cpuTime(b)
-			for rep := range reps {
-				round := uint64(1_000_000 + rep)
-				fresh := slices.Clone(model)
-				fresh[0], fresh[1] = byte(rep), 0xff // a model never stored before
-				start := time.Now()
-				hash, err := e.hub.PutModel(context.Background(), fedName, fresh)
-				if err != nil {
-					b.Fatal(err)
-				}
-				var wg sync.WaitGroup
-				for i := range n {
-					wg.Go(func() {
-						if _, err := buses[i].GetModel(context.Background(), fedName, hash); err != nil {
-							b.Error(err)
-						}
-						if err := buses[i].PublishUpdate(context.Background(), fedName, round, gwName(i), payload); err != nil {
-							b.Error(err)
-						}
-					})
-				}
-				got := 0
-				ctx, cancel := context.WithCancel(context.Background())
-				_ = e.hub.Updates(ctx, fedName, round, func([]byte) {
-					if got++; got == n {
-						cancel()
-					}
-				})
-				wg.Wait()
-				moves = append(moves, time.Since(start))
-			}
-			move := meanDuration(moves)
-			moveCPU = (cpuTime(b) - moveCPU) / reps
+			bulk, _ := bulkFloor(b, e.hub, buses, model, updateBytes, reps)
+			movePeriods, moveCPU := roundFloor(b, e.hub, buses, model, updateBytes, reps)
+			movePeriod := meanDuration(movePeriods)
 			b.ReportMetric(float64(perRound)/1e6, "round_ms")
-			b.ReportMetric(float64(move)/1e6, "move_ms")
-			b.ReportMetric(float64(perRound)/float64(move), "round/move")
+			b.ReportMetric(float64(movePeriod)/1e6, "move_ms")
+			// The goal's ratio: how often a round completes against how often the same
+			// bytes move, each with what happens between two (the receipts, the deletions).
+			b.ReportMetric(float64(period)/float64(movePeriod), "round/move")
 			// Medians too: one slow round or transfer (a GC cycle, the file store's flush)
 			// moves a mean of 30 by several percent on a machine this busy.
-			b.ReportMetric(float64(medianDuration(rounds))/float64(medianDuration(moves)), "round/move_p50")
+			b.ReportMetric(float64(medianDuration(periods))/float64(medianDuration(movePeriods)), "round/move_p50")
+			b.ReportMetric(float64(perRound)/float64(meanDuration(bulk)), "round/bulk")
 			b.ReportMetric(float64(cpu)/1e6, "cpu_ms/round") // hub, gateways and server together, on a shared machine
 			b.ReportMetric(float64(moveCPU)/1e6, "move_cpu_ms")
 			b.ReportMetric(float64(bytes/b.N), "update_bytes/round")
@@ -128,9 +109,142 @@ func BenchmarkRound(b *testing.B) {
 			if kind != "secagg" {
 				b.Logf("mean time from a round's start (first, last over the parties):%s", tl.breakdown(1, b.N))
 			}
-			b.Logf("%s: round %v, moving the same bytes %v (%.2f×); %d update bytes per gateway (%.3f× float32)", kind, perRound, move,
-				float64(perRound)/float64(move), updateBytes, float64(updateBytes)/float64(compress.RawBytes(dim)))
+			b.Logf("%s: a round every %v, the same bytes moved every %v (%.2f×); %d update bytes per gateway (%.3f× float32)", kind, period, movePeriod,
+				float64(period)/float64(movePeriod), updateBytes, float64(updateBytes)/float64(compress.RawBytes(dim)))
 		})
+	}
+}
+
+// bulkFloor moves a round's bulk bytes reps times with the same transport calls and no
+// protocol work: the hub stores a model of the same size, each gateway downloads it and
+// uploads an update of updateBytes, and the hub reads the ten uploads. It returns the
+// time of each repetition and their mean CPU time. It leaves out the round's small
+// transport calls (its state, which tells the gateways the model's hash, the release
+// record, the version, the receipts and the deletions): roundFloor has them.
+func bulkFloor(b *testing.B, hub federation.Transport, buses []federation.Transport, model []byte, updateBytes, reps int) ([]time.Duration, time.Duration) {
+	payload := make([]byte, updateBytes)
+	var moves []time.Duration
+	cpu := cpuTime(b)
+	for rep := range reps {
+		round := uint64(1_000_000 + rep)
+		start := time.Now()
+		hash, err := hub.PutModel(context.Background(), fedName, freshModel(model, rep))
+		if err != nil {
+			b.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		for i, bus := range buses {
+			wg.Go(func() {
+				if _, err := bus.GetModel(context.Background(), fedName, hash); err != nil {
+					b.Error(err)
+				}
+				if err := bus.PublishUpdate(context.Background(), fedName, round, gwName(i), payload); err != nil {
+					b.Error(err)
+				}
+			})
+		}
+		readUpdates(b, hub, round, len(buses))
+		wg.Wait()
+		moves = append(moves, time.Since(start))
+	}
+	return moves, (cpuTime(b) - cpu) / time.Duration(reps)
+}
+
+// roundFloor moves all of a round's bytes reps times, with every transport call the round
+// makes and no protocol work, timed as the hub times a round. Each gateway watches the
+// round state; on a new one it downloads the model the state names and uploads an update
+// of updateBytes. The hub reads the round's updates, stores the next model, its release
+// record and its version, and puts the next round's state. Then, as the hub does after a
+// round, it puts the receipts and deletes the round's updates and the
+// previous model. It returns the time of each repetition, from one to the next as a
+// round's period, and their mean CPU time. The state, the release record and the receipts have the sizes of
+// the last round's, which hub has stored; the gateways must be stopped.
+func roundFloor(b *testing.B, hub federation.Transport, buses []federation.Transport, model []byte, updateBytes, reps int) (periods []time.Duration, cpu time.Duration) {
+	ctx := context.Background()
+	check := func(err error) {
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	last, err := hub.GetRound(ctx, fedName)
+	check(err)
+	stateSize := len(last)
+	rel, err := hub.GetBlob(ctx, fedName, "release")
+	check(err)
+	release := make([]byte, len(rel))
+	receipts := map[string][]byte{}
+	for i := range buses {
+		r, err := hub.GetReceipt(ctx, fedName, gwName(i))
+		check(err)
+		receipts[gwName(i)] = make([]byte, len(r))
+	}
+	// A state is "floor ROUND HASH", padded to the size of the hub's.
+	state := func(round uint64, hash string) []byte {
+		s := []byte(fmt.Sprintf("floor %d %s ", round, hash))
+		return append(s, make([]byte, max(0, stateSize-len(s)))...)
+	}
+	payload := make([]byte, updateBytes)
+	watching, stop := context.WithCancel(ctx)
+	var watchers sync.WaitGroup
+	for i, bus := range buses {
+		watchers.Go(func() {
+			_ = bus.WatchRound(watching, fedName, func(st []byte) {
+				var round uint64
+				var hash string
+				if _, err := fmt.Sscanf(string(st), "floor %d %s ", &round, &hash); err != nil {
+					return // the hub's own last state
+				}
+				if _, err := bus.GetModel(ctx, fedName, hash); err != nil {
+					b.Error(err)
+				}
+				if err := bus.PublishUpdate(ctx, fedName, round, gwName(i), payload); err != nil {
+					b.Error(err)
+				}
+			})
+		})
+	}
+	defer func() { stop(); watchers.Wait() }()
+	const first = 2_000_000 // after bulkFloor's rounds, whose updates are still stored
+	prev, err := hub.PutModel(ctx, fedName, freshModel(model, -1))
+	check(err)
+	check(hub.PutRound(ctx, fedName, state(first, prev)))
+	cpu0 := cpuTime(b)
+	for rep := range reps {
+		round := uint64(first + rep)
+		start := time.Now()
+		readUpdates(b, hub, round, len(buses))
+		hash, err := hub.PutModel(ctx, fedName, freshModel(model, rep))
+		check(err)
+		check(hub.PutBlob(ctx, fedName, "floor", release))
+		check(hub.PutVersion(ctx, fedName, fmt.Sprintf("r%d", round), hash))
+		check(hub.PutRound(ctx, fedName, state(round+1, hash)))
+		check(hub.PutReceipts(ctx, fedName, receipts))
+		check(hub.DeleteModel(ctx, fedName, prev))
+		check(hub.DeleteUpdates(ctx, fedName, round))
+		prev = hash
+		periods = append(periods, time.Since(start))
+	}
+	return periods, (cpuTime(b) - cpu0) / time.Duration(reps)
+}
+
+// freshModel is model with its first bytes changed, so that it was never stored before.
+func freshModel(model []byte, rep int) []byte {
+	fresh := slices.Clone(model)
+	fresh[0], fresh[1], fresh[2] = byte(rep), byte(rep>>8), 0xff
+	return fresh
+}
+
+// readUpdates reads updates of round until it has n.
+func readUpdates(b *testing.B, hub federation.Transport, round uint64, n int) {
+	got := 0
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := hub.Updates(ctx, fedName, round, func([]byte) {
+		if got++; got == n {
+			cancel()
+		}
+	}); err != nil {
+		b.Fatal(err)
 	}
 }
 
