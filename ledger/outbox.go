@@ -29,6 +29,7 @@ import (
 
 	"github.com/millwright-io/millwright/gateway/config"
 	"github.com/millwright-io/millwright/internal/backoff"
+	"github.com/millwright-io/millwright/internal/dirlock"
 )
 
 // Errors of the outbox, matched with errors.Is.
@@ -165,6 +166,7 @@ type Outbox struct {
 
 	mu        sync.Mutex
 	closed    bool
+	lock      *os.File // the lock on cfg.Dir, held until Close
 	f         *os.File
 	gen       uint64
 	size      int64   // bytes in the queue file
@@ -178,8 +180,9 @@ type Outbox struct {
 	errs      int64
 }
 
-// Open opens (or creates) the outbox in cfg.Dir, which must be used by one process at a
-// time. A torn last line, left by a crash during an append, is truncated and counted; any
+// Open opens (or creates) the outbox in cfg.Dir, which it locks until Close: a second
+// outbox on the same directory, in this process or another, gets an error wrapping
+// dirlock.ErrLocked. A torn last line, left by a crash during an append, is truncated and counted; any
 // other damage is an error. Records queued and not anchored before are anchored by Run.
 func Open(cfg Config, signer *Signer, backend Backend, opts ...Option) (*Outbox, error) {
 	cfg.SetDefaults()
@@ -218,6 +221,20 @@ func (o *Outbox) open() error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
+	// One process at a time: a second would remove the first one's queue file below.
+	lock, err := dirlock.Lock(dir, "another ledger outbox (a gateway, a hub or a sign-off command)")
+	if err != nil {
+		return err
+	}
+	if err := o.openQueue(dir); err != nil {
+		_ = lock.Close()
+		return err
+	}
+	o.lock = lock
+	return nil
+}
+
+func (o *Outbox) openQueue(dir string) error {
 	var cur cursorFile
 	b, err := os.ReadFile(filepath.Join(dir, cursorName))
 	switch {
@@ -458,23 +475,53 @@ func (o *Outbox) Run(ctx context.Context) error {
 		return errors.New("ledger outbox: Run called twice")
 	}
 	defer o.running.Store(false)
+	_, err := o.anchor(ctx, false)
+	return err
+}
+
+// Drain anchors the records queued so far as Run does, for a process that records a few
+// and exits (the sign-off commands), and returns once none is left. It returns the
+// refusals of records the backend refused for good (dead-lettered, as by Run), joined; or,
+// when ctx ends first, an error saying how many records are still queued: a later Run or
+// Drain anchors them. Not while Run runs.
+func (o *Outbox) Drain(ctx context.Context) error {
+	if !o.running.CompareAndSwap(false, true) {
+		return errors.New("ledger outbox: Drain while Run or Drain runs")
+	}
+	defer o.running.Store(false)
+	rejected, err := o.anchor(ctx, true)
+	if err != nil {
+		return err
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("ledger outbox: %d records still queued in %s: %w", o.Stats().Pending, o.cfg.Dir, context.Cause(ctx))
+	}
+	return errors.Join(rejected...)
+}
+
+// anchor anchors queued records in order until ctx is done or, with drain, until none is
+// left. It returns the permanent refusals, and an error when the outbox's files fail.
+func (o *Outbox) anchor(ctx context.Context, drain bool) (rejected []error, err error) {
 	bo := backoff.Backoff{Initial: o.cfg.RetryInitial, Max: o.cfg.RetryMax}
 	for {
 		e, payload, ok, err := o.front()
 		if err != nil {
-			return err
+			return rejected, err
 		}
 		if !ok {
+			if drain {
+				return rejected, nil
+			}
 			select {
 			case <-ctx.Done():
-				return nil
+				return rejected, nil
 			case <-o.notify:
 				continue
 			}
 		}
 		var rec Record
 		if err := json.Unmarshal(payload, &rec); err != nil {
-			return fmt.Errorf("ledger outbox: record at offset %d: %w", e.off, err)
+			return rejected, fmt.Errorf("ledger outbox: record at offset %d: %w", e.off, err)
 		}
 		start := time.Now()
 		err = o.backend.Anchor(ctx, rec)
@@ -482,17 +529,20 @@ func (o *Outbox) Run(ctx context.Context) error {
 		switch {
 		case err == nil:
 			if err := o.ack(e, nil, nil); err != nil {
-				return err
+				return rejected, err
 			}
 			bo.Reset()
 		case IsPermanent(err):
 			o.log.Warn("ledger record rejected", "id", rec.Header.ID, "type", rec.Header.Type, "err", err)
 			if err := o.ack(e, payload, err); err != nil {
-				return err
+				return rejected, err
+			}
+			if drain { // Run reports refusals through the log and the metrics only
+				rejected = append(rejected, fmt.Errorf("ledger record %s (%s): %w", rec.Header.ID, rec.Header.Type, err))
 			}
 			bo.Reset()
 		case ctx.Err() != nil:
-			return nil
+			return rejected, nil
 		default:
 			o.m.errors.Inc()
 			o.mu.Lock()
@@ -503,7 +553,7 @@ func (o *Outbox) Run(ctx context.Context) error {
 				o.log.Warn("ledger anchor failed", "id", rec.Header.ID, "attempts", bo.Attempts(), "retry_in", wait, "err", err)
 			}
 			if !backoff.Sleep(ctx, wait) {
-				return nil
+				return rejected, nil
 			}
 		}
 	}
@@ -675,7 +725,9 @@ func (o *Outbox) Close() error {
 		return nil
 	}
 	o.closed = true
-	return o.f.Close()
+	err := o.f.Close()
+	_ = o.lock.Close()
+	return err
 }
 
 type outboxMetrics struct {

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/millwright-io/millwright/gateway/config"
+	"github.com/millwright-io/millwright/internal/dirlock"
 	"github.com/millwright-io/millwright/internal/metrictest"
 	"github.com/millwright-io/millwright/internal/servicetest"
 	"github.com/millwright-io/millwright/ledger"
@@ -504,4 +505,58 @@ func TestOutboxRecordedFindsARecordByItsID(t *testing.T) {
 	b.set(func(f *fakeBackend) { f.down = false })
 	servicetest.WaitFor(t, 10*time.Second, "drain", func() bool { return o2.Stats().Pending == 0 })
 	check("anchored", o2.Outbox, true)
+}
+
+// TestOutboxDrain: Drain anchors what is queued and returns, reports a record the backend
+// refuses for good (dead-lettered, as by Run), and, with a backend that does not answer,
+// returns when its context ends, saying how many records wait; a later Drain anchors them.
+func TestOutboxDrain(t *testing.T) {
+	b := newFake()
+	b.reject[1] = fmt.Errorf("schema: %w", ledger.ErrRejected)
+	dir := t.TempDir()
+	o, err := ledger.Open(testConfig(dir), testSigner(t, "gw-1", "acme"), b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	recs := recordN(t, o, 3)
+	err = o.Drain(context.Background())
+	if !errors.Is(err, ledger.ErrRejected) || !strings.Contains(err.Error(), recs[1].Header.ID) {
+		t.Errorf("Drain = %v, want the refusal of %s", err, recs[1].Header.ID)
+	}
+	checkSame(t, b.anchored(), []ledger.Record{recs[0], recs[2]})
+
+	b.set(func(f *fakeBackend) { f.down = true })
+	late := recordN(t, o, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := o.Drain(ctx); !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "1 records still queued") {
+		t.Errorf("Drain with the backend down = %v", err)
+	}
+	b.set(func(f *fakeBackend) { f.down = false })
+	if err := o.Drain(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	checkSame(t, b.anchored(), []ledger.Record{recs[0], recs[2], late[0]})
+}
+
+// TestOutboxOneProcess: a second outbox on the same directory is refused while the first
+// is open (it would remove the first one's queue file).
+func TestOutboxOneProcess(t *testing.T) {
+	dir := t.TempDir()
+	o, err := ledger.Open(testConfig(dir), testSigner(t, "gw-1", "acme"), newFake())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ledger.Open(testConfig(dir), testSigner(t, "gw-1", "acme"), newFake()); !errors.Is(err, dirlock.ErrLocked) {
+		t.Errorf("second outbox: %v, want dirlock.ErrLocked", err)
+	}
+	if err := o.Close(); err != nil {
+		t.Fatal(err)
+	}
+	again, err := ledger.Open(testConfig(dir), testSigner(t, "gw-1", "acme"), newFake())
+	if err != nil {
+		t.Fatalf("outbox after the first closed: %v", err)
+	}
+	_ = again.Close()
 }

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/millwright-io/millwright/internal/atomicfile"
+	"github.com/millwright-io/millwright/internal/dirlock"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -172,7 +173,7 @@ func Open(cfg Config, readers []string, opts ...Option) (*WAL, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o750); err != nil {
 		return nil, fmt.Errorf("buffer: open: %w", err)
 	}
-	lock, err := lockDir(cfg.Dir)
+	lock, err := dirlock.Lock(cfg.Dir, "another write-ahead log")
 	if err != nil {
 		return nil, fmt.Errorf("buffer: open: %w", err)
 	}

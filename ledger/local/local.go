@@ -41,6 +41,7 @@ import (
 	"path/filepath"
 	"sync"
 
+	"github.com/millwright-io/millwright/internal/dirlock"
 	"github.com/millwright-io/millwright/ledger"
 )
 
@@ -210,6 +211,7 @@ type Ledger struct {
 	path     string
 	keys     ledger.Keyring
 	readOnly bool
+	lock     *os.File // the writer's lock on the directory (nil when read-only)
 
 	mu        sync.RWMutex
 	f         *os.File
@@ -224,24 +226,39 @@ type Ledger struct {
 
 // Open opens (or creates) the ledger in dir. It checks the chain of the whole file (not
 // the signatures: see VerifyFile); a broken chain is an error wrapping ErrTampered. A torn
-// last line is truncated and counted (TornBytes).
+// last line is truncated and counted (TornBytes). A ledger opened for writing locks dir
+// until Close: a second writer, in this process or another, gets an error wrapping
+// dirlock.ErrLocked; readers (ReadOnly) take no lock.
 func Open(dir string, opts ...Option) (*Ledger, error) {
 	l := &Ledger{path: filepath.Join(dir, FileName), byID: map[string]int{}, producers: map[ledger.ModelRef][]int{}}
 	for _, o := range opts {
 		o(l)
 	}
+	flag := os.O_RDONLY
 	if !l.readOnly {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return nil, fmt.Errorf("open local ledger: %w", err)
 		}
+		// One writer at a time: a second would append under the same sequence numbers.
+		lock, err := dirlock.Lock(dir, "another writer of the local ledger (a gateway, a hub or a sign-off command)")
+		if err != nil {
+			return nil, fmt.Errorf("open local ledger: %w", err)
+		}
+		l.lock, flag = lock, os.O_RDWR|os.O_CREATE
 	}
-	flag := os.O_RDWR | os.O_CREATE
-	if l.readOnly {
-		flag = os.O_RDONLY
+	if err := l.open(flag); err != nil {
+		if l.lock != nil {
+			_ = l.lock.Close()
+		}
+		return nil, err
 	}
+	return l, nil
+}
+
+func (l *Ledger) open(flag int) error {
 	f, err := os.OpenFile(l.path, flag, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("open local ledger: %w", err)
+		return fmt.Errorf("open local ledger: %w", err)
 	}
 	rep, err := walk(f, nil, func(off int64, line []byte, rec ledger.Record, _ string) {
 		l.index(rec)
@@ -249,22 +266,22 @@ func Open(dir string, opts ...Option) (*Ledger, error) {
 	})
 	if err != nil {
 		_ = f.Close()
-		return nil, fmt.Errorf("open local ledger %s: %w: %w", l.path, ErrTampered, err)
+		return fmt.Errorf("open local ledger %s: %w: %w", l.path, ErrTampered, err)
 	}
 	l.head = rep.Head
 	if rep.Torn > 0 && !l.readOnly {
 		if err := f.Truncate(l.size); err != nil {
 			_ = f.Close()
-			return nil, fmt.Errorf("open local ledger: truncate torn tail: %w", err)
+			return fmt.Errorf("open local ledger: truncate torn tail: %w", err)
 		}
 		if err := f.Sync(); err != nil {
 			_ = f.Close()
-			return nil, fmt.Errorf("open local ledger: %w", err)
+			return fmt.Errorf("open local ledger: %w", err)
 		}
 		l.torn = rep.Torn
 	}
 	l.f = f
-	return l, nil
+	return nil
 }
 
 func (l *Ledger) index(rec ledger.Record) {
@@ -422,6 +439,10 @@ func (l *Ledger) Close() error {
 	}
 	err := l.f.Close()
 	l.f = nil
+	if l.lock != nil {
+		_ = l.lock.Close()
+		l.lock = nil
+	}
 	return err
 }
 

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/millwright-io/millwright/internal/dirlock"
 	"github.com/millwright-io/millwright/internal/servicetest"
 	"github.com/millwright-io/millwright/ledger"
 	"github.com/millwright-io/millwright/ledger/audit/audittest"
@@ -358,6 +359,33 @@ func TestReadOnly(t *testing.T) {
 	if _, err := os.Stat(missing); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("read-only open created %s", missing)
 	}
+}
+
+// TestOneWriter: a second writer of the same ledger is refused while the first has it
+// open (it would append under the same sequence numbers), a reader is not, and the ledger
+// is free again once the writer closes it.
+func TestOneWriter(t *testing.T) {
+	dir := t.TempDir()
+	first, err := local.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := local.Open(dir); !errors.Is(err, dirlock.ErrLocked) || !strings.Contains(err.Error(), "another writer of the local ledger") {
+		t.Fatalf("second writer: %v, want dirlock.ErrLocked", err)
+	}
+	reader, err := local.Open(dir, local.ReadOnly())
+	if err != nil {
+		t.Fatalf("reader beside the writer: %v", err)
+	}
+	_ = reader.Close()
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+	second, err := local.Open(dir)
+	if err != nil {
+		t.Fatalf("writer after the first closed: %v", err)
+	}
+	_ = second.Close()
 }
 
 func BenchmarkAnchor(b *testing.B) {

@@ -165,10 +165,11 @@ func New(t testing.TB) *Fixture {
 	return f
 }
 
-// Open opens the fixture's ledger; it is closed when the test ends.
+// Open opens the fixture's ledger for reading, as an auditor does; it is closed when the
+// test ends.
 func (f *Fixture) Open(t testing.TB) *local.Ledger {
 	t.Helper()
-	l, err := local.Open(f.Dir)
+	l, err := local.Open(f.Dir, local.ReadOnly())
 	if err != nil {
 		t.Fatal(err)
 	}
