@@ -181,6 +181,27 @@ func (b Release) About() ModelRef        { return b.ModelRef }
 func (b Deployment) About() ModelRef     { return b.ModelRef }
 func (b Rollback) About() ModelRef       { return ModelRef{Model: b.Model, Version: b.ToVersion} }
 
+// ArtifactOf returns the model version and the artifact hash a body names, if it names
+// one: the version a training or round produced, or the one an evaluation, approval,
+// release or deployment is about.
+func ArtifactOf(body Body) (ModelRef, string, bool) {
+	switch b := body.(type) {
+	case LocalTraining:
+		return b.ModelRef, b.ArtifactHash, true
+	case FederatedRound:
+		return b.Output, b.OutputHash, true
+	case Evaluation:
+		return b.ModelRef, b.ArtifactHash, true
+	case Approval:
+		return b.ModelRef, b.ArtifactHash, true
+	case Release:
+		return b.ModelRef, b.ArtifactHash, true
+	case Deployment:
+		return b.ModelRef, b.ArtifactHash, true
+	}
+	return ModelRef{}, "", false
+}
+
 var bodyFactories = map[Type]reflect.Type{
 	TypeDatasetSnapshot: reflect.TypeFor[DatasetSnapshot](),
 	TypeLocalTraining:   reflect.TypeFor[LocalTraining](),

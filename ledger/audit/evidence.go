@@ -218,7 +218,7 @@ func Collect(ctx context.Context, q ledger.Querier, ref ledger.ModelRef, opts Op
 		}
 		if p, ok := body.(ledger.Producer); ok {
 			v, parents, _ := p.Produces()
-			_, h, _ := artifactOf(body)
+			_, h, _ := ledger.ArtifactOf(body)
 			ev.Versions = append(ev.Versions, VersionRow{Record: e, Version: v, ArtifactHash: h, Parents: parents})
 			if v == ref && ev.ArtifactHash == "" {
 				ev.ArtifactHash = h

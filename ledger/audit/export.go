@@ -133,7 +133,7 @@ func exportPROV(t Tree) ([]byte, error) {
 			return nil, fmt.Errorf("export prov: record %s: %w", rec.Header.ID, err)
 		}
 		v, parents, datasets := body.(ledger.Producer).Produces()
-		_, artifact, _ := artifactOf(body)
+		_, artifact, _ := ledger.ArtifactOf(body)
 		act := qname("record", rec.Header.ID)
 		attrs := map[string]any{"prov:type": "mw:" + string(rec.Header.Type), "prov:endTime": provTime(rec.Header.Time),
 			"mw:site": rec.Header.Site}
@@ -269,7 +269,7 @@ func exportOpenLineage(t Tree) ([]byte, error) {
 			return nil, err
 		}
 		v, parents, datasets := body.(ledger.Producer).Produces()
-		_, artifact, _ := artifactOf(body)
+		_, artifact, _ := ledger.ArtifactOf(body)
 		facet := olRecordFacet{Producer: Producer, SchemaURL: recordFacetSchema, RecordID: rec.Header.ID, Hash: h,
 			Type: string(rec.Header.Type), Site: rec.Header.Site, Gateway: rec.Header.Gateway, Actor: rec.Header.Actor.Name,
 			Org: rec.Header.Actor.Org, KeyID: rec.Header.Actor.KeyID, Artifact: artifact}

@@ -94,25 +94,6 @@ type Result struct {
 	Verdict  string
 }
 
-// artifactOf returns the model version and artifact hash a record names, if any.
-func artifactOf(body ledger.Body) (ledger.ModelRef, string, bool) {
-	switch b := body.(type) {
-	case ledger.LocalTraining:
-		return b.ModelRef, b.ArtifactHash, true
-	case ledger.FederatedRound:
-		return b.Output, b.OutputHash, true
-	case ledger.Evaluation:
-		return b.ModelRef, b.ArtifactHash, true
-	case ledger.Approval:
-		return b.ModelRef, b.ArtifactHash, true
-	case ledger.Release:
-		return b.ModelRef, b.ArtifactHash, true
-	case ledger.Deployment:
-		return b.ModelRef, b.ArtifactHash, true
-	}
-	return ledger.ModelRef{}, "", false
-}
-
 // HashFile returns the lower-case hex SHA-256 of the file at path.
 func HashFile(path string) (string, error) {
 	f, err := os.Open(path)
@@ -157,7 +138,7 @@ func VerifyArtifact(ctx context.Context, q ledger.Querier, path string, opts Opt
 			res.Problems = append(res.Problems, fmt.Sprintf("record %s: %v", rec.Header.ID, err))
 			continue
 		}
-		if m, h, ok := artifactOf(body); ok && h == sum {
+		if m, h, ok := ledger.ArtifactOf(body); ok && h == sum {
 			res.Named = append(res.Named, rec)
 			if !slices.Contains(res.Models, m) {
 				res.Models = append(res.Models, m)
@@ -208,7 +189,7 @@ func VerifyArtifact(ctx context.Context, q ledger.Querier, path string, opts Opt
 			if err != nil {
 				continue // reported above
 			}
-			if am, h, ok := artifactOf(body); ok && am == m && h != sum {
+			if am, h, ok := ledger.ArtifactOf(body); ok && am == m && h != sum {
 				res.Problems = append(res.Problems, fmt.Sprintf("record %s (%s by %s) gives %s the artifact sha256:%s, not this one",
 					rec.Header.ID, rec.Header.Type, rec.Header.Actor.Name, m, short(h)))
 			}

@@ -226,26 +226,36 @@ type auditLedger interface {
 
 // openFabric opens a Fabric client from a YAML client config or, for any other file, from
 // the env file deploy/fabric/network.sh writes, as organisation org.
-func openFabric(path, org string) (*fabric.Client, error) {
+func openFabric(path, org string, opts ...fabric.Option) (*fabric.Client, error) {
+	cfg, err := fabricConfig(path, org)
+	if err != nil {
+		return nil, err
+	}
+	return fabric.Open(cfg, opts...)
+}
+
+// fabricConfig reads the Fabric client configuration path names: a client config (YAML)
+// or the env file deploy/fabric/network.sh writes, with org choosing its organisation.
+func fabricConfig(path, org string) (fabric.Config, error) {
 	var cfg fabric.Config
 	if ext := filepath.Ext(path); ext == ".yaml" || ext == ".yml" {
 		b, err := os.ReadFile(path)
 		if err != nil {
-			return nil, fmt.Errorf("--fabric: %w", err)
+			return cfg, fmt.Errorf("--fabric: %w", err)
 		}
 		if cfg, err = fabric.LoadConfig(b); err != nil {
-			return nil, fmt.Errorf("--fabric %s: %w", path, err)
+			return cfg, fmt.Errorf("--fabric %s: %w", path, err)
 		}
-	} else {
-		env, err := fabric.ParseEnvFile(path)
-		if err != nil {
-			return nil, fmt.Errorf("--fabric: %w", err)
-		}
-		if cfg, err = fabric.ConfigFromEnv(org, func(k string) string { return env[k] }); err != nil {
-			return nil, fmt.Errorf("--fabric %s --org %s: %w", path, org, err)
-		}
+		return cfg, nil
 	}
-	return fabric.Open(cfg)
+	env, err := fabric.ParseEnvFile(path)
+	if err != nil {
+		return cfg, fmt.Errorf("--fabric: %w", err)
+	}
+	if cfg, err = fabric.ConfigFromEnv(org, func(k string) string { return env[k] }); err != nil {
+		return cfg, fmt.Errorf("--fabric %s --org %s: %w", path, org, err)
+	}
+	return cfg, nil
 }
 
 // openLedger opens an existing local ledger; unlike local.Open it does not create one

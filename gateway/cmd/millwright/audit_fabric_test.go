@@ -3,11 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"os"
 	"strings"
 	"testing"
 
+	"github.com/millwright-io/millwright/ledger"
+	"github.com/millwright-io/millwright/ledger/audit"
 	"github.com/millwright-io/millwright/ledger/audit/audittest"
 	"github.com/millwright-io/millwright/ledger/fabric"
 	"github.com/millwright-io/millwright/ledger/fabric/fabrictest"
@@ -60,4 +63,56 @@ func TestAuditFabric(t *testing.T) {
 			t.Errorf("report is not JSON:\n%.300s", out)
 		}
 	}
+}
+
+// TestModelsSignoffFabric: an OEM engineer approves and releases a version on Fabric with
+// a key of her own, which the command registers for the OEM organisation on first use; the
+// auditor organisation then reads the release in `audit verify`.
+func TestModelsSignoffFabric(t *testing.T) {
+	fabrictest.Require(t)
+	envFile := os.Getenv("MILLWRIGHT_FABRIC_DIR") + "/env"
+	f := audittest.New(t)
+	ctx := context.Background()
+	// A round record of the hub's for a version nobody has signed off yet, under a model
+	// name of its own, so that earlier runs on the same network do not count.
+	model := "pumps-" + ledger.NewID()[:8]
+	artifact := t.TempDir() + "/" + model + ".bin"
+	if err := os.WriteFile(artifact, []byte(model), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	hub := f.Signers["hub"]
+	round := ledger.FederatedRound{Federation: model, Round: 1, Participants: []string{"site-a"}, Aggregation: "fedavg",
+		InputUpdates: []string{audittest.Hash([]byte("update"))}, Output: ledger.ModelRef{Model: model, Version: "r1"},
+		OutputHash: audittest.Hash([]byte(model)), Parents: []ledger.ModelRef{}}
+	ob, err := ledger.Open(ledger.Config{Dir: t.TempDir(), Site: "oem"}, hub, fabrictest.Client(t, "oem", hub))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ob.Close()
+	if _, err := ob.Record(ctx, round); err != nil {
+		t.Fatal(err)
+	}
+	if err := ob.Drain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	key := t.TempDir() + "/dana.key"
+	M := model + "@r1"
+	who := []string{"--key", key, "--name", "Dana Weiss", "--fabric", envFile, "--org", "oem"}
+	runCLI(t, append([]string{"models", "release", M, "--channel", "stable"}, who...), 1, nil, []string{"has no approval in the ledger"})
+	runCLI(t, append([]string{"models", "approve", M, "--reason", "passed the factory acceptance test", "--file", artifact}, who...), 0,
+		[]string{"created key", M + " approved by Dana Weiss (oem)", "in the Fabric channel"}, nil)
+	runCLI(t, append([]string{"models", "release", M, "--channel", "stable"}, who...), 0, []string{M + " released on stable by Dana Weiss (oem)"}, nil)
+
+	k, err := ledger.LoadKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := t.TempDir() + "/keys.txt"
+	whole, _ := os.ReadFile(f.KeysFile)
+	line := audit.FormatKey(audit.Key{Name: "Dana Weiss", Org: "oem", Public: k.Public().(ed25519.PublicKey)})
+	if err := os.WriteFile(keys, append(whole, line+"\n"...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	runCLI(t, []string{"audit", "verify", artifact, "--fabric", envFile, "--keys", keys}, 0,
+		[]string{"VERIFIED", "released by Dana Weiss (oem) on stable"}, nil)
 }

@@ -32,6 +32,8 @@ Usage:
   millwright audit COMMAND ARG ...     lineage, verify, report, export: audit a model from the ledger
   millwright models train|eval ...     train a machine's model by hand; run a benchmark protocol
   millwright models subscribe|pull ... follow or download a federation's global models (OEMs)
+  millwright models approve|release ...
+                                       sign off a model version in the ledger: a person's approval, its release
   millwright hub --config FILE         run a federation hub (NATS JetStream, aggregation, signed models)
   millwright hub passwd < FILE         print the bcrypt hash of a factory's NATS password (first line of stdin)
   millwright version                   print the version

@@ -24,6 +24,10 @@ Commands:
   pull --hub-key HEX [flags] F@VERSION
                                      write one global model of a federation (VERSION: rN or latest),
                                      checked the same way
+  approve MODEL@VERSION --reason TEXT [--reject] --key FILE --name NAME (--ledger DIR | --fabric FILE)
+                                     record a person's approval (or rejection) of a version in the ledger
+  release MODEL@VERSION --channel NAME --key FILE --name NAME (--ledger DIR | --fabric FILE)
+                                     record its release on a channel; the latest decision must approve it
 
 Run 'millwright models COMMAND -h' for a command's flags.
 `
@@ -42,11 +46,15 @@ func cmdModels(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return cmdModelsSubscribe(ctx, args[1:], stdout, stderr)
 	case "pull":
 		return cmdModelsPull(ctx, args[1:], stdout, stderr)
+	case "approve":
+		return cmdModelsApprove(ctx, args[1:], stdout, stderr)
+	case "release":
+		return cmdModelsRelease(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, modelsUsage)
 		return 0
 	}
-	fmt.Fprintf(stderr, "millwright models: unknown command %q, expected train, eval, subscribe or pull\n\n%s", args[0], modelsUsage)
+	fmt.Fprintf(stderr, "millwright models: unknown command %q, expected train, eval, subscribe, pull, approve or release\n\n%s", args[0], modelsUsage)
 	return 2
 }
 
