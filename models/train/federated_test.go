@@ -64,7 +64,8 @@ func TestTrainFromContinuesGlobalModel(t *testing.T) {
 	if _, err := dir.Load("pump-1", res.Model.Hash); err != nil {
 		t.Errorf("the continued model is not in the store: %v", err)
 	}
-	if got := rec.types(); len(got) < 5 || got[4] != ledger.TypeLocalTraining {
+	// After the first training's four records: the continued model's snapshot and training.
+	if got := rec.types(); len(got) < 6 || got[5] != ledger.TypeLocalTraining {
 		t.Errorf("records %v; want a LocalTraining for the continued model", got)
 	}
 

@@ -368,12 +368,14 @@ func (t *Trainer) fit(ctx context.Context, hist *History, progress func(Progress
 	res := &Result{Model: m, Rows: rows, Windows: prep.Windows.Rows, Dropped: prep.Dropped}
 	res.Current = t.current(machine)
 	res.Swapped, res.Reason = true, "no current model"
+	var curQ *Quality // the current model's, when it could be judged
 	if res.Current != nil {
-		curQ, err := Judge(res.Current, judge)
+		q, err := Judge(res.Current, judge)
 		if err != nil {
 			res.Reason = "the current model cannot score the data: " + err.Error()
 		} else {
-			res.Swapped, res.Reason = Better(newQ, curQ)
+			curQ = &q
+			res.Swapped, res.Reason = Better(newQ, q)
 		}
 	}
 	t.report(progress, machine, StageValidate, 1, 1)
@@ -392,6 +394,7 @@ func (t *Trainer) fit(ctx context.Context, hist *History, progress func(Progress
 	}
 	datasetID := t.recordDataset(ctx, grid, hist)
 	t.recordTraining(ctx, res, datasetID)
+	t.recordEvaluation(ctx, res, newQ, curQ, datasetID)
 	if res.Swapped {
 		if t.opts.Store != nil {
 			if err := t.opts.Store.Promote(machine, m.Hash); err != nil {
@@ -623,6 +626,38 @@ func (t *Trainer) recordTraining(ctx context.Context, res *Result, datasetID str
 	}
 	if _, err := rec.Record(ctx, body); err != nil {
 		t.log.Warn("cannot record the training", "machine", m.Machine, "err", err)
+	}
+}
+
+// EvaluationCriteria is the rule an evaluation record states: what a new model must do on
+// the held-out data to replace the machine's current one.
+var EvaluationCriteria = fmt.Sprintf("judged on the second half of the held-out data at its own threshold (set on the first half): "+
+	"its false-alarm rate on normal windows at most the current model's + %g, and its detection rate of synthetic faults "+
+	"(one signal at a time shifted by %g robust standard deviations) at least the current model's − %g; "+
+	"a machine's first model, or one whose current model cannot score the data, passes", FalseAlarmSlack, FaultShift, DetectionSlack)
+
+// recordEvaluation records how the trained model was evaluated against the current one
+// (newQ, and curQ when the current model could be judged): the metrics of both, the
+// criteria and whether it passed them, which is whether it was installed.
+func (t *Trainer) recordEvaluation(ctx context.Context, res *Result, newQ Quality, curQ *Quality, datasetID string) {
+	rec := t.recorder()
+	if rec == nil {
+		return
+	}
+	m := res.Model
+	metrics := newQ.metrics()
+	if curQ != nil {
+		for k, v := range curQ.metrics() {
+			metrics["current_"+k] = v
+		}
+	}
+	body := ledger.Evaluation{ModelRef: t.modelRef(m), ArtifactHash: m.Hash, Metrics: metrics,
+		Criteria: EvaluationCriteria + ". Outcome: " + res.Reason, Passed: res.Swapped}
+	if datasetID != "" {
+		body.Datasets = []string{datasetID}
+	}
+	if _, err := rec.Record(ctx, body); err != nil {
+		t.log.Warn("cannot record the evaluation", "machine", m.Machine, "err", err)
 	}
 }
 

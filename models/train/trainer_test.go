@@ -2,6 +2,7 @@ package train
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -96,9 +97,10 @@ func TestTrainFromInfluxDB(t *testing.T) {
 	if got := m.Metrics()["detection_rate"]; got < 0.5 {
 		t.Errorf("detection rate of synthetic faults %.3f, want at least 0.5", got)
 	}
-	if want := []ledger.Type{ledger.TypeDatasetSnapshot, ledger.TypeLocalTraining, ledger.TypeDeployment}; !equal(rec.types(), want) {
+	if want := []ledger.Type{ledger.TypeDatasetSnapshot, ledger.TypeLocalTraining, ledger.TypeEvaluation, ledger.TypeDeployment}; !equal(rec.types(), want) {
 		t.Errorf("records %v, want %v", rec.types(), want)
 	}
+	checkEvaluation(t, rec, m, true, "no current model", false)
 	sm, fellBack, err := dir.Current("pump-1")
 	if err != nil || fellBack {
 		t.Fatalf("current artifact: %v (fell back %v)", err, fellBack)
@@ -128,8 +130,43 @@ func TestTrainFromInfluxDB(t *testing.T) {
 	if !res2.Swapped {
 		t.Errorf("an equal model was not swapped in: %s", res2.Reason)
 	}
-	if len(rec.types()) != 6 {
-		t.Errorf("%d records after two trainings, want 6", len(rec.types()))
+	if len(rec.types()) != 8 {
+		t.Errorf("%d records after two trainings, want 8", len(rec.types()))
+	}
+	checkEvaluation(t, rec, res2.Model, res2.Swapped, res2.Reason, true)
+}
+
+// checkEvaluation checks the last evaluation record: about m, passed as the swap decided,
+// stating the criteria and the outcome, on the training's dataset, with the current
+// model's metrics when there was one to compare with.
+func checkEvaluation(t *testing.T, rec *fakeRecorder, m *Model, passed bool, outcome string, compared bool) {
+	t.Helper()
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	var ev *ledger.Evaluation
+	var tr *ledger.LocalTraining
+	for _, b := range rec.bodies {
+		switch b := b.(type) {
+		case ledger.Evaluation:
+			ev = &b
+		case ledger.LocalTraining:
+			tr = &b
+		}
+	}
+	if ev == nil || tr == nil {
+		t.Fatal("no evaluation or training recorded")
+	}
+	if ev.ModelRef != tr.ModelRef || ev.ArtifactHash != m.Hash || ev.Passed != passed || !equal(ev.Datasets, tr.Datasets) || len(ev.Datasets) != 1 {
+		t.Errorf("evaluation %+v of training %+v, want passed %v", ev, tr, passed)
+	}
+	if !strings.HasPrefix(ev.Criteria, EvaluationCriteria) || !strings.HasSuffix(ev.Criteria, "Outcome: "+outcome) {
+		t.Errorf("criteria %q, want the rule and the outcome %q", ev.Criteria, outcome)
+	}
+	if ev.Metrics["false_alarm_rate"] != m.Metrics()["false_alarm_rate"] || ev.Metrics["detection_rate"] != m.Metrics()["detection_rate"] {
+		t.Errorf("metrics %v, want the model's %v", ev.Metrics, m.Metrics())
+	}
+	if _, ok := ev.Metrics["current_false_alarm_rate"]; ok != compared {
+		t.Errorf("metrics %v: current model's present %v, want %v", ev.Metrics, ok, compared)
 	}
 }
 

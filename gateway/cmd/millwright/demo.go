@@ -816,7 +816,7 @@ func (d *demo) printStates(start time.Time) []score.State {
 // lineage is step 4: once the outbox has anchored the records, the gateway stops and the
 // demo audits the faulty machine's model in the local ledger with the audit package.
 func (d *demo) lineage(ctx context.Context, g *runningGateway) error {
-	want := float64(3 * len(d.res.Models)) // dataset snapshot, training, deployment per model
+	want := float64(4 * len(d.res.Models)) // dataset snapshot, training, evaluation, deployment per model
 	for deadline := time.Now().Add(30 * time.Second); ; {
 		if metricSum(g.Registry(), "millwright_ledger_anchored_total", nil) >= want &&
 			metricSum(g.Registry(), "millwright_ledger_outbox_records", nil) == 0 {

@@ -259,8 +259,8 @@ func TestIntegrationDemo(t *testing.T) {
 		}
 	}
 
-	// 4. Lineage: three records per model, the artifact verified, also by the command line.
-	for _, typ := range []ledger.Type{ledger.TypeDatasetSnapshot, ledger.TypeLocalTraining, ledger.TypeDeployment} {
+	// 4. Lineage: four records per model, the artifact verified, also by the command line.
+	for _, typ := range []ledger.Type{ledger.TypeDatasetSnapshot, ledger.TypeLocalTraining, ledger.TypeEvaluation, ledger.TypeDeployment} {
 		if res.Records[typ] != o.machines {
 			t.Errorf("%d %s records, want %d", res.Records[typ], typ, o.machines)
 		}
