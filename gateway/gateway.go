@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -172,9 +173,22 @@ func (g *Gateway) Run(ctx context.Context) error {
 	g.log.Info("gateway started", "factory", g.cfg.Gateway.Factory, "sources", len(g.sources), "sinks", len(sinks),
 		"state_dir", g.cfg.Gateway.StateDir)
 	err = grp.Wait()
+	if lin != nil {
+		// Records made while stopping (the alarm log's last digest) are anchored now when
+		// the ledger answers in time; otherwise they wait in the outbox for the next start.
+		dctx, cancel := context.WithTimeout(context.Background(), stopDrainTimeout)
+		if derr := lin.outbox.Drain(dctx); derr != nil {
+			g.log.Warn("ledger records not anchored at stop", "err", derr)
+		}
+		cancel()
+	}
 	g.log.Info("gateway stopped")
 	return err
 }
+
+// stopDrainTimeout bounds how long a stopping gateway waits for the ledger to take the
+// records still queued.
+const stopDrainTimeout = 5 * time.Second
 
 // lazyDeadLetters lets connectors be built (in New, without I/O) before the dead-letter file
 // is opened (in Run). Nothing is put before Run, because connectors do not read before then.

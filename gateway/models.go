@@ -18,6 +18,7 @@ import (
 	"github.com/millwright-io/millwright/gateway/telemetry"
 	"github.com/millwright-io/millwright/internal/backoff"
 	"github.com/millwright-io/millwright/ledger"
+	"github.com/millwright-io/millwright/models/alarmlog"
 	"github.com/millwright-io/millwright/models/score"
 	"github.com/millwright-io/millwright/models/store"
 	"github.com/millwright-io/millwright/models/train"
@@ -41,6 +42,9 @@ type ModelsConfig struct {
 	// MQTT is the broker alarms are published to; without it alarms are only logged,
 	// written to InfluxDB and shown on the HTTP API.
 	MQTT *AlarmMQTTConfig `yaml:"mqtt"`
+	// AlarmLog keeps every alarm message in a file per period and records each period's
+	// digest in the ledger (dir default <state_dir>/alarms, period 24h).
+	AlarmLog alarmlog.Config `yaml:"alarm_log"`
 }
 
 // AlarmMQTTConfig is the broker the alarms go to.
@@ -57,6 +61,7 @@ type AlarmMQTTConfig struct {
 func (c *ModelsConfig) SetDefaults() {
 	c.Train.SetDefaults()
 	c.Score.SetDefaults()
+	c.AlarmLog.SetDefaults()
 }
 
 // SetDefaults fills the defaults in.
@@ -76,6 +81,7 @@ func (c ModelsConfig) validate(sinks []SinkConfig) error {
 	}
 	p.Nest("train", c.Train.Validate())
 	p.Nest("score", c.Score.Validate())
+	p.Nest("alarm_log", c.AlarmLog.Validate())
 	if m := c.MQTT; m != nil {
 		if m.Server == "" {
 			p.Addf("mqtt.server", "must be set, such as tcp://127.0.0.1:1883")
@@ -104,6 +110,7 @@ func (c ModelsConfig) influx(sinks []SinkConfig) (influxdb.Config, error) {
 // resolve fills the defaults that come from the gateway's settings and sinks.
 func (c *ModelsConfig) resolve(s Settings, sinks []SinkConfig) {
 	c.Dir = statePath(s.StateDir, c.Dir, "models")
+	c.AlarmLog.Dir = statePath(s.StateDir, c.AlarmLog.Dir, "alarms")
 	if ic, err := c.influx(sinks); err == nil {
 		if c.Train.Bucket == "" {
 			c.Train.Bucket = ic.Bucket
@@ -121,6 +128,7 @@ type modelsRuntime struct {
 	store   *store.Dir
 	scores  *influxdb.Sink
 	pub     *mqtt.Publisher
+	alarms  *alarmlog.Log
 }
 
 // newModels opens the artifact store and builds the trainer and the scorer (no network
@@ -139,7 +147,10 @@ func newModels(c Config, log *slog.Logger, reg prometheus.Registerer, recorder f
 	if rt.store, rt.querier, err = openHistory(c); err != nil {
 		return nil, err
 	}
-	opts := score.Options{Logger: log.With("name", "scorer"), Registerer: reg}
+	if rt.alarms, err = alarmlog.Open(mc.AlarmLog, alarmlog.Options{Recorder: recorder, Logger: log.With("name", "alarm_log"), Registerer: reg}); err != nil {
+		return nil, fmt.Errorf("models: %w", err)
+	}
+	opts := score.Options{Logger: log.With("name", "scorer"), Registerer: reg, Log: rt.alarms}
 	if mc.Score.Measurement != "" {
 		sc := ic
 		sc.Measurement = mc.Score.Measurement
@@ -194,6 +205,7 @@ func (rt *modelsRuntime) start(ctx context.Context, grp *errgroup.Group) {
 	}
 	grp.Go(func() error { return rt.scorer.Run(ctx) })
 	grp.Go(func() error { return rt.trainer.Run(ctx) })
+	grp.Go(func() error { return rt.alarms.Run(ctx) })
 	rt.log.Info("models running", "machines", len(rt.cfg.Train.Machines), "dir", filepath.Clean(rt.cfg.Dir))
 }
 

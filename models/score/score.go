@@ -42,10 +42,16 @@ type Publisher interface {
 	Publish(ctx context.Context, topic string, payload []byte, done func(error)) error
 }
 
+// AlarmLog keeps every alarm message (package alarmlog implements it).
+type AlarmLog interface {
+	Append(AlarmMessage) error
+}
+
 // Options are the scorer's outputs and observability; every field may be nil.
 type Options struct {
 	Points     PointWriter
 	Alarms     Publisher
+	Log        AlarmLog
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
 }
@@ -494,8 +500,14 @@ func (s *Scorer) flush(ctx context.Context) {
 	}
 }
 
-// publish sends an alarm message, waiting at most 5 s for room in the publisher's window.
+// publish writes an alarm message to the alarm log and sends it, waiting at most 5 s for
+// room in the publisher's window.
 func (s *Scorer) publish(ctx context.Context, msg AlarmMessage) {
+	if s.opts.Log != nil {
+		if err := s.opts.Log.Append(msg); err != nil {
+			s.log.Warn("cannot log an alarm", "machine", msg.Machine, "state", msg.State, "err", err)
+		}
+	}
 	if s.opts.Alarms == nil {
 		return
 	}

@@ -94,9 +94,18 @@ type message struct {
 	msg   AlarmMessage
 }
 
+// fakePublisher is the alarm publisher and the alarm log.
 type fakePublisher struct {
-	mu   sync.Mutex
-	msgs []message
+	mu     sync.Mutex
+	msgs   []message
+	logged []AlarmMessage
+}
+
+func (f *fakePublisher) Append(m AlarmMessage) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.logged = append(f.logged, m)
+	return nil
 }
 
 func (f *fakePublisher) Publish(_ context.Context, topic string, payload []byte, done func(error)) error {
@@ -123,7 +132,7 @@ func (f *fakePublisher) all() []message {
 func runScorer(t *testing.T, cfg Config) (*Scorer, *fakeWriter, *fakePublisher, *prometheus.Registry, func()) {
 	t.Helper()
 	w, p, reg := &fakeWriter{}, &fakePublisher{}, prometheus.NewRegistry()
-	s, err := New(cfg, "acme", Options{Points: w, Alarms: p, Registerer: reg})
+	s, err := New(cfg, "acme", Options{Points: w, Alarms: p, Log: p, Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,6 +203,19 @@ func TestAlarmOnFaultNotOnNormal(t *testing.T) {
 	servicetest.WaitFor(t, 20*time.Second, "the cleared message of the swap", func() bool { return len(p.all()) > n })
 	if last := p.all()[n]; last.msg.State != "cleared" || last.msg.Reason != "model_swapped" || last.msg.ModelHash != m.Hash {
 		t.Fatalf("after the swap: %+v, want cleared (model_swapped) by the old model", last.msg)
+	}
+	// The alarm log has every message published, as published.
+	p.mu.Lock()
+	logged := p.logged
+	p.mu.Unlock()
+	published := p.all()
+	if len(logged) != len(published) {
+		t.Fatalf("%d messages logged, %d published", len(logged), len(published))
+	}
+	for i := range logged {
+		if a, b := logged[i], published[i].msg; a.State != b.State || a.Reason != b.Reason || !a.Time.Equal(b.Time) || a.ModelHash != b.ModelHash || a.Score != b.Score {
+			t.Errorf("message %d logged %+v, published %+v", i, a, b)
+		}
 	}
 	_ = reg
 }

@@ -31,6 +31,7 @@ import (
 	"github.com/millwright-io/millwright/gateway"
 	"github.com/millwright-io/millwright/ledger"
 	"github.com/millwright-io/millwright/ledger/audit"
+	"github.com/millwright-io/millwright/models/alarmlog"
 	"github.com/millwright-io/millwright/models/score"
 	"github.com/millwright-io/millwright/models/store"
 )
@@ -63,6 +64,9 @@ type demoResult struct {
 	Raised    []score.AlarmMessage // alarms received on MQTT, in order
 	States    []score.State        // /api/v1/alarms at the end of the live phase
 	Records   map[ledger.Type]int  // local ledger records by type
+	// AlarmsDigested is the alarms counted by the alarm_digest records, each checked
+	// against its alarm log file.
+	AlarmsDigested int64
 	Lineage   int                  // records in the faulty machine's lineage tree
 	Verified  audit.Result
 	Wall      time.Duration
@@ -851,6 +855,9 @@ func (d *demo) lineage(ctx context.Context, g *runningGateway) error {
 	}
 	sort.Strings(types)
 	fmt.Fprintf(d.out, "   %d records: %s\n", len(recs), strings.Join(types, ", "))
+	if err := d.alarmDigests(recs, g.cfg.Models.AlarmLog.Dir); err != nil {
+		return err
+	}
 
 	m := d.res.Models[d.res.Faulty]
 	ref := ledger.ModelRef{Model: "anomaly." + m.Machine, Version: m.Version}
@@ -905,6 +912,30 @@ func (d *demo) lineage(ctx context.Context, g *runningGateway) error {
 	fmt.Fprintf(d.out, "   The evidence report (EU AI Act mapping) for this model:\n")
 	fmt.Fprintf(d.out, "     bin/millwright audit report %s@%s --ledger %s --keys %s --format html --out report.html\n",
 		ref.Model, ref.Version, lc.Dir, keys)
+	return nil
+}
+
+// alarmDigests checks each alarm_digest record among recs against its file in the alarm
+// log's directory, as an auditor holding the file would, and says so.
+func (d *demo) alarmDigests(recs []ledger.Record, dir string) error {
+	for _, rec := range recs {
+		body, err := rec.DecodeBody()
+		want, ok := body.(ledger.AlarmDigest)
+		if err != nil || !ok {
+			continue
+		}
+		name := want.From.Format(alarmlog.Stamp) + "_" + want.To.Format(alarmlog.Stamp) + ".jsonl"
+		got, err := alarmlog.Digest(filepath.Join(dir, name))
+		if err != nil {
+			return err
+		}
+		if got != want {
+			return fmt.Errorf("alarm log %s: digest %+v, the ledger's record says %+v", name, got, want)
+		}
+		d.res.AlarmsDigested += want.Count
+		fmt.Fprintf(d.out, "   alarm log %s: %d alarm(s) raised while the gateway ran; its SHA-256 matches the alarm_digest record\n",
+			relPath(d.o.stateDir, filepath.Join(dir, name)), want.Count)
+	}
 	return nil
 }
 

@@ -54,6 +54,9 @@ type demoFederationResult struct {
 	PullCode        int
 	Verified        string // `millwright audit verify` of the pulled file against the hub's ledger
 	VerifyCode      int
+	// SignedOff is `millwright audit verify` of the pulled file once an OEM engineer has
+	// approved and released it (models approve, models release) after the hub stopped.
+	SignedOff string
 }
 
 // demoFactory is one factory gateway of step 5.
@@ -250,8 +253,62 @@ func (d *demo) federate(ctx context.Context, g *runningGateway) error {
 	if err := d.readFederationLedgers(ctx, facs, hubDir, res); err != nil {
 		return err
 	}
+	if err := d.signOff(ctx, hubDir, keysFile, pulled[0], res); err != nil {
+		return err
+	}
 	fmt.Fprintf(d.out, "   => %d rounds across %d factories in %.1fs; what the factories sent the hub: %d bytes of secure-aggregation messages\n",
 		len(res.Rounds), len(facs), time.Since(begin).Seconds(), totalBytes(res.Rounds))
+	return nil
+}
+
+// signOff has an OEM engineer approve and release the pulled model in the hub's ledger,
+// with a key of her own (the hub has stopped: a local ledger has one writer at a time), and
+// verifies the file again: the verdict now names the release.
+func (d *demo) signOff(ctx context.Context, hubDir, keysFile, file string, res *demoFederationResult) error {
+	o := d.o
+	ledgerDir := filepath.Join(hubDir, "ledger")
+	ref := strings.TrimSuffix(filepath.Base(file), ".mwg") // models pull writes FED@VERSION.mwg
+	key := filepath.Join(o.stateDir, "oem-engineer.key")
+	who := []string{"--key", key, "--name", "OEM engineer", "--org", hubOrg, "--ledger", ledgerDir}
+	fmt.Fprintf(d.out, "   an OEM engineer signs the pulled model off with a key of her own, once the hub has stopped:\n")
+	for _, args := range [][]string{
+		append([]string{ref, "--reason", "rounds' false-alarm and detection rates meet the acceptance criteria", "--file", file}, who...),
+		append([]string{ref, "--channel", "stable"}, who...),
+	} {
+		var out bytes.Buffer
+		cmd, run := "approve", cmdModelsApprove
+		if slices.Contains(args, "--channel") {
+			cmd, run = "release", cmdModelsRelease
+		}
+		code := run(ctx, args, &out, &out)
+		fmt.Fprintf(d.out, "   millwright models %s %s %s ...:\n", cmd, ref, args[1])
+		for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+			fmt.Fprintf(d.out, "     %s\n", strings.ReplaceAll(line, o.stateDir, "<state>"))
+		}
+		if code != 0 {
+			return fmt.Errorf("models %s %s: exit %d", cmd, ref, code)
+		}
+	}
+	k, err := ledger.LoadKey(key)
+	if err != nil {
+		return err
+	}
+	keys, err := os.ReadFile(keysFile)
+	if err != nil {
+		return err
+	}
+	line := audit.FormatKey(audit.Key{Name: "OEM engineer", Org: hubOrg, Public: k.Public().(ed25519.PublicKey)})
+	if err := os.WriteFile(keysFile, append(keys, line+"\n"...), 0o644); err != nil {
+		return err
+	}
+	var out bytes.Buffer
+	code := cmdAudit(ctx, []string{"verify", file, "--ledger", ledgerDir, "--keys", keysFile}, &out, &out)
+	res.SignedOff = strings.TrimSpace(out.String())
+	fmt.Fprintf(d.out, "   millwright audit verify %s (the engineer's key added to %s):\n     %s\n", relPath(o.stateDir, file),
+		relPath(o.stateDir, keysFile), strings.SplitN(res.SignedOff, "\n", 2)[0])
+	if code != 0 {
+		return fmt.Errorf("audit verify after the sign-off: exit %d", code)
+	}
 	return nil
 }
 

@@ -265,6 +265,11 @@ func TestIntegrationDemo(t *testing.T) {
 			t.Errorf("%d %s records, want %d", res.Records[typ], typ, o.machines)
 		}
 	}
+	// The alarm log's digest, recorded when the gateway stopped, matches its file and counts
+	// the faulty machine's alarm.
+	if res.Records[ledger.TypeAlarmDigest] != 1 || res.AlarmsDigested < 1 {
+		t.Errorf("%d alarm_digest records counting %d alarms, want 1 counting at least 1", res.Records[ledger.TypeAlarmDigest], res.AlarmsDigested)
+	}
 	if !res.Verified.OK || res.Lineage < 2 {
 		t.Errorf("verification %+v, lineage of %d records", res.Verified, res.Lineage)
 	}
@@ -319,6 +324,9 @@ func TestIntegrationDemo(t *testing.T) {
 	last := fr.Rounds[len(fr.Rounds)-1].Model
 	if fr.PullCode != 0 || !strings.Contains(fr.Pulled, last) {
 		t.Errorf("OEM pull: exit %d: %s; want the last model %s", fr.PullCode, fr.Pulled, last)
+	}
+	if !strings.HasPrefix(fr.SignedOff, "VERIFIED") || !strings.Contains(fr.SignedOff, ", released by OEM engineer ("+hubOrg+") on stable") {
+		t.Errorf("audit verify of the pulled model after the sign-off: %s", fr.SignedOff)
 	}
 	if fr.VerifyCode != 0 || !strings.HasPrefix(fr.Verified, "VERIFIED") {
 		t.Errorf("audit verify of the pulled model: exit %d: %s", fr.VerifyCode, fr.Verified)
