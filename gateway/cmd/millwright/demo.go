@@ -54,23 +54,23 @@ type demoOptions struct {
 
 // demoResult is what a demo run read back from the real systems; the test asserts on it.
 type demoResult struct {
-	Factory   string
-	StateDir  string
-	Stored    map[string]int64 // points per machine in InfluxDB after step 1
-	BySource  map[string]int64 // the same, per source (mqtt, opcua)
-	Expected  int64            // MQTT points published in step 1
-	Models    map[string]score.ModelInfo
-	Faulty    string
-	Raised    []score.AlarmMessage // alarms received on MQTT, in order
-	States    []score.State        // /api/v1/alarms at the end of the live phase
-	Records   map[ledger.Type]int  // local ledger records by type
+	Factory  string
+	StateDir string
+	Stored   map[string]int64 // points per machine in InfluxDB after step 1
+	BySource map[string]int64 // the same, per source (mqtt, opcua)
+	Expected int64            // MQTT points published in step 1
+	Models   map[string]score.ModelInfo
+	Faulty   string
+	Raised   []score.AlarmMessage // alarms received on MQTT, in order
+	States   []score.State        // /api/v1/alarms at the end of the live phase
+	Records  map[ledger.Type]int  // local ledger records by type
 	// AlarmsDigested is the alarms counted by the alarm_digest records, each checked
 	// against its alarm log file.
 	AlarmsDigested int64
-	Lineage   int                  // records in the faulty machine's lineage tree
-	Verified  audit.Result
-	Wall      time.Duration
-	FirstWarn time.Duration // alarm time minus the fault's onset (source time)
+	Lineage        int // records in the faulty machine's lineage tree
+	Verified       audit.Result
+	Wall           time.Duration
+	FirstWarn      time.Duration // alarm time minus the fault's onset (source time)
 	// Federation is what step 5 read back (nil when it did not run).
 	Federation *demoFederationResult
 }
