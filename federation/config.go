@@ -87,6 +87,11 @@ type FederationConfig struct {
 	Codecs []compress.Codec `yaml:"codecs"`
 	// SecAgg turns on secure aggregation: the hub learns only the sum of the updates.
 	SecAgg secagg.Config `yaml:"secagg"`
+	// Acceptance bounds the federated evaluation of each global model (its metrics by
+	// name, such as false_alarm_rate: {max: 0.05}): the evaluation record says whether
+	// the model met every bound. The gateways report the metrics as global_<name>; with
+	// secure aggregation, secagg.metrics must name them.
+	Acceptance map[string]Bound `yaml:"acceptance"`
 }
 
 // SetDefaults fills in every field left at its zero value.
@@ -183,6 +188,7 @@ func (c FederationConfig) Validate() error {
 		}
 	}
 	c.validateSecAggMetrics(&p)
+	c.validateAcceptance(&p)
 	if c.SecAgg.Enabled && c.Strategy.Name != aggregate.FedAvg && c.Strategy.Name != aggregate.FedProx {
 		p.Addf("strategy.name", "%q needs every update in the clear and cannot run on masked updates; expected fedavg or fedprox with secagg", c.Strategy.Name)
 	}

@@ -4,9 +4,11 @@ import (
 	"context"
 	"crypto/ed25519"
 	"errors"
+	"fmt"
 	"maps"
 	"math"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -373,6 +375,69 @@ func TestHubReportsRoundMetrics(t *testing.T) {
 	if len(h.rec.bodies) != rounds || !maps.Equal(h.rec.bodies[1].Metrics, r.Metrics) || len(h.rec.bodies[0].Metrics) != 2 ||
 		!near(h.rec.bodies[0].Metrics["loss"], 3.1) {
 		t.Fatalf("FederatedRound records %+v; want round 1's and round 2's metrics", h.rec.bodies)
+	}
+}
+
+// TestHubRecordsFederatedEvaluation: the gateways' global_ metrics (how the round's input
+// model did on their held-out data) are combined as the other metrics are and recorded as
+// the evaluation of that model, checked against the federation's acceptance bounds; the
+// round's own record keeps the other metrics only. Round 1's input, the seeded initial
+// model, gets no evaluation.
+func TestHubRecordsFederatedEvaluation(t *testing.T) {
+	const n, dim, rounds = 3, 20, 3
+	e := newEnv(t, n, false)
+	fc := fedConfig(n, dim)
+	fc.Rounds = rounds
+	maxFAR, minDR := 0.2, 0.9
+	fc.Acceptance = map[string]federation.Bound{"false_alarm_rate": {Max: &maxFAR}, "detection_rate": {Min: &minDR}}
+	h := startHub(t, e.hub, fc)
+	samples := []int{10, 30, 60}
+	for i := range n {
+		e.gateway(t, i, &pullTrainer{target: target(i, dim), samples: samples[i], metrics: func(round uint64) map[string]float64 {
+			dr := 0.95
+			if round == 3 && i == 2 { // the input model misses faults at the largest factory
+				dr = 0.5
+			}
+			return map[string]float64{"false_alarm_rate": 0.3, "global_false_alarm_rate": 0.1 * float64(i+1), "global_detection_rate": dr}
+		}})
+	}
+	var reports []federation.RoundReport
+	for range rounds {
+		reports = append(reports, h.next(t))
+	}
+	if _, ok := reports[1].Metrics["global_detection_rate"]; !ok {
+		t.Errorf("round 2's report %v lacks the global metrics", reports[1].Metrics)
+	}
+	h.rec.mu.Lock()
+	defer h.rec.mu.Unlock()
+	for i, fr := range h.rec.bodies {
+		if len(fr.Metrics) != 1 || fr.Metrics["false_alarm_rate"] != 0.3 {
+			t.Errorf("round %d's record metrics %v; want its participants' own metrics only", i+1, fr.Metrics)
+		}
+	}
+	if len(h.rec.evals) != 2 {
+		t.Fatalf("%d evaluation records; want 2, of r1 and r2 (r0 is the seeded initial model)", len(h.rec.evals))
+	}
+	near := func(a, b float64) bool { return math.Abs(a-b) < 1e-6 }
+	// false alarms (10·0.1 + 30·0.2 + 60·0.3)/100 = 0.25 > 0.2 in both; detection 0.95, then
+	// (10·0.95 + 30·0.95 + 60·0.5)/100 = 0.68.
+	for i, ev := range h.rec.evals {
+		in := reports[i]
+		wantDR := []float64{0.95, 0.68}[i]
+		if ev.Model != fedName || ev.Version != fmt.Sprintf("r%d", i+1) || ev.ArtifactHash != in.Model ||
+			!near(ev.Metrics["false_alarm_rate"], 0.25) || !near(ev.Metrics["detection_rate"], wantDR) || len(ev.Metrics) != 2 {
+			t.Errorf("evaluation %d: %+v; want r%d (%s) with false_alarm_rate 0.25, detection_rate %v", i, ev, i+1, in.Model, wantDR)
+		}
+		if ev.Passed || !strings.Contains(ev.Criteria, fmt.Sprintf("federated evaluation in round %d: each of the 3 participants", i+2)) ||
+			!strings.Contains(ev.Criteria, "false_alarm_rate ≤ 0.2 (0.25: failed)") {
+			t.Errorf("evaluation %d: passed %v, criteria %q", i, ev.Passed, ev.Criteria)
+		}
+	}
+	if c := h.rec.evals[0].Criteria; !strings.Contains(c, "detection_rate ≥ 0.9;") || strings.Contains(c, "detection_rate ≥ 0.9 (") {
+		t.Errorf("r1's detection rate met its bound: %q", c)
+	}
+	if c := h.rec.evals[1].Criteria; !strings.Contains(c, "detection_rate ≥ 0.9 (0.68: failed)") {
+		t.Errorf("r2's detection rate failed its bound: %q", c)
 	}
 }
 

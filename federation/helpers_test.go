@@ -205,6 +205,7 @@ func (h *hubRun) counter(name, label, value string) float64 {
 type fakeRecorder struct {
 	mu     sync.Mutex
 	bodies []ledger.FederatedRound
+	evals  []ledger.Evaluation
 }
 
 func (f *fakeRecorder) Record(_ context.Context, b ledger.Body) (ledger.Record, error) {
@@ -213,11 +214,14 @@ func (f *fakeRecorder) Record(_ context.Context, b ledger.Body) (ledger.Record, 
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	fr, ok := b.(ledger.FederatedRound)
-	if !ok {
+	switch b := b.(type) {
+	case ledger.FederatedRound:
+		f.bodies = append(f.bodies, b)
+	case ledger.Evaluation:
+		f.evals = append(f.evals, b)
+	default:
 		return ledger.Record{}, errors.New("unexpected body")
 	}
-	f.bodies = append(f.bodies, fr)
 	return ledger.Record{}, nil
 }
 

@@ -215,3 +215,27 @@ func TestSecAggMetricsConfig(t *testing.T) {
 		})
 	}
 }
+
+func TestAcceptanceConfig(t *testing.T) {
+	f := func(v float64) *float64 { return &v }
+	fc := fedConfig(3, 10)
+	fc.Acceptance = map[string]federation.Bound{
+		"false_alarm_rate":      {Max: f(0.05)},
+		"detection_rate":        {Min: f(0.9), Max: f(0.8)},
+		"separation":            {},
+		"global_detection_rate": {Min: f(0.9)},
+		"loss":                  {Max: f(math.Inf(1))},
+	}
+	fc.SetDefaults()
+	err := fc.Validate()
+	for _, want := range []string{"acceptance.detection_rate: min 0.9 is above max 0.8", "acceptance.separation: has neither min nor max",
+		`acceptance.global_detection_rate: is not a metric name the gateways report (such as false_alarm_rate, without "global_")`,
+		"acceptance.loss: bounds must be finite numbers"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not say %q: %v", want, err)
+		}
+	}
+	if err != nil && strings.Contains(err.Error(), "acceptance.false_alarm_rate") {
+		t.Errorf("a valid bound reported: %v", err)
+	}
+}

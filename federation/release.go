@@ -33,6 +33,10 @@ type releasing struct {
 	// recorded before the stop instead of recording it again.
 	Record    *ledger.FederatedRound    `json:"record,omitempty"`
 	RecordID  string                    `json:"record_id,omitempty"`
+	// Evaluation is the federated evaluation of the round's input model (nil when the
+	// round's participants reported none), recorded after Record, under EvaluationID.
+	Evaluation   *ledger.Evaluation `json:"evaluation,omitempty"`
+	EvaluationID string             `json:"evaluation_id,omitempty"`
 	Optimizer *aggregate.OptimizerState `json:"optimizer,omitempty"`
 	// Expired is the oldest round whose model the hub had not deleted yet (fedRun's
 	// expireFrom) when it committed the release: a restarted hub continues from there.
@@ -48,10 +52,17 @@ func (f *fedRun) release(ctx context.Context, st RoundState, in ModelHeader, out
 	if err != nil {
 		return "", err
 	}
-	rel := releasing{Round: st.Round, Parent: st.Global, Model: hash, Used: out.Header.Participants, Privacy: privacy, Record: f.roundRecord(in, out.Header, hash, c, privacy, metrics),
-		Expired: f.expireFrom}
-	if _, ok := f.h.opts.Recorder.(ledger.IDRecorder); ok && rel.Record != nil {
-		rel.RecordID = ledger.NameID(string(ledger.TypeFederatedRound), ledger.KeyID(f.h.PublicKey()), f.cfg.Name, strconv.FormatUint(st.Round, 10), hash)
+	roundM, inputM := splitMetrics(metrics)
+	rel := releasing{Round: st.Round, Parent: st.Global, Model: hash, Used: out.Header.Participants, Privacy: privacy, Record: f.roundRecord(in, out.Header, hash, c, privacy, roundM),
+		Evaluation: f.evaluationRecord(in, out.Header, st.Global, inputM, privacy != nil), Expired: f.expireFrom}
+	if _, ok := f.h.opts.Recorder.(ledger.IDRecorder); ok {
+		key := ledger.KeyID(f.h.PublicKey())
+		if rel.Record != nil {
+			rel.RecordID = ledger.NameID(string(ledger.TypeFederatedRound), key, f.cfg.Name, strconv.FormatUint(st.Round, 10), hash)
+		}
+		if rel.Evaluation != nil {
+			rel.EvaluationID = ledger.NameID(string(ledger.TypeEvaluation), key, f.cfg.Name, strconv.FormatUint(st.Round, 10), st.Global)
+		}
 	}
 	if os := f.agg.State(); os.M != nil {
 		rel.Optimizer = &os
@@ -72,8 +83,13 @@ func (f *fedRun) release(ctx context.Context, st RoundState, in ModelHeader, out
 // its model by the round's version. The version is written last: a model under its
 // version has had its ledger record made. resumed says a restarted hub completes it.
 func (f *fedRun) completeRelease(ctx context.Context, rel releasing, versioned, resumed bool) error {
-	if rel.Record != nil && !versioned {
-		f.record(ctx, rel, resumed)
+	if !versioned {
+		if rel.Record != nil {
+			f.record(ctx, rel.Round, "federated round", rel.RecordID, *rel.Record, resumed)
+		}
+		if rel.Evaluation != nil {
+			f.record(ctx, rel.Round, "evaluation of the round's input model", rel.EvaluationID, *rel.Evaluation, resumed)
+		}
 	}
 	_, err := retry(ctx, f.log, "put version", func() (struct{}, error) {
 		return struct{}{}, f.h.tr.PutVersion(ctx, f.cfg.Name, ModelHeader{Round: rel.Round}.Version(), rel.Model)
@@ -81,31 +97,31 @@ func (f *fedRun) completeRelease(ctx context.Context, rel releasing, versioned, 
 	return err
 }
 
-// record records a released round in the ledger. With a recorder that takes ids, the
-// record's id is the one the release committed, and a restarted hub first asks whether the
-// hub before it made the record (it stopped between the record and the version); if the
-// recorder cannot tell, the round is recorded again under the same id, which the ledger
-// refuses as a conflict if the first one reached it.
-func (f *fedRun) record(ctx context.Context, rel releasing, resumed bool) {
+// record records body (what) of a released round in the ledger. With a recorder that
+// takes ids, the record's id is the one the release committed (id), and a restarted hub
+// first asks whether the hub before it made the record (it stopped between the record and
+// the version); if the recorder cannot tell, the body is recorded again under the same id,
+// which the ledger refuses as a conflict if the first one reached it.
+func (f *fedRun) record(ctx context.Context, round uint64, what, id string, body ledger.Body, resumed bool) {
 	var err error
-	if ir, ok := f.h.opts.Recorder.(ledger.IDRecorder); ok && rel.RecordID != "" {
+	if ir, ok := f.h.opts.Recorder.(ledger.IDRecorder); ok && id != "" {
 		if resumed {
-			_, done, cerr := ir.Recorded(ctx, rel.RecordID)
+			_, done, cerr := ir.Recorded(ctx, id)
 			if done {
-				f.log.Info("round recorded in the ledger before the restart", "round", rel.Round, "record", rel.RecordID)
+				f.log.Info(what+" recorded in the ledger before the restart", "round", round, "record", id)
 				return
 			}
 			if cerr != nil {
-				f.log.Warn("cannot tell whether the round was recorded before the restart; recording it under the same id", "round", rel.Round, "record", rel.RecordID, "err", cerr)
+				f.log.Warn("cannot tell whether the "+what+" was recorded before the restart; recording it under the same id", "round", round, "record", id, "err", cerr)
 			}
 		}
-		_, err = ir.RecordAs(ctx, rel.RecordID, *rel.Record)
+		_, err = ir.RecordAs(ctx, id, body)
 	} else {
-		_, err = f.h.opts.Recorder.Record(ctx, *rel.Record)
+		_, err = f.h.opts.Recorder.Record(ctx, body)
 	}
 	if err != nil {
 		f.h.m.ledger.Inc()
-		f.log.Error("federated round not recorded", "round", rel.Round, "err", err)
+		f.log.Error(what+" not recorded", "round", round, "err", err)
 	}
 }
 

@@ -449,7 +449,13 @@ func (f *fedTrainer) train(ctx context.Context, task federation.Task, global []f
 	ws := train.WarmStart{Architecture: task.Architecture, Params: global, ProxMu: task.ProximalMu / 2,
 		From: fmt.Sprintf("%s@r%d", task.Federation, task.Round)}
 	sum := make([]float64, len(global))
-	metrics := map[string]float64{}
+	// Each metric is the mean over the machines that have it, weighted by their windows:
+	// the global model is judged on a machine only when it could be.
+	metrics, weights := map[string]float64{}, map[string]float64{}
+	add := func(name string, v float64, w int) {
+		metrics[name] += float64(w) * v
+		weights[name] += float64(w)
+	}
 	total := 0
 	var errs []error
 	for _, m := range f.cfg.Machines {
@@ -471,7 +477,12 @@ func (f *fedTrainer) train(ctx context.Context, task federation.Task, global []f
 			sum[i] += float64(w) * float64(v)
 		}
 		for k, v := range res.Model.Metrics() {
-			metrics[k] += float64(w) * v
+			add(k, v, w)
+		}
+		if res.Start != nil { // how the round's global model did here, before the training
+			for k, v := range res.Start.Metrics() {
+				add(federation.GlobalMetricPrefix+k, v, w)
+			}
 		}
 		total += w
 		f.log.Info("federated round trained", "machine", m, "round", task.Round, "windows", w, "installed", res.Swapped, "reason", res.Reason)
@@ -484,7 +495,7 @@ func (f *fedTrainer) train(ctx context.Context, task federation.Task, global []f
 		out[i] = float32(v / float64(total))
 	}
 	for k := range metrics {
-		metrics[k] /= float64(total)
+		metrics[k] /= weights[k]
 	}
 	return federation.TrainResult{Params: out, Samples: total, Metrics: metrics}, nil
 }

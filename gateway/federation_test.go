@@ -684,10 +684,17 @@ func TestFederationEndToEnd(t *testing.T) {
 		t.Fatalf("hub's round report %+v; want aggregated from both gateways", rep)
 	}
 	// The round's metrics: the quality of the factories' models after the round's training,
-	// as both gateways reported it.
-	if m := rep.Metrics; len(m) != 4 || !(m["false_alarm_rate"] >= 0 && m["false_alarm_rate"] <= 1) ||
-		!(m["detection_rate"] >= 0 && m["detection_rate"] <= 1) || !(m["validation_windows"] >= 1) || math.IsNaN(m["separation"]) {
-		t.Errorf("hub's round metrics %v; want false_alarm_rate and detection_rate in [0, 1], separation, and validation_windows", m)
+	// as both gateways reported it, and of the global model they trained from (global_),
+	// judged on the same held-out windows before their training.
+	for _, prefix := range []string{"", federation.GlobalMetricPrefix} {
+		m := func(name string) float64 { return rep.Metrics[prefix+name] }
+		if len(rep.Metrics) != 8 || !(m("false_alarm_rate") >= 0 && m("false_alarm_rate") <= 1) ||
+			!(m("detection_rate") >= 0 && m("detection_rate") <= 1) || !(m("validation_windows") >= 1) || math.IsNaN(m("separation")) {
+			t.Errorf("hub's round metrics %v; want %sfalse_alarm_rate and %sdetection_rate in [0, 1], separation, and validation_windows", rep.Metrics, prefix, prefix)
+		}
+	}
+	if m := rep.Metrics; m["global_validation_windows"] != m["validation_windows"] {
+		t.Errorf("the global model was judged on %v windows, the trained models on %v; want the same", m["global_validation_windows"], m["validation_windows"])
 	}
 	t.Logf("round 1's metrics at the hub: %v", rep.Metrics)
 	for _, n := range names {

@@ -16,7 +16,8 @@ import (
 // TestTrainFromContinuesGlobalModel trains an autoencoder from scratch, then continues it
 // with TrainFrom (as a federation round does): the warm start is used (not a fresh
 // initialisation), the parameters move, the model is validated, stored and recorded with
-// the warm start in its hyper-parameters; a layout that does not fit the machine's
+// the warm start in its hyper-parameters, and the warm start is judged on the same held-out
+// data; a layout that does not fit the machine's
 // features is refused with ErrArchitecture.
 func TestTrainFromContinuesGlobalModel(t *testing.T) {
 	f := newInfluxFixture(t)
@@ -47,6 +48,16 @@ func TestTrainFromContinuesGlobalModel(t *testing.T) {
 	res, err := tr.TrainFrom(ctx, "pump-1", ws, nil)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The warm start judged as the new model was: here it is the first model, trained
+	// on the same data, so it does exactly as the first model did.
+	if first.Start != nil {
+		t.Errorf("a training without a warm start judged one: %+v", first.Start)
+	}
+	fm := first.Model.Metrics()
+	if q := res.Start; q == nil || q.FalseAlarmRate != fm["false_alarm_rate"] || q.DetectionRate != fm["detection_rate"] ||
+		float64(q.Windows) != fm["validation_windows"] {
+		t.Errorf("the warm start judged %+v, want the first model's %v", res.Start, fm)
 	}
 	ae := res.Model.Detector.(*autoencoder.Detector)
 	if !ae.Report().WarmStart {

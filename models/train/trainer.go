@@ -45,12 +45,16 @@ type Progress struct {
 
 // Result is what one training did.
 type Result struct {
-	Model    *Model
-	Current  *Model // the model that was running before, or nil
-	Swapped  bool   // Model replaced Current
-	Reason   string // why it was or was not swapped
-	Rows     int    // grid rows read
-	Windows  int    // windows fitted on
+	Model   *Model
+	Current *Model // the model that was running before, or nil
+	Swapped bool   // Model replaced Current
+	Reason  string // why it was or was not swapped
+	// Start is how the warm start's model (the federation's global model) did on the same
+	// held-out data, judged as Model was, with a threshold of its own; nil without a warm
+	// start, or when it could not be judged (logged).
+	Start    *Quality
+	Rows     int // grid rows read
+	Windows  int // windows fitted on
 	Dropped  []string
 	Duration time.Duration
 }
@@ -344,28 +348,32 @@ func (t *Trainer) fit(ctx context.Context, hist *History, progress func(Progress
 			HyperParameters: t.hyperParameters(start)},
 	}
 	art.Alarm.SetDefaults()
-	m := &Model{Machine: machine, Version: versionOf(trainedAt), Artifact: art, Detector: det, Threshold: 1} // threshold set below
+	m := &Model{Machine: machine, Version: versionOf(trainedAt), Artifact: art, Detector: det} // threshold set below
 	// The held-out part is split in two: the threshold is set on the first half, and both
 	// the new and the current model are judged on the second.
 	calib, judge := gridRows(holdGrid, 0, holdGrid.Values.Rows/2), gridRows(holdGrid, holdGrid.Values.Rows/2, holdGrid.Values.Rows)
-	cs, err := m.ScoreGrid(calib)
-	if err != nil || len(cs) < 10 {
-		return nil, fmt.Errorf("train %s: %d held-out windows to set the threshold on (%v): %w", machine, len(cs), err, errTooLittle)
-	}
-	th, err := threshold.Fit(cfg.Threshold, cs)
+	th, cs, err := calibrate(cfg.Threshold, m, calib)
 	if err != nil {
 		return nil, fmt.Errorf("train %s: %w", machine, err)
 	}
-	m.Threshold = th.Value
 	art.Threshold = th
 	newQ, err := Judge(m, judge)
 	if err != nil {
 		return nil, fmt.Errorf("train %s: validate: %w", machine, err)
 	}
-	art.Training.Metrics = newQ.metrics()
+	art.Training.Metrics = newQ.Metrics()
 	art.Training.ValidWindows = newQ.Windows + len(cs)
 	art.Training.Windows = prep.Windows.Rows + art.Training.ValidWindows
 	res := &Result{Model: m, Rows: rows, Windows: prep.Windows.Rows, Dropped: prep.Dropped}
+	if start != nil {
+		// The model the training started from, judged as the new one is: what the
+		// federation's global model does on this machine's data, with its own threshold.
+		if q, err := t.judgeStart(m, start, len(prep.Scaler.Signals), prep.Windows.Cols, calib, judge); err != nil {
+			t.log.Warn("the warm start cannot be judged", "machine", machine, "from", start.From, "err", err)
+		} else {
+			res.Start = &q
+		}
+	}
 	res.Current = t.current(machine)
 	res.Swapped, res.Reason = true, "no current model"
 	var curQ *Quality // the current model's, when it could be judged
@@ -461,7 +469,8 @@ type Quality struct {
 // FaultShift is the size of Judge's synthetic faults, in robust standard deviations.
 const FaultShift = 4.0
 
-func (q Quality) metrics() map[string]float64 {
+// Metrics are q as the metrics a model, its training record and its evaluation carry.
+func (q Quality) Metrics() map[string]float64 {
 	return map[string]float64{"false_alarm_rate": q.FalseAlarmRate, "detection_rate": q.DetectionRate,
 		"separation": q.Separation, "validation_windows": float64(q.Windows)}
 }
@@ -629,6 +638,36 @@ func (t *Trainer) recordTraining(ctx context.Context, res *Result, datasetID str
 	}
 }
 
+// calibrate sets m's threshold on the scores of the calibration grid (at least 10
+// windows), as configured, and returns it with the scores.
+func calibrate(c threshold.Config, m *Model, calib *features.Grid) (threshold.Threshold, []float64, error) {
+	cs, err := m.ScoreGrid(calib)
+	if err != nil || len(cs) < 10 {
+		return threshold.Threshold{}, nil, fmt.Errorf("%d held-out windows to set the threshold on (%v): %w", len(cs), err, errTooLittle)
+	}
+	th, err := threshold.Fit(c, cs)
+	if err != nil {
+		return threshold.Threshold{}, nil, err
+	}
+	m.Threshold = th.Value
+	return th, cs, nil
+}
+
+// judgeStart judges the warm start's model as the trained model m was judged: m's
+// features and scaler (signals signals, windows of cols columns), a threshold set on
+// calib, judged on judge.
+func (t *Trainer) judgeStart(m *Model, start *WarmStart, signals, cols int, calib, judge *features.Grid) (Quality, error) {
+	det, err := t.detector(signals, cols, start)
+	if err != nil {
+		return Quality{}, err
+	}
+	sm := &Model{Machine: m.Machine, Artifact: m.Artifact, Detector: det}
+	if _, _, err := calibrate(t.cfg.Threshold, sm, calib); err != nil {
+		return Quality{}, err
+	}
+	return Judge(sm, judge)
+}
+
 // EvaluationCriteria is the rule an evaluation record states: what a new model must do on
 // the held-out data to replace the machine's current one.
 var EvaluationCriteria = fmt.Sprintf("judged on the second half of the held-out data at its own threshold (set on the first half): "+
@@ -645,9 +684,9 @@ func (t *Trainer) recordEvaluation(ctx context.Context, res *Result, newQ Qualit
 		return
 	}
 	m := res.Model
-	metrics := newQ.metrics()
+	metrics := newQ.Metrics()
 	if curQ != nil {
-		for k, v := range curQ.metrics() {
+		for k, v := range curQ.Metrics() {
 			metrics["current_"+k] = v
 		}
 	}

@@ -49,6 +49,7 @@ type demoFederationResult struct {
 	HubAccepted     int                      // messages the hub accepted (its /metrics): 5 per member and round with secure aggregation
 	HubSecAggFailed int                      // secure-aggregation rounds the hub abandoned (its /metrics)
 	HubRounds       []ledger.FederatedRound  // FederatedRound records in the hub's ledger
+	HubEvaluations  []ledger.Evaluation      // the federated evaluations of the global models in the hub's ledger
 	LocalTrainings  map[string][]string      // per member: the global models its LocalTraining records continued
 	Pulled          string                   // the OEM pull's output
 	PullCode        int
@@ -146,7 +147,8 @@ func (d *demo) federate(ctx context.Context, g *runningGateway) error {
     quorum: %d
     round_timeout: 2m
     strategy: {name: fedprox, proximal_mu: 0.01}
-    secagg: {enabled: true, sample_cap: %d, metrics: [false_alarm_rate, detection_rate]}
+    secagg: {enabled: true, sample_cap: %d, metrics: [false_alarm_rate, detection_rate, global_false_alarm_rate, global_detection_rate]}
+    acceptance: {false_alarm_rate: {max: 0.3}, detection_rate: {min: 0.9}}
 `, archYAML, o.fedRounds, len(facs), demoFedSampleCap)
 	hubPath := filepath.Join(root, "hub.yaml")
 	if err := os.WriteFile(hubPath, []byte(hub.String()), 0o600); err != nil {
@@ -441,8 +443,9 @@ func (d *demo) hubLearned(httpAddr string, res *demoFederationResult) error {
 	res.HubAccepted, res.HubSecAggFailed = int(accepted), int(failed)
 	n := len(res.Members)
 	fmt.Fprintf(d.out, "   what the hub learned: only the sum of each round's %d updates, each weighted by its training windows (capped at %d),\n", n, demoFedSampleCap)
-	fmt.Fprintf(d.out, "   the same weighted sums of the two rates above, and the sum of the weights; never one factory's update, rate\n")
-	fmt.Fprintf(d.out, "   or count. Every upload was masked, and the masks cancel only in the sum\n")
+	fmt.Fprintf(d.out, "   the same weighted sums of the two rates above and of the global model's two rates (judged by each factory on its\n")
+	fmt.Fprintf(d.out, "   data before training from it), and the sum of the weights; never one factory's update, rate or count.\n")
+	fmt.Fprintf(d.out, "   Every upload was masked, and the masks cancel only in the sum\n")
 	fmt.Fprintf(d.out, "   (hub /metrics: %d messages accepted over %d rounds of 5 phases; %d secure-aggregation failures)\n",
 		res.HubAccepted, len(res.Rounds), res.HubSecAggFailed)
 	return nil
@@ -464,6 +467,23 @@ func (d *demo) readFederationLedgers(ctx context.Context, facs []*demoFactory, h
 		res.HubRounds = append(res.HubRounds, fr)
 		fmt.Fprintf(d.out, "     %s@r%d  aggregation %s  participants %s  %d input updates  output %s@%s sha256 %.16s…\n",
 			fr.Federation, fr.Round, fr.Aggregation, strings.Join(fr.Participants, ", "), len(fr.InputUpdates), fr.Output.Model, fr.Output.Version, fr.OutputHash)
+	}
+	evals, err := ledgerRecords(ctx, filepath.Join(hubDir, "ledger"), ledger.TypeEvaluation)
+	if err != nil {
+		return err
+	}
+	for _, r := range evals {
+		var ev ledger.Evaluation
+		if err := json.Unmarshal(r.Body, &ev); err != nil {
+			return err
+		}
+		res.HubEvaluations = append(res.HubEvaluations, ev)
+		verdict := "met"
+		if !ev.Passed {
+			verdict = "NOT met"
+		}
+		fmt.Fprintf(d.out, "     evaluation of %s by the factories that trained from it: false alarm rate %.3f, detection rate %.3f; acceptance bounds %s\n",
+			ev.ModelRef, ev.Metrics["false_alarm_rate"], ev.Metrics["detection_rate"], verdict)
 	}
 	prefix := demoFedName + "@r"
 	for _, f := range facs {

@@ -306,8 +306,20 @@ func TestIntegrationDemo(t *testing.T) {
 			t.Errorf("FederatedRound %d: aggregation %q; want fedprox+secagg (a round with secure aggregation)", h.Round, h.Aggregation)
 		}
 		// The two rates the hub asked for under the mask (secagg.metrics), as means of rates.
-		if m := r.Metrics; len(m) != 2 || !(m["false_alarm_rate"] >= 0 && m["false_alarm_rate"] <= 1) || !(m["detection_rate"] >= 0 && m["detection_rate"] <= 1) {
-			t.Errorf("round %d metrics %v; want false_alarm_rate and detection_rate in [0, 1]", r.Round, m)
+		if m := r.Metrics; len(m) != 4 || !(m["false_alarm_rate"] >= 0 && m["false_alarm_rate"] <= 1) || !(m["detection_rate"] >= 0 && m["detection_rate"] <= 1) ||
+			!(m["global_detection_rate"] >= 0 && m["global_detection_rate"] <= 1) {
+			t.Errorf("round %d metrics %v; want false_alarm_rate, detection_rate and their global_ pair in [0, 1]", r.Round, m)
+		}
+	}
+	// Each global model but the last was evaluated by the factories that trained from it
+	// (r0, the seeded initial model, is not recorded).
+	if len(fr.HubEvaluations) != o.fedRounds-1 {
+		t.Errorf("%d evaluation records in the hub's ledger; want %d", len(fr.HubEvaluations), o.fedRounds-1)
+	}
+	for i, ev := range fr.HubEvaluations {
+		if ev.Version != fmt.Sprintf("r%d", i+1) || ev.ArtifactHash != fr.Rounds[i].Model || !(ev.Metrics["detection_rate"] >= 0 && ev.Metrics["detection_rate"] <= 1) ||
+			!strings.Contains(ev.Criteria, "detection_rate ≥ 0.9") {
+			t.Errorf("evaluation %+v; want r%d (%s) with its detection rate and the acceptance bounds", ev, i+1, fr.Rounds[i].Model)
 		}
 	}
 	// advertise, share, mask, check and unmask: one message each per member and round.

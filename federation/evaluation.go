@@ -1,0 +1,116 @@
+package federation
+
+import (
+	"fmt"
+	"maps"
+	"math"
+	"slices"
+	"strings"
+
+	"github.com/millwright-io/millwright/gateway/config"
+	"github.com/millwright-io/millwright/ledger"
+)
+
+// GlobalMetricPrefix marks a gateway's metric about the global model it trained from,
+// judged on its held-out data before its training (global_false_alarm_rate), rather than
+// about its own model after the training. Combined over a round's updates as the other
+// metrics are, they are the federated evaluation of the round's input model, which the
+// hub records as that model's evaluation.
+const GlobalMetricPrefix = "global_"
+
+// Bound is an acceptance bound on one metric of the federated evaluation; Min, Max or
+// both are set.
+type Bound struct {
+	Min *float64 `yaml:"min"`
+	Max *float64 `yaml:"max"`
+}
+
+func (b Bound) String() string {
+	var s []string
+	if b.Min != nil {
+		s = append(s, fmt.Sprintf("≥ %g", *b.Min))
+	}
+	if b.Max != nil {
+		s = append(s, fmt.Sprintf("≤ %g", *b.Max))
+	}
+	return strings.Join(s, " and ")
+}
+
+// validateAcceptance checks the acceptance bounds: metric names, each bound with a
+// finite min or max, min ≤ max.
+func (c FederationConfig) validateAcceptance(p *config.Problems) {
+	for _, name := range slices.Sorted(maps.Keys(c.Acceptance)) {
+		b, path := c.Acceptance[name], config.Join("acceptance", name)
+		if err := CheckName(name); err != nil || strings.HasPrefix(name, GlobalMetricPrefix) {
+			p.Addf(path, "is not a metric name the gateways report (such as false_alarm_rate, without %q)", GlobalMetricPrefix)
+		}
+		finite := func(v *float64) bool { return v == nil || !(math.IsNaN(*v) || math.IsInf(*v, 0)) }
+		switch {
+		case b.Min == nil && b.Max == nil:
+			p.Addf(path, "has neither min nor max")
+		case !finite(b.Min) || !finite(b.Max):
+			p.Addf(path, "bounds must be finite numbers")
+		case b.Min != nil && b.Max != nil && *b.Min > *b.Max:
+			p.Addf(path, "min %g is above max %g", *b.Min, *b.Max)
+		}
+	}
+}
+
+// splitMetrics separates a round's combined metrics into those about the participants'
+// models after the round's training and those about the round's input model
+// (GlobalMetricPrefix, removed).
+func splitMetrics(all map[string]float64) (round, input map[string]float64) {
+	for k, v := range all {
+		if name, ok := strings.CutPrefix(k, GlobalMetricPrefix); ok {
+			if input == nil {
+				input = map[string]float64{}
+			}
+			input[name] = v
+			continue
+		}
+		if round == nil {
+			round = map[string]float64{}
+		}
+		round[k] = v
+	}
+	return round, input
+}
+
+// evaluationRecord is the ledger's record of the federated evaluation of in (hash), the
+// model round out trained from, by the participants of out, with metrics (their
+// combination; nil: none reported, and nothing is recorded), checked against the
+// federation's acceptance bounds. Like the round's metrics, it is not recorded with DP.
+func (f *fedRun) evaluationRecord(in, out ModelHeader, hash string, metrics map[string]float64, dpOn bool) *ledger.Evaluation {
+	if f.h.opts.Recorder == nil || metrics == nil || dpOn || in.Round == 0 {
+		return nil
+	}
+	how := "combined by the round's rule, " + f.cfg.Strategy.Name
+	if f.cfg.SecAgg.Enabled {
+		how = "their weighted mean, learned under secure aggregation"
+	}
+	criteria := fmt.Sprintf("federated evaluation in round %d: each of the %d participants (%s) judged the model on its own held-out data, "+
+		"with a threshold it set on its own calibration data, before training from it; the metrics are %s. Acceptance: ",
+		out.Round, len(out.Participants), strings.Join(out.Participants, ", "), how)
+	passed := true
+	if len(f.cfg.Acceptance) == 0 {
+		criteria += "no bounds configured (federations[].acceptance)"
+	}
+	for i, name := range slices.Sorted(maps.Keys(f.cfg.Acceptance)) {
+		b := f.cfg.Acceptance[name]
+		v, ok := metrics[name]
+		met := ok && (b.Min == nil || v >= *b.Min) && (b.Max == nil || v <= *b.Max)
+		passed = passed && met
+		if i > 0 {
+			criteria += "; "
+		}
+		criteria += fmt.Sprintf("%s %s", name, b)
+		switch {
+		case !ok:
+			criteria += " (not reported: failed)"
+		case !met:
+			criteria += fmt.Sprintf(" (%g: failed)", v)
+		}
+	}
+	return &ledger.Evaluation{ModelRef: ledger.ModelRef{Model: f.cfg.Name, Version: in.Version()}, ArtifactHash: hash,
+		Datasets: []string{}, Metrics: metrics, Criteria: criteria, Passed: passed}
+}
