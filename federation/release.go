@@ -31,13 +31,13 @@ type releasing struct {
 	// Record is the round's ledger record (nil without a recorder), and RecordID its id
 	// when the recorder takes one (ledger.IDRecorder): a restarted hub asks whether it was
 	// recorded before the stop instead of recording it again.
-	Record    *ledger.FederatedRound    `json:"record,omitempty"`
-	RecordID  string                    `json:"record_id,omitempty"`
+	Record   *ledger.FederatedRound `json:"record,omitempty"`
+	RecordID string                 `json:"record_id,omitempty"`
 	// Evaluation is the federated evaluation of the round's input model (nil when the
 	// round's participants reported none), recorded after Record, under EvaluationID.
-	Evaluation   *ledger.Evaluation `json:"evaluation,omitempty"`
-	EvaluationID string             `json:"evaluation_id,omitempty"`
-	Optimizer *aggregate.OptimizerState `json:"optimizer,omitempty"`
+	Evaluation   *ledger.Evaluation        `json:"evaluation,omitempty"`
+	EvaluationID string                    `json:"evaluation_id,omitempty"`
+	Optimizer    *aggregate.OptimizerState `json:"optimizer,omitempty"`
 	// Expired is the oldest round whose model the hub had not deleted yet (fedRun's
 	// expireFrom) when it committed the release: a restarted hub continues from there.
 	Expired uint64 `json:"expired,omitempty"`

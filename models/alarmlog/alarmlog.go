@@ -265,8 +265,11 @@ func (l *Log) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			t.Stop()
 			err := l.rotate(l.now().UTC(), false)
-			// Recorded into the outbox, which anchors it at the next start if not now.
-			l.digestPending(context.WithoutCancel(ctx))
+			// Recorded into the outbox, which anchors it at the next start if not now; a
+			// recorder that must first ask its backend gets stopTimeout.
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stopTimeout)
+			l.digestPending(sctx)
+			cancel()
 			return err
 		case <-t.C:
 		}
@@ -276,6 +279,9 @@ func (l *Log) Run(ctx context.Context) error {
 		l.digestPending(ctx)
 	}
 }
+
+// stopTimeout bounds the digest Run records when it stops.
+const stopTimeout = 10 * time.Second
 
 // rotate closes the open period at to and, when next is set, opens the one starting there.
 func (l *Log) rotate(to time.Time, next bool) error {
