@@ -458,6 +458,13 @@ func (b *Bus) getObject(ctx context.Context, bucket, name string, verify bool) (
 		return nil, err
 	}
 	data, err := readChunks(ctx, st, chunkSubject(bucket, info.NUID), info.Size)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		// A delete removes the metadata first, then the chunks: one that ran during this
+		// read has made the object not found, which is what the caller gets.
+		if _, ierr := o.GetInfo(ctx, name); errors.Is(ierr, jetstream.ErrObjectNotFound) {
+			return nil, fmt.Errorf("natsbus: %s/%s deleted while it was read: %w", bucket, name, federation.ErrNotFound)
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("natsbus: get %s/%s: %w", bucket, name, err)
 	}

@@ -399,6 +399,33 @@ func TestObjectsReadByTheObjectStore(t *testing.T) {
 
 // TestDeleteUpdatesOfOneRound: DeleteUpdates removes every member's updates of that round
 // and only those; a round with none is not an error.
+// TestGetModelWhileDeleted: a model read while it is deleted is either read whole or not
+// found, never an error about a missing chunk (the hub deletes expired models while
+// gateways and subscribers may still read them).
+func TestGetModelWhileDeleted(t *testing.T) {
+	_, hub := startServer(t, false)
+	ctx := context.Background()
+	for range 15 {
+		want, h := putModel(t, hub, 3*maxChunk+777)
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			if err := hub.DeleteModel(ctx, "f1", h); err != nil {
+				t.Error(err)
+			}
+		})
+		for range 4 {
+			wg.Go(func() {
+				if got, err := hub.GetModel(ctx, "f1", h); err != nil && !errors.Is(err, federation.ErrNotFound) {
+					t.Errorf("read during the delete: %v; want the model or not found", err)
+				} else if err == nil && !bytes.Equal(got, want) {
+					t.Errorf("read during the delete: %d bytes, not the model", len(got))
+				}
+			})
+		}
+		wg.Wait()
+	}
+}
+
 func TestDeleteUpdatesOfOneRound(t *testing.T) {
 	_, hub := startServer(t, false)
 	ctx := context.Background()
