@@ -30,6 +30,7 @@ import (
 type crashingTransport struct {
 	federation.Transport
 	at      string
+	version string // the version whose release the hub dies in: r1
 	mu      sync.Mutex
 	dead    bool
 	model   string        // the hash of the last model stored
@@ -44,7 +45,7 @@ const (
 )
 
 func newCrashingTransport(tr federation.Transport, at string) *crashingTransport {
-	return &crashingTransport{Transport: tr, at: at, crashed: make(chan struct{})}
+	return &crashingTransport{Transport: tr, at: at, version: "r1", crashed: make(chan struct{})}
 }
 
 // write runs a write unless the hub is dead; crash says whether the hub dies at it
@@ -85,7 +86,7 @@ func (c *crashingTransport) PutBlob(ctx context.Context, fed, name string, data 
 }
 
 func (c *crashingTransport) PutVersion(ctx context.Context, fed, version, hash string) error {
-	crash := version == "r1" && (c.at == crashAfterVersion || c.at == crashBeforeVersion)
+	crash := version == c.version && (c.at == crashAfterVersion || c.at == crashBeforeVersion)
 	return c.write(ctx, crash, c.at == crashBeforeVersion, func() error { return c.Transport.PutVersion(ctx, fed, version, hash) })
 }
 
@@ -282,6 +283,86 @@ func TestHubRestartBetweenRecordAndVersion(t *testing.T) {
 	}
 	if !slices.Equal(rounds, []int64{1, 2}) || o2.Stats().Rejected != 0 {
 		t.Errorf("ledger records of rounds %v, %d refused by the ledger; want [1 2] and none", rounds, o2.Stats().Rejected)
+	}
+}
+
+// TestHubRestartRecordsEvaluationOnce: the hub stops in round 2's release after it
+// recorded the round and the evaluation of r1 (the gateways report global_ metrics), before
+// it named r2; the restarted hub finds both records by the ids the release committed and
+// records neither again. The ledger ends with one record per round and one evaluation per
+// evaluated model, and the outbox refused nothing.
+func TestHubRestartRecordsEvaluationOnce(t *testing.T) {
+	const n, dim = 3, 32
+	e := newEnv(t, n, false)
+	fc := fedConfig(n, dim)
+	fc.Rounds = 3
+	dir := t.TempDir()
+	lg, err := local.Open(filepath.Join(dir, "ledger"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = lg.Close() })
+	signer, err := ledger.NewSigner(hubKey(), "hub", "oem")
+	if err != nil {
+		t.Fatal(err)
+	}
+	outbox := func() (*ledger.Outbox, func()) {
+		o, err := ledger.Open(ledger.Config{Dir: filepath.Join(dir, "outbox"), Site: "oem-hub"}, signer, lg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- o.Run(ctx) }()
+		return o, func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Error(err)
+			}
+			_ = o.Close()
+		}
+	}
+	o1, stop1 := outbox()
+	crash := newCrashingTransport(e.hub, crashBeforeVersion)
+	crash.version = "r2"
+	h1 := startHubRecording(t, crash, o1, fc)
+	for i := range n {
+		e.gateway(t, i, &pullTrainer{target: target(i, dim), samples: 10, metrics: func(uint64) map[string]float64 {
+			return map[string]float64{"false_alarm_rate": 0.2, "global_false_alarm_rate": 0.1}
+		}})
+	}
+	select {
+	case <-crash.crashed:
+	case <-time.After(60 * time.Second):
+		t.Fatal("round 2 was not released")
+	}
+	h1.stop()
+	stop1()
+
+	o2, stop2 := outbox()
+	defer stop2()
+	h2 := startHubRecording(t, e.hub, o2, fc)
+	for r := h2.next(t); r.Round < 3; r = h2.next(t) {
+	}
+	servicetest.WaitFor(t, 10*time.Second, "records anchored", func() bool { return o2.Stats().Pending == 0 })
+	count := func(typ ledger.Type) []string {
+		recs, err := lg.Query(context.Background(), ledger.Query{Type: typ})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var about []string
+		for _, rec := range recs {
+			b, err := rec.DecodeBody()
+			if err != nil {
+				t.Fatal(err)
+			}
+			about = append(about, b.(ledger.Subject).About().Version)
+		}
+		return about
+	}
+	if rounds, evals := count(ledger.TypeFederatedRound), count(ledger.TypeEvaluation); !slices.Equal(rounds, []string{"r1", "r2", "r3"}) ||
+		!slices.Equal(evals, []string{"r1", "r2"}) || o2.Stats().Rejected != 0 {
+		t.Errorf("records of rounds %v and evaluations of %v, %d refused; want r1-r3, r1-r2 and none", rounds, evals, o2.Stats().Rejected)
 	}
 }
 
