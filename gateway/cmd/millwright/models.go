@@ -21,6 +21,7 @@ Commands:
   subscribe --federation F --hub-key HEX [flags]
                                      follow a federation: write each new global model once its hash,
                                      the hub's signature and (with --ledger or --fabric) its lineage check
+                                     pass; with --channel C, only the versions released on C
   pull --hub-key HEX [flags] F@VERSION
                                      write one global model of a federation (VERSION: rN or latest),
                                      checked the same way

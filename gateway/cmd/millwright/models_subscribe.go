@@ -118,13 +118,35 @@ func (c *lineageCheck) verify(ctx context.Context, name, hash string) (audit.Res
 		case <-ctx.Done():
 		case <-time.After(500 * time.Millisecond):
 		}
-		if c.reopen != nil {
-			if l, err := c.reopen(); err == nil {
-				_ = c.l.Close()
-				c.l = l
-			}
+		c.refresh()
+	}
+}
+
+// refresh opens a local ledger again, to see the records added since it was opened.
+func (c *lineageCheck) refresh() {
+	if c.reopen != nil {
+		if l, err := c.reopen(); err == nil {
+			_ = c.l.Close()
+			c.l = l
 		}
 	}
+}
+
+// release returns the latest release of federation fed's models on channel in the ledger;
+// ok is false when there is none yet.
+func (c *lineageCheck) release(ctx context.Context, fed, channel string) (rec ledger.Record, rel ledger.Release, ok bool, err error) {
+	c.refresh()
+	recs, err := c.l.Query(ctx, ledger.Query{Type: ledger.TypeRelease, Model: ledger.ModelRef{Model: fed}})
+	if err != nil {
+		return rec, rel, false, err
+	}
+	for i := len(recs) - 1; i >= 0; i-- {
+		body, err := recs[i].DecodeBody()
+		if r, is := body.(ledger.Release); err == nil && is && r.Channel == channel {
+			return recs[i], r, true, nil
+		}
+	}
+	return rec, rel, false, nil
 }
 
 // dial checks the flags and connects.
@@ -223,6 +245,11 @@ and OUT/F.latest ("rN SHA256"), once its SHA-256, the hub's signature and, with 
 --fabric, the hub's round record in the ledger are checked. A model that fails a check is
 not written. Runs until interrupted.
 
+With --channel C (and --ledger or --fabric) it follows the versions people released on
+channel C instead ('millwright models release'): whenever the latest release on C names
+another version, it writes that version, checked the same way (the release record's
+signature included), and OUT/F.C ("rN SHA256").
+
 Flags:
 `
 
@@ -235,6 +262,8 @@ func cmdModelsSubscribe(ctx context.Context, args []string, stdout, stderr io.Wr
 		fs.PrintDefaults()
 	}
 	fed := fs.String("federation", "", "federation to follow (required)")
+	channel := fs.String("channel", "", "follow only the versions released on this channel, read from the ledger (needs --ledger or --fabric)")
+	poll := fs.Duration("poll", 30*time.Second, "with --channel: how often the ledger is read for a new release")
 	var cf modelsClientFlags
 	cf.register(fs)
 	if err := fs.Parse(args); err != nil {
@@ -251,6 +280,16 @@ func cmdModelsSubscribe(ctx context.Context, args []string, stdout, stderr io.Wr
 		fmt.Fprintf(stderr, "millwright models subscribe: --federation: %v\n", err)
 		return 2
 	}
+	if *channel != "" {
+		if err := federation.CheckName(*channel); err != nil {
+			fmt.Fprintf(stderr, "millwright models subscribe: --channel: %v\n", err)
+			return 2
+		}
+	}
+	if *channel != "" && (cf.ledger == "" && cf.fabric == "" || *poll <= 0) {
+		fmt.Fprint(stderr, "millwright models subscribe: --channel needs --ledger DIR or --fabric FILE (the releases are read there) and a positive --poll\n")
+		return 2
+	}
 	lc, err := cf.lineage()
 	if err != nil {
 		fmt.Fprintf(stderr, "millwright models subscribe: %v\n", err)
@@ -264,6 +303,10 @@ func cmdModelsSubscribe(ctx context.Context, args []string, stdout, stderr io.Wr
 		return 1
 	}
 	defer func() { _ = bus.Close() }()
+	if *channel != "" {
+		followChannel(ctx, bus, key, *fed, *channel, *poll, cf.out, lc, stdout, stderr)
+		return 0
+	}
 	// The watcher hands the newest state over (capacity 1, older ones replaced): a slow
 	// download skips to the latest model, which is what a subscriber wants.
 	latest := make(chan federation.RoundState, 1)
@@ -315,6 +358,42 @@ func cmdModelsSubscribe(ctx context.Context, args []string, stdout, stderr io.Wr
 				case <-time.After(time.Second):
 				}
 			}
+		}
+	}
+}
+
+// followChannel writes the version each new latest release of fed on channel names,
+// checked as subscribe checks a model, and OUT/FED.CHANNEL, reading the ledger every poll
+// until ctx ends. A version it cannot fetch or check is reported and tried again at the
+// next poll.
+func followChannel(ctx context.Context, bus *natsbus.Bus, key ed25519.PublicKey, fed, channel string, poll time.Duration, out string,
+	lc *lineageCheck, stdout, stderr io.Writer) {
+	have, lastErr := "", ""
+	for {
+		rec, rel, ok, err := lc.release(ctx, fed, channel)
+		if ok && rel.ArtifactHash != have {
+			var f fetched
+			if f, err = fetchAndWrite(ctx, bus, fed, rel.ArtifactHash, key, out, false, lc); err == nil {
+				line := rel.Version + " " + rel.ArtifactHash + "\n"
+				err = atomicfile.WriteFile(filepath.Join(out, fed+"."+channel), []byte(line), 0o644, true)
+			}
+			if err == nil {
+				have = rel.ArtifactHash
+				fmt.Fprintf(stdout, "%s released on %s by %s (%s) at %s, sha256 %s%s -> %s\n", rel.ModelRef, channel, rec.Header.Actor.Name,
+					rec.Header.Actor.Org, rec.Header.Time.Format(time.RFC3339), rel.ArtifactHash, f.roundMetrics(), f.path)
+			}
+		}
+		if err != nil && ctx.Err() == nil && err.Error() != lastErr {
+			fmt.Fprintf(stderr, "millwright models subscribe: %s on %s: %v (tried again every %v)\n", fed, channel, err, poll)
+		}
+		lastErr = ""
+		if err != nil {
+			lastErr = err.Error()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(poll):
 		}
 	}
 }

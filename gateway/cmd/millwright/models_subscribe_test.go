@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +21,10 @@ import (
 	"github.com/millwright-io/millwright/federation/natsbus"
 	"github.com/millwright-io/millwright/gateway/config"
 	"github.com/millwright-io/millwright/internal/servicetest"
+	"github.com/millwright-io/millwright/ledger"
+	"github.com/millwright-io/millwright/ledger/audit"
+	"github.com/millwright-io/millwright/ledger/local"
+	"github.com/millwright-io/millwright/ledger/signoff"
 	"github.com/millwright-io/millwright/models"
 )
 
@@ -31,9 +37,22 @@ func (plusOne) Train(_ context.Context, _ federation.Task, g []float32) (federat
 	return federation.TrainResult{Params: g, Samples: 1}, nil
 }
 
-// TestModelsSubscribeAndPull runs a hub and two gateways in process, and an OEM that may
-// read the federation's models (but send no updates) following it from the command line.
-func TestModelsSubscribeAndPull(t *testing.T) {
+// pumps is a federation "pumps" run in process for the OEM commands' tests: an embedded
+// NATS server, a hub (its ledger records to rec, if any) running two rounds, and two
+// gateways; common are the flags of an OEM that may read the federation's models (but
+// send no updates), writing to out.
+type pumps struct {
+	srv     *natsbus.Server
+	hubBus  *natsbus.Bus
+	hubKey  ed25519.PrivateKey
+	members []ed25519.PrivateKey
+	common  []string
+	out     string
+	done    []chan error // the hub's and the gateways' Run
+}
+
+func startPumps(t *testing.T, ctx context.Context, rec ledger.Recorder) *pumps {
+	t.Helper()
 	log := slog.New(slog.DiscardHandler)
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(servicetest.FreePort(t)))
 	sc := natsbus.ServerConfig{Listen: addr, StoreDir: t.TempDir(), Factories: []natsbus.Factory{
@@ -46,57 +65,70 @@ func TestModelsSubscribeAndPull(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer srv.Shutdown()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	hubBus, err := natsbus.Dial(ctx, srv.HubClient(), log)
-	if err != nil {
+	t.Cleanup(srv.Shutdown)
+	p := &pumps{srv: srv, hubKey: ed25519.NewKeyFromSeed(bytes.Repeat([]byte{7}, 32)), out: t.TempDir()}
+	if p.hubBus, err = natsbus.Dial(ctx, srv.HubClient(), log); err != nil {
 		t.Fatal(err)
 	}
-	defer func() { _ = hubBus.Close() }()
-	if err := hubBus.EnsureFederation(ctx, "pumps", []string{"g0", "g1"}, time.Hour); err != nil {
+	t.Cleanup(func() { _ = p.hubBus.Close() })
+	if err := p.hubBus.EnsureFederation(ctx, "pumps", []string{"g0", "g1"}, time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	hubKey := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{7}, 32))
 	fc := federation.FederationConfig{Name: "pumps", Rounds: 2, RoundTimeout: time.Minute,
 		Architecture: models.Architecture{Kind: "linear", Version: 1, Params: 10}}
-	var keys []ed25519.PrivateKey
 	for i := range 2 {
 		k := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{byte(i + 1)}, 32))
-		keys = append(keys, k)
+		p.members = append(p.members, k)
 		fc.Members = append(fc.Members, federation.Member{Name: fmt.Sprintf("g%d", i), Key: federation.PublicKey{PublicKey: k.Public().(ed25519.PublicKey)}})
 	}
 	hc := federation.HubConfig{Federations: []federation.FederationConfig{fc}}
 	hc.SetDefaults()
-	hub, err := federation.NewHub(hc, hubBus, hubKey, federation.HubOptions{})
+	hub, err := federation.NewHub(hc, p.hubBus, p.hubKey, federation.HubOptions{Recorder: rec})
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := t.TempDir()
-	common := []string{"--nats", srv.ClientURL(), "--user", "oem", "--password", "env:OEM_PW", "--hub-key", hex.EncodeToString(hubKey.Public().(ed25519.PublicKey)), "--out", out}
+	p.common = []string{"--nats", srv.ClientURL(), "--user", "oem", "--password", "env:OEM_PW", "--hub-key", hex.EncodeToString(p.hubKey.Public().(ed25519.PublicKey)), "--out", p.out}
 	t.Setenv("OEM_PW", "po")
-	var sub bytes.Buffer
-	subDone := make(chan int, 1)
-	go func() {
-		subDone <- cmdModelsSubscribe(ctx, append([]string{"--federation", "pumps"}, common...), &sub, os.Stderr)
-	}()
-	hubDone := make(chan error, 1)
-	go func() { hubDone <- hub.Run(ctx) }()
-	var gws []chan error
+	run := func(f func() error) {
+		done := make(chan error, 1)
+		p.done = append(p.done, done)
+		go func() { done <- f() }()
+	}
+	run(func() error { return hub.Run(ctx) })
 	for i := range 2 {
 		b, err := natsbus.Dial(ctx, natsbus.ClientConfig{URL: srv.ClientURL(), User: fmt.Sprintf("g%d", i), Password: config.NewSecret(fmt.Sprintf("p%d", i)), Timeout: 5 * time.Second}, log)
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer func() { _ = b.Close() }()
-		p, err := federation.NewParticipant(federation.ParticipantConfig{Federation: "pumps", Name: fmt.Sprintf("g%d", i), HubKey: hubKey.Public().(ed25519.PublicKey)}, b, keys[i], plusOne{}, log, nil)
+		t.Cleanup(func() { _ = b.Close() })
+		pt, err := federation.NewParticipant(federation.ParticipantConfig{Federation: "pumps", Name: fmt.Sprintf("g%d", i), HubKey: p.hubKey.Public().(ed25519.PublicKey)}, b, p.members[i], plusOne{}, log, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		done := make(chan error, 1)
-		gws = append(gws, done)
-		go func() { done <- p.Run(ctx) }()
+		run(func() error { return pt.Run(ctx) })
 	}
+	return p
+}
+
+// wait waits for the hub and the gateways to return (their context has ended).
+func (p *pumps) wait() {
+	for _, d := range p.done {
+		<-d
+	}
+}
+
+// TestModelsSubscribeAndPull runs a hub and two gateways in process, and an OEM that may
+// read the federation's models (but send no updates) following it from the command line.
+func TestModelsSubscribeAndPull(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var sub bytes.Buffer
+	subDone := make(chan int, 1)
+	p := startPumps(t, ctx, nil)
+	common, out, hubKey, hubBus, keys := p.common, p.out, p.hubKey, p.hubBus, p.members
+	go func() {
+		subDone <- cmdModelsSubscribe(ctx, append([]string{"--federation", "pumps"}, common...), &sub, os.Stderr)
+	}()
 	latest := filepath.Join(out, "pumps.latest")
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		if b, err := os.ReadFile(latest); err == nil && strings.HasPrefix(string(b), "r2 ") {
@@ -110,10 +142,7 @@ func TestModelsSubscribeAndPull(t *testing.T) {
 	if code := <-subDone; code != 0 {
 		t.Fatalf("subscribe exited %d", code)
 	}
-	<-hubDone
-	for _, d := range gws {
-		<-d
-	}
+	p.wait()
 	// pull writes r1; its file is the signed model, whose hash is in the ledger's terms.
 	pullOut := t.TempDir()
 	var pulled bytes.Buffer
@@ -151,4 +180,135 @@ func TestModelsSubscribeAndPull(t *testing.T) {
 	if code := cmdModelsPull(context.Background(), args, &pulled, &bytes.Buffer{}); code == 0 {
 		t.Fatal("pull accepted a model under a key that is not the hub's")
 	}
+}
+
+// TestModelsSubscribeChannel: an OEM following the channel stable gets exactly the versions
+// people released on it, in turn, each checked against the ledger; a release by a key the
+// OEM does not trust moves nothing.
+func TestModelsSubscribeChannel(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	dir := t.TempDir()
+	lg, err := local.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lg.Close()
+	// Outboxes into the one ledger: the hub's, a trusted engineer's and an untrusted one's.
+	outbox := func(name, org string, seed byte) (*ledger.Outbox, string) {
+		s, err := ledger.NewSigner(ed25519.NewKeyFromSeed(bytes.Repeat([]byte{seed}, 32)), name, org)
+		if err != nil {
+			t.Fatal(err)
+		}
+		o, err := ledger.Open(ledger.Config{Dir: t.TempDir(), Site: org, RetryInitial: time.Millisecond}, s, lg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = o.Close() })
+		return o, audit.FormatKey(audit.Key{Name: name, Org: org, Public: s.Public()})
+	}
+	dana, danaKey := outbox("Dana Weiss", "oem", 21)
+	mallory, _ := outbox("Mallory", "oem", 22)
+	hubOut, _ := outbox("hub", "oem", 7) // the hub's key, seed 7 as startPumps's
+	hubRun := make(chan error, 1)
+	go func() { hubRun <- hubOut.Run(ctx) }()
+	p := startPumps(t, ctx, hubOut)
+	keys := filepath.Join(t.TempDir(), "keys.txt")
+	hubLine := audit.FormatKey(audit.Key{Name: "hub", Org: "oem", Public: p.hubKey.Public().(ed25519.PublicKey)})
+	if err := os.WriteFile(keys, []byte(hubLine+"\n"+danaKey+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	servicetest.WaitFor(t, 30*time.Second, "both rounds in the ledger", func() bool {
+		recs, _ := lg.Query(ctx, ledger.Query{Type: ledger.TypeFederatedRound})
+		return len(recs) == 2 && hubOut.Stats().Pending == 0
+	})
+
+	var stdout, stderr syncBuffer
+	subDone := make(chan int, 1)
+	go func() {
+		subDone <- cmdModelsSubscribe(ctx, append([]string{"--federation", "pumps", "--channel", "stable", "--poll", "20ms",
+			"--ledger", dir, "--keys", keys, "--lineage-wait", "300ms"}, p.common...), &stdout, &stderr)
+	}()
+	record := func(o *ledger.Outbox, body ledger.Body) {
+		t.Helper()
+		if _, err := o.Record(ctx, body); err != nil {
+			t.Fatal(err)
+		}
+		if err := o.Drain(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	find := func(version string) signoff.Version {
+		t.Helper()
+		v, err := signoff.Find(ctx, lg, ledger.ModelRef{Model: "pumps", Version: version})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	signOff := func(o *ledger.Outbox, version string) {
+		t.Helper()
+		a, err := find(version).Approval(true, "meets the acceptance criteria", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		record(o, a)
+		r, err := find(version).Release("stable", "", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		record(o, r)
+	}
+	stable := filepath.Join(p.out, "pumps.stable")
+	follows := func(version string) {
+		t.Helper()
+		servicetest.WaitFor(t, 10*time.Second, "pumps.stable at "+version, func() bool {
+			b, err := os.ReadFile(stable)
+			return err == nil && strings.HasPrefix(string(b), version+" ")
+		})
+	}
+	signOff(dana, "r1")
+	follows("r1")
+	if _, err := os.Stat(filepath.Join(p.out, "pumps@r2.mwg")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("r2, not released, was written: %v", err)
+	}
+	signOff(dana, "r2")
+	follows("r2")
+	// Mallory's release of r1 is the latest on stable, but her key is not trusted.
+	signOff(mallory, "r1")
+	servicetest.WaitFor(t, 10*time.Second, "the untrusted release refused", func() bool {
+		return strings.Contains(stderr.String(), "pumps on stable:") && strings.Contains(stderr.String(), "NOT VERIFIED")
+	})
+	if b, _ := os.ReadFile(stable); !strings.HasPrefix(string(b), "r2 ") {
+		t.Errorf("pumps.stable %q after the untrusted release; want r2", b)
+	}
+	cancel()
+	if code := <-subDone; code != 0 {
+		t.Fatalf("subscribe exited %d", code)
+	}
+	p.wait()
+	<-hubRun
+	for _, want := range []string{"pumps@r1 released on stable by Dana Weiss (oem)", "pumps@r2 released on stable by Dana Weiss (oem)"} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("subscribe printed %q; want %q", stdout.String(), want)
+		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer that a command writes to while the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
