@@ -16,6 +16,7 @@ import (
 	"github.com/millwright-io/millwright/federation/aggregate"
 	"github.com/millwright-io/millwright/federation/compress"
 	"github.com/millwright-io/millwright/internal/metrictest"
+	"github.com/millwright-io/millwright/internal/servicetest"
 )
 
 // weightedMean is where FedAvg over the gateways' optima converges.
@@ -88,6 +89,64 @@ func TestHubKeepsTheLatestModels(t *testing.T) {
 	defer h.rec.mu.Unlock()
 	if len(h.rec.bodies) != rounds-1 {
 		t.Errorf("%d FederatedRound records, want %d (every released model, deleted or not)", len(h.rec.bodies), rounds-1)
+	}
+}
+
+// TestHubKeepsReleasedModels: a model people released (HubOptions.Released) stays in the
+// store past keep_models while the others around it go; a hub that cannot tell which
+// models were released deletes none.
+func TestHubKeepsReleasedModels(t *testing.T) {
+	const n, dim, rounds, keep = 3, 20, 5, 2
+	for _, reachable := range []bool{true, false} {
+		t.Run(fmt.Sprintf("ledger reachable %v", reachable), func(t *testing.T) {
+			e := newEnv(t, n, false)
+			fc := fedConfig(n, dim)
+			fc.Rounds, fc.KeepModels = rounds, keep
+			h := startHubWith(t, e.hub, func(o *federation.HubOptions) {
+				o.Released = func(ctx context.Context, fed string) (map[string]bool, error) {
+					if !reachable {
+						return nil, errors.New("ledger not reachable")
+					}
+					r1, err := e.hub.GetVersion(ctx, fed, "r1")
+					return map[string]bool{r1: true}, err
+				}
+			}, fc)
+			for i := range n {
+				e.gateway(t, i, &pullTrainer{target: target(i, dim), samples: 10})
+			}
+			for range rounds {
+				h.next(t)
+			}
+			ctx := context.Background()
+			stored := func(version string) bool {
+				t.Helper()
+				hash, err := e.hub.GetVersion(ctx, fedName, version)
+				if err != nil {
+					t.Fatal(err)
+				}
+				_, err = e.hub.GetModel(ctx, fedName, hash)
+				if err != nil && !errors.Is(err, federation.ErrNotFound) {
+					t.Fatal(err)
+				}
+				return err == nil
+			}
+			want := map[string]bool{"r0": false, "r1": true, "r2": false, "r3": false, "r4": true, "r5": true}
+			if reachable {
+				servicetest.WaitFor(t, 10*time.Second, "r3 deleted", func() bool { return !stored("r3") })
+			} else {
+				servicetest.WaitFor(t, 10*time.Second, "a failed deletion", func() bool {
+					return h.counter("millwright_federation_delete_errors_total", "what", "model") > 0
+				})
+				for v := range want {
+					want[v] = true
+				}
+			}
+			for v, w := range want {
+				if got := stored(v); got != w {
+					t.Errorf("%s stored %v, want %v (r1 released, keep_models %d)", v, got, w, keep)
+				}
+			}
+		})
 	}
 }
 

@@ -146,16 +146,23 @@ func startHub(t testing.TB, tr federation.Transport, fcs ...federation.Federatio
 // fakeRecorder, when rec is nil).
 func startHubRecording(t testing.TB, tr federation.Transport, rec ledger.Recorder, fcs ...federation.FederationConfig) *hubRun {
 	t.Helper()
+	return startHubWith(t, tr, func(o *federation.HubOptions) {
+		if rec != nil {
+			o.Recorder = rec
+		}
+	}, fcs...)
+}
+
+// startHubWith is startHub with the hub's options adjusted by adjust.
+func startHubWith(t testing.TB, tr federation.Transport, adjust func(*federation.HubOptions), fcs ...federation.FederationConfig) *hubRun {
+	t.Helper()
 	cfg := federation.HubConfig{Federations: fcs}
 	cfg.SetDefaults()
 	h := &hubRun{reports: make(chan federation.RoundReport, 100), reg: prometheus.NewRegistry(), rec: &fakeRecorder{}, done: make(chan error, 1)}
-	if rec == nil {
-		rec = h.rec
-	}
+	opts := federation.HubOptions{Logger: discard, Registerer: h.reg, Recorder: h.rec, OnRound: func(r federation.RoundReport) { h.reports <- r }}
+	adjust(&opts)
 	var err error
-	h.hub, err = federation.NewHub(cfg, tr, hubKey(), federation.HubOptions{Logger: discard, Registerer: h.reg, Recorder: rec,
-		OnRound: func(r federation.RoundReport) { h.reports <- r }})
-	if err != nil {
+	if h.hub, err = federation.NewHub(cfg, tr, hubKey(), opts); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -527,6 +527,28 @@ func OpenLedger(c LedgerConfig, stateDir, org string, log *slog.Logger, reg prom
 // Close closes the outbox, then the backend.
 func (l *Ledger) Close() error { return l.lin.Close() }
 
+// Released returns the SHA-256 of every model of federation fed that a release record in
+// the backend names (federation.HubOptions.Released). A backend that cannot be queried
+// names none.
+func (l *Ledger) Released(ctx context.Context, fed string) (map[string]bool, error) {
+	q, ok := l.lin.backend.(ledger.Querier)
+	if !ok {
+		return nil, nil
+	}
+	recs, err := q.Query(ctx, ledger.Query{Type: ledger.TypeRelease, Model: ledger.ModelRef{Model: fed}})
+	if err != nil {
+		return nil, fmt.Errorf("releases of %s: %w", fed, err)
+	}
+	out := map[string]bool{}
+	for _, rec := range recs {
+		body, err := rec.DecodeBody()
+		if r, ok := body.(ledger.Release); err == nil && ok {
+			out[r.ArtifactHash] = true
+		}
+	}
+	return out, nil
+}
+
 // ResolveLedger fills c's defaults that depend on the state directory and the actor's
 // organisation, as OpenLedger does (for validating a configuration before opening it).
 func ResolveLedger(c *LedgerConfig, stateDir, org string) {

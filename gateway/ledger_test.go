@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/millwright-io/millwright/internal/servicetest"
 	"github.com/millwright-io/millwright/internal/testlog"
 	"github.com/millwright-io/millwright/ledger"
@@ -175,5 +177,39 @@ sinks: [{name: influx, influxdb: {url: "http://127.0.0.1:8086", bucket: millwrig
 				t.Errorf("%s: error %q\nlacks %q", tt.ledger, err, want)
 			}
 		}
+	}
+}
+
+// TestLedgerReleased: the hub's ledger names the models people released of a federation,
+// and only those of that federation.
+func TestLedgerReleased(t *testing.T) {
+	state := t.TempDir()
+	var c LedgerConfig
+	c.SetDefaults()
+	lg, err := OpenLedger(c, state, "oem", slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lg.Close()
+	ctx := context.Background()
+	h := func(s string) string { sum := sha256.Sum256([]byte(s)); return hex.EncodeToString(sum[:]) }
+	for _, r := range []ledger.Release{
+		{ModelRef: ledger.ModelRef{Model: "pumps", Version: "r1"}, ArtifactHash: h("r1"), Channel: "stable"},
+		{ModelRef: ledger.ModelRef{Model: "pumps", Version: "r3"}, ArtifactHash: h("r3"), Channel: "beta"},
+		{ModelRef: ledger.ModelRef{Model: "fans", Version: "r1"}, ArtifactHash: h("fans r1"), Channel: "stable"},
+	} {
+		if _, err := lg.Outbox.Record(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := lg.Outbox.Drain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got, err := lg.Released(ctx, "pumps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || !got[h("r1")] || !got[h("r3")] {
+		t.Errorf("released %v; want pumps r1 and r3", got)
 	}
 }
