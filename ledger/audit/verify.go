@@ -194,6 +194,7 @@ func VerifyArtifact(ctx context.Context, q ledger.Querier, path string, opts Opt
 					rec.Header.ID, rec.Header.Type, rec.Header.Actor.Name, m, short(h)))
 			}
 		}
+		res.Problems = append(res.Problems, unapprovedReleases(m, about)...)
 	}
 	recs := make([]ledger.Record, 0, len(evidence))
 	for _, rec := range evidence {
@@ -231,6 +232,37 @@ func VerifyArtifact(ctx context.Context, q ledger.Querier, path string, opts Opt
 		res.Verdict = fmt.Sprintf("NOT VERIFIED: %s; %d records, %d failed their check; %s", what, len(recs), bad, strings.Join(res.Problems, "; "))
 	}
 	return res, nil
+}
+
+// unapprovedReleases says which releases among about (the records about m, in ledger
+// order) had no standing approval when they were made: no decision about m before them, or
+// a latest decision that rejected it.
+func unapprovedReleases(m ledger.ModelRef, about []ledger.Record) []string {
+	var problems []string
+	var last *ledger.Approval
+	var lastRec ledger.Record
+	for _, rec := range about {
+		switch b := decoded(rec).(type) {
+		case ledger.Approval:
+			last, lastRec = &b, rec
+		case ledger.Release:
+			who := fmt.Sprintf("%s on %s by %s (%s) at %s", m, b.Channel, rec.Header.Actor.Name, rec.Header.Actor.Org, rec.Header.Time.Format(time.RFC3339))
+			switch {
+			case last == nil:
+				problems = append(problems, "released "+who+" without an approval before it")
+			case last.Decision != "approved":
+				problems = append(problems, fmt.Sprintf("released %s while the latest decision was %s by %s (%s)", who, last.Decision,
+					lastRec.Header.Actor.Name, lastRec.Header.Actor.Org))
+			}
+		}
+	}
+	return problems
+}
+
+// decoded is rec's body, nil when it does not decode (reported elsewhere).
+func decoded(rec ledger.Record) ledger.Body {
+	b, _ := rec.DecodeBody()
+	return b
 }
 
 // releases describes the release records among recs.
