@@ -182,6 +182,19 @@ func (f *signoffFlags) record(ctx context.Context, ref ledger.ModelRef, build fu
 	if err != nil {
 		return err
 	}
+	// The evidence the decision rests on: the version's evaluations.
+	for _, rec := range v.About {
+		if b, err := rec.DecodeBody(); err == nil {
+			if ev, ok := b.(ledger.Evaluation); ok {
+				verdict := "passed"
+				if !ev.Passed {
+					verdict = "FAILED"
+				}
+				fmt.Fprintf(stdout, "evaluation of %s by %s (%s) at %s: %s; criteria %s\n", ref, rec.Header.Actor.Name, rec.Header.Actor.Org,
+					rec.Header.Time.Format(time.RFC3339), audit.FormatMetrics(ev.Metrics), verdict)
+			}
+		}
+	}
 	file := ""
 	if f.file != "" {
 		if file, err = artifactDigest(f.file); err != nil {

@@ -53,6 +53,8 @@ func TestModelsApproveAndRelease(t *testing.T) {
 			stdout: []string{"pump-anomaly@1-a approved by Carol Diaz (oem)"}},
 		{name: "release", args: args("models", "release", M, "--channel", "stable", "--notes", "site-a only"), code: 0,
 			stdout: []string{"pump-anomaly@1-a released on stable by Carol Diaz (oem)"}},
+		{name: "approve with its evaluation shown", args: args("models", "approve", "pump-anomaly@2", "--reason", "reviewed"), code: 0,
+			stdout: []string{"evaluation of pump-anomaly@2 by hub (oem) at ", "f1=0.93, precision=0.95, recall=0.91; criteria passed", "pump-anomaly@2 approved by Carol Diaz (oem)"}},
 	})
 
 	// The auditor's report has the decisions and the release, signed by Carol's key.
