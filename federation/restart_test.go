@@ -227,32 +227,9 @@ func TestHubRestartBetweenRecordAndVersion(t *testing.T) {
 	fc := fedConfig(n, dim)
 	fc.Rounds = 2
 	dir := t.TempDir()
-	lg, err := local.Open(filepath.Join(dir, "ledger"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = lg.Close() })
-	signer, err := ledger.NewSigner(hubKey(), "hub", "oem")
-	if err != nil {
-		t.Fatal(err)
-	}
+	lg, signer := hubLedger(t, dir)
 	backend := &gatedBackend{Querier: lg, open: make(chan struct{})}
-	outbox := func() (*ledger.Outbox, func()) {
-		o, err := ledger.Open(ledger.Config{Dir: filepath.Join(dir, "outbox"), Site: "oem-hub", RetryInitial: time.Millisecond, RetryMax: 10 * time.Millisecond}, signer, backend)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- o.Run(ctx) }()
-		return o, func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Error(err)
-			}
-			_ = o.Close()
-		}
-	}
+	outbox := func() (*ledger.Outbox, func()) { return runOutbox(t, filepath.Join(dir, "outbox"), signer, backend) }
 	o1, stop1 := outbox()
 	_, crash := crashRecording(t, e, o1, fc, crashBeforeVersion)
 	if st := o1.Stats(); st.Pending != 1 {
@@ -297,31 +274,8 @@ func TestHubRestartRecordsEvaluationOnce(t *testing.T) {
 	fc := fedConfig(n, dim)
 	fc.Rounds = 3
 	dir := t.TempDir()
-	lg, err := local.Open(filepath.Join(dir, "ledger"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = lg.Close() })
-	signer, err := ledger.NewSigner(hubKey(), "hub", "oem")
-	if err != nil {
-		t.Fatal(err)
-	}
-	outbox := func() (*ledger.Outbox, func()) {
-		o, err := ledger.Open(ledger.Config{Dir: filepath.Join(dir, "outbox"), Site: "oem-hub"}, signer, lg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- o.Run(ctx) }()
-		return o, func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Error(err)
-			}
-			_ = o.Close()
-		}
-	}
+	lg, signer := hubLedger(t, dir)
+	outbox := func() (*ledger.Outbox, func()) { return runOutbox(t, filepath.Join(dir, "outbox"), signer, lg) }
 	o1, stop1 := outbox()
 	crash := newCrashingTransport(e.hub, crashBeforeVersion)
 	crash.version = "r2"
@@ -363,6 +317,41 @@ func TestHubRestartRecordsEvaluationOnce(t *testing.T) {
 	if rounds, evals := count(ledger.TypeFederatedRound), count(ledger.TypeEvaluation); !slices.Equal(rounds, []string{"r1", "r2", "r3"}) ||
 		!slices.Equal(evals, []string{"r1", "r2"}) || o2.Stats().Rejected != 0 {
 		t.Errorf("records of rounds %v and evaluations of %v, %d refused; want r1-r3, r1-r2 and none", rounds, evals, o2.Stats().Rejected)
+	}
+}
+
+// hubLedger opens a local ledger in dir/ledger and the hub's signer for it.
+func hubLedger(t *testing.T, dir string) (*local.Ledger, *ledger.Signer) {
+	t.Helper()
+	lg, err := local.Open(filepath.Join(dir, "ledger"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = lg.Close() })
+	signer, err := ledger.NewSigner(hubKey(), "hub", "oem")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return lg, signer
+}
+
+// runOutbox opens the hub's ledger outbox in dir in front of backend and runs it, as after
+// a start; the returned function stops it, as a power cut would (what is queued stays).
+func runOutbox(t *testing.T, dir string, signer *ledger.Signer, backend ledger.Backend) (*ledger.Outbox, func()) {
+	t.Helper()
+	o, err := ledger.Open(ledger.Config{Dir: dir, Site: "oem-hub", RetryInitial: time.Millisecond, RetryMax: 10 * time.Millisecond}, signer, backend)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- o.Run(ctx) }()
+	return o, func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+		_ = o.Close()
 	}
 }
 

@@ -48,23 +48,8 @@ func TestVerifyFlagsUnapprovedReleases(t *testing.T) {
 			}
 			defer l.Close()
 			hub, dana := audittest.Signer(t, "hub", "oem"), audittest.Signer(t, "Dana Weiss", "oem")
-			record := func(s *ledger.Signer, bodies ...ledger.Body) {
-				o, err := ledger.Open(ledger.Config{Dir: t.TempDir(), Site: "oem"}, s, l)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer o.Close()
-				for _, b := range bodies {
-					if _, err := o.Record(ctx, b); err != nil {
-						t.Fatal(err)
-					}
-				}
-				if err := o.Drain(ctx); err != nil {
-					t.Fatal(err)
-				}
-			}
-			record(hub, round)
-			record(dana, c.bodies...)
+			audittest.Writer(t, l, hub)(round)
+			audittest.Writer(t, l, dana)(c.bodies...)
 			var lines []string
 			for _, s := range []*ledger.Signer{hub, dana} {
 				lines = append(lines, audit.FormatKey(audit.Key{Name: s.Actor().Name, Org: s.Actor().Org, Public: s.Public()}))

@@ -3,7 +3,6 @@ package signoff_test
 import (
 	"context"
 	"errors"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -17,33 +16,6 @@ var (
 	r3       = ledger.ModelRef{Model: "pumps", Version: "r3"}
 	artifact = audittest.Hash([]byte("pumps r3"))
 )
-
-// writer records through an outbox of its own into a shared local ledger, as the hub and
-// a person's sign-off command do.
-type writer struct {
-	t  *testing.T
-	ob *ledger.Outbox
-}
-
-func newWriter(t *testing.T, l *local.Ledger, name, org string) writer {
-	t.Helper()
-	ob, err := ledger.Open(ledger.Config{Dir: filepath.Join(t.TempDir(), "outbox"), Site: org}, audittest.Signer(t, name, org), l)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ob.Close() })
-	return writer{t, ob}
-}
-
-func (w writer) record(body ledger.Body) {
-	w.t.Helper()
-	if _, err := w.ob.Record(context.Background(), body); err != nil {
-		w.t.Fatal(err)
-	}
-	if err := w.ob.Drain(context.Background()); err != nil {
-		w.t.Fatal(err)
-	}
-}
 
 func round(output ledger.ModelRef, hash string) ledger.FederatedRound {
 	return ledger.FederatedRound{Federation: output.Model, Round: 3, Participants: []string{"site-a", "site-b"}, Aggregation: "fedavg",
@@ -66,13 +38,15 @@ func TestApproveThenRelease(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	hub, alice, bob := newWriter(t, l, "hub", "oem"), newWriter(t, l, "Alice Martin", "oem"), newWriter(t, l, "Bob Stone", "oem")
+	hub := audittest.Writer(t, l, audittest.Signer(t, "hub", "oem"))
+	alice := audittest.Writer(t, l, audittest.Signer(t, "Alice Martin", "oem"))
+	bob := audittest.Writer(t, l, audittest.Signer(t, "Bob Stone", "oem"))
 
 	if _, err := signoff.Find(context.Background(), l, r3); !errors.Is(err, ledger.ErrNotFound) {
 		t.Fatalf("Find before the round is recorded: %v, want ErrNotFound", err)
 	}
-	hub.record(round(r3, artifact))
-	hub.record(round(ledger.ModelRef{Model: "pumps", Version: "r4"}, audittest.Hash([]byte("pumps r4"))))
+	hub(round(r3, artifact))
+	hub(round(ledger.ModelRef{Model: "pumps", Version: "r4"}, audittest.Hash([]byte("pumps r4"))))
 	v := find(t, l)
 	if v.Artifact != artifact || v.Producer.Header.Actor.Name != "hub" || len(v.About) != 1 {
 		t.Fatalf("Find = %+v", v)
@@ -97,7 +71,7 @@ func TestApproveThenRelease(t *testing.T) {
 	if a.Decision != signoff.Approved || a.ArtifactHash != artifact || a.ModelRef != r3 {
 		t.Errorf("approval body %+v", a)
 	}
-	alice.record(a)
+	alice(a)
 	rel, err := find(t, l).Release("stable", "first release", "")
 	if err != nil {
 		t.Fatal(err)
@@ -117,18 +91,18 @@ func TestApproveThenRelease(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bob.record(rej)
+	bob(rej)
 	if _, err := find(t, l).Release("stable", "", ""); err == nil || !strings.Contains(err.Error(), "was rejected by Bob Stone (oem)") ||
 		!strings.Contains(err.Error(), "drifts on the new pumps") {
 		t.Errorf("release after a rejection: %v", err)
 	}
-	alice.record(a)
+	alice(a)
 	if _, err := find(t, l).Release("stable", "", ""); err != nil {
 		t.Errorf("release after approving again: %v", err)
 	}
 
 	// An approval naming another artifact (written by some other tool) does not count.
-	alice.record(ledger.Approval{ModelRef: r3, ArtifactHash: other, Decision: signoff.Approved, Reason: "wrong file"})
+	alice(ledger.Approval{ModelRef: r3, ArtifactHash: other, Decision: signoff.Approved, Reason: "wrong file"})
 	if _, err := find(t, l).Release("stable", "", ""); err == nil || !strings.Contains(err.Error(), "approve the version again") {
 		t.Errorf("release after an approval of another artifact: %v", err)
 	}
@@ -142,9 +116,9 @@ func TestFindRefusesTwoArtifacts(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	hub := newWriter(t, l, "hub", "oem")
-	hub.record(round(r3, artifact))
-	hub.record(round(r3, audittest.Hash([]byte("forged"))))
+	hub := audittest.Writer(t, l, audittest.Signer(t, "hub", "oem"))
+	hub(round(r3, artifact))
+	hub(round(r3, audittest.Hash([]byte("forged"))))
 	if _, err := signoff.Find(context.Background(), l, r3); err == nil || !strings.Contains(err.Error(), "two records naming different artifacts") {
 		t.Errorf("Find = %v", err)
 	}

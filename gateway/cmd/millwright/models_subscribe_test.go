@@ -23,6 +23,7 @@ import (
 	"github.com/millwright-io/millwright/internal/servicetest"
 	"github.com/millwright-io/millwright/ledger"
 	"github.com/millwright-io/millwright/ledger/audit"
+	"github.com/millwright-io/millwright/ledger/audit/audittest"
 	"github.com/millwright-io/millwright/ledger/local"
 	"github.com/millwright-io/millwright/ledger/signoff"
 	"github.com/millwright-io/millwright/models"
@@ -194,22 +195,23 @@ func TestModelsSubscribeChannel(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer lg.Close()
-	// Outboxes into the one ledger: the hub's, a trusted engineer's and an untrusted one's.
-	outbox := func(name, org string, seed byte) (*ledger.Outbox, string) {
-		s, err := ledger.NewSigner(ed25519.NewKeyFromSeed(bytes.Repeat([]byte{seed}, 32)), name, org)
+	// Into the one ledger: the hub's records through its running outbox, a trusted
+	// engineer's and an untrusted one's.
+	signer := func(name string, seed byte) *ledger.Signer {
+		s, err := ledger.NewSigner(ed25519.NewKeyFromSeed(bytes.Repeat([]byte{seed}, 32)), name, "oem")
 		if err != nil {
 			t.Fatal(err)
 		}
-		o, err := ledger.Open(ledger.Config{Dir: t.TempDir(), Site: org, RetryInitial: time.Millisecond}, s, lg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = o.Close() })
-		return o, audit.FormatKey(audit.Key{Name: name, Org: org, Public: s.Public()})
+		return s
 	}
-	dana, danaKey := outbox("Dana Weiss", "oem", 21)
-	mallory, _ := outbox("Mallory", "oem", 22)
-	hubOut, _ := outbox("hub", "oem", 7) // the hub's key, seed 7 as startPumps's
+	danaSigner := signer("Dana Weiss", 21)
+	dana, mallory := audittest.Writer(t, lg, danaSigner), audittest.Writer(t, lg, signer("Mallory", 22))
+	danaKey := audit.FormatKey(audit.Key{Name: "Dana Weiss", Org: "oem", Public: danaSigner.Public()})
+	hubOut, err := ledger.Open(ledger.Config{Dir: t.TempDir(), Site: "oem"}, signer("hub", 7), lg) // startPumps's hub key
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = hubOut.Close() }) // after the deferred cancel has stopped its Run
 	hubRun := make(chan error, 1)
 	go func() { hubRun <- hubOut.Run(ctx) }()
 	p := startPumps(t, ctx, hubOut)
@@ -229,15 +231,6 @@ func TestModelsSubscribeChannel(t *testing.T) {
 		subDone <- cmdModelsSubscribe(ctx, append([]string{"--federation", "pumps", "--channel", "stable", "--poll", "20ms",
 			"--ledger", dir, "--keys", keys, "--lineage-wait", "300ms"}, p.common...), &stdout, &stderr)
 	}()
-	record := func(o *ledger.Outbox, body ledger.Body) {
-		t.Helper()
-		if _, err := o.Record(ctx, body); err != nil {
-			t.Fatal(err)
-		}
-		if err := o.Drain(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
 	find := func(version string) signoff.Version {
 		t.Helper()
 		v, err := signoff.Find(ctx, lg, ledger.ModelRef{Model: "pumps", Version: version})
@@ -246,18 +239,18 @@ func TestModelsSubscribeChannel(t *testing.T) {
 		}
 		return v
 	}
-	signOff := func(o *ledger.Outbox, version string) {
+	signOff := func(record func(...ledger.Body), version string) {
 		t.Helper()
 		a, err := find(version).Approval(true, "meets the acceptance criteria", "")
 		if err != nil {
 			t.Fatal(err)
 		}
-		record(o, a)
+		record(a)
 		r, err := find(version).Release("stable", "", "")
 		if err != nil {
 			t.Fatal(err)
 		}
-		record(o, r)
+		record(r)
 	}
 	stable := filepath.Join(p.out, "pumps.stable")
 	follows := func(version string) {

@@ -210,3 +210,26 @@ func (f *Fixture) FlipByte(t testing.TB, i int) {
 		t.Fatal(err)
 	}
 }
+
+// Writer returns a function that records bodies signed by s into backend (a local ledger,
+// say) through an outbox of s's own, as a hub or a person's sign-off command does, and
+// returns once the backend has taken them. The outbox is closed when the test ends.
+func Writer(t testing.TB, backend ledger.Backend, s *ledger.Signer) func(bodies ...ledger.Body) {
+	t.Helper()
+	o, err := ledger.Open(ledger.Config{Dir: t.TempDir(), Site: s.Actor().Org, RetryInitial: time.Millisecond}, s, backend)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = o.Close() })
+	return func(bodies ...ledger.Body) {
+		t.Helper()
+		for _, b := range bodies {
+			if _, err := o.Record(context.Background(), b); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := o.Drain(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
