@@ -7,6 +7,7 @@ import (
 
 	"github.com/millwright-io/millwright/models"
 	"github.com/millwright-io/millwright/models/autoencoder"
+	"github.com/millwright-io/millwright/models/store"
 )
 
 // WarmStart makes a training continue a Parametric model (a federation's global model)
@@ -41,18 +42,57 @@ func (t *Trainer) TrainFrom(ctx context.Context, machine string, start WarmStart
 		res *Result
 		err error
 	)
+	t.lowPriority(machine, func() { res, err = t.observe(ctx, machine, progress, &start) })
+	return res, err
+}
+
+// EvaluateFrom judges start's model on machine's data without training from it, exactly
+// as TrainFrom judges its warm start (Result.Start): the history a training reads, the
+// scaler fitted on its fitting part, a threshold set on the first half of the held-out
+// data and the model judged on the second. It records and installs nothing. Like
+// TrainFrom it runs at Config.Nice, after any running training of the machine.
+func (t *Trainer) EvaluateFrom(ctx context.Context, machine string, start WarmStart) (Quality, error) {
+	var (
+		q   Quality
+		err error
+	)
+	t.lowPriority(machine, func() {
+		var release func()
+		if release, err = t.acquire(ctx, machine, KindFederated); err != nil {
+			return
+		}
+		defer release()
+		var hist *History
+		if hist, err = t.history(ctx, machine, nil); err != nil {
+			return
+		}
+		var p *prepared
+		if p, err = t.prepare(hist, nil); err != nil {
+			return
+		}
+		art := &store.Artifact{Machine: machine, Features: t.cfg.Features, Scaler: *p.prep.Scaler, Dropped: p.prep.Dropped}
+		q, err = t.judgeStart(&Model{Machine: machine, Artifact: art}, &start, len(p.prep.Scaler.Signals), p.prep.Windows.Cols, p.calib, p.judge)
+		if err != nil {
+			err = fmt.Errorf("evaluate %s on %s: %w", start.From, machine, err)
+		}
+	})
+	return q, err
+}
+
+// lowPriority runs fn on an OS thread of its own whose nice value is Config.Nice (the
+// thread ends with it), so federated work yields to ingest.
+func (t *Trainer) lowPriority(machine string, fn func()) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		release, perr := lowerPriority(t.cfg.Nice)
 		defer release()
 		if perr != nil {
-			t.log.Debug("federated training runs at normal priority", "machine", machine, "err", perr)
+			t.log.Debug("federated work runs at normal priority", "machine", machine, "err", perr)
 		}
-		res, err = t.observe(ctx, machine, progress, &start)
+		fn()
 	}()
 	<-done
-	return res, err
 }
 
 // detector returns the unfitted detector of a training on windows of cols columns built

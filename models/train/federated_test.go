@@ -45,6 +45,23 @@ func TestTrainFromContinuesGlobalModel(t *testing.T) {
 	p := first.Model.Detector.(models.Parametric)
 	global := p.Params()
 	ws := WarmStart{Architecture: p.Architecture(), Params: slices.Clone(global), ProxMu: 0.1, From: "pumps@r1"}
+	// Judged without training (a federation's final evaluation): exactly as the first
+	// model was judged, nothing recorded, nothing installed.
+	records := len(rec.types())
+	q, err := tr.EvaluateFrom(ctx, "pump-1", ws)
+	if fm := first.Model.Metrics(); err != nil || q.FalseAlarmRate != fm["false_alarm_rate"] || q.DetectionRate != fm["detection_rate"] ||
+		float64(q.Windows) != fm["validation_windows"] {
+		t.Errorf("EvaluateFrom judged %+v (%v), want the first model's %v", q, err, fm)
+	}
+	if got := len(rec.types()); got != records {
+		t.Errorf("EvaluateFrom recorded %d records", got-records)
+	}
+	if h, err := dir.Head("pump-1"); err != nil || h.Current != first.Model.Hash {
+		t.Errorf("after EvaluateFrom the store's head is %+v (%v), want the first model current", h, err)
+	}
+	if !slices.Equal(ws.Params, global) {
+		t.Error("EvaluateFrom modified the warm start's parameters")
+	}
 	res, err := tr.TrainFrom(ctx, "pump-1", ws, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -84,5 +101,8 @@ func TestTrainFromContinuesGlobalModel(t *testing.T) {
 	bad.Architecture.Inputs++
 	if _, err := tr.TrainFrom(ctx, "pump-1", bad, nil); !errors.Is(err, ErrArchitecture) {
 		t.Errorf("a mismatched layout gave %v; want ErrArchitecture", err)
+	}
+	if _, err := tr.EvaluateFrom(ctx, "pump-1", bad); !errors.Is(err, ErrArchitecture) {
+		t.Errorf("EvaluateFrom with a mismatched layout gave %v; want ErrArchitecture", err)
 	}
 }

@@ -275,17 +275,23 @@ func (t *Trainer) report(progress func(Progress), machine string, s Stage, done,
 }
 
 func (t *Trainer) train(ctx context.Context, machine string, progress func(Progress), start *WarmStart) (*Result, error) {
-	cfg := t.cfg
-	to := t.opts.Now().UTC().Truncate(cfg.Features.Step)
-	from := to.Add(-cfg.Window)
-	hist, err := ReadHistory(ctx, t.opts.Querier, HistoryQuery{
-		Bucket: cfg.Bucket, Measurement: cfg.Measurement, Factory: t.opts.Factory, Machine: machine,
-		From: from, To: to, Chunk: cfg.Chunk, ChunkTimeout: cfg.ChunkTimeout,
-	}, func(done, total int) { t.report(progress, machine, StageRead, done, total) })
+	hist, err := t.history(ctx, machine, progress)
 	if err != nil {
 		return nil, err
 	}
 	return t.fit(ctx, hist, progress, start)
+}
+
+// history reads the window of machine's history a training fits on (Config.Window, up
+// to now).
+func (t *Trainer) history(ctx context.Context, machine string, progress func(Progress)) (*History, error) {
+	cfg := t.cfg
+	to := t.opts.Now().UTC().Truncate(cfg.Features.Step)
+	from := to.Add(-cfg.Window)
+	return ReadHistory(ctx, t.opts.Querier, HistoryQuery{
+		Bucket: cfg.Bucket, Measurement: cfg.Measurement, Factory: t.opts.Factory, Machine: machine,
+		From: from, To: to, Chunk: cfg.Chunk, ChunkTimeout: cfg.ChunkTimeout,
+	}, func(done, total int) { t.report(progress, machine, StageRead, done, total) })
 }
 
 // TrainHistory trains machine h.Machine on history already read (tests, tools): the
@@ -299,8 +305,20 @@ func (t *Trainer) TrainHistory(ctx context.Context, h *History, progress func(Pr
 	return t.fit(ctx, h, progress, nil)
 }
 
-func (t *Trainer) fit(ctx context.Context, hist *History, progress func(Progress), start *WarmStart) (*Result, error) {
-	started := time.Now()
+// prepared is a machine's history made ready to fit on and to judge with: its grid, the
+// rows from the first complete one, the windows and scaler of the fitting part, and the
+// held-out part split in two, the first half to set a threshold on (calib), the second to
+// judge on (judge).
+type prepared struct {
+	grid         *features.Grid
+	rows         int
+	prep         *features.Training
+	calib, judge *features.Grid
+}
+
+// prepare aligns hist and splits it into the fitting and held-out parts as every training
+// does (Config.Holdout), the scaler fitted on the fitting part.
+func (t *Trainer) prepare(hist *History, progress func(Progress)) (*prepared, error) {
 	cfg, machine, from, to := t.cfg, hist.Machine, hist.From, hist.To
 	signals := hist.Signals()
 	if len(signals) == 0 {
@@ -327,6 +345,20 @@ func (t *Trainer) fit(ctx context.Context, hist *History, progress func(Progress
 	if prep.Windows.Rows < 10 {
 		return nil, fmt.Errorf("train %s: %d complete windows to fit on: %w", machine, prep.Windows.Rows, errTooLittle)
 	}
+	// The held-out part is split in two: the threshold is set on the first half, and both
+	// the new and the current model are judged on the second.
+	calib, judge := gridRows(holdGrid, 0, holdGrid.Values.Rows/2), gridRows(holdGrid, holdGrid.Values.Rows/2, holdGrid.Values.Rows)
+	return &prepared{grid: grid, rows: rows, prep: prep, calib: calib, judge: judge}, nil
+}
+
+func (t *Trainer) fit(ctx context.Context, hist *History, progress func(Progress), start *WarmStart) (*Result, error) {
+	started := time.Now()
+	cfg, machine, from, to := t.cfg, hist.Machine, hist.From, hist.To
+	p, err := t.prepare(hist, progress)
+	if err != nil {
+		return nil, err
+	}
+	grid, rows, prep, calib, judge := p.grid, p.rows, p.prep, p.calib, p.judge
 
 	t.report(progress, machine, StageFit, 0, 1)
 	det, err := t.detector(len(prep.Scaler.Signals), prep.Windows.Cols, start)
@@ -349,9 +381,6 @@ func (t *Trainer) fit(ctx context.Context, hist *History, progress func(Progress
 	}
 	art.Alarm.SetDefaults()
 	m := &Model{Machine: machine, Version: versionOf(trainedAt), Artifact: art, Detector: det} // threshold set below
-	// The held-out part is split in two: the threshold is set on the first half, and both
-	// the new and the current model are judged on the second.
-	calib, judge := gridRows(holdGrid, 0, holdGrid.Values.Rows/2), gridRows(holdGrid, holdGrid.Values.Rows/2, holdGrid.Values.Rows)
 	th, cs, err := calibrate(cfg.Threshold, m, calib)
 	if err != nil {
 		return nil, fmt.Errorf("train %s: %w", machine, err)
