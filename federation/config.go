@@ -92,6 +92,12 @@ type FederationConfig struct {
 	// the model met every bound. The gateways report the metrics as global_<name>; with
 	// secure aggregation, secagg.metrics must name them.
 	Acceptance map[string]Bound `yaml:"acceptance"`
+	// FinalEvaluation adds, after the last of Rounds, a round in which the participants
+	// judge the last global model on their held-out data without training (PhaseEvaluate),
+	// so the model an OEM releases has a federated evaluation like every earlier one (which
+	// the round training from it records). It needs Rounds > 0, and neither DP nor secure
+	// aggregation: each factory's metrics reach the hub in the clear.
+	FinalEvaluation bool `yaml:"final_evaluation"`
 }
 
 // SetDefaults fills in every field left at its zero value.
@@ -189,6 +195,14 @@ func (c FederationConfig) Validate() error {
 	}
 	c.validateSecAggMetrics(&p)
 	c.validateAcceptance(&p)
+	if c.FinalEvaluation {
+		switch {
+		case c.Rounds == 0:
+			p.Addf("final_evaluation", "needs a last round: rounds is 0 (run until stopped); expected rounds > 0 or final_evaluation false")
+		case c.DP.Enabled || c.SecAgg.Enabled:
+			p.Addf("final_evaluation", "cannot run with dp or secagg: each factory's metrics would reach the hub in the clear; expected false")
+		}
+	}
 	if c.SecAgg.Enabled && c.Strategy.Name != aggregate.FedAvg && c.Strategy.Name != aggregate.FedProx {
 		p.Addf("strategy.name", "%q needs every update in the clear and cannot run on masked updates; expected fedavg or fedprox with secagg", c.Strategy.Name)
 	}
@@ -315,7 +329,10 @@ type SecAggState struct {
 
 // Round phases.
 const (
-	PhaseOpen            = "open"
+	PhaseOpen = "open"
+	// PhaseEvaluate is the final evaluation round (FederationConfig.FinalEvaluation): the
+	// targets judge Global without training and send an evaluation (KindEvaluation).
+	PhaseEvaluate        = "evaluate"
 	PhaseFinished        = "finished"
 	PhaseBudgetExhausted = "budget_exhausted"
 )

@@ -67,6 +67,9 @@
 // record only when the round has no DP. With secure aggregation a gateway reports no
 // sample count; with secagg.sample_cap the hub learns the sum of the survivors' capped
 // counts, and with secagg.metrics the weighted sums of those metrics (refused with DP).
+// A final evaluation round (FederationConfig.FinalEvaluation) sends each gateway's
+// metrics about the last model and its window count in the clear, so it is refused with
+// DP and with secure aggregation.
 // Without DP, the global model can leak information about rare events in one factory's
 // data (membership inference).
 package federation

@@ -1,11 +1,14 @@
 package federation
 
 import (
+	"context"
 	"fmt"
 	"maps"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/millwright-io/millwright/gateway/config"
 	"github.com/millwright-io/millwright/ledger"
@@ -77,9 +80,10 @@ func splitMetrics(all map[string]float64) (round, input map[string]float64) {
 }
 
 // evaluationRecord is the ledger's record of the federated evaluation of in (hash), the
-// model round out trained from, by the participants of out, with metrics (their
-// combination; nil: none reported, and nothing is recorded), checked against the
-// federation's acceptance bounds. Like the round's metrics, it is not recorded with DP.
+// model round out trained from (or, in a final evaluation round, only judged), by the
+// participants of out, with metrics (their combination; nil: none reported, and nothing
+// is recorded), checked against the federation's acceptance bounds. Like the round's
+// metrics, it is not recorded with DP.
 func (f *fedRun) evaluationRecord(in, out ModelHeader, hash string, metrics map[string]float64, dpOn bool) *ledger.Evaluation {
 	if f.h.opts.Recorder == nil || metrics == nil || dpOn || in.Round == 0 {
 		return nil
@@ -88,10 +92,15 @@ func (f *fedRun) evaluationRecord(in, out ModelHeader, hash string, metrics map[
 	if f.cfg.SecAgg.Enabled {
 		how = "their weighted mean, learned under secure aggregation"
 	}
-	// The participants are named by the round's record; the text stays short (≤ 4096 bytes).
+	when := "before training from it"
+	if out.Round > f.cfg.Rounds && f.cfg.Rounds > 0 {
+		when = "in the federation's final evaluation round, without training"
+	}
+	// The participants are named by the round's record, or by the final evaluation's round
+	// report; the text stays short (≤ 4096 bytes).
 	criteria := fmt.Sprintf("federated evaluation in round %d: each of the %d participants judged the model on its own held-out data, "+
-		"with a threshold it set on its own calibration data, before training from it; the metrics are %s. Acceptance: ",
-		out.Round, len(out.Participants), how)
+		"with a threshold it set on its own calibration data, %s; the metrics are %s. Acceptance: ",
+		out.Round, len(out.Participants), when, how)
 	passed := true
 	if len(f.cfg.Acceptance) == 0 {
 		criteria += "no bounds configured (federations[].acceptance)"
@@ -114,4 +123,42 @@ func (f *fedRun) evaluationRecord(in, out ModelHeader, hash string, metrics map[
 	}
 	return &ledger.Evaluation{ModelRef: ledger.ModelRef{Model: f.cfg.Name, Version: in.Version()}, ArtifactHash: hash,
 		Datasets: []string{}, Metrics: metrics, Criteria: criteria, Passed: passed}
+}
+
+// evaluateRound runs a final evaluation round (PhaseEvaluate) to its end: it collects the
+// targets' evaluations of st.Global, combines their metrics by the round's rule, records
+// them as the model's federated evaluation and finishes the federation. Nothing is
+// aggregated or released. A round short of its quorum at the deadline records nothing.
+func (f *fedRun) evaluateRound(ctx context.Context, st RoundState, report RoundReport, start time.Time) (RoundState, error) {
+	done := st
+	done.Phase = PhaseFinished
+	c, err := f.collect(ctx, st)
+	if err != nil {
+		return st, err
+	}
+	report.Rejected, report.Bytes = c.rejects, c.bytes
+	if len(c.updates) < st.Quorum {
+		f.log.Warn("final evaluation abandoned: quorum not met by the deadline", "round", st.Round, "evaluations", len(c.updates), "quorum", st.Quorum)
+		report.Reason = SecAggFailQuorum
+		return f.finish(ctx, report, start, outcomeAbandoned, done)
+	}
+	global, err := f.globalModel(ctx, st)
+	if err != nil {
+		return st, err
+	}
+	used := slices.Sorted(maps.Keys(c.updates))
+	report.Used, report.Model = used, st.Global
+	report.Metrics = roundMetrics(f.cfg.Strategy, c.updates, used)
+	_, input := splitMetrics(report.Metrics)
+	if ev := f.evaluationRecord(global.Header, ModelHeader{Round: st.Round, Participants: used}, st.Global, input, false); ev != nil {
+		var id string
+		if _, ok := f.h.opts.Recorder.(ledger.IDRecorder); ok {
+			id = ledger.NameID(string(ledger.TypeEvaluation), ledger.KeyID(f.h.PublicKey()), f.cfg.Name, strconv.FormatUint(st.Round, 10), st.Global)
+		}
+		// A hub restarted in this round collects the evaluations again: record asks the
+		// ledger first whether the one before it recorded them.
+		f.record(ctx, st.Round, "final evaluation", id, *ev, true)
+	}
+	f.log.Info("final evaluation", "round", st.Round, "model", global.Header.Version(), "evaluations", len(used), "metrics", input)
+	return f.finish(ctx, report, start, outcomeEvaluated, done)
 }

@@ -40,6 +40,7 @@ const (
 	outcomeAggregated    = "aggregated"
 	outcomeAbandoned     = "abandoned"
 	outcomeBudget        = "budget_exhausted"
+	outcomeEvaluated     = "evaluated"
 	resultAccepted       = "accepted"
 	resultRedelivered    = "redelivered"
 	blobOptimizer        = "optimizer"
@@ -244,7 +245,7 @@ func (f *fedRun) run(ctx context.Context) error {
 		return ignoreCanceled(err)
 	}
 	for {
-		if st.Phase != PhaseOpen {
+		if st.Phase != PhaseOpen && st.Phase != PhaseEvaluate {
 			f.log.Info("federation idle", "phase", st.Phase, "round", st.Round)
 			<-ctx.Done()
 			return nil
@@ -363,6 +364,9 @@ func (f *fedRun) open(round uint64, global string, globalRound uint64) RoundStat
 	}
 	if f.cfg.Rounds > 0 && round > f.cfg.Rounds {
 		st.Phase = PhaseFinished
+		if f.cfg.FinalEvaluation && round == f.cfg.Rounds+1 {
+			st.Phase = PhaseEvaluate
+		}
 		return st
 	}
 	if f.cfg.SecAgg.Enabled {
@@ -442,6 +446,9 @@ func (f *fedRun) round(ctx context.Context, st RoundState) (RoundState, error) {
 			f.notify(report)
 			return st, nil
 		}
+	}
+	if st.Phase == PhaseEvaluate {
+		return f.evaluateRound(ctx, st, report, start)
 	}
 	if f.cfg.SecAgg.Enabled {
 		return f.secaggRound(ctx, st)
@@ -624,13 +631,20 @@ func (f *fedRun) handle(st RoundState, targets map[string]bool, c *collected, m 
 		f.h.m.updates.WithLabelValues(resultRedelivered).Inc()
 		return
 	}
+	evaluating := st.Phase == PhaseEvaluate
 	switch {
-	case u.Kind != KindDelta:
+	case evaluating && u.Kind != KindEvaluation:
+		reject(u.Participant, RejectBadPayload, "a model update in a final evaluation round; expected an evaluation")
+	case !evaluating && u.Kind == KindEvaluation:
+		reject(u.Participant, RejectBadPayload, "an evaluation in a training round; expected a model update")
+	case !evaluating && u.Kind != KindDelta:
 		reject(u.Participant, RejectBadPayload, "a secure-aggregation message in a round without secure aggregation")
 	case c.updates[u.Participant] != nil:
 		reject(u.Participant, RejectDuplicate, "a different update of this participant was accepted in this round")
 	case c.nonces[u.Nonce] != "":
 		reject(u.Participant, RejectNonceReuse, "nonce already used in this round")
+	case evaluating:
+		f.accept(c, u, nil, m)
 	default:
 		delta, kind := m.delta, m.kind
 		switch {
@@ -641,12 +655,21 @@ func (f *fedRun) handle(st RoundState, targets map[string]bool, c *collected, m 
 		case !slices.ContainsFunc(st.Codecs, func(cd compress.Codec) bool { return cd.Kind == kind }):
 			reject(u.Participant, RejectBadPayload, fmt.Sprintf("codec %q was not offered", kind))
 		default:
-			c.updates[u.Participant], c.deltas[u.Participant], c.nonces[u.Nonce] = u, delta, u.ID()
-			c.bytes += len(m.b)
-			f.h.m.updates.WithLabelValues(resultAccepted).Inc()
-			f.h.m.bytes.Add(float64(len(m.b)))
+			f.accept(c, u, delta, m)
 		}
 	}
+}
+
+// accept adds u, with its decoded delta (nil for an evaluation), received as m, to the
+// round's accepted updates.
+func (f *fedRun) accept(c *collected, u *Update, delta []float32, m *message) {
+	c.updates[u.Participant], c.nonces[u.Nonce] = u, u.ID()
+	if delta != nil {
+		c.deltas[u.Participant] = delta
+	}
+	c.bytes += len(m.b)
+	f.h.m.updates.WithLabelValues(resultAccepted).Inc()
+	f.h.m.bytes.Add(float64(len(m.b)))
 }
 
 // globalModel returns the round's global model: the one this hub stored last, or else

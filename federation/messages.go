@@ -61,6 +61,9 @@ func CheckName(s string) error {
 const (
 	KindDelta  uint8 = 0
 	KindSecAgg uint8 = 1
+	// KindEvaluation carries only metrics about the round's global model, judged without
+	// training, in a final evaluation round (PhaseEvaluate); its payload is empty.
+	KindEvaluation uint8 = 2
 )
 
 // Update is one gateway's signed contribution to a round.
@@ -70,7 +73,7 @@ type Update struct {
 	BaseRound   uint64 // the round whose global model it was trained from (≤ Round)
 	Participant string
 	Nonce       [nonceLen]byte
-	Kind        uint8 // KindDelta or KindSecAgg
+	Kind        uint8 // KindDelta, KindSecAgg or KindEvaluation
 	Samples     uint64
 	Metrics     map[string]float64
 	// Payload is the delta encoded by package compress (KindDelta), or a message of package
@@ -268,7 +271,7 @@ func DecodeUpdate(b []byte) (*Update, error) {
 	u.Participant = r.name("participant")
 	copy(u.Nonce[:], r.take(nonceLen, "nonce"))
 	if k := r.take(1, "kind"); k != nil {
-		if u.Kind = k[0]; u.Kind > KindSecAgg {
+		if u.Kind = k[0]; u.Kind > KindEvaluation {
 			r.fail("kind %d is unknown", u.Kind)
 		}
 	}
@@ -307,6 +310,9 @@ func DecodeUpdate(b []byte) (*Update, error) {
 	}
 	if r.err == nil && len(r.b) != 0 {
 		r.fail("%d trailing bytes before the signature", len(r.b))
+	}
+	if r.err == nil && u.Kind == KindEvaluation && len(u.Payload) != 0 {
+		r.fail("an evaluation carries no payload; it has %d bytes", len(u.Payload))
 	}
 	if r.err != nil {
 		return nil, r.err

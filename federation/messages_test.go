@@ -53,6 +53,20 @@ func TestUpdateRoundTripAndTamper(t *testing.T) {
 	}
 }
 
+func TestEvaluationCarriesNoPayload(t *testing.T) {
+	u := sampleUpdate()
+	u.Kind = federation.KindEvaluation
+	u.Sign(gatewayKey(1))
+	if _, err := federation.DecodeUpdate(u.Marshal()); !errors.Is(err, federation.ErrMalformed) || !strings.Contains(err.Error(), "an evaluation carries no payload") {
+		t.Errorf("an evaluation with a payload gave %v; want malformed", err)
+	}
+	u.Payload = nil
+	u.Sign(gatewayKey(1))
+	if got, err := federation.DecodeUpdate(u.Marshal()); err != nil || got.Kind != federation.KindEvaluation || got.Metrics["f1"] != 0.9 {
+		t.Errorf("an evaluation decoded as %+v (%v)", got, err)
+	}
+}
+
 func FuzzDecodeUpdate(f *testing.F) {
 	f.Add(sampleUpdate().Marshal())
 	u := sampleUpdate()

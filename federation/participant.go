@@ -24,8 +24,10 @@ import (
 
 // Task tells a Trainer what to train for.
 type Task struct {
-	Federation   string
-	Round        uint64
+	Federation string
+	Round      uint64
+	// GlobalRound is the round that produced the global model (its version rN).
+	GlobalRound  uint64
 	Architecture models.Architecture
 	// ProximalMu is FedProx's μ: add μ/2·‖w − global‖² to the local loss (0: none).
 	ProximalMu float64
@@ -43,6 +45,21 @@ type TrainResult struct {
 // ctx ends first.
 type Trainer interface {
 	Train(ctx context.Context, task Task, global []float32) (TrainResult, error)
+}
+
+// Evaluation is an Evaluator's output: how the global model did on the gateway's own
+// held-out data.
+type Evaluation struct {
+	Samples int                // rows or windows judged on (> 0): the metrics' weight
+	Metrics map[string]float64 // named as a Trainer names its own (false_alarm_rate), at most 32
+}
+
+// Evaluator is implemented by a Trainer that can also judge a global model without
+// training from it, as it judges the model it trains from. A participant whose trainer
+// is one answers a federation's final evaluation round (PhaseEvaluate); the others sit it
+// out. Evaluate must not keep or modify global.
+type Evaluator interface {
+	Evaluate(ctx context.Context, task Task, global []float32) (Evaluation, error)
 }
 
 // ParticipantConfig configures a gateway's membership in one federation.
@@ -174,7 +191,13 @@ func (p *Participant) Run(ctx context.Context) error {
 // Answer trains for round st and sends the update, if the gateway is a target of an open
 // round it has not answered yet; otherwise it does nothing.
 func (p *Participant) Answer(ctx context.Context, st RoundState) error {
-	if st.Phase != PhaseOpen || !slices.Contains(st.Targets, p.cfg.Name) {
+	if !slices.Contains(st.Targets, p.cfg.Name) {
+		return nil
+	}
+	if st.Phase == PhaseEvaluate {
+		return p.evaluate(ctx, st)
+	}
+	if st.Phase != PhaseOpen {
 		return nil
 	}
 	if st.SecAgg != nil {
@@ -212,6 +235,41 @@ func (p *Participant) Answer(ctx context.Context, st RoundState) error {
 	return nil
 }
 
+// evaluate answers a final evaluation round once: it judges the round's global model
+// with the trainer's Evaluator and sends the metrics, named GlobalMetricPrefix+name as
+// in a training round's update, in an update of KindEvaluation.
+func (p *Participant) evaluate(ctx context.Context, st RoundState) error {
+	ev, ok := p.trainer.(Evaluator)
+	if !ok || st.Round <= p.last {
+		return nil
+	}
+	g, err := p.model(ctx, st.Global)
+	if err != nil {
+		p.m.failed.WithLabelValues("model").Inc()
+		return err
+	}
+	res, err := ev.Evaluate(ctx, Task{Federation: p.cfg.Federation, Round: st.Round, GlobalRound: g.Header.Round, Architecture: g.Header.Architecture}, slices.Clone(g.Params))
+	if err == nil && (res.Samples <= 0 || len(res.Metrics) == 0) {
+		err = fmt.Errorf("%d samples and %d metrics; expected both > 0", res.Samples, len(res.Metrics))
+	}
+	if err != nil {
+		p.m.failed.WithLabelValues("evaluate").Inc()
+		return fmt.Errorf("evaluate round %d: %w", st.Round, err)
+	}
+	metrics := make(map[string]float64, len(res.Metrics))
+	for k, v := range res.Metrics {
+		metrics[GlobalMetricPrefix+k] = v
+	}
+	u := Update{Federation: p.cfg.Federation, Round: st.Round, BaseRound: st.Round, Participant: p.cfg.Name,
+		Kind: KindEvaluation, Samples: uint64(res.Samples), Metrics: metrics}
+	if err := p.send(ctx, &u, 0, func(b []byte) ([]byte, error) { return b, nil }); err != nil {
+		return err
+	}
+	p.last = st.Round
+	p.log.Debug("evaluation sent", "round", st.Round)
+	return nil
+}
+
 // current returns the newest round state: the one Run's watcher received last (a round
 // trip saved on every answer), else the stored one.
 func (p *Participant) current(ctx context.Context) (RoundState, error) {
@@ -233,7 +291,7 @@ func (p *Participant) train(ctx context.Context, st RoundState, into []float32) 
 		p.m.failed.WithLabelValues("model").Inc()
 		return nil, TrainResult{}, err
 	}
-	res, err := p.trainer.Train(ctx, Task{Federation: p.cfg.Federation, Round: st.Round, Architecture: g.Header.Architecture, ProximalMu: st.ProximalMu}, slices.Clone(g.Params))
+	res, err := p.trainer.Train(ctx, Task{Federation: p.cfg.Federation, Round: st.Round, GlobalRound: g.Header.Round, Architecture: g.Header.Architecture, ProximalMu: st.ProximalMu}, slices.Clone(g.Params))
 	if err != nil {
 		p.m.failed.WithLabelValues("train").Inc()
 		return nil, res, fmt.Errorf("train round %d: %w", st.Round, err)

@@ -75,7 +75,7 @@ func (r RoundReport) Receipts() map[string]Receipt {
 		add(rej.Participant, ReceiptRejected, rej.Reason, rej.Detail)
 	}
 	switch r.Outcome {
-	case outcomeAggregated:
+	case outcomeAggregated, outcomeEvaluated:
 		for _, u := range r.Used {
 			add(u, ReceiptUsed, "", "")
 		}

@@ -500,6 +500,41 @@ func (f *fedTrainer) train(ctx context.Context, task federation.Task, global []f
 	return federation.TrainResult{Params: out, Samples: total, Metrics: metrics}, nil
 }
 
+// Evaluate implements federation.Evaluator: it judges the global model on each of the
+// federation's machines without training (train.Trainer.EvaluateFrom, as a training
+// judges the model it starts from) and returns the window-weighted mean of the metrics.
+func (f *fedTrainer) Evaluate(ctx context.Context, task federation.Task, global []float32) (federation.Evaluation, error) {
+	if !task.Architecture.Equal(f.cfg.Architecture) {
+		return federation.Evaluation{}, fmt.Errorf("global model layout %+v differs from the configured %+v", task.Architecture, f.cfg.Architecture)
+	}
+	ws := train.WarmStart{Architecture: task.Architecture, Params: global, From: fmt.Sprintf("%s@r%d", task.Federation, task.GlobalRound)}
+	metrics, total := map[string]float64{}, 0
+	var errs []error
+	for _, m := range f.cfg.Machines {
+		q, err := f.tr.EvaluateFrom(ctx, m, ws)
+		if err != nil {
+			if ctx.Err() != nil {
+				return federation.Evaluation{}, ctx.Err()
+			}
+			f.log.Warn("machine could not judge the global model", "machine", m, "round", task.Round, "err", err)
+			errs = append(errs, err)
+			continue
+		}
+		for k, v := range q.Metrics() {
+			metrics[k] += float64(q.Windows) * v
+		}
+		total += q.Windows
+		f.log.Info("global model judged", "machine", m, "model", ws.From, "windows", q.Windows, "false_alarm_rate", q.FalseAlarmRate, "detection_rate", q.DetectionRate)
+	}
+	if total == 0 {
+		return federation.Evaluation{}, fmt.Errorf("no machine could judge the model: %w", errors.Join(errs...))
+	}
+	for k := range metrics {
+		metrics[k] /= float64(total)
+	}
+	return federation.Evaluation{Samples: total, Metrics: metrics}, nil
+}
+
 // Ledger is a ledger opened by OpenLedger for a process other than the gateway (the
 // federation hub): the outbox to record through and the identity key that signs.
 type Ledger struct {

@@ -93,7 +93,7 @@ const (
 // round together).
 type UpdateSent struct {
 	Round uint64 `json:"round"`
-	Kind  string `json:"kind"` // delta or secagg
+	Kind  string `json:"kind"` // delta, secagg or evaluation (a final evaluation round's metrics)
 	// Samples is the sample count the update was trained on (with secure aggregation,
 	// from the gateway's training: the messages themselves do not tell the hub).
 	Samples uint64    `json:"samples"`
@@ -312,6 +312,13 @@ func (f *fedStatus) roundState(b []byte) {
 // store's acknowledgement of the update that completed the quorum.
 func (f *fedStatus) closed() {
 	u, r := f.s.LastUpdate, f.s.Round
+	if u != nil && r != nil && u.Kind == kindEvaluation && u.Outcome == OutcomePending {
+		// A final evaluation produces no model: the hub's receipt says whether it was used.
+		if r.Round == u.Round && r.Phase == federation.PhaseFinished {
+			f.askReceipt(u.Round)
+		}
+		return
+	}
 	if u == nil || r == nil || u.Outcome != OutcomePending || r.Round <= u.Round {
 		return
 	}
@@ -337,13 +344,25 @@ func (f *fedStatus) settle(outcome string) {
 		f.s.Rejections[outcome]++
 		f.s.LastRejection = &Rejected{Round: u.Round, Reason: outcome, At: time.Now().UTC()}
 		f.m.rejections.WithLabelValues(f.name, outcome).Inc()
-		select {
-		case <-f.receipts:
-		default:
-		}
-		f.receipts <- u.Round
+		f.askReceipt(u.Round)
 	}
 }
+
+// askReceipt asks the checker to read round's receipt, replacing an unread request.
+func (f *fedStatus) askReceipt(round uint64) {
+	select {
+	case <-f.receipts:
+	default:
+	}
+	f.receipts <- round
+}
+
+// kindEvaluation is UpdateSent.Kind of a final evaluation (federation.KindEvaluation).
+const kindEvaluation = "evaluation"
+
+// receiptOutcomes is the outcome of a final evaluation by its receipt's outcome.
+var receiptOutcomes = map[string]string{federation.ReceiptUsed: OutcomeUsed, federation.ReceiptRejected: OutcomeExcluded,
+	federation.ReceiptMissing: OutcomeExcluded, federation.ReceiptAbandoned: OutcomeAbandoned}
 
 // sent records an update the participant published.
 func (f *fedStatus) sent(data []byte) {
@@ -353,8 +372,11 @@ func (f *fedStatus) sent(data []byte) {
 		return
 	}
 	kind := "delta"
-	if u.Kind == federation.KindSecAgg {
+	switch u.Kind {
+	case federation.KindSecAgg:
 		kind = "secagg"
+	case federation.KindEvaluation:
+		kind = kindEvaluation
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -464,6 +486,9 @@ func (f *fedStatus) readReceipt(ctx context.Context, tr federation.Transport, ro
 			}
 			if r.Round == round {
 				f.mu.Lock()
+				if u := f.s.LastUpdate; u != nil && u.Round == round && u.Kind == kindEvaluation && u.Outcome == OutcomePending {
+					f.settle(receiptOutcomes[r.Outcome])
+				}
 				if l := f.s.LastRejection; l != nil && l.Round == round {
 					l.HubOutcome, l.HubReason, l.Detail = r.Outcome, r.Reason, r.Detail
 				}

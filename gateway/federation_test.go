@@ -13,6 +13,7 @@ import (
 	"math"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -565,9 +566,10 @@ func TestFederationAPI(t *testing.T) {
 // with New from YAML and run with Run, each with its own pump history in InfluxDB and its
 // own HTTP API: factory-a with its models on (the round trains through its scheduled
 // trainer, which trains pump-1 at start as well), factory-b with its models off. One
-// round closes with both updates, and each gateway's GET /api/v1/federation and /metrics
-// show it: connected, the round trained, the update sent and used, the global model
-// verified, no rejection.
+// round closes with both updates, then the final evaluation round with both gateways'
+// judgement of its model, and each gateway's GET /api/v1/federation and /metrics show it:
+// connected, the round trained, the evaluation sent and used, the global model verified,
+// no rejection.
 func TestFederationEndToEnd(t *testing.T) {
 	servicetest.Require(t, "Mosquitto and InfluxDB")
 	root := t.TempDir()
@@ -606,16 +608,16 @@ func TestFederationEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	hc := federation.HubConfig{Federations: []federation.FederationConfig{{Name: "pumps", Members: members, Architecture: arch,
-		Rounds: 1, Quorum: 2, RoundTimeout: 5 * time.Minute, Strategy: aggregate.Strategy{Name: "fedprox", ProximalMu: 0.01}}}}
+		Rounds: 1, FinalEvaluation: true, Quorum: 2, RoundTimeout: 5 * time.Minute, Strategy: aggregate.Strategy{Name: "fedprox", ProximalMu: 0.01}}}}
 	hc.SetDefaults()
 	var (
-		mu     sync.Mutex
-		report *federation.RoundReport
+		mu      sync.Mutex
+		reports []federation.RoundReport
 	)
 	hub, err := federation.NewHub(hc, bus, hubKey, federation.HubOptions{Logger: log, OnRound: func(r federation.RoundReport) {
 		mu.Lock()
 		defer mu.Unlock()
-		report = &r
+		reports = append(reports, r)
 	}})
 	if err != nil {
 		t.Fatal(err)
@@ -672,16 +674,24 @@ func TestFederationEndToEnd(t *testing.T) {
 		return &list[0]
 	}
 	for _, n := range names {
-		servicetest.WaitFor(t, 4*time.Minute, n+"'s update used by round 1", func() bool {
+		servicetest.WaitFor(t, 4*time.Minute, n+"'s evaluation used by the final round", func() bool {
 			s := status(n)
-			return s != nil && s.LastUpdate != nil && s.LastUpdate.Outcome != OutcomePending && s.GlobalModel != nil
+			return s != nil && s.LastUpdate != nil && s.LastUpdate.Round == 2 && s.LastUpdate.Outcome != OutcomePending && s.GlobalModel != nil
 		})
 	}
 	mu.Lock()
-	rep := report
+	got := slices.Clone(reports)
 	mu.Unlock()
-	if rep == nil || rep.Outcome != "aggregated" || len(rep.Used) != 2 {
-		t.Fatalf("hub's round report %+v; want aggregated from both gateways", rep)
+	if len(got) != 2 || got[0].Outcome != "aggregated" || len(got[0].Used) != 2 {
+		t.Fatalf("hub's round reports %+v; want round 1 aggregated from both gateways, then the final evaluation", got)
+	}
+	rep := &got[0]
+	// The final evaluation: both gateways judged r1 without training, as they judged r0
+	// before training from it, and reported only global_ metrics.
+	if fin := got[1]; fin.Outcome != "evaluated" || fin.Round != 2 || fin.Model != rep.Model || len(fin.Used) != 2 || len(fin.Metrics) != 4 ||
+		!(fin.Metrics["global_false_alarm_rate"] >= 0 && fin.Metrics["global_false_alarm_rate"] <= 1) ||
+		!(fin.Metrics["global_detection_rate"] >= 0 && fin.Metrics["global_detection_rate"] <= 1) || !(fin.Metrics["global_validation_windows"] >= 1) {
+		t.Errorf("final round %+v; want r1 evaluated by both gateways with global_ false_alarm_rate, detection_rate, separation and validation_windows", fin)
 	}
 	// The round's metrics: the quality of the factories' models after the round's training,
 	// as both gateways reported it, and of the global model they trained from (global_),
@@ -703,12 +713,12 @@ func TestFederationEndToEnd(t *testing.T) {
 			t.Errorf("%s: hub %s, member %s", n, s.Hub, s.Member)
 		}
 		u, tr, g := s.LastUpdate, s.LastTraining, s.GlobalModel
-		if u.Round != 1 || u.Kind != "delta" || u.Outcome != OutcomeUsed || u.Bytes == 0 {
-			t.Errorf("%s: last update %+v; want round 1, used", n, u)
+		if u.Round != 2 || u.Kind != "evaluation" || u.Outcome != OutcomeUsed || u.Bytes == 0 || u.Samples == 0 {
+			t.Errorf("%s: last update %+v; want round 2's evaluation, used", n, u)
 		}
 		if tr == nil || tr.Round != 1 || tr.Error != "" || len(tr.Machines) != 1 || tr.Machines[0].Machine != "pump-1" ||
-			tr.Machines[0].Hash == "" || uint64(tr.Samples) != u.Samples {
-			t.Errorf("%s: last training %+v; want round 1 on pump-1 with the update's %d samples", n, tr, u.Samples)
+			tr.Machines[0].Hash == "" || tr.Samples == 0 {
+			t.Errorf("%s: last training %+v; want round 1 on pump-1", n, tr)
 		}
 		if g.Round != 1 || g.Hash != rep.Model || g.Version != "pumps@r1" {
 			t.Errorf("%s: global model %+v; want pumps@r1 %s", n, g, rep.Model)
@@ -727,12 +737,11 @@ func TestFederationEndToEnd(t *testing.T) {
 		for _, want := range []string{
 			`millwright_federation_participant_connected{federation="pumps"} 1`,
 			`millwright_federation_participant_rounds_joined_total{federation="pumps"} 1`,
-			`millwright_federation_participant_updates_sent_total{federation="pumps"} 1`,
-			fmt.Sprintf(`millwright_federation_participant_update_bytes_total{federation="pumps"} %d`, u.Bytes),
+			`millwright_federation_participant_updates_sent_total{federation="pumps"} 2`, // the update and the evaluation
 			`millwright_federation_participant_training_seconds_count{federation="pumps"} 1`,
 			`millwright_federation_participant_global_round{federation="pumps"} 1`,
 			`millwright_federation_participant_rejections_total{federation="pumps",reason="excluded"} 0`,
-			`millwright_model_training_wait_seconds_count{kind="federated"} 1`,
+			`millwright_model_training_wait_seconds_count{kind="federated"} 2`, // the training and the evaluation
 		} {
 			if !strings.Contains(metrics, want+"\n") {
 				t.Errorf("%s: /metrics has no line %s", n, want)

@@ -1,0 +1,127 @@
+package federation_test
+
+import (
+	"context"
+	"math"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/millwright-io/millwright/federation"
+)
+
+// evalTrainer is a pullTrainer that also judges a global model without training (a
+// federation.Evaluator): it reports a false-alarm rate of far over samples windows.
+type evalTrainer struct {
+	*pullTrainer
+	far     float64
+	samples int
+	judged  chan federation.Task
+}
+
+func (e *evalTrainer) Evaluate(_ context.Context, task federation.Task, _ []float32) (federation.Evaluation, error) {
+	e.judged <- task
+	return federation.Evaluation{Samples: e.samples, Metrics: map[string]float64{"false_alarm_rate": e.far}}, nil
+}
+
+// TestHubEvaluatesTheFinalModel runs two rounds and the final evaluation round: the two
+// gateways whose trainer can evaluate judge r2 without training and the hub records their
+// combined metrics as r2's evaluation; the third gateway sits it out, and a model update
+// sent in the evaluation round is refused.
+func TestHubEvaluatesTheFinalModel(t *testing.T) {
+	const n, dim, rounds = 3, 20, 2
+	e := newEnv(t, n, false)
+	fc := fedConfig(n, dim)
+	fc.Rounds, fc.FinalEvaluation, fc.Quorum = rounds, true, 2
+	fc.RoundTimeout = 3 * time.Second // the third gateway never answers the final round
+	maxFAR := 0.2
+	fc.Acceptance = map[string]federation.Bound{"false_alarm_rate": {Max: &maxFAR}}
+	h := startHub(t, e.hub, fc)
+	judged := make(chan federation.Task, 2)
+	for i, far := range []float64{0.1, 0.3} {
+		e.gateway(t, i, &evalTrainer{pullTrainer: &pullTrainer{target: target(i, dim), samples: 10}, far: far, samples: 10 * (i + 1), judged: judged})
+	}
+	e.gateway(t, 2, &pullTrainer{target: target(2, dim), samples: 10}) // a Trainer only
+	var reports []federation.RoundReport
+	for range rounds {
+		r := h.next(t)
+		if r.Outcome != "aggregated" {
+			t.Fatalf("round %d: %+v", r.Round, r)
+		}
+		reports = append(reports, r)
+	}
+	// A model update in the evaluation round (a gateway that missed the phase) is refused.
+	st := roundState(t, e.hub)
+	if st.Phase != federation.PhaseEvaluate || st.Round != rounds+1 || st.Global != reports[1].Model {
+		t.Fatalf("after the last round the state is %+v; want round 3 evaluating r2", st)
+	}
+	asOpen := st
+	asOpen.Phase = federation.PhaseOpen
+	if err := e.participants(t, dim)[2].Answer(context.Background(), asOpen); err != nil {
+		t.Fatal(err)
+	}
+	final := h.next(t)
+	for range 2 {
+		if task := <-judged; task.Round != rounds+1 || task.GlobalRound != rounds {
+			t.Errorf("evaluated for %+v; want round 3 judging r2", task)
+		}
+	}
+	if final.Outcome != "evaluated" || final.Round != rounds+1 || final.Model != reports[1].Model || !slices.Equal(final.Used, []string{gwName(0), gwName(1)}) {
+		t.Errorf("final round %+v; want evaluated r2 by g0 and g1", final)
+	}
+	if len(final.Rejected) != 1 || final.Rejected[0].Participant != gwName(2) || final.Rejected[0].Reason != federation.RejectBadPayload {
+		t.Errorf("final round's rejections %+v; want g2's model update refused", final.Rejected)
+	}
+	if st := roundState(t, e.hub); st.Phase != federation.PhaseFinished || st.Round != rounds+1 {
+		t.Errorf("after the final evaluation the state is %+v; want round 3 finished", st)
+	}
+	// The training rounds report no global_ metrics here, so the only evaluation is the
+	// final round's, of r2: (10·0.1 + 20·0.3)/30.
+	h.rec.mu.Lock()
+	defer h.rec.mu.Unlock()
+	if len(h.rec.bodies) != rounds || len(h.rec.evals) != 1 {
+		t.Fatalf("%d round and %d evaluation records; want 2 and 1 (of r2)", len(h.rec.bodies), len(h.rec.evals))
+	}
+	ev := h.rec.evals[0]
+	if ev.Version != "r2" || ev.ArtifactHash != reports[1].Model || math.Abs(ev.Metrics["false_alarm_rate"]-7.0/30) > 1e-6 || len(ev.Metrics) != 1 {
+		t.Errorf("final evaluation of %s (%s), metrics %v; want r2 (%s) with false_alarm_rate %v", ev.ModelRef, ev.ArtifactHash, ev.Metrics, reports[1].Model, 7.0/30)
+	}
+	if ev.Passed || !strings.Contains(ev.Criteria, "round 3: each of the 2 participants") || !strings.Contains(ev.Criteria, "final evaluation round, without training") ||
+		!strings.Contains(ev.Criteria, "false_alarm_rate ≤ 0.2 (0.233") {
+		t.Errorf("final evaluation passed %v, criteria %q", ev.Passed, ev.Criteria)
+	}
+	// The receipts: used for the evaluators, rejected for the update sent in the clear.
+	for i, want := range []string{federation.ReceiptUsed, federation.ReceiptUsed, federation.ReceiptRejected} {
+		b, err := e.gatewayBus(i).GetReceipt(context.Background(), fedName, gwName(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r, err := federation.DecodeReceipt(b); err != nil || r.Round != rounds+1 || r.Outcome != want {
+			t.Errorf("%s's receipt %+v (%v); want round 3 %s", gwName(i), r, err, want)
+		}
+	}
+}
+
+func TestFinalEvaluationConfig(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		change func(*federation.FederationConfig)
+		want   string
+	}{
+		{"no last round", func(c *federation.FederationConfig) { c.Rounds = 0 }, "final_evaluation: needs a last round"},
+		{"secagg", func(c *federation.FederationConfig) { c.SecAgg.Enabled = true }, "final_evaluation: cannot run with dp or secagg"},
+		{"valid", func(*federation.FederationConfig) {}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fc := fedConfig(3, 10)
+			fc.Rounds, fc.FinalEvaluation = 2, true
+			tc.change(&fc)
+			fc.SetDefaults()
+			err := fc.Validate()
+			if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+				t.Errorf("Validate() = %v; want %q", err, tc.want)
+			}
+		})
+	}
+}
