@@ -203,9 +203,12 @@ func (rt *modelsRuntime) start(ctx context.Context, grp *errgroup.Group) {
 	if rt.pub != nil {
 		grp.Go(func() error { rt.connect(ctx, "mqtt", rt.pub.Connect); return nil })
 	}
-	grp.Go(func() error { return rt.scorer.Run(ctx) })
+	// The alarm log closes its period only once the scorer has stopped, so an alarm the
+	// scorer publishes while stopping is still in the period's file and its digest.
+	logCtx, stopLog := context.WithCancel(context.WithoutCancel(ctx))
+	grp.Go(func() error { defer stopLog(); return rt.scorer.Run(ctx) })
 	grp.Go(func() error { return rt.trainer.Run(ctx) })
-	grp.Go(func() error { return rt.alarms.Run(ctx) })
+	grp.Go(func() error { return rt.alarms.Run(logCtx) })
 	rt.log.Info("models running", "machines", len(rt.cfg.Train.Machines), "dir", filepath.Clean(rt.cfg.Dir))
 }
 
