@@ -68,8 +68,8 @@
 // sample count; with secagg.sample_cap the hub learns the sum of the survivors' capped
 // counts, and with secagg.metrics the weighted sums of those metrics (refused with DP).
 // A final evaluation round (FederationConfig.FinalEvaluation) sends each gateway's
-// metrics about the last model and its window count in the clear, so it is refused with
-// DP and with secure aggregation.
+// metrics about the last model and its window count, in the clear without secure
+// aggregation (masked with it, as above); it is refused with DP.
 // Without DP, the global model can leak information about rare events in one factory's
 // data (membership inference).
 package federation

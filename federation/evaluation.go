@@ -130,8 +130,6 @@ func (f *fedRun) evaluationRecord(in, out ModelHeader, hash string, metrics map[
 // them as the model's federated evaluation and finishes the federation. Nothing is
 // aggregated or released. A round short of its quorum at the deadline records nothing.
 func (f *fedRun) evaluateRound(ctx context.Context, st RoundState, report RoundReport, start time.Time) (RoundState, error) {
-	done := st
-	done.Phase = PhaseFinished
 	c, err := f.collect(ctx, st)
 	if err != nil {
 		return st, err
@@ -140,17 +138,25 @@ func (f *fedRun) evaluateRound(ctx context.Context, st RoundState, report RoundR
 	if len(c.updates) < st.Quorum {
 		f.log.Warn("final evaluation abandoned: quorum not met by the deadline", "round", st.Round, "evaluations", len(c.updates), "quorum", st.Quorum)
 		report.Reason = SecAggFailQuorum
-		return f.finish(ctx, report, start, outcomeAbandoned, done)
+		return f.finish(ctx, report, start, outcomeAbandoned, f.open(st.Round+1, st.Global, st.GlobalRound)) // finished
 	}
 	global, err := f.globalModel(ctx, st)
 	if err != nil {
 		return st, err
 	}
 	used := slices.Sorted(maps.Keys(c.updates))
-	report.Used, report.Model = used, st.Global
 	report.Metrics = roundMetrics(f.cfg.Strategy, c.updates, used)
+	return f.finishEvaluation(ctx, st, report, start, global.Header, used)
+}
+
+// finishEvaluation ends final evaluation round st, in which the participants used judged
+// the model in (st.Global) and reported report.Metrics (combined): it records their
+// global_ metrics as the model's evaluation and finishes the federation.
+func (f *fedRun) finishEvaluation(ctx context.Context, st RoundState, report RoundReport, start time.Time, in ModelHeader, used []string) (RoundState, error) {
+	slices.Sort(used)
+	report.Used, report.Model = used, st.Global
 	_, input := splitMetrics(report.Metrics)
-	if ev := f.evaluationRecord(global.Header, ModelHeader{Round: st.Round, Participants: used}, st.Global, input, false); ev != nil {
+	if ev := f.evaluationRecord(in, ModelHeader{Round: st.Round, Participants: used}, st.Global, input, false); ev != nil {
 		var id string
 		if _, ok := f.h.opts.Recorder.(ledger.IDRecorder); ok {
 			id = ledger.NameID(string(ledger.TypeEvaluation), ledger.KeyID(f.h.PublicKey()), f.cfg.Name, strconv.FormatUint(st.Round, 10), st.Global)
@@ -159,6 +165,7 @@ func (f *fedRun) evaluateRound(ctx context.Context, st RoundState, report RoundR
 		// ledger first whether the one before it recorded them.
 		f.record(ctx, st.Round, "final evaluation", id, *ev, true)
 	}
-	f.log.Info("final evaluation", "round", st.Round, "model", global.Header.Version(), "evaluations", len(used), "metrics", input)
-	return f.finish(ctx, report, start, outcomeEvaluated, done)
+	f.log.Info("final evaluation", "round", st.Round, "model", in.Version(), "evaluations", len(used), "metrics", input)
+	st.Phase = PhaseFinished
+	return f.finish(ctx, report, start, outcomeEvaluated, st)
 }

@@ -103,6 +103,55 @@ func TestHubEvaluatesTheFinalModel(t *testing.T) {
 	}
 }
 
+// TestSecAggFinalEvaluation: with secure aggregation the final round masks only each
+// gateway's weight and secagg.metrics; the hub learns the weighted mean of the global_
+// metrics, records it as r1's evaluation, and no model is aggregated.
+func TestSecAggFinalEvaluation(t *testing.T) {
+	const n, dim = 3, 32
+	e := newEnv(t, n, false)
+	fc := secaggConfig(n, dim)
+	fc.FinalEvaluation = true
+	fc.SecAgg.SampleCap = 30
+	fc.SecAgg.Metrics = []string{"false_alarm_rate", federation.GlobalMetricPrefix + "false_alarm_rate"}
+	h := startHub(t, e.hub, fc)
+	judged := make(chan federation.Task, n)
+	samples, far := []int{10, 20, 60}, []float64{0.1, 0.2, 0.4} // weights 1/3, 2/3, 1
+	for i := range n {
+		e.gateway(t, i, &evalTrainer{pullTrainer: &pullTrainer{target: target(i, dim), samples: 10}, far: far[i], samples: samples[i], judged: judged})
+	}
+	r1 := h.next(t)
+	if r1.Outcome != "aggregated" || len(r1.Used) != n {
+		t.Fatalf("round 1: %+v", r1)
+	}
+	final := h.next(t)
+	for range n {
+		if task := <-judged; task.Round != 2 || task.GlobalRound != 1 {
+			t.Errorf("evaluated for %+v; want round 2 judging r1", task)
+		}
+	}
+	want := (0.1/3 + 0.2*2/3 + 0.4) / 2
+	if final.Outcome != "evaluated" || final.Model != r1.Model || len(final.Used) != n || len(final.Metrics) != 1 ||
+		math.Abs(final.Metrics[federation.GlobalMetricPrefix+"false_alarm_rate"]-want) > 1e-3 {
+		t.Fatalf("final round %+v; want r1 evaluated by all, global_false_alarm_rate %v", final, want)
+	}
+	if st := roundState(t, e.hub); st.Phase != federation.PhaseFinished || st.Round != 2 || st.SecAgg != nil {
+		t.Errorf("after the final evaluation the state is %+v; want round 2 finished", st)
+	}
+	h.rec.mu.Lock()
+	defer h.rec.mu.Unlock()
+	if len(h.rec.bodies) != 1 || len(h.rec.evals) != 1 {
+		t.Fatalf("%d round and %d evaluation records; want 1 and 1", len(h.rec.bodies), len(h.rec.evals))
+	}
+	if ev := h.rec.evals[0]; ev.Version != "r1" || ev.ArtifactHash != r1.Model || math.Abs(ev.Metrics["false_alarm_rate"]-want) > 1e-3 ||
+		!strings.Contains(ev.Criteria, "learned under secure aggregation") {
+		t.Errorf("evaluation %+v; want r1 with false_alarm_rate %v under secure aggregation", ev, want)
+	}
+	// Only the round's messages, 5 phases × n gateways per round: no plain evaluation.
+	if got := h.counter("millwright_federation_updates_total", "result", "accepted"); got != float64(2*5*n) {
+		t.Errorf("%v messages accepted; want %d", got, 2*5*n)
+	}
+}
+
 func TestFinalEvaluationConfig(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
@@ -110,7 +159,13 @@ func TestFinalEvaluationConfig(t *testing.T) {
 		want   string
 	}{
 		{"no last round", func(c *federation.FederationConfig) { c.Rounds = 0 }, "final_evaluation: needs a last round"},
-		{"secagg", func(c *federation.FederationConfig) { c.SecAgg.Enabled = true }, "final_evaluation: cannot run with dp or secagg"},
+		{"dp", func(c *federation.FederationConfig) { c.DP.Enabled = true }, "final_evaluation: cannot run with dp"},
+		{"secagg without global metrics", func(c *federation.FederationConfig) {
+			c.SecAgg.Enabled, c.SecAgg.Metrics = true, []string{"false_alarm_rate"}
+		}, `final_evaluation: with secagg, secagg.metrics ["false_alarm_rate"] names no global_ metric`},
+		{"secagg", func(c *federation.FederationConfig) {
+			c.SecAgg.Enabled, c.SecAgg.Metrics = true, []string{"global_false_alarm_rate"}
+		}, ""},
 		{"valid", func(*federation.FederationConfig) {}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -363,14 +363,14 @@ func (f *fedRun) open(round uint64, global string, globalRound uint64) RoundStat
 		st.ClipNorm = f.cfg.DP.ClipNorm
 	}
 	if f.cfg.Rounds > 0 && round > f.cfg.Rounds {
-		st.Phase = PhaseFinished
-		if f.cfg.FinalEvaluation && round == f.cfg.Rounds+1 {
-			st.Phase = PhaseEvaluate
+		if !f.cfg.FinalEvaluation || round > f.cfg.Rounds+1 {
+			st.Phase = PhaseFinished
+			return st
 		}
-		return st
+		st.Phase = PhaseEvaluate
 	}
 	if f.cfg.SecAgg.Enabled {
-		sa, err := f.secaggState(round, st.Targets)
+		sa, err := f.secaggState(st, st.Targets)
 		if err != nil {
 			// No gateway trains for a round that cannot run; secaggRound abandons it
 			// with the reason.
@@ -447,11 +447,11 @@ func (f *fedRun) round(ctx context.Context, st RoundState) (RoundState, error) {
 			return st, nil
 		}
 	}
-	if st.Phase == PhaseEvaluate {
-		return f.evaluateRound(ctx, st, report, start)
-	}
 	if f.cfg.SecAgg.Enabled {
 		return f.secaggRound(ctx, st)
+	}
+	if st.Phase == PhaseEvaluate {
+		return f.evaluateRound(ctx, st, report, start)
 	}
 	c, err := f.collect(ctx, st)
 	if err != nil {

@@ -191,17 +191,14 @@ func (p *Participant) Run(ctx context.Context) error {
 // Answer trains for round st and sends the update, if the gateway is a target of an open
 // round it has not answered yet; otherwise it does nothing.
 func (p *Participant) Answer(ctx context.Context, st RoundState) error {
-	if !slices.Contains(st.Targets, p.cfg.Name) {
-		return nil
-	}
-	if st.Phase == PhaseEvaluate {
-		return p.evaluate(ctx, st)
-	}
-	if st.Phase != PhaseOpen {
+	if !slices.Contains(st.Targets, p.cfg.Name) || st.Phase != PhaseOpen && st.Phase != PhaseEvaluate {
 		return nil
 	}
 	if st.SecAgg != nil {
 		return p.answerSecAgg(ctx, st)
+	}
+	if st.Phase == PhaseEvaluate {
+		return p.evaluate(ctx, st)
 	}
 	if st.Round <= p.last {
 		return nil
@@ -239,35 +236,46 @@ func (p *Participant) Answer(ctx context.Context, st RoundState) error {
 // with the trainer's Evaluator and sends the metrics, named GlobalMetricPrefix+name as
 // in a training round's update, in an update of KindEvaluation.
 func (p *Participant) evaluate(ctx context.Context, st RoundState) error {
-	ev, ok := p.trainer.(Evaluator)
-	if !ok || st.Round <= p.last {
+	if _, ok := p.trainer.(Evaluator); !ok || st.Round <= p.last {
 		return nil
 	}
-	g, err := p.model(ctx, st.Global)
+	res, err := p.judge(ctx, st)
 	if err != nil {
-		p.m.failed.WithLabelValues("model").Inc()
 		return err
 	}
-	res, err := ev.Evaluate(ctx, Task{Federation: p.cfg.Federation, Round: st.Round, GlobalRound: g.Header.Round, Architecture: g.Header.Architecture}, slices.Clone(g.Params))
-	if err == nil && (res.Samples <= 0 || len(res.Metrics) == 0) {
-		err = fmt.Errorf("%d samples and %d metrics; expected both > 0", res.Samples, len(res.Metrics))
-	}
-	if err != nil {
-		p.m.failed.WithLabelValues("evaluate").Inc()
-		return fmt.Errorf("evaluate round %d: %w", st.Round, err)
-	}
-	metrics := make(map[string]float64, len(res.Metrics))
-	for k, v := range res.Metrics {
-		metrics[GlobalMetricPrefix+k] = v
-	}
 	u := Update{Federation: p.cfg.Federation, Round: st.Round, BaseRound: st.Round, Participant: p.cfg.Name,
-		Kind: KindEvaluation, Samples: uint64(res.Samples), Metrics: metrics}
+		Kind: KindEvaluation, Samples: uint64(res.Samples), Metrics: res.Metrics}
 	if err := p.send(ctx, &u, 0, func(b []byte) ([]byte, error) { return b, nil }); err != nil {
 		return err
 	}
 	p.last = st.Round
 	p.log.Debug("evaluation sent", "round", st.Round)
 	return nil
+}
+
+// judge judges round st's global model with the trainer's Evaluator, which the caller
+// checked it is, and returns its result with the metrics named GlobalMetricPrefix+name,
+// as in a training round's update.
+func (p *Participant) judge(ctx context.Context, st RoundState) (Evaluation, error) {
+	g, err := p.model(ctx, st.Global)
+	if err != nil {
+		p.m.failed.WithLabelValues("model").Inc()
+		return Evaluation{}, err
+	}
+	task := Task{Federation: p.cfg.Federation, Round: st.Round, GlobalRound: g.Header.Round, Architecture: g.Header.Architecture}
+	res, err := p.trainer.(Evaluator).Evaluate(ctx, task, slices.Clone(g.Params))
+	if err == nil && (res.Samples <= 0 || len(res.Metrics) == 0) {
+		err = fmt.Errorf("%d samples and %d metrics; expected both > 0", res.Samples, len(res.Metrics))
+	}
+	if err != nil {
+		p.m.failed.WithLabelValues("evaluate").Inc()
+		return Evaluation{}, fmt.Errorf("evaluate round %d: %w", st.Round, err)
+	}
+	metrics := make(map[string]float64, len(res.Metrics))
+	for k, v := range res.Metrics {
+		metrics[GlobalMetricPrefix+k] = v
+	}
+	return Evaluation{Samples: res.Samples, Metrics: metrics}, nil
 }
 
 // current returns the newest round state: the one Run's watcher received last (a round
@@ -370,6 +378,9 @@ func (p *Participant) answerSecAgg(ctx context.Context, st RoundState) error {
 		if sa.Phase != SecAggAdvertise {
 			return nil // joined too late for this round
 		}
+		if _, ok := p.trainer.(Evaluator); !ok && st.Phase == PhaseEvaluate {
+			return nil // sits the final evaluation out
+		}
 		p.sa = &saRound{round: st.Round, done: map[string]bool{}}
 	}
 	r := p.sa
@@ -385,13 +396,21 @@ func (p *Participant) answerSecAgg(ctx context.Context, st RoundState) error {
 			p.m.failed.WithLabelValues("secagg").Inc()
 			return err
 		}
-		delta, res, err := p.train(ctx, st, nil) // kept for the round's phases
-		if err != nil {
-			return err
+		if st.Phase == PhaseEvaluate { // only the weight and the metrics are masked
+			res, err := p.judge(ctx, st)
+			if err != nil {
+				return err
+			}
+			r.input = sa.maskedInput(nil, res.Samples, res.Metrics)
+		} else {
+			delta, res, err := p.train(ctx, st, nil) // kept for the round's phases
+			if err != nil {
+				return err
+			}
+			// Weighted inside the masked sum with a sample cap (the hub sees only Σw), and the
+			// metrics the hub asked for.
+			r.input = sa.maskedInput(delta, res.Samples, res.Metrics)
 		}
-		// Weighted inside the masked sum with a sample cap (the hub sees only Σw), and the
-		// metrics the hub asked for.
-		r.input = sa.maskedInput(delta, res.Samples, res.Metrics)
 		if r.client, err = secagg.NewClient(sa.Params, id, p.key, ids, nil); err != nil {
 			p.m.failed.WithLabelValues("secagg").Inc()
 			return err

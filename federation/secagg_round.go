@@ -77,7 +77,7 @@ func (f *fedRun) secaggRound(ctx context.Context, st RoundState) (RoundState, er
 		return fail(SecAggFailParams, "the global model does not have the configured architecture's parameters",
 			"params", len(global.Params), "configured", f.cfg.Architecture.Params)
 	}
-	sa, err := f.secaggState(st.Round, st.Targets)
+	sa, err := f.secaggState(st, st.Targets)
 	if err != nil {
 		return fail(SecAggFailParams, "secure aggregation parameters", "err", err)
 	}
@@ -298,7 +298,7 @@ func (f *fedRun) secaggRound(ctx context.Context, st RoundState) (RoundState, er
 	n := float64(len(used))
 	weight := float32(n)
 	if sa.SampleCap > 0 {
-		if weight = sum[len(global.Params)]; !(weight > 0) {
+		if weight = sum[maskedParams(st, len(global.Params))]; !(weight > 0) {
 			return fail(SecAggFailUnmask, "the survivors' weights sum to no positive number", "sum", weight)
 		}
 	}
@@ -306,6 +306,10 @@ func (f *fedRun) secaggRound(ctx context.Context, st RoundState) (RoundState, er
 	report.Metrics, implausible = sa.metricMeans(sum[len(sum)-2*len(sa.Metrics):], len(used))
 	if implausible != nil {
 		f.log.Warn("round metrics left out: their masked sums are implausible (a gateway sent values it could not have)", "round", st.Round, "metrics", implausible)
+	}
+	if st.Phase == PhaseEvaluate {
+		st.SecAgg = nil
+		return f.finishEvaluation(ctx, st, report, start, global.Header, used)
 	}
 	var privacy *dp.Report
 	var noise []float32
@@ -344,13 +348,13 @@ func (f *fedRun) secaggRound(ctx context.Context, st RoundState) (RoundState, er
 // so client ids are stable for the round): the parameters, the client ids and identity
 // keys, the advertise phase. open puts it in the round state from the start, so a gateway
 // never sees the round without it (it would train and send a plain update the hub refuses).
-func (f *fedRun) secaggState(round uint64, targets []string) (*SecAggState, error) {
+func (f *fedRun) secaggState(st RoundState, targets []string) (*SecAggState, error) {
 	sa := &SecAggState{IDs: map[string]uint32{}, Phase: SecAggAdvertise, Keys: map[string]ed25519.PublicKey{}}
 	if f.cfg.SecAgg.SampleCap > 0 && !f.cfg.DP.Enabled { // DP needs equal weights
 		sa.SampleCap = f.cfg.SecAgg.SampleCap
 	}
 	sa.Metrics = slices.Clone(f.cfg.SecAgg.Metrics) // none with DP (refused by Validate)
-	params, err := f.cfg.SecAgg.Params(round, len(targets), sa.inputLen(f.cfg.Architecture.Params))
+	params, err := f.cfg.SecAgg.Params(st.Round, len(targets), sa.inputLen(maskedParams(st, f.cfg.Architecture.Params)))
 	if err != nil {
 		return nil, err
 	}
@@ -359,6 +363,15 @@ func (f *fedRun) secaggState(round uint64, targets []string) (*SecAggState, erro
 		sa.IDs[t], sa.Keys[t] = uint32(i+1), f.members[t]
 	}
 	return sa, nil
+}
+
+// maskedParams is how many model parameters a gateway masks in round st: none in a final
+// evaluation round (PhaseEvaluate), which sums only the weights and the metrics.
+func maskedParams(st RoundState, params int) int {
+	if st.Phase == PhaseEvaluate {
+		return 0
+	}
+	return params
 }
 
 // accepting adapts a Server's Receive method to a phase: the message must be of its type

@@ -312,14 +312,16 @@ func (f *fedStatus) roundState(b []byte) {
 // store's acknowledgement of the update that completed the quorum.
 func (f *fedStatus) closed() {
 	u, r := f.s.LastUpdate, f.s.Round
-	if u != nil && r != nil && u.Kind == kindEvaluation && u.Outcome == OutcomePending {
-		// A final evaluation produces no model: the hub's receipt says whether it was used.
-		if r.Round == u.Round && r.Phase == federation.PhaseFinished {
-			f.askReceipt(u.Round)
-		}
+	if u == nil || r == nil || u.Outcome != OutcomePending {
 		return
 	}
-	if u == nil || r == nil || u.Outcome != OutcomePending || r.Round <= u.Round {
+	if r.Round == u.Round && r.Phase == federation.PhaseFinished {
+		// A final evaluation round closed (plain or masked): it produces no model, so the
+		// hub's receipt says whether the gateway's part was used.
+		f.askReceipt(u.Round)
+		return
+	}
+	if r.Round <= u.Round {
 		return
 	}
 	switch {
@@ -486,7 +488,7 @@ func (f *fedStatus) readReceipt(ctx context.Context, tr federation.Transport, ro
 			}
 			if r.Round == round {
 				f.mu.Lock()
-				if u := f.s.LastUpdate; u != nil && u.Round == round && u.Kind == kindEvaluation && u.Outcome == OutcomePending {
+				if u := f.s.LastUpdate; u != nil && u.Round == round && u.Outcome == OutcomePending { // a final evaluation's
 					f.settle(receiptOutcomes[r.Outcome])
 				}
 				if l := f.s.LastRejection; l != nil && l.Round == round {

@@ -45,7 +45,8 @@ const (
 // demoFederationResult is what step 5 read back from the hub's API and the ledgers.
 type demoFederationResult struct {
 	Members         []string                 // the factories (NATS users), factory one first
-	Rounds          []federation.RoundReport // from GET /api/v1/federations, in round order
+	Rounds          []federation.RoundReport // the training rounds from GET /api/v1/federations, in round order
+	Final           *federation.RoundReport  // the final evaluation round, from the same
 	HubAccepted     int                      // messages the hub accepted (its /metrics): 5 per member and round with secure aggregation
 	HubSecAggFailed int                      // secure-aggregation rounds the hub abandoned (its /metrics)
 	HubRounds       []ledger.FederatedRound  // FederatedRound records in the hub's ledger
@@ -144,6 +145,7 @@ func (d *demo) federate(ctx context.Context, g *runningGateway) error {
 	}
 	fmt.Fprintf(&hub, `    architecture: %s
     rounds: %d
+    final_evaluation: true
     quorum: %d
     round_timeout: 2m
     strategy: {name: fedprox, proximal_mu: 0.01}
@@ -156,8 +158,9 @@ func (d *demo) federate(ctx context.Context, g *runningGateway) error {
 	}
 	fmt.Fprintf(d.out, "\n5. Federation between factories: hub %s (in this process: embedded NATS at nats://%s, ledger %s)\n",
 		"http://"+httpAddr+"/api/v1/federations", natsAddr, relPath(o.stateDir, filepath.Join(hubDir, "ledger")))
-	fmt.Fprintf(d.out, "   federation %q: %d factories, autoencoder %d inputs -> [8 3 8], %d parameters; %d rounds of fedprox with secure aggregation\n",
+	fmt.Fprintf(d.out, "   federation %q: %d factories, autoencoder %d inputs -> [8 3 8], %d parameters; %d rounds of fedprox with secure aggregation,\n",
 		demoFedName, len(facs), arch.Inputs, arch.Params, o.fedRounds)
+	fmt.Fprintf(d.out, "   then a final round in which the factories judge the last model without training (final_evaluation)\n")
 	fmt.Fprintf(d.out, "   each gateway pins the other factories' identity keys (federation.peers): the hub cannot stand in for a member or invent one\n")
 
 	// The two extra factories' history: their pumps publish it over MQTT to their own
@@ -394,6 +397,14 @@ func (d *demo) watchRounds(ctx context.Context, httpAddr string, res *demoFedera
 			if st := list[0].State; st != nil {
 				mu = st.ProximalMu
 			}
+			if lr := list[0].LastRound; lr != nil && lr.Round > uint64(d.o.fedRounds) {
+				res.Final = lr
+				far, det := lr.Metrics[federation.GlobalMetricPrefix+"false_alarm_rate"], lr.Metrics[federation.GlobalMetricPrefix+"detection_rate"]
+				fmt.Fprintf(d.out, "   %5.1fs  round %d %s: %d/%d factories judged %s@r%d on their held-out data without training;\n",
+					time.Since(start).Seconds(), lr.Round, lr.Outcome, len(lr.Used), members, demoFedName, d.o.fedRounds)
+				fmt.Fprintf(d.out, "            the hub learned only the masked sums: false alarm rate %.3f, detection rate %.3f\n", far, det)
+				return nil
+			}
 			if lr := list[0].LastRound; lr != nil && (len(res.Rounds) == 0 || res.Rounds[len(res.Rounds)-1].Round != lr.Round) {
 				res.Rounds = append(res.Rounds, *lr)
 				used := slices.Clone(lr.Used)
@@ -411,9 +422,6 @@ func (d *demo) watchRounds(ctx context.Context, httpAddr string, res *demoFedera
 				for _, r := range lr.Rejected {
 					fmt.Fprintf(d.out, "            rejected: %+v\n", r)
 				}
-				if lr.Round >= uint64(d.o.fedRounds) {
-					return nil
-				}
 			}
 		}
 		select {
@@ -422,7 +430,7 @@ func (d *demo) watchRounds(ctx context.Context, httpAddr string, res *demoFedera
 		default:
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("%d of %d rounds closed within %s (rerun with -log-level info to see the hub's and gateways' logs)", len(res.Rounds), d.o.fedRounds, demoFedDeadline)
+			return fmt.Errorf("%d of %d rounds and the final evaluation closed within %s (rerun with -log-level info to see the hub's and gateways' logs)", len(res.Rounds), d.o.fedRounds, demoFedDeadline)
 		}
 		sleep(ctx, 200*time.Millisecond)
 	}
@@ -447,7 +455,7 @@ func (d *demo) hubLearned(httpAddr string, res *demoFederationResult) error {
 	fmt.Fprintf(d.out, "   data before training from it), and the sum of the weights; never one factory's update, rate or count.\n")
 	fmt.Fprintf(d.out, "   Every upload was masked, and the masks cancel only in the sum\n")
 	fmt.Fprintf(d.out, "   (hub /metrics: %d messages accepted over %d rounds of 5 phases; %d secure-aggregation failures)\n",
-		res.HubAccepted, len(res.Rounds), res.HubSecAggFailed)
+		res.HubAccepted, len(res.Rounds)+1, res.HubSecAggFailed)
 	return nil
 }
 
@@ -482,8 +490,12 @@ func (d *demo) readFederationLedgers(ctx context.Context, facs []*demoFactory, h
 		if !ev.Passed {
 			verdict = "NOT met"
 		}
-		fmt.Fprintf(d.out, "     evaluation of %s by the factories that trained from it: false alarm rate %.3f, detection rate %.3f; acceptance bounds %s\n",
-			ev.ModelRef, ev.Metrics["false_alarm_rate"], ev.Metrics["detection_rate"], verdict)
+		by := "by the factories that trained from it"
+		if strings.Contains(ev.Criteria, "final evaluation round") {
+			by = "in the final evaluation round"
+		}
+		fmt.Fprintf(d.out, "     evaluation of %s %s: false alarm rate %.3f, detection rate %.3f; acceptance bounds %s\n",
+			ev.ModelRef, by, ev.Metrics["false_alarm_rate"], ev.Metrics["detection_rate"], verdict)
 	}
 	prefix := demoFedName + "@r"
 	for _, f := range facs {

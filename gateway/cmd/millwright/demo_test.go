@@ -311,21 +311,26 @@ func TestIntegrationDemo(t *testing.T) {
 			t.Errorf("round %d metrics %v; want false_alarm_rate, detection_rate and their global_ pair in [0, 1]", r.Round, m)
 		}
 	}
-	// Each global model but the last was evaluated by the factories that trained from it
-	// (r0, the seeded initial model, is not recorded).
-	if len(fr.HubEvaluations) != o.fedRounds-1 {
-		t.Errorf("%d evaluation records in the hub's ledger; want %d", len(fr.HubEvaluations), o.fedRounds-1)
+	// Each global model was evaluated by the factories that trained from it, the last one
+	// in the final evaluation round (r0, the seeded initial model, is not recorded).
+	if f := fr.Final; f == nil || f.Outcome != "evaluated" || f.Round != uint64(o.fedRounds+1) || len(f.Used) != len(fr.Members) ||
+		f.Model != fr.Rounds[o.fedRounds-1].Model {
+		t.Errorf("final evaluation round %+v; want round %d evaluating the last model with every factory", f, o.fedRounds+1)
+	}
+	if len(fr.HubEvaluations) != o.fedRounds {
+		t.Errorf("%d evaluation records in the hub's ledger; want %d", len(fr.HubEvaluations), o.fedRounds)
 	}
 	for i, ev := range fr.HubEvaluations {
 		if ev.Version != fmt.Sprintf("r%d", i+1) || ev.ArtifactHash != fr.Rounds[i].Model || !(ev.Metrics["detection_rate"] >= 0 && ev.Metrics["detection_rate"] <= 1) ||
-			!strings.Contains(ev.Criteria, "detection_rate ≥ 0.9") {
-			t.Errorf("evaluation %+v; want r%d (%s) with its detection rate and the acceptance bounds", ev, i+1, fr.Rounds[i].Model)
+			!strings.Contains(ev.Criteria, "detection_rate ≥ 0.9") || strings.Contains(ev.Criteria, "final evaluation round") != (i == o.fedRounds-1) {
+			t.Errorf("evaluation %+v; want r%d (%s) with its detection rate and the acceptance bounds, the last in the final round", ev, i+1, fr.Rounds[i].Model)
 		}
 	}
-	// advertise, share, mask, check and unmask: one message each per member and round.
-	if want := 5 * len(fr.Members) * o.fedRounds; fr.HubAccepted != want || fr.HubSecAggFailed != 0 {
+	// advertise, share, mask, check and unmask: one message each per member and round,
+	// the final evaluation round included.
+	if want := 5 * len(fr.Members) * (o.fedRounds + 1); fr.HubAccepted != want || fr.HubSecAggFailed != 0 {
 		t.Errorf("the hub accepted %d messages with %d secure-aggregation failures; want %d (5 phases x %d members x %d rounds) and none",
-			fr.HubAccepted, fr.HubSecAggFailed, want, len(fr.Members), o.fedRounds)
+			fr.HubAccepted, fr.HubSecAggFailed, want, len(fr.Members), o.fedRounds+1)
 	}
 	for _, m := range fr.Members {
 		want := fmt.Sprintf("from pumps@r%d", o.fedRounds)
