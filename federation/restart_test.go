@@ -42,6 +42,9 @@ const (
 	crashAfterCommit   = "after the release is committed"
 	crashBeforeVersion = "between the ledger record and the version"
 	crashAfterVersion  = "after the model is versioned"
+	// crashBeforeFinished: a final evaluation round's record is made, the state that
+	// finishes the federation is not.
+	crashBeforeFinished = "before the federation's finished state"
 )
 
 func newCrashingTransport(tr federation.Transport, at string) *crashingTransport {
@@ -91,7 +94,9 @@ func (c *crashingTransport) PutVersion(ctx context.Context, fed, version, hash s
 }
 
 func (c *crashingTransport) PutRound(ctx context.Context, fed string, state []byte) error {
-	return c.write(ctx, false, false, func() error { return c.Transport.PutRound(ctx, fed, state) })
+	st, err := federation.DecodeRoundState(state)
+	crash := err == nil && c.at == crashBeforeFinished && st.Phase == federation.PhaseFinished
+	return c.write(ctx, crash, true, func() error { return c.Transport.PutRound(ctx, fed, state) })
 }
 
 // crashWhileReleasing runs fc's hub on a crashingTransport that dies at at, with every
@@ -317,6 +322,57 @@ func TestHubRestartRecordsEvaluationOnce(t *testing.T) {
 	if rounds, evals := count(ledger.TypeFederatedRound), count(ledger.TypeEvaluation); !slices.Equal(rounds, []string{"r1", "r2", "r3"}) ||
 		!slices.Equal(evals, []string{"r1", "r2"}) || o2.Stats().Rejected != 0 {
 		t.Errorf("records of rounds %v and evaluations of %v, %d refused; want r1-r3, r1-r2 and none", rounds, evals, o2.Stats().Rejected)
+	}
+}
+
+// TestHubRestartRecordsFinalEvaluationOnce stops the hub in the final evaluation round
+// after its record and before the state that finishes the federation: the restarted hub
+// collects the evaluations again from the stream and does not record them twice.
+func TestHubRestartRecordsFinalEvaluationOnce(t *testing.T) {
+	const n, dim = 3, 32
+	e := newEnv(t, n, false)
+	fc := fedConfig(n, dim)
+	fc.Rounds, fc.FinalEvaluation = 1, true
+	dir := t.TempDir()
+	lg, signer := hubLedger(t, dir)
+	outbox := func() (*ledger.Outbox, func()) { return runOutbox(t, filepath.Join(dir, "outbox"), signer, lg) }
+	o1, stop1 := outbox()
+	crash := newCrashingTransport(e.hub, crashBeforeFinished)
+	h1 := startHubRecording(t, crash, o1, fc)
+	judged := make(chan federation.Task, n)
+	for i := range n {
+		e.gateway(t, i, &evalTrainer{pullTrainer: &pullTrainer{target: target(i, dim), samples: 10}, far: 0.1, samples: 10, judged: judged})
+	}
+	select {
+	case <-crash.crashed:
+	case <-time.After(60 * time.Second):
+		t.Fatal("the final evaluation did not finish")
+	}
+	h1.stop()
+	stop1()
+	if st := roundState(t, e.hub); st.Phase != federation.PhaseEvaluate {
+		t.Fatalf("after the crash the state is %+v; want the final evaluation still open", st)
+	}
+
+	o2, stop2 := outbox()
+	defer stop2()
+	h2 := startHubRecording(t, e.hub, o2, fc)
+	if r := h2.next(t); r.Outcome != "evaluated" || len(r.Used) != n {
+		t.Fatalf("the restarted hub's round %+v; want the final evaluation with every gateway's", r)
+	}
+	if len(judged) != n {
+		t.Errorf("the gateways judged the model %d times; want %d: the restarted hub reads what they sent", len(judged), n)
+	}
+	servicetest.WaitFor(t, 10*time.Second, "records anchored", func() bool { return o2.Stats().Pending == 0 })
+	recs, err := lg.Query(context.Background(), ledger.Query{Type: ledger.TypeEvaluation})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 1 || o2.Stats().Rejected != 0 {
+		t.Errorf("%d evaluation records, %d refused; want one, of r1", len(recs), o2.Stats().Rejected)
+	}
+	if st := roundState(t, e.hub); st.Phase != federation.PhaseFinished {
+		t.Errorf("after the restart the state is %+v; want finished", st)
 	}
 }
 
