@@ -67,6 +67,10 @@ type Options struct {
 	// a part of the file (a model file's body inside its envelope) passes a Digest that
 	// checks the file and returns that hash.
 	Digest func(path string) (string, error)
+	// FourEyes makes a release signed by the key of the approval it rests on (the approver
+	// releasing the version too, `models release --sole-approver`) a problem: the
+	// artifact is then not verified.
+	FourEyes bool
 }
 
 // RecordCheck is the outcome of checking one record's signature.
@@ -194,7 +198,7 @@ func VerifyArtifact(ctx context.Context, q ledger.Querier, path string, opts Opt
 					rec.Header.ID, rec.Header.Type, rec.Header.Actor.Name, m, short(h)))
 			}
 		}
-		res.Problems = append(res.Problems, unapprovedReleases(m, about)...)
+		res.Problems = append(res.Problems, unapprovedReleases(m, about, opts.FourEyes)...)
 	}
 	recs := make([]ledger.Record, 0, len(evidence))
 	for _, rec := range evidence {
@@ -236,8 +240,9 @@ func VerifyArtifact(ctx context.Context, q ledger.Querier, path string, opts Opt
 
 // unapprovedReleases says which releases among about (the records about m, in ledger
 // order) had no standing approval when they were made: no decision about m before them, or
-// a latest decision that rejected it.
-func unapprovedReleases(m ledger.ModelRef, about []ledger.Record) []string {
+// a latest decision that rejected it; with fourEyes, also those signed by the key of the
+// approval they rest on.
+func unapprovedReleases(m ledger.ModelRef, about []ledger.Record, fourEyes bool) []string {
 	var problems []string
 	var last *ledger.Approval
 	var lastRec ledger.Record
@@ -253,6 +258,8 @@ func unapprovedReleases(m ledger.ModelRef, about []ledger.Record) []string {
 			case last.Decision != "approved":
 				problems = append(problems, fmt.Sprintf("released %s while the latest decision was %s by %s (%s)", who, last.Decision,
 					lastRec.Header.Actor.Name, lastRec.Header.Actor.Org))
+			case fourEyes && lastRec.Header.Actor.KeyID == rec.Header.Actor.KeyID:
+				problems = append(problems, "released "+who+" with the key that approved it: no second person (four eyes)")
 			}
 		}
 	}

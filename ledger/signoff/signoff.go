@@ -5,7 +5,10 @@
 // a version the ledger does not know or an artifact other than the one it attests. When the
 // person has the artifact in hand, its hash must be that one too. A release needs the
 // latest decision on the version to be an approval of the same artifact: a version
-// rejected after it was approved cannot be released until someone approves it again.
+// rejected after it was approved cannot be released until someone approves it again. And
+// it needs a second person (four eyes): the key that releases is not the key of the
+// approval, unless the person says they are the sole approver (ReleaseRequest.Sole),
+// which the records show and `audit verify` with Options.FourEyes refuses.
 //
 // The package builds and checks bodies; signing them and anchoring them is the ledger
 // outbox's work (ledger.Outbox, with the person's own key).
@@ -93,9 +96,27 @@ func (v Version) Approval(approve bool, reason, file string) (ledger.Approval, e
 	return b, b.Validate()
 }
 
-// Release returns the body of v's release on channel, with notes ("" for none). The
-// latest decision about v must approve its artifact. file is as for Approval.
-func (v Version) Release(channel, notes, file string) (ledger.Release, error) {
+// ReleaseRequest is what a person asks to release.
+type ReleaseRequest struct {
+	Channel string
+	Notes   string // "" for none
+	// File is the SHA-256 of the artifact the person has in hand, or "".
+	File string
+	// KeyID is the releasing person's key id (ledger.KeyID).
+	KeyID string
+	// Sole lets the person whose approval stands release the version too; without it a
+	// release needs a second person.
+	Sole bool
+}
+
+// ErrSameApprover is returned (wrapped) by Release when the person releasing a version is
+// the one whose approval it rests on, and the request is not Sole.
+var ErrSameApprover = errors.New("a release needs a second person (four eyes): it is signed by the key of the approval it rests on")
+
+// Release returns the body of v's release as r asks. The latest decision about v must
+// approve its artifact, and be another person's unless r.Sole.
+func (v Version) Release(r ReleaseRequest) (ledger.Release, error) {
+	channel, notes, file := r.Channel, r.Notes, r.File
 	if err := v.checkFile(file); err != nil {
 		return ledger.Release{}, err
 	}
@@ -110,9 +131,11 @@ func (v Version) Release(channel, notes, file string) (ledger.Release, error) {
 		return ledger.Release{}, fmt.Errorf("the latest decision about %s, by %s, names artifact sha256 %s, not the attested %s: approve the version again", v.Ref, who, b.ArtifactHash, v.Artifact)
 	case b.Decision != Approved:
 		return ledger.Release{}, fmt.Errorf("%s was %s by %s (%q): approve it before releasing it", v.Ref, b.Decision, who, b.Reason)
+	case last.Header.Actor.KeyID == r.KeyID && !r.Sole:
+		return ledger.Release{}, fmt.Errorf("%s was approved by %s: %w", v.Ref, who, ErrSameApprover)
 	}
-	r := ledger.Release{ModelRef: v.Ref, ArtifactHash: v.Artifact, Channel: channel, Notes: notes}
-	return r, r.Validate()
+	rel := ledger.Release{ModelRef: v.Ref, ArtifactHash: v.Artifact, Channel: channel, Notes: notes}
+	return rel, rel.Validate()
 }
 
 // Decision returns the latest approval record about v (approving or rejecting it); an

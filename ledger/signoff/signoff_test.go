@@ -39,8 +39,14 @@ func TestApproveThenRelease(t *testing.T) {
 	}
 	defer l.Close()
 	hub := audittest.Writer(t, l, audittest.Signer(t, "hub", "oem"))
-	alice := audittest.Writer(t, l, audittest.Signer(t, "Alice Martin", "oem"))
+	aliceSigner := audittest.Signer(t, "Alice Martin", "oem")
+	alice := audittest.Writer(t, l, aliceSigner)
 	bob := audittest.Writer(t, l, audittest.Signer(t, "Bob Stone", "oem"))
+	// Carol releases: a second person, not the approver (four eyes).
+	carol := ledger.KeyID(audittest.Signer(t, "Carol Diaz", "oem").Public())
+	release := func(channel, file string) (ledger.Release, error) {
+		return find(t, l).Release(signoff.ReleaseRequest{Channel: channel, File: file, KeyID: carol})
+	}
 
 	if _, err := signoff.Find(context.Background(), l, r3); !errors.Is(err, ledger.ErrNotFound) {
 		t.Fatalf("Find before the round is recorded: %v, want ErrNotFound", err)
@@ -53,7 +59,7 @@ func TestApproveThenRelease(t *testing.T) {
 	}
 
 	// Nothing to release before a decision; the checks of an approval.
-	if _, err := v.Release("stable", "", ""); !errors.Is(err, ledger.ErrNotFound) || !strings.Contains(err.Error(), "has no approval") {
+	if _, err := release("stable", ""); !errors.Is(err, ledger.ErrNotFound) || !strings.Contains(err.Error(), "has no approval") {
 		t.Errorf("release without approval: %v", err)
 	}
 	if _, err := v.Approval(true, "", ""); err == nil || !strings.Contains(err.Error(), "reason: required") {
@@ -72,17 +78,26 @@ func TestApproveThenRelease(t *testing.T) {
 		t.Errorf("approval body %+v", a)
 	}
 	alice(a)
-	rel, err := find(t, l).Release("stable", "first release", "")
+	rel, err := find(t, l).Release(signoff.ReleaseRequest{Channel: "stable", Notes: "first release", KeyID: carol})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rel.Channel != "stable" || rel.ArtifactHash != artifact {
+	if rel.Channel != "stable" || rel.ArtifactHash != artifact || rel.Notes != "first release" {
 		t.Errorf("release body %+v", rel)
 	}
-	if _, err := find(t, l).Release("stable", "", other); err == nil || !strings.Contains(err.Error(), "is not pumps@r3") {
+	// The approver releasing it too: refused, unless she says she is the sole approver.
+	self := signoff.ReleaseRequest{Channel: "stable", KeyID: ledger.KeyID(aliceSigner.Public())}
+	if _, err := find(t, l).Release(self); !errors.Is(err, signoff.ErrSameApprover) || !strings.Contains(err.Error(), "approved by Alice Martin (oem)") {
+		t.Errorf("release by the approver: %v; want ErrSameApprover", err)
+	}
+	self.Sole = true
+	if _, err := find(t, l).Release(self); err != nil {
+		t.Errorf("release by the sole approver: %v", err)
+	}
+	if _, err := release("stable", other); err == nil || !strings.Contains(err.Error(), "is not pumps@r3") {
 		t.Errorf("release of another file: %v", err)
 	}
-	if _, err := find(t, l).Release("Not a channel!", "", ""); err == nil || !strings.Contains(err.Error(), "channel") {
+	if _, err := release("Not a channel!", ""); err == nil || !strings.Contains(err.Error(), "channel") {
 		t.Errorf("release on an invalid channel: %v", err)
 	}
 
@@ -92,18 +107,18 @@ func TestApproveThenRelease(t *testing.T) {
 		t.Fatal(err)
 	}
 	bob(rej)
-	if _, err := find(t, l).Release("stable", "", ""); err == nil || !strings.Contains(err.Error(), "was rejected by Bob Stone (oem)") ||
+	if _, err := release("stable", ""); err == nil || !strings.Contains(err.Error(), "was rejected by Bob Stone (oem)") ||
 		!strings.Contains(err.Error(), "drifts on the new pumps") {
 		t.Errorf("release after a rejection: %v", err)
 	}
 	alice(a)
-	if _, err := find(t, l).Release("stable", "", ""); err != nil {
+	if _, err := release("stable", ""); err != nil {
 		t.Errorf("release after approving again: %v", err)
 	}
 
 	// An approval naming another artifact (written by some other tool) does not count.
 	alice(ledger.Approval{ModelRef: r3, ArtifactHash: other, Decision: signoff.Approved, Reason: "wrong file"})
-	if _, err := find(t, l).Release("stable", "", ""); err == nil || !strings.Contains(err.Error(), "approve the version again") {
+	if _, err := release("stable", ""); err == nil || !strings.Contains(err.Error(), "approve the version again") {
 		t.Errorf("release after an approval of another artifact: %v", err)
 	}
 }

@@ -40,6 +40,8 @@ Flags:
                  signer; required by verify, optional for report
   --format F     report or export format
   --out FILE     write the report or export to FILE instead of standard output
+  --four-eyes    verify: a release signed by the key of the approval it rests on (the
+                 approver releasing it too) fails verification
 
 Exit status: 0 ok (verified), 1 verification failed or not found, 2 usage.
 `
@@ -50,6 +52,7 @@ const maxKeyringFile = 1 << 20
 // auditFlags are the flags of every audit command.
 type auditFlags struct {
 	ledger, fabric, org, keys, format, out string
+	fourEyes                               bool
 }
 
 // parseInterspersed parses fs over args allowing flags after positional arguments
@@ -97,6 +100,7 @@ func cmdAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.StringVar(&f.keys, "keys", "", "keyring file")
 	fs.StringVar(&f.format, "format", "", "output format")
 	fs.StringVar(&f.out, "out", "", "output file")
+	fs.BoolVar(&f.fourEyes, "four-eyes", false, "verify: a release by the approver fails")
 	pos, err := parseInterspersed(fs, args[1:])
 	if errors.Is(err, flag.ErrHelp) {
 		fmt.Fprint(stdout, auditUsage)
@@ -128,6 +132,9 @@ func cmdAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if formats == nil && (f.format != "" || f.out != "") {
 		return usageErr("--format and --out are for report and export")
 	}
+	if f.fourEyes && sub != "verify" {
+		return usageErr("--four-eyes is for verify")
+	}
 	if sub == "verify" && f.keys == "" {
 		return usageErr("--keys FILE is required: signatures are verified against the keys it lists")
 	}
@@ -142,7 +149,7 @@ func cmdAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fmt.Fprintf(stderr, "millwright audit %s: %v\n", sub, err)
 		return 1
 	}
-	opts := audit.Options{Now: time.Now}
+	opts := audit.Options{Now: time.Now, FourEyes: f.fourEyes}
 	if f.keys != "" {
 		if opts.Keys, err = loadKeyring(f.keys); err != nil {
 			return fail(err)

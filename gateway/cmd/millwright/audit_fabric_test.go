@@ -65,9 +65,10 @@ func TestAuditFabric(t *testing.T) {
 	}
 }
 
-// TestModelsSignoffFabric: an OEM engineer approves and releases a version on Fabric with
-// a key of her own, which the command registers for the OEM organisation on first use; the
-// auditor organisation then reads the release in `audit verify`.
+// TestModelsSignoffFabric: an OEM engineer approves a version on Fabric with a key of her
+// own, which the command registers for the OEM organisation on first use; she cannot
+// release it herself, a second engineer does (four eyes); the auditor organisation then
+// reads the release in `audit verify --four-eyes`.
 func TestModelsSignoffFabric(t *testing.T) {
 	fabrictest.Require(t)
 	envFile := os.Getenv("MILLWRIGHT_FABRIC_DIR") + "/env"
@@ -101,18 +102,24 @@ func TestModelsSignoffFabric(t *testing.T) {
 	runCLI(t, append([]string{"models", "release", M, "--channel", "stable"}, who...), 1, nil, []string{"has no approval in the ledger"})
 	runCLI(t, append([]string{"models", "approve", M, "--reason", "passed the factory acceptance test", "--file", artifact}, who...), 0,
 		[]string{"created key", M + " approved by Dana Weiss (oem)", "in the Fabric channel"}, nil)
-	runCLI(t, append([]string{"models", "release", M, "--channel", "stable"}, who...), 0, []string{M + " released on stable by Dana Weiss (oem)"}, nil)
+	runCLI(t, append([]string{"models", "release", M, "--channel", "stable"}, who...), 1, nil, []string{"a release needs a second person (four eyes)"})
+	// Erik, a second person, releases what Dana approved.
+	erikKey := t.TempDir() + "/erik.key"
+	runCLI(t, []string{"models", "release", M, "--channel", "stable", "--key", erikKey, "--name", "Erik Lund", "--fabric", envFile, "--org", "oem"}, 0,
+		[]string{M + " released on stable by Erik Lund (oem)"}, nil)
 
-	k, err := ledger.LoadKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
 	keys := t.TempDir() + "/keys.txt"
 	whole, _ := os.ReadFile(f.KeysFile)
-	line := audit.FormatKey(audit.Key{Name: "Dana Weiss", Org: "oem", Public: k.Public().(ed25519.PublicKey)})
-	if err := os.WriteFile(keys, append(whole, line+"\n"...), 0o600); err != nil {
+	for _, p := range []struct{ name, file string }{{"Dana Weiss", key}, {"Erik Lund", erikKey}} {
+		k, err := ledger.LoadKey(p.file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		whole = append(whole, audit.FormatKey(audit.Key{Name: p.name, Org: "oem", Public: k.Public().(ed25519.PublicKey)})+"\n"...)
+	}
+	if err := os.WriteFile(keys, whole, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	runCLI(t, []string{"audit", "verify", artifact, "--fabric", envFile, "--keys", keys}, 0,
-		[]string{"VERIFIED", "released by Dana Weiss (oem) on stable"}, nil)
+	runCLI(t, []string{"audit", "verify", artifact, "--fabric", envFile, "--keys", keys, "--four-eyes"}, 0,
+		[]string{"VERIFIED", "released by Erik Lund (oem) on stable"}, nil)
 }

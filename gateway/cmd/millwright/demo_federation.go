@@ -266,19 +266,24 @@ func (d *demo) federate(ctx context.Context, g *runningGateway) error {
 	return nil
 }
 
-// signOff has an OEM engineer approve and release the pulled model in the hub's ledger,
-// with a key of her own (the hub has stopped: a local ledger has one writer at a time), and
-// verifies the file again: the verdict now names the release.
+// The two people who sign the demo's model off (four eyes), with their key files.
+var demoSigners = []struct{ name, key string }{{"OEM engineer", "oem-engineer.key"}, {"QA lead", "qa-lead.key"}}
+
+// signOff has an OEM engineer approve the pulled model in the hub's ledger and a QA lead
+// release it (four eyes), each with a key of their own (the hub has stopped: a local
+// ledger has one writer at a time), and verifies the file again with --four-eyes: the
+// verdict now names the release.
 func (d *demo) signOff(ctx context.Context, hubDir, keysFile, file string, res *demoFederationResult) error {
 	o := d.o
 	ledgerDir := filepath.Join(hubDir, "ledger")
 	ref := strings.TrimSuffix(filepath.Base(file), ".mwg") // models pull writes FED@VERSION.mwg
-	key := filepath.Join(o.stateDir, "oem-engineer.key")
-	who := []string{"--key", key, "--name", "OEM engineer", "--org", hubOrg, "--ledger", ledgerDir}
-	fmt.Fprintf(d.out, "   an OEM engineer signs the pulled model off with a key of her own, once the hub has stopped:\n")
+	who := func(i int) []string {
+		return []string{"--key", filepath.Join(o.stateDir, demoSigners[i].key), "--name", demoSigners[i].name, "--org", hubOrg, "--ledger", ledgerDir}
+	}
+	fmt.Fprintf(d.out, "   the pulled model is signed off by two people (four eyes), each with a key of their own, once the hub has stopped:\n")
 	for _, args := range [][]string{
-		append([]string{ref, "--reason", "rounds' false-alarm and detection rates meet the acceptance criteria", "--file", file}, who...),
-		append([]string{ref, "--channel", "stable"}, who...),
+		append([]string{ref, "--reason", "rounds' false-alarm and detection rates meet the acceptance criteria", "--file", file}, who(0)...),
+		append([]string{ref, "--channel", "stable"}, who(1)...),
 	} {
 		var out bytes.Buffer
 		cmd, run := "approve", cmdModelsApprove
@@ -294,22 +299,24 @@ func (d *demo) signOff(ctx context.Context, hubDir, keysFile, file string, res *
 			return fmt.Errorf("models %s %s: exit %d", cmd, ref, code)
 		}
 	}
-	k, err := ledger.LoadKey(key)
-	if err != nil {
-		return err
-	}
 	keys, err := os.ReadFile(keysFile)
 	if err != nil {
 		return err
 	}
-	line := audit.FormatKey(audit.Key{Name: "OEM engineer", Org: hubOrg, Public: k.Public().(ed25519.PublicKey)})
-	if err := os.WriteFile(keysFile, append(keys, line+"\n"...), 0o644); err != nil {
+	for _, s := range demoSigners {
+		k, err := ledger.LoadKey(filepath.Join(o.stateDir, s.key))
+		if err != nil {
+			return err
+		}
+		keys = append(keys, audit.FormatKey(audit.Key{Name: s.name, Org: hubOrg, Public: k.Public().(ed25519.PublicKey)})+"\n"...)
+	}
+	if err := os.WriteFile(keysFile, keys, 0o644); err != nil {
 		return err
 	}
 	var out bytes.Buffer
-	code := cmdAudit(ctx, []string{"verify", file, "--ledger", ledgerDir, "--keys", keysFile}, &out, &out)
+	code := cmdAudit(ctx, []string{"verify", file, "--ledger", ledgerDir, "--keys", keysFile, "--four-eyes"}, &out, &out)
 	res.SignedOff = strings.TrimSpace(out.String())
-	fmt.Fprintf(d.out, "   millwright audit verify %s (the engineer's key added to %s):\n     %s\n", relPath(o.stateDir, file),
+	fmt.Fprintf(d.out, "   millwright audit verify %s --four-eyes (their keys added to %s):\n     %s\n", relPath(o.stateDir, file),
 		relPath(o.stateDir, keysFile), strings.SplitN(res.SignedOff, "\n", 2)[0])
 	if code != 0 {
 		return fmt.Errorf("audit verify after the sign-off: exit %d", code)

@@ -342,7 +342,7 @@ func TestIntegrationDemo(t *testing.T) {
 	if fr.PullCode != 0 || !strings.Contains(fr.Pulled, last) {
 		t.Errorf("OEM pull: exit %d: %s; want the last model %s", fr.PullCode, fr.Pulled, last)
 	}
-	if !strings.HasPrefix(fr.SignedOff, "VERIFIED") || !strings.Contains(fr.SignedOff, ", released by OEM engineer ("+hubOrg+") on stable") {
+	if !strings.HasPrefix(fr.SignedOff, "VERIFIED") || !strings.Contains(fr.SignedOff, ", released by QA lead ("+hubOrg+") on stable") {
 		t.Errorf("audit verify of the pulled model after the sign-off: %s", fr.SignedOff)
 	}
 	if fr.VerifyCode != 0 || !strings.HasPrefix(fr.Verified, "VERIFIED") {

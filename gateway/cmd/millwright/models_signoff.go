@@ -37,7 +37,10 @@ const releaseUsage = `usage: millwright models release MODEL@VERSION --channel N
 
 Records that a person released a model version on a channel (such as stable), signed with
 the person's own key. The latest decision about the version in the ledger must approve it
-('models approve'). 'millwright audit verify FILE' then names the release.
+('models approve'), and be a second person's (four eyes): the approver may release it too
+only with --sole-approver, which the records show ('audit verify --four-eyes' and 'models
+subscribe --four-eyes' refuse such a release). 'millwright audit verify FILE' then names
+the release.
 
 Flags:
 `
@@ -68,7 +71,7 @@ func cmdModelsApprove(ctx context.Context, args []string, stdout, stderr io.Writ
 	return runSignoff(ctx, "approve", approveUsage, args, stdout, stderr, &f, func(fs *flag.FlagSet) {
 		fs.StringVar(&reason, "reason", "", "what the decision rests on: acceptance criteria, evaluation, intended purpose (required)")
 		fs.BoolVar(&reject, "reject", false, "record a rejection instead of an approval")
-	}, func(v signoff.Version, file string) (ledger.Body, string, error) {
+	}, func(v signoff.Version, file string, _ ed25519.PublicKey) (ledger.Body, string, error) {
 		b, err := v.Approval(!reject, reason, file)
 		return b, b.Decision, err
 	})
@@ -77,23 +80,28 @@ func cmdModelsApprove(ctx context.Context, args []string, stdout, stderr io.Writ
 func cmdModelsRelease(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var f signoffFlags
 	var channel, notes string
+	var sole bool
 	return runSignoff(ctx, "release", releaseUsage, args, stdout, stderr, &f, func(fs *flag.FlagSet) {
 		fs.StringVar(&channel, "channel", "", "the channel the version is released on, such as stable (required)")
 		fs.StringVar(&notes, "notes", "", "release notes")
-	}, func(v signoff.Version, file string) (ledger.Body, string, error) {
+		fs.BoolVar(&sole, "sole-approver", false, "the person who approved the version releases it too (no second person)")
+	}, func(v signoff.Version, file string, key ed25519.PublicKey) (ledger.Body, string, error) {
 		if channel == "" {
 			return nil, "", errors.New("--channel is required: the channel the version is released on, such as stable")
 		}
-		b, err := v.Release(channel, notes, file)
+		b, err := v.Release(signoff.ReleaseRequest{Channel: channel, Notes: notes, File: file, KeyID: ledger.KeyID(key), Sole: sole})
+		if errors.Is(err, signoff.ErrSameApprover) {
+			err = fmt.Errorf("%w; a second person releases it, or --sole-approver records that the approver did", err)
+		}
 		return b, "released on " + channel, err
 	})
 }
 
 // runSignoff runs approve or release: it parses the shared flags and the command's own
-// (extra), finds the version in the ledger, builds the body (build, which returns it and
-// what was done), records it through the person's outbox and waits for the ledger to take it.
+// (extra), finds the version in the ledger, builds the body (build, given the artifact's
+// digest and the person's public key, returns it and what was done), records it through the person's outbox and waits for the ledger to take it.
 func runSignoff(ctx context.Context, cmd, usage string, args []string, stdout, stderr io.Writer, f *signoffFlags,
-	extra func(*flag.FlagSet), build func(signoff.Version, string) (ledger.Body, string, error)) int {
+	extra func(*flag.FlagSet), build func(signoff.Version, string, ed25519.PublicKey) (ledger.Body, string, error)) int {
 	fs := flag.NewFlagSet("models "+cmd, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	f.register(fs)
@@ -140,7 +148,7 @@ func runSignoff(ctx context.Context, cmd, usage string, args []string, stdout, s
 
 // record finds ref in the ledger the flags name, builds the body and records it, signed by
 // the person, and says so on stdout once the ledger has taken it.
-func (f *signoffFlags) record(ctx context.Context, ref ledger.ModelRef, build func(signoff.Version, string) (ledger.Body, string, error), stdout io.Writer) error {
+func (f *signoffFlags) record(ctx context.Context, ref ledger.ModelRef, build func(signoff.Version, string, ed25519.PublicKey) (ledger.Body, string, error), stdout io.Writer) error {
 	// A person without a key gets one, saved once the decision has passed its checks.
 	key, err := ledger.LoadKey(f.key)
 	created := errors.Is(err, os.ErrNotExist)
@@ -201,7 +209,7 @@ func (f *signoffFlags) record(ctx context.Context, ref ledger.ModelRef, build fu
 			return fmt.Errorf("--file: %w", err)
 		}
 	}
-	body, what, err := build(v, file)
+	body, what, err := build(v, file, signer.Public())
 	if err != nil {
 		return err
 	}

@@ -30,6 +30,9 @@ func TestModelsApproveAndRelease(t *testing.T) {
 	key := filepath.Join(t.TempDir(), "carol.key")
 	who := []string{"--key", key, "--name", "Carol Diaz", "--ledger", L}
 	args := func(a ...string) []string { return append(a, who...) }
+	// Erik releases what Carol approved: a second person (four eyes).
+	erikKey := filepath.Join(t.TempDir(), "erik.key")
+	erik := func(a ...string) []string { return append(a, "--key", erikKey, "--name", "Erik Lund", "--ledger", L) }
 
 	runCLICases(t, []cliCase{
 		{name: "help", args: []string{"models", "approve", "-h"}, code: 0, stdout: []string{"usage: millwright models approve", "--reject"}},
@@ -51,21 +54,27 @@ func TestModelsApproveAndRelease(t *testing.T) {
 			stderr: []string{"pump-anomaly@1-a was rejected by Carol Diaz (oem)", "false alarms on site-b"}},
 		{name: "approve", args: args("models", "approve", M, "--reason", "meets the acceptance criteria"), code: 0,
 			stdout: []string{"pump-anomaly@1-a approved by Carol Diaz (oem)"}},
-		{name: "release", args: args("models", "release", M, "--channel", "stable", "--notes", "site-a only"), code: 0,
-			stdout: []string{"pump-anomaly@1-a released on stable by Carol Diaz (oem)"}},
+		{name: "release by the approver", args: args("models", "release", M, "--channel", "stable"), code: 1,
+			stderr: []string{"pump-anomaly@1-a was approved by Carol Diaz (oem)", "a release needs a second person (four eyes)", "--sole-approver"}},
+		{name: "release", args: erik("models", "release", M, "--channel", "stable", "--notes", "site-a only"), code: 0,
+			stdout: []string{"pump-anomaly@1-a released on stable by Erik Lund (oem)"}},
 		{name: "approve with its evaluation shown", args: args("models", "approve", "pump-anomaly@2", "--reason", "reviewed"), code: 0,
 			stdout: []string{"evaluation of pump-anomaly@2 by hub (oem) at ", "f1=0.93, precision=0.95, recall=0.91; criteria passed", "pump-anomaly@2 approved by Carol Diaz (oem)"}},
+		{name: "release by the sole approver", args: args("models", "release", "pump-anomaly@2", "--channel", "stable", "--sole-approver"), code: 0,
+			stdout: []string{"pump-anomaly@2 released on stable by Carol Diaz (oem)"}},
 	})
 
-	// The auditor's report has the decisions and the release, signed by Carol's key.
-	k, err := ledger.LoadKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The auditor's report has Carol's decisions and Erik's release, signed by their keys.
 	keys := filepath.Join(t.TempDir(), "keys.txt")
 	whole, _ := os.ReadFile(f.KeysFile)
-	line := audit.FormatKey(audit.Key{Name: "Carol Diaz", Org: "oem", Public: k.Public().(ed25519.PublicKey)})
-	if err := os.WriteFile(keys, append(whole, line+"\n"...), 0o600); err != nil {
+	for _, p := range []struct{ name, file string }{{"Carol Diaz", key}, {"Erik Lund", erikKey}} {
+		k, err := ledger.LoadKey(p.file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		whole = append(whole, audit.FormatKey(audit.Key{Name: p.name, Org: "oem", Public: k.Public().(ed25519.PublicKey)})+"\n"...)
+	}
+	if err := os.WriteFile(keys, whole, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	stdout, _ := runCLI(t, []string{"audit", "report", M, "--format", "json", "--ledger", L, "--keys", keys}, 0, nil, nil)
@@ -87,11 +96,17 @@ func TestModelsApproveAndRelease(t *testing.T) {
 		len(ev.Releases) != 1 || ev.Releases[0].Channel != "stable" || ev.Releases[0].Notes != "site-a only" {
 		t.Errorf("report approvals %+v, releases %+v", ev.Approvals, ev.Releases)
 	}
-	for _, e := range []entry{ev.Approvals[0].Record, ev.Approvals[1].Record, ev.Releases[0].Record} {
-		if e.Actor != "Carol Diaz (oem)" || e.Signature != "valid" || e.Site != "oem" {
-			t.Errorf("record %+v: want Carol Diaz (oem) at site oem, signature valid", e)
+	for i, e := range []entry{ev.Approvals[0].Record, ev.Approvals[1].Record, ev.Releases[0].Record} {
+		if want := []string{"Carol Diaz (oem)", "Carol Diaz (oem)", "Erik Lund (oem)"}[i]; e.Actor != want || e.Signature != "valid" || e.Site != "oem" {
+			t.Errorf("record %+v: want %s at site oem, signature valid", e, want)
 		}
 	}
+	// Four eyes, checked by the auditor: pump-anomaly@2 (the fixture's artifact) was
+	// released by its approvers, Alice in the fixture and Carol above, with --sole-approver.
+	verify := []string{"audit", "verify", f.Artifact, "--ledger", L, "--keys", keys}
+	runCLI(t, verify, 0, []string{"VERIFIED: artifact sha256:", "released by Alice Martin (oem) on stable"}, nil)
+	runCLI(t, append(verify, "--four-eyes"), 1, []string{"NOT VERIFIED",
+		"released pump-anomaly@2 on stable by Carol Diaz (oem) at ", "with the key that approved it: no second person (four eyes)"}, nil)
 
 	// A ledger another process writes is not written behind its back.
 	w, err := local.Open(L)

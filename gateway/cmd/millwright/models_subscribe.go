@@ -30,6 +30,8 @@ type modelsClientFlags struct {
 	// keys names its hash (a FederatedRound from the hub), waiting up to lineageWait for it.
 	ledger, fabric, org, keys string
 	lineageWait               time.Duration
+	// fourEyes refuses a release its approver made (audit.Options.FourEyes).
+	fourEyes bool
 }
 
 func (f *modelsClientFlags) register(fs *flag.FlagSet) {
@@ -45,6 +47,7 @@ func (f *modelsClientFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.org, "org", "auditor", "organisation of the --fabric env file")
 	fs.StringVar(&f.keys, "keys", "", "keyring of the signers trusted for the lineage check (required with --ledger or --fabric)")
 	fs.DurationVar(&f.lineageWait, "lineage-wait", 30*time.Second, "how long to wait for the hub's round record to reach the ledger")
+	fs.BoolVar(&f.fourEyes, "four-eyes", false, "with the lineage check: a model released by the person who approved it (no second person) fails it")
 }
 
 // lineageCheck is the optional check that the ledger attests a model before it is written.
@@ -82,7 +85,7 @@ func (f *modelsClientFlags) lineage() (*lineageCheck, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &lineageCheck{opts: audit.Options{Keys: keys}, wait: f.lineageWait}
+	c := &lineageCheck{opts: audit.Options{Keys: keys, FourEyes: f.fourEyes}, wait: f.lineageWait}
 	if f.fabric != "" {
 		c.l, err = openFabric(f.fabric, f.org)
 	} else {

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -246,7 +247,8 @@ func TestModelsSubscribeChannel(t *testing.T) {
 			t.Fatal(err)
 		}
 		record(a)
-		r, err := find(version).Release("stable", "", "")
+		// One person approves and releases here (four eyes are TestModelsApproveAndRelease's).
+		r, err := find(version).Release(signoff.ReleaseRequest{Channel: "stable", Sole: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -274,6 +276,12 @@ func TestModelsSubscribeChannel(t *testing.T) {
 	})
 	if b, _ := os.ReadFile(stable); !strings.HasPrefix(string(b), "r2 ") {
 		t.Errorf("pumps.stable %q after the untrusted release; want r2", b)
+	}
+	// A fleet that requires four eyes refuses r2: Dana approved and released it alone.
+	var pullErr bytes.Buffer
+	pull := append(slices.Clone(p.common), "--out", t.TempDir(), "--ledger", dir, "--keys", keys, "--lineage-wait", "300ms", "--four-eyes", "pumps@r2")
+	if code := cmdModelsPull(ctx, pull, &bytes.Buffer{}, &pullErr); code == 0 || !strings.Contains(pullErr.String(), "no second person (four eyes)") {
+		t.Errorf("pull --four-eyes of a model its approver released: exit %d, %q; want refused", code, pullErr.String())
 	}
 	cancel()
 	if code := <-subDone; code != 0 {
