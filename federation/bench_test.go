@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/ed25519"
+	"crypto/sha256"
 	"fmt"
 	"maps"
 	"math/rand/v2"
@@ -92,6 +93,7 @@ func BenchmarkRound(b *testing.B) {
 			const reps = 30
 			bulk, _ := bulkFloor(b, e.hub, buses, model, updateBytes, reps)
 			movePeriods, moveCPU := roundFloor(b, e.hub, buses, model, updateBytes, reps)
+			checks := checksCPU(b, len(model), updateBytes, n, reps)
 			movePeriod := meanDuration(movePeriods)
 			b.ReportMetric(float64(perRound)/1e6, "round_ms")
 			b.ReportMetric(float64(movePeriod)/1e6, "move_ms")
@@ -104,6 +106,10 @@ func BenchmarkRound(b *testing.B) {
 			b.ReportMetric(float64(perRound)/float64(meanDuration(bulk)), "round/bulk")
 			b.ReportMetric(float64(cpu)/1e6, "cpu_ms/round") // hub, gateways and server together, on a shared machine
 			b.ReportMetric(float64(moveCPU)/1e6, "move_cpu_ms")
+			// The round's signatures and hashes alone, on top of the floor: how far below
+			// round/move the checks leave no room to go when the machine is CPU-bound.
+			b.ReportMetric(float64(checks)/1e6, "checks_cpu_ms")
+			b.ReportMetric(float64(moveCPU+checks)/float64(moveCPU), "(move+checks)/move_cpu")
 			b.ReportMetric(float64(bytes/b.N), "update_bytes/round")
 			b.ReportMetric(float64(len(model)*(n+1)+bytes/b.N), "bytes/round") // the hub stores the model, n gateways read it
 			if kind != "secagg" {
@@ -113,6 +119,40 @@ func BenchmarkRound(b *testing.B) {
 				float64(period)/float64(movePeriod), updateBytes, float64(updateBytes)/float64(compress.RawBytes(dim)))
 		})
 	}
+}
+
+// checksCPU returns the CPU time (mean of reps) of a round's cryptographic checks alone,
+// with no transport and no other protocol work: each of n gateways hashes the model
+// (modelBytes) and verifies the hub's signature, then hashes its update (updateBytes) and
+// signs it; the hub hashes and verifies the n updates, and hashes the new model twice (to
+// sign it, and as its content address) and signs it. SHA-256 and ed25519, as the protocol
+// uses them.
+func checksCPU(b *testing.B, modelBytes, updateBytes, n, reps int) time.Duration {
+	model, update := make([]byte, modelBytes), make([]byte, updateBytes)
+	key := hubKey()
+	pub := key.Public().(ed25519.PublicKey)
+	sig := ed25519.Sign(key, []byte("signed"))
+	verify := func(msg []byte) {
+		d := sha256.Sum256(msg)
+		_ = ed25519.Verify(pub, d[:], sig) // its cost is measured, not its outcome
+	}
+	sign := func(msg []byte) {
+		d := sha256.Sum256(msg)
+		ed25519.Sign(key, d[:])
+	}
+	cpu := cpuTime(b)
+	for range reps {
+		for range n {
+			verify(model)
+			sign(update)
+		}
+		for range n {
+			verify(update)
+		}
+		sha256.Sum256(model)
+		sign(model)
+	}
+	return (cpuTime(b) - cpu) / time.Duration(reps)
 }
 
 // bulkFloor moves a round's bulk bytes reps times with the same transport calls and no
