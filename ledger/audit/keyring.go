@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/millwright-io/millwright/ledger"
@@ -17,12 +18,21 @@ import (
 // or organisation than the actor the record names.
 var ErrActorMismatch = errors.New("actor does not match the keyring")
 
+// ErrRevoked: a record is signed by a key the keyring revoked before the record was made.
+var ErrRevoked = errors.New("key revoked")
+
 // Key is one trusted public key and the actor it is registered to.
 type Key struct {
 	Name   string
 	Org    string
 	Public ed25519.PublicKey
+	// Revoked, when set, is when the key stopped being trusted (it was lost, stolen or
+	// retired): records made then or later fail their check.
+	Revoked time.Time
 }
+
+// revokedPrefix marks a keyring line's optional last field, the key's revocation time.
+const revokedPrefix = "revoked="
 
 // Keyring is the set of keys an auditor trusts, with the actor each belongs to. The zero
 // value trusts no key. It is read-only after ParseKeyring and then safe for concurrent use.
@@ -35,11 +45,12 @@ const maxKeyringLine = 8 << 10
 
 // ParseKeyring parses a keyring file: one key per line as
 //
-//	NAME ORG BASE64-ED25519-PUBLIC-KEY
+//	NAME ORG BASE64-ED25519-PUBLIC-KEY [revoked=RFC3339-TIME]
 //
 // separated by spaces or tabs, where the key is the 32 raw public-key bytes in standard
 // padded base64 (44 characters), ORG is one identifier and NAME is everything before it
-// (it may contain single spaces). Blank lines and lines starting with # are ignored. The
+// (it may contain single spaces). A key with revoked= is trusted only for records made
+// before that time (Key.Revoked). Blank lines and lines starting with # are ignored. The
 // same key twice is an error, even under the same actor. Every problem is reported with its
 // line number.
 func ParseKeyring(b []byte) (*Keyring, error) {
@@ -59,6 +70,15 @@ func ParseKeyring(b []byte) (*Keyring, error) {
 			continue
 		}
 		f := strings.Fields(line)
+		var revoked time.Time
+		if last := f[len(f)-1]; strings.HasPrefix(last, revokedPrefix) {
+			t, err := time.Parse(time.RFC3339Nano, strings.TrimPrefix(last, revokedPrefix))
+			if err != nil {
+				errs = append(errs, fmt.Errorf("line %d: %.60q is not a revocation time, expected revoked=RFC3339 (2026-11-25T08:00:00Z)", n, last))
+				continue
+			}
+			revoked, f = t.UTC(), f[:len(f)-1]
+		}
 		if len(f) < 3 {
 			errs = append(errs, fmt.Errorf("line %d: has %d field(s), expected NAME ORG BASE64-ED25519-PUBLIC-KEY", n, len(f)))
 			continue
@@ -68,7 +88,7 @@ func ParseKeyring(b []byte) (*Keyring, error) {
 			errs = append(errs, fmt.Errorf("line %d: %.60q is not an ed25519 public key, expected %d bytes in standard padded base64", n, f[len(f)-1], ed25519.PublicKeySize))
 			continue
 		}
-		key := Key{Name: strings.Join(f[:len(f)-2], " "), Org: f[len(f)-2], Public: ed25519.PublicKey(raw)}
+		key := Key{Name: strings.Join(f[:len(f)-2], " "), Org: f[len(f)-2], Public: ed25519.PublicKey(raw), Revoked: revoked}
 		id := ledger.KeyID(key.Public)
 		if prev, ok := k.keys[id]; ok {
 			errs = append(errs, fmt.Errorf("line %d: key %s is already registered to %s (%s)", n, short(id), prev.Name, prev.Org))
@@ -87,7 +107,11 @@ func ParseKeyring(b []byte) (*Keyring, error) {
 
 // FormatKey returns the keyring line for key.
 func FormatKey(key Key) string {
-	return key.Name + " " + key.Org + " " + base64.StdEncoding.EncodeToString(key.Public)
+	line := key.Name + " " + key.Org + " " + base64.StdEncoding.EncodeToString(key.Public)
+	if !key.Revoked.IsZero() {
+		line += " " + revokedPrefix + key.Revoked.UTC().Format(time.RFC3339Nano)
+	}
+	return line
 }
 
 // Len returns the number of keys.
@@ -109,10 +133,22 @@ func (k *Keyring) Ledger() ledger.Keyring {
 	return out
 }
 
-// Check verifies rec's signature with the key of its actor and that the actor's name and
-// organisation are those the key is registered to. Errors wrap ledger.ErrUnknownActor,
-// ledger.ErrBadSignature or ErrActorMismatch.
+// Check verifies rec's signature with the key of its actor, that the actor's name and
+// organisation are those the key is registered to, and that the key was not revoked when
+// rec says it was made. Errors wrap ledger.ErrUnknownActor, ledger.ErrBadSignature,
+// ErrActorMismatch or ErrRevoked.
+//
+// The time is the signer's claim: whoever holds a revoked key can sign a record dated
+// before the revocation. CheckAfter also takes what the ledger's order says.
 func (k *Keyring) Check(rec ledger.Record) error {
+	return k.CheckAfter(rec, time.Time{})
+}
+
+// CheckAfter is Check for a record that the ledger holds after records made as late as
+// after (zero: unknown): a record of a revoked key fails too when after is at or past the
+// revocation, however early rec says it was made (it was backdated). Only a ledger whose
+// order is the order records were appended in (the local ledger's chain) can tell after.
+func (k *Keyring) CheckAfter(rec ledger.Record, after time.Time) error {
 	var key Key
 	ok := false
 	if k != nil {
@@ -127,6 +163,15 @@ func (k *Keyring) Check(rec ledger.Record) error {
 	}
 	if a.Name != key.Name || a.Org != key.Org {
 		return fmt.Errorf("record %s: %w: signed with the key of %s (%s) but names %s (%s)", rec.Header.ID, ErrActorMismatch, key.Name, key.Org, a.Name, a.Org)
+	}
+	switch r := key.Revoked; {
+	case r.IsZero():
+	case !rec.Header.Time.Before(r):
+		return fmt.Errorf("record %s: %w: the key of %s (%s) was revoked at %s, and the record was made at %s", rec.Header.ID, ErrRevoked,
+			key.Name, key.Org, r.Format(time.RFC3339), rec.Header.Time.Format(time.RFC3339))
+	case !after.IsZero() && !after.Before(r):
+		return fmt.Errorf("record %s: %w: the key of %s (%s) was revoked at %s, and the record, dated %s, comes after one made at %s (backdated)",
+			rec.Header.ID, ErrRevoked, key.Name, key.Org, r.Format(time.RFC3339), rec.Header.Time.Format(time.RFC3339), after.Format(time.RFC3339))
 	}
 	return nil
 }

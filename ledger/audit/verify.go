@@ -58,7 +58,10 @@ type Options struct {
 	// Keys are the trusted keys. Nil: signatures are not checked, and VerifyArtifact
 	// cannot verify anything.
 	Keys *Keyring
-	// Chain checks the backend's store as a whole; nil when the backend has none.
+	// Chain checks the backend's store as a whole; nil when the backend has none. A
+	// backend with a chain answers queries in the chain's order, the order records were
+	// appended in, and VerifyArtifact relies on it to expose backdated records of revoked
+	// keys (Keyring.CheckAfter).
 	Chain ChainVerifier
 	// Now, when set, stamps reports with the time they were generated.
 	Now func() time.Time
@@ -135,8 +138,19 @@ func VerifyArtifact(ctx context.Context, q ledger.Querier, path string, opts Opt
 		return Result{}, fmt.Errorf("verify artifact: query the ledger: %w", err)
 	}
 	order := make(map[string]int, len(all))
+	// before is, for each record, the latest time of the records the ledger holds before it:
+	// with a chain (the local ledger), ledger order is append order, which a backdated
+	// record of a revoked key cannot fake (Keyring.CheckAfter).
+	before := make(map[string]time.Time, len(all))
+	var latest time.Time
 	for i, rec := range all {
 		order[rec.Header.ID] = i
+		if opts.Chain != nil {
+			before[rec.Header.ID] = latest
+			if rec.Header.Time.After(latest) {
+				latest = rec.Header.Time
+			}
+		}
 		body, err := rec.DecodeBody()
 		if err != nil {
 			res.Problems = append(res.Problems, fmt.Sprintf("record %s: %v", rec.Header.ID, err))
@@ -211,7 +225,7 @@ func VerifyArtifact(ctx context.Context, q ledger.Querier, path string, opts Opt
 		if opts.Keys == nil {
 			err = errors.New("signature not checked: no keyring")
 		} else {
-			err = opts.Keys.Check(rec)
+			err = opts.Keys.CheckAfter(rec, before[rec.Header.ID])
 		}
 		res.Checked = append(res.Checked, RecordCheck{Record: rec, Err: err})
 		if err != nil {

@@ -35,9 +35,10 @@ Flags:
                  deploy/fabric/network.sh writes (.fabric/env), with --org choosing the
                  organisation whose client identity is used (default auditor)
   --org ORG      organisation of the --fabric env file (default auditor)
-  --keys FILE    trusted keys, one "NAME ORG BASE64-ED25519-PUBLIC-KEY" per line (# comments);
-                 verify and report check every signature against it and report an unknown
-                 signer; required by verify, optional for report
+  --keys FILE    trusted keys, one "NAME ORG BASE64-ED25519-PUBLIC-KEY [revoked=RFC3339]" per
+                 line (# comments); verify and report check every signature against it and
+                 report an unknown signer, or a key used after its revocation; required by
+                 verify, optional for report
   --format F     report or export format
   --out FILE     write the report or export to FILE instead of standard output
   --four-eyes    verify: a release signed by the key of the approval it rests on (the
