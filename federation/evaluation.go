@@ -125,33 +125,10 @@ func (f *fedRun) evaluationRecord(in, out ModelHeader, hash string, metrics map[
 		Datasets: []string{}, Metrics: metrics, Criteria: criteria, Passed: passed}
 }
 
-// evaluateRound runs a final evaluation round (PhaseEvaluate) to its end: it collects the
-// targets' evaluations of st.Global, combines their metrics by the round's rule, records
-// them as the model's federated evaluation and finishes the federation. Nothing is
-// aggregated or released. A round short of its quorum at the deadline records nothing.
-func (f *fedRun) evaluateRound(ctx context.Context, st RoundState, report RoundReport, start time.Time) (RoundState, error) {
-	c, err := f.collect(ctx, st)
-	if err != nil {
-		return st, err
-	}
-	report.Rejected, report.Bytes = c.rejects, c.bytes
-	if len(c.updates) < st.Quorum {
-		f.log.Warn("final evaluation abandoned: quorum not met by the deadline", "round", st.Round, "evaluations", len(c.updates), "quorum", st.Quorum)
-		report.Reason = SecAggFailQuorum
-		return f.finish(ctx, report, start, outcomeAbandoned, f.open(st.Round+1, st.Global, st.GlobalRound)) // finished
-	}
-	global, err := f.globalModel(ctx, st)
-	if err != nil {
-		return st, err
-	}
-	used := slices.Sorted(maps.Keys(c.updates))
-	report.Metrics = roundMetrics(f.cfg.Strategy, c.updates, used)
-	return f.finishEvaluation(ctx, st, report, start, global.Header, used)
-}
-
-// finishEvaluation ends final evaluation round st, in which the participants used judged
-// the model in (st.Global) and reported report.Metrics (combined): it records their
-// global_ metrics as the model's evaluation and finishes the federation.
+// finishEvaluation ends final evaluation round st (PhaseEvaluate), in which the
+// participants used judged the model in (st.Global) and reported report.Metrics
+// (combined by the round's rule): it records their global_ metrics as the model's
+// federated evaluation and finishes the federation. Nothing is aggregated or released.
 func (f *fedRun) finishEvaluation(ctx context.Context, st RoundState, report RoundReport, start time.Time, in ModelHeader, used []string) (RoundState, error) {
 	slices.Sort(used)
 	report.Used, report.Model = used, st.Global

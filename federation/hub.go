@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"sort"
@@ -450,22 +451,25 @@ func (f *fedRun) round(ctx context.Context, st RoundState) (RoundState, error) {
 	if f.cfg.SecAgg.Enabled {
 		return f.secaggRound(ctx, st)
 	}
-	if st.Phase == PhaseEvaluate {
-		return f.evaluateRound(ctx, st, report, start)
-	}
 	c, err := f.collect(ctx, st)
 	if err != nil {
 		return st, err
 	}
 	report.Rejected, report.Bytes = c.rejects, c.bytes
 	if len(c.updates) < st.Quorum {
-		f.log.Warn("round abandoned: quorum not met by the deadline", "round", st.Round, "updates", len(c.updates), "quorum", st.Quorum)
+		// A final evaluation short of its quorum records nothing; the next state finishes.
+		f.log.Warn("round abandoned: quorum not met by the deadline", "round", st.Round, "phase", st.Phase, "updates", len(c.updates), "quorum", st.Quorum)
 		report.Reason = SecAggFailQuorum
 		return f.finish(ctx, report, start, outcomeAbandoned, f.open(st.Round+1, st.Global, st.GlobalRound))
 	}
 	global, err := f.globalModel(ctx, st)
 	if err != nil {
 		return st, err
+	}
+	if st.Phase == PhaseEvaluate {
+		used := slices.Sorted(maps.Keys(c.updates))
+		report.Metrics = roundMetrics(f.cfg.Strategy, c.updates, used)
+		return f.finishEvaluation(ctx, st, report, start, global.Header, used)
 	}
 	ups := make([]aggregate.Update, 0, len(c.updates))
 	for name, u := range c.updates {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"flag"
 	"fmt"
@@ -274,6 +275,26 @@ func openLedger(dir string) (*local.Ledger, error) {
 		return nil, fmt.Errorf("--ledger %s: expected a local ledger directory holding %s: %w", dir, local.FileName, err)
 	}
 	return local.Open(dir, local.ReadOnly())
+}
+
+// signerKey is a person who signs records, and the file of their key.
+type signerKey struct{ name, file string }
+
+// addKeys writes to the keyring file dst the keyring base (a file) followed by the line of
+// each person's key, of organisation org, read from their key file.
+func addKeys(dst, base, org string, people ...signerKey) error {
+	b, err := os.ReadFile(base)
+	if err != nil {
+		return err
+	}
+	for _, p := range people {
+		k, err := ledger.LoadKey(p.file)
+		if err != nil {
+			return err
+		}
+		b = append(b, audit.FormatKey(audit.Key{Name: p.name, Org: org, Public: k.Public().(ed25519.PublicKey)})+"\n"...)
+	}
+	return os.WriteFile(dst, b, 0o644)
 }
 
 func loadKeyring(path string) (*audit.Keyring, error) {

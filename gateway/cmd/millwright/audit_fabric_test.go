@@ -3,14 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
 	"encoding/json"
 	"os"
 	"strings"
 	"testing"
 
 	"github.com/millwright-io/millwright/ledger"
-	"github.com/millwright-io/millwright/ledger/audit"
 	"github.com/millwright-io/millwright/ledger/audit/audittest"
 	"github.com/millwright-io/millwright/ledger/fabric"
 	"github.com/millwright-io/millwright/ledger/fabric/fabrictest"
@@ -109,15 +107,7 @@ func TestModelsSignoffFabric(t *testing.T) {
 		[]string{M + " released on stable by Erik Lund (oem)"}, nil)
 
 	keys := t.TempDir() + "/keys.txt"
-	whole, _ := os.ReadFile(f.KeysFile)
-	for _, p := range []struct{ name, file string }{{"Dana Weiss", key}, {"Erik Lund", erikKey}} {
-		k, err := ledger.LoadKey(p.file)
-		if err != nil {
-			t.Fatal(err)
-		}
-		whole = append(whole, audit.FormatKey(audit.Key{Name: p.name, Org: "oem", Public: k.Public().(ed25519.PublicKey)})+"\n"...)
-	}
-	if err := os.WriteFile(keys, whole, 0o600); err != nil {
+	if err := addKeys(keys, f.KeysFile, "oem", signerKey{"Dana Weiss", key}, signerKey{"Erik Lund", erikKey}); err != nil {
 		t.Fatal(err)
 	}
 	runCLI(t, []string{"audit", "verify", artifact, "--fabric", envFile, "--keys", keys, "--four-eyes"}, 0,

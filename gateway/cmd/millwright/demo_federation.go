@@ -299,18 +299,11 @@ func (d *demo) signOff(ctx context.Context, hubDir, keysFile, file string, res *
 			return fmt.Errorf("models %s %s: exit %d", cmd, ref, code)
 		}
 	}
-	keys, err := os.ReadFile(keysFile)
-	if err != nil {
-		return err
-	}
+	var people []signerKey
 	for _, s := range demoSigners {
-		k, err := ledger.LoadKey(filepath.Join(o.stateDir, s.key))
-		if err != nil {
-			return err
-		}
-		keys = append(keys, audit.FormatKey(audit.Key{Name: s.name, Org: hubOrg, Public: k.Public().(ed25519.PublicKey)})+"\n"...)
+		people = append(people, signerKey{s.name, filepath.Join(o.stateDir, s.key)})
 	}
-	if err := os.WriteFile(keysFile, keys, 0o644); err != nil {
+	if err := addKeys(keysFile, keysFile, hubOrg, people...); err != nil {
 		return err
 	}
 	var out bytes.Buffer

@@ -1,14 +1,10 @@
 package main
 
 import (
-	"crypto/ed25519"
 	"encoding/json"
-	"os"
 	"path/filepath"
 	"testing"
 
-	"github.com/millwright-io/millwright/ledger"
-	"github.com/millwright-io/millwright/ledger/audit"
 	"github.com/millwright-io/millwright/ledger/audit/audittest"
 	"github.com/millwright-io/millwright/ledger/local"
 )
@@ -66,15 +62,7 @@ func TestModelsApproveAndRelease(t *testing.T) {
 
 	// The auditor's report has Carol's decisions and Erik's release, signed by their keys.
 	keys := filepath.Join(t.TempDir(), "keys.txt")
-	whole, _ := os.ReadFile(f.KeysFile)
-	for _, p := range []struct{ name, file string }{{"Carol Diaz", key}, {"Erik Lund", erikKey}} {
-		k, err := ledger.LoadKey(p.file)
-		if err != nil {
-			t.Fatal(err)
-		}
-		whole = append(whole, audit.FormatKey(audit.Key{Name: p.name, Org: "oem", Public: k.Public().(ed25519.PublicKey)})+"\n"...)
-	}
-	if err := os.WriteFile(keys, whole, 0o600); err != nil {
+	if err := addKeys(keys, f.KeysFile, "oem", signerKey{"Carol Diaz", key}, signerKey{"Erik Lund", erikKey}); err != nil {
 		t.Fatal(err)
 	}
 	stdout, _ := runCLI(t, []string{"audit", "report", M, "--format", "json", "--ledger", L, "--keys", keys}, 0, nil, nil)
