@@ -545,14 +545,15 @@ type Ledger struct {
 
 // OpenLedger opens c the way the gateway opens its own ledger (identity key, local or
 // Fabric backend, durable outbox), with its defaults resolved against stateDir and org
-// (the actor's organisation). It returns nil for the backend "none". The caller runs
-// Outbox.Run and calls Close after it returned.
-func OpenLedger(c LedgerConfig, stateDir, org string, log *slog.Logger, reg prometheus.Registerer) (*Ledger, error) {
+// (the actor's organisation). It returns nil for the backend "none". A local ledger also
+// takes the records of others, signed by their keys and anchored with Anchor (the hub's
+// sign-off API). The caller runs Outbox.Run and calls Close after it returned.
+func OpenLedger(c LedgerConfig, stateDir, org string, log *slog.Logger, reg prometheus.Registerer, others ...ed25519.PublicKey) (*Ledger, error) {
 	ResolveLedger(&c, stateDir, org)
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
-	lin, err := openLineage(c, log, reg)
+	lin, err := openLineage(c, log, reg, others...)
 	if err != nil || lin == nil {
 		return nil, err
 	}
@@ -561,6 +562,18 @@ func OpenLedger(c LedgerConfig, stateDir, org string, log *slog.Logger, reg prom
 
 // Close closes the outbox, then the backend.
 func (l *Ledger) Close() error { return l.lin.Close() }
+
+// Anchor anchors a record someone else signed (and chained through their own outbox) in
+// the backend, as ledger.Backend.Anchor does: a local ledger takes it only when its
+// signer's key was given to OpenLedger.
+func (l *Ledger) Anchor(ctx context.Context, rec ledger.Record) error {
+	return l.lin.backend.Anchor(ctx, rec)
+}
+
+// Get returns the record with id from the backend (ledger.Backend.Get).
+func (l *Ledger) Get(ctx context.Context, id string) (ledger.Record, error) {
+	return l.lin.backend.Get(ctx, id)
+}
 
 // Released returns the SHA-256 of every model of federation fed that a release record in
 // the backend names (federation.HubOptions.Released). A backend that cannot be queried

@@ -110,8 +110,8 @@ type lineage struct {
 }
 
 // openLineage opens the identity key, the backend and the outbox; nil when the backend is
-// "none".
-func openLineage(c LedgerConfig, log *slog.Logger, reg prometheus.Registerer) (*lineage, error) {
+// "none". A local backend also takes records signed by the keys of others.
+func openLineage(c LedgerConfig, log *slog.Logger, reg prometheus.Registerer, others ...ed25519.PublicKey) (*lineage, error) {
 	if c.Backend == "none" {
 		return nil, nil
 	}
@@ -133,7 +133,7 @@ func openLineage(c LedgerConfig, log *slog.Logger, reg prometheus.Registerer) (*
 		// lazily, so a peer that is down only delays anchoring.
 		backend, err = fabric.Open(*c.Fabric, fabric.WithActors(signer), fabric.WithLogger(log), fabric.WithRegisterer(reg))
 	default:
-		backend, err = local.Open(c.Dir, local.WithKeyring(ledger.NewKeyring(signer.Public())))
+		backend, err = local.Open(c.Dir, local.WithKeyring(ledger.NewKeyring(append([]ed25519.PublicKey{signer.Public()}, others...)...)))
 	}
 	if err != nil {
 		return nil, err

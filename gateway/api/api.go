@@ -61,6 +61,10 @@ func (s *Server) HandleJSON(path string, fn func() any) {
 	})
 }
 
+// Handle serves pattern (a net/http ServeMux pattern, such as "POST /api/v1/ledger/records")
+// with h. Call it before Run.
+func (s *Server) Handle(pattern string, h http.HandlerFunc) { s.mux.HandleFunc(pattern, h) }
+
 func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	if err := s.ready(); err != nil {

@@ -134,8 +134,14 @@ func (d *demo) federate(ctx context.Context, g *runningGateway) error {
 	if err != nil {
 		return err
 	}
+	// The two people who sign the model off: the hub takes their records (signoff.keys).
+	signoffKeys := filepath.Join(root, "signoff-keys.txt")
+	if err := d.signers(signoffKeys); err != nil {
+		return err
+	}
 	var hub strings.Builder
-	fmt.Fprintf(&hub, "state_dir: %q\nlog: {level: %s}\nhttp: {listen: %q}\nnats:\n  embedded:\n    listen: %q\n    factories:\n", hubDir, o.logLevel, httpAddr, natsAddr)
+	fmt.Fprintf(&hub, "state_dir: %q\nlog: {level: %s}\nhttp: {listen: %q}\nsignoff: {keys: %q}\nnats:\n  embedded:\n    listen: %q\n    factories:\n",
+		hubDir, o.logLevel, httpAddr, signoffKeys, natsAddr)
 	for _, f := range facs {
 		fmt.Fprintf(&hub, "      - {name: %s, password: %q, federations: [%s]}\n", f.name, f.password, demoFedName)
 	}
@@ -245,6 +251,10 @@ func (d *demo) federate(ctx context.Context, g *runningGateway) error {
 		fmt.Fprintf(d.out, "     %s\n", line)
 	}
 
+	if err := d.signOff(ctx, hubDir, "http://"+httpAddr, keysFile, pulled[0], res); err != nil {
+		return err
+	}
+
 	// Stop the gateways and the hub (their outboxes drain), then read the ledgers.
 	for _, r := range gws {
 		if err := r.stop(); err != nil {
@@ -258,9 +268,6 @@ func (d *demo) federate(ctx context.Context, g *runningGateway) error {
 	if err := d.readFederationLedgers(ctx, facs, hubDir, res); err != nil {
 		return err
 	}
-	if err := d.signOff(ctx, hubDir, keysFile, pulled[0], res); err != nil {
-		return err
-	}
 	fmt.Fprintf(d.out, "   => %d rounds across %d factories in %.1fs; what the factories sent the hub: %d bytes of secure-aggregation messages\n",
 		len(res.Rounds), len(facs), time.Since(begin).Seconds(), totalBytes(res.Rounds))
 	return nil
@@ -269,18 +276,61 @@ func (d *demo) federate(ctx context.Context, g *runningGateway) error {
 // The two people who sign the demo's model off (four eyes), with their key files.
 var demoSigners = []struct{ name, key string }{{"OEM engineer", "oem-engineer.key"}, {"QA lead", "qa-lead.key"}}
 
+// people returns the demo signers with their key files.
+func (d *demo) people() []signerKey {
+	var out []signerKey
+	for _, s := range demoSigners {
+		out = append(out, signerKey{s.name, filepath.Join(d.o.stateDir, s.key)})
+	}
+	return out
+}
+
+// signers creates the demo signers' keys (if missing) and writes their keyring to file.
+func (d *demo) signers(file string) error {
+	for _, p := range d.people() {
+		if _, err := ledger.LoadOrCreateKey(p.file); err != nil {
+			return err
+		}
+	}
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		return err
+	}
+	return addKeys(file, file, hubOrg, d.people()...)
+}
+
 // signOff has an OEM engineer approve the pulled model in the hub's ledger and a QA lead
-// release it (four eyes), each with a key of their own (the hub has stopped: a local
-// ledger has one writer at a time), and verifies the file again with --four-eyes: the
-// verdict now names the release.
-func (d *demo) signOff(ctx context.Context, hubDir, keysFile, file string, res *demoFederationResult) error {
+// release it (four eyes), each with a key of their own, through the running hub's API
+// (hubURL: the hub holds its local ledger; its signoff.keys lists them), and verifies the
+// file again with --four-eyes: the verdict now names the release.
+func (d *demo) signOff(ctx context.Context, hubDir, hubURL, keysFile, file string, res *demoFederationResult) error {
 	o := d.o
 	ledgerDir := filepath.Join(hubDir, "ledger")
 	ref := strings.TrimSuffix(filepath.Base(file), ".mwg") // models pull writes FED@VERSION.mwg
 	who := func(i int) []string {
-		return []string{"--key", filepath.Join(o.stateDir, demoSigners[i].key), "--name", demoSigners[i].name, "--org", hubOrg, "--ledger", ledgerDir}
+		return []string{"--key", filepath.Join(o.stateDir, demoSigners[i].key), "--name", demoSigners[i].name, "--org", hubOrg,
+			"--ledger", ledgerDir, "--hub", hubURL}
 	}
-	fmt.Fprintf(d.out, "   the pulled model is signed off by two people (four eyes), each with a key of their own, once the hub has stopped:\n")
+	// The hub's evaluation of the version, from the final round, is the evidence the
+	// decision rests on: wait until its outbox has anchored it.
+	version := strings.TrimPrefix(ref, demoFedName+"@")
+	for deadline := time.Now().Add(15 * time.Second); ; {
+		evals, err := ledgerRecords(ctx, ledgerDir, ledger.TypeEvaluation)
+		if err != nil {
+			return err
+		}
+		if slices.ContainsFunc(evals, func(r ledger.Record) bool {
+			b, err := r.DecodeBody()
+			ev, ok := b.(ledger.Evaluation)
+			return err == nil && ok && ev.Version == version
+		}) {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the hub's ledger has no evaluation of %s", ref)
+		}
+		sleep(ctx, 100*time.Millisecond)
+	}
+	fmt.Fprintf(d.out, "   the pulled model is signed off by two people (four eyes), each with a key of their own, through the running hub:\n")
 	for _, args := range [][]string{
 		append([]string{ref, "--reason", "rounds' false-alarm and detection rates meet the acceptance criteria", "--file", file}, who(0)...),
 		append([]string{ref, "--channel", "stable"}, who(1)...),
@@ -299,11 +349,7 @@ func (d *demo) signOff(ctx context.Context, hubDir, keysFile, file string, res *
 			return fmt.Errorf("models %s %s: exit %d", cmd, ref, code)
 		}
 	}
-	var people []signerKey
-	for _, s := range demoSigners {
-		people = append(people, signerKey{s.name, filepath.Join(o.stateDir, s.key)})
-	}
-	if err := addKeys(keysFile, keysFile, hubOrg, people...); err != nil {
+	if err := addKeys(keysFile, keysFile, hubOrg, d.people()...); err != nil {
 		return err
 	}
 	var out bytes.Buffer

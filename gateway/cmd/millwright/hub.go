@@ -21,6 +21,7 @@ import (
 	"github.com/millwright-io/millwright/gateway"
 	"github.com/millwright-io/millwright/gateway/config"
 	"github.com/millwright-io/millwright/ledger"
+	"github.com/millwright-io/millwright/ledger/audit"
 )
 
 // hubFileConfig is the configuration of `millwright hub`.
@@ -40,6 +41,9 @@ type hubFileConfig struct {
 	Ledger gateway.LedgerConfig `yaml:"ledger"`
 	// HTTP serves /metrics, /healthz, /readyz and /api/v1/federations (empty listen: off).
 	HTTP gateway.HTTPConfig `yaml:"http"`
+	// SignOff lets people record approvals and releases in the hub's local ledger through
+	// its HTTP API while the hub runs (`models approve|release --hub URL`).
+	SignOff hubSignOffConfig `yaml:"signoff"`
 }
 
 // hubOrg is the default organisation of the hub's ledger records.
@@ -118,6 +122,14 @@ func (c hubFileConfig) Validate() error {
 		gateway.ResolveLedger(&lc, c.StateDir, hubOrg)
 		p.Nest("ledger", lc.Validate())
 	}
+	if c.SignOff.Keys != "" {
+		switch {
+		case c.Ledger.Backend != "local":
+			p.Addf("signoff.keys", "needs ledger.backend local, not %q: on Fabric people record their decisions themselves", c.Ledger.Backend)
+		case c.HTTP.Listen == "":
+			p.Addf("signoff.keys", "needs http.listen: the API people send their records to")
+		}
+	}
 	return p.Err()
 }
 
@@ -165,7 +177,18 @@ func cmdHub(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	reg := prometheus.NewRegistry()
-	lg, err := gateway.OpenLedger(cfg.Ledger, cfg.StateDir, hubOrg, log.With("component", "ledger"), reg)
+	var signoff *audit.Keyring
+	var people []ed25519.PublicKey
+	if cfg.SignOff.Keys != "" {
+		if signoff, err = loadKeyring(cfg.SignOff.Keys); err != nil {
+			fmt.Fprintf(stderr, "millwright hub: signoff.keys: %v\n", err)
+			return 1
+		}
+		for _, pub := range signoff.Ledger() {
+			people = append(people, pub)
+		}
+	}
+	lg, err := gateway.OpenLedger(cfg.Ledger, cfg.StateDir, hubOrg, log.With("component", "ledger"), reg, people...)
 	if err != nil {
 		fmt.Fprintf(stderr, "millwright hub: ledger: %v\n", err)
 		return 1
@@ -208,7 +231,7 @@ func cmdHub(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 	}
-	if err := runHub(ctx, cfg, bus, key, lg, reg, log); err != nil {
+	if err := runHub(ctx, cfg, bus, key, lg, signoff, reg, log); err != nil {
 		fmt.Fprintf(stderr, "millwright hub: %v\n", err)
 		return 1
 	}

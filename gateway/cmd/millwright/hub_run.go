@@ -15,11 +15,14 @@ import (
 	"github.com/millwright-io/millwright/federation"
 	"github.com/millwright-io/millwright/gateway"
 	"github.com/millwright-io/millwright/gateway/api"
+	"github.com/millwright-io/millwright/ledger/audit"
 )
 
 // runHub runs the hub's federations, its ledger outbox (when lg is not nil) and its HTTP
-// API until ctx ends.
-func runHub(ctx context.Context, cfg hubFileConfig, tr federation.Transport, key ed25519.PrivateKey, lg *gateway.Ledger, reg *prometheus.Registry, log *slog.Logger) error {
+// API until ctx ends; with signoff, the API takes those people's approvals and releases
+// into lg.
+func runHub(ctx context.Context, cfg hubFileConfig, tr federation.Transport, key ed25519.PrivateKey, lg *gateway.Ledger, signoff *audit.Keyring,
+	reg *prometheus.Registry, log *slog.Logger) error {
 	st := newHubStatus(cfg.Federations, tr)
 	opts := federation.HubOptions{Logger: log, Registerer: reg, OnRound: st.onRound}
 	if lg != nil {
@@ -37,6 +40,11 @@ func runHub(ctx context.Context, cfg hubFileConfig, tr federation.Transport, key
 	if addr := cfg.HTTP.Listen; addr != "" {
 		srv := api.New(addr, reg, func() error { return nil }, cfg.HTTP.Pprof, log.With("component", "api"))
 		srv.HandleJSON("/api/v1/federations", func() any { return st.snapshot(ctx) })
+		if signoff != nil && lg != nil {
+			a := signOffAPI{lg: lg, keys: signoff, log: log.With("component", "signoff")}
+			srv.Handle("POST "+ledgerRecordsPath, a.post)
+			srv.Handle("GET "+ledgerRecordsPath+"/{id}", a.get)
+		}
 		grp.Go(func() error { return srv.Run(gctx) })
 	}
 	log.Info("hub running", "federations", len(cfg.Federations), "http", cfg.HTTP.Listen, "ledger", cfg.Ledger.Backend)

@@ -97,6 +97,31 @@ federations:
 	}
 }
 
+// TestHubSignOffConfig: the sign-off API needs the local ledger and the HTTP API.
+func TestHubSignOffConfig(t *testing.T) {
+	base := `
+state_dir: /tmp/hub
+nats: {embedded: {listen: "127.0.0.1:4222"}}
+signoff: {keys: /etc/millwright/signoff-keys.txt}
+federations:
+  - name: f
+    members: [{name: b, key: d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a}]
+    architecture: {kind: autoencoder, params: 10}
+`
+	for _, tc := range []struct{ name, extra, want string }{
+		{"local ledger", "", ""},
+		{"no ledger", "ledger: {backend: none}\n", "needs ledger.backend local"},
+		{"no http", "http: {listen: \"\"}\n", "needs http.listen"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := parseHubConfig([]byte(base + tc.extra))
+			if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), "signoff.keys: "+tc.want)) {
+				t.Errorf("parse: %v; want %q", err, tc.want)
+			}
+		})
+	}
+}
+
 // loadHubExample loads deploy/examples/hub.yaml with its factories' passwords set.
 func loadHubExample(t *testing.T) hubFileConfig {
 	t.Helper()

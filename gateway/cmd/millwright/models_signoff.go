@@ -20,20 +20,21 @@ import (
 )
 
 const approveUsage = `usage: millwright models approve MODEL@VERSION --reason TEXT [--reject] --key FILE --name NAME
-         (--ledger DIR | --fabric FILE) [flags]
+         (--ledger DIR [--hub URL] | --fabric FILE) [flags]
 
 Records a person's decision about a model version in the ledger: an approval, or with
 --reject a rejection, with its reason, signed with the person's own key. The version must
 have been produced by a record the ledger holds (a federated round or a local training);
 the decision names that record's artifact hash. With --file, the artifact in hand must be
 that artifact. The latest decision about a version is the one that stands: 'models release'
-needs it to be an approval.
+needs it to be an approval. A local ledger that a running hub writes takes the record
+through the hub's HTTP API (--hub URL; the hub's signoff.keys must list the person's key).
 
 Flags:
 `
 
 const releaseUsage = `usage: millwright models release MODEL@VERSION --channel NAME [--notes TEXT] --key FILE --name NAME
-         (--ledger DIR | --fabric FILE) [flags]
+         (--ledger DIR [--hub URL] | --fabric FILE) [flags]
 
 Records that a person released a model version on a channel (such as stable), signed with
 the person's own key. The latest decision about the version in the ledger must approve it
@@ -48,7 +49,7 @@ Flags:
 // signoffFlags are the flags approve and release share: who signs, and which ledger.
 type signoffFlags struct {
 	key, name, org, site, outbox string
-	ledger, fabric, file         string
+	ledger, fabric, hub, file    string
 	wait                         time.Duration
 }
 
@@ -58,7 +59,8 @@ func (f *signoffFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.org, "org", "oem", "the person's organisation; with --fabric, the organisation of the env file, whose MSP id the records carry")
 	fs.StringVar(&f.site, "site", "", "the site the records are made at (default: the organisation)")
 	fs.StringVar(&f.outbox, "outbox", "", "the person's ledger outbox directory, which keeps the chain of their records (default: KEY.outbox)")
-	fs.StringVar(&f.ledger, "ledger", "", "the local ledger directory to record in (no other process may be writing it)")
+	fs.StringVar(&f.ledger, "ledger", "", "the local ledger directory to record in (no other process may be writing it), or with --hub to read")
+	fs.StringVar(&f.hub, "hub", "", "record through the HTTP API of the running hub that writes --ledger (its signoff.keys must list the person's key)")
 	fs.StringVar(&f.fabric, "fabric", "", "record on Fabric: a client config or the .fabric/env file")
 	fs.StringVar(&f.file, "file", "", "the artifact the person examined: it must be the version's")
 	fs.DurationVar(&f.wait, "wait", time.Minute, "how long to wait for the ledger to take the record")
@@ -139,6 +141,8 @@ func runSignoff(ctx context.Context, cmd, usage string, args []string, stdout, s
 		return fail(2, "--key FILE and --name NAME are required: the decision is signed by a person")
 	case (f.ledger == "") == (f.fabric == ""):
 		return fail(2, "one of --ledger DIR (a local ledger) or --fabric FILE (a Fabric client config or env file) is required")
+	case f.hub != "" && f.ledger == "":
+		return fail(2, "--hub URL needs --ledger DIR: the hub's local ledger, read to find the version")
 	}
 	if err := f.record(ctx, ref, build, stdout); err != nil {
 		return fail(1, "%v", err)
@@ -170,14 +174,23 @@ func (f *signoffFlags) record(ctx context.Context, ref ledger.ModelRef, build fu
 	if err != nil {
 		return fmt.Errorf("--name, --org: %w", err)
 	}
+	// The ledger the version is found in, and the backend the person's outbox anchors in:
+	// one and the same, but for a hub's ledger, read here and written through the hub.
 	var backend interface {
 		ledger.Querier
 		Close() error
 	}
+	var anchor ledger.Backend
 	where := "the Fabric channel " + cfg.Channel
-	if f.fabric != "" {
+	switch {
+	case f.fabric != "":
 		backend, err = fabric.Open(cfg, fabric.WithActors(signer))
-	} else {
+	case f.hub != "":
+		where = "the local ledger " + f.ledger + " through the hub " + f.hub
+		if anchor, err = newHubLedger(f.hub); err == nil {
+			backend, err = openLedger(f.ledger)
+		}
+	default:
 		where = "the local ledger " + f.ledger
 		backend, err = openLedgerForWriting(f.ledger, signer)
 	}
@@ -185,6 +198,9 @@ func (f *signoffFlags) record(ctx context.Context, ref ledger.ModelRef, build fu
 		return err
 	}
 	defer backend.Close()
+	if anchor == nil {
+		anchor = backend
+	}
 
 	v, err := signoff.Find(ctx, backend, ref)
 	if err != nil {
@@ -228,7 +244,7 @@ func (f *signoffFlags) record(ctx context.Context, ref ledger.ModelRef, build fu
 	if dir == "" {
 		dir = f.key + ".outbox"
 	}
-	ob, err := ledger.Open(ledger.Config{Dir: dir, Site: site}, signer, backend)
+	ob, err := ledger.Open(ledger.Config{Dir: dir, Site: site}, signer, anchor)
 	if err != nil {
 		return err
 	}
@@ -254,7 +270,7 @@ func openLedgerForWriting(dir string, signer *ledger.Signer) (*local.Ledger, err
 	}
 	l, err := local.Open(dir, local.WithKeyring(ledger.NewKeyring(signer.Public())))
 	if errors.Is(err, dirlock.ErrLocked) {
-		return nil, fmt.Errorf("--ledger %s: %w; stop the hub or gateway that writes it, or record on Fabric", dir, err)
+		return nil, fmt.Errorf("--ledger %s: %w; record through the running hub (--hub URL), stop the hub or gateway that writes it, or record on Fabric", dir, err)
 	}
 	return l, err
 }

@@ -1,0 +1,162 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/millwright-io/millwright/gateway"
+	"github.com/millwright-io/millwright/ledger"
+	"github.com/millwright-io/millwright/ledger/audit"
+)
+
+// The hub's sign-off API: people's approvals and releases, signed with their own keys and
+// chained through their own outboxes (`models approve|release --hub URL`), reach the
+// hub's local ledger while the hub runs and holds it. The hub takes a record only from a
+// key of its signoff.keys keyring (not revoked, under the name and organisation listed
+// there), and only of those two types.
+const (
+	ledgerRecordsPath = "/api/v1/ledger/records"
+	// maxRecordBody bounds a posted record (a record's body is at most 64 KiB).
+	maxRecordBody = 128 << 10
+)
+
+// hubSignOffConfig is the hub's signoff section.
+type hubSignOffConfig struct {
+	// Keys is a keyring file (the auditors' format: NAME ORG BASE64-KEY [revoked=TIME]) of
+	// the people whose approvals and releases the hub takes over its HTTP API into its
+	// local ledger ("": the API is off).
+	Keys string `yaml:"keys"`
+}
+
+// signOffAPI serves the sign-off API for the hub's ledger lg.
+type signOffAPI struct {
+	lg   *gateway.Ledger
+	keys *audit.Keyring
+	log  *slog.Logger
+}
+
+// post takes one signed record: 200 when the ledger holds it (again, for a record sent
+// twice), 400 for a malformed request, 403 for a key the hub does not take records from,
+// 422 for a record the ledger refuses (wrong type, invalid body, a conflicting record
+// under its id), 503 when the ledger cannot take it now.
+func (a signOffAPI) post(w http.ResponseWriter, r *http.Request) {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxRecordBody))
+	dec.DisallowUnknownFields()
+	var rec ledger.Record
+	if err := dec.Decode(&rec); err != nil {
+		http.Error(w, "a ledger record in JSON expected: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	if t := rec.Header.Type; t != ledger.TypeApproval && t != ledger.TypeRelease {
+		http.Error(w, fmt.Sprintf("record %s is a %s; the hub takes approval and release records only", rec.Header.ID, t), http.StatusUnprocessableEntity)
+		return
+	}
+	if err := a.keys.Check(rec); err != nil {
+		http.Error(w, "not taken: "+err.Error()+" (the hub's signoff.keys)", http.StatusForbidden)
+		return
+	}
+	err := a.lg.Anchor(r.Context(), rec)
+	switch {
+	case errors.Is(err, ledger.ErrRejected) || errors.Is(err, ledger.ErrConflict):
+		http.Error(w, err.Error(), http.StatusUnprocessableEntity)
+		return
+	case err != nil:
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	a.log.Info("sign-off recorded", "type", rec.Header.Type, "record", rec.Header.ID, "actor", rec.Header.Actor.Name, "org", rec.Header.Actor.Org)
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(map[string]string{"id": rec.Header.ID})
+}
+
+// get returns a record of the hub's ledger by id (404 when there is none).
+func (a signOffAPI) get(w http.ResponseWriter, r *http.Request) {
+	rec, err := a.lg.Get(r.Context(), r.PathValue("id"))
+	switch {
+	case errors.Is(err, ledger.ErrNotFound):
+		http.Error(w, err.Error(), http.StatusNotFound)
+		return
+	case err != nil:
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(rec)
+}
+
+// hubLedger is the backend a person's outbox anchors in through the hub's sign-off API.
+type hubLedger struct {
+	base   string // the hub's HTTP API, such as http://127.0.0.1:9274
+	client *http.Client
+}
+
+func newHubLedger(base string) (*hubLedger, error) {
+	u, err := url.Parse(base)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("--hub %q: expected the hub's HTTP API, such as http://127.0.0.1:9274", base)
+	}
+	return &hubLedger{base: strings.TrimSuffix(base, "/"), client: &http.Client{Timeout: 30 * time.Second}}, nil
+}
+
+// Anchor implements ledger.Backend: the hub's refusals are permanent (ledger.ErrRejected),
+// anything else is retried by the outbox.
+func (h *hubLedger) Anchor(ctx context.Context, rec ledger.Record) error {
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ledger.ErrRejected, err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.base+ledgerRecordsPath, bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := h.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("hub %s: %w", h.base, err)
+	}
+	defer resp.Body.Close()
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	switch resp.StatusCode {
+	case http.StatusOK:
+		return nil
+	case http.StatusBadRequest, http.StatusForbidden, http.StatusUnprocessableEntity, http.StatusNotFound:
+		return fmt.Errorf("%w: hub %s: %s: %s", ledger.ErrRejected, h.base, resp.Status, strings.TrimSpace(string(msg)))
+	default:
+		return fmt.Errorf("hub %s: %s: %s", h.base, resp.Status, strings.TrimSpace(string(msg)))
+	}
+}
+
+// Get implements ledger.Backend.
+func (h *hubLedger) Get(ctx context.Context, id string) (ledger.Record, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, h.base+ledgerRecordsPath+"/"+url.PathEscape(id), nil)
+	if err != nil {
+		return ledger.Record{}, err
+	}
+	resp, err := h.client.Do(req)
+	if err != nil {
+		return ledger.Record{}, fmt.Errorf("hub %s: %w", h.base, err)
+	}
+	defer resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusOK:
+		var rec ledger.Record
+		err := json.NewDecoder(io.LimitReader(resp.Body, maxRecordBody)).Decode(&rec)
+		return rec, err
+	case http.StatusNotFound:
+		return ledger.Record{}, fmt.Errorf("record %s: %w", id, ledger.ErrNotFound)
+	default:
+		return ledger.Record{}, fmt.Errorf("hub %s: %s", h.base, resp.Status)
+	}
+}
+
+// Close implements the backend's Close: nothing to release.
+func (h *hubLedger) Close() error { return nil }

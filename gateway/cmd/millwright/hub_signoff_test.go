@@ -1,0 +1,135 @@
+package main
+
+import (
+	"context"
+	"crypto/ed25519"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/millwright-io/millwright/internal/servicetest"
+	"github.com/millwright-io/millwright/internal/testlog"
+	"github.com/millwright-io/millwright/ledger"
+	"github.com/millwright-io/millwright/ledger/audit"
+	"github.com/millwright-io/millwright/ledger/audit/audittest"
+	"github.com/millwright-io/millwright/ledger/local"
+)
+
+// TestHubTakesSignOff runs `millwright hub` with a local ledger that holds a round record
+// of pumps@r1 and signoff.keys listing Dana and Erik. While the hub runs and holds the
+// ledger, Dana approves pumps@r1 and Erik releases it through the hub's HTTP API (--hub);
+// Mallory, whose key the hub does not list, is refused; and the auditor, reading the
+// ledger while the hub runs, verifies the release.
+func TestHubTakesSignOff(t *testing.T) {
+	root := t.TempDir()
+	hubDir := filepath.Join(root, "hub")
+	if err := os.MkdirAll(hubDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	hubKey, err := ledger.LoadOrCreateKey(filepath.Join(hubDir, "hub.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The hub's ledger already holds the round that produced pumps@r1.
+	artifact := filepath.Join(root, "pumps@r1.bin")
+	if err := os.WriteFile(artifact, []byte("pumps r1"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	hubSigner, err := ledger.NewSigner(hubKey, "hub", hubOrg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ledgerDir := filepath.Join(hubDir, "ledger")
+	lg, err := local.Open(ledgerDir, local.WithKeyring(ledger.NewKeyring(hubSigner.Public())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r1 := ledger.ModelRef{Model: "pumps", Version: "r1"}
+	audittest.Writer(t, lg, hubSigner)(ledger.FederatedRound{Federation: "pumps", Round: 1, Participants: []string{"factory-a"}, Aggregation: "fedavg",
+		InputUpdates: []string{audittest.Hash([]byte("u"))}, Output: r1, OutputHash: audittest.Hash([]byte("pumps r1")), Parents: []ledger.ModelRef{}})
+	if err := lg.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// The people's keys; the hub takes Dana's and Erik's records.
+	keyFile := func(name string) string { return filepath.Join(root, name+".key") }
+	for _, n := range []string{"dana", "erik", "mallory"} {
+		if _, err := ledger.LoadOrCreateKey(keyFile(n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	signoffKeys := filepath.Join(root, "signoff-keys.txt")
+	if err := os.WriteFile(signoffKeys, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := addKeys(signoffKeys, signoffKeys, "oem", signerKey{"Dana Weiss", keyFile("dana")}, signerKey{"Erik Lund", keyFile("erik")}); err != nil {
+		t.Fatal(err)
+	}
+
+	memberKey := ed25519.NewKeyFromSeed(make([]byte, ed25519.SeedSize)).Public().(ed25519.PublicKey)
+	httpAddr := fmt.Sprintf("127.0.0.1:%d", servicetest.FreePort(t))
+	hubYAML := fmt.Sprintf(`
+state_dir: %s
+log: {level: warn}
+http: {listen: "%s"}
+signoff: {keys: %s}
+nats:
+  embedded:
+    listen: 127.0.0.1:%d
+federations:
+  - name: pumps
+    members: [{name: factory-a, key: %x}]
+    architecture: {kind: linear, version: 1, inputs: 4, params: 4}
+    rounds: 1
+`, hubDir, httpAddr, signoffKeys, servicetest.FreePort(t), []byte(memberKey))
+	hubPath := filepath.Join(root, "hub.yaml")
+	if err := os.WriteFile(hubPath, []byte(hubYAML), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	hubOut, hubErr := &testlog.Buffer{}, &testlog.Buffer{}
+	hubDone := make(chan int, 1)
+	go func() { hubDone <- cmdHub(ctx, []string{"--config", hubPath}, hubOut, hubErr) }()
+	defer func() {
+		stop()
+		if code := <-hubDone; code != 0 {
+			t.Errorf("hub exited %d: %s", code, hubErr.String())
+		}
+	}()
+	hubURL := "http://" + httpAddr
+	servicetest.WaitFor(t, 30*time.Second, "the hub's API", func() bool {
+		resp, err := http.Get(hubURL + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err == nil && resp.StatusCode == http.StatusOK
+	})
+
+	who := func(name, key string, a ...string) []string {
+		return append(append([]string{"models"}, a...), "--key", keyFile(key), "--name", name, "--org", "oem", "--ledger", ledgerDir, "--hub", hubURL)
+	}
+	runCLI(t, who("Dana Weiss", "dana", "approve", "pumps@r1", "--reason", "passed FAT-7", "--file", artifact), 0,
+		[]string{"pumps@r1 approved by Dana Weiss (oem)", "through the hub " + hubURL}, nil)
+	// Without --hub the running hub's ledger is not written behind its back.
+	runCLI(t, []string{"models", "approve", "pumps@r1", "--reason", "again", "--key", keyFile("dana"), "--name", "Dana Weiss", "--org", "oem", "--ledger", ledgerDir}, 1,
+		nil, []string{"record through the running hub (--hub URL)"})
+	runCLI(t, who("Mallory", "mallory", "release", "pumps@r1", "--channel", "stable"), 1, nil,
+		[]string{"403 Forbidden", "not in the keyring", "(the hub's signoff.keys)"})
+	runCLI(t, who("Dana Weiss", "dana", "release", "pumps@r1", "--channel", "stable"), 1, nil, []string{"a release needs a second person (four eyes)"})
+	runCLI(t, who("Erik Lund", "erik", "release", "pumps@r1", "--channel", "stable"), 0,
+		[]string{"pumps@r1 released on stable by Erik Lund (oem)"}, nil)
+
+	// The auditor reads the ledger the hub still holds.
+	keys := filepath.Join(root, "keys.txt")
+	if err := os.WriteFile(keys, []byte(audit.FormatKey(audit.Key{Name: "hub", Org: hubOrg, Public: hubSigner.Public()})+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := addKeys(keys, keys, "oem", signerKey{"Dana Weiss", keyFile("dana")}, signerKey{"Erik Lund", keyFile("erik")}); err != nil {
+		t.Fatal(err)
+	}
+	runCLI(t, []string{"audit", "verify", artifact, "--ledger", ledgerDir, "--keys", keys, "--four-eyes"}, 0,
+		[]string{"VERIFIED", "released by Erik Lund (oem) on stable"}, nil)
+}
