@@ -26,6 +26,55 @@ import (
 	"github.com/millwright-io/millwright/ledger/local"
 )
 
+// newHubDir makes a hub's state directory under root, with the hub's key made up front so
+// that configurations can name it.
+func newHubDir(t *testing.T, root string) (string, ed25519.PrivateKey) {
+	t.Helper()
+	dir := filepath.Join(root, "hub")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	key, err := ledger.LoadOrCreateKey(filepath.Join(dir, "hub.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir, key
+}
+
+// hubCmd is `millwright hub` running in the test, with its output.
+type hubCmd struct {
+	out, err *testlog.Buffer
+	cancel   context.CancelFunc
+	done     chan int
+	once     sync.Once
+}
+
+// startHubCmd writes yaml to root/hub.yaml and runs `millwright hub --config` on it until
+// stop, or the test's end.
+func startHubCmd(t *testing.T, root, yaml string) *hubCmd {
+	t.Helper()
+	path := filepath.Join(root, "hub.yaml")
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	h := &hubCmd{out: &testlog.Buffer{}, err: &testlog.Buffer{}, cancel: cancel, done: make(chan int, 1)}
+	go func() { h.done <- cmdHub(ctx, []string{"--config", path}, h.out, h.err) }()
+	t.Cleanup(func() { h.stop(t) })
+	return h
+}
+
+// stop stops the hub and fails the test if it exited with an error; only the first call
+// does anything.
+func (h *hubCmd) stop(t *testing.T) {
+	h.once.Do(func() {
+		h.cancel()
+		if code := <-h.done; code != 0 {
+			t.Errorf("hub exited %d: %s", code, h.err.String())
+		}
+	})
+}
+
 // TestFederatedRoundEndToEnd runs `millwright hub` (embedded NATS, local ledger, HTTP API)
 // from a YAML file and two gateways built with gateway.New from YAML, each with its own
 // state directory and its own pump history in InfluxDB, one connected directly and one
@@ -42,14 +91,7 @@ func TestFederatedRoundEndToEnd(t *testing.T) {
 	// Histories and the model layout that fits them; the hub's key and each gateway's
 	// identity key (the ledger's), made up front so that the configurations can name them.
 	db, arch := fedtest.StorePumps(t, names...)
-	hubDir := filepath.Join(root, "hub")
-	if err := os.MkdirAll(hubDir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	hubKey, err := ledger.LoadOrCreateKey(filepath.Join(hubDir, "hub.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	hubDir, hubKey := newHubDir(t, root)
 	keys := fedtest.IdentityKeys(t, root, names...)
 	natsPort, leafPort, httpAddr := servicetest.FreePort(t), servicetest.FreePort(t), fmt.Sprintf("127.0.0.1:%d", servicetest.FreePort(t))
 	hubYAML := fmt.Sprintf(`
@@ -75,21 +117,9 @@ federations:
     strategy: {name: fedprox, proximal_mu: 0.01}
     secagg: {enabled: true, sample_cap: 5000, metrics: [false_alarm_rate, detection_rate]}
 `, hubDir, httpAddr, natsPort, leafPort, hex.EncodeToString(keys["factory-a"]), hex.EncodeToString(keys["factory-b"]), fedtest.ArchitectureYAML(arch))
-	hubPath := filepath.Join(root, "hub.yaml")
-	if err := os.WriteFile(hubPath, []byte(hubYAML), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	hub := startHubCmd(t, root, hubYAML)
+	hubOut, hubErr := hub.out, hub.err
 	ctx := context.Background()
-	hubCtx, stopHub := context.WithCancel(ctx)
-	hubOut, hubErr := &testlog.Buffer{}, &testlog.Buffer{}
-	hubDone := make(chan int, 1)
-	go func() { hubDone <- cmdHub(hubCtx, []string{"--config", hubPath}, hubOut, hubErr) }()
-	defer func() {
-		stopHub()
-		if code := <-hubDone; code != 0 {
-			t.Errorf("hub exited %d: %s", code, hubErr.String())
-		}
-	}()
 
 	// The gateways.
 	gwCtx, stopGateways := context.WithCancel(ctx)
@@ -190,11 +220,7 @@ federations:
 	// Stop everything, then read the ledgers.
 	stopGateways()
 	wg.Wait()
-	stopHub()
-	if code := <-hubDone; code != 0 {
-		t.Fatalf("hub exited %d: %s", code, hubErr.String())
-	}
-	hubDone <- 0
+	hub.stop(t)
 	records := func(dir string, typ ledger.Type) []ledger.Record {
 		l, err := local.Open(dir)
 		if err != nil {

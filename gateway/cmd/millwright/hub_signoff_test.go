@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"crypto/ed25519"
 	"fmt"
 	"net/http"
@@ -11,7 +10,6 @@ import (
 	"time"
 
 	"github.com/millwright-io/millwright/internal/servicetest"
-	"github.com/millwright-io/millwright/internal/testlog"
 	"github.com/millwright-io/millwright/ledger"
 	"github.com/millwright-io/millwright/ledger/audit"
 	"github.com/millwright-io/millwright/ledger/audit/audittest"
@@ -25,14 +23,7 @@ import (
 // ledger while the hub runs, verifies the release.
 func TestHubTakesSignOff(t *testing.T) {
 	root := t.TempDir()
-	hubDir := filepath.Join(root, "hub")
-	if err := os.MkdirAll(hubDir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	hubKey, err := ledger.LoadOrCreateKey(filepath.Join(hubDir, "hub.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	hubDir, hubKey := newHubDir(t, root)
 	// The hub's ledger already holds the round that produced pumps@r1.
 	artifact := filepath.Join(root, "pumps@r1.bin")
 	if err := os.WriteFile(artifact, []byte("pumps r1"), 0o600); err != nil {
@@ -85,20 +76,7 @@ federations:
     architecture: {kind: linear, version: 1, inputs: 4, params: 4}
     rounds: 1
 `, hubDir, httpAddr, signoffKeys, servicetest.FreePort(t), []byte(memberKey))
-	hubPath := filepath.Join(root, "hub.yaml")
-	if err := os.WriteFile(hubPath, []byte(hubYAML), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	ctx, stop := context.WithCancel(context.Background())
-	hubOut, hubErr := &testlog.Buffer{}, &testlog.Buffer{}
-	hubDone := make(chan int, 1)
-	go func() { hubDone <- cmdHub(ctx, []string{"--config", hubPath}, hubOut, hubErr) }()
-	defer func() {
-		stop()
-		if code := <-hubDone; code != 0 {
-			t.Errorf("hub exited %d: %s", code, hubErr.String())
-		}
-	}()
+	startHubCmd(t, root, hubYAML)
 	hubURL := "http://" + httpAddr
 	servicetest.WaitFor(t, 30*time.Second, "the hub's API", func() bool {
 		resp, err := http.Get(hubURL + "/healthz")
