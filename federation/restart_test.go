@@ -103,24 +103,31 @@ func (c *crashingTransport) PutRound(ctx context.Context, fed string, state []by
 // member of fc answering (pullTrainer), until the crash; it returns the stopped hub.
 func crashWhileReleasing(t *testing.T, e *env, fc federation.FederationConfig, at string) (*hubRun, *crashingTransport) {
 	t.Helper()
-	return crashRecording(t, e, nil, fc, at)
+	crash := newCrashingTransport(e.hub, at)
+	return crashRecording(t, e, nil, fc, crash, nil), crash
 }
 
-// crashRecording is crashWhileReleasing with the hub's ledger records going to rec.
-func crashRecording(t *testing.T, e *env, rec ledger.Recorder, fc federation.FederationConfig, at string) (*hubRun, *crashingTransport) {
+// crashRecording runs fc's hub on crash with its ledger records going to rec, and gateway
+// i training with trainer(i) (nil: every member a pullTrainer), until the crash; it
+// returns the stopped hub.
+func crashRecording(t *testing.T, e *env, rec ledger.Recorder, fc federation.FederationConfig, crash *crashingTransport, trainer func(i int) federation.Trainer) *hubRun {
 	t.Helper()
-	crash := newCrashingTransport(e.hub, at)
+	if trainer == nil {
+		trainer = func(i int) federation.Trainer {
+			return &pullTrainer{target: target(i, fc.Architecture.Params), samples: 10}
+		}
+	}
 	h := startHubRecording(t, crash, rec, fc)
 	for i := range fc.Members {
-		e.gateway(t, i, &pullTrainer{target: target(i, fc.Architecture.Params), samples: 10})
+		e.gateway(t, i, trainer(i))
 	}
 	select {
 	case <-crash.crashed:
 	case <-time.After(60 * time.Second):
-		t.Fatal("round 1 was not released")
+		t.Fatalf("the hub did not reach the crash point (%s)", crash.at)
 	}
 	h.stop()
-	return h, crash
+	return h
 }
 
 // TestHubRestartWhileReleasing stops the hub at each point of releasing round 1's model
@@ -236,7 +243,8 @@ func TestHubRestartBetweenRecordAndVersion(t *testing.T) {
 	backend := &gatedBackend{Querier: lg, open: make(chan struct{})}
 	outbox := func() (*ledger.Outbox, func()) { return runOutbox(t, filepath.Join(dir, "outbox"), signer, backend) }
 	o1, stop1 := outbox()
-	_, crash := crashRecording(t, e, o1, fc, crashBeforeVersion)
+	crash := newCrashingTransport(e.hub, crashBeforeVersion)
+	crashRecording(t, e, o1, fc, crash, nil)
 	if st := o1.Stats(); st.Pending != 1 {
 		t.Fatalf("outbox before the restart: %+v; want round 1's record waiting", st)
 	}
@@ -284,18 +292,11 @@ func TestHubRestartRecordsEvaluationOnce(t *testing.T) {
 	o1, stop1 := outbox()
 	crash := newCrashingTransport(e.hub, crashBeforeVersion)
 	crash.version = "r2"
-	h1 := startHubRecording(t, crash, o1, fc)
-	for i := range n {
-		e.gateway(t, i, &pullTrainer{target: target(i, dim), samples: 10, metrics: func(uint64) map[string]float64 {
+	crashRecording(t, e, o1, fc, crash, func(i int) federation.Trainer {
+		return &pullTrainer{target: target(i, dim), samples: 10, metrics: func(uint64) map[string]float64 {
 			return map[string]float64{"false_alarm_rate": 0.2, "global_false_alarm_rate": 0.1}
-		}})
-	}
-	select {
-	case <-crash.crashed:
-	case <-time.After(60 * time.Second):
-		t.Fatal("round 2 was not released")
-	}
-	h1.stop()
+		}}
+	})
 	stop1()
 
 	o2, stop2 := outbox()
@@ -337,18 +338,10 @@ func TestHubRestartRecordsFinalEvaluationOnce(t *testing.T) {
 	lg, signer := hubLedger(t, dir)
 	outbox := func() (*ledger.Outbox, func()) { return runOutbox(t, filepath.Join(dir, "outbox"), signer, lg) }
 	o1, stop1 := outbox()
-	crash := newCrashingTransport(e.hub, crashBeforeFinished)
-	h1 := startHubRecording(t, crash, o1, fc)
 	judged := make(chan federation.Task, n)
-	for i := range n {
-		e.gateway(t, i, &evalTrainer{pullTrainer: &pullTrainer{target: target(i, dim), samples: 10}, far: 0.1, samples: 10, judged: judged})
-	}
-	select {
-	case <-crash.crashed:
-	case <-time.After(60 * time.Second):
-		t.Fatal("the final evaluation did not finish")
-	}
-	h1.stop()
+	crashRecording(t, e, o1, fc, newCrashingTransport(e.hub, crashBeforeFinished), func(i int) federation.Trainer {
+		return &evalTrainer{pullTrainer: &pullTrainer{target: target(i, dim), samples: 10}, far: 0.1, samples: 10, judged: judged}
+	})
 	stop1()
 	if st := roundState(t, e.hub); st.Phase != federation.PhaseEvaluate {
 		t.Fatalf("after the crash the state is %+v; want the final evaluation still open", st)
