@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -21,6 +22,9 @@ var ErrActorMismatch = errors.New("actor does not match the keyring")
 // ErrRevoked: a record is signed by a key the keyring revoked before the record was made.
 var ErrRevoked = errors.New("key revoked")
 
+// ErrNotPermitted: a record is of a type the keyring does not let its key sign (Key.Records).
+var ErrNotPermitted = errors.New("record type not permitted for the key")
+
 // Key is one trusted public key and the actor it is registered to.
 type Key struct {
 	Name   string
@@ -29,10 +33,17 @@ type Key struct {
 	// Revoked, when set, is when the key stopped being trusted (it was lost, stolen or
 	// retired): records made then or later fail their check.
 	Revoked time.Time
+	// Records, when set, are the only record types the key may sign: the separation of
+	// duties between, say, the engineer who approves a model and the QA lead who releases
+	// it. Empty: any type.
+	Records []ledger.Type
 }
 
-// revokedPrefix marks a keyring line's optional last field, the key's revocation time.
-const revokedPrefix = "revoked="
+// The prefixes of a keyring line's optional trailing fields.
+const (
+	revokedPrefix = "revoked="
+	recordsPrefix = "records="
+)
 
 // Keyring is the set of keys an auditor trusts, with the actor each belongs to. The zero
 // value trusts no key. It is read-only after ParseKeyring and then safe for concurrent use.
@@ -45,14 +56,15 @@ const maxKeyringLine = 8 << 10
 
 // ParseKeyring parses a keyring file: one key per line as
 //
-//	NAME ORG BASE64-ED25519-PUBLIC-KEY [revoked=RFC3339-TIME]
+//	NAME ORG BASE64-ED25519-PUBLIC-KEY [records=TYPE,TYPE...] [revoked=RFC3339-TIME]
 //
 // separated by spaces or tabs, where the key is the 32 raw public-key bytes in standard
 // padded base64 (44 characters), ORG is one identifier and NAME is everything before it
-// (it may contain single spaces). A key with revoked= is trusted only for records made
-// before that time (Key.Revoked). Blank lines and lines starting with # are ignored. The
-// same key twice is an error, even under the same actor. Every problem is reported with its
-// line number.
+// (it may contain single spaces). The optional fields come last, in either order. A key
+// with records= may sign only records of those types (Key.Records); one with revoked= is
+// trusted only for records made before that time (Key.Revoked). Blank lines and lines
+// starting with # are ignored. The same key twice is an error, even under the same actor.
+// Every problem is reported with its line number.
 func ParseKeyring(b []byte) (*Keyring, error) {
 	k := &Keyring{keys: map[string]Key{}}
 	var errs []error
@@ -70,14 +82,11 @@ func ParseKeyring(b []byte) (*Keyring, error) {
 			continue
 		}
 		f := strings.Fields(line)
-		var revoked time.Time
-		if last := f[len(f)-1]; strings.HasPrefix(last, revokedPrefix) {
-			t, err := time.Parse(time.RFC3339Nano, strings.TrimPrefix(last, revokedPrefix))
-			if err != nil {
-				errs = append(errs, fmt.Errorf("line %d: %.60q is not a revocation time, expected revoked=RFC3339 (2026-11-25T08:00:00Z)", n, last))
-				continue
-			}
-			revoked, f = t.UTC(), f[:len(f)-1]
+		var key Key
+		f, err := key.parseOptions(f)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("line %d: %w", n, err))
+			continue
 		}
 		if len(f) < 3 {
 			errs = append(errs, fmt.Errorf("line %d: has %d field(s), expected NAME ORG BASE64-ED25519-PUBLIC-KEY", n, len(f)))
@@ -88,7 +97,7 @@ func ParseKeyring(b []byte) (*Keyring, error) {
 			errs = append(errs, fmt.Errorf("line %d: %.60q is not an ed25519 public key, expected %d bytes in standard padded base64", n, f[len(f)-1], ed25519.PublicKeySize))
 			continue
 		}
-		key := Key{Name: strings.Join(f[:len(f)-2], " "), Org: f[len(f)-2], Public: ed25519.PublicKey(raw), Revoked: revoked}
+		key.Name, key.Org, key.Public = strings.Join(f[:len(f)-2], " "), f[len(f)-2], ed25519.PublicKey(raw)
 		id := ledger.KeyID(key.Public)
 		if prev, ok := k.keys[id]; ok {
 			errs = append(errs, fmt.Errorf("line %d: key %s is already registered to %s (%s)", n, short(id), prev.Name, prev.Org))
@@ -105,9 +114,58 @@ func ParseKeyring(b []byte) (*Keyring, error) {
 	return k, nil
 }
 
+// parseOptions takes the optional trailing fields off f into key and returns the rest.
+func (key *Key) parseOptions(f []string) ([]string, error) {
+	seen := map[string]bool{}
+	for len(f) > 0 {
+		last := f[len(f)-1]
+		prefix, value, ok := strings.Cut(last, "=")
+		prefix += "="
+		if !ok || (prefix != revokedPrefix && prefix != recordsPrefix) {
+			return f, nil // a base64 key has '=' only at its end
+		}
+		if seen[prefix] {
+			return nil, fmt.Errorf("%s appears twice, expected it at most once", prefix)
+		}
+		seen[prefix] = true
+		switch prefix {
+		case revokedPrefix:
+			t, err := time.Parse(time.RFC3339Nano, value)
+			if err != nil {
+				return nil, fmt.Errorf("%.60q is not a revocation time, expected revoked=RFC3339 (2026-11-25T08:00:00Z)", last)
+			}
+			key.Revoked = t.UTC()
+		case recordsPrefix:
+			for name := range strings.SplitSeq(value, ",") {
+				t := ledger.Type(name)
+				if !slices.Contains(ledger.Types, t) {
+					return nil, fmt.Errorf("records=: %.40q is not a record type, expected a comma-separated list of %s", name, joinTypes(ledger.Types, ", "))
+				}
+				if !slices.Contains(key.Records, t) {
+					key.Records = append(key.Records, t)
+				}
+			}
+		}
+		f = f[:len(f)-1]
+	}
+	return f, nil
+}
+
+// joinTypes returns the names of ts separated by sep.
+func joinTypes(ts []ledger.Type, sep string) string {
+	names := make([]string, len(ts))
+	for i, t := range ts {
+		names[i] = string(t)
+	}
+	return strings.Join(names, sep)
+}
+
 // FormatKey returns the keyring line for key.
 func FormatKey(key Key) string {
 	line := key.Name + " " + key.Org + " " + base64.StdEncoding.EncodeToString(key.Public)
+	if len(key.Records) > 0 {
+		line += " " + recordsPrefix + joinTypes(key.Records, ",")
+	}
 	if !key.Revoked.IsZero() {
 		line += " " + revokedPrefix + key.Revoked.UTC().Format(time.RFC3339Nano)
 	}
@@ -134,9 +192,10 @@ func (k *Keyring) Ledger() ledger.Keyring {
 }
 
 // Check verifies rec's signature with the key of its actor, that the actor's name and
-// organisation are those the key is registered to, and that the key was not revoked when
-// rec says it was made. Errors wrap ledger.ErrUnknownActor, ledger.ErrBadSignature,
-// ErrActorMismatch or ErrRevoked.
+// organisation are those the key is registered to, that the key may sign records of rec's
+// type, and that the key was not revoked when rec says it was made. Errors wrap
+// ledger.ErrUnknownActor, ledger.ErrBadSignature, ErrActorMismatch, ErrNotPermitted or
+// ErrRevoked.
 //
 // The time is the signer's claim: whoever holds a revoked key can sign a record dated
 // before the revocation. CheckAfter also takes what the ledger's order says.
@@ -163,6 +222,10 @@ func (k *Keyring) CheckAfter(rec ledger.Record, after time.Time) error {
 	}
 	if a.Name != key.Name || a.Org != key.Org {
 		return fmt.Errorf("record %s: %w: signed with the key of %s (%s) but names %s (%s)", rec.Header.ID, ErrActorMismatch, key.Name, key.Org, a.Name, a.Org)
+	}
+	if len(key.Records) > 0 && !slices.Contains(key.Records, rec.Header.Type) {
+		return fmt.Errorf("record %s: %w: %s (%s) may sign %s records, and this is a %s record", rec.Header.ID, ErrNotPermitted,
+			key.Name, key.Org, joinTypes(key.Records, " and "), rec.Header.Type)
 	}
 	switch r := key.Revoked; {
 	case r.IsZero():

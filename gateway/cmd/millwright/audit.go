@@ -36,10 +36,11 @@ Flags:
                  deploy/fabric/network.sh writes (.fabric/env), with --org choosing the
                  organisation whose client identity is used (default auditor)
   --org ORG      organisation of the --fabric env file (default auditor)
-  --keys FILE    trusted keys, one "NAME ORG BASE64-ED25519-PUBLIC-KEY [revoked=RFC3339]" per
-                 line (# comments); verify and report check every signature against it and
-                 report an unknown signer, or a key used after its revocation; required by
-                 verify, optional for report
+  --keys FILE    trusted keys, one "NAME ORG BASE64-ED25519-PUBLIC-KEY [records=TYPE,...]
+                 [revoked=RFC3339]" per line (# comments); verify and report check every
+                 signature against it and report an unknown signer, a record of a type its
+                 key may not sign, or a key used after its revocation; required by verify,
+                 optional for report
   --format F     report or export format
   --out FILE     write the report or export to FILE instead of standard output
   --four-eyes    verify: a release signed by the key of the approval it rests on (the
@@ -278,7 +279,12 @@ func openLedger(dir string) (*local.Ledger, error) {
 }
 
 // signerKey is a person who signs records, and the file of their key.
-type signerKey struct{ name, file string }
+// signerKey is a person's name, key file and, when set, the only record types the
+// keyring lets the key sign.
+type signerKey struct {
+	name, file string
+	records    []ledger.Type
+}
 
 // addKeys writes to the keyring file dst the keyring base (a file) followed by the line of
 // each person's key, of organisation org, read from their key file.
@@ -292,7 +298,7 @@ func addKeys(dst, base, org string, people ...signerKey) error {
 		if err != nil {
 			return err
 		}
-		b = append(b, audit.FormatKey(audit.Key{Name: p.name, Org: org, Public: k.Public().(ed25519.PublicKey)})+"\n"...)
+		b = append(b, audit.FormatKey(audit.Key{Name: p.name, Org: org, Public: k.Public().(ed25519.PublicKey), Records: p.records})+"\n"...)
 	}
 	return os.WriteFile(dst, b, 0o644)
 }

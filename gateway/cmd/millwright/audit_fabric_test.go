@@ -107,7 +107,7 @@ func TestModelsSignoffFabric(t *testing.T) {
 		[]string{M + " released on stable by Erik Lund (oem)"}, nil)
 
 	keys := t.TempDir() + "/keys.txt"
-	if err := addKeys(keys, f.KeysFile, "oem", signerKey{"Dana Weiss", key}, signerKey{"Erik Lund", erikKey}); err != nil {
+	if err := addKeys(keys, f.KeysFile, "oem", signerKey{name: "Dana Weiss", file: key}, signerKey{name: "Erik Lund", file: erikKey}); err != nil {
 		t.Fatal(err)
 	}
 	runCLI(t, []string{"audit", "verify", artifact, "--fabric", envFile, "--keys", keys, "--four-eyes"}, 0,

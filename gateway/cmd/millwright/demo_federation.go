@@ -273,14 +273,18 @@ func (d *demo) federate(ctx context.Context, g *runningGateway) error {
 	return nil
 }
 
-// The two people who sign the demo's model off (four eyes), with their key files.
-var demoSigners = []struct{ name, key string }{{"OEM engineer", "oem-engineer.key"}, {"QA lead", "qa-lead.key"}}
+// The two people who sign the demo's model off (four eyes), with their key files and
+// their duties: the engineer approves, the QA lead releases.
+var demoSigners = []struct {
+	name, key string
+	records   ledger.Type
+}{{"OEM engineer", "oem-engineer.key", ledger.TypeApproval}, {"QA lead", "qa-lead.key", ledger.TypeRelease}}
 
-// people returns the demo signers with their key files.
+// people returns the demo signers with their key files and duties.
 func (d *demo) people() []signerKey {
 	var out []signerKey
 	for _, s := range demoSigners {
-		out = append(out, signerKey{s.name, filepath.Join(d.o.stateDir, s.key)})
+		out = append(out, signerKey{s.name, filepath.Join(d.o.stateDir, s.key), []ledger.Type{s.records}})
 	}
 	return out
 }
@@ -330,7 +334,8 @@ func (d *demo) signOff(ctx context.Context, hubDir, hubURL, keysFile, file strin
 		}
 		sleep(ctx, 100*time.Millisecond)
 	}
-	fmt.Fprintf(d.out, "   the pulled model is signed off by two people (four eyes), each with a key of their own, through the running hub:\n")
+	fmt.Fprintf(d.out, "   the pulled model is signed off by two people (four eyes) through the running hub, each with a key of their own\n"+
+		"   that the keyrings let sign only their duty (records=approval, records=release):\n")
 	for _, args := range [][]string{
 		append([]string{ref, "--reason", "rounds' false-alarm and detection rates meet the acceptance criteria", "--file", file}, who(0)...),
 		append([]string{ref, "--channel", "stable"}, who(1)...),

@@ -56,7 +56,9 @@ func TestHubTakesSignOff(t *testing.T) {
 	if err := os.WriteFile(signoffKeys, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := addKeys(signoffKeys, signoffKeys, "oem", signerKey{"Dana Weiss", keyFile("dana")}, signerKey{"Erik Lund", keyFile("erik")}); err != nil {
+	// Dana approves, Erik releases: the hub's keyring keeps their duties apart.
+	if err := addKeys(signoffKeys, signoffKeys, "oem", signerKey{"Dana Weiss", keyFile("dana"), []ledger.Type{ledger.TypeApproval}},
+		signerKey{"Erik Lund", keyFile("erik"), []ledger.Type{ledger.TypeRelease}}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -97,6 +99,8 @@ federations:
 	runCLI(t, who("Mallory", "mallory", "release", "pumps@r1", "--channel", "stable"), 1, nil,
 		[]string{"403 Forbidden", "not in the keyring", "(the hub's signoff.keys)"})
 	runCLI(t, who("Dana Weiss", "dana", "release", "pumps@r1", "--channel", "stable"), 1, nil, []string{"a release needs a second person (four eyes)"})
+	runCLI(t, who("Dana Weiss", "dana", "release", "pumps@r1", "--channel", "stable", "--sole-approver"), 1, nil,
+		[]string{"403 Forbidden", "Dana Weiss (oem) may sign approval records, and this is a release record"})
 	runCLI(t, who("Erik Lund", "erik", "release", "pumps@r1", "--channel", "stable"), 0,
 		[]string{"pumps@r1 released on stable by Erik Lund (oem)"}, nil)
 
@@ -105,7 +109,7 @@ federations:
 	if err := os.WriteFile(keys, []byte(audit.FormatKey(audit.Key{Name: "hub", Org: hubOrg, Public: hubSigner.Public()})+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := addKeys(keys, keys, "oem", signerKey{"Dana Weiss", keyFile("dana")}, signerKey{"Erik Lund", keyFile("erik")}); err != nil {
+	if err := addKeys(keys, keys, "oem", signerKey{name: "Dana Weiss", file: keyFile("dana")}, signerKey{name: "Erik Lund", file: keyFile("erik")}); err != nil {
 		t.Fatal(err)
 	}
 	runCLI(t, []string{"audit", "verify", artifact, "--ledger", ledgerDir, "--keys", keys, "--four-eyes"}, 0,

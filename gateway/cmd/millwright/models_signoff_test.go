@@ -62,7 +62,7 @@ func TestModelsApproveAndRelease(t *testing.T) {
 
 	// The auditor's report has Carol's decisions and Erik's release, signed by their keys.
 	keys := filepath.Join(t.TempDir(), "keys.txt")
-	if err := addKeys(keys, f.KeysFile, "oem", signerKey{"Carol Diaz", key}, signerKey{"Erik Lund", erikKey}); err != nil {
+	if err := addKeys(keys, f.KeysFile, "oem", signerKey{name: "Carol Diaz", file: key}, signerKey{name: "Erik Lund", file: erikKey}); err != nil {
 		t.Fatal(err)
 	}
 	stdout, _ := runCLI(t, []string{"audit", "report", M, "--format", "json", "--ledger", L, "--keys", keys}, 0, nil, nil)

@@ -1,0 +1,91 @@
+package audit_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/millwright-io/millwright/ledger"
+	"github.com/millwright-io/millwright/ledger/audit"
+	"github.com/millwright-io/millwright/ledger/audit/audittest"
+)
+
+// keyringLimiting is the fixture's keyring with Alice's key limited to records.
+func keyringLimiting(t *testing.T, f *audittest.Fixture, records ...ledger.Type) *audit.Keyring {
+	t.Helper()
+	var lines []string
+	for _, name := range []string{"gw-a", "gw-b", "hub", "alice"} {
+		s := f.Signers[name]
+		k := audit.Key{Name: s.Actor().Name, Org: s.Actor().Org, Public: s.Public()}
+		if name == "alice" {
+			k.Records = records
+		}
+		lines = append(lines, audit.FormatKey(k))
+	}
+	keys, err := audit.ParseKeyring([]byte(strings.Join(lines, "\n")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return keys
+}
+
+func TestParseKeyRecords(t *testing.T) {
+	f := audittest.New(t)
+	keys := keyringLimiting(t, f, ledger.TypeApproval)
+	if err := keys.Check(f.Approval); err != nil {
+		t.Errorf("an approval by a key that may approve: %v", err)
+	}
+	if err := keys.Check(f.Release); !errors.Is(err, audit.ErrNotPermitted) ||
+		!strings.Contains(err.Error(), "Alice Martin (oem) may sign approval records, and this is a release record") {
+		t.Errorf("a release by a key that may only approve: %v; want ErrNotPermitted", err)
+	}
+	if err := keyringLimiting(t, f, ledger.TypeApproval, ledger.TypeRelease).Check(f.Release); err != nil {
+		t.Errorf("a release by a key that may approve and release: %v", err)
+	}
+
+	key := strings.Fields(audit.FormatKey(audit.Key{Public: f.Signers["alice"].Public()}))[0]
+	// Both optional fields, in either order.
+	for _, opts := range []string{"records=approval,release revoked=2026-03-02T10:30:00Z", "revoked=2026-03-02T10:30:00Z records=approval,release,approval"} {
+		k, err := audit.ParseKeyring([]byte("Alice Martin oem " + key + " " + opts + "\n"))
+		if err != nil {
+			t.Fatalf("%s: %v", opts, err)
+		}
+		if err := k.Check(f.Release); !errors.Is(err, audit.ErrRevoked) {
+			t.Errorf("%s: the release after the revocation: %v; want ErrRevoked", opts, err)
+		}
+		if err := k.Check(f.Approval); err != nil {
+			t.Errorf("%s: the approval before it: %v", opts, err)
+		}
+	}
+	for line, want := range map[string]string{
+		"Alice Martin oem " + key + " records=approval,sign-off":        `line 1: records=: "sign-off" is not a record type, expected a comma-separated list of dataset_snapshot, local_training,`,
+		"Alice Martin oem " + key + " records=":                         `line 1: records=: "" is not a record type`,
+		"Alice Martin oem " + key + " records=approval records=release": "line 1: records= appears twice, expected it at most once",
+		"oem " + key + " records=approval":                              "line 1: has 2 field(s), expected NAME ORG BASE64-ED25519-PUBLIC-KEY",
+	} {
+		if _, err := audit.ParseKeyring([]byte(line + "\n")); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v; want %q", line, err, want)
+		}
+	}
+}
+
+// TestVerifyKeepsDutiesApart: a release signed by a key that may only approve is not
+// verified, so an auditor's keyring enforces who may release on records written by anyone.
+func TestVerifyKeepsDutiesApart(t *testing.T) {
+	f := audittest.New(t)
+	verify := func(keys *audit.Keyring) audit.Result {
+		t.Helper()
+		res, err := audit.VerifyArtifact(context.Background(), f.Open(t), f.Artifact, audit.Options{Keys: keys})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	if res := verify(keyringLimiting(t, f, ledger.TypeApproval)); res.OK || !strings.Contains(res.Verdict, "record type not permitted for the key") {
+		t.Errorf("a release by a key that may only approve: %s", res.Verdict)
+	}
+	if res := verify(keyringLimiting(t, f, ledger.TypeApproval, ledger.TypeRelease)); !res.OK {
+		t.Errorf("a key that may approve and release: %s", res.Verdict)
+	}
+}
