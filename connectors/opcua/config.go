@@ -28,6 +28,7 @@ const (
 	DefaultSessionTimeout     = time.Minute
 	DefaultKeepAlive          = 5 * time.Second
 	DefaultPublishingInterval = time.Second
+	DefaultStallTimeout       = 30 * time.Second
 	DefaultQueueSize          = 10
 	DefaultPollInterval       = time.Second
 	DefaultMaxNodesPerRead    = 1000
@@ -208,6 +209,10 @@ type Subscription struct {
 	PublishingInterval time.Duration `yaml:"publishing_interval"`
 	// MaxNotificationsPerPublish bounds the values in one publish response (default 10000).
 	MaxNotificationsPerPublish uint32 `yaml:"max_notifications_per_publish"`
+	// StallTimeout ends a connection whose subscription delivered nothing for this long
+	// (default 30s, at least 3 publishing intervals): the source monitors the server's
+	// clock, sampled every third of it, as a heartbeat (see watchdog.go).
+	StallTimeout time.Duration `yaml:"stall_timeout"`
 	Monitoring
 }
 
@@ -300,6 +305,7 @@ func (c *Config) SetDefaults() {
 	dur(&c.SessionTimeout, DefaultSessionTimeout)
 	dur(&c.KeepAlive, DefaultKeepAlive)
 	dur(&c.Subscription.PublishingInterval, DefaultPublishingInterval)
+	dur(&c.Subscription.StallTimeout, max(DefaultStallTimeout, 3*c.Subscription.PublishingInterval))
 	dur(&c.Polling.Interval, DefaultPollInterval)
 	num := func(n *int, v int) {
 		if *n == 0 {
@@ -393,6 +399,9 @@ func (c Config) Validate() error {
 		p.Addf("mode", "%q is not a mode; expected subscription or polling", c.Mode)
 	}
 	positive("subscription.publishing_interval", c.Subscription.PublishingInterval, minInterval)
+	if st, pi := c.Subscription.StallTimeout, c.Subscription.PublishingInterval; st != 0 && pi > 0 && st < 3*pi {
+		p.Addf("subscription.stall_timeout", "%s is out of range; expected at least 3 publishing intervals (%s)", st, 3*pi)
+	}
 	p.Nest("subscription", c.Subscription.Monitoring.Validate())
 	positive("polling.interval", c.Polling.Interval, minInterval)
 	rangeInt := func(key string, v, hi int) {

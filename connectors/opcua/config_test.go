@@ -54,6 +54,12 @@ security_mode: Sign
 nodes: [{node_id: "ns=2;s=A", machine: m, signal: s}]`, []string{
 			`security_mode: "Sign" needs a security_policy other than None`,
 		}},
+		{"stall timeout", `
+endpoint: opc.tcp://h:4840
+subscription: {publishing_interval: 2s, stall_timeout: 5s}
+nodes: [{node_id: "ns=2;s=A", machine: m, signal: s}]`, []string{
+			"subscription.stall_timeout: 5s is out of range; expected at least 3 publishing intervals (6s)",
+		}},
 		{"auth and items", `
 endpoint: opc.tcp://h:4840
 auth: {type: username}

@@ -53,6 +53,8 @@ type connection struct {
 	lostOnce sync.Once
 	lostErr  error
 
+	wd watchdog // of the subscription
+
 	// applyMu serialises changes of the item set (connect and rebrowse).
 	applyMu sync.Mutex
 	itemsMu sync.RWMutex
@@ -122,12 +124,21 @@ func (c *connection) start(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("create subscription: %w", err)
 		}
+		c.wd.timeout = s.cfg.Subscription.StallTimeout
+		c.wd.last.Store(time.Now().UnixNano())
+		if err := c.monitorHeartbeat(ctx); err != nil {
+			return err
+		}
 	}
 	if err := c.apply(ctx, append(slices.Clip(specs), browsed...)); err != nil {
 		return err
 	}
 	c.wg.Add(1)
 	go c.every(s.cfg.KeepAlive, c.keepAlive)
+	if s.cfg.Mode == ModeSubscription {
+		c.wg.Add(1)
+		go c.every(c.wd.timeout/3, c.watch)
+	}
 	if s.cfg.Mode == ModePolling {
 		c.wg.Add(1)
 		go c.poll()
@@ -248,12 +259,7 @@ func (c *connection) apply(ctx context.Context, specs []spec) error {
 		}
 		c.itemsMu.Unlock()
 	}
-	c.itemsMu.Lock()
-	for _, it := range remove {
-		delete(c.items, it.handle)
-		delete(c.byKey, it.key)
-	}
-	c.itemsMu.Unlock()
+	c.forget(remove)
 	if len(add) > 0 || len(remove) > 0 {
 		s.log.Debug("items changed", "added", len(add), "removed", len(remove))
 	}
@@ -270,35 +276,51 @@ func (c *connection) gauge() {
 }
 
 // monitor creates the monitored items; those the server refuses become item errors.
+// The items are known by their handles before the request goes out: a server may send an
+// item's first value before its CreateMonitoredItems response, and for a value that never
+// changes that first notification is the only one.
 func (c *connection) monitor(ctx context.Context, add []*item) error {
 	for chunk := range slices.Chunk(add, monitorChunk) {
 		reqs := make([]*ua.MonitoredItemCreateRequest, len(chunk))
+		c.itemsMu.Lock()
 		for i, it := range chunk {
 			reqs[i] = monitorRequest(it)
+			c.items[it.handle], c.byKey[it.key] = it, it
 		}
+		c.itemsMu.Unlock()
 		res, err := c.sub.Monitor(ctx, ua.TimestampsToReturnBoth, reqs...)
+		if err == nil && len(res.Results) != len(chunk) {
+			err = fmt.Errorf("%d results for %d items", len(res.Results), len(chunk))
+		}
 		if err != nil {
+			c.forget(chunk)
 			return fmt.Errorf("create monitored items: %w", err)
 		}
-		if len(res.Results) != len(chunk) {
-			return fmt.Errorf("create monitored items: %d results for %d items", len(res.Results), len(chunk))
-		}
-		c.itemsMu.Lock()
 		for i, r := range res.Results {
 			it := chunk[i]
 			if r.StatusCode != ua.StatusOK {
-				c.itemsMu.Unlock()
+				// itemFailed takes it out of the item set.
 				c.itemFailed(it.key, it.origin, it.path, statusClass(r.StatusCode), fmt.Errorf("monitor %s: %w", it.key, r.StatusCode))
-				c.itemsMu.Lock()
 				continue
 			}
+			c.itemsMu.Lock()
 			it.monitoredID = r.MonitoredItemID
-			c.items[it.handle], c.byKey[it.key] = it, it
 			delete(c.failed, it.key)
+			c.itemsMu.Unlock()
+			c.wd.expect.Store(true)
 		}
-		c.itemsMu.Unlock()
 	}
 	return nil
+}
+
+// forget removes items from the item set.
+func (c *connection) forget(items []*item) {
+	c.itemsMu.Lock()
+	defer c.itemsMu.Unlock()
+	for _, it := range items {
+		delete(c.items, it.handle)
+		delete(c.byKey, it.key)
+	}
 }
 
 func (c *connection) unmonitor(ctx context.Context, remove []*item) error {
@@ -468,6 +490,7 @@ func (c *connection) handle(n *opcua.PublishNotificationData) {
 		c.fail(fmt.Errorf("subscription: %w", n.Error))
 		return
 	}
+	c.wd.seen(time.Now())
 	switch v := n.Value.(type) {
 	case *ua.DataChangeNotification:
 		s.m.notifications.Inc()
@@ -492,13 +515,18 @@ func (c *connection) convert(dst []telemetry.Point, n *ua.DataChangeNotification
 	cv.now = now
 	clear(cv.drops)
 	cv.overflow = 0
-	unknown := 0
+	unknown, values := 0, 0
 	var gone []*item
 	c.itemsMu.RLock()
 	for _, mi := range n.MonitoredItems {
 		if mi == nil {
 			continue
 		}
+		if mi.ClientHandle == heartbeatHandle {
+			c.wd.heartbeats.Add(1)
+			continue
+		}
+		values++
 		it := c.items[mi.ClientHandle]
 		if it == nil {
 			unknown++ // removed by a rebrowse after the server sampled it
@@ -515,7 +543,7 @@ func (c *connection) convert(dst []telemetry.Point, n *ua.DataChangeNotification
 	for _, it := range gone {
 		c.itemFailed(it.key, it.origin, it.path, itemErrNodeUnknown, fmt.Errorf("monitor %s: %w", it.key, ua.StatusBadNodeIDUnknown))
 	}
-	s.m.values.Add(float64(len(n.MonitoredItems)))
+	s.m.values.Add(float64(values))
 	c.count(unknown)
 	return dst
 }

@@ -89,8 +89,9 @@
 // # Connection loss
 //
 // The source checks the session every keep_alive by reading the server's state; a failed
-// check, a closed channel or an ended subscription makes the next Read return
-// connectors.ErrNotConnected. The pipeline then calls Close (which deletes the
+// check, a closed channel, an ended subscription or one silent for stall_timeout (the
+// publish watchdog of watchdog.go, with the server's clock as its heartbeat) makes the next
+// Read return connectors.ErrNotConnected. The pipeline then calls Close (which deletes the
 // subscription and closes the session) and Connect with backoff. Connect creates a new
 // session, resolves and browses again and re-creates the subscription with exactly the
 // current items (the library's automatic reconnect and subscription transfer are off), so

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/gopcua/opcua/ua"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/millwright-io/millwright/connectors"
 	"github.com/millwright-io/millwright/connectors/influxdb"
@@ -269,6 +270,37 @@ func TestNodeOPCUAServerStall(t *testing.T) {
 	// A frozen server answers nothing while its sockets stay open: the keep-alive must
 	// notice, rather than Read waiting forever.
 	survivesOutage(t, cfg, 2*6, srv.Pause, srv.Resume)
+}
+
+// TestNodeOPCUAHeartbeat: node-opcua samples its clock, so the stall watchdog's heartbeat
+// arrives every third of stall_timeout and arms the watchdog, and a subscription to values
+// that do not change stays up past several stall timeouts.
+func TestNodeOPCUAHeartbeat(t *testing.T) {
+	p := sharedPeer(t)
+	cfg := peerConfig(t, p, "None", "None")
+	cfg.Subscription.StallTimeout = 900 * time.Millisecond
+	cfg.Nodes = []Node{{NodeID: "ns=1;s=Plant/Diagnostics/uncertain", Machine: "diagnostics", Signal: "uncertain"}}
+	s := newSource(t, cfg)
+	s.mu.Lock()
+	wd := &s.conn.wd
+	s.mu.Unlock()
+	// node-opcua samples its clock once a second, whatever the source asks: the watchdog
+	// waits three of the server's samples and a publishing interval.
+	if want := 3*time.Second + cfg.Subscription.PublishingInterval; wd.timeout != want {
+		t.Errorf("stall timeout %s, want %s (the server's sampling interval)", wd.timeout, want)
+	}
+	var c collector
+	wait := 2 * wd.timeout
+	err := c.readUntil(s, wait, func() bool { return false })
+	if err == nil || isNotConnected(err) {
+		t.Fatalf("Read = %v, want it to wait with the connection up", err)
+	}
+	if beats := wd.heartbeats.Load(); beats < 4 {
+		t.Errorf("%d heartbeats in %s, want the server's clock about once a second", beats, wait)
+	}
+	if n := testutil.ToFloat64(s.m.stalls); n != 0 {
+		t.Errorf("stalls = %v", n)
+	}
 }
 
 // survivesOutage connects a source with cfg (which must yield want items), reads, makes an

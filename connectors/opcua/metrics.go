@@ -46,6 +46,7 @@ type metrics struct {
 	inflight      prometheus.Gauge
 	connects      prometheus.Counter
 	connLost      prometheus.Counter
+	stalls        prometheus.Counter
 	browses       prometheus.Counter
 	certRejected  prometheus.Counter
 }
@@ -93,6 +94,10 @@ func newMetrics(reg prometheus.Registerer, source string) (*metrics, error) {
 			Name: "millwright_opcua_connection_lost_total", ConstLabels: labels,
 			Help: "OPC-UA connections found dead (keep-alive failed, channel closed, subscription ended).",
 		}),
+		stalls: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "millwright_opcua_subscription_stalls_total", ConstLabels: labels,
+			Help: "Subscriptions silent past subscription.stall_timeout (no publish response); each ended its connection.",
+		}),
 		browses: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "millwright_opcua_browses_total", ConstLabels: labels,
 			Help: "Discovery runs (on connect and on the rebrowse schedule).",
@@ -102,7 +107,7 @@ func newMetrics(reg prometheus.Registerer, source string) (*metrics, error) {
 			Help: "Server certificates refused by the trust list.",
 		}),
 	}
-	var errs [12]error
+	var errs [13]error
 	m.notifications, errs[0] = metricreg.Register(reg, m.notifications)
 	m.values, errs[1] = metricreg.Register(reg, m.values)
 	m.overflows, errs[2] = metricreg.Register(reg, m.overflows)
@@ -115,6 +120,7 @@ func newMetrics(reg prometheus.Registerer, source string) (*metrics, error) {
 	m.connLost, errs[9] = metricreg.Register(reg, m.connLost)
 	m.browses, errs[10] = metricreg.Register(reg, m.browses)
 	m.certRejected, errs[11] = metricreg.Register(reg, m.certRejected)
+	m.stalls, errs[12] = metricreg.Register(reg, m.stalls)
 	if err := errors.Join(errs[:]...); err != nil {
 		return nil, fmt.Errorf("register opcua metrics: %w", err)
 	}

@@ -272,6 +272,9 @@ func (s *SimServer) step(t time.Time, notify bool) {
 			s.srv.ChangeNotification(s.vars[i][j].id)
 		}
 	}
+	// A server samples its clock too; gopcua's reports it only when told (the source's
+	// stall watchdog watches it).
+	s.srv.ChangeNotification(heartbeatNode)
 }
 
 func signalValue(sig sim.Signals, name string) float64 {

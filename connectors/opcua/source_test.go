@@ -3,11 +3,13 @@ package opcua
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/millwright-io/millwright/connectors"
 	"github.com/millwright-io/millwright/gateway/telemetry"
 )
 
@@ -98,9 +100,9 @@ func TestBrowseIncludeExcludeLimit(t *testing.T) {
 }
 
 func TestArraysFlattenAndSkip(t *testing.T) {
-	u := startUnitServer(t)
 	for _, policy := range []string{ArraysFlatten, ArraysSkip} {
 		t.Run(policy, func(t *testing.T) {
+			u := startUnitServer(t) // one subscribing session per server: see unitServer
 			cfg := unitConfig(t, u)
 			cfg.Arrays = policy
 			cfg.Nodes = []Node{
@@ -210,5 +212,75 @@ func TestAckFailureCountsLostAndWindowBounds(t *testing.T) {
 		t.Errorf("Read after settling: %v", err)
 	} else {
 		ack(ctx, nil)
+	}
+}
+
+// TestStalledSubscriptionEndsConnection: the server drops the subscription while the
+// session lives on (the keep-alive reads still succeed), so nothing is published any more;
+// the watchdog ends the connection after stall_timeout, and counts it. Before that, a
+// subscription whose values do not change (only the heartbeat arrives) stays up.
+func TestStalledSubscriptionEndsConnection(t *testing.T) {
+	u := startUnitServer(t)
+	cfg := unitConfig(t, u)
+	cfg.Subscription.StallTimeout = 600 * time.Millisecond
+	cfg.Nodes = []Node{{NodeID: u.nodeID("Line1", "Pump3", "Pressure").String(), Machine: "pump-3", Signal: "pressure"}}
+	s := connectUnit(t, cfg)
+	readUntil(t, s, 10*time.Second, hasAll("pump-3/pressure"))
+	quiet, stop := context.WithTimeout(context.Background(), 4*cfg.Subscription.StallTimeout)
+	_, _, err := s.Read(quiet)
+	stop()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Read of unchanging values = %v, want it to wait with the connection up", err)
+	}
+	if n := testutil.ToFloat64(s.m.stalls); n != 0 {
+		t.Fatalf("stalls = %v while the heartbeat arrives", n)
+	}
+
+	s.mu.Lock()
+	id := s.conn.sub.SubscriptionID
+	s.mu.Unlock()
+	u.srv.SubscriptionService.DeleteSubscription(id)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, _, err = s.Read(ctx)
+	if !errors.Is(err, connectors.ErrNotConnected) || !strings.Contains(err.Error(), "subscription stalled: no publish response for") {
+		t.Fatalf("Read after the server dropped the subscription = %v, want ErrNotConnected: subscription stalled", err)
+	}
+	if n := testutil.ToFloat64(s.m.stalls); n != 1 {
+		t.Errorf("stalls = %v, want 1", n)
+	}
+	if n := testutil.ToFloat64(s.m.connLost); n != 1 {
+		t.Errorf("connections lost = %v, want 1", n)
+	}
+}
+
+func TestWatchdogStalled(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	tests := []struct {
+		name                string
+		expect              bool
+		handled, heartbeats int64
+		silence             time.Duration
+		queued              int
+		want                bool
+	}{
+		{"recent notification", true, 5, 5, 900 * time.Millisecond, 0, false},
+		{"silent with a sampled heartbeat", true, 5, 5, time.Second, 0, true},
+		{"silent, notifications wait for the consumer", true, 5, 5, time.Minute, 3, false},
+		{"nothing since the start, first values due", true, 0, 0, time.Second, 0, true},
+		{"nothing since the start, nothing monitored", false, 0, 0, time.Minute, 0, false},
+		{"the server reported its clock once only", true, 5, 1, time.Minute, 0, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w := &watchdog{timeout: time.Second}
+			w.expect.Store(tt.expect)
+			w.last.Store(t0.UnixNano())
+			w.handled.Store(tt.handled)
+			w.heartbeats.Store(tt.heartbeats)
+			if got, _ := w.stalled(t0.Add(tt.silence), tt.queued); got != tt.want {
+				t.Errorf("stalled = %v, want %v", got, tt.want)
+			}
+		})
 	}
 }

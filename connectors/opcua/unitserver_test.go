@@ -26,6 +26,14 @@ import (
 //	Objects/Plant/Line1/Diagnostics/{Errors}
 //
 // Node ids are "ns=<ns>;s=<browse path below Plant, joined by '.'>".
+//
+// A test that reads subscription data starts a server per subscribing session. The gopcua
+// server (v0.8.0) numbers a new subscription len(subscriptions)+1, so a session's new
+// subscription can take the number of the previous session's deleted one, and the deleted
+// one's goroutine, which deletes its number once more when it stops, may then delete the
+// new subscription: that session connects and never receives a value. This made
+// TestArraysFlattenAndSkip's second session fail about once in a hundred runs on a loaded
+// machine. Servers that follow the specification number subscriptions uniquely.
 type unitServer struct {
 	srv  *server.Server
 	ns   *server.NodeNameSpace
@@ -105,8 +113,25 @@ func startUnitServer(t testing.TB) *unitServer {
 		cancel()
 		t.Fatalf("start server: %v", err)
 	}
+	// gopcua's server reports a value only when told it changed; a server samples its
+	// clock, so this one is told every 20ms (the source's stall watchdog needs it).
+	ticked := make(chan struct{})
+	go func() {
+		defer close(ticked)
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				u.srv.ChangeNotification(heartbeatNode)
+			}
+		}
+	}()
 	t.Cleanup(func() {
 		cancel()
+		<-ticked
 		_ = u.srv.Close()
 	})
 	return u
