@@ -92,7 +92,7 @@ func TestHubKeepsTheLatestModels(t *testing.T) {
 	}
 }
 
-// TestHubKeepsReleasedModels: a model people released (HubOptions.Released) stays in the
+// TestHubKeepsReleasedModels: a model people released (HubOptions.SignedOff) stays in the
 // store past keep_models while the others around it go; a hub that cannot tell which
 // models were released deletes none.
 func TestHubKeepsReleasedModels(t *testing.T) {
@@ -103,7 +103,7 @@ func TestHubKeepsReleasedModels(t *testing.T) {
 			fc := fedConfig(n, dim)
 			fc.Rounds, fc.KeepModels = rounds, keep
 			h := startHubWith(t, e.hub, func(o *federation.HubOptions) {
-				o.Released = func(ctx context.Context, fed string) (map[string]bool, error) {
+				o.SignedOff = func(ctx context.Context, fed string) (map[string]bool, error) {
 					if !reachable {
 						return nil, errors.New("ledger not reachable")
 					}

@@ -93,10 +93,11 @@ type HubOptions struct {
 	Recorder   ledger.Recorder // FederatedRound records (nil: none)
 	// OnRound is called after every round, from the federation's goroutine.
 	OnRound func(RoundReport)
-	// Released returns the SHA-256 of every model of federation fed that people released
-	// (the ledger's release records). Retention keeps those models past keep_models, so a
-	// fleet following a release channel can still fetch them. Nil: none are kept.
-	Released func(ctx context.Context, fed string) (map[string]bool, error)
+	// SignedOff returns the SHA-256 of every model of federation fed that people released,
+	// or approved for release (the ledger's release and approval records). Retention keeps
+	// those models past keep_models, so a fleet following a release channel can still
+	// fetch them, and an approved model can still be released. Nil: none are kept.
+	SignedOff func(ctx context.Context, fed string) (map[string]bool, error)
 }
 
 type hubMetrics struct {

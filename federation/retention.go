@@ -20,15 +20,16 @@ const maxExpiredPerRound = 64
 // with (expireFrom, which the release blob carries across a restart), deals with at most
 // maxExpiredPerRound rounds, and stops at the first model it cannot delete yet, to try it
 // again after the next round: global itself, when rounds were abandoned for that long, or
-// a transport error (logged and counted). A model people released (HubOptions.Released)
-// is kept; when the hub cannot tell which were released, it deletes nothing this time.
+// a transport error (logged and counted). A model people released or approved
+// (HubOptions.SignedOff) is kept; when the hub cannot tell which, it deletes nothing this
+// time.
 func (f *fedRun) deleteExpired(ctx context.Context, round uint64, global string) {
 	keep := f.cfg.KeepModels
 	if keep == 0 || round < keep { // 0: not set (Validate refuses it)
 		return
 	}
 	last := round - keep
-	var released map[string]bool // read once, at the first model to delete
+	var signedOff map[string]bool // read once, at the first model to delete
 	for n := 0; f.expireFrom <= last && n < maxExpiredPerRound; f.expireFrom, n = f.expireFrom+1, n+1 {
 		version := ModelHeader{Round: f.expireFrom}.Version()
 		hash, err := f.h.tr.GetVersion(ctx, f.cfg.Name, version)
@@ -38,13 +39,13 @@ func (f *fedRun) deleteExpired(ctx context.Context, round uint64, global string)
 		if err == nil && hash == global {
 			return
 		}
-		if err == nil && released == nil && f.h.opts.Released != nil {
-			if released, err = f.h.opts.Released(ctx, f.cfg.Name); err == nil && released == nil {
-				released = map[string]bool{}
+		if err == nil && signedOff == nil && f.h.opts.SignedOff != nil {
+			if signedOff, err = f.h.opts.SignedOff(ctx, f.cfg.Name); err == nil && signedOff == nil {
+				signedOff = map[string]bool{}
 			}
 		}
-		if err == nil && released[hash] {
-			f.log.Info("model past keep_models kept: people released it", "version", version, "model", hash)
+		if err == nil && signedOff[hash] {
+			f.log.Info("model past keep_models kept: people approved or released it", "version", version, "model", hash)
 			continue
 		}
 		if err == nil {

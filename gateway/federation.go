@@ -575,23 +575,44 @@ func (l *Ledger) Get(ctx context.Context, id string) (ledger.Record, error) {
 	return l.lin.backend.Get(ctx, id)
 }
 
-// Released returns the SHA-256 of every model of federation fed that a release record in
-// the backend names (federation.HubOptions.Released). A backend that cannot be queried
-// names none.
-func (l *Ledger) Released(ctx context.Context, fed string) (map[string]bool, error) {
+// SignedOff returns the SHA-256 of every model of federation fed that people released, or
+// whose latest decision approved it (a release candidate), as the backend's release and
+// approval records name them (federation.HubOptions.SignedOff). A backend that cannot be
+// queried names none.
+func (l *Ledger) SignedOff(ctx context.Context, fed string) (map[string]bool, error) {
 	q, ok := l.lin.backend.(ledger.Querier)
 	if !ok {
 		return nil, nil
 	}
-	recs, err := q.Query(ctx, ledger.Query{Type: ledger.TypeRelease, Model: ledger.ModelRef{Model: fed}})
-	if err != nil {
-		return nil, fmt.Errorf("releases of %s: %w", fed, err)
-	}
 	out := map[string]bool{}
-	for _, rec := range recs {
-		body, err := rec.DecodeBody()
-		if r, ok := body.(ledger.Release); err == nil && ok {
-			out[r.ArtifactHash] = true
+	type decision struct {
+		at       time.Time
+		approved bool
+	}
+	latest := map[string]decision{} // by artifact hash
+	for _, t := range []ledger.Type{ledger.TypeRelease, ledger.TypeApproval} {
+		recs, err := q.Query(ctx, ledger.Query{Type: t, Model: ledger.ModelRef{Model: fed}})
+		if err != nil {
+			return nil, fmt.Errorf("%ss of %s: %w", t, fed, err)
+		}
+		for _, rec := range recs {
+			body, err := rec.DecodeBody()
+			if err != nil {
+				continue
+			}
+			switch b := body.(type) {
+			case ledger.Release:
+				out[b.ArtifactHash] = true
+			case ledger.Approval:
+				if d, ok := latest[b.ArtifactHash]; !ok || !rec.Header.Time.Before(d.at) {
+					latest[b.ArtifactHash] = decision{rec.Header.Time, b.Decision == "approved"}
+				}
+			}
+		}
+	}
+	for hash, d := range latest {
+		if d.approved {
+			out[hash] = true
 		}
 	}
 	return out, nil

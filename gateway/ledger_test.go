@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -180,9 +181,9 @@ sinks: [{name: influx, influxdb: {url: "http://127.0.0.1:8086", bucket: millwrig
 	}
 }
 
-// TestLedgerReleased: the hub's ledger names the models people released of a federation,
-// and only those of that federation.
-func TestLedgerReleased(t *testing.T) {
+// TestLedgerSignedOff: the hub's ledger names the models of a federation that people
+// released or whose latest decision approved them, and only those of that federation.
+func TestLedgerSignedOff(t *testing.T) {
 	state := t.TempDir()
 	var c LedgerConfig
 	c.SetDefaults()
@@ -193,23 +194,33 @@ func TestLedgerReleased(t *testing.T) {
 	defer lg.Close()
 	ctx := context.Background()
 	h := func(s string) string { sum := sha256.Sum256([]byte(s)); return hex.EncodeToString(sum[:]) }
-	for _, r := range []ledger.Release{
-		{ModelRef: ledger.ModelRef{Model: "pumps", Version: "r1"}, ArtifactHash: h("r1"), Channel: "stable"},
-		{ModelRef: ledger.ModelRef{Model: "pumps", Version: "r3"}, ArtifactHash: h("r3"), Channel: "beta"},
-		{ModelRef: ledger.ModelRef{Model: "fans", Version: "r1"}, ArtifactHash: h("fans r1"), Channel: "stable"},
+	pumps := func(v string) ledger.ModelRef { return ledger.ModelRef{Model: "pumps", Version: v} }
+	decide := func(v, decision string) ledger.Approval {
+		return ledger.Approval{ModelRef: pumps(v), ArtifactHash: h(v), Decision: decision, Reason: "FAT-7"}
+	}
+	for _, body := range []ledger.Body{
+		ledger.Release{ModelRef: pumps("r1"), ArtifactHash: h("r1"), Channel: "stable"},
+		ledger.Release{ModelRef: pumps("r3"), ArtifactHash: h("r3"), Channel: "beta"},
+		ledger.Release{ModelRef: ledger.ModelRef{Model: "fans", Version: "r1"}, ArtifactHash: h("fans r1"), Channel: "stable"},
+		decide("r5", "approved"),                           // a release candidate
+		decide("r6", "approved"), decide("r6", "rejected"), // approved, then rejected
+		decide("r7", "rejected"), decide("r7", "approved"), // rejected, then approved
+		decide("r8", "rejected"),
 	} {
-		if _, err := lg.Outbox.Record(ctx, r); err != nil {
+		if _, err := lg.Outbox.Record(ctx, body); err != nil {
 			t.Fatal(err)
 		}
+		time.Sleep(time.Millisecond) // decisions in order of their times
 	}
 	if err := lg.Outbox.Drain(ctx); err != nil {
 		t.Fatal(err)
 	}
-	got, err := lg.Released(ctx, "pumps")
+	got, err := lg.SignedOff(ctx, "pumps")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(got) != 2 || !got[h("r1")] || !got[h("r3")] {
-		t.Errorf("released %v; want pumps r1 and r3", got)
+	want := map[string]bool{h("r1"): true, h("r3"): true, h("r5"): true, h("r7"): true}
+	if !maps.Equal(got, want) {
+		t.Errorf("signed off %v; want pumps r1 and r3 (released), r5 and r7 (approved last)", got)
 	}
 }

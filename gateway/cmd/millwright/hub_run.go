@@ -26,7 +26,7 @@ func runHub(ctx context.Context, cfg hubFileConfig, tr federation.Transport, key
 	st := newHubStatus(cfg.Federations, tr)
 	opts := federation.HubOptions{Logger: log, Registerer: reg, OnRound: st.onRound}
 	if lg != nil {
-		opts.Recorder, opts.Released = lg.Outbox, lg.Released
+		opts.Recorder, opts.SignedOff = lg.Outbox, lg.SignedOff
 	}
 	hub, err := federation.NewHub(federation.HubConfig{Federations: cfg.Federations}, tr, key, opts)
 	if err != nil {
