@@ -205,11 +205,17 @@ func (rt *modelsRuntime) start(ctx context.Context, grp *errgroup.Group) {
 	}
 	// The alarm log closes its period only once the scorer has stopped, so an alarm the
 	// scorer publishes while stopping is still in the period's file and its digest.
-	logCtx, stopLog := context.WithCancel(context.WithoutCancel(ctx))
-	grp.Go(func() error { defer stopLog(); return rt.scorer.Run(ctx) })
+	runThen(ctx, grp, rt.scorer.Run, rt.alarms.Run)
 	grp.Go(func() error { return rt.trainer.Run(ctx) })
-	grp.Go(func() error { return rt.alarms.Run(logCtx) })
 	rt.log.Info("models running", "machines", len(rt.cfg.Train.Machines), "dir", filepath.Clean(rt.cfg.Dir))
+}
+
+// runThen runs first and then under grp, both until ctx ends, but then's context ends only
+// once first has returned: what first does while it stops, then still takes.
+func runThen(ctx context.Context, grp *errgroup.Group, first, then func(context.Context) error) {
+	thenCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	grp.Go(func() error { defer stop(); return first(ctx) })
+	grp.Go(func() error { return then(thenCtx) })
 }
 
 // connect connects an output, retrying with backoff until it succeeds or ctx ends. Until
