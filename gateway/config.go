@@ -46,6 +46,15 @@ type HTTPConfig struct {
 	// Pprof serves Go's runtime profiles under /debug/pprof/ (for diagnosing CPU or memory
 	// use; keep the address local).
 	Pprof bool `yaml:"pprof"`
+	// TLS serves the API over HTTPS (mutual TLS with client_ca_file).
+	TLS config.ServerTLS `yaml:"tls"`
+}
+
+// Validate checks the TLS settings' combination.
+func (c HTTPConfig) Validate() error {
+	var p config.Problems
+	p.Nest("tls", c.TLS.Validate())
+	return p.Err()
 }
 
 // LogConfig configures logging to standard error.
@@ -96,6 +105,7 @@ func (c Config) Validate() error {
 	if c.Gateway.StateDir == "" {
 		p.Addf("gateway.state_dir", "must be set")
 	}
+	p.Nest("gateway.http", c.Gateway.HTTP.Validate())
 	switch c.Gateway.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:

@@ -102,6 +102,10 @@ func (g *Gateway) Run(ctx context.Context) error {
 	if err := os.MkdirAll(g.cfg.Gateway.StateDir, 0o750); err != nil {
 		return fmt.Errorf("state directory: %w", err)
 	}
+	apiTLS, err := g.cfg.Gateway.HTTP.TLS.Load()
+	if err != nil {
+		return fmt.Errorf("gateway.http: %w", err)
+	}
 	dl, err := deadletter.Open(g.cfg.DeadLetters, g.log.With("component", "deadletters"), g.reg)
 	if err != nil {
 		return err
@@ -165,7 +169,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 		grp.Go(func() error { return fed.run(gctx) })
 	}
 	if addr := g.cfg.Gateway.HTTP.Listen; addr != "" {
-		srv := api.New(addr, g.reg, engine.Ready, g.cfg.Gateway.HTTP.Pprof, g.log.With("component", "api"))
+		srv := api.New(addr, g.reg, engine.Ready, g.cfg.Gateway.HTTP.Pprof, g.log.With("component", "api")).WithTLS(apiTLS)
 		mods.serve(srv)
 		fed.serve(srv)
 		grp.Go(func() error { return srv.Run(gctx) })

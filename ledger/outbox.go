@@ -178,6 +178,7 @@ type Outbox struct {
 	anchored  int64
 	rejected  int64
 	errs      int64
+	lastErr   error // of the last transient failure, nil after an anchor succeeds
 }
 
 // Open opens (or creates) the outbox in cfg.Dir, which it locks until Close: a second
@@ -482,8 +483,8 @@ func (o *Outbox) Run(ctx context.Context) error {
 // Drain anchors the records queued so far as Run does, for a process that records a few
 // and exits (the sign-off commands), and returns once none is left. It returns the
 // refusals of records the backend refused for good (dead-lettered, as by Run), joined; or,
-// when ctx ends first, an error saying how many records are still queued: a later Run or
-// Drain anchors them. Not while Run runs.
+// when ctx ends first, an error saying how many records are still queued and why the last
+// attempt failed: a later Run or Drain anchors them. Not while Run runs.
 func (o *Outbox) Drain(ctx context.Context) error {
 	if !o.running.CompareAndSwap(false, true) {
 		return errors.New("ledger outbox: Drain while Run or Drain runs")
@@ -494,6 +495,12 @@ func (o *Outbox) Drain(ctx context.Context) error {
 		return err
 	}
 	if ctx.Err() != nil {
+		o.mu.Lock()
+		last := o.lastErr
+		o.mu.Unlock()
+		if last != nil {
+			return fmt.Errorf("ledger outbox: %d records still queued in %s: %w; the last attempt failed: %v", o.Stats().Pending, o.cfg.Dir, context.Cause(ctx), last)
+		}
 		return fmt.Errorf("ledger outbox: %d records still queued in %s: %w", o.Stats().Pending, o.cfg.Dir, context.Cause(ctx))
 	}
 	return errors.Join(rejected...)
@@ -531,6 +538,9 @@ func (o *Outbox) anchor(ctx context.Context, drain bool) (rejected []error, err 
 			if err := o.ack(e, nil, nil); err != nil {
 				return rejected, err
 			}
+			o.mu.Lock()
+			o.lastErr = nil
+			o.mu.Unlock()
 			bo.Reset()
 		case IsPermanent(err):
 			o.log.Warn("ledger record rejected", "id", rec.Header.ID, "type", rec.Header.Type, "err", err)
@@ -547,6 +557,7 @@ func (o *Outbox) anchor(ctx context.Context, drain bool) (rejected []error, err 
 			o.m.errors.Inc()
 			o.mu.Lock()
 			o.errs++
+			o.lastErr = err
 			o.mu.Unlock()
 			wait := bo.Next()
 			if bo.Attempts() == 1 || bo.Attempts()%10 == 0 {

@@ -3,6 +3,7 @@ package api
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,6 +24,7 @@ type Server struct {
 	srv   *http.Server
 	mux   *http.ServeMux
 	ready func() error
+	tls   bool
 }
 
 // New builds the server for addr ("127.0.0.1:9273"); ready reports nil when the gateway is
@@ -43,8 +45,16 @@ func New(addr string, gatherer prometheus.Gatherer, ready func() error, profilin
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
-	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)} // such as a client's failed TLS handshake
 	s.mux = mux
+	return s
+}
+
+// WithTLS makes the server speak HTTPS with c (its certificates, and client verification
+// when set); nil leaves it plain HTTP. Call it before Run.
+func (s *Server) WithTLS(c *tls.Config) *Server {
+	s.srv.TLSConfig, s.tls = c, c != nil
 	return s
 }
 
@@ -82,9 +92,15 @@ func (s *Server) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("http api: listen on %s: %w", s.addr, err)
 	}
-	s.log.Info("http api listening", "addr", ln.Addr().String())
+	s.log.Info("http api listening", "addr", ln.Addr().String(), "tls", s.tls)
 	errc := make(chan error, 1)
-	go func() { errc <- s.srv.Serve(ln) }()
+	go func() {
+		if s.tls {
+			errc <- s.srv.ServeTLS(ln, "", "") // the certificates are in TLSConfig
+			return
+		}
+		errc <- s.srv.Serve(ln)
+	}()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("http api: %w", err)

@@ -173,13 +173,9 @@ func (t TLS) Load() (*tls.Config, error) {
 	}
 	c := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: t.ServerName, InsecureSkipVerify: t.InsecureSkipVerify} //nolint:gosec // opt-in, logged by the caller
 	if t.CAFile != "" {
-		pem, err := os.ReadFile(t.CAFile)
+		pool, err := loadPool("tls ca_file", t.CAFile)
 		if err != nil {
-			return nil, fmt.Errorf("tls ca_file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("tls ca_file %s: no PEM certificate found", t.CAFile)
+			return nil, err
 		}
 		c.RootCAs = pool
 	}
@@ -189,6 +185,64 @@ func (t TLS) Load() (*tls.Config, error) {
 			return nil, fmt.Errorf("tls cert_file/key_file: %w", err)
 		}
 		c.Certificates = []tls.Certificate{cert}
+	}
+	return c, nil
+}
+
+// loadPool reads a PEM bundle of certificates (the setting named what).
+func loadPool(what, file string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s %s: no PEM certificate found", what, file)
+	}
+	return pool, nil
+}
+
+// ServerTLS configures a TLS server (an HTTP API). Without a certificate the server speaks
+// plain TCP.
+type ServerTLS struct {
+	// CertFile and KeyFile are the server's certificate (chain) and key, PEM.
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// ClientCAFile, when set, requires every client to present a certificate signed by one
+	// of these CAs (mutual TLS).
+	ClientCAFile string `yaml:"client_ca_file"`
+}
+
+// Active reports whether TLS is to be used.
+func (t ServerTLS) Active() bool { return t.CertFile != "" }
+
+// Validate checks the combination of fields (not the files: they are read by Load).
+func (t ServerTLS) Validate() error {
+	var p Problems
+	if (t.CertFile == "") != (t.KeyFile == "") {
+		p.Addf("cert_file", "cert_file and key_file must be given together (got cert_file %q, key_file %q)", t.CertFile, t.KeyFile)
+	}
+	if t.ClientCAFile != "" && t.CertFile == "" {
+		p.Addf("client_ca_file", "client certificate verification needs cert_file and key_file")
+	}
+	return p.Err()
+}
+
+// Load reads the files and returns the crypto/tls configuration, or nil when TLS is off.
+func (t ServerTLS) Load() (*tls.Config, error) {
+	if !t.Active() {
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("tls cert_file/key_file: %w", err)
+	}
+	c := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+	if t.ClientCAFile != "" {
+		if c.ClientCAs, err = loadPool("tls client_ca_file", t.ClientCAFile); err != nil {
+			return nil, err
+		}
+		c.ClientAuth = tls.RequireAndVerifyClientCert
 	}
 	return c, nil
 }

@@ -113,6 +113,7 @@ func (c hubFileConfig) Validate() error {
 	default:
 		p.Nest("nats.connect", c.NATS.Connect.Validate())
 	}
+	p.Nest("http", c.HTTP.Validate())
 	if c.UpdateRetention <= 0 {
 		p.Addf("update_retention", "%v must be positive", c.UpdateRetention)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"sync"
@@ -23,6 +24,10 @@ import (
 // into lg.
 func runHub(ctx context.Context, cfg hubFileConfig, tr federation.Transport, key ed25519.PrivateKey, lg *gateway.Ledger, signoff *audit.Keyring,
 	reg *prometheus.Registry, log *slog.Logger) error {
+	apiTLS, err := cfg.HTTP.TLS.Load()
+	if err != nil {
+		return fmt.Errorf("http: %w", err)
+	}
 	st := newHubStatus(cfg.Federations, tr)
 	opts := federation.HubOptions{Logger: log, Registerer: reg, OnRound: st.onRound}
 	if lg != nil {
@@ -38,7 +43,7 @@ func runHub(ctx context.Context, cfg hubFileConfig, tr federation.Transport, key
 		grp.Go(func() error { return lg.Outbox.Run(gctx) })
 	}
 	if addr := cfg.HTTP.Listen; addr != "" {
-		srv := api.New(addr, reg, func() error { return nil }, cfg.HTTP.Pprof, log.With("component", "api"))
+		srv := api.New(addr, reg, func() error { return nil }, cfg.HTTP.Pprof, log.With("component", "api")).WithTLS(apiTLS)
 		srv.HandleJSON("/api/v1/federations", func() any { return st.snapshot(ctx) })
 		if signoff != nil && lg != nil {
 			a := signOffAPI{lg: lg, keys: signoff, log: log.With("component", "signoff")}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/millwright-io/millwright/gateway"
+	"github.com/millwright-io/millwright/gateway/config"
 	"github.com/millwright-io/millwright/ledger"
 	"github.com/millwright-io/millwright/ledger/audit"
 )
@@ -99,12 +100,27 @@ type hubLedger struct {
 	client *http.Client
 }
 
-func newHubLedger(base string) (*hubLedger, error) {
+// newHubLedger returns the backend of the hub's API at base; an https:// base is reached
+// with tc (the hub's CA, and a client certificate for mutual TLS).
+func newHubLedger(base string, tc config.TLS) (*hubLedger, error) {
 	u, err := url.Parse(base)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("--hub %q: expected the hub's HTTP API, such as http://127.0.0.1:9274", base)
 	}
-	return &hubLedger{base: strings.TrimSuffix(base, "/"), client: &http.Client{Timeout: 30 * time.Second}}, nil
+	if err := tc.Validate(); err != nil {
+		return nil, fmt.Errorf("--hub-cert, --hub-key: %w", err)
+	}
+	if tc.Active() && u.Scheme != "https" {
+		return nil, fmt.Errorf("--hub %q: --hub-ca, --hub-cert and --hub-key need an https:// URL", base)
+	}
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	if u.Scheme == "https" {
+		tc.Enabled = true
+		if transport.TLSClientConfig, err = tc.Load(); err != nil {
+			return nil, fmt.Errorf("--hub %s: %w", base, err)
+		}
+	}
+	return &hubLedger{base: strings.TrimSuffix(base, "/"), client: &http.Client{Timeout: 30 * time.Second, Transport: transport}}, nil
 }
 
 // Anchor implements ledger.Backend: the hub's refusals are permanent (ledger.ErrRejected),

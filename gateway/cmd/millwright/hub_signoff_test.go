@@ -1,27 +1,36 @@
 package main
 
 import (
+	"context"
 	"crypto/ed25519"
 	"fmt"
-	"net/http"
+	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/millwright-io/millwright/internal/servicetest"
+	"github.com/millwright-io/millwright/internal/testpki"
 	"github.com/millwright-io/millwright/ledger"
 	"github.com/millwright-io/millwright/ledger/audit"
 	"github.com/millwright-io/millwright/ledger/audit/audittest"
 	"github.com/millwright-io/millwright/ledger/local"
 )
 
-// TestHubTakesSignOff runs `millwright hub` with a local ledger that holds a round record
-// of pumps@r1 and signoff.keys listing Dana and Erik. While the hub runs and holds the
-// ledger, Dana approves pumps@r1 and Erik releases it through the hub's HTTP API (--hub);
-// Mallory, whose key the hub does not list, is refused; and the auditor, reading the
-// ledger while the hub runs, verifies the release.
-func TestHubTakesSignOff(t *testing.T) {
+// signOffHub is a running `millwright hub` whose local ledger holds the round record of
+// pumps@r1 (artifact), and whose signoff.keys lets Dana approve and Erik release.
+type signOffHub struct {
+	root, ledgerDir, artifact, url string
+	keyFile                        func(name string) string // of dana, erik and mallory
+	signer                         *ledger.Signer           // the hub's
+}
+
+// startSignOffHub starts it, with tlsYAML as its http section's tls (such as "{cert_file:
+// ..., key_file: ...}"; "" for plain HTTP), and waits for its API.
+func startSignOffHub(t *testing.T, tlsYAML string) signOffHub {
+	t.Helper()
 	root := t.TempDir()
 	hubDir, hubKey := newHubDir(t, root)
 	// The hub's ledger already holds the round that produced pumps@r1.
@@ -64,10 +73,14 @@ func TestHubTakesSignOff(t *testing.T) {
 
 	memberKey := ed25519.NewKeyFromSeed(make([]byte, ed25519.SeedSize)).Public().(ed25519.PublicKey)
 	httpAddr := fmt.Sprintf("127.0.0.1:%d", servicetest.FreePort(t))
+	scheme, tlsLine := "http", ""
+	if tlsYAML != "" {
+		scheme, tlsLine = "https", ", tls: "+tlsYAML
+	}
 	hubYAML := fmt.Sprintf(`
 state_dir: %s
 log: {level: warn}
-http: {listen: "%s"}
+http: {listen: "%s"%s}
 signoff: {keys: %s}
 nats:
   embedded:
@@ -77,17 +90,27 @@ federations:
     members: [{name: factory-a, key: %x}]
     architecture: {kind: linear, version: 1, inputs: 4, params: 4}
     rounds: 1
-`, hubDir, httpAddr, signoffKeys, servicetest.FreePort(t), []byte(memberKey))
+`, hubDir, httpAddr, tlsLine, signoffKeys, servicetest.FreePort(t), []byte(memberKey))
 	startHubCmd(t, root, hubYAML)
-	hubURL := "http://" + httpAddr
+	hubURL := scheme + "://" + httpAddr
 	servicetest.WaitFor(t, 30*time.Second, "the hub's API", func() bool {
-		resp, err := http.Get(hubURL + "/healthz")
+		conn, err := net.Dial("tcp", httpAddr)
 		if err == nil {
-			resp.Body.Close()
+			conn.Close()
 		}
-		return err == nil && resp.StatusCode == http.StatusOK
+		return err == nil
 	})
+	return signOffHub{root: root, ledgerDir: ledgerDir, artifact: artifact, url: hubURL, keyFile: keyFile, signer: hubSigner}
+}
 
+// TestHubTakesSignOff runs `millwright hub` with a local ledger that holds a round record
+// of pumps@r1 and signoff.keys listing Dana and Erik. While the hub runs and holds the
+// ledger, Dana approves pumps@r1 and Erik releases it through the hub's HTTP API (--hub);
+// Mallory, whose key the hub does not list, is refused; and the auditor, reading the
+// ledger while the hub runs, verifies the release.
+func TestHubTakesSignOff(t *testing.T) {
+	e := startSignOffHub(t, "")
+	root, ledgerDir, artifact, keyFile, hubURL := e.root, e.ledgerDir, e.artifact, e.keyFile, e.url
 	who := func(name, key string, a ...string) []string {
 		return append(append([]string{"models"}, a...), "--key", keyFile(key), "--name", name, "--org", "oem", "--ledger", ledgerDir, "--hub", hubURL)
 	}
@@ -106,7 +129,7 @@ federations:
 
 	// The auditor reads the ledger the hub still holds.
 	keys := filepath.Join(root, "keys.txt")
-	if err := os.WriteFile(keys, []byte(audit.FormatKey(audit.Key{Name: "hub", Org: hubOrg, Public: hubSigner.Public()})+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(keys, []byte(audit.FormatKey(audit.Key{Name: "hub", Org: hubOrg, Public: e.signer.Public()})+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if err := addKeys(keys, keys, "oem", signerKey{name: "Dana Weiss", file: keyFile("dana")}, signerKey{name: "Erik Lund", file: keyFile("erik")}); err != nil {
@@ -114,4 +137,41 @@ federations:
 	}
 	runCLI(t, []string{"audit", "verify", artifact, "--ledger", ledgerDir, "--keys", keys, "--four-eyes"}, 0,
 		[]string{"VERIFIED", "released by Erik Lund (oem) on stable"}, nil)
+}
+
+// TestHubSignOffOverTLS: a hub whose http.tls has a certificate and client_ca_file takes
+// records over mutual TLS only: Dana's approval with the hub's CA and her client
+// certificate is taken; without a client certificate, or without the hub's CA, the TLS
+// handshake fails and nothing is recorded.
+func TestHubSignOffOverTLS(t *testing.T) {
+	pki := testpki.New(t, "oem")
+	e := startSignOffHub(t, fmt.Sprintf("{cert_file: %s, key_file: %s, client_ca_file: %s}", pki.ServerCertFile, pki.ServerKeyFile, pki.CAFile))
+	approve := func(tlsFlags ...string) []string {
+		return append([]string{"models", "approve", "pumps@r1", "--reason", "passed FAT-7", "--key", e.keyFile("dana"), "--name", "Dana Weiss", "--org", "oem",
+			"--ledger", e.ledgerDir, "--hub", e.url, "--wait", "3s"}, tlsFlags...)
+	}
+	approvals := func() int {
+		t.Helper()
+		recs, err := ledgerRecords(context.Background(), e.ledgerDir, ledger.TypeApproval)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(recs)
+	}
+	// TLS 1.3 reports the missing client certificate after the handshake: the client sees
+	// the hub's "certificate required" alert or its closed connection, whichever comes first.
+	runCLI(t, approve("--hub-ca", pki.CAFile), 1, nil, []string{"records still queued", "the last attempt failed: hub " + e.url})
+	runCLI(t, approve(), 1, nil, []string{"the last attempt failed", "certificate signed by unknown authority"})
+	if n := approvals(); n != 0 {
+		t.Fatalf("%d approvals recorded without a client certificate or the hub's CA", n)
+	}
+	// Dana's outbox sends the two approvals still queued, then this one.
+	runCLI(t, approve("--hub-ca", pki.CAFile, "--hub-cert", pki.CertFile, "--hub-key", pki.KeyFile), 0,
+		[]string{"pumps@r1 approved by Dana Weiss (oem)", "through the hub " + e.url}, nil)
+	if n := approvals(); n != 3 {
+		t.Errorf("%d approvals recorded over mutual TLS, want 3", n)
+	}
+	runCLI(t, []string{"models", "approve", "pumps@r1", "--reason", "x", "--key", e.keyFile("dana"), "--name", "Dana Weiss", "--org", "oem",
+		"--ledger", e.ledgerDir, "--hub", "http://" + strings.TrimPrefix(e.url, "https://"), "--hub-ca", pki.CAFile}, 1, nil,
+		[]string{"--hub-ca, --hub-cert and --hub-key need an https:// URL"})
 }

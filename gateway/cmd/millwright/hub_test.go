@@ -22,6 +22,7 @@ func TestHubExampleConfigLoads(t *testing.T) {
 func TestHubConfigReportsEveryProblem(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "hub.yaml")
 	doc := `
+http: {tls: {key_file: hub-key.pem, client_ca_file: ca.pem}}
 nats:
   embedded:
     listen: nowhere
@@ -48,7 +49,7 @@ federations:
 	_ = os.WriteFile(path, []byte(doc2), 0o600)
 	_, err = loadHubConfig(path)
 	paths = problemPaths(err)
-	for _, want := range []string{"state_dir", "nats", "federations[0].architecture.params"} {
+	for _, want := range []string{"state_dir", "nats", "federations[0].architecture.params", "http.tls.cert_file", "http.tls.client_ca_file"} {
 		if !paths[want] {
 			t.Errorf("no problem at %s: %v", want, err)
 		}

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/millwright-io/millwright/gateway/config"
 	"github.com/millwright-io/millwright/internal/dirlock"
 	"github.com/millwright-io/millwright/ledger"
 	"github.com/millwright-io/millwright/ledger/audit"
@@ -50,6 +51,7 @@ Flags:
 type signoffFlags struct {
 	key, name, org, site, outbox string
 	ledger, fabric, hub, file    string
+	hubTLS                       config.TLS // of an https:// --hub
 	wait                         time.Duration
 }
 
@@ -61,6 +63,9 @@ func (f *signoffFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.outbox, "outbox", "", "the person's ledger outbox directory, which keeps the chain of their records (default: KEY.outbox)")
 	fs.StringVar(&f.ledger, "ledger", "", "the local ledger directory to record in (no other process may be writing it), or with --hub to read")
 	fs.StringVar(&f.hub, "hub", "", "record through the HTTP API of the running hub that writes --ledger (its signoff.keys must list the person's key)")
+	fs.StringVar(&f.hubTLS.CAFile, "hub-ca", "", "with an https:// --hub, the PEM CA bundle that signs the hub's certificate (default: the system's roots)")
+	fs.StringVar(&f.hubTLS.CertFile, "hub-cert", "", "with an https:// --hub whose http.tls has client_ca_file, the person's client certificate (PEM)")
+	fs.StringVar(&f.hubTLS.KeyFile, "hub-key", "", "the key of --hub-cert (PEM)")
 	fs.StringVar(&f.fabric, "fabric", "", "record on Fabric: a client config or the .fabric/env file")
 	fs.StringVar(&f.file, "file", "", "the artifact the person examined: it must be the version's")
 	fs.DurationVar(&f.wait, "wait", time.Minute, "how long to wait for the ledger to take the record")
@@ -187,7 +192,7 @@ func (f *signoffFlags) record(ctx context.Context, ref ledger.ModelRef, build fu
 		backend, err = fabric.Open(cfg, fabric.WithActors(signer))
 	case f.hub != "":
 		where = "the local ledger " + f.ledger + " through the hub " + f.hub
-		if anchor, err = newHubLedger(f.hub); err == nil {
+		if anchor, err = newHubLedger(f.hub, f.hubTLS); err == nil {
 			backend, err = openLedger(f.ledger)
 		}
 	default:
