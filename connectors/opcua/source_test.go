@@ -217,8 +217,9 @@ func TestAckFailureCountsLostAndWindowBounds(t *testing.T) {
 
 // TestStalledSubscriptionEndsConnection: the server drops the subscription while the
 // session lives on (the keep-alive reads still succeed), so nothing is published any more;
-// the watchdog ends the connection after stall_timeout, and counts it. Before that, a
-// subscription whose values do not change (only the heartbeat arrives) stays up.
+// the watchdog ends the connection after stall_timeout, and counts it, and a reconnection
+// delivers again. Before that, a subscription whose values do not change (only the
+// heartbeat arrives) stays up.
 func TestStalledSubscriptionEndsConnection(t *testing.T) {
 	u := startUnitServer(t)
 	cfg := unitConfig(t, u)
@@ -252,6 +253,9 @@ func TestStalledSubscriptionEndsConnection(t *testing.T) {
 	if n := testutil.ToFloat64(s.m.connLost); n != 1 {
 		t.Errorf("connections lost = %v, want 1", n)
 	}
+	// The pipeline reconnects; the new subscription delivers again.
+	reconnect(t, s, 20*time.Second)
+	readUntil(t, s, 10*time.Second, hasAll("pump-3/pressure"))
 }
 
 func TestWatchdogStalled(t *testing.T) {
