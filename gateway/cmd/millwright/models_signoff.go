@@ -238,8 +238,9 @@ func (f *signoffFlags) record(ctx context.Context, ref ledger.ModelRef, build fu
 		if err := ledger.SaveKey(f.key, key); err != nil {
 			return fmt.Errorf("--key: %w", err)
 		}
-		fmt.Fprintf(stdout, "created key %s; give the auditors this line for their keyring:\n  %s\n", f.key,
-			audit.FormatKey(audit.Key{Name: f.name, Org: org, Public: signer.Public()}))
+		fmt.Fprintf(stdout, "created key %s; give the auditors this line for their keyring:\n  %s\n"+
+			"(ending it with records=%s lets this key sign %s records only)\n", f.key,
+			audit.FormatKey(audit.Key{Name: f.name, Org: org, Public: signer.Public()}), body.Type(), body.Type())
 	}
 	site := f.site
 	if site == "" {
