@@ -14,20 +14,7 @@ import (
 // keyringLimiting is the fixture's keyring with Alice's key limited to records.
 func keyringLimiting(t *testing.T, f *audittest.Fixture, records ...ledger.Type) *audit.Keyring {
 	t.Helper()
-	var lines []string
-	for _, name := range []string{"gw-a", "gw-b", "hub", "alice"} {
-		s := f.Signers[name]
-		k := audit.Key{Name: s.Actor().Name, Org: s.Actor().Org, Public: s.Public()}
-		if name == "alice" {
-			k.Records = records
-		}
-		lines = append(lines, audit.FormatKey(k))
-	}
-	keys, err := audit.ParseKeyring([]byte(strings.Join(lines, "\n")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return keys
+	return fixtureKeyring(t, f, func(k *audit.Key) { k.Records = records })
 }
 
 func TestParseKeyRecords(t *testing.T) {

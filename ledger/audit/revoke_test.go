@@ -13,15 +13,16 @@ import (
 	"github.com/millwright-io/millwright/ledger/local"
 )
 
-// keyringRevoking is the fixture's keyring with Alice's key revoked at at.
-func keyringRevoking(t *testing.T, f *audittest.Fixture, at time.Time) *audit.Keyring {
+// fixtureKeyring is the fixture's keyring, written and parsed, with Alice's key as alice
+// changes it.
+func fixtureKeyring(t *testing.T, f *audittest.Fixture, alice func(*audit.Key)) *audit.Keyring {
 	t.Helper()
 	var lines []string
 	for _, name := range []string{"gw-a", "gw-b", "hub", "alice"} {
 		s := f.Signers[name]
 		k := audit.Key{Name: s.Actor().Name, Org: s.Actor().Org, Public: s.Public()}
 		if name == "alice" {
-			k.Revoked = at
+			alice(&k)
 		}
 		lines = append(lines, audit.FormatKey(k))
 	}
@@ -30,6 +31,12 @@ func keyringRevoking(t *testing.T, f *audittest.Fixture, at time.Time) *audit.Ke
 		t.Fatal(err)
 	}
 	return keys
+}
+
+// keyringRevoking is the fixture's keyring with Alice's key revoked at at.
+func keyringRevoking(t *testing.T, f *audittest.Fixture, at time.Time) *audit.Keyring {
+	t.Helper()
+	return fixtureKeyring(t, f, func(k *audit.Key) { k.Revoked = at })
 }
 
 func TestParseRevokedKey(t *testing.T) {
