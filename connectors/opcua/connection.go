@@ -129,6 +129,7 @@ func (c *connection) start(ctx context.Context) error {
 		if err := c.monitorHeartbeat(ctx); err != nil {
 			return err
 		}
+		c.wd.first = min(c.wd.timeout, max(3*s.cfg.Subscription.PublishingInterval, s.cfg.RequestTimeout))
 	}
 	if err := c.apply(ctx, append(slices.Clip(specs), browsed...)); err != nil {
 		return err
@@ -137,7 +138,7 @@ func (c *connection) start(ctx context.Context) error {
 	go c.every(s.cfg.KeepAlive, c.keepAlive)
 	if s.cfg.Mode == ModeSubscription {
 		c.wg.Add(1)
-		go c.every(c.wd.timeout/3, c.watch)
+		go c.every(c.wd.tick(), c.watch)
 	}
 	if s.cfg.Mode == ModePolling {
 		c.wg.Add(1)

@@ -271,13 +271,15 @@ func TestWatchdogStalled(t *testing.T) {
 		{"recent notification", true, 5, 5, 900 * time.Millisecond, 0, false},
 		{"silent with a sampled heartbeat", true, 5, 5, time.Second, 0, true},
 		{"silent, notifications wait for the consumer", true, 5, 5, time.Minute, 3, false},
-		{"nothing since the start, first values due", true, 0, 0, time.Second, 0, true},
+		{"nothing since the start, first values due", true, 0, 0, 300 * time.Millisecond, 0, true},
+		{"nothing since the start, not for long", true, 0, 0, 200 * time.Millisecond, 0, false},
+		{"nothing since the start, first values waiting", true, 0, 0, time.Minute, 1, false},
 		{"nothing since the start, nothing monitored", false, 0, 0, time.Minute, 0, false},
 		{"the server reported its clock once only", true, 5, 1, time.Minute, 0, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			w := &watchdog{timeout: time.Second}
+			w := &watchdog{timeout: time.Second, first: 300 * time.Millisecond}
 			w.expect.Store(tt.expect)
 			w.last.Store(t0.UnixNano())
 			w.handled.Store(tt.handled)

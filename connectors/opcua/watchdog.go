@@ -22,9 +22,11 @@ import (
 // that works delivers it at least every third of subscription.stall_timeout. A subscription
 // silent for stall_timeout, with no notification waiting for the consumer, ends the
 // connection (counted in millwright_opcua_subscription_stalls_total), and the pipeline
-// reconnects. A server that never reports its clock again after the first value (it does
-// not sample) leaves only the start covered: every server sends each monitored item's
-// first value, so a subscription that delivers nothing at all is stalled there too.
+// reconnects. At the start the watchdog waits less: every server sends each monitored
+// item's first value at its next publishing cycle, so a subscription that delivers nothing
+// within three publishing intervals or a request timeout, whichever is longer, is stalled
+// (gopcua's publish loop can stall right at the start). A server that never reports its
+// clock again after the first value (it does not sample) leaves only the start covered.
 
 // heartbeatHandle is the client handle of the heartbeat item; items' handles start at 1.
 const heartbeatHandle = 0
@@ -35,10 +37,11 @@ var heartbeatNode = ua.NewNumericNodeID(0, id.Server_ServerStatus_CurrentTime)
 // watchdog is a connection's publish watchdog state.
 type watchdog struct {
 	timeout    time.Duration
-	expect     atomic.Bool  // an item (or the heartbeat) is monitored: first values are due
-	last       atomic.Int64 // unix nanoseconds of the last notification handled, or of the start
-	handled    atomic.Int64 // notifications handled
-	heartbeats atomic.Int64 // heartbeat values received
+	first      time.Duration // for the first notification: a server sends first values at once
+	expect     atomic.Bool   // an item (or the heartbeat) is monitored: first values are due
+	last       atomic.Int64  // unix nanoseconds of the last notification handled, or of the start
+	handled    atomic.Int64  // notifications handled
+	heartbeats atomic.Int64  // heartbeat values received
 }
 
 // seen notes a notification handled now.
@@ -47,20 +50,25 @@ func (w *watchdog) seen(now time.Time) {
 	w.handled.Add(1)
 }
 
-// stalled says whether a subscription is stalled: silent for timeout with queued
-// notifications waiting for none, and either not one notification since the start (when
-// first values are due) or silent although the server samples the heartbeat.
+// stalled says whether a subscription is stalled, with no queued notification waiting:
+// not one notification for first since the start (when first values are due), or silent
+// for timeout although the server samples the heartbeat.
 func (w *watchdog) stalled(now time.Time, queued int) (bool, time.Duration) {
 	silence := now.Sub(time.Unix(0, w.last.Load()))
 	switch {
-	case queued > 0 || silence < w.timeout:
-		return false, silence // notifications wait for the consumer, or one came lately
+	case queued > 0:
+		return false, silence // notifications wait for the consumer
 	case w.handled.Load() == 0:
-		return w.expect.Load(), silence
+		return w.expect.Load() && silence >= w.first, silence
+	case silence < w.timeout:
+		return false, silence
 	default:
 		return w.heartbeats.Load() >= 2, silence
 	}
 }
+
+// tick is how often the watchdog looks.
+func (w *watchdog) tick() time.Duration { return min(w.first, w.timeout) / 3 }
 
 // monitorHeartbeat adds the heartbeat item to the subscription. A server that refuses it
 // leaves the watchdog the start only.
@@ -106,6 +114,7 @@ func (c *connection) watch() bool {
 	}
 	c.src.m.stalls.Inc()
 	c.src.log.Warn("subscription stalled: no publish response; reconnecting", "silent", silence.Round(time.Millisecond), "stall_timeout", c.wd.timeout)
-	c.fail(fmt.Errorf("subscription stalled: no publish response for %s (subscription.stall_timeout %s)", silence.Round(time.Millisecond), c.wd.timeout))
+	c.fail(fmt.Errorf("subscription stalled: no publish response for %s (subscription.stall_timeout %s, %s for the first values)",
+		silence.Round(time.Millisecond), c.wd.timeout, c.wd.first))
 	return false
 }
