@@ -7,10 +7,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	stdlog "log"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -45,10 +47,24 @@ func New(addr string, gatherer prometheus.Gatherer, ready func() error, profilin
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
-	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second,
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)} // such as a client's failed TLS handshake
+	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ErrorLog: stdlog.New(serverErrors{log}, "", 0)}
 	s.mux = mux
 	return s
+}
+
+// serverErrors logs what net/http's server reports: a client's failed TLS handshake (a
+// port scan, a TCP health check, a client without the certificate) at debug level, so that
+// those do not flood the log, and anything else (a handler's panic) as a warning.
+type serverErrors struct{ log *slog.Logger }
+
+func (e serverErrors) Write(p []byte) (int, error) {
+	msg := strings.TrimSpace(string(p))
+	if strings.Contains(msg, "TLS handshake error") {
+		e.log.Debug(msg)
+	} else {
+		e.log.Warn(msg)
+	}
+	return len(p), nil
 }
 
 // WithTLS makes the server speak HTTPS with c (its certificates, and client verification

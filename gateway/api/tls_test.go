@@ -12,6 +12,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/millwright-io/millwright/gateway/config"
+	"github.com/millwright-io/millwright/internal/servicetest"
+	"github.com/millwright-io/millwright/internal/testlog"
 	"github.com/millwright-io/millwright/internal/testpki"
 )
 
@@ -29,7 +31,8 @@ func TestServesMutualTLS(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	srv := New(addr, prometheus.NewRegistry(), func() error { return nil }, false, slog.New(slog.DiscardHandler)).WithTLS(serverTLS)
+	log, logged := testlog.New(slog.LevelDebug)
+	srv := New(addr, prometheus.NewRegistry(), func() error { return nil }, false, log).WithTLS(serverTLS)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Run(ctx) }()
@@ -76,5 +79,13 @@ func TestServesMutualTLS(t *testing.T) {
 	// Go's server answers plain HTTP on a TLS port with 400.
 	if code, err := get(http.DefaultClient, "http://"+addr+"/healthz"); err != nil || code != http.StatusBadRequest {
 		t.Errorf("plain HTTP: %d, %v; want 400", code, err)
+	}
+	// The refused handshakes are logged at debug level, not as warnings: scanners and TCP
+	// health checks would flood the log.
+	servicetest.WaitFor(t, 5*time.Second, "the refused handshakes logged", func() bool {
+		return strings.Contains(logged.String(), "level=DEBUG msg=\"http: TLS handshake error")
+	})
+	if strings.Contains(logged.String(), "level=WARN") {
+		t.Errorf("warnings logged:\n%s", logged)
 	}
 }
