@@ -128,6 +128,10 @@ func checkHash(p *config.Problems, path, v string) {
 	}
 }
 
+// ValidName reports whether v is an identifier as records use them (a site, a model, a
+// version, a channel): 1 to 128 of A-Z a-z 0-9 _ . : @ / + - starting with a letter or digit.
+func ValidName(v string) bool { return nameRE.MatchString(v) }
+
 func checkName(p *config.Problems, path, v string) {
 	switch {
 	case v == "":

@@ -57,6 +57,42 @@ func TestParseKeyRecords(t *testing.T) {
 	}
 }
 
+// TestKeyChannels: a key limited to channels may release on those only; its other records
+// are not affected, and the option parses in any order with the others.
+func TestKeyChannels(t *testing.T) {
+	f := audittest.New(t)
+	limit := func(channels ...string) *audit.Keyring {
+		return fixtureKeyring(t, f, func(k *audit.Key) { k.Channels = channels })
+	}
+	if err := limit("beta").Check(f.Release); !errors.Is(err, audit.ErrNotPermitted) ||
+		!strings.Contains(err.Error(), "Alice Martin (oem) may release on beta, and this release is on stable") {
+		t.Errorf("a stable release by a key limited to beta: %v; want ErrNotPermitted", err)
+	}
+	if err := limit("beta", "stable").Check(f.Release); err != nil {
+		t.Errorf("a stable release by a key that may release on beta and stable: %v", err)
+	}
+	if err := limit("beta").Check(f.Approval); err != nil {
+		t.Errorf("an approval by a key limited to beta releases: %v", err)
+	}
+	key := strings.Fields(audit.FormatKey(audit.Key{Public: f.Signers["alice"].Public()}))[0]
+	k, err := audit.ParseKeyring([]byte("Alice Martin oem " + key + " channels=stable records=approval,release revoked=2026-03-03T00:00:00Z\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := k.Check(f.Release); err != nil {
+		t.Errorf("all three options: %v", err)
+	}
+	for line, want := range map[string]string{
+		"Alice Martin oem " + key + " channels=stable,":      `line 1: channels=: "" is not a channel name`,
+		"Alice Martin oem " + key + " channels=-beta":        `line 1: channels=: "-beta" is not a channel name`,
+		"Alice Martin oem " + key + " channels=a channels=b": "line 1: channels= appears twice",
+	} {
+		if _, err := audit.ParseKeyring([]byte(line + "\n")); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v; want %q", line, err, want)
+		}
+	}
+}
+
 // TestVerifyKeepsDutiesApart: a release signed by a key that may only approve is not
 // verified, so an auditor's keyring enforces who may release on records written by anyone.
 func TestVerifyKeepsDutiesApart(t *testing.T) {

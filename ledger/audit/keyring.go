@@ -37,12 +37,16 @@ type Key struct {
 	// duties between, say, the engineer who approves a model and the QA lead who releases
 	// it. Empty: any type.
 	Records []ledger.Type
+	// Channels, when set, are the only channels the key may release on (a QA engineer on
+	// beta, the head of QA on stable too). Empty: any channel.
+	Channels []string
 }
 
 // The prefixes of a keyring line's optional trailing fields.
 const (
-	revokedPrefix = "revoked="
-	recordsPrefix = "records="
+	revokedPrefix  = "revoked="
+	recordsPrefix  = "records="
+	channelsPrefix = "channels="
 )
 
 // Keyring is the set of keys an auditor trusts, with the actor each belongs to. The zero
@@ -56,13 +60,14 @@ const maxKeyringLine = 8 << 10
 
 // ParseKeyring parses a keyring file: one key per line as
 //
-//	NAME ORG BASE64-ED25519-PUBLIC-KEY [records=TYPE,TYPE...] [revoked=RFC3339-TIME]
+//	NAME ORG BASE64-ED25519-PUBLIC-KEY [records=TYPE,...] [channels=CHANNEL,...] [revoked=RFC3339-TIME]
 //
 // separated by spaces or tabs, where the key is the 32 raw public-key bytes in standard
 // padded base64 (44 characters), ORG is one identifier and NAME is everything before it
-// (it may contain single spaces). The optional fields come last, in either order. A key
-// with records= may sign only records of those types (Key.Records); one with revoked= is
-// trusted only for records made before that time (Key.Revoked). Blank lines and lines
+// (it may contain single spaces). The optional fields come last, in any order. A key with
+// records= may sign only records of those types (Key.Records); one with channels= may
+// release only on those channels (Key.Channels); one with revoked= is trusted only for
+// records made before that time (Key.Revoked). Blank lines and lines
 // starting with # are ignored. The same key twice is an error, even under the same actor.
 // Every problem is reported with its line number.
 func ParseKeyring(b []byte) (*Keyring, error) {
@@ -121,7 +126,7 @@ func (key *Key) parseOptions(f []string) ([]string, error) {
 		last := f[len(f)-1]
 		prefix, value, ok := strings.Cut(last, "=")
 		prefix += "="
-		if !ok || (prefix != revokedPrefix && prefix != recordsPrefix) {
+		if !ok || (prefix != revokedPrefix && prefix != recordsPrefix && prefix != channelsPrefix) {
 			return f, nil // a base64 key has '=' only at its end
 		}
 		if seen[prefix] {
@@ -145,6 +150,15 @@ func (key *Key) parseOptions(f []string) ([]string, error) {
 					key.Records = append(key.Records, t)
 				}
 			}
+		case channelsPrefix:
+			for name := range strings.SplitSeq(value, ",") {
+				if !ledger.ValidName(name) {
+					return nil, fmt.Errorf("channels=: %.40q is not a channel name, expected a comma-separated list of identifiers (A-Z a-z 0-9 _ . : @ / + -)", name)
+				}
+				if !slices.Contains(key.Channels, name) {
+					key.Channels = append(key.Channels, name)
+				}
+			}
 		}
 		f = f[:len(f)-1]
 	}
@@ -165,6 +179,9 @@ func FormatKey(key Key) string {
 	line := key.Name + " " + key.Org + " " + base64.StdEncoding.EncodeToString(key.Public)
 	if len(key.Records) > 0 {
 		line += " " + recordsPrefix + joinTypes(key.Records, ",")
+	}
+	if len(key.Channels) > 0 {
+		line += " " + channelsPrefix + strings.Join(key.Channels, ",")
 	}
 	if !key.Revoked.IsZero() {
 		line += " " + revokedPrefix + key.Revoked.UTC().Format(time.RFC3339Nano)
@@ -193,7 +210,8 @@ func (k *Keyring) Ledger() ledger.Keyring {
 
 // Check verifies rec's signature with the key of its actor, that the actor's name and
 // organisation are those the key is registered to, that the key may sign records of rec's
-// type, and that the key was not revoked when rec says it was made. Errors wrap
+// type (and, for a release, on its channel), and that the key was not revoked when rec
+// says it was made. Errors wrap
 // ledger.ErrUnknownActor, ledger.ErrBadSignature, ErrActorMismatch, ErrNotPermitted or
 // ErrRevoked.
 //
@@ -226,6 +244,17 @@ func (k *Keyring) CheckAfter(rec ledger.Record, after time.Time) error {
 	if len(key.Records) > 0 && !slices.Contains(key.Records, rec.Header.Type) {
 		return fmt.Errorf("record %s: %w: %s (%s) may sign %s records, and this is a %s record", rec.Header.ID, ErrNotPermitted,
 			key.Name, key.Org, joinTypes(key.Records, " and "), rec.Header.Type)
+	}
+	if len(key.Channels) > 0 && rec.Header.Type == ledger.TypeRelease {
+		body, err := rec.DecodeBody()
+		r, ok := body.(ledger.Release)
+		switch {
+		case err != nil || !ok: // the keyring limits the channel: one it cannot read is not allowed
+			return fmt.Errorf("record %s: %w: its channel cannot be read: %v", rec.Header.ID, ErrNotPermitted, err)
+		case !slices.Contains(key.Channels, r.Channel):
+			return fmt.Errorf("record %s: %w: %s (%s) may release on %s, and this release is on %s", rec.Header.ID, ErrNotPermitted,
+				key.Name, key.Org, strings.Join(key.Channels, " and "), r.Channel)
+		}
 	}
 	switch r := key.Revoked; {
 	case r.IsZero():

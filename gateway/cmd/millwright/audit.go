@@ -37,10 +37,10 @@ Flags:
                  organisation whose client identity is used (default auditor)
   --org ORG      organisation of the --fabric env file (default auditor)
   --keys FILE    trusted keys, one "NAME ORG BASE64-ED25519-PUBLIC-KEY [records=TYPE,...]
-                 [revoked=RFC3339]" per line (# comments); verify and report check every
-                 signature against it and report an unknown signer, a record of a type its
-                 key may not sign, or a key used after its revocation; required by verify,
-                 optional for report
+                 [channels=NAME,...] [revoked=RFC3339]" per line (# comments); verify and
+                 report check every signature against it and report an unknown signer, a
+                 record of a type (or a release on a channel) its key may not sign, or a key
+                 used after its revocation; required by verify, optional for report
   --format F     report or export format
   --out FILE     write the report or export to FILE instead of standard output
   --four-eyes    verify: a release signed by the key of the approval it rests on (the
@@ -280,10 +280,11 @@ func openLedger(dir string) (*local.Ledger, error) {
 
 // signerKey is a person who signs records, and the file of their key.
 // signerKey is a person's name, key file and, when set, the only record types the
-// keyring lets the key sign.
+// keyring lets the key sign and the only channels it may release on.
 type signerKey struct {
 	name, file string
 	records    []ledger.Type
+	channels   []string
 }
 
 // addKeys writes to the keyring file dst the keyring base (a file) followed by the line of
@@ -298,7 +299,7 @@ func addKeys(dst, base, org string, people ...signerKey) error {
 		if err != nil {
 			return err
 		}
-		b = append(b, audit.FormatKey(audit.Key{Name: p.name, Org: org, Public: k.Public().(ed25519.PublicKey), Records: p.records})+"\n"...)
+		b = append(b, audit.FormatKey(audit.Key{Name: p.name, Org: org, Public: k.Public().(ed25519.PublicKey), Records: p.records, Channels: p.channels})+"\n"...)
 	}
 	return os.WriteFile(dst, b, 0o644)
 }

@@ -284,7 +284,7 @@ var demoSigners = []struct {
 func (d *demo) people() []signerKey {
 	var out []signerKey
 	for _, s := range demoSigners {
-		out = append(out, signerKey{s.name, filepath.Join(d.o.stateDir, s.key), []ledger.Type{s.records}})
+		out = append(out, signerKey{name: s.name, file: filepath.Join(d.o.stateDir, s.key), records: []ledger.Type{s.records}})
 	}
 	return out
 }

@@ -65,9 +65,9 @@ func startSignOffHub(t *testing.T, tlsYAML string) signOffHub {
 	if err := os.WriteFile(signoffKeys, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	// Dana approves, Erik releases: the hub's keyring keeps their duties apart.
-	if err := addKeys(signoffKeys, signoffKeys, "oem", signerKey{"Dana Weiss", keyFile("dana"), []ledger.Type{ledger.TypeApproval}},
-		signerKey{"Erik Lund", keyFile("erik"), []ledger.Type{ledger.TypeRelease}}); err != nil {
+	// Dana approves, Erik releases on stable: the hub's keyring keeps their duties apart.
+	if err := addKeys(signoffKeys, signoffKeys, "oem", signerKey{"Dana Weiss", keyFile("dana"), []ledger.Type{ledger.TypeApproval}, nil},
+		signerKey{"Erik Lund", keyFile("erik"), []ledger.Type{ledger.TypeRelease}, []string{"stable"}}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -124,6 +124,8 @@ func TestHubTakesSignOff(t *testing.T) {
 	runCLI(t, who("Dana Weiss", "dana", "release", "pumps@r1", "--channel", "stable"), 1, nil, []string{"a release needs a second person (four eyes)"})
 	runCLI(t, who("Dana Weiss", "dana", "release", "pumps@r1", "--channel", "stable", "--sole-approver"), 1, nil,
 		[]string{"403 Forbidden", "Dana Weiss (oem) may sign approval records, and this is a release record"})
+	runCLI(t, who("Erik Lund", "erik", "release", "pumps@r1", "--channel", "beta"), 1, nil,
+		[]string{"403 Forbidden", "Erik Lund (oem) may release on stable, and this release is on beta"})
 	runCLI(t, who("Erik Lund", "erik", "release", "pumps@r1", "--channel", "stable"), 0,
 		[]string{"pumps@r1 released on stable by Erik Lund (oem)"}, nil)
 
