@@ -124,12 +124,9 @@ func (c *connection) start(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("create subscription: %w", err)
 		}
-		c.wd.timeout = s.cfg.Subscription.StallTimeout
-		c.wd.last.Store(time.Now().UnixNano())
-		if err := c.monitorHeartbeat(ctx); err != nil {
+		if err := c.armWatchdog(ctx); err != nil {
 			return err
 		}
-		c.wd.first = min(c.wd.timeout, max(3*s.cfg.Subscription.PublishingInterval, s.cfg.RequestTimeout))
 	}
 	if err := c.apply(ctx, append(slices.Clip(specs), browsed...)); err != nil {
 		return err

@@ -70,6 +70,19 @@ func (w *watchdog) stalled(now time.Time, queued int) (bool, time.Duration) {
 // tick is how often the watchdog looks.
 func (w *watchdog) tick() time.Duration { return min(w.first, w.timeout) / 3 }
 
+// armWatchdog starts the watchdog's clock for a new subscription and adds the heartbeat
+// item to it; watch then looks every tick.
+func (c *connection) armWatchdog(ctx context.Context) error {
+	s := c.src
+	c.wd.timeout = s.cfg.Subscription.StallTimeout
+	c.wd.last.Store(time.Now().UnixNano())
+	if err := c.monitorHeartbeat(ctx); err != nil {
+		return err
+	}
+	c.wd.first = min(c.wd.timeout, max(3*s.cfg.Subscription.PublishingInterval, s.cfg.RequestTimeout))
+	return nil
+}
+
 // monitorHeartbeat adds the heartbeat item to the subscription. A server that refuses it
 // leaves the watchdog the start only.
 func (c *connection) monitorHeartbeat(ctx context.Context) error {

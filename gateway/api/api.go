@@ -26,7 +26,6 @@ type Server struct {
 	srv   *http.Server
 	mux   *http.ServeMux
 	ready func() error
-	tls   bool
 }
 
 // New builds the server for addr ("127.0.0.1:9273"); ready reports nil when the gateway is
@@ -70,7 +69,7 @@ func (e serverErrors) Write(p []byte) (int, error) {
 // WithTLS makes the server speak HTTPS with c (its certificates, and client verification
 // when set); nil leaves it plain HTTP. Call it before Run.
 func (s *Server) WithTLS(c *tls.Config) *Server {
-	s.srv.TLSConfig, s.tls = c, c != nil
+	s.srv.TLSConfig = c
 	return s
 }
 
@@ -108,10 +107,11 @@ func (s *Server) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("http api: listen on %s: %w", s.addr, err)
 	}
-	s.log.Info("http api listening", "addr", ln.Addr().String(), "tls", s.tls)
+	tls := s.srv.TLSConfig != nil
+	s.log.Info("http api listening", "addr", ln.Addr().String(), "tls", tls)
 	errc := make(chan error, 1)
 	go func() {
-		if s.tls {
+		if tls {
 			errc <- s.srv.ServeTLS(ln, "", "") // the certificates are in TLSConfig
 			return
 		}
