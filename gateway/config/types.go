@@ -160,10 +160,15 @@ func (t TLS) Active() bool {
 // Validate checks the combination of fields (not the files: they are read by Load).
 func (t TLS) Validate() error {
 	var p Problems
-	if (t.CertFile == "") != (t.KeyFile == "") {
-		p.Addf("cert_file", "cert_file and key_file must be given together (got cert_file %q, key_file %q)", t.CertFile, t.KeyFile)
-	}
+	checkPair(&p, t.CertFile, t.KeyFile)
 	return p.Err()
+}
+
+// checkPair reports a certificate without its key, or a key without its certificate.
+func checkPair(p *Problems, cert, key string) {
+	if (cert == "") != (key == "") {
+		p.Addf("cert_file", "cert_file and key_file must be given together (got cert_file %q, key_file %q)", cert, key)
+	}
 }
 
 // Load reads the files and returns the crypto/tls configuration, or nil when TLS is off.
@@ -219,9 +224,7 @@ func (t ServerTLS) Active() bool { return t.CertFile != "" }
 // Validate checks the combination of fields (not the files: they are read by Load).
 func (t ServerTLS) Validate() error {
 	var p Problems
-	if (t.CertFile == "") != (t.KeyFile == "") {
-		p.Addf("cert_file", "cert_file and key_file must be given together (got cert_file %q, key_file %q)", t.CertFile, t.KeyFile)
-	}
+	checkPair(&p, t.CertFile, t.KeyFile)
 	if t.ClientCAFile != "" && t.CertFile == "" {
 		p.Addf("client_ca_file", "client certificate verification needs cert_file and key_file")
 	}
