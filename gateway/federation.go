@@ -20,6 +20,7 @@ import (
 	"github.com/millwright-io/millwright/gateway/config"
 	"github.com/millwright-io/millwright/internal/backoff"
 	"github.com/millwright-io/millwright/ledger"
+	"github.com/millwright-io/millwright/ledger/signoff"
 	"github.com/millwright-io/millwright/models"
 	"github.com/millwright-io/millwright/models/autoencoder"
 	"github.com/millwright-io/millwright/models/train"
@@ -577,45 +578,35 @@ func (l *Ledger) Get(ctx context.Context, id string) (ledger.Record, error) {
 
 // SignedOff returns the SHA-256 of every model of federation fed that people released, or
 // whose latest decision approved it (a release candidate), as the backend's release and
-// approval records name them (federation.HubOptions.SignedOff). A backend that cannot be
+// approval records name them (federation.HubOptions.SignedOff). The latest decision is the
+// last in ledger order, as signoff.Version.Decision takes it. A backend that cannot be
 // queried names none.
 func (l *Ledger) SignedOff(ctx context.Context, fed string) (map[string]bool, error) {
 	q, ok := l.lin.backend.(ledger.Querier)
 	if !ok {
 		return nil, nil
 	}
-	out := map[string]bool{}
-	type decision struct {
-		at       time.Time
-		approved bool
-	}
-	latest := map[string]decision{} // by artifact hash
+	released, approved := map[string]bool{}, map[string]bool{} // by artifact hash
 	for _, t := range []ledger.Type{ledger.TypeRelease, ledger.TypeApproval} {
 		recs, err := q.Query(ctx, ledger.Query{Type: t, Model: ledger.ModelRef{Model: fed}})
 		if err != nil {
 			return nil, fmt.Errorf("%ss of %s: %w", t, fed, err)
 		}
 		for _, rec := range recs {
-			body, err := rec.DecodeBody()
-			if err != nil {
-				continue
-			}
-			switch b := body.(type) {
+			switch b, _ := rec.DecodeBody(); b := b.(type) {
 			case ledger.Release:
-				out[b.ArtifactHash] = true
+				released[b.ArtifactHash] = true
 			case ledger.Approval:
-				if d, ok := latest[b.ArtifactHash]; !ok || !rec.Header.Time.Before(d.at) {
-					latest[b.ArtifactHash] = decision{rec.Header.Time, b.Decision == "approved"}
-				}
+				approved[b.ArtifactHash] = b.Decision == signoff.Approved
 			}
 		}
 	}
-	for hash, d := range latest {
-		if d.approved {
-			out[hash] = true
+	for hash, ok := range approved {
+		if ok {
+			released[hash] = true
 		}
 	}
-	return out, nil
+	return released, nil
 }
 
 // ResolveLedger fills c's defaults that depend on the state directory and the actor's
