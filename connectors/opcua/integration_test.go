@@ -301,6 +301,7 @@ func TestNodeOPCUAHeartbeat(t *testing.T) {
 	if n := testutil.ToFloat64(s.m.stalls); n != 0 {
 		t.Errorf("stalls = %v", n)
 	}
+	answersWhetherItHas(t, s)
 }
 
 // survivesOutage connects a source with cfg (which must yield want items), reads, makes an

@@ -15,6 +15,7 @@ import (
 	"github.com/gopcua/opcua/server"
 	"github.com/gopcua/opcua/server/attrs"
 	"github.com/gopcua/opcua/ua"
+	"github.com/gopcua/opcua/uasc"
 
 	"github.com/millwright-io/millwright/connectors/sim"
 )
@@ -121,6 +122,7 @@ func (s *SimServer) Start(ctx context.Context) error {
 		opts = append(opts, server.SetLogger(s.opts.Logger))
 	}
 	s.srv = server.New(opts...)
+	answerPublishingMode(s.srv)
 	s.url = "opc.tcp://" + net.JoinHostPort(host, strconv.Itoa(port))
 	s.build()
 
@@ -321,4 +323,43 @@ func (s *SimServer) Run(ctx context.Context) error {
 	}
 	<-ctx.Done()
 	return s.Close()
+}
+
+// answerPublishingMode makes srv, before it starts, answer SetPublishingMode requests that
+// enable publishing as the specification says: Good for a subscription of the session,
+// BadSubscriptionIdInvalid for any other. That is how the source's stall watchdog asks
+// whether a server still has a subscription, and gopcua's server (v0.8.0) does not
+// support the service. Its subscriptions always publish, so a request to disable
+// publishing is refused as unsupported.
+func answerPublishingMode(srv *server.Server) {
+	srv.RegisterHandler(id.SetPublishingModeRequest_Encoding_DefaultBinary, func(_ *uasc.SecureChannel, r ua.Request, _ uint32) (ua.Response, error) {
+		req, ok := r.(*ua.SetPublishingModeRequest)
+		if !ok {
+			return nil, ua.StatusBadRequestTypeInvalid
+		}
+		header := func(code ua.StatusCode) *ua.ResponseHeader {
+			return &ua.ResponseHeader{
+				Timestamp:          time.Now(),
+				RequestHandle:      req.RequestHeader.RequestHandle,
+				ServiceResult:      code,
+				ServiceDiagnostics: &ua.DiagnosticInfo{},
+				StringTable:        []string{},
+				AdditionalHeader:   ua.NewExtensionObject(nil),
+			}
+		}
+		if !req.PublishingEnabled {
+			return &ua.ServiceFault{ResponseHeader: header(ua.StatusBadServiceUnsupported)}, nil
+		}
+		session, subs := srv.Session(req.RequestHeader), srv.SubscriptionService // created by Start
+		results := make([]ua.StatusCode, len(req.SubscriptionIDs))
+		subs.Mu.Lock()
+		for i, sid := range req.SubscriptionIDs {
+			results[i] = ua.StatusBadSubscriptionIDInvalid
+			if sub, ok := subs.Subs[sid]; ok && session != nil && sub.Session.AuthTokenID.String() == session.AuthTokenID.String() {
+				results[i] = ua.StatusOK
+			}
+		}
+		subs.Mu.Unlock()
+		return &ua.SetPublishingModeResponse{ResponseHeader: header(ua.StatusOK), Results: results, DiagnosticInfos: []*ua.DiagnosticInfo{}}, nil
+	})
 }

@@ -251,6 +251,7 @@ func TestSimServerThroughSource(t *testing.T) {
 	if err := c.readUntil(src, 20*time.Second, func() bool { return len(c.points) >= 10*9 }); err != nil {
 		t.Fatal(err)
 	}
+	answersWhetherItHas(t, src)
 
 	// Step a reference plant through the same times and compare every point.
 	ref := newPlant(t, cfg)

@@ -218,44 +218,74 @@ func TestAckFailureCountsLostAndWindowBounds(t *testing.T) {
 // TestStalledSubscriptionEndsConnection: the server drops the subscription while the
 // session lives on (the keep-alive reads still succeed), so nothing is published any more;
 // the watchdog ends the connection after stall_timeout, and counts it, and a reconnection
-// delivers again. Before that, a subscription whose values do not change (only the
-// heartbeat arrives) stays up.
+// delivers again. Before that, a subscription whose values do not change stays up: the
+// server's clock arrives, or, from a server that reports its clock once only (it does not
+// sample it), the server answers that it still has the subscription when asked.
 func TestStalledSubscriptionEndsConnection(t *testing.T) {
-	u := startUnitServer(t)
-	cfg := unitConfig(t, u)
-	cfg.Subscription.StallTimeout = 600 * time.Millisecond
-	cfg.Nodes = []Node{{NodeID: u.nodeID("Line1", "Pump3", "Pressure").String(), Machine: "pump-3", Signal: "pressure"}}
-	s := connectUnit(t, cfg)
-	readUntil(t, s, 10*time.Second, hasAll("pump-3/pressure"))
-	quiet, stop := context.WithTimeout(context.Background(), 4*cfg.Subscription.StallTimeout)
-	_, _, err := s.Read(quiet)
-	stop()
-	if !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("Read of unchanging values = %v, want it to wait with the connection up", err)
-	}
-	if n := testutil.ToFloat64(s.m.stalls); n != 0 {
-		t.Fatalf("stalls = %v while the heartbeat arrives", n)
-	}
+	for _, tt := range []struct {
+		name       string
+		clockStill bool
+		want       string // in the error that ends the connection
+	}{
+		{"clock sampled", false, "subscription stalled: no publish response for"},
+		{"clock reported once", true, "the server no longer has the subscription"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			u := startUnitServer(t)
+			u.clockStill.Store(tt.clockStill)
+			cfg := unitConfig(t, u)
+			cfg.Subscription.StallTimeout = 600 * time.Millisecond
+			cfg.Nodes = []Node{{NodeID: u.nodeID("Line1", "Pump3", "Pressure").String(), Machine: "pump-3", Signal: "pressure"}}
+			s := connectUnit(t, cfg)
+			readUntil(t, s, 10*time.Second, hasAll("pump-3/pressure"))
+			quiet, stop := context.WithTimeout(context.Background(), 4*cfg.Subscription.StallTimeout)
+			_, _, err := s.Read(quiet)
+			stop()
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("Read of unchanging values = %v, want it to wait with the connection up", err)
+			}
+			if n := testutil.ToFloat64(s.m.stalls); n != 0 {
+				t.Fatalf("stalls = %v while the server has the subscription", n)
+			}
 
+			s.mu.Lock()
+			id := s.conn.sub.SubscriptionID
+			s.mu.Unlock()
+			u.srv.SubscriptionService.DeleteSubscription(id)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_, _, err = s.Read(ctx)
+			if !errors.Is(err, connectors.ErrNotConnected) || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Read after the server dropped the subscription = %v, want ErrNotConnected: %s", err, tt.want)
+			}
+			if n := testutil.ToFloat64(s.m.stalls); n != 1 {
+				t.Errorf("stalls = %v, want 1", n)
+			}
+			if n := testutil.ToFloat64(s.m.connLost); n != 1 {
+				t.Errorf("connections lost = %v, want 1", n)
+			}
+			// The pipeline reconnects; the new subscription delivers again.
+			reconnect(t, s, 20*time.Second)
+			readUntil(t, s, 10*time.Second, hasAll("pump-3/pressure"))
+		})
+	}
+}
+
+// answersWhetherItHas checks that the server of s's connection answers the watchdog's
+// question as the watchdog reads it: it has the subscription of s, and not one numbered
+// 1000 higher.
+func answersWhetherItHas(t *testing.T, s *Source) {
+	t.Helper()
 	s.mu.Lock()
-	id := s.conn.sub.SubscriptionID
+	conn := s.conn
 	s.mu.Unlock()
-	u.srv.SubscriptionService.DeleteSubscription(id)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	_, _, err = s.Read(ctx)
-	if !errors.Is(err, connectors.ErrNotConnected) || !strings.Contains(err.Error(), "subscription stalled: no publish response for") {
-		t.Fatalf("Read after the server dropped the subscription = %v, want ErrNotConnected: subscription stalled", err)
+	id := conn.sub.SubscriptionID
+	if gone, err := conn.dropped(id); err != nil || gone {
+		t.Errorf("dropped(its subscription %d) = %v, %v; want false, nil", id, gone, err)
 	}
-	if n := testutil.ToFloat64(s.m.stalls); n != 1 {
-		t.Errorf("stalls = %v, want 1", n)
+	if gone, err := conn.dropped(id + 1000); err != nil || !gone {
+		t.Errorf("dropped(subscription %d, which it does not have) = %v, %v; want true, nil", id+1000, gone, err)
 	}
-	if n := testutil.ToFloat64(s.m.connLost); n != 1 {
-		t.Errorf("connections lost = %v, want 1", n)
-	}
-	// The pipeline reconnects; the new subscription delivers again.
-	reconnect(t, s, 20*time.Second)
-	readUntil(t, s, 10*time.Second, hasAll("pump-3/pressure"))
 }
 
 func TestWatchdogStalled(t *testing.T) {
@@ -266,16 +296,17 @@ func TestWatchdogStalled(t *testing.T) {
 		handled, heartbeats int64
 		silence             time.Duration
 		queued              int
-		want                bool
+		want                verdict
 	}{
-		{"recent notification", true, 5, 5, 900 * time.Millisecond, 0, false},
-		{"silent with a sampled heartbeat", true, 5, 5, time.Second, 0, true},
-		{"silent, notifications wait for the consumer", true, 5, 5, time.Minute, 3, false},
-		{"nothing since the start, first values due", true, 0, 0, 300 * time.Millisecond, 0, true},
-		{"nothing since the start, not for long", true, 0, 0, 200 * time.Millisecond, 0, false},
-		{"nothing since the start, first values waiting", true, 0, 0, time.Minute, 1, false},
-		{"nothing since the start, nothing monitored", false, 0, 0, time.Minute, 0, false},
-		{"the server reported its clock once only", true, 5, 1, time.Minute, 0, false},
+		{"recent notification", true, 5, 5, 900 * time.Millisecond, 0, live},
+		{"silent with a sampled heartbeat", true, 5, 5, time.Second, 0, stalled},
+		{"silent, notifications wait for the consumer", true, 5, 5, time.Minute, 3, live},
+		{"nothing since the start, first values due", true, 0, 0, 300 * time.Millisecond, 0, stalled},
+		{"nothing since the start, not for long", true, 0, 0, 200 * time.Millisecond, 0, live},
+		{"nothing since the start, first values waiting", true, 0, 0, time.Minute, 1, live},
+		{"nothing since the start, nothing monitored", false, 0, 0, time.Minute, 0, live},
+		{"the server reported its clock once only", true, 5, 1, time.Minute, 0, unsure},
+		{"the clock reported once, not silent for long", true, 5, 1, 900 * time.Millisecond, 0, live},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -284,8 +315,8 @@ func TestWatchdogStalled(t *testing.T) {
 			w.last.Store(t0.UnixNano())
 			w.handled.Store(tt.handled)
 			w.heartbeats.Store(tt.heartbeats)
-			if got, _ := w.stalled(t0.Add(tt.silence), tt.queued); got != tt.want {
-				t.Errorf("stalled = %v, want %v", got, tt.want)
+			if got, _ := w.check(t0.Add(tt.silence), tt.queued); got != tt.want {
+				t.Errorf("check = %v, want %v", got, tt.want)
 			}
 		})
 	}

@@ -6,6 +6,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -40,6 +41,8 @@ type unitServer struct {
 	url  string
 	mu   sync.Mutex
 	vals map[string]*ua.DataValue // by node id string
+	// clockStill: the server does not sample its clock, so it reports it once only.
+	clockStill atomic.Bool
 }
 
 type unitVar struct {
@@ -68,6 +71,7 @@ func startUnitServer(t testing.TB) *unitServer {
 		server.EnableAuthMode(ua.UserTokenTypeAnonymous),
 		server.SetLogger(quietLogger{}),
 	)
+	answerPublishingMode(u.srv)
 	u.url = "opc.tcp://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	u.ns = server.NewNodeNameSpace(u.srv, "urn:millwright:test")
 	root, _ := u.srv.Namespace(0)
@@ -125,7 +129,9 @@ func startUnitServer(t testing.TB) *unitServer {
 			case <-ctx.Done():
 				return
 			case <-tick.C:
-				u.srv.ChangeNotification(heartbeatNode)
+				if !u.clockStill.Load() {
+					u.srv.ChangeNotification(heartbeatNode)
+				}
 			}
 		}
 	}()

@@ -2,6 +2,7 @@ package opcua
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"time"
@@ -25,8 +26,15 @@ import (
 // reconnects. At the start the watchdog waits less: every server sends each monitored
 // item's first value at its next publishing cycle, so a subscription that delivers nothing
 // within three publishing intervals or a request timeout, whichever is longer, is stalled
-// (gopcua's publish loop can stall right at the start). A server that never reports its
-// clock again after the first value (it does not sample) leaves only the start covered.
+// (gopcua's publish loop can stall right at the start).
+//
+// Silence alone is not enough once the clock has arrived only once: a server that does not
+// sample its clock reports it once, and values that never change are never reported again.
+// So a subscription silent for stall_timeout before the clock has shown that the server
+// samples it is asked after: the source sends SetPublishingMode (enabled, as it is) for
+// the subscription, which a server answers BadSubscriptionIdInvalid once it has dropped
+// it. Any other answer keeps the connection, and a server that does not support the
+// service (gopcua's own) is not asked again; the keep-alive read covers a lost session.
 
 // heartbeatHandle is the client handle of the heartbeat item; items' handles start at 1.
 const heartbeatHandle = 0
@@ -42,6 +50,7 @@ type watchdog struct {
 	last       atomic.Int64  // unix nanoseconds of the last notification handled, or of the start
 	handled    atomic.Int64  // notifications handled
 	heartbeats atomic.Int64  // heartbeat values received
+	unasked    bool          // the server does not support SetPublishingMode (the watch goroutine's)
 }
 
 // seen notes a notification handled now.
@@ -50,20 +59,35 @@ func (w *watchdog) seen(now time.Time) {
 	w.handled.Add(1)
 }
 
-// stalled says whether a subscription is stalled, with no queued notification waiting:
-// not one notification for first since the start (when first values are due), or silent
-// for timeout although the server samples the heartbeat.
-func (w *watchdog) stalled(now time.Time, queued int) (bool, time.Duration) {
+// A watchdog's verdict on a subscription.
+type verdict int
+
+const (
+	live    verdict = iota
+	stalled         // silent for too long
+	unsure          // silent for timeout, and the heartbeat has not shown the server samples it
+)
+
+// check judges a subscription with queued notifications waiting for the consumer: stalled
+// when not one notification arrived for first since the start (when first values are
+// due), or when it is silent for timeout although the server samples the heartbeat. It
+// also returns how long the subscription has been silent.
+func (w *watchdog) check(now time.Time, queued int) (verdict, time.Duration) {
 	silence := now.Sub(time.Unix(0, w.last.Load()))
 	switch {
 	case queued > 0:
-		return false, silence // notifications wait for the consumer
+		return live, silence // notifications wait for the consumer
 	case w.handled.Load() == 0:
-		return w.expect.Load() && silence >= w.first, silence
+		if w.expect.Load() && silence >= w.first {
+			return stalled, silence
+		}
+		return live, silence
 	case silence < w.timeout:
-		return false, silence
+		return live, silence
+	case w.heartbeats.Load() >= 2:
+		return stalled, silence
 	default:
-		return w.heartbeats.Load() >= 2, silence
+		return unsure, silence
 	}
 }
 
@@ -121,13 +145,56 @@ func (c *connection) monitorHeartbeat(ctx context.Context) error {
 
 // watch ends the connection when its subscription has stalled.
 func (c *connection) watch() bool {
-	stalled, silence := c.wd.stalled(time.Now(), len(c.notifs))
-	if !stalled {
+	now := time.Now()
+	v, silence := c.wd.check(now, len(c.notifs))
+	var why string // what the server said, when asked
+	switch {
+	case v == stalled:
+	case v == unsure && !c.wd.unasked:
+		switch dropped, err := c.dropped(c.sub.SubscriptionID); {
+		case err != nil:
+			c.src.log.Debug("could not ask the server whether it still has the subscription", "err", err)
+			return true
+		case !dropped:
+			c.wd.last.Store(now.UnixNano()) // the server has it: count the silence from now
+			return true
+		}
+		why = ", and the server no longer has the subscription"
+	default:
 		return true
 	}
 	c.src.m.stalls.Inc()
-	c.src.log.Warn("subscription stalled: no publish response; reconnecting", "silent", silence.Round(time.Millisecond), "stall_timeout", c.wd.timeout)
-	c.fail(fmt.Errorf("subscription stalled: no publish response for %s (subscription.stall_timeout %s, %s for the first values)",
-		silence.Round(time.Millisecond), c.wd.timeout, c.wd.first))
+	c.src.log.Warn("subscription stalled: no publish response; reconnecting", "silent", silence.Round(time.Millisecond), "dropped", why != "", "stall_timeout", c.wd.timeout)
+	c.fail(fmt.Errorf("subscription stalled: no publish response for %s%s (subscription.stall_timeout %s, %s for the first values)",
+		silence.Round(time.Millisecond), why, c.wd.timeout, c.wd.first))
 	return false
+}
+
+// dropped asks the server whether it has dropped subscription id: it sets the
+// subscription's publishing mode to enabled, as it is, which the server answers
+// BadSubscriptionIdInvalid for a subscription it does not have. A server without the
+// service is not asked again (c.wd.unasked).
+func (c *connection) dropped(id uint32) (bool, error) {
+	ctx, cancel := context.WithTimeout(c.ctx, c.src.cfg.RequestTimeout)
+	defer cancel()
+	var res *ua.SetPublishingModeResponse
+	err := c.client.Send(ctx, &ua.SetPublishingModeRequest{PublishingEnabled: true, SubscriptionIDs: []uint32{id}}, func(r ua.Response) error {
+		var ok bool
+		if res, ok = r.(*ua.SetPublishingModeResponse); !ok {
+			return fmt.Errorf("SetPublishingMode answered with %T", r)
+		}
+		return nil
+	})
+	if errors.Is(err, ua.StatusBadServiceUnsupported) {
+		c.wd.unasked = true
+		c.src.log.Info("the server does not support SetPublishingMode; a subscription it drops is detected by its clock only", "err", err)
+		return false, err
+	}
+	if err != nil {
+		return false, fmt.Errorf("SetPublishingMode: %w", err)
+	}
+	if len(res.Results) != 1 {
+		return false, fmt.Errorf("SetPublishingMode: %d results for 1 subscription", len(res.Results))
+	}
+	return res.Results[0] == ua.StatusBadSubscriptionIDInvalid, nil
 }
