@@ -93,6 +93,48 @@ func TestKeyChannels(t *testing.T) {
 	}
 }
 
+// TestKeyModels: a key limited to some models may approve and release those (by name or
+// by a prefix ending in *) and no other; its records about other things are not affected.
+func TestKeyModels(t *testing.T) {
+	f := audittest.New(t)
+	limit := func(models ...string) *audit.Keyring {
+		return fixtureKeyring(t, f, func(k *audit.Key) { k.Models = models })
+	}
+	for _, rec := range []ledger.Record{f.Approval, f.Release} {
+		if err := limit("press-anomaly", "anomaly.*").Check(rec); !errors.Is(err, audit.ErrNotPermitted) ||
+			!strings.Contains(err.Error(), "Alice Martin (oem) may sign off press-anomaly and anomaly.*, and this "+string(rec.Header.Type)+" is of pump-anomaly@2") {
+			t.Errorf("a %s of pump-anomaly by a key limited to other models: %v; want ErrNotPermitted", rec.Header.Type, err)
+		}
+		for _, models := range [][]string{{"pump-anomaly"}, {"press-anomaly", "pump-*"}, {"pump-anomaly*"}} {
+			if err := limit(models...).Check(rec); err != nil {
+				t.Errorf("a %s of pump-anomaly by a key that may sign off %v: %v", rec.Header.Type, models, err)
+			}
+		}
+	}
+	if err := limit("press-anomaly").Check(f.Eval); err != nil {
+		t.Errorf("an evaluation by a key limited to sign-offs of press-anomaly: %v", err)
+	}
+	key := strings.Fields(audit.FormatKey(audit.Key{Public: f.Signers["alice"].Public()}))[0]
+	line := "Alice Martin oem " + key + " models=pump-*,press-anomaly channels=stable records=approval,release"
+	k, err := audit.ParseKeyring([]byte(line + "\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := k.Check(f.Release); err != nil {
+		t.Errorf("%q: %v", line, err)
+	}
+	for line, want := range map[string]string{
+		"Alice Martin oem " + key + " models=pump-anomaly,": `line 1: models=: "" is not a model name`,
+		"Alice Martin oem " + key + " models=*":             `line 1: models=: "*" is not a model name`,
+		"Alice Martin oem " + key + " models=pump*anomaly":  `line 1: models=: "pump*anomaly" is not a model name`,
+		"Alice Martin oem " + key + " models=a models=b":    "line 1: models= appears twice",
+	} {
+		if _, err := audit.ParseKeyring([]byte(line + "\n")); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v; want %q", line, err, want)
+		}
+	}
+}
+
 // TestVerifyKeepsDutiesApart: a release signed by a key that may only approve is not
 // verified, so an auditor's keyring enforces who may release on records written by anyone.
 func TestVerifyKeepsDutiesApart(t *testing.T) {

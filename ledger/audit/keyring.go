@@ -40,6 +40,10 @@ type Key struct {
 	// Channels, when set, are the only channels the key may release on (a QA engineer on
 	// beta, the head of QA on stable too). Empty: any channel.
 	Channels []string
+	// Models, when set, are the only models whose versions the key may approve, reject or
+	// release (the engineer responsible for one machine type): names, or prefixes ending
+	// in * ("anomaly.pump-*"). Empty: any model.
+	Models []string
 }
 
 // The prefixes of a keyring line's optional trailing fields.
@@ -47,6 +51,7 @@ const (
 	revokedPrefix  = "revoked="
 	recordsPrefix  = "records="
 	channelsPrefix = "channels="
+	modelsPrefix   = "models="
 )
 
 // Keyring is the set of keys an auditor trusts, with the actor each belongs to. The zero
@@ -60,13 +65,14 @@ const maxKeyringLine = 8 << 10
 
 // ParseKeyring parses a keyring file: one key per line as
 //
-//	NAME ORG BASE64-ED25519-PUBLIC-KEY [records=TYPE,...] [channels=CHANNEL,...] [revoked=RFC3339-TIME]
+//	NAME ORG BASE64-ED25519-PUBLIC-KEY [records=TYPE,...] [channels=CHANNEL,...] [models=MODEL,...] [revoked=RFC3339-TIME]
 //
 // separated by spaces or tabs, where the key is the 32 raw public-key bytes in standard
 // padded base64 (44 characters), ORG is one identifier and NAME is everything before it
 // (it may contain single spaces). The optional fields come last, in any order. A key with
 // records= may sign only records of those types (Key.Records); one with channels= may
-// release only on those channels (Key.Channels); one with revoked= is trusted only for
+// release only on those channels (Key.Channels); one with models= may sign off (approve,
+// reject, release) only those models (Key.Models); one with revoked= is trusted only for
 // records made before that time (Key.Revoked). Blank lines and lines
 // starting with # are ignored. The same key twice is an error, even under the same actor.
 // Every problem is reported with its line number.
@@ -126,7 +132,7 @@ func (key *Key) parseOptions(f []string) ([]string, error) {
 		last := f[len(f)-1]
 		prefix, value, ok := strings.Cut(last, "=")
 		prefix += "="
-		if !ok || (prefix != revokedPrefix && prefix != recordsPrefix && prefix != channelsPrefix) {
+		if !ok || !slices.Contains([]string{revokedPrefix, recordsPrefix, channelsPrefix, modelsPrefix}, prefix) {
 			return f, nil // a base64 key has '=' only at its end
 		}
 		if seen[prefix] {
@@ -159,6 +165,15 @@ func (key *Key) parseOptions(f []string) ([]string, error) {
 					key.Channels = append(key.Channels, name)
 				}
 			}
+		case modelsPrefix:
+			for name := range strings.SplitSeq(value, ",") {
+				if !ledger.ValidName(strings.TrimSuffix(name, "*")) {
+					return nil, fmt.Errorf("models=: %.40q is not a model name, expected a comma-separated list of names or prefixes ending in * (anomaly.pump-*)", name)
+				}
+				if !slices.Contains(key.Models, name) {
+					key.Models = append(key.Models, name)
+				}
+			}
 		}
 		f = f[:len(f)-1]
 	}
@@ -182,6 +197,9 @@ func FormatKey(key Key) string {
 	}
 	if len(key.Channels) > 0 {
 		line += " " + channelsPrefix + strings.Join(key.Channels, ",")
+	}
+	if len(key.Models) > 0 {
+		line += " " + modelsPrefix + strings.Join(key.Models, ",")
 	}
 	if !key.Revoked.IsZero() {
 		line += " " + revokedPrefix + key.Revoked.UTC().Format(time.RFC3339Nano)
@@ -241,20 +259,8 @@ func (k *Keyring) CheckAfter(rec ledger.Record, after time.Time) error {
 	if a.Name != key.Name || a.Org != key.Org {
 		return fmt.Errorf("record %s: %w: signed with the key of %s (%s) but names %s (%s)", rec.Header.ID, ErrActorMismatch, key.Name, key.Org, a.Name, a.Org)
 	}
-	if len(key.Records) > 0 && !slices.Contains(key.Records, rec.Header.Type) {
-		return fmt.Errorf("record %s: %w: %s (%s) may sign %s records, and this is a %s record", rec.Header.ID, ErrNotPermitted,
-			key.Name, key.Org, joinTypes(key.Records, " and "), rec.Header.Type)
-	}
-	if len(key.Channels) > 0 && rec.Header.Type == ledger.TypeRelease {
-		body, err := rec.DecodeBody()
-		r, ok := body.(ledger.Release)
-		switch {
-		case err != nil || !ok: // the keyring limits the channel: one it cannot read is not allowed
-			return fmt.Errorf("record %s: %w: its channel cannot be read: %v", rec.Header.ID, ErrNotPermitted, err)
-		case !slices.Contains(key.Channels, r.Channel):
-			return fmt.Errorf("record %s: %w: %s (%s) may release on %s, and this release is on %s", rec.Header.ID, ErrNotPermitted,
-				key.Name, key.Org, strings.Join(key.Channels, " and "), r.Channel)
-		}
+	if err := key.permits(rec); err != nil {
+		return err
 	}
 	switch r := key.Revoked; {
 	case r.IsZero():
@@ -266,4 +272,45 @@ func (k *Keyring) CheckAfter(rec ledger.Record, after time.Time) error {
 			rec.Header.ID, ErrRevoked, key.Name, key.Org, r.Format(time.RFC3339), rec.Header.Time.Format(time.RFC3339), after.Format(time.RFC3339))
 	}
 	return nil
+}
+
+// permits checks that key may sign rec: its type (Records), and for a sign-off its model
+// (Models) and a release's channel (Channels). A record whose body a limit needs and
+// cannot be read is not permitted.
+func (key Key) permits(rec ledger.Record) error {
+	id, who := rec.Header.ID, key.Name+" ("+key.Org+")"
+	if len(key.Records) > 0 && !slices.Contains(key.Records, rec.Header.Type) {
+		return fmt.Errorf("record %s: %w: %s may sign %s records, and this is a %s record", id, ErrNotPermitted, who, joinTypes(key.Records, " and "), rec.Header.Type)
+	}
+	signOff := rec.Header.Type == ledger.TypeApproval || rec.Header.Type == ledger.TypeRelease
+	if !signOff || (len(key.Models) == 0 && (len(key.Channels) == 0 || rec.Header.Type != ledger.TypeRelease)) {
+		return nil
+	}
+	body, err := rec.DecodeBody()
+	var m ledger.ModelRef
+	channel := ""
+	switch b := body.(type) {
+	case ledger.Approval:
+		m = b.ModelRef
+	case ledger.Release:
+		m, channel = b.ModelRef, b.Channel
+	default:
+		return fmt.Errorf("record %s: %w: its body cannot be read (%T): %v", id, ErrNotPermitted, body, err)
+	}
+	if len(key.Models) > 0 && !slices.ContainsFunc(key.Models, func(p string) bool { return matchModel(p, m.Model) }) {
+		return fmt.Errorf("record %s: %w: %s may sign off %s, and this %s is of %s", id, ErrNotPermitted, who, strings.Join(key.Models, " and "), rec.Header.Type, m)
+	}
+	if len(key.Channels) > 0 && rec.Header.Type == ledger.TypeRelease && !slices.Contains(key.Channels, channel) {
+		return fmt.Errorf("record %s: %w: %s may release on %s, and this release is on %s", id, ErrNotPermitted, who, strings.Join(key.Channels, " and "), channel)
+	}
+	return nil
+}
+
+// matchModel reports whether model is pattern, or starts with pattern's prefix when
+// pattern ends in *.
+func matchModel(pattern, model string) bool {
+	if prefix, ok := strings.CutSuffix(pattern, "*"); ok {
+		return strings.HasPrefix(model, prefix)
+	}
+	return model == pattern
 }

@@ -37,10 +37,11 @@ Flags:
                  organisation whose client identity is used (default auditor)
   --org ORG      organisation of the --fabric env file (default auditor)
   --keys FILE    trusted keys, one "NAME ORG BASE64-ED25519-PUBLIC-KEY [records=TYPE,...]
-                 [channels=NAME,...] [revoked=RFC3339]" per line (# comments); verify and
-                 report check every signature against it and report an unknown signer, a
-                 record of a type (or a release on a channel) its key may not sign, or a key
-                 used after its revocation; required by verify, optional for report
+                 [channels=NAME,...] [models=NAME,...] [revoked=RFC3339]" per line
+                 (# comments); verify and report check every signature against it and
+                 report an unknown signer, a record of a type (a release on a channel, a
+                 sign-off of a model) its key may not sign, or a key used after its
+                 revocation; required by verify, optional for report
   --format F     report or export format
   --out FILE     write the report or export to FILE instead of standard output
   --four-eyes    verify: a release signed by the key of the approval it rests on (the

@@ -32,7 +32,7 @@ const (
 
 // hubSignOffConfig is the hub's signoff section.
 type hubSignOffConfig struct {
-	// Keys is a keyring file (the auditors' format: NAME ORG BASE64-KEY [records=..] [channels=..] [revoked=..]) of
+	// Keys is a keyring file (the auditors' format: NAME ORG BASE64-KEY [records=..] [channels=..] [models=..] [revoked=..]) of
 	// the people whose approvals and releases the hub takes over its HTTP API into its
 	// local ledger ("": the API is off).
 	Keys string `yaml:"keys"`

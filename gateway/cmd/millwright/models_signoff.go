@@ -239,8 +239,8 @@ func (f *signoffFlags) record(ctx context.Context, ref ledger.ModelRef, build fu
 			return fmt.Errorf("--key: %w", err)
 		}
 		fmt.Fprintf(stdout, "created key %s; give the auditors this line for their keyring:\n  %s\n"+
-			"(ending it with records=%s lets this key sign %s records only)\n", f.key,
-			audit.FormatKey(audit.Key{Name: f.name, Org: org, Public: signer.Public()}), body.Type(), body.Type())
+			"(ending it with records=%s lets this key sign %s records only, and with models=%s sign off %s only)\n", f.key,
+			audit.FormatKey(audit.Key{Name: f.name, Org: org, Public: signer.Public()}), body.Type(), body.Type(), ref.Model, ref.Model)
 	}
 	site := f.site
 	if site == "" {

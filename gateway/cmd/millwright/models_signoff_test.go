@@ -45,7 +45,7 @@ func TestModelsApproveAndRelease(t *testing.T) {
 		{name: "release without channel", args: args("models", "release", M), code: 1, stderr: []string{"--channel is required"}},
 
 		{name: "reject", args: args("models", "approve", M, "--reject", "--reason", "false alarms on site-b"), code: 0,
-			stdout: []string{"created key " + key, "Carol Diaz oem ", "(ending it with records=approval lets this key sign approval records only)", "pump-anomaly@1-a rejected by Carol Diaz (oem): sha256 ", "in the local ledger " + L}},
+			stdout: []string{"created key " + key, "Carol Diaz oem ", "(ending it with records=approval lets this key sign approval records only, and with models=pump-anomaly sign off pump-anomaly only)", "pump-anomaly@1-a rejected by Carol Diaz (oem): sha256 ", "in the local ledger " + L}},
 		{name: "release after rejection", args: args("models", "release", M, "--channel", "stable"), code: 1,
 			stderr: []string{"pump-anomaly@1-a was rejected by Carol Diaz (oem)", "false alarms on site-b"}},
 		{name: "approve", args: args("models", "approve", M, "--reason", "meets the acceptance criteria"), code: 0,
