@@ -29,17 +29,22 @@ const (
 	DefaultKeepAlive          = 5 * time.Second
 	DefaultPublishingInterval = time.Second
 	DefaultStallTimeout       = 30 * time.Second
-	DefaultQueueSize          = 10
-	DefaultPollInterval       = time.Second
-	DefaultMaxNodesPerRead    = 1000
-	DefaultMaxBatchPoints     = 10000
-	DefaultMaxInflightPoints  = 50000
-	DefaultNotificationQueue  = 16
-	DefaultMaxArrayElements   = 256
-	DefaultBrowseMaxDepth     = 10
-	DefaultBrowseMaxItems     = 10000
-	DefaultMaxNotifications   = 10000
-	DefaultBrowseRoot         = "i=85" // the Objects folder
+	// DefaultKeepAliveEvery and DefaultLifetime set the subscription's default counts:
+	// the server sends a keep-alive after about 5s without changes, and closes the
+	// subscription after about a minute without publish requests (a gateway that crashed).
+	DefaultKeepAliveEvery    = 5 * time.Second
+	DefaultLifetime          = time.Minute
+	DefaultQueueSize         = 10
+	DefaultPollInterval      = time.Second
+	DefaultMaxNodesPerRead   = 1000
+	DefaultMaxBatchPoints    = 10000
+	DefaultMaxInflightPoints = 50000
+	DefaultNotificationQueue = 16
+	DefaultMaxArrayElements  = 256
+	DefaultBrowseMaxDepth    = 10
+	DefaultBrowseMaxItems    = 10000
+	DefaultMaxNotifications  = 10000
+	DefaultBrowseRoot        = "i=85" // the Objects folder
 )
 
 // Modes, security modes, authentications, triggers, deadbands and array policies accepted
@@ -213,6 +218,15 @@ type Subscription struct {
 	// (default 30s, at least 3 publishing intervals): the source monitors the server's
 	// clock, sampled every third of it, as a heartbeat (see watchdog.go).
 	StallTimeout time.Duration `yaml:"stall_timeout"`
+	// MaxKeepAliveCount is how many publishing intervals without changes the server waits
+	// before it sends a keep-alive (default: about 5s' worth, at least 1).
+	MaxKeepAliveCount uint32 `yaml:"max_keep_alive_count"`
+	// LifetimeCount is how many publishing intervals without a publish request from the
+	// client the server keeps the subscription (default: about 1m's worth, at least 3
+	// keep-alive counts). A session that ends without closing (the gateway crashed or
+	// lost its network) leaves its subscription on the server for that long, taking one
+	// of the few a PLC may have; the client library's default would be 10,000 intervals.
+	LifetimeCount uint32 `yaml:"lifetime_count"`
 	Monitoring
 }
 
@@ -320,6 +334,17 @@ func (c *Config) SetDefaults() {
 	if c.Subscription.MaxNotificationsPerPublish == 0 {
 		c.Subscription.MaxNotificationsPerPublish = DefaultMaxNotifications
 	}
+	if sub := &c.Subscription; sub.PublishingInterval > 0 {
+		intervals := func(d time.Duration) uint32 {
+			return uint32(min((d+sub.PublishingInterval-1)/sub.PublishingInterval, math.MaxUint32))
+		}
+		if sub.MaxKeepAliveCount == 0 {
+			sub.MaxKeepAliveCount = max(1, intervals(DefaultKeepAliveEvery))
+		}
+		if sub.LifetimeCount == 0 {
+			sub.LifetimeCount = max(uint32(min(3*uint64(sub.MaxKeepAliveCount), math.MaxUint32)), intervals(DefaultLifetime))
+		}
+	}
 	m := &c.Subscription.Monitoring
 	if m.QueueSize == 0 {
 		m.QueueSize = DefaultQueueSize
@@ -401,6 +426,9 @@ func (c Config) Validate() error {
 	positive("subscription.publishing_interval", c.Subscription.PublishingInterval, minInterval)
 	if st, pi := c.Subscription.StallTimeout, c.Subscription.PublishingInterval; st != 0 && pi > 0 && st < 3*pi {
 		p.Addf("subscription.stall_timeout", "%s is out of range; expected at least 3 publishing intervals (%s)", st, 3*pi)
+	}
+	if k, l := c.Subscription.MaxKeepAliveCount, c.Subscription.LifetimeCount; l != 0 && uint64(l) < 3*uint64(k) {
+		p.Addf("subscription.lifetime_count", "%d is out of range; expected at least 3 × max_keep_alive_count (%d)", l, 3*uint64(k))
 	}
 	p.Nest("subscription", c.Subscription.Monitoring.Validate())
 	positive("polling.interval", c.Polling.Interval, minInterval)

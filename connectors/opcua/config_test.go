@@ -3,6 +3,7 @@ package opcua
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/millwright-io/millwright/gateway/config"
 	"github.com/millwright-io/millwright/internal/configtest"
@@ -60,6 +61,12 @@ subscription: {publishing_interval: 2s, stall_timeout: 5s}
 nodes: [{node_id: "ns=2;s=A", machine: m, signal: s}]`, []string{
 			"subscription.stall_timeout: 5s is out of range; expected at least 3 publishing intervals (6s)",
 		}},
+		{"lifetime", `
+endpoint: opc.tcp://h:4840
+subscription: {max_keep_alive_count: 10, lifetime_count: 29}
+nodes: [{node_id: "ns=2;s=A", machine: m, signal: s}]`, []string{
+			"subscription.lifetime_count: 29 is out of range; expected at least 3 × max_keep_alive_count (30)",
+		}},
 		{"auth and items", `
 endpoint: opc.tcp://h:4840
 auth: {type: username}
@@ -100,6 +107,33 @@ mapping:
 				}
 			}
 		})
+	}
+}
+
+// TestSubscriptionCounts: by default the server sends a keep-alive after about 5s without
+// changes and keeps a subscription without publish requests about a minute, whatever the
+// publishing interval; counts that are set are kept.
+func TestSubscriptionCounts(t *testing.T) {
+	for _, tt := range []struct {
+		interval         time.Duration
+		keepAlive, life  uint32
+		wantKeep, wantLi uint32
+	}{
+		{time.Second, 0, 0, 5, 60},
+		{100 * time.Millisecond, 0, 0, 50, 600},
+		{300 * time.Millisecond, 0, 0, 17, 200},
+		{10 * time.Second, 0, 0, 1, 6},
+		{time.Minute, 0, 0, 1, 3},
+		{time.Second, 30, 0, 30, 90},
+		{time.Second, 0, 20, 5, 20}, // Validate reports it: below 3 keep-alive counts
+		{time.Second, 2, 1000, 2, 1000},
+	} {
+		c := Config{Subscription: Subscription{PublishingInterval: tt.interval, MaxKeepAliveCount: tt.keepAlive, LifetimeCount: tt.life}}
+		c.SetDefaults()
+		if got := c.Subscription; got.MaxKeepAliveCount != tt.wantKeep || got.LifetimeCount != tt.wantLi {
+			t.Errorf("interval %s, counts %d/%d: max_keep_alive_count %d, lifetime_count %d; want %d, %d",
+				tt.interval, tt.keepAlive, tt.life, got.MaxKeepAliveCount, got.LifetimeCount, tt.wantKeep, tt.wantLi)
+		}
 	}
 }
 

@@ -120,10 +120,14 @@ func (c *connection) start(ctx context.Context) error {
 		c.sub, err = c.client.Subscribe(ctx, &opcua.SubscriptionParameters{
 			Interval:                   s.cfg.Subscription.PublishingInterval,
 			MaxNotificationsPerPublish: s.cfg.Subscription.MaxNotificationsPerPublish,
+			MaxKeepAliveCount:          s.cfg.Subscription.MaxKeepAliveCount,
+			LifetimeCount:              s.cfg.Subscription.LifetimeCount,
 		}, c.notifs)
 		if err != nil {
 			return fmt.Errorf("create subscription: %w", err)
 		}
+		s.log.Debug("subscription created", "id", c.sub.SubscriptionID, "publishing_interval", c.sub.RevisedPublishingInterval,
+			"max_keep_alive_count", c.sub.RevisedMaxKeepAliveCount, "lifetime_count", c.sub.RevisedLifetimeCount)
 		if err := c.armWatchdog(ctx); err != nil {
 			return err
 		}

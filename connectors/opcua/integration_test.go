@@ -304,6 +304,49 @@ func TestNodeOPCUAHeartbeat(t *testing.T) {
 	answersWhetherItHas(t, s)
 }
 
+// TestNodeOPCUASubscriptionLifetime: the subscription's lifetime is the one configured,
+// not the client library's 10,000 publishing intervals, so node-opcua closes a
+// subscription whose client stopped sending publish requests after it (here the reader
+// stops reading, so the library stops publishing; a crashed gateway leaves its
+// subscription the same way). The source then ends the connection, and a reconnection
+// reads again. With the library's default the subscription outlives the pause.
+func TestNodeOPCUASubscriptionLifetime(t *testing.T) {
+	p := sharedPeer(t)
+	cfg := peerConfig(t, p, "None", "None")
+	cfg.Subscription.MaxKeepAliveCount, cfg.Subscription.LifetimeCount = 5, 15 // 1.5s at 100ms
+	cfg.Subscription.StallTimeout = 900 * time.Millisecond                     // 3.1s: node-opcua samples its clock once a second
+	cfg.NotificationQueue = 1
+	cfg.Nodes = []Node{{NodeID: "ns=1;s=Plant/Diagnostics/uncertain", Machine: "diagnostics", Signal: "uncertain"}}
+	s := newSource(t, cfg)
+	s.mu.Lock()
+	sub := s.conn.sub
+	s.mu.Unlock()
+	// node-opcua keeps a subscription at least 5s: it revises 15 to 50 intervals.
+	lifetime := time.Duration(sub.RevisedLifetimeCount) * sub.RevisedPublishingInterval
+	if sub.RevisedMaxKeepAliveCount != 5 || lifetime > 5*time.Second {
+		t.Fatalf("revised max keep-alive count %d, lifetime %d × %s; want 5 and at most 5s", sub.RevisedMaxKeepAliveCount, sub.RevisedLifetimeCount, sub.RevisedPublishingInterval)
+	}
+	var c collector
+	if err := c.readUntil(s, 10*time.Second, func() bool { return len(c.points) > 0 }); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(lifetime + 2*time.Second) // no reads: the notification queue fills and publishing stops
+	// The server tells the session (StatusChangeNotification, BadTimeout) at its next
+	// publish request.
+	err := c.readUntil(s, 15*time.Second, func() bool { return false })
+	if !isNotConnected(err) || !strings.Contains(err.Error(), "subscription status changed") || !strings.Contains(err.Error(), "BadTimeout") {
+		t.Fatalf("Read after the subscription's lifetime without publish requests = %v; want ErrNotConnected: subscription status changed: BadTimeout", err)
+	}
+	if n := testutil.ToFloat64(s.m.connLost); n != 1 {
+		t.Errorf("connections lost = %v, want 1", n)
+	}
+	reconnect(t, s, 20*time.Second)
+	c.points = nil
+	if err := c.readUntil(s, 10*time.Second, func() bool { return len(c.points) > 0 }); err != nil {
+		t.Fatalf("after the reconnection: %v", err)
+	}
+}
+
 // survivesOutage connects a source with cfg (which must yield want items), reads, makes an
 // outage, expects Read to report ErrNotConnected, ends the outage, reconnects as the pipeline
 // does, and checks that the same items deliver again, none subscribed twice: one tick of the
