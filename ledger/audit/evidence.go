@@ -200,10 +200,12 @@ func Collect(ctx context.Context, q ledger.Querier, ref ledger.ModelRef, opts Op
 
 	ev.Integrity.Records = len(recs)
 	ev.Integrity.Checked = opts.Keys != nil
+	before := map[string]time.Time{} // what each record follows (restOn)
+	restOn(before, ref, about)
 	sites := map[string]*SiteData{}
 	var siteOrder []string
 	for _, rec := range recs {
-		e, err := entry(rec, opts.Keys)
+		e, err := entry(rec, opts.Keys, before[rec.Header.ID])
 		if err != nil {
 			return Evidence{}, fmt.Errorf("evidence of %s: %w", ref, err)
 		}
@@ -283,8 +285,9 @@ func Collect(ctx context.Context, q ledger.Querier, ref ledger.ModelRef, opts Op
 	return ev, nil
 }
 
-// entry returns the report header of rec, with its signature checked against keys.
-func entry(rec ledger.Record, keys *Keyring) (Entry, error) {
+// entry returns the report header of rec, with its signature checked against keys, for
+// a record that follows records made as late as after (Keyring.CheckAfter).
+func entry(rec ledger.Record, keys *Keyring, after time.Time) (Entry, error) {
 	h, err := ledger.Hash(rec)
 	if err != nil {
 		return Entry{}, err
@@ -294,7 +297,7 @@ func entry(rec ledger.Record, keys *Keyring) (Entry, error) {
 		KeyID: rec.Header.Actor.KeyID, Firmware: rec.Header.FirmwareVersion, Signature: "not checked"}
 	if keys != nil {
 		e.Signature = "valid"
-		if err := keys.Check(rec); err != nil {
+		if err := keys.CheckAfter(rec, after); err != nil {
 			switch {
 			case errors.Is(err, ledger.ErrUnknownActor):
 				e.Signature = "unknown signer: " + err.Error()

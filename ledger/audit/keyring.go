@@ -239,10 +239,12 @@ func (k *Keyring) Check(rec ledger.Record) error {
 	return k.CheckAfter(rec, time.Time{})
 }
 
-// CheckAfter is Check for a record that the ledger holds after records made as late as
-// after (zero: unknown): a record of a revoked key fails too when after is at or past the
-// revocation, however early rec says it was made (it was backdated). Only a ledger whose
-// order is the order records were appended in (the local ledger's chain) can tell after.
+// CheckAfter is Check for a record that follows records made as late as after (zero:
+// unknown): a record of a revoked key fails too when after is at or past the revocation,
+// however early rec says it was made (it was backdated). A record follows those the
+// ledger holds before it, when the ledger's order is the order records were appended in
+// (the local ledger's chain), and on any ledger the records that produced the model
+// version it is about (VerifyArtifact).
 func (k *Keyring) CheckAfter(rec ledger.Record, after time.Time) error {
 	var key Key
 	ok := false
@@ -268,7 +270,7 @@ func (k *Keyring) CheckAfter(rec ledger.Record, after time.Time) error {
 		return fmt.Errorf("record %s: %w: the key of %s (%s) was revoked at %s, and the record was made at %s", rec.Header.ID, ErrRevoked,
 			key.Name, key.Org, r.Format(time.RFC3339), rec.Header.Time.Format(time.RFC3339))
 	case !after.IsZero() && !after.Before(r):
-		return fmt.Errorf("record %s: %w: the key of %s (%s) was revoked at %s, and the record, dated %s, comes after one made at %s (backdated)",
+		return fmt.Errorf("record %s: %w: the key of %s (%s) was revoked at %s, and the record, dated %s, follows one made at %s (backdated)",
 			rec.Header.ID, ErrRevoked, key.Name, key.Org, r.Format(time.RFC3339), rec.Header.Time.Format(time.RFC3339), after.Format(time.RFC3339))
 	}
 	return nil

@@ -92,6 +92,22 @@ func TestVerifyRevokedKeys(t *testing.T) {
 
 	// Someone with Alice's key approves the model again, dated before the revocation, once
 	// the ledger holds records of the next day (the alarm digests).
+	rec := appendBackdated(t, f, audittest.T0.Add(5*time.Hour+15*time.Minute))
+	if res := verify(after, true); res.OK || !strings.Contains(res.Verdict, "record "+rec.Header.ID+": key revoked") ||
+		!strings.Contains(res.Verdict, "follows one made at 2026-03-03T12:00:00Z (backdated)") {
+		t.Errorf("a backdated record of the revoked key: %s", res.Verdict)
+	}
+	// Without the chain's order only the record's own date counts: the limit on a ledger
+	// whose order is not append order (Fabric's, by record time).
+	if res := verify(after, false); !res.OK {
+		t.Errorf("by the record's own date alone: %s", res.Verdict)
+	}
+}
+
+// appendBackdated appends to the fixture's ledger an approval of its model signed with
+// Alice's key and dated at, after every record the fixture holds, and returns it.
+func appendBackdated(t *testing.T, f *audittest.Fixture, at time.Time) ledger.Record {
+	t.Helper()
 	body, err := ledger.CanonicalMarshal(ledger.Approval{ModelRef: audittest.Model, ArtifactHash: audittest.Hash(audittest.Artifact),
 		Decision: "approved", Reason: "backdated"})
 	if err != nil {
@@ -102,7 +118,7 @@ func TestVerifyRevokedKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec, err := f.Signers["alice"].Sign(ledger.Record{Header: ledger.Header{ID: ledger.NewID(), SchemaVersion: ledger.SchemaVersion,
-		Type: ledger.TypeApproval, Time: audittest.T0.Add(5*time.Hour + 15*time.Minute), Site: "hub", Prev: prev}, Body: body})
+		Type: ledger.TypeApproval, Time: at, Site: "hub", Prev: prev}, Body: body})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,19 +126,53 @@ func TestVerifyRevokedKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := l.Anchor(ctx, rec); err != nil {
+	if err := l.Anchor(context.Background(), rec); err != nil {
 		t.Fatal(err)
 	}
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if res := verify(after, true); res.OK || !strings.Contains(res.Verdict, "record "+rec.Header.ID+": key revoked") ||
-		!strings.Contains(res.Verdict, "comes after one made at 2026-03-03T12:00:00Z (backdated)") {
-		t.Errorf("a backdated record of the revoked key: %s", res.Verdict)
+	return rec
+}
+
+// TestRevokedKeyCannotSignOffLaterVersions: on a ledger whose order is not append order
+// (Fabric's), a record of a revoked key dated before the revocation still fails when it
+// signs off a version produced after the revocation: it cannot have been made before the
+// version was.
+func TestRevokedKeyCannotSignOffLaterVersions(t *testing.T) {
+	f := audittest.New(t)
+	// The hub produced the model at T0+2h; Alice's key was revoked at T0+1h30m; someone
+	// with it approves the model, dated T0+1h.
+	rec := appendBackdated(t, f, audittest.T0.Add(time.Hour))
+	keys := keyringRevoking(t, f, audittest.T0.Add(time.Hour+30*time.Minute))
+	res, err := audit.VerifyArtifact(context.Background(), f.Open(t), f.Artifact, audit.Options{Keys: keys}) // no chain
+	if err != nil {
+		t.Fatal(err)
 	}
-	// Without the chain's order only the record's own date counts: the limit on a ledger
-	// whose order is not append order (Fabric's, by record time).
-	if res := verify(after, false); !res.OK {
-		t.Errorf("by the record's own date alone: %s", res.Verdict)
+	if res.OK || !strings.Contains(res.Verdict, "record "+rec.Header.ID+": key revoked") ||
+		!strings.Contains(res.Verdict, "dated 2026-03-02T07:00:00Z, follows one made at 2026-03-02T08:00:00Z (backdated)") {
+		t.Errorf("a backdated approval of a version produced after the revocation: %s", res.Verdict)
+	}
+	for _, c := range res.Checked {
+		if c.Record.Header.Type == ledger.TypeFederatedRound && c.Err != nil {
+			t.Errorf("the round that produced the version: %v", c.Err)
+		}
+	}
+	// The evidence report marks its signature the same way.
+	ev, err := audit.Collect(context.Background(), f.Open(t), audittest.Model, audit.Options{Keys: keys})
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, a := range ev.Approvals {
+		if a.Record.ID == rec.Header.ID {
+			found = true
+			if !strings.HasPrefix(a.Record.Signature, "INVALID") || !strings.Contains(a.Record.Signature, "(backdated)") {
+				t.Errorf("the report's signature of the backdated approval: %s", a.Record.Signature)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("the report lists no approval %s", rec.Header.ID)
 	}
 }

@@ -138,9 +138,10 @@ func VerifyArtifact(ctx context.Context, q ledger.Querier, path string, opts Opt
 		return Result{}, fmt.Errorf("verify artifact: query the ledger: %w", err)
 	}
 	order := make(map[string]int, len(all))
-	// before is, for each record, the latest time of the records the ledger holds before it:
-	// with a chain (the local ledger), ledger order is append order, which a backdated
-	// record of a revoked key cannot fake (Keyring.CheckAfter).
+	// before is, for each record, the latest time of the records it follows: with a chain
+	// (the local ledger), those the ledger holds before it, as ledger order is append
+	// order; on any ledger, the records that produced the version it is about (restOn).
+	// A backdated record of a revoked key cannot fake either (Keyring.CheckAfter).
 	before := make(map[string]time.Time, len(all))
 	var latest time.Time
 	for i, rec := range all {
@@ -201,6 +202,7 @@ func VerifyArtifact(ctx context.Context, q ledger.Querier, path string, opts Opt
 		if err != nil {
 			return Result{}, fmt.Errorf("verify artifact: query records about %s: %w", m, err)
 		}
+		restOn(before, m, about)
 		for _, rec := range about {
 			evidence[rec.Header.ID] = rec
 			body, err := rec.DecodeBody()
@@ -250,6 +252,32 @@ func VerifyArtifact(ctx context.Context, q ledger.Querier, path string, opts Opt
 		res.Verdict = fmt.Sprintf("NOT VERIFIED: %s; %d records, %d failed their check; %s", what, len(recs), bad, strings.Join(res.Problems, "; "))
 	}
 	return res, nil
+}
+
+// restOn raises before, for every record among about (the records about m) that does
+// not produce m, to the latest time of the records that produced m: an evaluation,
+// approval, release or deployment of a version cannot be made before the version was.
+// The producing records are signed by other keys (the hub's, a gateway's), so on a ledger
+// whose order is not append order (Fabric's), a record of a revoked key that signs off a
+// version produced after the revocation is caught, however early it says it was made.
+func restOn(before map[string]time.Time, m ledger.ModelRef, about []ledger.Record) {
+	var made time.Time
+	producers := map[string]bool{}
+	for _, rec := range about {
+		if p, ok := decoded(rec).(ledger.Producer); ok {
+			if v, _, _ := p.Produces(); v == m {
+				producers[rec.Header.ID] = true
+				if rec.Header.Time.After(made) {
+					made = rec.Header.Time
+				}
+			}
+		}
+	}
+	for _, rec := range about {
+		if id := rec.Header.ID; !producers[id] && made.After(before[id]) {
+			before[id] = made
+		}
+	}
 }
 
 // unapprovedReleases says which releases among about (the records about m, in ledger
