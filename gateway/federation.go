@@ -576,13 +576,19 @@ func (l *Ledger) Get(ctx context.Context, id string) (ledger.Record, error) {
 	return l.lin.backend.Get(ctx, id)
 }
 
+// Querier returns the backend, when it can be queried (the local ledger and Fabric can).
+func (l *Ledger) Querier() (ledger.Querier, bool) {
+	q, ok := l.lin.backend.(ledger.Querier)
+	return q, ok
+}
+
 // SignedOff returns the SHA-256 of every model of federation fed that people released, or
 // whose latest decision approved it (a release candidate), as the backend's release and
 // approval records name them (federation.HubOptions.SignedOff). The latest decision is the
 // last in ledger order, as signoff.Version.Decision takes it. A backend that cannot be
 // queried names none.
 func (l *Ledger) SignedOff(ctx context.Context, fed string) (map[string]bool, error) {
-	q, ok := l.lin.backend.(ledger.Querier)
+	q, ok := l.Querier()
 	if !ok {
 		return nil, nil
 	}

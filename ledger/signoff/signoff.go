@@ -149,6 +149,22 @@ func (v Version) Decision() (ledger.Record, error) {
 	return ledger.Record{}, fmt.Errorf("%s has no approval in the ledger: approve it before releasing it: %w", v.Ref, ledger.ErrNotFound)
 }
 
+// SignedOff says whether people signed v off: its latest decision approves its artifact,
+// or a release names it.
+func (v Version) SignedOff() bool {
+	if last, err := v.Decision(); err == nil {
+		if b, ok := mustDecode(last).(ledger.Approval); ok && b.Decision == Approved && b.ArtifactHash == v.Artifact {
+			return true
+		}
+	}
+	for _, rec := range v.About {
+		if b, ok := mustDecode(rec).(ledger.Release); ok && b.ArtifactHash == v.Artifact {
+			return true
+		}
+	}
+	return false
+}
+
 // mustDecode decodes the body of a record Find has decoded before (nil if it cannot).
 func mustDecode(rec ledger.Record) ledger.Body {
 	b, _ := rec.DecodeBody()

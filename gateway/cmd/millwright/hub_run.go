@@ -50,6 +50,12 @@ func runHub(ctx context.Context, cfg hubFileConfig, tr federation.Transport, key
 			srv.Handle("POST "+ledgerRecordsPath, a.post)
 			srv.Handle("GET "+ledgerRecordsPath+"/{id}", a.get)
 		}
+		if lg != nil {
+			if q, ok := lg.Querier(); ok {
+				ra := newRestoreAPI(q, tr, key.Public().(ed25519.PublicKey), cfg.Federations, log.With("component", "restore"))
+				srv.Handle("PUT "+modelPath, ra.put)
+			}
+		}
 		grp.Go(func() error { return srv.Run(gctx) })
 	}
 	log.Info("hub running", "federations", len(cfg.Federations), "http", cfg.HTTP.Listen, "ledger", cfg.Ledger.Backend)

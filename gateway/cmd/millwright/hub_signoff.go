@@ -82,16 +82,23 @@ func (a signOffAPI) post(w http.ResponseWriter, r *http.Request) {
 // get returns a record of the hub's ledger by id (404 when there is none).
 func (a signOffAPI) get(w http.ResponseWriter, r *http.Request) {
 	rec, err := a.lg.Get(r.Context(), r.PathValue("id"))
-	switch {
-	case errors.Is(err, ledger.ErrNotFound):
-		http.Error(w, err.Error(), http.StatusNotFound)
-		return
-	case err != nil:
-		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+	if readFailed(w, err) {
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(rec)
+}
+
+// readFailed answers a failed read of the ledger, if err is one: 404 for what the ledger
+// does not hold, 503 for anything else. It says whether it answered.
+func readFailed(w http.ResponseWriter, err error) bool {
+	switch {
+	case errors.Is(err, ledger.ErrNotFound):
+		http.Error(w, err.Error(), http.StatusNotFound)
+	case err != nil:
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+	}
+	return err != nil
 }
 
 // hubLedger is the backend a person's outbox anchors in through the hub's sign-off API.
@@ -130,17 +137,10 @@ func (h *hubLedger) Anchor(ctx context.Context, rec ledger.Record) error {
 	if err != nil {
 		return fmt.Errorf("%w: %v", ledger.ErrRejected, err)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.base+ledgerRecordsPath, bytes.NewReader(b))
+	resp, msg, err := h.call(ctx, http.MethodPost, ledgerRecordsPath, "application/json", b)
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := h.client.Do(req)
-	if err != nil {
-		return fmt.Errorf("hub %s: %w", h.base, err)
-	}
-	defer resp.Body.Close()
-	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	switch resp.StatusCode {
 	case http.StatusOK:
 		return nil
@@ -149,6 +149,23 @@ func (h *hubLedger) Anchor(ctx context.Context, rec ledger.Record) error {
 	default:
 		return fmt.Errorf("hub %s: %s: %s", h.base, resp.Status, strings.TrimSpace(string(msg)))
 	}
+}
+
+// call sends body to path of the hub's API and returns the answer with the first 4 KiB
+// of its body.
+func (h *hubLedger) call(ctx context.Context, method, path, contentType string, body []byte) (*http.Response, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, method, h.base+path, bytes.NewReader(body))
+	if err != nil {
+		return nil, nil, err
+	}
+	req.Header.Set("Content-Type", contentType)
+	resp, err := h.client.Do(req)
+	if err != nil {
+		return nil, nil, fmt.Errorf("hub %s: %w", h.base, err)
+	}
+	defer resp.Body.Close()
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	return resp, msg, nil
 }
 
 // Get implements ledger.Backend.

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -114,8 +115,36 @@ func TestHubTakesSignOff(t *testing.T) {
 	who := func(name, key string, a ...string) []string {
 		return append(append([]string{"models"}, a...), "--key", keyFile(key), "--name", name, "--org", "oem", "--ledger", ledgerDir, "--hub", hubURL)
 	}
+	// The hub takes a model file back only for a version people signed off.
+	r1 := ledger.ModelRef{Model: "pumps", Version: "r1"}
+	hub := &hubLedger{base: hubURL, client: http.DefaultClient}
+	model, err := os.ReadFile(artifact)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := hub.restore(context.Background(), r1, model); err == nil || !strings.Contains(err.Error(), "409 Conflict") ||
+		!strings.Contains(err.Error(), "pumps@r1 is neither approved nor released") {
+		t.Errorf("the model of a version nobody signed off: %v; want 409", err)
+	}
+	// Dana approves with the file in hand: the hub, which does not store the model, takes it.
 	runCLI(t, who("Dana Weiss", "dana", "approve", "pumps@r1", "--reason", "passed FAT-7", "--file", artifact), 0,
-		[]string{"pumps@r1 approved by Dana Weiss (oem)", "through the hub " + hubURL}, nil)
+		[]string{"pumps@r1 approved by Dana Weiss (oem)", "through the hub " + hubURL,
+			"the hub no longer stored the model of pumps@r1 (keep_models): it stored it again from " + artifact}, nil)
+	if restored, err := hub.restore(context.Background(), r1, model); err != nil || restored {
+		t.Errorf("the model again: restored %v, %v; want false (stored), nil", restored, err)
+	}
+	if _, err := hub.restore(context.Background(), r1, []byte("pumps r2")); err == nil || !strings.Contains(err.Error(), "422 Unprocessable Entity") ||
+		!strings.Contains(err.Error(), "is not pumps@r1, whose model the hub's round record gives as sha256 "+audittest.Hash(model)) {
+		t.Errorf("another file: %v; want 422", err)
+	}
+	if _, err := hub.restore(context.Background(), r1, make([]byte, 100<<10)); err == nil || !strings.Contains(err.Error(), "413 Request Entity Too Large") {
+		t.Errorf("a file larger than the federation's models: %v; want 413", err)
+	}
+	for _, ref := range []ledger.ModelRef{{Model: "pumps", Version: "r9"}, {Model: "presses", Version: "r1"}} {
+		if _, err := hub.restore(context.Background(), ref, model); err == nil || !strings.Contains(err.Error(), "404 Not Found") {
+			t.Errorf("%s: %v; want 404", ref, err)
+		}
+	}
 	// Without --hub the running hub's ledger is not written behind its back.
 	runCLI(t, []string{"models", "approve", "pumps@r1", "--reason", "again", "--key", keyFile("dana"), "--name", "Dana Weiss", "--org", "oem", "--ledger", ledgerDir}, 1,
 		nil, []string{"record through the running hub (--hub URL)"})

@@ -30,6 +30,8 @@ the decision names that record's artifact hash. With --file, the artifact in han
 that artifact. The latest decision about a version is the one that stands: 'models release'
 needs it to be an approval. A local ledger that a running hub writes takes the record
 through the hub's HTTP API (--hub URL; the hub's signoff.keys must list the person's key).
+With --hub and --file, an approval (or a release) also hands the hub the model file, which
+it stores again if retention (keep_models) had deleted it, so subscribers can fetch it.
 
 Flags:
 `
@@ -186,13 +188,15 @@ func (f *signoffFlags) record(ctx context.Context, ref ledger.ModelRef, build fu
 		Close() error
 	}
 	var anchor ledger.Backend
+	var hub *hubLedger
 	where := "the Fabric channel " + cfg.Channel
 	switch {
 	case f.fabric != "":
 		backend, err = fabric.Open(cfg, fabric.WithActors(signer))
 	case f.hub != "":
 		where = "the local ledger " + f.ledger + " through the hub " + f.hub
-		if anchor, err = newHubLedger(f.hub, f.hubTLS); err == nil {
+		if hub, err = newHubLedger(f.hub, f.hubTLS); err == nil {
+			anchor = hub
 			backend, err = openLedger(f.ledger)
 		}
 	default:
@@ -265,7 +269,37 @@ func (f *signoffFlags) record(ctx context.Context, ref ledger.ModelRef, build fu
 		return fmt.Errorf("%s %s: %w (a record still queued waits in %s: the next approve or release sends it)", ref, what, err, dir)
 	}
 	fmt.Fprintf(stdout, "%s %s by %s (%s): sha256 %s, record %s in %s\n", ref, what, f.name, org, v.Artifact, rec.Header.ID, where)
+	if hub != nil && f.file != "" && signsOff(body) {
+		f.handBack(ctx, hub, ref, stdout)
+	}
 	return nil
+}
+
+// signsOff says whether body approves or releases a version: the hub then keeps its model.
+func signsOff(body ledger.Body) bool {
+	switch b := body.(type) {
+	case ledger.Approval:
+		return b.Decision == signoff.Approved
+	case ledger.Release:
+		return true
+	}
+	return false
+}
+
+// handBack gives the hub the model file in hand (--file) of ref, which it stores again if
+// retention (keep_models) deleted it, so that subscribers can fetch the version. The
+// decision is recorded either way; a failure is only reported.
+func (f *signoffFlags) handBack(ctx context.Context, hub *hubLedger, ref ledger.ModelRef, stdout io.Writer) {
+	data, err := os.ReadFile(f.file)
+	if err == nil {
+		var restored bool
+		if restored, err = hub.restore(ctx, ref, data); err == nil && restored {
+			fmt.Fprintf(stdout, "the hub no longer stored the model of %s (keep_models): it stored it again from %s, so subscribers can fetch it\n", ref, f.file)
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(stdout, "the hub did not take back the model file %s: %v (the decision is recorded)\n", f.file, err)
+	}
 }
 
 // openLedgerForWriting opens an existing local ledger to record in, verifying records

@@ -7,8 +7,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -184,47 +187,58 @@ func TestModelsSubscribeAndPull(t *testing.T) {
 	}
 }
 
+// startRecordedPumps starts the federation of startPumps with its hub recording, through
+// an outbox of its own, into a new local ledger, which it returns with its directory once
+// it holds both rounds.
+func startRecordedPumps(t *testing.T, ctx context.Context) (*pumps, *local.Ledger, string) {
+	t.Helper()
+	dir := t.TempDir()
+	lg, err := local.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = lg.Close() })
+	hubOut, err := ledger.Open(ledger.Config{Dir: t.TempDir(), Site: "oem"}, oemSigner(t, "hub", 7), lg) // startPumps's hub key
+	if err != nil {
+		t.Fatal(err)
+	}
+	ran := make(chan struct{})
+	go func() { defer close(ran); _ = hubOut.Run(ctx) }()
+	t.Cleanup(func() { <-ran; _ = hubOut.Close() }) // once the caller's cancel has stopped its Run
+	p := startPumps(t, ctx, hubOut)
+	servicetest.WaitFor(t, 30*time.Second, "both rounds in the ledger", func() bool {
+		recs, _ := lg.Query(ctx, ledger.Query{Type: ledger.TypeFederatedRound})
+		return len(recs) == 2 && hubOut.Stats().Pending == 0
+	})
+	return p, lg, dir
+}
+
+// oemSigner returns a signer of the organisation oem named name, with a key from seed.
+func oemSigner(t *testing.T, name string, seed byte) *ledger.Signer {
+	t.Helper()
+	s, err := ledger.NewSigner(ed25519.NewKeyFromSeed(bytes.Repeat([]byte{seed}, 32)), name, "oem")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 // TestModelsSubscribeChannel: an OEM following the channel stable gets exactly the versions
 // people released on it, in turn, each checked against the ledger; a release by a key the
 // OEM does not trust moves nothing.
 func TestModelsSubscribeChannel(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	dir := t.TempDir()
-	lg, err := local.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lg.Close()
-	// Into the one ledger: the hub's records through its running outbox, a trusted
-	// engineer's and an untrusted one's.
-	signer := func(name string, seed byte) *ledger.Signer {
-		s, err := ledger.NewSigner(ed25519.NewKeyFromSeed(bytes.Repeat([]byte{seed}, 32)), name, "oem")
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s
-	}
-	danaSigner := signer("Dana Weiss", 21)
-	dana, mallory := audittest.Writer(t, lg, danaSigner), audittest.Writer(t, lg, signer("Mallory", 22))
+	p, lg, dir := startRecordedPumps(t, ctx)
+	// Into the same ledger: a trusted engineer's records and an untrusted one's.
+	danaSigner := oemSigner(t, "Dana Weiss", 21)
+	dana, mallory := audittest.Writer(t, lg, danaSigner), audittest.Writer(t, lg, oemSigner(t, "Mallory", 22))
 	danaKey := audit.FormatKey(audit.Key{Name: "Dana Weiss", Org: "oem", Public: danaSigner.Public()})
-	hubOut, err := ledger.Open(ledger.Config{Dir: t.TempDir(), Site: "oem"}, signer("hub", 7), lg) // startPumps's hub key
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = hubOut.Close() }) // after the deferred cancel has stopped its Run
-	hubRun := make(chan error, 1)
-	go func() { hubRun <- hubOut.Run(ctx) }()
-	p := startPumps(t, ctx, hubOut)
 	keys := filepath.Join(t.TempDir(), "keys.txt")
 	hubLine := audit.FormatKey(audit.Key{Name: "hub", Org: "oem", Public: p.hubKey.Public().(ed25519.PublicKey)})
 	if err := os.WriteFile(keys, []byte(hubLine+"\n"+danaKey+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	servicetest.WaitFor(t, 30*time.Second, "both rounds in the ledger", func() bool {
-		recs, _ := lg.Query(ctx, ledger.Query{Type: ledger.TypeFederatedRound})
-		return len(recs) == 2 && hubOut.Stats().Pending == 0
-	})
 
 	var stdout, stderr syncBuffer
 	subDone := make(chan int, 1)
@@ -288,7 +302,6 @@ func TestModelsSubscribeChannel(t *testing.T) {
 		t.Fatalf("subscribe exited %d", code)
 	}
 	p.wait()
-	<-hubRun
 	for _, want := range []string{"pumps@r1 released on stable by Dana Weiss (oem)", "pumps@r2 released on stable by Dana Weiss (oem)"} {
 		if !strings.Contains(stdout.String(), want) {
 			t.Errorf("subscribe printed %q; want %q", stdout.String(), want)
@@ -312,4 +325,67 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// TestRestoredModelCanBePulled: retention deleted a round's model before people approved
+// it, so `models pull` cannot fetch it; the engineer who pulled it earlier hands the file
+// back through the hub's API after approving, and the version can be pulled again, the
+// same bytes, through the federation's real object store.
+func TestRestoredModelCanBePulled(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	p, lg, _ := startRecordedPumps(t, ctx)
+	pull := func(stderr io.Writer) int {
+		args := append(append([]string{}, p.common[:len(p.common)-1]...), t.TempDir(), "pumps@r1")
+		return cmdModelsPull(ctx, args, io.Discard, stderr)
+	}
+	// The engineer pulls r1 to evaluate it; then retention deletes its model.
+	engineer := t.TempDir()
+	args := append(append([]string{}, p.common[:len(p.common)-1]...), engineer, "pumps@r1")
+	if code := cmdModelsPull(ctx, args, io.Discard, os.Stderr); code != 0 {
+		t.Fatalf("pull exited %d", code)
+	}
+	file, err := os.ReadFile(filepath.Join(engineer, "pumps@r1.mwg"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r1 := ledger.ModelRef{Model: "pumps", Version: "r1"}
+	hash, err := p.hubBus.GetVersion(ctx, "pumps", "r1")
+	if err == nil {
+		err = p.hubBus.DeleteModel(ctx, "pumps", hash)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	if code := pull(&stderr); code == 0 || !strings.Contains(stderr.String(), "is no longer stored") {
+		t.Fatalf("pull of the deleted model exited %d: %q", code, stderr.String())
+	}
+
+	api := newRestoreAPI(lg, p.hubBus, p.hubKey.Public().(ed25519.PublicKey),
+		[]federation.FederationConfig{{Name: "pumps", Architecture: models.Architecture{Params: 10}}}, slog.New(slog.DiscardHandler))
+	mux := http.NewServeMux()
+	mux.HandleFunc("PUT "+modelPath, api.put)
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	hub := &hubLedger{base: srv.URL, client: srv.Client()}
+	if _, err := hub.restore(ctx, r1, file); err == nil || !strings.Contains(err.Error(), "409 Conflict") {
+		t.Fatalf("the model of a version nobody signed off: %v; want 409", err)
+	}
+	v, err := signoff.Find(ctx, lg, r1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := v.Approval(true, "meets the acceptance criteria", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	audittest.Writer(t, lg, oemSigner(t, "Dana Weiss", 21))(a)
+	if restored, err := hub.restore(ctx, r1, file); err != nil || !restored {
+		t.Fatalf("the approved version's model: restored %v, %v; want true", restored, err)
+	}
+	stderr.Reset()
+	if code := pull(&stderr); code != 0 {
+		t.Fatalf("pull of the restored model exited %d: %q", code, stderr.String())
+	}
 }

@@ -1,0 +1,146 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+
+	"github.com/millwright-io/millwright/federation"
+	"github.com/millwright-io/millwright/ledger"
+	"github.com/millwright-io/millwright/ledger/signoff"
+)
+
+// The hub's model restore: retention deletes the models of old rounds unless people
+// approved or released them (keep_models), and a version approved after its model was
+// deleted could not be fetched. Whoever holds the model file (the engineer who evaluated
+// it: `models approve|release --hub URL --file FILE`) hands it back. The file needs no
+// trust of its own: the hub stores it only when its SHA-256 is the one the hub's own
+// round record gives the version, and only for a version people approved or released.
+
+// modelPath is where a version's model is handed back (PUT).
+const modelPath = "/api/v1/federations/{federation}/versions/{version}/model"
+
+// restoreAPI serves PUT modelPath for the hub's federations.
+type restoreAPI struct {
+	lg       ledger.Querier // the hub's ledger
+	tr       federation.Transport
+	hub      ed25519.PublicKey // the hub's key, which signs its round records
+	maxBytes map[string]int64  // the largest model file of each federation
+	log      *slog.Logger
+}
+
+// restoreResult is PUT modelPath's answer.
+type restoreResult struct {
+	Model    string `json:"model"`    // the version's SHA-256
+	Restored bool   `json:"restored"` // false: the hub still stored it
+}
+
+// newRestoreAPI returns the restore API of the federations feds.
+func newRestoreAPI(lg ledger.Querier, tr federation.Transport, hub ed25519.PublicKey, feds []federation.FederationConfig, log *slog.Logger) restoreAPI {
+	max := map[string]int64{}
+	for _, f := range feds {
+		max[f.Name] = 4*int64(f.Architecture.Params) + 64<<10 // the parameters, the header and the signature
+	}
+	return restoreAPI{lg: lg, tr: tr, hub: hub, maxBytes: max, log: log}
+}
+
+// put takes a version's model file: 200 when the hub stores it (again, or still), 404 for
+// a federation or version the hub does not know, 413 for a file larger than the
+// federation's models, 409 for a version people have not approved or released, 422 for a
+// file that is not the version's model, 503 when the store cannot take it now.
+func (a restoreAPI) put(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	ref := ledger.ModelRef{Model: r.PathValue("federation"), Version: r.PathValue("version")}
+	limit, ok := a.maxBytes[ref.Model]
+	if !ok {
+		http.Error(w, fmt.Sprintf("the hub runs no federation %q", ref.Model), http.StatusNotFound)
+		return
+	}
+	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if tooLarge := new(http.MaxBytesError); errors.As(err, &tooLarge) {
+		http.Error(w, fmt.Sprintf("%s: the file is larger than the federation's models (at most %d bytes)", ref, limit), http.StatusRequestEntityTooLarge)
+		return
+	} else if err != nil {
+		http.Error(w, fmt.Sprintf("%s: reading the file: %v", ref, err), http.StatusBadRequest)
+		return
+	}
+	v, err := signoff.Find(ctx, a.lg, ref)
+	if readFailed(w, err) {
+		return
+	}
+	body, _ := v.Producer.DecodeBody()
+	round, ok := body.(ledger.FederatedRound)
+	if !ok || round.Federation != ref.Model || v.Producer.Header.Actor.KeyID != ledger.KeyID(a.hub) || ledger.Verify(v.Producer, a.hub) != nil {
+		http.Error(w, fmt.Sprintf("%s was not produced by a round of this hub (record %s, a %s by %s)", ref, v.Producer.Header.ID,
+			v.Producer.Header.Type, v.Producer.Header.Actor.Name), http.StatusNotFound)
+		return
+	}
+	if sum := sha256.Sum256(data); hex.EncodeToString(sum[:]) != v.Artifact {
+		http.Error(w, fmt.Sprintf("the file (sha256 %x) is not %s, whose model the hub's round record gives as sha256 %s", sum, ref, v.Artifact), http.StatusUnprocessableEntity)
+		return
+	}
+	if !v.SignedOff() {
+		http.Error(w, fmt.Sprintf("%s is neither approved nor released: the hub keeps the models people signed off, and deletes the others past keep_models", ref), http.StatusConflict)
+		return
+	}
+	restored, err := a.restore(ctx, ref, v.Artifact, data)
+	if err != nil {
+		http.Error(w, fmt.Sprintf("%s: %v", ref, err), http.StatusServiceUnavailable)
+		return
+	}
+	if restored {
+		a.log.Info("model restored", "version", ref.String(), "model", v.Artifact, "from", r.RemoteAddr)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(restoreResult{Model: v.Artifact, Restored: restored})
+}
+
+// restore stores data, the model of ref whose SHA-256 is hash, unless the hub still
+// stores it, and makes ref name it; it says whether it stored it.
+func (a restoreAPI) restore(ctx context.Context, ref ledger.ModelRef, hash string, data []byte) (bool, error) {
+	switch got, err := a.tr.GetVersion(ctx, ref.Model, ref.Version); {
+	case errors.Is(err, federation.ErrNotFound):
+		if err := a.tr.PutVersion(ctx, ref.Model, ref.Version, hash); err != nil {
+			return false, err
+		}
+	case err != nil:
+		return false, err
+	case got != hash:
+		return false, fmt.Errorf("the hub's store names model %s for it, not the %s its round record gives", got, hash)
+	}
+	if _, err := a.tr.GetModel(ctx, ref.Model, hash); err == nil {
+		return false, nil
+	} else if !errors.Is(err, federation.ErrNotFound) {
+		return false, err
+	}
+	if _, err := a.tr.PutModel(ctx, ref.Model, data); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// restore hands the hub the model file of ref; it says whether the hub stored it again.
+func (h *hubLedger) restore(ctx context.Context, ref ledger.ModelRef, data []byte) (bool, error) {
+	path := "/api/v1/federations/" + url.PathEscape(ref.Model) + "/versions/" + url.PathEscape(ref.Version) + "/model"
+	resp, msg, err := h.call(ctx, http.MethodPut, path, "application/octet-stream", data)
+	if err != nil {
+		return false, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return false, fmt.Errorf("hub %s: %s: %s", h.base, resp.Status, bytes.TrimSpace(msg))
+	}
+	var out restoreResult
+	if err := json.Unmarshal(msg, &out); err != nil {
+		return false, fmt.Errorf("hub %s: its answer: %w", h.base, err)
+	}
+	return out.Restored, nil
+}
