@@ -207,6 +207,15 @@ func FormatKey(key Key) string {
 	return line
 }
 
+// Revoked returns when the key with id (ledger.KeyID) was revoked: zero when it was not, or
+// is not in the keyring.
+func (k *Keyring) Revoked(id string) time.Time {
+	if k == nil {
+		return time.Time{}
+	}
+	return k.keys[id].Revoked
+}
+
 // Len returns the number of keys.
 func (k *Keyring) Len() int {
 	if k == nil {

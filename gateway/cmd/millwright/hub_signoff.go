@@ -65,6 +65,13 @@ func (a signOffAPI) post(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "not taken: "+err.Error()+" (the hub's signoff.keys)", http.StatusForbidden)
 		return
 	}
+	// The hub receives the record now: a key revoked by now signs nothing it takes, whatever
+	// date the record bears (a stolen key's record would say it was made before).
+	if at := a.keys.Revoked(rec.Header.Actor.KeyID); !at.IsZero() && !time.Now().Before(at) {
+		http.Error(w, fmt.Sprintf("not taken: record %s: %v: the key of %s (%s) was revoked at %s, and the hub takes none of its records after that, whatever their date (the hub's signoff.keys)",
+			rec.Header.ID, audit.ErrRevoked, rec.Header.Actor.Name, rec.Header.Actor.Org, at.Format(time.RFC3339)), http.StatusForbidden)
+		return
+	}
 	err := a.lg.Anchor(r.Context(), rec)
 	switch {
 	case errors.Is(err, ledger.ErrRejected) || errors.Is(err, ledger.ErrConflict):

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/ed25519"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -57,7 +58,7 @@ func startSignOffHub(t *testing.T, tlsYAML string) signOffHub {
 
 	// The people's keys; the hub takes Dana's and Erik's records.
 	keyFile := func(name string) string { return filepath.Join(root, name+".key") }
-	for _, n := range []string{"dana", "erik", "mallory"} {
+	for _, n := range []string{"dana", "erik", "mallory", "frank"} {
 		if _, err := ledger.LoadOrCreateKey(keyFile(n)); err != nil {
 			t.Fatal(err)
 		}
@@ -69,6 +70,15 @@ func startSignOffHub(t *testing.T, tlsYAML string) signOffHub {
 	// Dana approves, Erik releases on stable: the hub's keyring keeps their duties apart.
 	if err := addKeys(signoffKeys, signoffKeys, "oem", signerKey{"Dana Weiss", keyFile("dana"), []ledger.Type{ledger.TypeApproval}, nil},
 		signerKey{"Erik Lund", keyFile("erik"), []ledger.Type{ledger.TypeRelease}, []string{"stable"}}); err != nil {
+		t.Fatal(err)
+	}
+	// Frank's key was revoked at the start of the year.
+	frank, err := ledger.LoadKey(keyFile("frank"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := audit.FormatKey(audit.Key{Name: "Frank Ode", Org: "oem", Public: frank.Public().(ed25519.PublicKey), Revoked: frankRevoked})
+	if err := appendLine(signoffKeys, line); err != nil {
 		t.Fatal(err)
 	}
 
@@ -102,6 +112,19 @@ federations:
 		return err == nil
 	})
 	return signOffHub{root: root, ledgerDir: ledgerDir, artifact: artifact, url: hubURL, keyFile: keyFile, signer: hubSigner}
+}
+
+// frankRevoked is when Frank's key, which startSignOffHub's signoff.keys lists, was revoked.
+var frankRevoked = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// appendLine appends line to the file at path.
+func appendLine(path, line string) error {
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(f, line)
+	return errors.Join(err, f.Close())
 }
 
 // TestHubTakesSignOff runs `millwright hub` with a local ledger that holds a round record
@@ -144,6 +167,29 @@ func TestHubTakesSignOff(t *testing.T) {
 		if _, err := hub.restore(context.Background(), ref, model); err == nil || !strings.Contains(err.Error(), "404 Not Found") {
 			t.Errorf("%s: %v; want 404", ref, err)
 		}
+	}
+	// A record of Frank's revoked key is refused however early it is dated: the hub
+	// receives it after the revocation.
+	frank, err := ledger.LoadKey(keyFile("frank"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	frankSigner, err := ledger.NewSigner(frank, "Frank Ode", "oem")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := ledger.CanonicalMarshal(ledger.Approval{ModelRef: r1, ArtifactHash: audittest.Hash(model), Decision: "approved", Reason: "backdated"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	backdated, err := frankSigner.Sign(ledger.Record{Header: ledger.Header{ID: ledger.NewID(), SchemaVersion: ledger.SchemaVersion,
+		Type: ledger.TypeApproval, Time: frankRevoked.Add(-time.Hour), Site: "oem"}, Body: body})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := hub.Anchor(context.Background(), backdated); !errors.Is(err, ledger.ErrRejected) || !strings.Contains(err.Error(), "403 Forbidden") ||
+		!strings.Contains(err.Error(), "key revoked: the key of Frank Ode (oem) was revoked at 2026-01-01T00:00:00Z, and the hub takes none of its records after that") {
+		t.Errorf("a backdated record of a revoked key: %v; want 403", err)
 	}
 	// Without --hub the running hub's ledger is not written behind its back.
 	runCLI(t, []string{"models", "approve", "pumps@r1", "--reason", "again", "--key", keyFile("dana"), "--name", "Dana Weiss", "--org", "oem", "--ledger", ledgerDir}, 1,
