@@ -8,14 +8,18 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
+	"os"
 
 	"github.com/millwright-io/millwright/federation"
+	"github.com/millwright-io/millwright/gateway/config"
 	"github.com/millwright-io/millwright/ledger"
+	"github.com/millwright-io/millwright/ledger/audit"
 	"github.com/millwright-io/millwright/ledger/signoff"
 )
 
@@ -143,4 +147,73 @@ func (h *hubLedger) restore(ctx context.Context, ref ledger.ModelRef, data []byt
 		return false, fmt.Errorf("hub %s: its answer: %w", h.base, err)
 	}
 	return out.Restored, nil
+}
+
+const restoreUsage = `usage: millwright models restore FEDERATION@VERSION --file FILE --hub URL [flags]
+
+Hands the hub the model file of a federation's version (one 'models pull' wrote), which it
+stores again if retention (keep_models) deleted it, so that subscribers can fetch the
+version. The hub takes it only when the file's SHA-256 is the one its own round record
+gives the version, and people approved or released the version. 'models approve|release
+--hub URL --file FILE' do this too; this command is for ledgers people record in without
+the hub (Fabric).
+
+Flags:
+`
+
+func cmdModelsRestore(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("models restore", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	var base, file string
+	var tc config.TLS
+	fs.StringVar(&base, "hub", "", "the hub's HTTP API, such as https://hub.example:9274 (required)")
+	fs.StringVar(&file, "file", "", "the version's model file (required)")
+	registerHubTLS(fs, &tc)
+	usage := func(w io.Writer) {
+		fmt.Fprint(w, restoreUsage)
+		fs.SetOutput(w)
+		fs.PrintDefaults()
+	}
+	pos, err := parseInterspersed(fs, args)
+	if errors.Is(err, flag.ErrHelp) {
+		usage(stdout)
+		return 0
+	}
+	switch {
+	case err != nil:
+	case len(pos) != 1:
+		err = fmt.Errorf("%d arguments %q, expected one FEDERATION@VERSION", len(pos), pos)
+	case base == "":
+		err = errors.New("--hub URL is required: the hub's HTTP API")
+	case file == "":
+		err = errors.New("--file FILE is required: the version's model file")
+	}
+	var ref ledger.ModelRef
+	if err == nil {
+		ref, err = audit.ParseModelRef(pos[0])
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "millwright models restore: %v\n\n", err)
+		usage(stderr)
+		return 2
+	}
+	hub, err := newHubLedger(base, tc)
+	var data []byte
+	if err == nil {
+		data, err = os.ReadFile(file)
+	}
+	var restored bool
+	if err == nil {
+		restored, err = hub.restore(ctx, ref, data)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "millwright models restore: %s: %v\n", ref, err)
+		return 1
+	}
+	if restored {
+		fmt.Fprintf(stdout, "%s: the hub stored its model again from %s\n", ref, file)
+	} else {
+		fmt.Fprintf(stdout, "%s: the hub still stores its model\n", ref)
+	}
+	return 0
 }

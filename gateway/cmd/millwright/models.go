@@ -29,6 +29,8 @@ Commands:
                                      record a person's approval (or rejection) of a version in the ledger
   release MODEL@VERSION --channel NAME --key FILE --name NAME (--ledger DIR | --fabric FILE)
                                      record its release on a channel; the latest decision must approve it
+  restore F@VERSION --file FILE --hub URL
+                                     hand the hub back the model of a signed-off version that it deleted
 
 Run 'millwright models COMMAND -h' for a command's flags.
 `
@@ -51,11 +53,13 @@ func cmdModels(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return cmdModelsApprove(ctx, args[1:], stdout, stderr)
 	case "release":
 		return cmdModelsRelease(ctx, args[1:], stdout, stderr)
+	case "restore":
+		return cmdModelsRestore(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, modelsUsage)
 		return 0
 	}
-	fmt.Fprintf(stderr, "millwright models: unknown command %q, expected train, eval, subscribe, pull, approve or release\n\n%s", args[0], modelsUsage)
+	fmt.Fprintf(stderr, "millwright models: unknown command %q, expected train, eval, subscribe, pull, approve, release or restore\n\n%s", args[0], modelsUsage)
 	return 2
 }
 

@@ -65,12 +65,17 @@ func (f *signoffFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.outbox, "outbox", "", "the person's ledger outbox directory, which keeps the chain of their records (default: KEY.outbox)")
 	fs.StringVar(&f.ledger, "ledger", "", "the local ledger directory to record in (no other process may be writing it), or with --hub to read")
 	fs.StringVar(&f.hub, "hub", "", "record through the HTTP API of the running hub that writes --ledger (its signoff.keys must list the person's key)")
-	fs.StringVar(&f.hubTLS.CAFile, "hub-ca", "", "with an https:// --hub, the PEM CA bundle that signs the hub's certificate (default: the system's roots)")
-	fs.StringVar(&f.hubTLS.CertFile, "hub-cert", "", "with an https:// --hub whose http.tls has client_ca_file, the person's client certificate (PEM)")
-	fs.StringVar(&f.hubTLS.KeyFile, "hub-key", "", "the key of --hub-cert (PEM)")
+	registerHubTLS(fs, &f.hubTLS)
 	fs.StringVar(&f.fabric, "fabric", "", "record on Fabric: a client config or the .fabric/env file")
 	fs.StringVar(&f.file, "file", "", "the artifact the person examined: it must be the version's")
 	fs.DurationVar(&f.wait, "wait", time.Minute, "how long to wait for the ledger to take the record")
+}
+
+// registerHubTLS registers the flags of an https:// --hub's TLS settings into tc.
+func registerHubTLS(fs *flag.FlagSet, tc *config.TLS) {
+	fs.StringVar(&tc.CAFile, "hub-ca", "", "with an https:// --hub, the PEM CA bundle that signs the hub's certificate (default: the system's roots)")
+	fs.StringVar(&tc.CertFile, "hub-cert", "", "with an https:// --hub whose http.tls has client_ca_file, the person's client certificate (PEM)")
+	fs.StringVar(&tc.KeyFile, "hub-key", "", "the key of --hub-cert (PEM)")
 }
 
 func cmdModelsApprove(ctx context.Context, args []string, stdout, stderr io.Writer) int {

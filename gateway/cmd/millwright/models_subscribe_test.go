@@ -381,9 +381,10 @@ func TestRestoredModelCanBePulled(t *testing.T) {
 		t.Fatal(err)
 	}
 	audittest.Writer(t, lg, oemSigner(t, "Dana Weiss", 21))(a)
-	if restored, err := hub.restore(ctx, r1, file); err != nil || !restored {
-		t.Fatalf("the approved version's model: restored %v, %v; want true", restored, err)
-	}
+	path := filepath.Join(engineer, "pumps@r1.mwg")
+	runCLI(t, []string{"models", "restore", "pumps@r1", "--file", path, "--hub", srv.URL}, 0, []string{"pumps@r1: the hub stored its model again from " + path}, nil)
+	runCLI(t, []string{"models", "restore", "pumps@r1", "--file", path, "--hub", srv.URL}, 0, []string{"pumps@r1: the hub still stores its model"}, nil)
+	runCLI(t, []string{"models", "restore", "pumps@r1", "--file", path}, 2, nil, []string{"--hub URL is required"})
 	stderr.Reset()
 	if code := pull(&stderr); code != 0 {
 		t.Fatalf("pull of the restored model exited %d: %q", code, stderr.String())

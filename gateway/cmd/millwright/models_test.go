@@ -11,7 +11,7 @@ func TestModelsEval(t *testing.T) {
 	missing := filepath.Join(t.TempDir(), "none")
 	tests := []cliCase{
 		{name: "no command", args: []string{"models"}, code: 2, stderr: []string{"usage: millwright models COMMAND", "eval --dataset"}},
-		{name: "unknown command", args: []string{"models", "tune"}, code: 2, stderr: []string{`unknown command "tune", expected train, eval, subscribe, pull, approve or release`}},
+		{name: "unknown command", args: []string{"models", "tune"}, code: 2, stderr: []string{`unknown command "tune", expected train, eval, subscribe, pull, approve, release or restore`}},
 		{name: "help", args: []string{"models", "help"}, code: 0, stdout: []string{"train --config FILE", "eval --dataset", "subscribe --federation F", "pull --hub-key HEX", "approve MODEL@VERSION", "release MODEL@VERSION"}},
 		{name: "subscribe help", args: []string{"models", "subscribe", "-h"}, code: 0, stderr: []string{"usage: millwright models subscribe", "F.latest", "-hub-key", "-lineage-wait"}},
 		{name: "subscribe without a federation", args: []string{"models", "subscribe"}, code: 2, stderr: []string{"--federation is required"}},
