@@ -163,20 +163,13 @@ Flags:
 
 func cmdModelsRestore(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("models restore", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
 	var base, file string
 	var tc config.TLS
 	fs.StringVar(&base, "hub", "", "the hub's HTTP API, such as https://hub.example:9274 (required)")
 	fs.StringVar(&file, "file", "", "the version's model file (required)")
 	registerHubTLS(fs, &tc)
-	usage := func(w io.Writer) {
-		fmt.Fprint(w, restoreUsage)
-		fs.SetOutput(w)
-		fs.PrintDefaults()
-	}
-	pos, err := parseInterspersed(fs, args)
-	if errors.Is(err, flag.ErrHelp) {
-		usage(stdout)
+	pos, usage, help, err := parseCommand(fs, restoreUsage, args, stdout)
+	if help {
 		return 0
 	}
 	switch {

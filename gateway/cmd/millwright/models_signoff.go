@@ -117,17 +117,10 @@ func cmdModelsRelease(ctx context.Context, args []string, stdout, stderr io.Writ
 func runSignoff(ctx context.Context, cmd, usage string, args []string, stdout, stderr io.Writer, f *signoffFlags,
 	extra func(*flag.FlagSet), build func(signoff.Version, string, ed25519.PublicKey) (ledger.Body, string, error)) int {
 	fs := flag.NewFlagSet("models "+cmd, flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
 	f.register(fs)
 	extra(fs)
-	printUsage := func(w io.Writer) {
-		fmt.Fprint(w, usage)
-		fs.SetOutput(w)
-		fs.PrintDefaults()
-	}
-	pos, err := parseInterspersed(fs, args)
-	if errors.Is(err, flag.ErrHelp) {
-		printUsage(stdout)
+	pos, printUsage, help, err := parseCommand(fs, usage, args, stdout)
+	if help {
 		return 0
 	}
 	fail := func(code int, format string, a ...any) int {
