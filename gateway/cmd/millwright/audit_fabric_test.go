@@ -7,8 +7,10 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/millwright-io/millwright/ledger"
+	"github.com/millwright-io/millwright/ledger/audit"
 	"github.com/millwright-io/millwright/ledger/audit/audittest"
 	"github.com/millwright-io/millwright/ledger/fabric"
 	"github.com/millwright-io/millwright/ledger/fabric/fabrictest"
@@ -112,4 +114,53 @@ func TestModelsSignoffFabric(t *testing.T) {
 	}
 	runCLI(t, []string{"audit", "verify", artifact, "--fabric", envFile, "--keys", keys, "--four-eyes"}, 0,
 		[]string{"VERIFIED", "released by Erik Lund (oem) on stable"}, nil)
+}
+
+// TestAuditFabricRevokedKey: on Fabric, whose queries return records by their own time, a
+// record of a revoked key dated before the revocation is still refused when it approves a
+// version the hub produced after the revocation: it cannot have been made before the
+// version was.
+func TestAuditFabricRevokedKey(t *testing.T) {
+	fabrictest.Require(t)
+	envFile := os.Getenv("MILLWRIGHT_FABRIC_DIR") + "/env"
+	f := audittest.New(t)
+	ctx := context.Background()
+	model := "pumps-" + ledger.NewID()[:8] // of its own: earlier runs on the network do not count
+	artifact := t.TempDir() + "/" + model + ".bin"
+	if err := os.WriteFile(artifact, []byte(model), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	hub, frank := f.Signers["hub"], oemSigner(t, "Frank Ode", 23)
+	client := fabrictest.Client(t, "oem", hub, frank)
+	produced := time.Now().UTC().Truncate(time.Second)
+	revoked := produced.Add(-30 * time.Minute)
+	r1 := ledger.ModelRef{Model: model, Version: "r1"}
+	sign := func(s *ledger.Signer, at time.Time, body ledger.Body) ledger.Record {
+		t.Helper()
+		b, err := ledger.CanonicalMarshal(body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec, err := s.Sign(ledger.Record{Header: ledger.Header{ID: ledger.NewID(), SchemaVersion: ledger.SchemaVersion, Type: body.Type(), Time: at, Site: "oem"}, Body: b})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := client.Anchor(ctx, rec); err != nil {
+			t.Fatal(err)
+		}
+		return rec
+	}
+	sign(hub, produced, ledger.FederatedRound{Federation: model, Round: 1, Participants: []string{"site-a"}, Aggregation: "fedavg",
+		InputUpdates: []string{audittest.Hash([]byte("update"))}, Output: r1, OutputHash: audittest.Hash([]byte(model)), Parents: []ledger.ModelRef{}})
+	backdated := sign(frank, revoked.Add(-30*time.Minute), ledger.Approval{ModelRef: r1, ArtifactHash: audittest.Hash([]byte(model)),
+		Decision: "approved", Reason: "backdated with a stolen key"})
+
+	keys := t.TempDir() + "/keys.txt"
+	lines := audit.FormatKey(audit.Key{Name: hub.Actor().Name, Org: hub.Actor().Org, Public: hub.Public()}) + "\n" +
+		audit.FormatKey(audit.Key{Name: "Frank Ode", Org: "oem", Public: frank.Public(), Revoked: revoked}) + "\n"
+	if err := os.WriteFile(keys, []byte(lines), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	runCLI(t, []string{"audit", "verify", artifact, "--fabric", envFile, "--keys", keys}, 1,
+		[]string{"NOT VERIFIED", "record " + backdated.Header.ID + ": key revoked", "follows one made at " + produced.Format(time.RFC3339) + " (backdated)"}, nil)
 }
