@@ -68,10 +68,11 @@ const (
 	unsure          // silent for timeout, and the heartbeat has not shown the server samples it
 )
 
-// check judges a subscription with queued notifications waiting for the consumer: stalled
-// when not one notification arrived for first since the start (when first values are
-// due), or when it is silent for timeout although the server samples the heartbeat. It
-// also returns how long the subscription has been silent.
+// check judges a subscription, given how many notifications wait for the consumer
+// (queued): stalled when not one notification arrived for first since the start (when
+// first values are due), or when it is silent for timeout although the server samples the
+// heartbeat; unsure when it is silent for timeout and the heartbeat has arrived once at
+// most. It also returns how long the subscription has been silent.
 func (w *watchdog) check(now time.Time, queued int) (verdict, time.Duration) {
 	silence := now.Sub(time.Unix(0, w.last.Load()))
 	switch {

@@ -293,8 +293,10 @@ func (key Key) permits(rec ledger.Record) error {
 	if len(key.Records) > 0 && !slices.Contains(key.Records, rec.Header.Type) {
 		return fmt.Errorf("record %s: %w: %s may sign %s records, and this is a %s record", id, ErrNotPermitted, who, joinTypes(key.Records, " and "), rec.Header.Type)
 	}
-	signOff := rec.Header.Type == ledger.TypeApproval || rec.Header.Type == ledger.TypeRelease
-	if !signOff || (len(key.Models) == 0 && (len(key.Channels) == 0 || rec.Header.Type != ledger.TypeRelease)) {
+	t := rec.Header.Type
+	limitsModel := len(key.Models) > 0 && (t == ledger.TypeApproval || t == ledger.TypeRelease)
+	limitsChannel := len(key.Channels) > 0 && t == ledger.TypeRelease
+	if !limitsModel && !limitsChannel {
 		return nil
 	}
 	body, err := rec.DecodeBody()
@@ -308,10 +310,10 @@ func (key Key) permits(rec ledger.Record) error {
 	default:
 		return fmt.Errorf("record %s: %w: its body cannot be read (%T): %v", id, ErrNotPermitted, body, err)
 	}
-	if len(key.Models) > 0 && !slices.ContainsFunc(key.Models, func(p string) bool { return matchModel(p, m.Model) }) {
-		return fmt.Errorf("record %s: %w: %s may sign off %s, and this %s is of %s", id, ErrNotPermitted, who, strings.Join(key.Models, " and "), rec.Header.Type, m)
+	if limitsModel && !slices.ContainsFunc(key.Models, func(p string) bool { return matchModel(p, m.Model) }) {
+		return fmt.Errorf("record %s: %w: %s may sign off %s, and this %s is of %s", id, ErrNotPermitted, who, strings.Join(key.Models, " and "), t, m)
 	}
-	if len(key.Channels) > 0 && rec.Header.Type == ledger.TypeRelease && !slices.Contains(key.Channels, channel) {
+	if limitsChannel && !slices.Contains(key.Channels, channel) {
 		return fmt.Errorf("record %s: %w: %s may release on %s, and this release is on %s", id, ErrNotPermitted, who, strings.Join(key.Channels, " and "), channel)
 	}
 	return nil
