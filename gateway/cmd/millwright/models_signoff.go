@@ -267,8 +267,10 @@ func (f *signoffFlags) record(ctx context.Context, ref ledger.ModelRef, build fu
 		return fmt.Errorf("%s %s: %w (a record still queued waits in %s: the next approve or release sends it)", ref, what, err, dir)
 	}
 	fmt.Fprintf(stdout, "%s %s by %s (%s): sha256 %s, record %s in %s\n", ref, what, f.name, org, v.Artifact, rec.Header.ID, where)
-	if hub != nil && f.file != "" && signsOff(body) {
-		f.handBack(ctx, hub, ref, stdout)
+	if produced, _ := v.Producer.DecodeBody(); hub != nil && f.file != "" && signsOff(body) {
+		if _, federated := produced.(ledger.FederatedRound); federated { // a model of the hub's
+			f.handBack(ctx, hub, ref, stdout)
+		}
 	}
 	return nil
 }
