@@ -57,24 +57,17 @@ func newRestoreAPI(lg ledger.Querier, tr federation.Transport, hub ed25519.Publi
 	return restoreAPI{lg: lg, tr: tr, hub: hub, maxBytes: max, log: log}
 }
 
-// put takes a version's model file: 200 when the hub stores it (again, or still), 404 for
-// a federation or version the hub does not know, 413 for a file larger than the
-// federation's models, 409 for a version people have not approved or released, 422 for a
-// file that is not the version's model, 503 when the store cannot take it now.
+// put takes a version's model file: 200 when the hub stores it again, or still stores it
+// (then without reading the file: a client that sent "Expect: 100-continue" does not send
+// it), 404 for a federation or version the hub does not know, 409 for a version people
+// have not approved or released, 413 for a file larger than the federation's models, 422
+// for a file that is not the version's model, 503 when the store cannot take it now.
 func (a restoreAPI) put(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	ref := ledger.ModelRef{Model: r.PathValue("federation"), Version: r.PathValue("version")}
 	limit, ok := a.maxBytes[ref.Model]
 	if !ok {
 		http.Error(w, fmt.Sprintf("the hub runs no federation %q", ref.Model), http.StatusNotFound)
-		return
-	}
-	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
-	if tooLarge := new(http.MaxBytesError); errors.As(err, &tooLarge) {
-		http.Error(w, fmt.Sprintf("%s: the file is larger than the federation's models (at most %d bytes)", ref, limit), http.StatusRequestEntityTooLarge)
-		return
-	} else if err != nil {
-		http.Error(w, fmt.Sprintf("%s: reading the file: %v", ref, err), http.StatusBadRequest)
 		return
 	}
 	v, err := signoff.Find(ctx, a.lg, ref)
@@ -88,29 +81,40 @@ func (a restoreAPI) put(w http.ResponseWriter, r *http.Request) {
 			v.Producer.Header.Type, v.Producer.Header.Actor.Name), http.StatusNotFound)
 		return
 	}
-	if sum := sha256.Sum256(data); hex.EncodeToString(sum[:]) != v.Artifact {
-		http.Error(w, fmt.Sprintf("the file (sha256 %x) is not %s, whose model the hub's round record gives as sha256 %s", sum, ref, v.Artifact), http.StatusUnprocessableEntity)
-		return
-	}
 	if !v.SignedOff() {
 		http.Error(w, fmt.Sprintf("%s is neither approved nor released: the hub keeps the models people signed off, and deletes the others past keep_models", ref), http.StatusConflict)
 		return
 	}
-	restored, err := a.restore(ctx, ref, v.Artifact, data)
+	stored, err := a.stored(ctx, ref, v.Artifact)
+	if err == nil && !stored {
+		err = a.restore(w, r, ref, v.Artifact, limit)
+	}
 	if err != nil {
-		http.Error(w, fmt.Sprintf("%s: %v", ref, err), http.StatusServiceUnavailable)
+		var he httpError
+		if !errors.As(err, &he) {
+			he = httpError{http.StatusServiceUnavailable, err.Error()}
+		}
+		http.Error(w, fmt.Sprintf("%s: %s", ref, he.msg), he.code)
 		return
 	}
-	if restored {
+	if !stored {
 		a.log.Info("model restored", "version", ref.String(), "model", v.Artifact, "from", r.RemoteAddr)
 	}
 	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(restoreResult{Model: v.Artifact, Restored: restored})
+	_ = json.NewEncoder(w).Encode(restoreResult{Model: v.Artifact, Restored: !stored})
 }
 
-// restore stores data, the model of ref whose SHA-256 is hash, unless the hub still
-// stores it, and makes ref name it; it says whether it stored it.
-func (a restoreAPI) restore(ctx context.Context, ref ledger.ModelRef, hash string, data []byte) (bool, error) {
+// httpError is a refusal with its status code.
+type httpError struct {
+	code int
+	msg  string
+}
+
+func (e httpError) Error() string { return e.msg }
+
+// stored says whether the hub stores the model of ref, whose SHA-256 is hash, and makes
+// ref name it when the hub's store has no such version.
+func (a restoreAPI) stored(ctx context.Context, ref ledger.ModelRef, hash string) (bool, error) {
 	switch got, err := a.tr.GetVersion(ctx, ref.Model, ref.Version); {
 	case errors.Is(err, federation.ErrNotFound):
 		if err := a.tr.PutVersion(ctx, ref.Model, ref.Version, hash); err != nil {
@@ -121,21 +125,34 @@ func (a restoreAPI) restore(ctx context.Context, ref ledger.ModelRef, hash strin
 	case got != hash:
 		return false, fmt.Errorf("the hub's store names model %s for it, not the %s its round record gives", got, hash)
 	}
-	if _, err := a.tr.GetModel(ctx, ref.Model, hash); err == nil {
+	_, err := a.tr.GetModel(ctx, ref.Model, hash)
+	if errors.Is(err, federation.ErrNotFound) {
 		return false, nil
-	} else if !errors.Is(err, federation.ErrNotFound) {
-		return false, err
 	}
-	if _, err := a.tr.PutModel(ctx, ref.Model, data); err != nil {
-		return false, err
+	return err == nil, err
+}
+
+// restore reads the file of r's body, at most limit bytes, and stores it when its SHA-256
+// is hash, the model of ref.
+func (a restoreAPI) restore(w http.ResponseWriter, r *http.Request, ref ledger.ModelRef, hash string, limit int64) error {
+	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if tooLarge := new(http.MaxBytesError); errors.As(err, &tooLarge) {
+		return httpError{http.StatusRequestEntityTooLarge, fmt.Sprintf("the file is larger than the federation's models (at most %d bytes)", limit)}
+	} else if err != nil {
+		return httpError{http.StatusBadRequest, "reading the file: " + err.Error()}
 	}
-	return true, nil
+	if sum := sha256.Sum256(data); hex.EncodeToString(sum[:]) != hash {
+		return httpError{http.StatusUnprocessableEntity, fmt.Sprintf("the file (sha256 %x) is not %s, whose model the hub's round record gives as sha256 %s", sum, ref, hash)}
+	}
+	_, err = a.tr.PutModel(r.Context(), ref.Model, data)
+	return err
 }
 
 // restore hands the hub the model file of ref; it says whether the hub stored it again.
 func (h *hubLedger) restore(ctx context.Context, ref ledger.ModelRef, data []byte) (bool, error) {
 	path := "/api/v1/federations/" + url.PathEscape(ref.Model) + "/versions/" + url.PathEscape(ref.Version) + "/model"
-	resp, msg, err := h.call(ctx, http.MethodPut, path, "application/octet-stream", data)
+	// The hub answers at once, without the file, when it still stores the model.
+	resp, msg, err := h.call(ctx, http.MethodPut, path, "application/octet-stream", data, "Expect", "100-continue")
 	if err != nil {
 		return false, err
 	}

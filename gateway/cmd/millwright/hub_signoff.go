@@ -158,14 +158,17 @@ func (h *hubLedger) Anchor(ctx context.Context, rec ledger.Record) error {
 	}
 }
 
-// call sends body to path of the hub's API and returns the answer with the first 4 KiB
-// of its body.
-func (h *hubLedger) call(ctx context.Context, method, path, contentType string, body []byte) (*http.Response, []byte, error) {
+// call sends body to path of the hub's API, with the header fields of header (name,
+// value, ...), and returns the answer with the first 4 KiB of its body.
+func (h *hubLedger) call(ctx context.Context, method, path, contentType string, body []byte, header ...string) (*http.Response, []byte, error) {
 	req, err := http.NewRequestWithContext(ctx, method, h.base+path, bytes.NewReader(body))
 	if err != nil {
 		return nil, nil, err
 	}
 	req.Header.Set("Content-Type", contentType)
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
 	resp, err := h.client.Do(req)
 	if err != nil {
 		return nil, nil, fmt.Errorf("hub %s: %w", h.base, err)

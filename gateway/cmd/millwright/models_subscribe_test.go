@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -365,7 +366,13 @@ func TestRestoredModelCanBePulled(t *testing.T) {
 	api := newRestoreAPI(lg, p.hubBus, p.hubKey.Public().(ed25519.PublicKey),
 		[]federation.FederationConfig{{Name: "pumps", Architecture: models.Architecture{Params: 10}}}, slog.New(slog.DiscardHandler))
 	mux := http.NewServeMux()
-	mux.HandleFunc("PUT "+modelPath, api.put)
+	var read atomic.Int64 // bytes of files the hub read
+	var waits atomic.Bool // the last request waited for the hub's go-ahead before sending the file
+	mux.HandleFunc("PUT "+modelPath, func(w http.ResponseWriter, r *http.Request) {
+		r.Body = counted{r.Body, &read}
+		waits.Store(r.Header.Get("Expect") == "100-continue")
+		api.put(w, r)
+	})
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
 	hub := &hubLedger{base: srv.URL, client: srv.Client()}
@@ -381,12 +388,35 @@ func TestRestoredModelCanBePulled(t *testing.T) {
 		t.Fatal(err)
 	}
 	audittest.Writer(t, lg, oemSigner(t, "Dana Weiss", 21))(a)
+	if _, err := hub.restore(ctx, r1, []byte("another file")); err == nil || !strings.Contains(err.Error(), "422 Unprocessable Entity") ||
+		!strings.Contains(err.Error(), "is not pumps@r1, whose model the hub's round record gives as sha256 "+hash) {
+		t.Errorf("another file: %v; want 422", err)
+	}
+	if _, err := hub.restore(ctx, r1, make([]byte, 100<<10)); err == nil || !strings.Contains(err.Error(), "413 Request Entity Too Large") {
+		t.Errorf("a file larger than the federation's models: %v; want 413", err)
+	}
 	path := filepath.Join(engineer, "pumps@r1.mwg")
 	runCLI(t, []string{"models", "restore", "pumps@r1", "--file", path, "--hub", srv.URL}, 0, []string{"pumps@r1: the hub stored its model again from " + path}, nil)
+	read.Store(0)
 	runCLI(t, []string{"models", "restore", "pumps@r1", "--file", path, "--hub", srv.URL}, 0, []string{"pumps@r1: the hub still stores its model"}, nil)
+	if n := read.Load(); n != 0 || !waits.Load() {
+		t.Errorf("the hub read %d bytes of a file it did not need; the client waited for its go-ahead: %v", n, waits.Load())
+	}
 	runCLI(t, []string{"models", "restore", "pumps@r1", "--file", path}, 2, nil, []string{"--hub URL is required"})
 	stderr.Reset()
 	if code := pull(&stderr); code != 0 {
 		t.Fatalf("pull of the restored model exited %d: %q", code, stderr.String())
 	}
+}
+
+// counted is a request body that adds the bytes read from it to n.
+type counted struct {
+	io.ReadCloser
+	n *atomic.Int64
+}
+
+func (c counted) Read(p []byte) (int, error) {
+	k, err := c.ReadCloser.Read(p)
+	c.n.Add(int64(k))
+	return k, err
 }
