@@ -302,9 +302,9 @@ func openLedger(dir string) (*local.Ledger, error) {
 // signerKey is a person's name, key file and, when set, the only record types the
 // keyring lets the key sign and the only channels it may release on.
 type signerKey struct {
-	name, file string
-	records    []ledger.Type
-	channels   []string
+	name, file       string
+	records          []ledger.Type // the keyring line's records=, channels= and models= (none: any)
+	channels, models []string
 }
 
 // addKeys writes to the keyring file dst the keyring base (a file) followed by the line of
@@ -319,7 +319,7 @@ func addKeys(dst, base, org string, people ...signerKey) error {
 		if err != nil {
 			return err
 		}
-		b = append(b, audit.FormatKey(audit.Key{Name: p.name, Org: org, Public: k.Public().(ed25519.PublicKey), Records: p.records, Channels: p.channels})+"\n"...)
+		b = append(b, audit.FormatKey(audit.Key{Name: p.name, Org: org, Public: k.Public().(ed25519.PublicKey), Records: p.records, Channels: p.channels, Models: p.models})+"\n"...)
 	}
 	return os.WriteFile(dst, b, 0o644)
 }

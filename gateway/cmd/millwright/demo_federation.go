@@ -276,16 +276,16 @@ func (d *demo) federate(ctx context.Context, g *runningGateway) error {
 // The two people who sign the demo's model off (four eyes), with their key files and
 // their duties: the engineer approves, the QA lead releases, on stable.
 var demoSigners = []struct {
-	name, key string
-	records   ledger.Type
-	channels  []string
-}{{"OEM engineer", "oem-engineer.key", ledger.TypeApproval, nil}, {"QA lead", "qa-lead.key", ledger.TypeRelease, []string{"stable"}}}
+	name, key        string
+	records          ledger.Type
+	channels, models []string
+}{{"OEM engineer", "oem-engineer.key", ledger.TypeApproval, nil, []string{demoFedName}}, {"QA lead", "qa-lead.key", ledger.TypeRelease, []string{"stable"}, nil}}
 
 // people returns the demo signers with their key files and duties.
 func (d *demo) people() []signerKey {
 	var out []signerKey
 	for _, s := range demoSigners {
-		out = append(out, signerKey{s.name, filepath.Join(d.o.stateDir, s.key), []ledger.Type{s.records}, s.channels})
+		out = append(out, signerKey{name: s.name, file: filepath.Join(d.o.stateDir, s.key), records: []ledger.Type{s.records}, channels: s.channels, models: s.models})
 	}
 	return out
 }
@@ -336,7 +336,7 @@ func (d *demo) signOff(ctx context.Context, hubDir, hubURL, keysFile, file strin
 		sleep(ctx, 100*time.Millisecond)
 	}
 	fmt.Fprintf(d.out, "   the pulled model is signed off by two people (four eyes) through the running hub, each with a key of their own\n"+
-		"   that the keyrings let sign only their duty (records=approval; records=release channels=stable):\n")
+		"   that the keyrings let sign only their duty (records=approval models=%s; records=release channels=stable):\n", demoFedName)
 	for _, args := range [][]string{
 		append([]string{ref, "--reason", "rounds' false-alarm and detection rates meet the acceptance criteria", "--file", file}, who(0)...),
 		append([]string{ref, "--channel", "stable"}, who(1)...),

@@ -68,8 +68,8 @@ func startSignOffHub(t *testing.T, tlsYAML string) signOffHub {
 		t.Fatal(err)
 	}
 	// Dana approves, Erik releases on stable: the hub's keyring keeps their duties apart.
-	if err := addKeys(signoffKeys, signoffKeys, "oem", signerKey{"Dana Weiss", keyFile("dana"), []ledger.Type{ledger.TypeApproval}, nil},
-		signerKey{"Erik Lund", keyFile("erik"), []ledger.Type{ledger.TypeRelease}, []string{"stable"}}); err != nil {
+	if err := addKeys(signoffKeys, signoffKeys, "oem", signerKey{name: "Dana Weiss", file: keyFile("dana"), records: []ledger.Type{ledger.TypeApproval}, models: []string{"pumps"}},
+		signerKey{name: "Erik Lund", file: keyFile("erik"), records: []ledger.Type{ledger.TypeRelease}, channels: []string{"stable"}}); err != nil {
 		t.Fatal(err)
 	}
 	// Frank's key was revoked at the start of the year.
