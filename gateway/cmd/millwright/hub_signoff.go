@@ -66,8 +66,9 @@ func (a signOffAPI) post(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// The hub receives the record now: a key revoked by now signs nothing it takes, whatever
-	// date the record bears (a stolen key's record would say it was made before).
-	if at := a.keys.Revoked(rec.Header.Actor.KeyID); !at.IsZero() && !time.Now().Before(at) {
+	// date the record bears (a stolen key's record would say it was made before). One the
+	// ledger took before the revocation and that comes again (its answer was lost) is held.
+	if at := a.keys.Revoked(rec.Header.Actor.KeyID); !at.IsZero() && !time.Now().Before(at) && !a.holds(r.Context(), rec) {
 		http.Error(w, fmt.Sprintf("not taken: record %s: %v: the key of %s (%s) was revoked at %s, and the hub takes none of its records after that, whatever their date (the hub's signoff.keys)",
 			rec.Header.ID, audit.ErrRevoked, rec.Header.Actor.Name, rec.Header.Actor.Org, at.Format(time.RFC3339)), http.StatusForbidden)
 		return
@@ -84,6 +85,17 @@ func (a signOffAPI) post(w http.ResponseWriter, r *http.Request) {
 	a.log.Info("sign-off recorded", "type", rec.Header.Type, "record", rec.Header.ID, "actor", rec.Header.Actor.Name, "org", rec.Header.Actor.Org)
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(map[string]string{"id": rec.Header.ID})
+}
+
+// holds says whether the hub's ledger holds rec as it is.
+func (a signOffAPI) holds(ctx context.Context, rec ledger.Record) bool {
+	held, err := a.lg.Get(ctx, rec.Header.ID)
+	if err != nil {
+		return false
+	}
+	h1, err1 := ledger.Hash(held)
+	h2, err2 := ledger.Hash(rec)
+	return err1 == nil && err2 == nil && h1 == h2
 }
 
 // get returns a record of the hub's ledger by id (404 when there is none).

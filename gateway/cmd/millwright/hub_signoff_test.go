@@ -5,14 +5,19 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/millwright-io/millwright/gateway"
 	"github.com/millwright-io/millwright/internal/servicetest"
 	"github.com/millwright-io/millwright/internal/testpki"
 	"github.com/millwright-io/millwright/ledger"
@@ -171,15 +176,7 @@ func TestHubTakesSignOff(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	body, err := ledger.CanonicalMarshal(ledger.Approval{ModelRef: r1, ArtifactHash: audittest.Hash(model), Decision: "approved", Reason: "backdated"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	backdated, err := frankSigner.Sign(ledger.Record{Header: ledger.Header{ID: ledger.NewID(), SchemaVersion: ledger.SchemaVersion,
-		Type: ledger.TypeApproval, Time: frankRevoked.Add(-time.Hour), Site: "oem"}, Body: body})
-	if err != nil {
-		t.Fatal(err)
-	}
+	backdated := pumpsR1Approval(t, frankSigner, frankRevoked.Add(-time.Hour), "backdated")
 	if err := hub.Anchor(context.Background(), backdated); !errors.Is(err, ledger.ErrRejected) || !strings.Contains(err.Error(), "403 Forbidden") ||
 		!strings.Contains(err.Error(), "key revoked: the key of Frank Ode (oem) was revoked at 2026-01-01T00:00:00Z, and the hub takes none of its records after that") {
 		t.Errorf("a backdated record of a revoked key: %v; want 403", err)
@@ -244,4 +241,57 @@ func TestHubSignOffOverTLS(t *testing.T) {
 	runCLI(t, []string{"models", "approve", "pumps@r1", "--reason", "x", "--key", e.keyFile("dana"), "--name", "Dana Weiss", "--org", "oem",
 		"--ledger", e.ledgerDir, "--hub", "http://" + strings.TrimPrefix(e.url, "https://"), "--hub-ca", pki.CAFile}, 1, nil,
 		[]string{"--hub-ca, --hub-cert and --hub-key need an https:// URL"})
+}
+
+// TestSignOffAPIResentAfterRevocation: a record the hub took before its key was revoked,
+// sent again after (its answer was lost), is answered 200 as any record sent twice;
+// another record of that key, dated as early, is refused.
+func TestSignOffAPIResentAfterRevocation(t *testing.T) {
+	ctx := context.Background()
+	frank := oemSigner(t, "Frank Ode", 23)
+	var c gateway.LedgerConfig
+	c.SetDefaults()
+	lg, err := gateway.OpenLedger(c, t.TempDir(), "oem", slog.New(slog.DiscardHandler), prometheus.NewRegistry(), frank.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lg.Close()
+	revoked := time.Now().UTC().Add(-time.Hour)
+	keys, err := audit.ParseKeyring([]byte(audit.FormatKey(audit.Key{Name: "Frank Ode", Org: "oem", Public: frank.Public(), Revoked: revoked}) + "\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	taken := pumpsR1Approval(t, frank, revoked.Add(-time.Hour), "taken before the revocation")
+	if err := lg.Anchor(ctx, taken); err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	api := signOffAPI{lg: lg, keys: keys, log: slog.New(slog.DiscardHandler)}
+	mux.HandleFunc("POST "+ledgerRecordsPath, api.post)
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	hub := &hubLedger{base: srv.URL, client: srv.Client()}
+	if err := hub.Anchor(ctx, taken); err != nil {
+		t.Errorf("the record the hub took before the revocation, sent again: %v; want it held", err)
+	}
+	if err := hub.Anchor(ctx, pumpsR1Approval(t, frank, revoked.Add(-time.Hour), "backdated")); !errors.Is(err, ledger.ErrRejected) || !strings.Contains(err.Error(), "the hub takes none of its records after that") {
+		t.Errorf("another record of the revoked key: %v; want 403", err)
+	}
+}
+
+// pumpsR1Approval returns an approval of pumps@r1 (startSignOffHub's, whose artifact is
+// "pumps r1") signed by s and dated at, with reason.
+func pumpsR1Approval(t *testing.T, s *ledger.Signer, at time.Time, reason string) ledger.Record {
+	t.Helper()
+	body, err := ledger.CanonicalMarshal(ledger.Approval{ModelRef: ledger.ModelRef{Model: "pumps", Version: "r1"},
+		ArtifactHash: audittest.Hash([]byte("pumps r1")), Decision: "approved", Reason: reason})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := s.Sign(ledger.Record{Header: ledger.Header{ID: ledger.NewID(), SchemaVersion: ledger.SchemaVersion,
+		Type: ledger.TypeApproval, Time: at, Site: "oem"}, Body: body})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rec
 }
