@@ -45,16 +45,12 @@ func TestParseKeyRecords(t *testing.T) {
 			t.Errorf("%s: the approval before it: %v", opts, err)
 		}
 	}
-	for line, want := range map[string]string{
+	refusesLines(t, map[string]string{
 		"Alice Martin oem " + key + " records=approval,sign-off":        `line 1: records=: "sign-off" is not a record type, expected a comma-separated list of dataset_snapshot, local_training,`,
 		"Alice Martin oem " + key + " records=":                         `line 1: records=: "" is not a record type`,
 		"Alice Martin oem " + key + " records=approval records=release": "line 1: records= appears twice, expected it at most once",
 		"oem " + key + " records=approval":                              "line 1: has 2 field(s), expected NAME ORG BASE64-ED25519-PUBLIC-KEY",
-	} {
-		if _, err := audit.ParseKeyring([]byte(line + "\n")); err == nil || !strings.Contains(err.Error(), want) {
-			t.Errorf("%q: %v; want %q", line, err, want)
-		}
-	}
+	})
 }
 
 // TestKeyChannels: a key limited to channels may release on those only; its other records
@@ -82,15 +78,11 @@ func TestKeyChannels(t *testing.T) {
 	if err := k.Check(f.Release); err != nil {
 		t.Errorf("all three options: %v", err)
 	}
-	for line, want := range map[string]string{
+	refusesLines(t, map[string]string{
 		"Alice Martin oem " + key + " channels=stable,":      `line 1: channels=: "" is not a channel name`,
 		"Alice Martin oem " + key + " channels=-beta":        `line 1: channels=: "-beta" is not a channel name`,
 		"Alice Martin oem " + key + " channels=a channels=b": "line 1: channels= appears twice",
-	} {
-		if _, err := audit.ParseKeyring([]byte(line + "\n")); err == nil || !strings.Contains(err.Error(), want) {
-			t.Errorf("%q: %v; want %q", line, err, want)
-		}
-	}
+	})
 }
 
 // TestKeyModels: a key limited to some models may approve and release those (by name or
@@ -123,16 +115,12 @@ func TestKeyModels(t *testing.T) {
 	if err := k.Check(f.Release); err != nil {
 		t.Errorf("%q: %v", line, err)
 	}
-	for line, want := range map[string]string{
+	refusesLines(t, map[string]string{
 		"Alice Martin oem " + key + " models=pump-anomaly,": `line 1: models=: "" is not a model name`,
 		"Alice Martin oem " + key + " models=*":             `line 1: models=: "*" is not a model name`,
 		"Alice Martin oem " + key + " models=pump*anomaly":  `line 1: models=: "pump*anomaly" is not a model name`,
 		"Alice Martin oem " + key + " models=a models=b":    "line 1: models= appears twice",
-	} {
-		if _, err := audit.ParseKeyring([]byte(line + "\n")); err == nil || !strings.Contains(err.Error(), want) {
-			t.Errorf("%q: %v; want %q", line, err, want)
-		}
-	}
+	})
 }
 
 // TestVerifyKeepsDutiesApart: a release signed by a key that may only approve is not
@@ -152,5 +140,16 @@ func TestVerifyKeepsDutiesApart(t *testing.T) {
 	}
 	if res := verify(keyringLimiting(t, f, ledger.TypeApproval, ledger.TypeRelease)); !res.OK {
 		t.Errorf("a key that may approve and release: %s", res.Verdict)
+	}
+}
+
+// refusesLines checks that each keyring line of lines is refused with an error that
+// contains the line's value.
+func refusesLines(t *testing.T, lines map[string]string) {
+	t.Helper()
+	for line, want := range lines {
+		if _, err := audit.ParseKeyring([]byte(line + "\n")); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v; want %q", line, err, want)
+		}
 	}
 }
