@@ -379,6 +379,9 @@ func followChannel(ctx context.Context, bus *natsbus.Bus, key ed25519.PublicKey,
 			if f, err = fetchAndWrite(ctx, bus, fed, rel.ArtifactHash, key, out, false, lc); err == nil {
 				line := rel.Version + " " + rel.ArtifactHash + "\n"
 				err = atomicfile.WriteFile(filepath.Join(out, fed+"."+channel), []byte(line), 0o644, true)
+			} else if errors.Is(err, federation.ErrNotFound) {
+				err = fmt.Errorf("%s: the hub no longer stores its model (keep_models); whoever holds the file can hand it back (millwright models restore %s --file FILE --hub URL): %w",
+					rel.ModelRef, rel.ModelRef, err)
 			}
 			if err == nil {
 				have = rel.ArtifactHash

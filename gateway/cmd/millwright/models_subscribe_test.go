@@ -335,7 +335,7 @@ func (s *syncBuffer) String() string {
 func TestRestoredModelCanBePulled(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	p, lg, _ := startRecordedPumps(t, ctx)
+	p, lg, dir := startRecordedPumps(t, ctx)
 	pull := func(stderr io.Writer) int {
 		args := append(append([]string{}, p.common[:len(p.common)-1]...), t.TempDir(), "pumps@r1")
 		return cmdModelsPull(ctx, args, io.Discard, stderr)
@@ -395,8 +395,41 @@ func TestRestoredModelCanBePulled(t *testing.T) {
 	if _, err := hub.restore(ctx, r1, make([]byte, 100<<10)); err == nil || !strings.Contains(err.Error(), "413 Request Entity Too Large") {
 		t.Errorf("a file larger than the federation's models: %v; want 413", err)
 	}
+	// Erik releases r1 on stable: an OEM following the channel cannot fetch it yet.
+	if v, err = signoff.Find(ctx, lg, r1); err != nil {
+		t.Fatal(err)
+	}
+	rel, err := v.Release(signoff.ReleaseRequest{Channel: "stable", KeyID: "not Dana's"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	audittest.Writer(t, lg, oemSigner(t, "Erik Lund", 24))(rel)
+	keys := filepath.Join(t.TempDir(), "keys.txt")
+	var lines string
+	for _, s := range []*ledger.Signer{oemSigner(t, "hub", 7), oemSigner(t, "Dana Weiss", 21), oemSigner(t, "Erik Lund", 24)} {
+		lines += audit.FormatKey(audit.Key{Name: s.Actor().Name, Org: "oem", Public: s.Public()}) + "\n"
+	}
+	if err := os.WriteFile(keys, []byte(lines), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var subOut, subErr syncBuffer
+	subCtx, stopSub := context.WithCancel(ctx)
+	subDone := make(chan int, 1)
+	go func() {
+		subDone <- cmdModelsSubscribe(subCtx, append([]string{"--federation", "pumps", "--channel", "stable", "--poll", "20ms",
+			"--ledger", dir, "--keys", keys, "--lineage-wait", "300ms"}, p.common...), &subOut, &subErr)
+	}()
+	defer func() { stopSub(); <-subDone }()
+	servicetest.WaitFor(t, 10*time.Second, "the subscriber's report of the missing model", func() bool {
+		return strings.Contains(subErr.String(), "pumps@r1: the hub no longer stores its model (keep_models); whoever holds the file can hand it back (millwright models restore pumps@r1")
+	})
+
 	path := filepath.Join(engineer, "pumps@r1.mwg")
 	runCLI(t, []string{"models", "restore", "pumps@r1", "--file", path, "--hub", srv.URL}, 0, []string{"pumps@r1: the hub stored its model again from " + path}, nil)
+	servicetest.WaitFor(t, 10*time.Second, "the subscriber to write the restored r1", func() bool {
+		b, err := os.ReadFile(filepath.Join(p.out, "pumps.stable"))
+		return err == nil && strings.HasPrefix(string(b), "r1 "+hash)
+	})
 	read.Store(0)
 	runCLI(t, []string{"models", "restore", "pumps@r1", "--file", path, "--hub", srv.URL}, 0, []string{"pumps@r1: the hub still stores its model"}, nil)
 	if n := read.Load(); n != 0 || !waits.Load() {
