@@ -584,35 +584,22 @@ func (l *Ledger) Querier() (ledger.Querier, bool) {
 
 // SignedOff returns the SHA-256 of every model of federation fed that people released, or
 // whose latest decision approved it (a release candidate), as the backend's release and
-// approval records name them (federation.HubOptions.SignedOff). The latest decision is the
-// last in ledger order, as signoff.Version.Decision takes it. A backend that cannot be
-// queried names none.
+// approval records name them (federation.HubOptions.SignedOff), by signoff.SignedOff's
+// rule. A backend that cannot be queried names none.
 func (l *Ledger) SignedOff(ctx context.Context, fed string) (map[string]bool, error) {
 	q, ok := l.Querier()
 	if !ok {
 		return nil, nil
 	}
-	released, approved := map[string]bool{}, map[string]bool{} // by artifact hash
-	for _, t := range []ledger.Type{ledger.TypeRelease, ledger.TypeApproval} {
-		recs, err := q.Query(ctx, ledger.Query{Type: t, Model: ledger.ModelRef{Model: fed}})
+	var recs []ledger.Record
+	for _, t := range []ledger.Type{ledger.TypeRelease, ledger.TypeApproval} { // each type in ledger order
+		got, err := q.Query(ctx, ledger.Query{Type: t, Model: ledger.ModelRef{Model: fed}})
 		if err != nil {
 			return nil, fmt.Errorf("%ss of %s: %w", t, fed, err)
 		}
-		for _, rec := range recs {
-			switch b, _ := rec.DecodeBody(); b := b.(type) {
-			case ledger.Release:
-				released[b.ArtifactHash] = true
-			case ledger.Approval:
-				approved[b.ArtifactHash] = b.Decision == signoff.Approved
-			}
-		}
+		recs = append(recs, got...)
 	}
-	for hash, ok := range approved {
-		if ok {
-			released[hash] = true
-		}
-	}
-	return released, nil
+	return signoff.SignedOff(recs), nil
 }
 
 // ResolveLedger fills c's defaults that depend on the state directory and the actor's

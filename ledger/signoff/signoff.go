@@ -149,20 +149,29 @@ func (v Version) Decision() (ledger.Record, error) {
 	return ledger.Record{}, fmt.Errorf("%s has no approval in the ledger: approve it before releasing it: %w", v.Ref, ledger.ErrNotFound)
 }
 
-// SignedOff says whether people signed v off: its latest decision approves its artifact,
-// or a release names it.
-func (v Version) SignedOff() bool {
-	if last, err := v.Decision(); err == nil {
-		if b, ok := mustDecode(last).(ledger.Approval); ok && b.Decision == Approved && b.ArtifactHash == v.Artifact {
-			return true
+// SignedOff says whether people signed v off: its latest approval approves its artifact,
+// or a release names it (SignedOff of v.About).
+func (v Version) SignedOff() bool { return SignedOff(v.About)[v.Artifact] }
+
+// SignedOff returns the SHA-256 of every artifact that recs (records in ledger order,
+// approvals and releases among them) sign off: one a release names, or whose latest
+// approval approved it (a release candidate, which can still be released).
+func SignedOff(recs []ledger.Record) map[string]bool {
+	out, approved := map[string]bool{}, map[string]bool{}
+	for _, rec := range recs {
+		switch b := mustDecode(rec).(type) {
+		case ledger.Release:
+			out[b.ArtifactHash] = true
+		case ledger.Approval:
+			approved[b.ArtifactHash] = b.Decision == Approved
 		}
 	}
-	for _, rec := range v.About {
-		if b, ok := mustDecode(rec).(ledger.Release); ok && b.ArtifactHash == v.Artifact {
-			return true
+	for hash, ok := range approved {
+		if ok {
+			out[hash] = true
 		}
 	}
-	return false
+	return out
 }
 
 // mustDecode decodes the body of a record Find has decoded before (nil if it cannot).
