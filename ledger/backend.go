@@ -107,6 +107,15 @@ type LineEdge struct {
 	Child, Parent ModelRef
 }
 
+// AppendTimes is a Querier that also vouches for when records were appended, whatever
+// time their signers wrote in them: Fabric's chaincode keeps each record's transaction
+// time, which the endorsing peers checked against their own clocks.
+type AppendTimes interface {
+	// AppendedAfter returns, for each of ids whose append time the ledger holds, a time
+	// the record was certainly appended after; ids it holds none for are absent.
+	AppendedAfter(ctx context.Context, ids []string) (map[string]time.Time, error)
+}
+
 // Querier is a Backend that also answers the auditor's questions.
 type Querier interface {
 	Backend

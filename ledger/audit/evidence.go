@@ -200,8 +200,11 @@ func Collect(ctx context.Context, q ledger.Querier, ref ledger.ModelRef, opts Op
 
 	ev.Integrity.Records = len(recs)
 	ev.Integrity.Checked = opts.Keys != nil
-	before := map[string]time.Time{} // what each record follows (restOn)
+	before := map[string]After{} // what each record came after (restOn, appendedOn)
 	restOn(before, ref, about)
+	if err := appendedOn(ctx, q, before, recs); err != nil {
+		return Evidence{}, fmt.Errorf("evidence of %s: %w", ref, err)
+	}
 	sites := map[string]*SiteData{}
 	var siteOrder []string
 	for _, rec := range recs {
@@ -286,8 +289,8 @@ func Collect(ctx context.Context, q ledger.Querier, ref ledger.ModelRef, opts Op
 }
 
 // entry returns the report header of rec, with its signature checked against keys, for
-// a record that follows records made as late as after (Keyring.CheckAfter).
-func entry(rec ledger.Record, keys *Keyring, after time.Time) (Entry, error) {
+// a record that came after after (Keyring.CheckAfter).
+func entry(rec ledger.Record, keys *Keyring, after After) (Entry, error) {
 	h, err := ledger.Hash(rec)
 	if err != nil {
 		return Entry{}, err

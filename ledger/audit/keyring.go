@@ -245,16 +245,32 @@ func (k *Keyring) Ledger() ledger.Keyring {
 // The time is the signer's claim: whoever holds a revoked key can sign a record dated
 // before the revocation. CheckAfter also takes what the ledger's order says.
 func (k *Keyring) Check(rec ledger.Record) error {
-	return k.CheckAfter(rec, time.Time{})
+	return k.CheckAfter(rec, After{})
 }
 
-// CheckAfter is Check for a record that follows records made as late as after (zero:
-// unknown): a record of a revoked key fails too when after is at or past the revocation,
-// however early rec says it was made (it was backdated). A record follows those the
-// ledger holds before it, when the ledger's order is the order records were appended in
-// (the local ledger's chain), and on any ledger the records that produced the model
-// version it is about (VerifyArtifact).
-func (k *Keyring) CheckAfter(rec ledger.Record, after time.Time) error {
+// After is the latest time the ledger shows a record came after, whatever time the
+// record says it was made, and how the ledger shows it.
+type After struct {
+	Time time.Time // zero: unknown
+	// Appended: the ledger vouches that the record was appended after Time
+	// (ledger.AppendTimes: Fabric's endorsed transaction time). Otherwise the record
+	// follows another one made at Time: one the ledger holds before it, when the ledger's
+	// order is the order records were appended in (the local ledger's chain), or one that
+	// produced the model version it is about (on any ledger).
+	Appended bool
+}
+
+// raise moves a to t when t is later.
+func (a *After) raise(t time.Time, appended bool) {
+	if t.After(a.Time) {
+		a.Time, a.Appended = t, appended
+	}
+}
+
+// CheckAfter is Check for a record that came after after: a record of a revoked key
+// fails too when after is at or past the revocation, however early rec says it was made
+// (it was backdated).
+func (k *Keyring) CheckAfter(rec ledger.Record, after After) error {
 	var key Key
 	ok := false
 	if k != nil {
@@ -278,9 +294,13 @@ func (k *Keyring) CheckAfter(rec ledger.Record, after time.Time) error {
 	case !rec.Header.Time.Before(r):
 		return fmt.Errorf("record %s: %w: the key of %s (%s) was revoked at %s, and the record was made at %s", rec.Header.ID, ErrRevoked,
 			key.Name, key.Org, r.Format(time.RFC3339), rec.Header.Time.Format(time.RFC3339))
-	case !after.IsZero() && !after.Before(r):
-		return fmt.Errorf("record %s: %w: the key of %s (%s) was revoked at %s, and the record, dated %s, follows one made at %s (backdated)",
-			rec.Header.ID, ErrRevoked, key.Name, key.Org, r.Format(time.RFC3339), rec.Header.Time.Format(time.RFC3339), after.Format(time.RFC3339))
+	case !after.Time.IsZero() && !after.Time.Before(r):
+		how := "follows one made at"
+		if after.Appended {
+			how = "was appended to the ledger after"
+		}
+		return fmt.Errorf("record %s: %w: the key of %s (%s) was revoked at %s, and the record, dated %s, %s %s (backdated)",
+			rec.Header.ID, ErrRevoked, key.Name, key.Org, r.Format(time.RFC3339), rec.Header.Time.Format(time.RFC3339), how, after.Time.Format(time.RFC3339))
 	}
 	return nil
 }

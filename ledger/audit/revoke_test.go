@@ -51,10 +51,14 @@ func TestParseRevokedKey(t *testing.T) {
 		t.Errorf("release after the revocation: %v; want ErrRevoked", err)
 	}
 	// What the ledger's order says: the approval held after a record made past the revocation.
-	if err := keys.CheckAfter(f.Approval, at); !errors.Is(err, audit.ErrRevoked) || !strings.Contains(err.Error(), "(backdated)") {
+	if err := keys.CheckAfter(f.Approval, audit.After{Time: at}); !errors.Is(err, audit.ErrRevoked) || !strings.Contains(err.Error(), "follows one made at 2026-03-02T10:30:00Z (backdated)") {
 		t.Errorf("approval after a later record: %v; want ErrRevoked, backdated", err)
 	}
-	if err := keys.CheckAfter(f.Approval, at.Add(-time.Second)); err != nil {
+	if err := keys.CheckAfter(f.Approval, audit.After{Time: at, Appended: true}); !errors.Is(err, audit.ErrRevoked) ||
+		!strings.Contains(err.Error(), "was appended to the ledger after 2026-03-02T10:30:00Z (backdated)") {
+		t.Errorf("approval appended after the revocation: %v; want ErrRevoked, backdated", err)
+	}
+	if err := keys.CheckAfter(f.Approval, audit.After{Time: at.Add(-time.Second)}); err != nil {
 		t.Errorf("approval after an earlier record: %v", err)
 	}
 	if _, err := audit.ParseKeyring([]byte("Alice Martin oem " + strings.Fields(audit.FormatKey(audit.Key{Public: f.Signers["alice"].Public()}))[0] + " revoked=yesterday\n")); err == nil ||
@@ -174,5 +178,93 @@ func TestRevokedKeyCannotSignOffLaterVersions(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("the report lists no approval %s", rec.Header.ID)
+	}
+}
+
+// appendTimes is a ledger that vouches for when records were appended (ledger.AppendTimes),
+// as Fabric's chaincode does.
+type appendTimes struct {
+	ledger.Querier
+	after map[string]time.Time
+	err   error
+	asked int // ids asked for
+}
+
+func (a *appendTimes) AppendedAfter(_ context.Context, ids []string) (map[string]time.Time, error) {
+	a.asked += len(ids)
+	out := map[string]time.Time{}
+	for _, id := range ids {
+		if t, ok := a.after[id]; ok {
+			out[id] = t
+		}
+	}
+	return out, a.err
+}
+
+// TestAppendTimesExposeBackdatedRecords: on a ledger that keeps append times (Fabric), a
+// record of a revoked key dated before the revocation fails when the ledger appended it
+// after, even when it signs off a version produced long before (which restOn cannot
+// catch); appended before the revocation, it passes.
+func TestAppendTimesExposeBackdatedRecords(t *testing.T) {
+	ctx := context.Background()
+	f := audittest.New(t)
+	revoked := audittest.T0.Add(5*time.Hour + 30*time.Minute) // after every record of the fixture
+	keys := keyringRevoking(t, f, revoked)
+	rec := appendBackdated(t, f, revoked.Add(-15*time.Minute))
+	verify := func(q ledger.Querier) audit.Result {
+		t.Helper()
+		res, err := audit.VerifyArtifact(ctx, q, f.Artifact, audit.Options{Keys: keys}) // no chain
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	if res := verify(f.Open(t)); !res.OK {
+		t.Fatalf("without append times only the record's own date counts: %s", res.Verdict)
+	}
+	// The ledger appended every record of the fixture when it was made, and the
+	// backdated one half an hour after the revocation.
+	all, err := f.Open(t).Query(ctx, ledger.Query{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	times := map[string]time.Time{}
+	for _, r := range all {
+		times[r.Header.ID] = r.Header.Time.Add(-time.Minute)
+	}
+	times[rec.Header.ID] = revoked.Add(30 * time.Minute)
+	q := &appendTimes{Querier: f.Open(t), after: times}
+	res := verify(q)
+	if res.OK || !strings.Contains(res.Verdict, "record "+rec.Header.ID+": key revoked") ||
+		!strings.Contains(res.Verdict, "dated 2026-03-02T11:15:00Z, was appended to the ledger after 2026-03-02T12:00:00Z (backdated)") {
+		t.Errorf("a backdated approval appended after the revocation: %s", res.Verdict)
+	}
+	if q.asked != len(res.Checked) {
+		t.Errorf("asked for the append times of %d records, checked %d", q.asked, len(res.Checked))
+	}
+	for _, c := range res.Checked {
+		if c.Err != nil && c.Record.Header.ID != rec.Header.ID {
+			t.Errorf("record %s (%s), appended when it was made: %v", c.Record.Header.ID, c.Record.Header.Type, c.Err)
+		}
+	}
+	ev, err := audit.Collect(ctx, q, audittest.Model, audit.Options{Keys: keys})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range ev.Approvals {
+		if a.Record.ID == rec.Header.ID && !strings.Contains(a.Record.Signature, "was appended to the ledger after") {
+			t.Errorf("the report's signature of the backdated approval: %s", a.Record.Signature)
+		}
+	}
+
+	// Appended before the revocation, the same record is what it says.
+	times[rec.Header.ID] = revoked.Add(-10 * time.Minute)
+	if res := verify(q); !res.OK {
+		t.Errorf("appended before the revocation: %s", res.Verdict)
+	}
+	// A ledger that cannot answer fails the audit rather than passing it unchecked.
+	q.err = errors.New("peer unavailable")
+	if _, err := audit.VerifyArtifact(ctx, q, f.Artifact, audit.Options{Keys: keys}); err == nil || !strings.Contains(err.Error(), "append times: peer unavailable") {
+		t.Errorf("append times unavailable: %v", err)
 	}
 }

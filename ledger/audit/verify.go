@@ -138,16 +138,17 @@ func VerifyArtifact(ctx context.Context, q ledger.Querier, path string, opts Opt
 		return Result{}, fmt.Errorf("verify artifact: query the ledger: %w", err)
 	}
 	order := make(map[string]int, len(all))
-	// before is, for each record, the latest time of the records it follows: with a chain
-	// (the local ledger), those the ledger holds before it, as ledger order is append
-	// order; on any ledger, the records that produced the version it is about (restOn).
-	// A backdated record of a revoked key cannot fake either (Keyring.CheckAfter).
-	before := make(map[string]time.Time, len(all))
+	// before is, for each record, what the ledger shows it came after (After): with a
+	// chain (the local ledger), the records the ledger holds before it, as ledger order is
+	// append order; on any ledger, the records that produced the version it is about
+	// (restOn); on a ledger that keeps append times (Fabric), that time (appendedOn). A
+	// backdated record of a revoked key can fake none of them (Keyring.CheckAfter).
+	before := make(map[string]After, len(all))
 	var latest time.Time
 	for i, rec := range all {
 		order[rec.Header.ID] = i
 		if opts.Chain != nil {
-			before[rec.Header.ID] = latest
+			before[rec.Header.ID] = After{Time: latest}
 			if rec.Header.Time.After(latest) {
 				latest = rec.Header.Time
 			}
@@ -221,6 +222,9 @@ func VerifyArtifact(ctx context.Context, q ledger.Querier, path string, opts Opt
 		recs = append(recs, rec)
 	}
 	slices.SortFunc(recs, func(a, b ledger.Record) int { return order[a.Header.ID] - order[b.Header.ID] })
+	if err := appendedOn(ctx, q, before, recs); err != nil {
+		return Result{}, fmt.Errorf("verify artifact: %w", err)
+	}
 	bad := 0
 	for _, rec := range recs {
 		var err error
@@ -260,7 +264,7 @@ func VerifyArtifact(ctx context.Context, q ledger.Querier, path string, opts Opt
 // The producing records are signed by other keys (the hub's, a gateway's), so on a ledger
 // whose order is not append order (Fabric's), a record of a revoked key that signs off a
 // version produced after the revocation is caught, however early it says it was made.
-func restOn(before map[string]time.Time, m ledger.ModelRef, about []ledger.Record) {
+func restOn(before map[string]After, m ledger.ModelRef, about []ledger.Record) {
 	var made time.Time
 	producers := map[string]bool{}
 	for _, rec := range about {
@@ -274,10 +278,36 @@ func restOn(before map[string]time.Time, m ledger.ModelRef, about []ledger.Recor
 		}
 	}
 	for _, rec := range about {
-		if id := rec.Header.ID; !producers[id] && made.After(before[id]) {
-			before[id] = made
+		if id := rec.Header.ID; !producers[id] {
+			a := before[id]
+			a.raise(made, false)
+			before[id] = a
 		}
 	}
+}
+
+// appendedOn raises before, for each of recs whose append time q vouches for
+// (ledger.AppendTimes), to the time the record was certainly appended after. A ledger
+// without append times changes nothing.
+func appendedOn(ctx context.Context, q ledger.Querier, before map[string]After, recs []ledger.Record) error {
+	at, ok := q.(ledger.AppendTimes)
+	if !ok || len(recs) == 0 {
+		return nil
+	}
+	ids := make([]string, len(recs))
+	for i, rec := range recs {
+		ids[i] = rec.Header.ID
+	}
+	times, err := at.AppendedAfter(ctx, ids)
+	if err != nil {
+		return fmt.Errorf("append times: %w", err)
+	}
+	for id, t := range times {
+		a := before[id]
+		a.raise(t, true)
+		before[id] = a
+	}
+	return nil
 }
 
 // unapprovedReleases says which releases among about (the records about m, in ledger

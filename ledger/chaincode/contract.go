@@ -82,6 +82,11 @@ func (c *Contract) Lineage(ctx contractapi.TransactionContextInterface, model, v
 	return jsonResult(c.store.Lineage(ctx.GetStub(), model, version))
 }
 
+// Appended returns when records were appended (Store.Appended).
+func (c *Contract) Appended(ctx contractapi.TransactionContextInterface, ids string) (string, error) {
+	return jsonResult(c.store.Appended(ctx.GetStub(), ids))
+}
+
 // History returns when and in which transaction a record was written.
 func (c *Contract) History(ctx contractapi.TransactionContextInterface, id string) (string, error) {
 	return jsonResult(c.store.History(ctx.GetStub(), id))

@@ -16,7 +16,11 @@
 // that type (federated rounds only from Policy.Hubs); a site belongs to the organisation
 // that wrote its first record, and only that organisation writes more records for it; an id
 // is written once: the same record again is a no-op, another record under that id is a
-// conflict.
+// conflict. The transaction's time (set by the submitting client) is within
+// Policy.ClockTolerance of each endorsing peer's clock, and is stored with the record
+// (wire.Appended): so an auditor knows when a record was appended, whatever time its
+// signer wrote in it, and a record signed with a revoked key and dated before the
+// revocation is caught when it was appended after (package audit).
 //
 // What is NOT verified: that a record tells the truth (an organisation can sign plausible
 // lies about its own sites), and the actor's chain of Prev hashes (the auditor checks it).
@@ -30,6 +34,7 @@
 // contains, so a prefix range selects exactly one site, model or version:
 //
 //	r <id>                                  the record (canonical JSON)
+//	a <id>                                  when it was appended (wire.Appended)
 //	t <time> <id>                           every record, by header time
 //	s <site> <time> <id>                    by site
 //	m <model> <version> <time> <id>         records about a model version (ledger.Subject)

@@ -3,9 +3,11 @@ package chaincode
 import (
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/hyperledger/fabric-chaincode-go/v2/shim"
 	"github.com/hyperledger/fabric-protos-go-apiv2/ledger/queryresult"
+	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // fakeStub is an in-memory Stub: a key-value map whose writes apply at once (one
@@ -16,10 +18,18 @@ type fakeStub struct {
 	events  []string // event names, one per SetEvent
 	payload [][]byte
 	txID    string
+	txTime  time.Time // the transaction's time; zero is now
 }
 
 func newFakeStub() *fakeStub {
 	return &fakeStub{state: map[string][]byte{}, history: map[string][][]byte{}}
+}
+
+func (f *fakeStub) GetTxTimestamp() (*timestamppb.Timestamp, error) {
+	if f.txTime.IsZero() {
+		return timestamppb.Now(), nil
+	}
+	return timestamppb.New(f.txTime), nil
 }
 
 func (f *fakeStub) GetState(key string) ([]byte, error) { return f.state[key], nil }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hyperledger/fabric-chaincode-go/v2/shim"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/millwright-io/millwright/ledger"
 	"github.com/millwright-io/millwright/ledger/chaincode/wire"
@@ -24,6 +25,8 @@ type Stub interface {
 	GetStateByRange(startKey, endKey string) (shim.StateQueryIteratorInterface, error)
 	GetHistoryForKey(key string) (shim.HistoryQueryIteratorInterface, error)
 	SetEvent(name string, payload []byte) error
+	// GetTxTimestamp is the transaction's time, as the submitting client set it.
+	GetTxTimestamp() (*timestamppb.Timestamp, error)
 }
 
 // Policy says which organisations (MSP ids) play which role.
@@ -32,14 +35,25 @@ type Policy struct {
 	Hubs []string
 	// Readers only read: every write of theirs is refused (auditors).
 	Readers []string
+	// ClockTolerance is how far a record's transaction time may be from the endorsing
+	// peer's clock. The chaincode stores that time with the record (wire.Appended), so
+	// that an auditor knows when a record was appended whatever time its signer claims.
+	ClockTolerance time.Duration
 }
 
+// DefaultClockTolerance is Policy.ClockTolerance unless configured: what clocks kept by
+// NTP, or set by hand now and then, stay within.
+const DefaultClockTolerance = 5 * time.Minute
+
 // DefaultPolicy is the policy of the network deploy/fabric builds.
-func DefaultPolicy() Policy { return Policy{Hubs: []string{"oem"}, Readers: []string{"auditor"}} }
+func DefaultPolicy() Policy {
+	return Policy{Hubs: []string{"oem"}, Readers: []string{"auditor"}, ClockTolerance: DefaultClockTolerance}
+}
 
 // PolicyFromEnv returns DefaultPolicy with LINEAGE_HUB_ORGS and LINEAGE_READER_ORGS
-// (space- or comma-separated MSP ids) replacing its lists when set.
-func PolicyFromEnv() Policy {
+// (space- or comma-separated MSP ids) replacing its lists, and LINEAGE_CLOCK_TOLERANCE
+// (a Go duration) its clock tolerance, when set.
+func PolicyFromEnv() (Policy, error) {
 	p := DefaultPolicy()
 	split := func(s string) []string {
 		return strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' })
@@ -50,7 +64,14 @@ func PolicyFromEnv() Policy {
 	if v, ok := os.LookupEnv("LINEAGE_READER_ORGS"); ok {
 		p.Readers = split(v)
 	}
-	return p
+	if v, ok := os.LookupEnv("LINEAGE_CLOCK_TOLERANCE"); ok {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return p, fmt.Errorf("LINEAGE_CLOCK_TOLERANCE=%q: expected a positive duration (5m)", v)
+		}
+		p.ClockTolerance = d
+	}
+	return p, nil
 }
 
 // errorf returns an error whose message opens with tag, for the client to classify.
@@ -71,6 +92,34 @@ func prefixEnd(prefix string) string { return prefix[:len(prefix)-1] + "!" }
 // Store is the chaincode's logic over a Stub: what the contract's transactions call.
 type Store struct {
 	Policy Policy
+	// Now is the endorsing peer's clock; nil is time.Now.
+	Now func() time.Time
+}
+
+// appended checks the transaction's time against the peer's clock and returns what
+// Anchor stores of it.
+func (s Store) appended(st Stub, id string) (wire.Appended, error) {
+	ts, err := st.GetTxTimestamp()
+	if err != nil {
+		return wire.Appended{}, fmt.Errorf("record %s: transaction time: %w", id, err)
+	}
+	if err := ts.CheckValid(); err != nil {
+		return wire.Appended{}, errorf(wire.TagRejected, "record %s: transaction time: %v", id, err)
+	}
+	now := time.Now
+	if s.Now != nil {
+		now = s.Now
+	}
+	tx, peer := ts.AsTime().UTC(), now().UTC()
+	tol := s.Policy.ClockTolerance
+	if tol <= 0 {
+		tol = DefaultClockTolerance
+	}
+	if off := tx.Sub(peer); off > tol || off < -tol {
+		return wire.Appended{}, errorf(wire.TagClock, "record %s: the transaction's time %s is %v from this peer's clock (%s), expected within %v: set the submitting client's clock right (NTP)",
+			id, tx.Format(time.RFC3339), off.Round(time.Second), peer.Format(time.RFC3339), tol)
+	}
+	return wire.Appended{Time: tx.Format(time.RFC3339Nano), Tolerance: tol.String()}, nil
 }
 
 // Anchor stores the record recJSON on behalf of a client of MSP msp.
@@ -115,6 +164,14 @@ func (s Store) Anchor(st Stub, msp, recJSON string) (wire.AnchorResult, error) {
 		res.Existed = true
 		return res, nil
 	}
+	app, err := s.appended(st, h.ID)
+	if err != nil {
+		return res, err
+	}
+	appJSON, err := json.Marshal(app)
+	if err != nil {
+		return res, err
+	}
 	k, err := s.getKey(st, h.Actor.KeyID)
 	if err != nil {
 		if strings.HasPrefix(err.Error(), wire.TagNotFound) {
@@ -145,6 +202,7 @@ func (s Store) Anchor(st Stub, msp, recJSON string) (wire.AnchorResult, error) {
 	t := fmtTime(h.Time)
 	puts := [][2]string{
 		{key("r", h.ID), string(canon)},
+		{key("a", h.ID), string(appJSON)},
 		{key("t", t, h.ID), h.ID},
 		{key("s", h.Site, t, h.ID), h.ID},
 	}
@@ -374,6 +432,34 @@ func (s Store) Lineage(st Stub, model, version string) (wire.Lineage, error) {
 		return wire.Lineage{}, err
 	}
 	return wire.Lineage(lin), nil
+}
+
+// Appended returns when the records of idsJSON (a JSON array of at most wire.PageSize
+// ids) were appended, for those whose time the ledger holds.
+func (s Store) Appended(st Stub, idsJSON string) (map[string]wire.Appended, error) {
+	var ids []string
+	if err := json.Unmarshal([]byte(idsJSON), &ids); err != nil {
+		return nil, errorf(wire.TagRejected, "ids %.60q: expected a JSON array of record ids", idsJSON)
+	}
+	if len(ids) > wire.PageSize {
+		return nil, errorf(wire.TagRejected, "%d ids, expected at most %d", len(ids), wire.PageSize)
+	}
+	out := make(map[string]wire.Appended, len(ids))
+	for _, id := range ids {
+		b, err := st.GetState(key("a", id))
+		if err != nil {
+			return nil, fmt.Errorf("read append time of %s: %w", id, err)
+		}
+		if b == nil {
+			continue
+		}
+		var a wire.Appended
+		if err := json.Unmarshal(b, &a); err != nil {
+			return nil, fmt.Errorf("stored append time of %s: %w", id, err)
+		}
+		out[id] = a
+	}
+	return out, nil
 }
 
 // History returns the writes of record id's key: when, in which transaction.

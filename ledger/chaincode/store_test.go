@@ -308,8 +308,74 @@ func TestHistory(t *testing.T) {
 func TestPolicyFromEnv(t *testing.T) {
 	t.Setenv("LINEAGE_HUB_ORGS", "hub1, hub2")
 	t.Setenv("LINEAGE_READER_ORGS", "")
-	p := PolicyFromEnv()
-	if !reflect.DeepEqual(p.Hubs, []string{"hub1", "hub2"}) || len(p.Readers) != 0 {
-		t.Fatalf("policy = %+v", p)
+	p, err := PolicyFromEnv()
+	if err != nil || !reflect.DeepEqual(p.Hubs, []string{"hub1", "hub2"}) || len(p.Readers) != 0 || p.ClockTolerance != DefaultClockTolerance {
+		t.Fatalf("policy = %+v, %v", p, err)
 	}
+	t.Setenv("LINEAGE_CLOCK_TOLERANCE", "90s")
+	if p, err := PolicyFromEnv(); err != nil || p.ClockTolerance != 90*time.Second {
+		t.Fatalf("policy = %+v, %v; want a tolerance of 90s", p, err)
+	}
+	for _, bad := range []string{"5", "-1m", "0s"} {
+		t.Setenv("LINEAGE_CLOCK_TOLERANCE", bad)
+		if _, err := PolicyFromEnv(); err == nil || !strings.Contains(err.Error(), `LINEAGE_CLOCK_TOLERANCE="`+bad+`"`) {
+			t.Errorf("tolerance %q: %v, want an error naming it", bad, err)
+		}
+	}
+}
+
+// TestAnchorRecordsAppendTime: the chaincode keeps, with each record, the time of the
+// transaction that wrote it, after checking it against the peer's clock; a record
+// backdated by its signer still shows when it was appended, and a client whose clock is
+// off is told so, with a tag that is not a refusal for good.
+func TestAnchorRecordsAppendTime(t *testing.T) {
+	s, st, f := setup(t)
+	peer := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	s.Now = func() time.Time { return peer }
+	s.Policy.ClockTolerance = time.Minute
+
+	// SnapA says it was made long before; its transaction is 40 s ahead of the peer.
+	st.txTime = peer.Add(40 * time.Second)
+	anchorAll(t, s, st, []ledger.Record{f.SnapA})
+	for _, off := range []time.Duration{61 * time.Second, -61 * time.Second} {
+		st.txTime = peer.Add(off)
+		before := len(st.state)
+		_, err := s.Anchor(st, "factory-b", anchorJSON(t, f.SnapB))
+		if wire.Tagged(fmt.Sprint(err)) != wire.TagClock || !strings.Contains(err.Error(), "expected within 1m0s") {
+			t.Fatalf("transaction %v off the peer's clock: %v, want %s ... expected within 1m0s", off, err, wire.TagClock)
+		}
+		if len(st.state) != before {
+			t.Fatalf("a refused record changed the state")
+		}
+	}
+	// The same record again is a no-op whatever the client's clock says.
+	if res, err := s.Anchor(st, "factory-a", anchorJSON(t, f.SnapA)); err != nil || !res.Existed {
+		t.Fatalf("SnapA again with the clock off: %+v, %v", res, err)
+	}
+
+	ids, _ := json.Marshal([]string{f.SnapA.Header.ID, f.SnapB.Header.ID, "no-such-id"})
+	got, err := s.Appended(st, string(ids))
+	want := map[string]wire.Appended{f.SnapA.Header.ID: {Time: "2026-11-25T12:00:40Z", Tolerance: "1m0s"}}
+	if err != nil || !reflect.DeepEqual(got, want) {
+		t.Fatalf("appended = %v, %v; want %v", got, err, want)
+	}
+	after, err := got[f.SnapA.Header.ID].After()
+	if err != nil || !after.Equal(peer.Add(-20*time.Second)) {
+		t.Fatalf("appended after %v, %v; want the transaction time less the tolerance, %v", after, err, peer.Add(-20*time.Second))
+	}
+	if !f.SnapA.Header.Time.Before(after) {
+		t.Fatalf("fixture: SnapA is dated %v, expected before its append", f.SnapA.Header.Time)
+	}
+	for _, bad := range []string{"{}", `["a"`, string(must(json.Marshal(make([]string, wire.PageSize+1))))} {
+		if _, err := s.Appended(st, bad); wire.Tagged(fmt.Sprint(err)) != wire.TagRejected {
+			t.Errorf("appended(%.40s): %v, want %s", bad, err, wire.TagRejected)
+		}
+	}
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
 }

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -32,6 +33,11 @@ import (
 // holds no signer to register it (see WithActors). Transient: once the key is registered,
 // the same record anchors.
 var ErrKeyNotRegistered = errors.New("actor key not registered on the ledger")
+
+// ErrClock: the endorsing peers refused the transaction because its time, the client's
+// clock, is further from theirs than the chaincode's tolerance. Transient: once the
+// client's clock is right, the same record anchors.
+var ErrClock = errors.New("the client's clock is off the peers'")
 
 // Option customises a Client.
 type Option func(*Client)
@@ -183,6 +189,8 @@ func classify(op string, err error) error {
 		return fmt.Errorf("%s: %w: %s", op, ledger.ErrNotFound, msg)
 	case wire.TagUnknownActor:
 		return fmt.Errorf("%s: %w: %s", op, ErrKeyNotRegistered, msg)
+	case wire.TagClock:
+		return fmt.Errorf("%s: %w: %s", op, ErrClock, msg)
 	}
 	return fmt.Errorf("%s: %s", op, msg)
 }
@@ -408,6 +416,32 @@ func (c *Client) History(ctx context.Context, id string) ([]wire.HistoryEntry, e
 	var h []wire.HistoryEntry
 	err := c.evaluate(ctx, &h, "fabric history of "+id, wire.FnHistory, id)
 	return h, err
+}
+
+// AppendedAfter implements ledger.AppendTimes: for each of ids whose append time the
+// chaincode stored (wire.Appended), the time the record was certainly appended after.
+// It asks wire.PageSize ids a call.
+func (c *Client) AppendedAfter(ctx context.Context, ids []string) (map[string]time.Time, error) {
+	out := make(map[string]time.Time, len(ids))
+	for batch := range slices.Chunk(ids, wire.PageSize) {
+		arg, err := json.Marshal(batch)
+		if err != nil {
+			return nil, err
+		}
+		var got map[string]wire.Appended
+		if err := c.evaluate(ctx, &got, "fabric append times", wire.FnAppended, string(arg)); err != nil {
+			return nil, err
+		}
+		for id, a := range got {
+			if !slices.Contains(batch, id) {
+				return nil, fmt.Errorf("fabric append times: the chaincode answered for record %s, which was not asked", id)
+			}
+			if out[id], err = a.After(); err != nil {
+				return nil, fmt.Errorf("fabric append times: record %s: %w", id, err)
+			}
+		}
+	}
+	return out, nil
 }
 
 // Watch calls fn with every new record's event, from the next block on, until ctx is

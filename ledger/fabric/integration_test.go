@@ -16,6 +16,7 @@ import (
 	"github.com/millwright-io/millwright/ledger"
 	"github.com/millwright-io/millwright/ledger/audit"
 	"github.com/millwright-io/millwright/ledger/audit/audittest"
+	"github.com/millwright-io/millwright/ledger/chaincode"
 	"github.com/millwright-io/millwright/ledger/chaincode/wire"
 	"github.com/millwright-io/millwright/ledger/fabric"
 	"github.com/millwright-io/millwright/ledger/fabric/fabrictest"
@@ -97,6 +98,7 @@ func TestAnchorThroughOutbox(t *testing.T) {
 	c := fabrictest.Client(t, "factory-a", signer)
 	s := site("outbox")
 	ob := runOutbox(t, signer, c, s)
+	start := time.Now()
 	recs := queue(t, ob, 5)
 	if st := drain(t, ob); st.Rejected != 0 {
 		t.Fatalf("dead-lettered: %+v", st)
@@ -127,6 +129,18 @@ func TestAnchorThroughOutbox(t *testing.T) {
 	h, err := c.History(ctx, recs[0].Header.ID)
 	if err != nil || len(h) != 1 || h[0].TxID == "" || h[0].Hash != hashOf(t, recs[0]) {
 		t.Fatalf("history = %+v, %v; want one transaction writing hash %s", h, err, hashOf(t, recs[0]))
+	}
+	// The ledger knows when each was appended (now, within the peers' clock tolerance),
+	// not only the day in March their signer dated them.
+	appended, err := c.AppendedAfter(ctx, append(ids(recs), ledger.NewID()))
+	if err != nil || len(appended) != len(recs) {
+		t.Fatalf("append times = %v, %v; want one for each of the %d records", appended, err, len(recs))
+	}
+	lo, hi := start.Add(-chaincode.DefaultClockTolerance-time.Second), time.Now().Add(-chaincode.DefaultClockTolerance)
+	for _, r := range recs {
+		if a := appended[r.Header.ID]; a.Before(lo) || a.After(hi) {
+			t.Errorf("record %s dated %v: appended after %v, want between %v and %v", r.Header.ID, r.Header.Time, a, lo, hi)
+		}
 	}
 	// Each record names the previous one of its actor: the chain survives the trip.
 	for i := 1; i < len(recs); i++ {

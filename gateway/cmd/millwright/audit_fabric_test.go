@@ -116,10 +116,11 @@ func TestModelsSignoffFabric(t *testing.T) {
 		[]string{"VERIFIED", "released by Erik Lund (oem) on stable"}, nil)
 }
 
-// TestAuditFabricRevokedKey: on Fabric, whose queries return records by their own time, a
-// record of a revoked key dated before the revocation is still refused when it approves a
-// version the hub produced after the revocation: it cannot have been made before the
-// version was.
+// TestAuditFabricRevokedKey: on Fabric a record of a revoked key dated before the
+// revocation is refused when the chaincode appended it after the revocation, whatever
+// version it signs off: one the hub produced after the revocation (it cannot have been
+// made before the version was), and one produced long before (only the append time shows
+// it). The revocation is half an hour ago, longer than the peers' clock tolerance.
 func TestAuditFabricRevokedKey(t *testing.T) {
 	fabrictest.Require(t)
 	envFile := os.Getenv("MILLWRIGHT_FABRIC_DIR") + "/env"
@@ -134,7 +135,11 @@ func TestAuditFabricRevokedKey(t *testing.T) {
 	client := fabrictest.Client(t, "oem", hub, frank)
 	produced := time.Now().UTC().Truncate(time.Second)
 	revoked := produced.Add(-30 * time.Minute)
-	r1 := ledger.ModelRef{Model: model, Version: "r1"}
+	r0, r1 := ledger.ModelRef{Model: model, Version: "r0"}, ledger.ModelRef{Model: model, Version: "r1"}
+	oldArtifact := t.TempDir() + "/" + model + "-r0.bin"
+	if err := os.WriteFile(oldArtifact, []byte(model+"-r0"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	sign := func(s *ledger.Signer, at time.Time, body ledger.Body) ledger.Record {
 		t.Helper()
 		b, err := ledger.CanonicalMarshal(body)
@@ -150,9 +155,14 @@ func TestAuditFabricRevokedKey(t *testing.T) {
 		}
 		return rec
 	}
-	sign(hub, produced, ledger.FederatedRound{Federation: model, Round: 1, Participants: []string{"site-a"}, Aggregation: "fedavg",
-		InputUpdates: []string{audittest.Hash([]byte("update"))}, Output: r1, OutputHash: audittest.Hash([]byte(model)), Parents: []ledger.ModelRef{}})
+	// r0, which the hub produced three hours ago, Frank approved while his key was his.
+	sign(hub, produced.Add(-3*time.Hour), ledger.FederatedRound{Federation: model, Round: 1, Participants: []string{"site-a"}, Aggregation: "fedavg",
+		InputUpdates: []string{audittest.Hash([]byte("update"))}, Output: r0, OutputHash: audittest.Hash([]byte(model + "-r0")), Parents: []ledger.ModelRef{}})
+	sign(hub, produced, ledger.FederatedRound{Federation: model, Round: 2, Participants: []string{"site-a"}, Aggregation: "fedavg",
+		InputUpdates: []string{audittest.Hash([]byte("update"))}, Output: r1, OutputHash: audittest.Hash([]byte(model)), Parents: []ledger.ModelRef{r0}})
 	backdated := sign(frank, revoked.Add(-30*time.Minute), ledger.Approval{ModelRef: r1, ArtifactHash: audittest.Hash([]byte(model)),
+		Decision: "approved", Reason: "backdated with a stolen key"})
+	backdatedOld := sign(frank, revoked.Add(-time.Hour), ledger.Approval{ModelRef: r0, ArtifactHash: audittest.Hash([]byte(model + "-r0")),
 		Decision: "approved", Reason: "backdated with a stolen key"})
 
 	keys := t.TempDir() + "/keys.txt"
@@ -162,5 +172,14 @@ func TestAuditFabricRevokedKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	runCLI(t, []string{"audit", "verify", artifact, "--fabric", envFile, "--keys", keys}, 1,
-		[]string{"NOT VERIFIED", "record " + backdated.Header.ID + ": key revoked", "follows one made at " + produced.Format(time.RFC3339) + " (backdated)"}, nil)
+		[]string{"NOT VERIFIED", "record " + backdated.Header.ID + ": key revoked", "(backdated)"}, nil)
+	runCLI(t, []string{"audit", "verify", oldArtifact, "--fabric", envFile, "--keys", keys}, 1,
+		[]string{"NOT VERIFIED", "1 failed their check", "record " + backdatedOld.Header.ID + ": key revoked", "was appended to the ledger after", "(backdated)"}, nil)
+	// With the revocation an hour from now, the same records are what they say.
+	lines = audit.FormatKey(audit.Key{Name: hub.Actor().Name, Org: hub.Actor().Org, Public: hub.Public()}) + "\n" +
+		audit.FormatKey(audit.Key{Name: "Frank Ode", Org: "oem", Public: frank.Public(), Revoked: produced.Add(time.Hour)}) + "\n"
+	if err := os.WriteFile(keys, []byte(lines), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	runCLI(t, []string{"audit", "verify", oldArtifact, "--fabric", envFile, "--keys", keys}, 0, []string{"VERIFIED"}, nil)
 }

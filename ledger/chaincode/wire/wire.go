@@ -4,7 +4,9 @@
 package wire
 
 import (
+	"fmt"
 	"strings"
+	"time"
 
 	"github.com/millwright-io/millwright/ledger"
 )
@@ -26,6 +28,10 @@ const (
 	FnLineage = "Lineage"
 	// FnHistory(id) -> []HistoryEntry.
 	FnHistory = "History"
+	// FnAppended(JSON array of at most PageSize ids) -> map from id to Appended, for the
+	// records whose append time the ledger holds (records anchored by a chaincode older
+	// than this function have none).
+	FnAppended = "Appended"
 )
 
 // EventRecord is the name of the chaincode event every new record emits; its payload is
@@ -46,6 +52,10 @@ const (
 	TagUnknownActor = "unknown actor:"
 	// TagNotFound: no such record, key or model version.
 	TagNotFound = "not found:"
+	// TagClock: the transaction's time is further from the endorsing peer's clock than
+	// the chaincode's tolerance. Not permanent: once the submitting client's clock is
+	// right (NTP), the retry goes through.
+	TagClock = "clock:"
 )
 
 // Tagged reports the tag msg carries ("" if none). Fabric wraps the chaincode's message
@@ -53,7 +63,7 @@ const (
 // the rest of a message may quote a record's own text.
 func Tagged(msg string) string {
 	tag, at := "", len(msg)
-	for _, t := range []string{TagRejected, TagConflict, TagUnknownActor, TagNotFound} {
+	for _, t := range []string{TagRejected, TagConflict, TagUnknownActor, TagNotFound, TagClock} {
 		if i := strings.Index(msg, t); i >= 0 && i < at {
 			tag, at = t, i
 		}
@@ -114,6 +124,27 @@ type HistoryEntry struct {
 	TxID string `json:"tx_id"`
 	Time string `json:"time"` // RFC 3339, the transaction's timestamp
 	Hash string `json:"hash"` // of the record written
+}
+
+// Appended is when a record was appended to the ledger: the time of the transaction that
+// wrote it, which each endorsing peer checked against its own clock, to within Tolerance,
+// before it endorsed the write. Unlike the record's own time, its signer cannot choose it.
+type Appended struct {
+	Time      string `json:"time"`      // RFC 3339, the transaction's timestamp
+	Tolerance string `json:"tolerance"` // a Go duration ("5m0s")
+}
+
+// After returns the time the record was certainly appended after: Time less Tolerance.
+func (a Appended) After() (time.Time, error) {
+	t, err := time.Parse(time.RFC3339Nano, a.Time)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("appended time %q: expected RFC 3339", a.Time)
+	}
+	tol, err := time.ParseDuration(a.Tolerance)
+	if err != nil || tol < 0 {
+		return time.Time{}, fmt.Errorf("appended tolerance %q: expected a non-negative duration (5m0s)", a.Tolerance)
+	}
+	return t.Add(-tol), nil
 }
 
 // Event is the payload of EventRecord.
