@@ -107,13 +107,22 @@ type LineEdge struct {
 	Child, Parent ModelRef
 }
 
+// Appended is when a ledger appended a record: At, give or take Tolerance.
+type Appended struct {
+	At        time.Time
+	Tolerance time.Duration
+}
+
+// After returns the time the record was certainly appended after.
+func (a Appended) After() time.Time { return a.At.Add(-a.Tolerance) }
+
 // AppendTimes is a Querier that also vouches for when records were appended, whatever
 // time their signers wrote in them: Fabric's chaincode keeps each record's transaction
 // time, which the endorsing peers checked against their own clocks.
 type AppendTimes interface {
-	// AppendedAfter returns, for each of ids whose append time the ledger holds, a time
-	// the record was certainly appended after; ids it holds none for are absent.
-	AppendedAfter(ctx context.Context, ids []string) (map[string]time.Time, error)
+	// Appended returns, for each of ids whose append time the ledger holds, when it
+	// appended the record; ids it holds none for are absent.
+	Appended(ctx context.Context, ids []string) (map[string]Appended, error)
 }
 
 // Querier is a Backend that also answers the auditor's questions.

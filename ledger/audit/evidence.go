@@ -46,6 +46,11 @@ type Entry struct {
 	KeyID     string      `json:"key_id"`
 	Firmware  string      `json:"firmware_version,omitempty"`
 	Signature string      `json:"signature"` // "valid", "not checked", or why it failed
+	// AppendedAt is when the ledger appended the record, give or take AppendTolerance, on
+	// a ledger that vouches for it (ledger.AppendTimes: Fabric); zero elsewhere. Unlike
+	// Time, its signer did not choose it.
+	AppendedAt      time.Time `json:"appended_at,omitzero"`
+	AppendTolerance string    `json:"append_tolerance,omitempty"`
 }
 
 // Row types pair a record's header with its body.
@@ -202,13 +207,14 @@ func Collect(ctx context.Context, q ledger.Querier, ref ledger.ModelRef, opts Op
 	ev.Integrity.Checked = opts.Keys != nil
 	before := map[string]After{} // what each record came after (restOn, appendedOn)
 	restOn(before, ref, about)
-	if err := appendedOn(ctx, q, before, recs); err != nil {
+	appended, err := appendedOn(ctx, q, before, recs)
+	if err != nil {
 		return Evidence{}, fmt.Errorf("evidence of %s: %w", ref, err)
 	}
 	sites := map[string]*SiteData{}
 	var siteOrder []string
 	for _, rec := range recs {
-		e, err := entry(rec, opts.Keys, before[rec.Header.ID])
+		e, err := entry(rec, opts.Keys, before[rec.Header.ID], appended[rec.Header.ID])
 		if err != nil {
 			return Evidence{}, fmt.Errorf("evidence of %s: %w", ref, err)
 		}
@@ -289,8 +295,9 @@ func Collect(ctx context.Context, q ledger.Querier, ref ledger.ModelRef, opts Op
 }
 
 // entry returns the report header of rec, with its signature checked against keys, for
-// a record that came after after (Keyring.CheckAfter).
-func entry(rec ledger.Record, keys *Keyring, after After) (Entry, error) {
+// a record that came after after (Keyring.CheckAfter) and was appended when appended says
+// (zero: the ledger does not say).
+func entry(rec ledger.Record, keys *Keyring, after After, appended ledger.Appended) (Entry, error) {
 	h, err := ledger.Hash(rec)
 	if err != nil {
 		return Entry{}, err
@@ -298,6 +305,9 @@ func entry(rec ledger.Record, keys *Keyring, after After) (Entry, error) {
 	e := Entry{ID: rec.Header.ID, Hash: h, Type: rec.Header.Type, Time: rec.Header.Time, Site: rec.Header.Site,
 		Gateway: rec.Header.Gateway, Actor: rec.Header.Actor.Name + " (" + rec.Header.Actor.Org + ")",
 		KeyID: rec.Header.Actor.KeyID, Firmware: rec.Header.FirmwareVersion, Signature: "not checked"}
+	if !appended.At.IsZero() {
+		e.AppendedAt, e.AppendTolerance = appended.At.UTC(), appended.Tolerance.String()
+	}
 	if keys != nil {
 		e.Signature = "valid"
 		if err := keys.CheckAfter(rec, after); err != nil {

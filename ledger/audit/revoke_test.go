@@ -185,17 +185,17 @@ func TestRevokedKeyCannotSignOffLaterVersions(t *testing.T) {
 // as Fabric's chaincode does.
 type appendTimes struct {
 	ledger.Querier
-	after map[string]time.Time
+	at    map[string]time.Time // with a tolerance of a minute
 	err   error
 	asked int // ids asked for
 }
 
-func (a *appendTimes) AppendedAfter(_ context.Context, ids []string) (map[string]time.Time, error) {
+func (a *appendTimes) Appended(_ context.Context, ids []string) (map[string]ledger.Appended, error) {
 	a.asked += len(ids)
-	out := map[string]time.Time{}
+	out := map[string]ledger.Appended{}
 	for _, id := range ids {
-		if t, ok := a.after[id]; ok {
-			out[id] = t
+		if t, ok := a.at[id]; ok {
+			out[id] = ledger.Appended{At: t, Tolerance: time.Minute}
 		}
 	}
 	return out, a.err
@@ -230,10 +230,10 @@ func TestAppendTimesExposeBackdatedRecords(t *testing.T) {
 	}
 	times := map[string]time.Time{}
 	for _, r := range all {
-		times[r.Header.ID] = r.Header.Time.Add(-time.Minute)
+		times[r.Header.ID] = r.Header.Time
 	}
-	times[rec.Header.ID] = revoked.Add(30 * time.Minute)
-	q := &appendTimes{Querier: f.Open(t), after: times}
+	times[rec.Header.ID] = revoked.Add(31 * time.Minute) // a minute's tolerance: certainly after 12:00
+	q := &appendTimes{Querier: f.Open(t), at: times}
 	res := verify(q)
 	if res.OK || !strings.Contains(res.Verdict, "record "+rec.Header.ID+": key revoked") ||
 		!strings.Contains(res.Verdict, "dated 2026-03-02T11:15:00Z, was appended to the ledger after 2026-03-02T12:00:00Z (backdated)") {
@@ -252,8 +252,19 @@ func TestAppendTimesExposeBackdatedRecords(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, a := range ev.Approvals {
-		if a.Record.ID == rec.Header.ID && !strings.Contains(a.Record.Signature, "was appended to the ledger after") {
-			t.Errorf("the report's signature of the backdated approval: %s", a.Record.Signature)
+		if a.Record.ID == rec.Header.ID && (!strings.Contains(a.Record.Signature, "was appended to the ledger after") ||
+			!a.Record.AppendedAt.Equal(revoked.Add(31*time.Minute)) || a.Record.AppendTolerance != "1m0s") {
+			t.Errorf("the report's entry of the backdated approval: %+v", a.Record)
+		}
+	}
+	// The report shows when each record was appended beside the time it bears.
+	for _, format := range []string{"md", "html"} {
+		out, err := audit.RenderReport(ev, format)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := "2026-03-02T11:15:00Z (appended 2026-03-02T12:01:00Z ± 1m0s)"; !strings.Contains(string(out), want) {
+			t.Errorf("the %s report lacks %q:\n%s", format, want, out)
 		}
 	}
 

@@ -222,7 +222,7 @@ func VerifyArtifact(ctx context.Context, q ledger.Querier, path string, opts Opt
 		recs = append(recs, rec)
 	}
 	slices.SortFunc(recs, func(a, b ledger.Record) int { return order[a.Header.ID] - order[b.Header.ID] })
-	if err := appendedOn(ctx, q, before, recs); err != nil {
+	if _, err := appendedOn(ctx, q, before, recs); err != nil {
 		return Result{}, fmt.Errorf("verify artifact: %w", err)
 	}
 	bad := 0
@@ -287,27 +287,27 @@ func restOn(before map[string]After, m ledger.ModelRef, about []ledger.Record) {
 }
 
 // appendedOn raises before, for each of recs whose append time q vouches for
-// (ledger.AppendTimes), to the time the record was certainly appended after. A ledger
-// without append times changes nothing.
-func appendedOn(ctx context.Context, q ledger.Querier, before map[string]After, recs []ledger.Record) error {
+// (ledger.AppendTimes), to the time the record was certainly appended after, and returns
+// those append times. A ledger without append times changes nothing.
+func appendedOn(ctx context.Context, q ledger.Querier, before map[string]After, recs []ledger.Record) (map[string]ledger.Appended, error) {
 	at, ok := q.(ledger.AppendTimes)
 	if !ok || len(recs) == 0 {
-		return nil
+		return nil, nil
 	}
 	ids := make([]string, len(recs))
 	for i, rec := range recs {
 		ids[i] = rec.Header.ID
 	}
-	times, err := at.AppendedAfter(ctx, ids)
+	times, err := at.Appended(ctx, ids)
 	if err != nil {
-		return fmt.Errorf("append times: %w", err)
+		return nil, fmt.Errorf("append times: %w", err)
 	}
 	for id, t := range times {
 		a := before[id]
-		a.raise(t, true)
+		a.raise(t.After(), true)
 		before[id] = a
 	}
-	return nil
+	return times, nil
 }
 
 // unapprovedReleases says which releases among about (the records about m, in ledger

@@ -359,11 +359,11 @@ func TestAnchorRecordsAppendTime(t *testing.T) {
 	if err != nil || !reflect.DeepEqual(got, want) {
 		t.Fatalf("appended = %v, %v; want %v", got, err, want)
 	}
-	after, err := got[f.SnapA.Header.ID].After()
-	if err != nil || !after.Equal(peer.Add(-20*time.Second)) {
-		t.Fatalf("appended after %v, %v; want the transaction time less the tolerance, %v", after, err, peer.Add(-20*time.Second))
+	a, err := got[f.SnapA.Header.ID].Ledger()
+	if err != nil || !a.After().Equal(peer.Add(-20*time.Second)) {
+		t.Fatalf("appended %+v, %v; want after the transaction time less the tolerance, %v", a, err, peer.Add(-20*time.Second))
 	}
-	if !f.SnapA.Header.Time.Before(after) {
+	if !f.SnapA.Header.Time.Before(a.After()) {
 		t.Fatalf("fixture: SnapA is dated %v, expected before its append", f.SnapA.Header.Time)
 	}
 	for _, bad := range []string{"{}", `["a"`, string(must(json.Marshal(make([]string, wire.PageSize+1))))} {

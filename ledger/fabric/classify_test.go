@@ -3,6 +3,10 @@ package fabric
 import (
 	"errors"
 	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/millwright-io/millwright/ledger"
 )
@@ -24,6 +28,23 @@ func TestClassify(t *testing.T) {
 		err := classify("endorse", errors.New(tc.msg))
 		if !errors.Is(err, tc.is) || ledger.IsPermanent(err) != tc.permanent {
 			t.Errorf("%q: %v (permanent %v), want %v (permanent %v)", tc.msg, err, ledger.IsPermanent(err), tc.is, tc.permanent)
+		}
+	}
+}
+
+// TestAnchorResults: an operator sees a client clock off the peers' in the anchors'
+// results, apart from other transient errors.
+func TestAnchorResults(t *testing.T) {
+	m, err := newMetrics(prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.observe("", classify("endorse", errors.New("chaincode response 500, clock: record r1: 7m0s off")), time.Second)
+	m.observe("", errors.New("connection refused"), time.Second)
+	m.observe("anchored", nil, time.Second)
+	for result, want := range map[string]float64{"clock": 1, "error": 1, "anchored": 1, "rejected": 0} {
+		if got := testutil.ToFloat64(m.anchors.WithLabelValues(result)); got != want {
+			t.Errorf("anchors{result=%q} = %v, want %v", result, got, want)
 		}
 	}
 }

@@ -418,11 +418,10 @@ func (c *Client) History(ctx context.Context, id string) ([]wire.HistoryEntry, e
 	return h, err
 }
 
-// AppendedAfter implements ledger.AppendTimes: for each of ids whose append time the
-// chaincode stored (wire.Appended), the time the record was certainly appended after.
-// It asks wire.PageSize ids a call.
-func (c *Client) AppendedAfter(ctx context.Context, ids []string) (map[string]time.Time, error) {
-	out := make(map[string]time.Time, len(ids))
+// Appended implements ledger.AppendTimes: when the records of ids whose append time the
+// chaincode stored (wire.Appended) were appended. It asks wire.PageSize ids a call.
+func (c *Client) Appended(ctx context.Context, ids []string) (map[string]ledger.Appended, error) {
+	out := make(map[string]ledger.Appended, len(ids))
 	for batch := range slices.Chunk(ids, wire.PageSize) {
 		arg, err := json.Marshal(batch)
 		if err != nil {
@@ -436,7 +435,7 @@ func (c *Client) AppendedAfter(ctx context.Context, ids []string) (map[string]ti
 			if !slices.Contains(batch, id) {
 				return nil, fmt.Errorf("fabric append times: the chaincode answered for record %s, which was not asked", id)
 			}
-			if out[id], err = a.After(); err != nil {
+			if out[id], err = a.Ledger(); err != nil {
 				return nil, fmt.Errorf("fabric append times: record %s: %w", id, err)
 			}
 		}
@@ -476,7 +475,7 @@ type metrics struct {
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		anchors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "millwright_ledger_fabric_anchors_total",
-			Help: "Records sent to the Fabric chaincode, by result (anchored, existed, rejected, conflict, error)."}, []string{"result"}),
+			Help: "Records sent to the Fabric chaincode, by result (anchored, existed, rejected, conflict, clock: the client's clock is off the peers', error)."}, []string{"result"}),
 		seconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "millwright_ledger_fabric_anchor_seconds",
 			Help: "Time to endorse, order and commit one record.", Buckets: prometheus.ExponentialBuckets(0.01, 2, 12)}),
 	}
@@ -496,6 +495,8 @@ func (m *metrics) observe(result string, err error, d time.Duration) {
 		result = "rejected"
 	case errors.Is(err, ledger.ErrConflict):
 		result = "conflict"
+	case errors.Is(err, ErrClock):
+		result = "clock"
 	case err != nil:
 		result = "error"
 	}

@@ -51,6 +51,8 @@ func TestAuditFabric(t *testing.T) {
 		{[]string{"lineage", "pump-anomaly@2", "--fabric", envFile}, 0, "pump-anomaly@1-b"},
 		{[]string{"verify", f.Artifact, "--fabric", envFile, "--org", "factory-a", "--keys", f.KeysFile}, 0, "VERIFIED"},
 		{[]string{"report", "pump-anomaly@2", "--format", "json", "--fabric", envFile, "--keys", f.KeysFile}, 0, `"pump-anomaly"`},
+		// Each record with when the chaincode appended it (today, not the day it bears).
+		{[]string{"report", "pump-anomaly@2", "--format", "json", "--fabric", envFile, "--keys", f.KeysFile}, 0, `"append_tolerance": "5m0s"`},
 		{[]string{"lineage", "no-such@1", "--fabric", envFile}, 1, "not found"},
 		{[]string{"lineage", "pump-anomaly@2", "--fabric", envFile, "--org", "nobody"}, 1, "MILLWRIGHT_FABRIC_NOBODY_"},
 		{[]string{"lineage", "pump-anomaly@2", "--fabric", envFile, "--ledger", t.TempDir()}, 2, "one of --ledger"},

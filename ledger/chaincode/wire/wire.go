@@ -134,17 +134,17 @@ type Appended struct {
 	Tolerance string `json:"tolerance"` // a Go duration ("5m0s")
 }
 
-// After returns the time the record was certainly appended after: Time less Tolerance.
-func (a Appended) After() (time.Time, error) {
+// Ledger returns a as the ledger package has it.
+func (a Appended) Ledger() (ledger.Appended, error) {
 	t, err := time.Parse(time.RFC3339Nano, a.Time)
 	if err != nil {
-		return time.Time{}, fmt.Errorf("appended time %q: expected RFC 3339", a.Time)
+		return ledger.Appended{}, fmt.Errorf("appended time %q: expected RFC 3339", a.Time)
 	}
 	tol, err := time.ParseDuration(a.Tolerance)
 	if err != nil || tol < 0 {
-		return time.Time{}, fmt.Errorf("appended tolerance %q: expected a non-negative duration (5m0s)", a.Tolerance)
+		return ledger.Appended{}, fmt.Errorf("appended tolerance %q: expected a non-negative duration (5m0s)", a.Tolerance)
 	}
-	return t.Add(-tol), nil
+	return ledger.Appended{At: t, Tolerance: tol}, nil
 }
 
 // Event is the payload of EventRecord.

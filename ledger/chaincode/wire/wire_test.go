@@ -1,6 +1,9 @@
 package wire
 
-import "testing"
+import (
+	"testing"
+	"time"
+)
 
 func TestTagged(t *testing.T) {
 	for _, tc := range []struct{ msg, want string }{
@@ -19,13 +22,13 @@ func TestTagged(t *testing.T) {
 	}
 }
 
-func TestAppendedAfter(t *testing.T) {
-	got, err := Appended{Time: "2026-11-25T12:00:40Z", Tolerance: "1m0s"}.After()
-	if want := "2026-11-25T11:59:40Z"; err != nil || got.Format("2006-01-02T15:04:05Z07:00") != want {
-		t.Fatalf("After = %v, %v; want %s", got, err, want)
+func TestAppended(t *testing.T) {
+	got, err := Appended{Time: "2026-11-25T12:00:40Z", Tolerance: "1m0s"}.Ledger()
+	if want := "2026-11-25T11:59:40Z"; err != nil || got.Tolerance != time.Minute || got.After().Format(time.RFC3339) != want {
+		t.Fatalf("Ledger = %+v, %v; want appended after %s", got, err, want)
 	}
 	for _, bad := range []Appended{{Time: "yesterday", Tolerance: "1m"}, {Time: "2026-11-25T12:00:40Z", Tolerance: "-1m"}, {Time: "2026-11-25T12:00:40Z"}} {
-		if _, err := bad.After(); err == nil {
+		if _, err := bad.Ledger(); err == nil {
 			t.Errorf("%+v: no error", bad)
 		}
 	}
