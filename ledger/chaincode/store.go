@@ -116,7 +116,7 @@ func (s Store) appended(st Stub, id string) (wire.Appended, error) {
 		tol = DefaultClockTolerance
 	}
 	if off := tx.Sub(peer); off > tol || off < -tol {
-		return wire.Appended{}, errorf(wire.TagClock, "record %s: the transaction's time %s is %v from this peer's clock (%s), expected within %v: set the submitting client's clock right (NTP)",
+		return wire.Appended{}, errorf(wire.TagClock, "record %s: the transaction's time %s is %v from this peer's clock (%s), expected within %v: the submitting client's clock or this peer's is off (NTP)",
 			id, tx.Format(time.RFC3339), off.Round(time.Second), peer.Format(time.RFC3339), tol)
 	}
 	return wire.Appended{Time: tx.Format(time.RFC3339Nano), Tolerance: tol.String()}, nil

@@ -34,9 +34,9 @@ import (
 // the same record anchors.
 var ErrKeyNotRegistered = errors.New("actor key not registered on the ledger")
 
-// ErrClock: the endorsing peers refused the transaction because its time, the client's
-// clock, is further from theirs than the chaincode's tolerance. Transient: once the
-// client's clock is right, the same record anchors.
+// ErrClock: an endorsing peer refused the transaction because its time, the client's
+// clock, is further from the peer's than the chaincode's tolerance (one of the two clocks
+// is wrong). Transient: once they agree, the same record anchors.
 var ErrClock = errors.New("the client's clock is off the peers'")
 
 // Option customises a Client.
