@@ -302,6 +302,14 @@ func TestNodeOPCUAHeartbeat(t *testing.T) {
 		t.Errorf("stalls = %v", n)
 	}
 	answersWhetherItHas(t, s)
+	resumesHarmlessly(t, s)
+	beats := wd.heartbeats.Load()
+	if err := c.readUntil(s, wait, func() bool { return false }); err == nil || isNotConnected(err) {
+		t.Fatalf("Read after the resume = %v, want it to wait with the connection up", err)
+	}
+	if n := wd.heartbeats.Load() - beats; n < 4 {
+		t.Errorf("%d heartbeats in %s after the resume, want the server's clock about once a second", n, wait)
+	}
 }
 
 // TestNodeOPCUASubscriptionLifetime: the subscription's lifetime is the one configured,

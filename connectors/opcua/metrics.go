@@ -47,6 +47,7 @@ type metrics struct {
 	connects      prometheus.Counter
 	connLost      prometheus.Counter
 	stalls        prometheus.Counter
+	resumes       prometheus.Counter
 	browses       prometheus.Counter
 	certRejected  prometheus.Counter
 }
@@ -98,6 +99,10 @@ func newMetrics(reg prometheus.Registerer, source string) (*metrics, error) {
 			Name: "millwright_opcua_subscription_stalls_total", ConstLabels: labels,
 			Help: "Subscriptions silent past subscription.stall_timeout (no publish response); each ended its connection.",
 		}),
+		resumes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "millwright_opcua_publish_resumes_total", ConstLabels: labels,
+			Help: "Subscriptions that delivered nothing in their first three publishing intervals (at least a second), whose client publish loop the source resumed.",
+		}),
 		browses: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "millwright_opcua_browses_total", ConstLabels: labels,
 			Help: "Discovery runs (on connect and on the rebrowse schedule).",
@@ -107,7 +112,7 @@ func newMetrics(reg prometheus.Registerer, source string) (*metrics, error) {
 			Help: "Server certificates refused by the trust list.",
 		}),
 	}
-	var errs [13]error
+	var errs [14]error
 	m.notifications, errs[0] = metricreg.Register(reg, m.notifications)
 	m.values, errs[1] = metricreg.Register(reg, m.values)
 	m.overflows, errs[2] = metricreg.Register(reg, m.overflows)
@@ -121,6 +126,7 @@ func newMetrics(reg prometheus.Registerer, source string) (*metrics, error) {
 	m.browses, errs[10] = metricreg.Register(reg, m.browses)
 	m.certRejected, errs[11] = metricreg.Register(reg, m.certRejected)
 	m.stalls, errs[12] = metricreg.Register(reg, m.stalls)
+	m.resumes, errs[13] = metricreg.Register(reg, m.resumes)
 	if err := errors.Join(errs[:]...); err != nil {
 		return nil, fmt.Errorf("register opcua metrics: %w", err)
 	}

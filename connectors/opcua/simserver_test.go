@@ -20,7 +20,7 @@ func simPlantConfig() sim.Config {
 	}}
 }
 
-func newPlant(t *testing.T, cfg sim.Config) *sim.Plant {
+func newPlant(t testing.TB, cfg sim.Config) *sim.Plant {
 	t.Helper()
 	p, err := sim.New(cfg)
 	if err != nil {
@@ -30,7 +30,7 @@ func newPlant(t *testing.T, cfg sim.Config) *sim.Plant {
 }
 
 // startSimServer serves a plant of cfg and closes it when the test ends.
-func startSimServer(t *testing.T, cfg sim.Config, opts SimServerOptions) *SimServer {
+func startSimServer(t testing.TB, cfg sim.Config, opts SimServerOptions) *SimServer {
 	t.Helper()
 	s, err := NewSimServer(newPlant(t, cfg), opts)
 	if err != nil {
@@ -252,6 +252,7 @@ func TestSimServerThroughSource(t *testing.T) {
 		t.Fatal(err)
 	}
 	answersWhetherItHas(t, src)
+	resumesHarmlessly(t, src)
 
 	// Step a reference plant through the same times and compare every point.
 	ref := newPlant(t, cfg)

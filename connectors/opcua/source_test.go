@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/millwright-io/millwright/connectors"
@@ -271,6 +272,51 @@ func TestStalledSubscriptionEndsConnection(t *testing.T) {
 	}
 }
 
+// TestPausedPublishLoopResumed: the client's publish loop paused at the start of a
+// subscription (here the server answers its first publish request BadNoSubscription, and
+// gopcua pauses; gopcua's start race leaves it paused the same way) delivers nothing. The
+// watchdog resumes it once the first values are late, and the connection delivers without
+// waiting for the first-values deadline and reconnecting.
+func TestPausedPublishLoopResumed(t *testing.T) {
+	u := startUnitServer(t)
+	u.failPublish.Store(1)
+	cfg := unitConfig(t, u)
+	cfg.Nodes = []Node{{NodeID: u.nodeID("Line1", "Pump3", "Pressure").String(), Machine: "pump-3", Signal: "pressure"}}
+	s := connectUnit(t, cfg)
+	readUntil(t, s, 20*time.Second, hasAll("pump-3/pressure"))
+	if u.failPublish.Load() != 0 {
+		t.Fatal("the server answered no publish request BadNoSubscription")
+	}
+	for name, want := range map[string]float64{"resumes": 1, "stalls": 0, "connects": 1} {
+		got := map[string]prometheus.Counter{"resumes": s.m.resumes, "stalls": s.m.stalls, "connects": s.m.connects}[name]
+		if n := testutil.ToFloat64(got); n != want {
+			t.Errorf("%s = %v, want %v", name, n, want)
+		}
+	}
+	// A connection that delivers is not resumed again.
+	s.mu.Lock()
+	resumed := s.conn.wd.resumed
+	s.mu.Unlock()
+	if !resumed {
+		t.Error("the watchdog does not note that it resumed the loop")
+	}
+}
+
+// resumesHarmlessly checks that the server of s's connection lets the watchdog resume the
+// publish loop (create and delete a second subscription), and keeps the connection's own.
+func resumesHarmlessly(t *testing.T, s *Source) {
+	t.Helper()
+	s.mu.Lock()
+	conn := s.conn
+	s.mu.Unlock()
+	if err := conn.resumePublishing(); err != nil {
+		t.Errorf("resume the publish loop: %v", err)
+	}
+	if gone, err := conn.dropped(conn.sub.SubscriptionID); err != nil || gone {
+		t.Errorf("after the resume, dropped(its subscription) = %v, %v; want false, nil", gone, err)
+	}
+}
+
 // answersWhetherItHas checks that the server of s's connection answers the watchdog's
 // question as the watchdog reads it: it has the subscription of s, and not one numbered
 // 1000 higher.
@@ -302,7 +348,8 @@ func TestWatchdogStalled(t *testing.T) {
 		{"silent with a sampled heartbeat", true, 5, 5, time.Second, 0, stalled},
 		{"silent, notifications wait for the consumer", true, 5, 5, time.Minute, 3, live},
 		{"nothing since the start, first values due", true, 0, 0, 300 * time.Millisecond, 0, stalled},
-		{"nothing since the start, not for long", true, 0, 0, 200 * time.Millisecond, 0, live},
+		{"nothing since the start, first values late", true, 0, 0, 200 * time.Millisecond, 0, late},
+		{"nothing since the start, not for long", true, 0, 0, 150 * time.Millisecond, 0, live},
 		{"nothing since the start, first values waiting", true, 0, 0, time.Minute, 1, live},
 		{"nothing since the start, nothing monitored", false, 0, 0, time.Minute, 0, live},
 		{"the server reported its clock once only", true, 5, 1, time.Minute, 0, unsure},
@@ -310,7 +357,7 @@ func TestWatchdogStalled(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			w := &watchdog{timeout: time.Second, first: 300 * time.Millisecond}
+			w := &watchdog{timeout: time.Second, first: 300 * time.Millisecond, resume: 200 * time.Millisecond}
 			w.expect.Store(tt.expect)
 			w.last.Store(t0.UnixNano())
 			w.handled.Store(tt.handled)

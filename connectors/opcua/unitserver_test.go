@@ -14,6 +14,7 @@ import (
 	"github.com/gopcua/opcua/server"
 	"github.com/gopcua/opcua/server/attrs"
 	"github.com/gopcua/opcua/ua"
+	"github.com/gopcua/opcua/uasc"
 
 	"github.com/millwright-io/millwright/connectors"
 	"github.com/millwright-io/millwright/gateway/telemetry"
@@ -43,6 +44,10 @@ type unitServer struct {
 	vals map[string]*ua.DataValue // by node id string
 	// clockStill: the server does not sample its clock, so it reports it once only.
 	clockStill atomic.Bool
+	// failPublish is how many publish requests the server answers BadNoSubscription, as a
+	// server does to one that comes before a subscription exists; gopcua's client pauses
+	// its publish loop on that answer.
+	failPublish atomic.Int32
 }
 
 type unitVar struct {
@@ -72,6 +77,17 @@ func startUnitServer(t testing.TB) *unitServer {
 		server.SetLogger(quietLogger{}),
 	)
 	answerPublishingMode(u.srv)
+	// Registered before Start, it takes the place of the server's own publish handler.
+	u.srv.RegisterHandler(id.PublishRequest_Encoding_DefaultBinary, func(sc *uasc.SecureChannel, r ua.Request, reqID uint32) (ua.Response, error) {
+		for n := u.failPublish.Load(); n > 0; n = u.failPublish.Load() {
+			if req, ok := r.(*ua.PublishRequest); ok && u.failPublish.CompareAndSwap(n, n-1) {
+				return &ua.ServiceFault{ResponseHeader: &ua.ResponseHeader{Timestamp: time.Now(), RequestHandle: req.RequestHeader.RequestHandle,
+					ServiceResult: ua.StatusBadNoSubscription, ServiceDiagnostics: &ua.DiagnosticInfo{}, StringTable: []string{},
+					AdditionalHeader: ua.NewExtensionObject(nil)}}, nil
+			}
+		}
+		return u.srv.SubscriptionService.Publish(sc, r, reqID)
+	})
 	u.url = "opc.tcp://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	u.ns = server.NewNodeNameSpace(u.srv, "urn:millwright:test")
 	root, _ := u.srv.Namespace(0)

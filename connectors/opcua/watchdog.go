@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/gopcua/opcua"
 	"github.com/gopcua/opcua/id"
 	"github.com/gopcua/opcua/ua"
 )
@@ -25,8 +26,17 @@ import (
 // connection (counted in millwright_opcua_subscription_stalls_total), and the pipeline
 // reconnects. At the start the watchdog waits less: every server sends each monitored
 // item's first value at its next publishing cycle, so a subscription that delivers nothing
-// within three publishing intervals or a request timeout, whichever is longer, is stalled
-// (gopcua's publish loop can stall right at the start).
+// within three publishing intervals or a request timeout, whichever is longer, is stalled.
+//
+// gopcua's publish loop can stall right at the start: the client queues a pause when it is
+// created, and Subscribe signals a resume; a loop that starts late finds both and may take
+// the resume first, then pause for good (4 starts in 210 of a client that subscribes right
+// after connecting to the simulator; 1 in 900 through the source, which browses first). So
+// a subscription that has delivered nothing after three publishing intervals (at least a
+// second) is first resumed: the source creates and deletes a second subscription, whose
+// creation signals a resume that the paused loop takes (counted in
+// millwright_opcua_publish_resumes_total). Only if that does not help either does the
+// first-values deadline end the connection.
 //
 // Silence alone is not enough once the clock has arrived only once: a server that does not
 // sample its clock reports it once, and values that never change are never reported again.
@@ -46,6 +56,8 @@ var heartbeatNode = ua.NewNumericNodeID(0, id.Server_ServerStatus_CurrentTime)
 type watchdog struct {
 	timeout    time.Duration
 	first      time.Duration // for the first notification: a server sends first values at once
+	resume     time.Duration // silence at the start after which the publish loop is resumed (0: never)
+	resumed    bool          // resumed once (the watch goroutine's)
 	expect     atomic.Bool   // an item (or the heartbeat) is monitored: first values are due
 	last       atomic.Int64  // unix nanoseconds of the last notification handled, or of the start
 	handled    atomic.Int64  // notifications handled
@@ -66,21 +78,28 @@ const (
 	live    verdict = iota
 	stalled         // silent for too long
 	unsure          // silent for timeout, and the heartbeat has not shown the server samples it
+	late            // no first values after resume: the publish loop may be paused
 )
 
 // check judges a subscription, given how many notifications wait for the consumer
 // (queued): stalled when not one notification arrived for first since the start (when
 // first values are due), or when it is silent for timeout although the server samples the
 // heartbeat; unsure when it is silent for timeout and the heartbeat has arrived once at
-// most. It also returns how long the subscription has been silent.
+// most; late when not one notification arrived for resume since the start, the first time.
+// It also returns how long the subscription has been silent.
 func (w *watchdog) check(now time.Time, queued int) (verdict, time.Duration) {
 	silence := now.Sub(time.Unix(0, w.last.Load()))
 	switch {
 	case queued > 0:
 		return live, silence // notifications wait for the consumer
 	case w.handled.Load() == 0:
-		if w.expect.Load() && silence >= w.first {
+		switch {
+		case !w.expect.Load():
+			return live, silence
+		case silence >= w.first:
 			return stalled, silence
+		case w.resume > 0 && !w.resumed && silence >= w.resume:
+			return late, silence
 		}
 		return live, silence
 	case silence < w.timeout:
@@ -93,7 +112,13 @@ func (w *watchdog) check(now time.Time, queued int) (verdict, time.Duration) {
 }
 
 // tick is how often the watchdog looks.
-func (w *watchdog) tick() time.Duration { return min(w.first, w.timeout) / 3 }
+func (w *watchdog) tick() time.Duration {
+	t := min(w.first, w.timeout)
+	if w.resume > 0 {
+		t = min(t, w.resume)
+	}
+	return t / 3
+}
 
 // armWatchdog starts the watchdog's clock for a new subscription and adds the heartbeat
 // item to it; watch then looks every tick.
@@ -105,6 +130,9 @@ func (c *connection) armWatchdog(ctx context.Context) error {
 		return err
 	}
 	c.wd.first = min(c.wd.timeout, max(3*s.cfg.Subscription.PublishingInterval, s.cfg.RequestTimeout))
+	if r := max(3*s.cfg.Subscription.PublishingInterval, time.Second); r < c.wd.first {
+		c.wd.resume = r
+	}
 	return nil
 }
 
@@ -151,6 +179,14 @@ func (c *connection) watch() bool {
 	var why string // what the server said, when asked
 	switch {
 	case v == stalled:
+	case v == late:
+		c.wd.resumed = true
+		c.src.m.resumes.Inc()
+		c.src.log.Info("no values since the subscription started; resuming the client's publish loop", "silent", silence.Round(time.Millisecond))
+		if err := c.resumePublishing(); err != nil {
+			c.src.log.Debug("could not resume the publish loop", "err", err)
+		}
+		return true
 	case v == unsure && !c.wd.unasked:
 		switch dropped, err := c.dropped(c.sub.SubscriptionID); {
 		case err != nil:
@@ -169,6 +205,23 @@ func (c *connection) watch() bool {
 	c.fail(fmt.Errorf("subscription stalled: no publish response for %s%s (subscription.stall_timeout %s, %s for the first values)",
 		silence.Round(time.Millisecond), why, c.wd.timeout, c.wd.first))
 	return false
+}
+
+// resumePublishing restarts gopcua's publish loop if it is paused: it creates a second
+// subscription, whose creation signals the loop to resume, and deletes it at once. A loop
+// that runs ignores the signal.
+func (c *connection) resumePublishing() error {
+	ctx, cancel := context.WithTimeout(c.ctx, c.src.cfg.RequestTimeout)
+	defer cancel()
+	sub, err := c.client.Subscribe(ctx, &opcua.SubscriptionParameters{Interval: c.src.cfg.Subscription.PublishingInterval},
+		make(chan *opcua.PublishNotificationData, 1))
+	if err != nil {
+		return fmt.Errorf("create a subscription: %w", err)
+	}
+	if err := sub.Cancel(ctx); err != nil {
+		return fmt.Errorf("delete subscription %d: %w", sub.SubscriptionID, err)
+	}
+	return nil
 }
 
 // dropped asks the server whether it has dropped subscription id: it sets the
