@@ -164,14 +164,6 @@ func (s Store) Anchor(st Stub, msp, recJSON string) (wire.AnchorResult, error) {
 		res.Existed = true
 		return res, nil
 	}
-	app, err := s.appended(st, h.ID)
-	if err != nil {
-		return res, err
-	}
-	appJSON, err := json.Marshal(app)
-	if err != nil {
-		return res, err
-	}
 	k, err := s.getKey(st, h.Actor.KeyID)
 	if err != nil {
 		if strings.HasPrefix(err.Error(), wire.TagNotFound) {
@@ -185,6 +177,17 @@ func (s Store) Anchor(st Stub, msp, recJSON string) (wire.AnchorResult, error) {
 	pub, _ := base64.StdEncoding.DecodeString(k.Public) // checked at registration
 	if err := ledger.Verify(rec, pub); err != nil {
 		return res, errorf(wire.TagRejected, "%v", err)
+	}
+	// The clock after the signature: a record refused for good for what it is (invalid,
+	// forged) is told so whatever the client's clock says; and before the site's owner,
+	// which may be written.
+	app, err := s.appended(st, h.ID)
+	if err != nil {
+		return res, err
+	}
+	appJSON, err := json.Marshal(app)
+	if err != nil {
+		return res, err
 	}
 	owner, err := st.GetState(key("o", h.Site))
 	if err != nil {

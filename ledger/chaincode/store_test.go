@@ -348,6 +348,12 @@ func TestAnchorRecordsAppendTime(t *testing.T) {
 			t.Fatalf("a refused record changed the state")
 		}
 	}
+	// A forged record is refused for good, whatever the client's clock says.
+	forged := f.SnapB
+	forged.Body = json.RawMessage(strings.Replace(string(forged.Body), `"rows":518400`, `"rows":1`, 1))
+	if _, err := s.Anchor(st, "factory-b", anchorJSON(t, forged)); wire.Tagged(fmt.Sprint(err)) != wire.TagRejected {
+		t.Fatalf("a forged record with the clock off: %v, want %s", err, wire.TagRejected)
+	}
 	// The same record again is a no-op whatever the client's clock says.
 	if res, err := s.Anchor(st, "factory-a", anchorJSON(t, f.SnapA)); err != nil || !res.Existed {
 		t.Fatalf("SnapA again with the clock off: %+v, %v", res, err)
