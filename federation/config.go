@@ -96,7 +96,9 @@ type FederationConfig struct {
 	// FinalEvaluation adds, after the last of Rounds, a round in which the participants
 	// judge the last global model on their held-out data without training (PhaseEvaluate),
 	// so the model an OEM releases has a federated evaluation like every earlier one (which
-	// the round training from it records). It needs Rounds > 0 and no DP; with secure
+	// the round training from it records). It needs Rounds > 0, and not both DP and secure
+	// aggregation; with DP the hub releases the noised mean of the clipped metrics
+	// (dp.Noise.Mean), which costs a round's privacy; with secure
 	// aggregation the gateways mask only the weight and secagg.metrics, which must name
 	// the global_ metrics, and the hub learns their weighted means.
 	FinalEvaluation bool `yaml:"final_evaluation"`
@@ -201,8 +203,8 @@ func (c FederationConfig) Validate() error {
 		switch {
 		case c.Rounds == 0:
 			p.Addf("final_evaluation", "needs a last round: rounds is 0 (run until stopped); expected rounds > 0 or final_evaluation false")
-		case c.DP.Enabled:
-			p.Addf("final_evaluation", "cannot run with dp: the metrics carry no noise; expected false")
+		case c.DP.Enabled && c.SecAgg.Enabled:
+			p.Addf("final_evaluation", "cannot run with dp and secagg together: the masked metrics carry no noise; expected secagg.enabled false (dp.noise central) or final_evaluation false")
 		case c.SecAgg.Enabled && !slices.ContainsFunc(c.SecAgg.Metrics, func(m string) bool { return strings.HasPrefix(m, GlobalMetricPrefix) }):
 			p.Addf("final_evaluation", "with secagg, secagg.metrics %q names no %s metric, so the round would learn nothing; expected them listed (global_false_alarm_rate, ...)", c.SecAgg.Metrics, GlobalMetricPrefix)
 		}

@@ -69,7 +69,9 @@
 // counts, and with secagg.metrics the weighted sums of those metrics (refused with DP).
 // A final evaluation round (FederationConfig.FinalEvaluation) sends each gateway's
 // metrics about the last model and its window count, in the clear without secure
-// aggregation (masked with it, as above); it is refused with DP.
+// aggregation (masked with it, as above). With DP (central noise, without secure
+// aggregation) the hub records only their mean, each value clipped and the sums noised as
+// a round's are (dp.Noise.Mean), for a round's privacy cost; with both it is refused.
 // Without DP, the global model can leak information about rare events in one factory's
 // data (membership inference).
 package federation

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/millwright-io/millwright/federation/dp"
 	"github.com/millwright-io/millwright/gateway/config"
 	"github.com/millwright-io/millwright/ledger"
 )
@@ -79,18 +80,30 @@ func splitMetrics(all map[string]float64) (round, input map[string]float64) {
 	return round, input
 }
 
+// evalPrivacy says how the metrics of a federated evaluation were protected.
+type evalPrivacy struct {
+	dp    bool       // the federation has DP
+	spent *dp.Report // the privacy spent on noising them (nil: no noise; with dp, they are not recorded)
+	std   float64    // the noise's standard deviation on each metric's mean
+}
+
 // evaluationRecord is the ledger's record of the federated evaluation of in (hash), the
 // model round out trained from (or, in a final evaluation round, only judged), by the
 // participants of out, with metrics (their combination; nil: none reported, and nothing
-// is recorded), checked against the federation's acceptance bounds. Like the round's
-// metrics, it is not recorded with DP.
-func (f *fedRun) evaluationRecord(in, out ModelHeader, hash string, metrics map[string]float64, dpOn bool) *ledger.Evaluation {
-	if f.h.opts.Recorder == nil || metrics == nil || dpOn || in.Round == 0 {
+// is recorded), checked against the federation's acceptance bounds. With DP it is recorded
+// only when the metrics were noised (priv.spent: the final evaluation), like the round's
+// metrics, which are not.
+func (f *fedRun) evaluationRecord(in, out ModelHeader, hash string, metrics map[string]float64, priv evalPrivacy) *ledger.Evaluation {
+	if f.h.opts.Recorder == nil || metrics == nil || priv.dp && priv.spent == nil || in.Round == 0 {
 		return nil
 	}
 	how := "combined by the round's rule, " + f.cfg.Strategy.Name
-	if f.cfg.SecAgg.Enabled {
+	switch {
+	case f.cfg.SecAgg.Enabled:
 		how = "their weighted mean, learned under secure aggregation"
+	case priv.spent != nil:
+		how = fmt.Sprintf("their mean with client-level differential privacy: each value clipped into [0, %g], Gaussian noise of standard deviation %.3g on the mean, "+
+			"the evaluation's ε %.3g, the federation's %.3g at δ %g", f.cfg.DP.MetricBound, priv.std, priv.spent.RoundEpsilon, priv.spent.Epsilon, priv.spent.Delta)
 	}
 	when := "before training from it"
 	if out.Round > f.cfg.Rounds && f.cfg.Rounds > 0 {
@@ -127,13 +140,15 @@ func (f *fedRun) evaluationRecord(in, out ModelHeader, hash string, metrics map[
 
 // finishEvaluation ends final evaluation round st (PhaseEvaluate), in which the
 // participants used judged the model in (st.Global) and reported report.Metrics
-// (combined by the round's rule): it records their global_ metrics as the model's
-// federated evaluation and finishes the federation. Nothing is aggregated or released.
-func (f *fedRun) finishEvaluation(ctx context.Context, st RoundState, report RoundReport, start time.Time, in ModelHeader, used []string) (RoundState, error) {
+// (combined by the round's rule, or their private mean with DP, noised with std): it
+// records their global_ metrics as the model's federated evaluation and finishes the
+// federation. Nothing is aggregated or released.
+func (f *fedRun) finishEvaluation(ctx context.Context, st RoundState, report RoundReport, start time.Time, in ModelHeader, used []string, std float64) (RoundState, error) {
 	slices.Sort(used)
 	report.Used, report.Model = used, st.Global
 	_, input := splitMetrics(report.Metrics)
-	if ev := f.evaluationRecord(in, ModelHeader{Round: st.Round, Participants: used}, st.Global, input, false); ev != nil {
+	priv := evalPrivacy{dp: f.cfg.DP.Enabled, spent: report.Privacy, std: std}
+	if ev := f.evaluationRecord(in, ModelHeader{Round: st.Round, Participants: used}, st.Global, input, priv); ev != nil {
 		var id string
 		if _, ok := f.h.opts.Recorder.(ledger.IDRecorder); ok {
 			id = ledger.NameID(string(ledger.TypeEvaluation), ledger.KeyID(f.h.PublicKey()), f.cfg.Name, strconv.FormatUint(st.Round, 10), st.Global)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/millwright-io/millwright/federation"
+	"github.com/millwright-io/millwright/federation/dp"
 )
 
 // evalTrainer is a pullTrainer that also judges a global model without training (a
@@ -159,7 +160,10 @@ func TestFinalEvaluationConfig(t *testing.T) {
 		want   string
 	}{
 		{"no last round", func(c *federation.FederationConfig) { c.Rounds = 0 }, "final_evaluation: needs a last round"},
-		{"dp", func(c *federation.FederationConfig) { c.DP.Enabled = true }, "final_evaluation: cannot run with dp"},
+		{"dp", func(c *federation.FederationConfig) { c.DP.Enabled, c.DP.EpsilonLimit = true, 10 }, ""},
+		{"dp and secagg", func(c *federation.FederationConfig) {
+			c.DP.Enabled, c.DP.EpsilonLimit, c.SecAgg.Enabled, c.SecAgg.Metrics = true, 10, true, []string{"global_false_alarm_rate"}
+		}, "final_evaluation: cannot run with dp and secagg together"},
 		{"secagg without global metrics", func(c *federation.FederationConfig) {
 			c.SecAgg.Enabled, c.SecAgg.Metrics = true, []string{"false_alarm_rate"}
 		}, `final_evaluation: with secagg, secagg.metrics ["false_alarm_rate"] names no global_ metric`},
@@ -176,6 +180,82 @@ func TestFinalEvaluationConfig(t *testing.T) {
 			err := fc.Validate()
 			if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
 				t.Errorf("Validate() = %v; want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestPrivateFinalEvaluation: with DP the final evaluation round spends a round of the
+// privacy budget and the hub records the noised mean of the clipped metrics, saying how
+// they were noised; a budget that affords the training rounds but not the evaluation ends
+// the federation without recording one.
+func TestPrivateFinalEvaluation(t *testing.T) {
+	const n, dim, rounds = 2, 20, 2
+	dpc := dp.Config{Enabled: true, ClipNorm: 1, NoiseMultiplier: 2, Noise: dp.NoiseCentral}
+	dpc.SetDefaults()
+	epsAfter := func(steps int) float64 { // the cumulative ε after steps rounds
+		dpc.EpsilonLimit = 1e9
+		b, err := dp.NewBudget(dpc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var r dp.Report
+		for range steps {
+			if r, err = b.Spend(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return r.Epsilon
+	}
+	for _, tc := range []struct {
+		name  string
+		limit float64
+	}{
+		{"budget for the evaluation", epsAfter(rounds+1) + 0.01},
+		{"budget for the rounds only", (epsAfter(rounds) + epsAfter(rounds+1)) / 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, n, false)
+			fc := fedConfig(n, dim)
+			fc.Rounds, fc.FinalEvaluation = rounds, true
+			fc.DP = dpc
+			fc.DP.EpsilonLimit = tc.limit
+			h := startHub(t, e.hub, fc)
+			judged := make(chan federation.Task, n)
+			for i, far := range []float64{0.1, 0.3} {
+				e.gateway(t, i, &evalTrainer{pullTrainer: &pullTrainer{target: target(i, dim), samples: 10}, far: far, samples: 10, judged: judged})
+			}
+			var last federation.RoundReport
+			for range rounds {
+				if last = h.next(t); last.Outcome != "aggregated" || last.Privacy == nil {
+					t.Fatalf("round %d: %+v", last.Round, last)
+				}
+			}
+			final := h.next(t)
+			h.rec.mu.Lock()
+			defer h.rec.mu.Unlock()
+			if tc.name == "budget for the rounds only" {
+				if final.Outcome != "budget_exhausted" || len(h.rec.evals) != 0 {
+					t.Fatalf("final round %+v, %d evaluation records; want the budget exhausted and none", final, len(h.rec.evals))
+				}
+				return
+			}
+			if final.Outcome != "evaluated" || final.Privacy == nil || final.Privacy.Round != rounds+1 || final.Privacy.Epsilon <= last.Privacy.Epsilon ||
+				final.Privacy.Epsilon > tc.limit {
+				t.Fatalf("final round %+v, privacy %+v; want evaluated, a third round of privacy spent (after %+v)", final, final.Privacy, last.Privacy)
+			}
+			if len(h.rec.evals) != 1 {
+				t.Fatalf("%d evaluation records; want the final one (the training rounds' metrics carry no noise)", len(h.rec.evals))
+			}
+			ev := h.rec.evals[0]
+			far, ok := ev.Metrics["false_alarm_rate"]
+			if ev.Version != "r2" || !ok || len(ev.Metrics) != 1 || far < 0 || far > 1 || far != final.Metrics["global_false_alarm_rate"] {
+				t.Errorf("evaluation of %s, metrics %v (the round's report %v); want r2's false_alarm_rate in [0, 1]", ev.ModelRef, ev.Metrics, final.Metrics)
+			}
+			t.Logf("criteria: %s", ev.Criteria)
+			// σ·bound·√m/k = 2·1·1/2.
+			if want := "with client-level differential privacy: each value clipped into [0, 1], Gaussian noise of standard deviation 1 on the mean"; !strings.Contains(ev.Criteria, want) {
+				t.Errorf("criteria %q lack %q", ev.Criteria, want)
 			}
 		})
 	}

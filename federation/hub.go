@@ -469,8 +469,16 @@ func (f *fedRun) round(ctx context.Context, st RoundState) (RoundState, error) {
 	}
 	if st.Phase == PhaseEvaluate {
 		used := slices.Sorted(maps.Keys(c.updates))
-		report.Metrics = roundMetrics(f.cfg.Strategy, c.updates, used)
-		return f.finishEvaluation(ctx, st, report, start, global.Header, used)
+		if f.budget == nil {
+			report.Metrics = roundMetrics(f.cfg.Strategy, c.updates, used)
+			return f.finishEvaluation(ctx, st, report, start, global.Header, used, 0)
+		}
+		metrics, privacy, std, err := f.privateMetrics(ctx, c.updates, used)
+		if err != nil {
+			return st, err
+		}
+		report.Metrics, report.Privacy = metrics, privacy
+		return f.finishEvaluation(ctx, st, report, start, global.Header, used, std)
 	}
 	ups := make([]aggregate.Update, 0, len(c.updates))
 	for name, u := range c.updates {

@@ -1,6 +1,7 @@
 package federation
 
 import (
+	"context"
 	"maps"
 	"slices"
 	"strconv"
@@ -8,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/millwright-io/millwright/federation/aggregate"
+	"github.com/millwright-io/millwright/federation/dp"
 )
 
 // roundMetrics combines, over the updates a round used, each local metric
@@ -19,18 +21,7 @@ import (
 // participant adds a series to the hub's metrics on its own. It is nil when the round
 // used no update with metrics.
 func roundMetrics(s aggregate.Strategy, updates map[string]*Update, used []string) map[string]float64 {
-	var names []string
-	for i, name := range used {
-		u := updates[name]
-		if u == nil {
-			return nil
-		}
-		if i == 0 {
-			names = slices.Sorted(maps.Keys(u.Metrics))
-		} else {
-			names = slices.DeleteFunc(names, func(k string) bool { _, ok := u.Metrics[k]; return !ok })
-		}
-	}
+	names := commonMetrics(updates, used)
 	if len(names) == 0 {
 		return nil
 	}
@@ -48,6 +39,52 @@ func roundMetrics(s aggregate.Strategy, updates map[string]*Update, used []strin
 		out[names[j]] = float32Value(x)
 	}
 	return out
+}
+
+// commonMetrics returns, sorted, the names of the metrics every update of used reported
+// (none if one of them is not among updates).
+func commonMetrics(updates map[string]*Update, used []string) []string {
+	var names []string
+	for i, name := range used {
+		u := updates[name]
+		if u == nil {
+			return nil
+		}
+		if i == 0 {
+			names = slices.Sorted(maps.Keys(u.Metrics))
+		} else {
+			names = slices.DeleteFunc(names, func(k string) bool { _, ok := u.Metrics[k]; return !ok })
+		}
+	}
+	return names
+}
+
+// privateMetrics returns the mean of the metrics every update of used reported, with
+// client-level DP (dp.Noise.Mean: clipped into [0, dp.metric_bound], noised as a round's
+// sum is), after spending a round of the privacy budget; and the noise's standard
+// deviation on the mean. Nothing is spent when no metric is common to them.
+func (f *fedRun) privateMetrics(ctx context.Context, updates map[string]*Update, used []string) (map[string]float64, *dp.Report, float64, error) {
+	names := commonMetrics(updates, used)
+	if len(names) == 0 {
+		return nil, nil, 0, nil
+	}
+	rows := make([][]float64, len(used))
+	for i, name := range used {
+		rows[i] = make([]float64, len(names))
+		for j, k := range names {
+			rows[i][j] = updates[name].Metrics[k]
+		}
+	}
+	rep, err := f.spend(ctx)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	mean, std := f.noise.Mean(rows, f.cfg.DP)
+	out := make(map[string]float64, len(names))
+	for j, v := range mean {
+		out[names[j]] = float32Value(float32(v))
+	}
+	return out, &rep, std, nil
 }
 
 // float32Value is x as the shortest decimal that is the same float32 (0.31, not

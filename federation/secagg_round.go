@@ -309,7 +309,7 @@ func (f *fedRun) secaggRound(ctx context.Context, st RoundState) (RoundState, er
 	}
 	if st.Phase == PhaseEvaluate {
 		st.SecAgg = nil
-		return f.finishEvaluation(ctx, st, report, start, global.Header, used)
+		return f.finishEvaluation(ctx, st, report, start, global.Header, used, 0)
 	}
 	var privacy *dp.Report
 	var noise []float32

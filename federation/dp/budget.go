@@ -40,6 +40,10 @@ type Config struct {
 	// EpsilonLimit is the budget: a round that would take the cumulative ε at Delta past it
 	// is refused. Required when Enabled.
 	EpsilonLimit float64 `yaml:"epsilon_limit"`
+	// MetricBound is the range [0, MetricBound] each metric a gateway reports is clipped
+	// into before the hub releases their noised mean (Noise.Mean: the final evaluation).
+	// Default 1, the range of rates such as false_alarm_rate.
+	MetricBound float64 `yaml:"metric_bound"`
 }
 
 // SetDefaults fills in every field left at its zero value.
@@ -58,6 +62,9 @@ func (c *Config) SetDefaults() {
 	}
 	if c.Delta == 0 {
 		c.Delta = 1e-5
+	}
+	if c.MetricBound == 0 {
+		c.MetricBound = 1
 	}
 }
 
@@ -79,6 +86,9 @@ func (c Config) Validate() error {
 	}
 	if !(c.Delta > 0 && c.Delta < 1) {
 		p.Addf("delta", "%v is out of range; expected (0, 1)", c.Delta)
+	}
+	if !finitePos(c.MetricBound) {
+		p.Addf("metric_bound", "%v must be a positive finite number", c.MetricBound)
 	}
 	if c.Enabled && !finitePos(c.EpsilonLimit) {
 		p.Addf("epsilon_limit", "%v must be a positive finite number when DP is enabled", c.EpsilonLimit)

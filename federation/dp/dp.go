@@ -68,6 +68,34 @@ func (n *Noise) Add(v []float32, std float64) {
 	}
 }
 
+// Mean returns the mean of rows (one value per metric in each, the same metrics in
+// every row; at least one row) with client-level DP, at the privacy cost of one round:
+// each value is clipped into [0, cfg.MetricBound], so that a row is a vector of L2 norm at
+// most B = MetricBound·√m for m metrics; each metric's sum gets N(0, (σB)²) noise, σ the
+// noise multiplier, as a round's sum of updates clipped to B would; the noised means are
+// clamped into [0, MetricBound] again, which costs no privacy (post-processing). It also
+// returns the noise's standard deviation on the mean, σB/len(rows).
+func (n *Noise) Mean(rows [][]float64, cfg Config) ([]float64, float64) {
+	m := len(rows[0])
+	sum := make([]float32, m)
+	for _, r := range rows {
+		for j, v := range r {
+			if math.IsNaN(v) {
+				v = 0 // the decoders refuse it; clipped all the same
+			}
+			sum[j] += float32(min(max(v, 0), cfg.MetricBound))
+		}
+	}
+	std := cfg.NoiseMultiplier * cfg.MetricBound * math.Sqrt(float64(m))
+	n.Add(sum, std)
+	k := float64(len(rows))
+	out := make([]float64, m)
+	for j, s := range sum {
+		out[j] = min(max(float64(s)/k, 0), cfg.MetricBound)
+	}
+	return out, std / k
+}
+
 // Privatize clips v to cfg.ClipNorm and adds noise of standard deviation cfg.NoiseStd(n)
 // to every element, where n is the number of clients in the round: the whole noise for
 // central DP (the hub calls it on the sum), a 1/√n share for distributed DP (each client

@@ -51,6 +51,62 @@ func TestNoiseIsSeededAndGaussian(t *testing.T) {
 	}
 }
 
+// TestMeanIsClippedAndNoisedAsARound: the private mean clips every value into
+// [0, metric_bound] and adds, to each metric's sum, noise of σ·bound·√m: the Gaussian
+// mechanism a round applies to updates clipped to that norm.
+func TestMeanIsClippedAndNoisedAsARound(t *testing.T) {
+	cfg := Config{NoiseMultiplier: 2, MetricBound: 1}
+	rows := [][]float64{{0.2, -3}, {0.4, 0.5}, {7, math.NaN()}, {0.6, 0.5}} // clipped: {0.2, 0}, {0.4, 0.5}, {1, 0}, {0.6, 0.5}
+	n, _ := NewNoise(seed(3))
+	const draws = 20000
+	var s, s2 [2]float64
+	for range draws {
+		mean, std := n.Mean(rows, cfg)
+		if want := 2 * math.Sqrt(2) / 4; math.Abs(std-want) > 1e-12 {
+			t.Fatalf("noise std on the mean %v, want σ·bound·√m/k = %v", std, want)
+		}
+		for j, v := range mean {
+			if v < 0 || v > 1 {
+				t.Fatalf("mean %v is outside [0, 1]", mean)
+			}
+			s[j] += v
+			s2[j] += v * v
+		}
+	}
+	// Without the clamp the noised mean is N(0.55, 0.707²) and N(0.25, 0.707²); clamped
+	// into [0, 1], its expectation and spread are those of the clamped normal.
+	for j, mu := range []float64{0.55, 0.25} {
+		wantMean, wantStd := clampedNormal(mu, 2*math.Sqrt(2)/4)
+		mean := s[j] / draws
+		std := math.Sqrt(s2[j]/draws - mean*mean)
+		if math.Abs(mean-wantMean) > 0.01 || math.Abs(std-wantStd) > 0.01 {
+			t.Errorf("metric %d: mean %.4f std %.4f over %d draws; want %.4f and %.4f", j, mean, std, draws, wantMean, wantStd)
+		}
+	}
+	// Without noise (a σ so small it does not show) the mean is the clipped values' mean.
+	exact, _ := n.Mean(rows, Config{NoiseMultiplier: 1e-12, MetricBound: 1})
+	if math.Abs(exact[0]-0.55) > 1e-6 || math.Abs(exact[1]-0.25) > 1e-6 {
+		t.Errorf("mean without noise %v, want [0.55 0.25]", exact)
+	}
+}
+
+// clampedNormal returns the mean and standard deviation of N(mu, sd²) clamped into
+// [0, 1], by numerical integration.
+func clampedNormal(mu, sd float64) (float64, float64) {
+	var m, m2 float64
+	const steps = 200000
+	lo, hi := mu-10*sd, mu+10*sd
+	dx := (hi - lo) / steps
+	for i := range steps {
+		x := lo + (float64(i)+0.5)*dx
+		p := math.Exp(-(x-mu)*(x-mu)/(2*sd*sd)) / (sd * math.Sqrt(2*math.Pi)) * dx
+		c := min(max(x, 0), 1)
+		m += c * p
+		m2 += c * c * p
+	}
+	return m, math.Sqrt(m2 - m*m)
+}
+
 func slicesEqual(a, b []float32) bool {
 	for i := range a {
 		if a[i] != b[i] {
@@ -154,7 +210,7 @@ func TestPerRoundAndCumulative(t *testing.T) {
 func TestSampleConfigLoads(t *testing.T) {
 	var c Config
 	configtest.Load(t, "testdata/dp.yaml", &c)
-	if !c.Enabled || c.NoiseMultiplier != 1.1 || c.Noise != NoiseDistributed || c.EpsilonLimit != 8 {
+	if !c.Enabled || c.NoiseMultiplier != 1.1 || c.Noise != NoiseDistributed || c.EpsilonLimit != 8 || c.MetricBound != 1 {
 		t.Errorf("decoded %+v", c)
 	}
 }
@@ -162,7 +218,7 @@ func TestSampleConfigLoads(t *testing.T) {
 func TestConfigValidateReportsEveryProblem(t *testing.T) {
 	c := Config{Enabled: true, ClipNorm: -1, NoiseMultiplier: math.Inf(1), Noise: "local", SamplingRate: 2, Delta: 1}
 	err := c.Validate()
-	for _, want := range []string{"clip_norm: -1", "noise_multiplier: +Inf", `noise: "local"`, "sampling_rate: 2", "delta: 1", "epsilon_limit: 0"} {
+	for _, want := range []string{"clip_norm: -1", "noise_multiplier: +Inf", `noise: "local"`, "sampling_rate: 2", "delta: 1", "epsilon_limit: 0", "metric_bound: 0"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("missing %q in %v", want, err)
 		}
