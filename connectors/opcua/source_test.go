@@ -295,7 +295,7 @@ func TestPausedPublishLoopResumed(t *testing.T) {
 	}
 	// A connection that delivers is not resumed again.
 	s.mu.Lock()
-	resumed := s.conn.wd.resumed
+	resumed := s.conn.wd.resumed.Load()
 	s.mu.Unlock()
 	if !resumed {
 		t.Error("the watchdog does not note that it resumed the loop")

@@ -57,7 +57,7 @@ type watchdog struct {
 	timeout    time.Duration
 	first      time.Duration // for the first notification: a server sends first values at once
 	resume     time.Duration // silence at the start after which the publish loop is resumed (0: never)
-	resumed    bool          // resumed once (the watch goroutine's)
+	resumed    atomic.Bool   // the publish loop was resumed (once at most)
 	expect     atomic.Bool   // an item (or the heartbeat) is monitored: first values are due
 	last       atomic.Int64  // unix nanoseconds of the last notification handled, or of the start
 	handled    atomic.Int64  // notifications handled
@@ -98,7 +98,7 @@ func (w *watchdog) check(now time.Time, queued int) (verdict, time.Duration) {
 			return live, silence
 		case silence >= w.first:
 			return stalled, silence
-		case w.resume > 0 && !w.resumed && silence >= w.resume:
+		case w.resume > 0 && !w.resumed.Load() && silence >= w.resume:
 			return late, silence
 		}
 		return live, silence
@@ -180,7 +180,7 @@ func (c *connection) watch() bool {
 	switch {
 	case v == stalled:
 	case v == late:
-		c.wd.resumed = true
+		c.wd.resumed.Store(true)
 		c.src.m.resumes.Inc()
 		c.src.log.Info("no values since the subscription started; resuming the client's publish loop", "silent", silence.Round(time.Millisecond))
 		if err := c.resumePublishing(); err != nil {
