@@ -91,8 +91,8 @@ type evalPrivacy struct {
 // model round out trained from (or, in a final evaluation round, only judged), by the
 // participants of out, with metrics (their combination; nil: none reported, and nothing
 // is recorded), checked against the federation's acceptance bounds. With DP it is recorded
-// only when the metrics were noised (priv.spent: the final evaluation), like the round's
-// metrics, which are not.
+// only when the metrics were noised (priv.spent: the final evaluation); a training round's
+// carry no noise and stay at the hub, as the round's own metrics do.
 func (f *fedRun) evaluationRecord(in, out ModelHeader, hash string, metrics map[string]float64, priv evalPrivacy) *ledger.Evaluation {
 	if f.h.opts.Recorder == nil || metrics == nil || priv.dp && priv.spent == nil || in.Round == 0 {
 		return nil
