@@ -130,9 +130,9 @@ func BenchmarkAnchor(b *testing.B) {
 }
 
 // envOrSkip skips b unless the network's environment is loaded.
-func envOrSkip(b *testing.B) func(string) string {
+func envOrSkip(tb testing.TB) func(string) string {
 	if getenv("MILLWRIGHT_FABRIC") != "1" {
-		b.Skip("Fabric network not available: MILLWRIGHT_FABRIC is not 1; run `make fabric-up && . .fabric/env`")
+		tb.Skip("Fabric network not available: MILLWRIGHT_FABRIC is not 1; run `make fabric-up && . .fabric/env` (make test does both)")
 	}
 	return getenv
 }
@@ -177,24 +177,33 @@ func BenchmarkAnchorParallel(b *testing.B) {
 }
 
 // benchClient opens a client of factory-a on the running network with a registered bench
-// signer, closed when b ends; it skips b when the network is not up.
+// signer (networkClient).
 func benchClient(b *testing.B) (*Client, *ledger.Signer) {
-	cfg, err := ConfigFromEnv("factory-a", envOrSkip(b))
+	c, signer, _ := networkClient(b, "bench-gw")
+	return c, signer
+}
+
+// networkClient opens a client of factory-a on the running network with the registered
+// signer name, closed when tb ends, and returns its configuration too; it skips tb when
+// the network is not up.
+func networkClient(tb testing.TB, name string) (*Client, *ledger.Signer, Config) {
+	cfg, err := ConfigFromEnv("factory-a", envOrSkip(tb))
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
-	signer := audittest.Signer(b, "bench-gw", "factory-a")
+	signer := audittest.Signer(tb, name, "factory-a")
 	c, err := Open(cfg, WithActors(signer))
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
-	b.Cleanup(func() { c.Close() })
-	ctx := context.Background()
+	tb.Cleanup(func() { c.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
 	if err := c.WaitReady(ctx); err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	if err := c.RegisterKey(ctx, signer.Actor().Name, signer.Public()); err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
-	return c, signer
+	return c, signer, cfg
 }

@@ -28,24 +28,9 @@ import (
 // is written: the same record anchors once the time is right. The Fabric Gateway client
 // sets a proposal's time itself, so the test rewrites it and signs the proposal again.
 func TestSkewedClockRefused(t *testing.T) {
-	if os.Getenv("MILLWRIGHT_FABRIC") != "1" {
-		t.Skip("Fabric network not available: MILLWRIGHT_FABRIC is not 1; run `make fabric-up && . .fabric/env` (make test does both)")
-	}
-	cfg, err := ConfigFromEnv("factory-a", os.Getenv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	signer := audittest.Signer(t, "clock-gw", "factory-a")
-	c, err := Open(cfg, WithActors(signer))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c, signer, cfg := networkClient(t, "clock-gw")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := c.RegisterKey(ctx, signer.Actor().Name, signer.Public()); err != nil {
-		t.Fatal(err)
-	}
 	body, err := ledger.CanonicalMarshal(ledger.DatasetSnapshot{Windows: []ledger.SignalWindow{{Signal: "plant/line/pump/vibration",
 		From: audittest.T0, To: audittest.T0.Add(time.Hour), Rows: 3600}}, Rows: 3600, MetadataHash: audittest.Hash([]byte("clock"))})
 	if err != nil {
