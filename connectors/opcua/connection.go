@@ -103,6 +103,13 @@ func (c *connection) lostError() error {
 	return fmt.Errorf("%w: %v", connectors.ErrNotConnected, c.lostErr)
 }
 
+// params are the parameters the source subscribes with (the connection's subscription,
+// and the watchdog's resume).
+func (s Subscription) params() *opcua.SubscriptionParameters {
+	return &opcua.SubscriptionParameters{Interval: s.PublishingInterval, MaxNotificationsPerPublish: s.MaxNotificationsPerPublish,
+		MaxKeepAliveCount: s.MaxKeepAliveCount, LifetimeCount: s.LifetimeCount}
+}
+
 // start resolves and browses the items, subscribes or starts polling, and starts the
 // keep-alive and rebrowse goroutines.
 func (c *connection) start(ctx context.Context) error {
@@ -117,12 +124,7 @@ func (c *connection) start(ctx context.Context) error {
 		return err
 	}
 	if s.cfg.Mode == ModeSubscription {
-		c.sub, err = c.client.Subscribe(ctx, &opcua.SubscriptionParameters{
-			Interval:                   s.cfg.Subscription.PublishingInterval,
-			MaxNotificationsPerPublish: s.cfg.Subscription.MaxNotificationsPerPublish,
-			MaxKeepAliveCount:          s.cfg.Subscription.MaxKeepAliveCount,
-			LifetimeCount:              s.cfg.Subscription.LifetimeCount,
-		}, c.notifs)
+		c.sub, err = c.client.Subscribe(ctx, s.cfg.Subscription.params(), c.notifs)
 		if err != nil {
 			return fmt.Errorf("create subscription: %w", err)
 		}

@@ -337,18 +337,8 @@ func answerPublishingMode(srv *server.Server) {
 		if !ok {
 			return nil, ua.StatusBadRequestTypeInvalid
 		}
-		header := func(code ua.StatusCode) *ua.ResponseHeader {
-			return &ua.ResponseHeader{
-				Timestamp:          time.Now(),
-				RequestHandle:      req.RequestHeader.RequestHandle,
-				ServiceResult:      code,
-				ServiceDiagnostics: &ua.DiagnosticInfo{},
-				StringTable:        []string{},
-				AdditionalHeader:   ua.NewExtensionObject(nil),
-			}
-		}
 		if !req.PublishingEnabled {
-			return &ua.ServiceFault{ResponseHeader: header(ua.StatusBadServiceUnsupported)}, nil
+			return &ua.ServiceFault{ResponseHeader: responseHeader(req.RequestHeader, ua.StatusBadServiceUnsupported)}, nil
 		}
 		session, subs := srv.Session(req.RequestHeader), srv.SubscriptionService // created by Start
 		results := make([]ua.StatusCode, len(req.SubscriptionIDs))
@@ -360,6 +350,19 @@ func answerPublishingMode(srv *server.Server) {
 			}
 		}
 		subs.Mu.Unlock()
-		return &ua.SetPublishingModeResponse{ResponseHeader: header(ua.StatusOK), Results: results, DiagnosticInfos: []*ua.DiagnosticInfo{}}, nil
+		return &ua.SetPublishingModeResponse{ResponseHeader: responseHeader(req.RequestHeader, ua.StatusOK), Results: results, DiagnosticInfos: []*ua.DiagnosticInfo{}}, nil
 	})
+}
+
+// responseHeader is the header of a server's answer to the request with header req, with
+// service result code.
+func responseHeader(req *ua.RequestHeader, code ua.StatusCode) *ua.ResponseHeader {
+	return &ua.ResponseHeader{
+		Timestamp:          time.Now(),
+		RequestHandle:      req.RequestHandle,
+		ServiceResult:      code,
+		ServiceDiagnostics: &ua.DiagnosticInfo{},
+		StringTable:        []string{},
+		AdditionalHeader:   ua.NewExtensionObject(nil),
+	}
 }

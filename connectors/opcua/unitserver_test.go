@@ -81,9 +81,7 @@ func startUnitServer(t testing.TB) *unitServer {
 	u.srv.RegisterHandler(id.PublishRequest_Encoding_DefaultBinary, func(sc *uasc.SecureChannel, r ua.Request, reqID uint32) (ua.Response, error) {
 		for n := u.failPublish.Load(); n > 0; n = u.failPublish.Load() {
 			if req, ok := r.(*ua.PublishRequest); ok && u.failPublish.CompareAndSwap(n, n-1) {
-				return &ua.ServiceFault{ResponseHeader: &ua.ResponseHeader{Timestamp: time.Now(), RequestHandle: req.RequestHeader.RequestHandle,
-					ServiceResult: ua.StatusBadNoSubscription, ServiceDiagnostics: &ua.DiagnosticInfo{}, StringTable: []string{},
-					AdditionalHeader: ua.NewExtensionObject(nil)}}, nil
+				return &ua.ServiceFault{ResponseHeader: responseHeader(req.RequestHeader, ua.StatusBadNoSubscription)}, nil
 			}
 		}
 		return u.srv.SubscriptionService.Publish(sc, r, reqID)

@@ -209,15 +209,12 @@ func (c *connection) watch() bool {
 
 // resumePublishing restarts gopcua's publish loop if it is paused: it creates a second
 // subscription, whose creation signals the loop to resume, and deletes it at once. A loop
-// that runs ignores the signal. The subscription has the configured lifetime, so one the
-// deletion misses does not hold a server slot for long.
+// that runs ignores the signal. The subscription has the connection's parameters, its
+// lifetime too, so one the deletion misses does not hold a server slot for long.
 func (c *connection) resumePublishing() error {
 	ctx, cancel := context.WithTimeout(c.ctx, c.src.cfg.RequestTimeout)
 	defer cancel()
-	cfg := c.src.cfg.Subscription
-	sub, err := c.client.Subscribe(ctx, &opcua.SubscriptionParameters{Interval: cfg.PublishingInterval,
-		MaxKeepAliveCount: cfg.MaxKeepAliveCount, LifetimeCount: cfg.LifetimeCount},
-		make(chan *opcua.PublishNotificationData, 1))
+	sub, err := c.client.Subscribe(ctx, c.src.cfg.Subscription.params(), make(chan *opcua.PublishNotificationData, 1))
 	if err != nil {
 		return fmt.Errorf("create a subscription: %w", err)
 	}
