@@ -80,10 +80,9 @@ func splitMetrics(all map[string]float64) (round, input map[string]float64) {
 	return round, input
 }
 
-// evalPrivacy says how the metrics of a federated evaluation were protected.
+// evalPrivacy says how the metrics of a federated evaluation were noised.
 type evalPrivacy struct {
-	dp    bool       // the federation has DP
-	spent *dp.Report // the privacy spent on noising them (nil: no noise; with dp, they are not recorded)
+	spent *dp.Report // the privacy spent on noising them (nil: no noise; with DP, they are not recorded)
 	std   float64    // the noise's standard deviation on each metric's mean
 }
 
@@ -94,7 +93,7 @@ type evalPrivacy struct {
 // only when the metrics were noised (priv.spent: the final evaluation); a training round's
 // carry no noise and stay at the hub, as the round's own metrics do.
 func (f *fedRun) evaluationRecord(in, out ModelHeader, hash string, metrics map[string]float64, priv evalPrivacy) *ledger.Evaluation {
-	if f.h.opts.Recorder == nil || metrics == nil || priv.dp && priv.spent == nil || in.Round == 0 {
+	if f.h.opts.Recorder == nil || metrics == nil || f.cfg.DP.Enabled && priv.spent == nil || in.Round == 0 {
 		return nil
 	}
 	how := "combined by the round's rule, " + f.cfg.Strategy.Name
@@ -147,7 +146,7 @@ func (f *fedRun) finishEvaluation(ctx context.Context, st RoundState, report Rou
 	slices.Sort(used)
 	report.Used, report.Model = used, st.Global
 	_, input := splitMetrics(report.Metrics)
-	priv := evalPrivacy{dp: f.cfg.DP.Enabled, spent: report.Privacy, std: std}
+	priv := evalPrivacy{spent: report.Privacy, std: std}
 	if ev := f.evaluationRecord(in, ModelHeader{Round: st.Round, Participants: used}, st.Global, input, priv); ev != nil {
 		var id string
 		if _, ok := f.h.opts.Recorder.(ledger.IDRecorder); ok {

@@ -54,7 +54,7 @@ func (f *fedRun) release(ctx context.Context, st RoundState, in ModelHeader, out
 	}
 	roundM, inputM := splitMetrics(metrics)
 	rel := releasing{Round: st.Round, Parent: st.Global, Model: hash, Used: out.Header.Participants, Privacy: privacy, Record: f.roundRecord(in, out.Header, hash, c, privacy, roundM),
-		Evaluation: f.evaluationRecord(in, out.Header, st.Global, inputM, evalPrivacy{dp: privacy != nil}), Expired: f.expireFrom}
+		Evaluation: f.evaluationRecord(in, out.Header, st.Global, inputM, evalPrivacy{}), Expired: f.expireFrom}
 	if _, ok := f.h.opts.Recorder.(ledger.IDRecorder); ok {
 		key := ledger.KeyID(f.h.PublicKey())
 		if rel.Record != nil {
