@@ -486,7 +486,8 @@ func (f *fedRun) round(ctx context.Context, st RoundState) (RoundState, error) {
 		if f.cfg.DP.Enabled {
 			samples = 1 // DP's sensitivity analysis needs equal weights
 		}
-		ups = append(ups, aggregate.Update{Participant: name, Delta: c.deltas[name], Samples: samples})
+		// Finite: compress.Decode refused any NaN or infinity.
+		ups = append(ups, aggregate.Update{Participant: name, Delta: c.deltas[name], Samples: samples, Finite: true})
 	}
 	res, err := f.agg.Aggregate(global.Params, ups)
 	for _, r := range res.Rejected {

@@ -292,7 +292,7 @@ func topK(v []float32, k int) []int {
 var ErrMalformed = errors.New("malformed compressed update")
 
 // Decode decodes b, which must hold exactly one encoded vector of at most maxParams
-// parameters, and returns the vector and its codec kind.
+// parameters, and returns the vector, every value of it finite, and its codec kind.
 func Decode(b []byte, maxParams int) ([]float32, string, error) {
 	fail := func(format string, args ...any) ([]float32, string, error) {
 		return nil, "", fmt.Errorf("compress: %s: %w", fmt.Sprintf(format, args...), ErrMalformed)
