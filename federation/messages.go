@@ -153,12 +153,13 @@ func (r *reader) name(what string) string {
 // body encodes everything the signature covers, in a buffer with room for the key and
 // the signature.
 func (u *Update) body() []byte {
-	return append(u.head(256+len(u.Payload)+sigOverhead), u.Payload...)
+	return append(u.head(nil, 256+len(u.Payload)+sigOverhead), u.Payload...)
 }
 
-// head encodes the body up to the payload's bytes, in a buffer of capacity size.
-func (u *Update) head(size int) []byte {
-	w := writer{b: make([]byte, 0, size)}
+// head encodes the body up to the payload's bytes, in buf (its contents are replaced),
+// grown to a capacity of at least size.
+func (u *Update) head(buf []byte, size int) []byte {
+	w := writer{b: slices.Grow(buf[:0], size)}
 	w.b = append(w.b, updateMagic...)
 	w.str(u.Federation)
 	w.u64(u.Round)
@@ -205,7 +206,7 @@ func signedAndID(domain string, b []byte) ([]byte, string) {
 // building it: the payload (a whole model's delta) is not copied.
 func (u *Update) Sign(key ed25519.PrivateKey) {
 	h := sha256.New()
-	h.Write(u.head(256))
+	h.Write(u.head(nil, 256))
 	h.Write(u.Payload)
 	u.Key = key.Public().(ed25519.PublicKey)
 	u.Sig = ed25519.Sign(key, h.Sum([]byte(updateDomain)))
@@ -214,10 +215,11 @@ func (u *Update) Sign(key ed25519.PrivateKey) {
 // sealed signs u as Sign does and returns its wire form, built in one buffer: the payload
 // is written in place by appendPayload (compress.Append: a model-sized delta is encoded
 // straight into the message, not encoded and then copied), and u.Payload is set to those
-// bytes. size bounds the payload's length, to size the buffer. An error is appendPayload's.
-func (u *Update) sealed(key ed25519.PrivateKey, size int, appendPayload func([]byte) ([]byte, error)) ([]byte, error) {
+// bytes. It is built in buf (its contents are replaced; nil for a new buffer), and size
+// bounds the payload's length, to size the buffer. An error is appendPayload's.
+func (u *Update) sealed(buf []byte, key ed25519.PrivateKey, size int, appendPayload func([]byte) ([]byte, error)) ([]byte, error) {
 	u.Payload = nil
-	b := u.head(256 + size + sigOverhead) // its payload length, 0, is set below
+	b := u.head(buf, 256+size+sigOverhead) // its payload length, 0, is set below
 	at := len(b)
 	b, err := appendPayload(b)
 	if err != nil {

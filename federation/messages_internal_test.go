@@ -19,12 +19,13 @@ func TestSealedWritesThePayloadInPlace(t *testing.T) {
 	for i := range delta {
 		delta[i] = float32(i%17) / 100
 	}
+	buf := bytes.Repeat([]byte{0xff}, 300) // each message is sealed in the one before's buffer
 	for _, kind := range []string{compress.None, compress.Int8, compress.TopK} {
 		c := compress.Codec{Kind: kind, K: 100}
 		c.SetDefaults()
 		u := Update{Federation: "press", Round: 9, BaseRound: 8, Participant: "gw-1", Samples: 40, Metrics: map[string]float64{"loss": 0.25}}
 		u.Nonce[3] = 1
-		got, err := u.sealed(key, compress.Bound(c, len(delta)), func(b []byte) ([]byte, error) {
+		got, err := u.sealed(buf, key, compress.Bound(c, len(delta)), func(b []byte) ([]byte, error) {
 			return compress.Append(b, c, delta, rand.New(rand.NewPCG(1, 1)))
 		})
 		if err != nil {
@@ -42,10 +43,11 @@ func TestSealedWritesThePayloadInPlace(t *testing.T) {
 		if err != nil || !bytes.Equal(d.Payload, u.Payload) || d.ID() != want.ID() {
 			t.Fatalf("%s: decoded %v, payload equal %v", kind, err, err == nil && bytes.Equal(d.Payload, u.Payload))
 		}
+		buf = got
 	}
 	boom := errors.New("boom")
 	u := Update{Federation: "press", Round: 1, Participant: "gw-1", Samples: 1}
-	if b, err := u.sealed(key, 10, func(b []byte) ([]byte, error) { return b, boom }); !errors.Is(err, boom) || b != nil {
+	if b, err := u.sealed(nil, key, 10, func(b []byte) ([]byte, error) { return b, boom }); !errors.Is(err, boom) || b != nil {
 		t.Fatalf("sealed with a failing payload: %d bytes, %v", len(b), err)
 	}
 }

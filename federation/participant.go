@@ -95,6 +95,8 @@ type Participant struct {
 	last    uint64 // last round answered
 	models  map[string]*GlobalModel
 	delta   []float32 // the buffer of the last update without secure aggregation
+	input   []float32 // the buffer of the trainer's copy of the global model
+	msg     []byte    // the buffer of the last message sent (the transport keeps none)
 	sa      *saRound
 	// watched is the newest round state Run's watcher has received (nil when Run is not
 	// running): Answer reads it instead of asking the store again.
@@ -301,7 +303,7 @@ func (p *Participant) train(ctx context.Context, st RoundState, into []float32) 
 		p.m.failed.WithLabelValues("model").Inc()
 		return nil, TrainResult{}, err
 	}
-	res, err := p.trainer.Train(ctx, Task{Federation: p.cfg.Federation, Round: st.Round, GlobalRound: g.Header.Round, Architecture: g.Header.Architecture, ProximalMu: st.ProximalMu}, slices.Clone(g.Params))
+	res, err := p.trainer.Train(ctx, Task{Federation: p.cfg.Federation, Round: st.Round, GlobalRound: g.Header.Round, Architecture: g.Header.Architecture, ProximalMu: st.ProximalMu}, p.trainerInput(g.Params))
 	if err != nil {
 		p.m.failed.WithLabelValues("train").Inc()
 		return nil, res, fmt.Errorf("train round %d: %w", st.Round, err)
@@ -331,17 +333,26 @@ func (p *Participant) train(ctx context.Context, st RoundState, into []float32) 
 	return delta, res, nil
 }
 
+// trainerInput returns a copy of global for the trainer, in a buffer reused from round to
+// round (a Trainer keeps no global): a trainer that modified it anyway would change its
+// own input, not the cached model the delta is taken from.
+func (p *Participant) trainerInput(global []float32) []float32 {
+	p.input = append(p.input[:0], global...)
+	return p.input
+}
+
 // send signs u with a fresh nonce and its payload, which appendPayload writes (at most
 // size bytes; see Update.sealed), and publishes it, retrying transient failures.
 func (p *Participant) send(ctx context.Context, u *Update, size int, appendPayload func([]byte) ([]byte, error)) error {
 	if _, err := crand.Read(u.Nonce[:]); err != nil {
 		return err
 	}
-	data, err := u.sealed(p.key, size, appendPayload)
+	data, err := u.sealed(p.msg, p.key, size, appendPayload)
 	if err != nil {
 		p.m.failed.WithLabelValues("codec").Inc()
 		return err
 	}
+	p.msg = data // reused by the next message: PublishUpdate keeps none
 	for attempt := 0; ; attempt++ {
 		err = p.tr.PublishUpdate(ctx, p.cfg.Federation, u.Round, p.cfg.Name, data)
 		if err == nil || attempt == 4 || ctx.Err() != nil {

@@ -16,7 +16,8 @@ type Transport interface {
 	// PublishUpdate stores a gateway's signed update for round of federation fed durably
 	// (it survives a hub restart) and returns once the store has acknowledged it.
 	// participant is the sender's name; the transport may refuse to publish under a name
-	// that is not the caller's own (per-factory credentials).
+	// that is not the caller's own (per-factory credentials). It keeps no reference to
+	// data: the caller reuses its buffer.
 	PublishUpdate(ctx context.Context, fed string, round uint64, participant string, data []byte) error
 	// Updates calls fn with every update of round stored so far, then with each new one,
 	// until ctx ends (it then returns nil). fn is called from one goroutine at a time and
