@@ -36,11 +36,45 @@ type message struct {
 	ready chan struct{}
 }
 
-// decode decodes m.b and, for a plain update, its payload of at most maxParams values.
-func (m *message) decode(maxParams int) {
+// decode decodes m.b and, for a plain update, its payload of at most maxParams values,
+// into a buffer of bufs.
+func (m *message) decode(maxParams int, bufs *buffers) {
 	defer close(m.ready)
 	if m.u, m.err = DecodeUpdate(m.b); m.err == nil && m.u.Kind == KindDelta {
-		m.delta, m.kind, m.derr = compress.Decode(m.u.Payload, maxParams)
+		m.delta, m.kind, m.derr = compress.DecodeTo(bufs.get(), m.u.Payload, maxParams)
+	}
+}
+
+// buffers keeps the decoded updates of a finished round for the next round's to be
+// decoded into: once a round is aggregated its updates' values are garbage, and a
+// model-sized buffer is cheaper to reuse than to allocate, zeroed, and collect. It keeps
+// at most max. Safe for concurrent use.
+type buffers struct {
+	mu   sync.Mutex
+	free [][]float32
+	max  int
+}
+
+// get returns a kept buffer, nil if there is none.
+func (b *buffers) get() []float32 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.free) == 0 {
+		return nil
+	}
+	v := b.free[len(b.free)-1]
+	b.free = b.free[:len(b.free)-1]
+	return v
+}
+
+// put keeps bufs, which nothing uses any more, up to max buffers.
+func (b *buffers) put(bufs ...[]float32) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, v := range bufs {
+		if len(b.free) < b.max {
+			b.free = append(b.free, v)
+		}
 	}
 }
 
@@ -59,7 +93,7 @@ func (f *fedRun) feed(ctx context.Context, round uint64) *feed {
 			return
 		}
 		m := &message{b: b, ready: make(chan struct{})}
-		fd.workers.Go(func() { m.decode(maxParams) })
+		fd.workers.Go(func() { m.decode(maxParams, &f.bufs) })
 		fd.ch <- m // never blocks: ch has room for every token of ahead
 	}
 	go func() {

@@ -203,6 +203,8 @@ type fedRun struct {
 	stored *GlobalModel
 	// expireFrom is the oldest round whose model deleteExpired has not dealt with.
 	expireFrom uint64
+	// bufs are the last round's decoded updates, for the next round's to be decoded into.
+	bufs buffers
 }
 
 func newFedRun(h *Hub, fc FederationConfig) (*fedRun, error) {
@@ -214,7 +216,8 @@ func newFedRun(h *Hub, fc FederationConfig) (*fedRun, error) {
 	if err != nil {
 		return nil, fmt.Errorf("federation %s: %w", fc.Name, err)
 	}
-	f := &fedRun{h: h, cfg: fc, log: h.log.With("federation", fc.Name), members: map[string]ed25519.PublicKey{}, agg: agg}
+	f := &fedRun{h: h, cfg: fc, log: h.log.With("federation", fc.Name), members: map[string]ed25519.PublicKey{}, agg: agg,
+		bufs: buffers{max: len(fc.Members)}}
 	for _, m := range fc.Members {
 		f.members[m.Name] = m.Key.PublicKey
 	}
@@ -490,6 +493,7 @@ func (f *fedRun) round(ctx context.Context, st RoundState) (RoundState, error) {
 		ups = append(ups, aggregate.Update{Participant: name, Delta: c.deltas[name], Samples: samples, Finite: true})
 	}
 	res, err := f.agg.Aggregate(global.Params, ups)
+	f.bufs.put(slices.Collect(maps.Values(c.deltas))...) // res holds none of them
 	for _, r := range res.Rejected {
 		report.Rejected = append(report.Rejected, Rejection{Participant: r.Participant, Round: st.Round, Reason: RejectAggregate, Detail: r.Reason})
 		f.h.m.rejected.WithLabelValues(RejectAggregate).Inc()

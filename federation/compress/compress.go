@@ -293,7 +293,11 @@ var ErrMalformed = errors.New("malformed compressed update")
 
 // Decode decodes b, which must hold exactly one encoded vector of at most maxParams
 // parameters, and returns the vector, every value of it finite, and its codec kind.
-func Decode(b []byte, maxParams int) ([]float32, string, error) {
+func Decode(b []byte, maxParams int) ([]float32, string, error) { return DecodeTo(nil, b, maxParams) }
+
+// DecodeTo decodes b as Decode does, into dst's storage when it has room for the vector
+// (its contents are replaced), else into a new slice.
+func DecodeTo(dst []float32, b []byte, maxParams int) ([]float32, string, error) {
 	fail := func(format string, args ...any) ([]float32, string, error) {
 		return nil, "", fmt.Errorf("compress: %s: %w", fmt.Sprintf(format, args...), ErrMalformed)
 	}
@@ -322,7 +326,7 @@ func Decode(b []byte, maxParams int) ([]float32, string, error) {
 		if len(rest) != 4*n {
 			return fail("%d bytes of float32 data for %d parameters", len(rest), n)
 		}
-		out := make([]float32, n)
+		out := resize(dst, n)
 		for i := range out {
 			bits := binary.LittleEndian.Uint32(rest[4*i:])
 			if bits&f32ExpMask == f32ExpMask {
@@ -344,7 +348,7 @@ func Decode(b []byte, maxParams int) ([]float32, string, error) {
 		if len(rest) != n+4*chunks {
 			return fail("%d bytes of int8 data for %d parameters in %d chunks; expected %d", len(rest), n, chunks, n+4*chunks)
 		}
-		out := make([]float32, n)
+		out := resize(dst, n)
 		for start := 0; start < n; start += chunk {
 			scale := math.Float32frombits(binary.LittleEndian.Uint32(rest))
 			if !finite(scale) || scale < 0 || !finite(127*scale) { // ±127·scale must be finite too
@@ -389,7 +393,8 @@ func Decode(b []byte, maxParams int) ([]float32, string, error) {
 		if len(rest) != 4*k {
 			return fail("%d bytes of values for %d entries", len(rest), k)
 		}
-		out := make([]float32, n)
+		out := resize(dst, n)
+		clear(out)
 		for j, i := range idx {
 			x := math.Float32frombits(binary.LittleEndian.Uint32(rest[4*j:]))
 			if !finite(x) {
@@ -399,6 +404,14 @@ func Decode(b []byte, maxParams int) ([]float32, string, error) {
 		}
 		return out, kind, nil
 	}
+}
+
+// resize returns dst resized to n values when it has room for them, else a new slice.
+func resize(dst []float32, n int) []float32 {
+	if cap(dst) < n {
+		return make([]float32, n)
+	}
+	return dst[:n]
 }
 
 func finite(x float32) bool { return !math.IsNaN(float64(x)) && !math.IsInf(float64(x), 0) }

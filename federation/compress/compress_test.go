@@ -344,6 +344,12 @@ func FuzzDecode(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		out, kind, err := Decode(b, 1<<16)
+		// Into a used buffer (full of NaN), the same result: nothing of it is left over.
+		dirty := slices.Repeat([]float32{float32(math.NaN())}, 64)
+		if out2, kind2, err2 := DecodeTo(dirty, b, 1<<16); kind2 != kind || (err2 == nil) != (err == nil) ||
+			!slices.EqualFunc(out, out2, func(x, y float32) bool { return math.Float32bits(x) == math.Float32bits(y) }) {
+			t.Fatalf("into a used buffer: %v %q %v; new: %v %q %v", out2, kind2, err2, out, kind, err)
+		}
 		if err != nil {
 			if out != nil || !errors.Is(err, ErrMalformed) {
 				t.Fatalf("error %v with output", err)
