@@ -401,6 +401,12 @@ func (g *GlobalModel) SignedBytes(key ed25519.PrivateKey) ([]byte, error) {
 // DecodeModel decodes a global model strictly and verifies its signature against hubKey
 // (any key when hubKey is nil: the caller must then check Key itself).
 func DecodeModel(b []byte, hubKey ed25519.PublicKey) (*GlobalModel, error) {
+	return decodeModel(b, hubKey, nil)
+}
+
+// decodeModel is DecodeModel, with the parameters decoded into params's storage when it
+// has room for them.
+func decodeModel(b []byte, hubKey ed25519.PublicKey, params []float32) (*GlobalModel, error) {
 	if len(b) < len(modelMagic)+8+sigOverhead {
 		return nil, fmt.Errorf("%w: model of %d bytes is too short", ErrMalformed, len(b))
 	}
@@ -429,7 +435,11 @@ func DecodeModel(b []byte, hubKey ed25519.PublicKey) (*GlobalModel, error) {
 	if r.err != nil {
 		return nil, r.err
 	}
-	g.Params = make([]float32, n)
+	g.Params = params[:0]
+	if cap(params) < int(n) {
+		g.Params = make([]float32, n)
+	}
+	g.Params = g.Params[:n]
 	for i := range g.Params {
 		bits := binary.LittleEndian.Uint32(r.b[4*i:])
 		if bits&f32ExpMask == f32ExpMask { // exponent all ones: NaN or ±Inf

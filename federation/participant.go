@@ -41,8 +41,9 @@ type TrainResult struct {
 }
 
 // Trainer trains the shared model on the gateway's own data. It is called from one
-// goroutine at a time; it must not keep or modify global, and it returns ctx's error when
-// ctx ends first.
+// goroutine at a time and returns ctx's error when ctx ends first. global is a copy of the
+// round's global model for the trainer to use: it may train in place and return global
+// itself as Params, but it must not keep global once it returns.
 type Trainer interface {
 	Train(ctx context.Context, task Task, global []float32) (TrainResult, error)
 }
@@ -267,7 +268,7 @@ func (p *Participant) judge(ctx context.Context, st RoundState) (Evaluation, err
 		return Evaluation{}, err
 	}
 	task := Task{Federation: p.cfg.Federation, Round: st.Round, GlobalRound: g.Header.Round, Architecture: g.Header.Architecture}
-	res, err := p.trainer.(Evaluator).Evaluate(ctx, task, slices.Clone(g.Params))
+	res, err := p.trainer.(Evaluator).Evaluate(ctx, task, p.trainerInput(g.Params))
 	if err == nil && (res.Samples <= 0 || len(res.Metrics) == 0) {
 		err = fmt.Errorf("%d samples and %d metrics; expected both > 0", res.Samples, len(res.Metrics))
 	}
@@ -333,9 +334,9 @@ func (p *Participant) train(ctx context.Context, st RoundState, into []float32) 
 	return delta, res, nil
 }
 
-// trainerInput returns a copy of global for the trainer, in a buffer reused from round to
-// round (a Trainer keeps no global): a trainer that modified it anyway would change its
-// own input, not the cached model the delta is taken from.
+// trainerInput returns a copy of global for the trainer, which may train in place, in a
+// buffer reused from round to round (a Trainer keeps no global); the cached model the
+// delta is taken from stays as it was.
 func (p *Participant) trainerInput(global []float32) []float32 {
 	p.input = append(p.input[:0], global...)
 	return p.input
@@ -524,11 +525,17 @@ func (p *Participant) model(ctx context.Context, hash string) (*GlobalModel, err
 	if g, ok := p.models[hash]; ok {
 		return g, nil
 	}
-	g, err := FetchModel(ctx, p.tr, p.cfg.Federation, hash, p.cfg.HubKey)
+	// One is kept: the next round's is new anyway. Its parameters, which nothing else
+	// holds, are decoded over, so it is dropped first, whether the new one checks or not.
+	var reuse []float32
+	for _, old := range p.models {
+		reuse = old.Params
+	}
+	clear(p.models)
+	g, err := fetchModel(ctx, p.tr, p.cfg.Federation, hash, p.cfg.HubKey, reuse)
 	if err != nil {
 		return nil, err
 	}
-	clear(p.models) // keep one: the next round's is new anyway
 	p.models[hash] = g
 	return g, nil
 }
@@ -536,11 +543,17 @@ func (p *Participant) model(ctx context.Context, hash string) (*GlobalModel, err
 // FetchModel downloads the global model stored under hash and checks its hash, its
 // signature by hubKey and that it belongs to fed.
 func FetchModel(ctx context.Context, tr Transport, fed, hash string, hubKey ed25519.PublicKey) (*GlobalModel, error) {
+	return fetchModel(ctx, tr, fed, hash, hubKey, nil)
+}
+
+// fetchModel is FetchModel, with the parameters decoded into params's storage when it has
+// room for them.
+func fetchModel(ctx context.Context, tr Transport, fed, hash string, hubKey ed25519.PublicKey, params []float32) (*GlobalModel, error) {
 	b, err := tr.GetModel(ctx, fed, hash)
 	if err != nil {
 		return nil, fmt.Errorf("get model %s: %w", hash, err)
 	}
-	g, err := DecodeModel(b, hubKey) // hashes b once, for the signature and for g.Hash
+	g, err := decodeModel(b, hubKey, params) // hashes b once, for the signature and for g.Hash
 	if err != nil {
 		return nil, fmt.Errorf("model %s: %w", hash, err)
 	}
