@@ -326,9 +326,10 @@ func (f *fedRun) storeModel(ctx context.Context, g *GlobalModel) (string, error)
 	if err != nil {
 		return "", fmt.Errorf("federation %s: sign model: %w", f.cfg.Name, err)
 	}
-	hash, err := retry(ctx, f.log, "put model", func() (string, error) { return f.h.tr.PutModel(ctx, f.cfg.Name, data) })
+	hash := g.Hash() // SignedBytes hashed it
+	_, err = retry(ctx, f.log, "put model", func() (struct{}, error) { return struct{}{}, f.h.tr.PutModel(ctx, f.cfg.Name, hash, data) })
 	if err == nil {
-		g.hash, f.stored = hash, g
+		f.stored = g
 	}
 	return hash, err
 }

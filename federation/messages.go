@@ -362,8 +362,9 @@ type GlobalModel struct {
 	hash string // of Raw, set by DecodeModel
 }
 
-// Hash is the lower-case hex SHA-256 of the wire form the model was decoded from (empty
-// for a model not made by DecodeModel): its identity, computed while verifying it.
+// Hash is the lower-case hex SHA-256 of the wire form the model was decoded from or signed
+// into (empty for a model neither DecodeModel nor SignedBytes made): its identity, computed
+// while verifying or signing it.
 func (g *GlobalModel) Hash() string { return g.hash }
 
 func (g *GlobalModel) body() ([]byte, error) {
@@ -386,16 +387,22 @@ func (g *GlobalModel) body() ([]byte, error) {
 }
 
 // SignedBytes signs the model with the hub's key and returns its wire form, whose SHA-256
-// is the model's identity.
+// is the model's identity (Hash): the body is hashed once, for the signature and for it.
 func (g *GlobalModel) SignedBytes(key ed25519.PrivateKey) ([]byte, error) {
 	b, err := g.body()
 	if err != nil {
 		return nil, err
 	}
+	h := sha256.New()
+	h.Write(b)
 	g.Key = key.Public().(ed25519.PublicKey)
-	g.Sig = ed25519.Sign(key, signed(modelDomain, b))
+	g.Sig = ed25519.Sign(key, h.Sum([]byte(modelDomain))) // as signed(modelDomain, b); hashing continues
 	b = append(b, g.Key...)
-	return append(b, g.Sig...), nil
+	b = append(b, g.Sig...)
+	h.Write(g.Key)
+	h.Write(g.Sig)
+	g.hash = hex.EncodeToString(h.Sum(nil))
+	return b, nil
 }
 
 // DecodeModel decodes a global model strictly and verifies its signature against hubKey

@@ -138,7 +138,15 @@ func FuzzDecodeModel(f *testing.F) {
 }
 
 func TestModelSignature(t *testing.T) {
-	b := sampleModel(t)
+	signer := federation.GlobalModel{Header: federation.ModelHeader{Federation: fedName, Round: 3,
+		Architecture: models.Architecture{Kind: "linear", Version: 1, Params: 3}}, Params: []float32{1, -2, 3.5}}
+	b, err := signer.SignedBytes(hubKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if signer.Hash() != federation.HashHex(b) { // computed in the signature's pass
+		t.Fatalf("signed: Hash %s, want the SHA-256 of the wire form %s", signer.Hash(), federation.HashHex(b))
+	}
 	g, err := federation.DecodeModel(b, hubKey().Public().(ed25519.PublicKey))
 	if err != nil {
 		t.Fatal(err)

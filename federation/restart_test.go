@@ -72,15 +72,17 @@ func (c *crashingTransport) write(ctx context.Context, crash, early bool, op fun
 	return ctx.Err()
 }
 
-func (c *crashingTransport) PutModel(ctx context.Context, fed string, data []byte) (hash string, err error) {
-	err = c.write(ctx, false, false, func() error {
-		hash, err = c.Transport.PutModel(ctx, fed, data)
+func (c *crashingTransport) PutModel(ctx context.Context, fed, hash string, data []byte) error {
+	return c.write(ctx, false, false, func() error {
+		err := c.Transport.PutModel(ctx, fed, hash, data)
 		c.mu.Lock()
 		c.model = hash
+		if err != nil {
+			c.model = ""
+		}
 		c.mu.Unlock()
 		return err
 	})
-	return hash, err
 }
 
 func (c *crashingTransport) PutBlob(ctx context.Context, fed, name string, data []byte) error {

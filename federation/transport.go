@@ -25,9 +25,10 @@ type Transport interface {
 	Updates(ctx context.Context, fed string, round uint64, fn func(data []byte)) error
 	// DeleteUpdates removes every update stored for round, which the hub has closed.
 	DeleteUpdates(ctx context.Context, fed string, round uint64) error
-	// PutModel stores a signed global model under its SHA-256 (lower-case hex), which it
-	// returns. Putting the same bytes twice is a no-op.
-	PutModel(ctx context.Context, fed string, data []byte) (hash string, err error)
+	// PutModel stores a signed global model under hash, its SHA-256 (lower-case hex),
+	// which the caller has computed: the transport does not hash data again (a reader
+	// checks what it gets). Putting the same bytes twice is a no-op.
+	PutModel(ctx context.Context, fed, hash string, data []byte) error
 	// GetModel returns the model stored under hash, ErrNotFound if there is none. The
 	// caller checks the hash and the signature.
 	GetModel(ctx context.Context, fed, hash string) ([]byte, error)

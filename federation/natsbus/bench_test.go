@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/millwright-io/millwright/federation"
 	"github.com/millwright-io/millwright/gateway/config"
 )
 
@@ -40,8 +41,8 @@ func BenchmarkTransfer(b *testing.B) {
 	for i := range model {
 		model[i] = byte(i * 7)
 	}
-	h, err := hub.PutModel(ctx, "f1", model)
-	if err != nil {
+	h := federation.HashHex(model)
+	if err := hub.PutModel(ctx, "f1", h, model); err != nil {
 		b.Fatal(err)
 	}
 	b.Run("get-model-x10", func(b *testing.B) {
@@ -89,7 +90,7 @@ func BenchmarkTransfer(b *testing.B) {
 		b.SetBytes(size)
 		for i := range b.N {
 			model[0], model[1] = byte(i), byte(i>>8)
-			if _, err := hub.PutModel(ctx, "f1", model); err != nil {
+			if err := hub.PutModel(ctx, "f1", federation.HashHex(model), model); err != nil { // the caller hashes
 				b.Fatal(err)
 			}
 		}

@@ -277,26 +277,32 @@ func (b *Bus) Updates(ctx context.Context, fed string, round uint64, fn func(dat
 	return nil
 }
 
-// PutModel implements federation.Transport: the object's name is its SHA-256.
-func (b *Bus) PutModel(ctx context.Context, fed string, data []byte) (string, error) {
+// PutModel implements federation.Transport: the object's name is hash, and its digest the
+// SHA-256 hash names.
+func (b *Bus) PutModel(ctx context.Context, fed, hash string, data []byte) error {
+	var sum [sha256.Size]byte
+	if len(hash) != hex.EncodedLen(sha256.Size) || hash != strings.ToLower(hash) {
+		return fmt.Errorf("natsbus: put model %s: hash %q is not a lower-case hex SHA-256", fed, hash)
+	}
+	if _, err := hex.Decode(sum[:], []byte(hash)); err != nil {
+		return fmt.Errorf("natsbus: put model %s: hash %q is not a lower-case hex SHA-256", fed, hash)
+	}
 	ctx, cancel := b.bounded(ctx)
 	defer cancel()
-	sum := sha256.Sum256(data)
-	h := hex.EncodeToString(sum[:])
 	o, err := b.obj(ctx, modelBucket(fed))
 	if err != nil {
-		return "", err
+		return err
 	}
-	info, err := o.GetInfo(ctx, h)
+	info, err := o.GetInfo(ctx, hash)
 	if err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
-		return "", fmt.Errorf("natsbus: put model %s/%s: %w", fed, h, err)
+		return fmt.Errorf("natsbus: put model %s/%s: %w", fed, hash, err)
 	}
 	if err != nil || info.Size != uint64(len(data)) {
-		if err := b.putObject(ctx, modelBucket(fed), h, data, sum, info); err != nil {
-			return "", fmt.Errorf("natsbus: put model %s/%s: %w", fed, h, err)
+		if err := b.putObject(ctx, modelBucket(fed), hash, data, sum, info); err != nil {
+			return fmt.Errorf("natsbus: put model %s/%s: %w", fed, hash, err)
 		}
 	}
-	return h, nil
+	return nil
 }
 
 // maxChunk bounds the chunks objects are stored in: large chunks make a model a few

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"slices"
@@ -133,8 +134,8 @@ func TestFactoryPermissions(t *testing.T) {
 	c := dial(t, factory(srv, "c", "pc"))
 
 	// The hub publishes a model and a round state; a reads them, c (another federation) cannot.
-	h, err := hub.PutModel(ctx, "f1", []byte("model-1"))
-	if err != nil {
+	h := federation.HashHex([]byte("model-1"))
+	if err := hub.PutModel(ctx, "f1", h, []byte("model-1")); err != nil {
 		t.Fatal(err)
 	}
 	if err := hub.PutRound(ctx, "f1", []byte(`{"round":1}`)); err != nil {
@@ -158,7 +159,7 @@ func TestFactoryPermissions(t *testing.T) {
 	if err := a.PutRound(ctx, "f1", []byte("forged")); err == nil {
 		t.Fatal("a wrote the round state")
 	}
-	if _, err := a.PutModel(ctx, "f1", []byte("forged")); err == nil {
+	if err := a.PutModel(ctx, "f1", federation.HashHex([]byte("forged")), []byte("forged")); err == nil {
 		t.Fatal("a wrote a model")
 	}
 
@@ -197,13 +198,24 @@ func TestStoreSurvivesAndNotFound(t *testing.T) {
 	if _, err := hub.GetRound(ctx, "f1"); !errors.Is(err, federation.ErrNotFound) {
 		t.Fatalf("missing round: %v, want ErrNotFound", err)
 	}
-	h1, err := hub.PutModel(ctx, "f1", []byte("same"))
-	if err != nil {
-		t.Fatal(err)
+	same := federation.HashHex([]byte("same"))
+	for range 2 { // the second is a no-op
+		if err := hub.PutModel(ctx, "f1", same, []byte("same")); err != nil {
+			t.Fatal(err)
+		}
 	}
-	h2, err := hub.PutModel(ctx, "f1", []byte("same"))
-	if err != nil || h1 != h2 || h1 != federation.HashHex([]byte("same")) {
-		t.Fatalf("content addressing: %s %s %v", h1, h2, err)
+	if got, err := hub.GetModel(ctx, "f1", same); err != nil || string(got) != "same" {
+		t.Fatalf("content addressing: %q, %v", got, err)
+	}
+	// A name that is not a lower-case hex SHA-256 is refused, naming it, and stores nothing.
+	for _, bad := range []string{strings.ToUpper(same), same[:62], "model", same + "00", strings.Repeat("z", 64)} {
+		err := hub.PutModel(ctx, "f1", bad, []byte("bad"))
+		if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("hash %q is not a lower-case hex SHA-256", bad)) {
+			t.Fatalf("hash %q: %v", bad, err)
+		}
+		if _, err := hub.GetModel(ctx, "f1", bad); !errors.Is(err, federation.ErrNotFound) {
+			t.Fatalf("hash %q: something was stored (%v)", bad, err)
+		}
 	}
 	// Watch sees the current state and then each new one.
 	wctx, cancel := context.WithCancel(ctx)
@@ -272,8 +284,8 @@ func putModel(t *testing.T, hub *Bus, n int) ([]byte, string) {
 	for i := range model {
 		model[i] = byte(i*31 + i>>13)
 	}
-	h, err := hub.PutModel(context.Background(), "f1", model)
-	if err != nil {
+	h := federation.HashHex(model)
+	if err := hub.PutModel(context.Background(), "f1", h, model); err != nil {
 		t.Fatal(err)
 	}
 	return model, h
@@ -355,7 +367,7 @@ func TestObjectsReadByTheObjectStore(t *testing.T) {
 	_, hub := startServer(t, false)
 	ctx := context.Background()
 	model, h := putModel(t, hub, 2*maxChunk+777)
-	if _, err := hub.PutModel(ctx, "f1", model); err != nil {
+	if err := hub.PutModel(ctx, "f1", h, model); err != nil {
 		t.Fatal(err)
 	}
 	models, err := hub.js.ObjectStore(ctx, modelBucket("f1"))

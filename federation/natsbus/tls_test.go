@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/millwright-io/millwright/federation"
 	"github.com/millwright-io/millwright/gateway/config"
 	"github.com/millwright-io/millwright/internal/testpki"
 )
@@ -124,8 +125,8 @@ func TestLeafTLS(t *testing.T) {
 		t.Fatalf("round state through the TLS leaf: %q, %v", got, err)
 	}
 	model := bytes.Repeat([]byte("global model "), 200_000) // 2.6 MB: three chunks
-	h, err := hub.PutModel(ctx, "f1", model)
-	if err != nil {
+	h := federation.HashHex(model)
+	if err := hub.PutModel(ctx, "f1", h, model); err != nil {
 		t.Fatal(err)
 	}
 	if got, err := site.GetModel(ctx, "f1", h); err != nil || !bytes.Equal(got, model) {

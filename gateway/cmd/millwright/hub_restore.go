@@ -144,8 +144,7 @@ func (a restoreAPI) restore(w http.ResponseWriter, r *http.Request, ref ledger.M
 	if sum := sha256.Sum256(data); hex.EncodeToString(sum[:]) != hash {
 		return httpError{http.StatusUnprocessableEntity, fmt.Sprintf("the file (sha256 %x) is not %s, whose model the hub's round record gives as sha256 %s", sum, ref, hash)}
 	}
-	_, err = a.tr.PutModel(r.Context(), ref.Model, data)
-	return err
+	return a.tr.PutModel(r.Context(), ref.Model, hash, data)
 }
 
 // restore hands the hub the model file of ref; it says whether the hub stored it again.
