@@ -96,11 +96,13 @@ type FederationConfig struct {
 	// FinalEvaluation adds, after the last of Rounds, a round in which the participants
 	// judge the last global model on their held-out data without training (PhaseEvaluate),
 	// so the model an OEM releases has a federated evaluation like every earlier one (which
-	// the round training from it records). It needs Rounds > 0, and not both DP and secure
-	// aggregation; with DP the hub releases the noised mean of the clipped metrics
-	// (dp.Noise.Mean), which costs a round's privacy; with secure
-	// aggregation the gateways mask only the weight and secagg.metrics, which must name
-	// the global_ metrics, and the hub learns their weighted means.
+	// the round training from it records). It needs Rounds > 0. With DP the hub releases
+	// the noised mean of the clipped metrics (dp.Noise.Mean), which costs a round's
+	// privacy; with secure aggregation the gateways mask only the weight and
+	// secagg.metrics, which must name the global_ metrics, and the hub learns their
+	// weighted means; with both, the gateways clip the metrics before masking them (and
+	// add their shares of the noise with dp.noise distributed; the hub adds it with
+	// central), every weight is 1, and the round costs a round's privacy.
 	FinalEvaluation bool `yaml:"final_evaluation"`
 }
 
@@ -203,8 +205,6 @@ func (c FederationConfig) Validate() error {
 		switch {
 		case c.Rounds == 0:
 			p.Addf("final_evaluation", "needs a last round: rounds is 0 (run until stopped); expected rounds > 0 or final_evaluation false")
-		case c.DP.Enabled && c.SecAgg.Enabled:
-			p.Addf("final_evaluation", "cannot run with dp and secagg together: the masked metrics carry no noise; expected secagg.enabled false (dp.noise central) or final_evaluation false")
 		case c.SecAgg.Enabled && !slices.ContainsFunc(c.SecAgg.Metrics, func(m string) bool { return strings.HasPrefix(m, GlobalMetricPrefix) }):
 			p.Addf("final_evaluation", "with secagg, secagg.metrics %q names no %s metric, so the round would learn nothing; expected them listed (global_false_alarm_rate, ...)", c.SecAgg.Metrics, GlobalMetricPrefix)
 		}
@@ -245,8 +245,10 @@ func (c FederationConfig) validateSecAggMetrics(p *config.Problems) {
 	switch {
 	case !c.SecAgg.Enabled:
 		p.Addf("secagg.metrics", "is set but secagg is not enabled; without secure aggregation the hub reports the mean of every metric all used updates carry")
-	case c.DP.Enabled:
-		p.Addf("secagg.metrics", "cannot be combined with dp: the metrics' sums are not noised, so the hub would learn them outside the privacy budget")
+	case c.DP.Enabled && !c.FinalEvaluation:
+		p.Addf("secagg.metrics", "with dp are masked, clipped and noised in the final evaluation round only (a training round's would carry no noise); expected final_evaluation true, or no metrics")
+	case c.DP.Enabled && c.DP.MetricBound > c.SecAgg.Range:
+		p.Addf("dp.metric_bound", "%v exceeds secagg.range %v, which the masked metrics are clipped to; expected at most %v", c.DP.MetricBound, c.SecAgg.Range, c.SecAgg.Range)
 	}
 }
 
@@ -331,6 +333,12 @@ type SecAggState struct {
 	// 0 and 0 when the gateway has no such metric (or one outside ±Params.Range). Params.Dim
 	// counts them.
 	Metrics []string `json:"metrics,omitempty"`
+	// MetricBound > 0 (DP, the final evaluation round only): each metric's value is clipped
+	// into [0, MetricBound] before it is masked (dp.Config.ClipMetric), and MetricNoise > 0
+	// (distributed DP) is the standard deviation of the noise each gateway adds to it
+	// (dp.Config.MetricStd). The weight is then 1.
+	MetricBound float64 `json:"metric_bound,omitempty"`
+	MetricNoise float64 `json:"metric_noise,omitempty"`
 }
 
 // Round phases.

@@ -66,12 +66,14 @@
 // noise: the hub records their round mean (RoundReport.Metrics) in the round's ledger
 // record only when the round has no DP. With secure aggregation a gateway reports no
 // sample count; with secagg.sample_cap the hub learns the sum of the survivors' capped
-// counts, and with secagg.metrics the weighted sums of those metrics (refused with DP).
-// A final evaluation round (FederationConfig.FinalEvaluation) sends each gateway's
-// metrics about the last model and its window count, in the clear without secure
-// aggregation (masked with it, as above). With DP (central noise, without secure
-// aggregation) the hub records only their mean, each value clipped and the sums noised as
-// a round's are (dp.Noise.Mean), for a round's privacy cost; with both it is refused.
+// counts, and with secagg.metrics the weighted sums of those metrics (with DP, in the
+// final evaluation round only). A final evaluation round
+// (FederationConfig.FinalEvaluation) sends each gateway's metrics about the last model and
+// its window count, in the clear without secure aggregation (masked with it, as above).
+// With DP the hub records only their mean, each value clipped and the sums noised as a
+// round's are, for a round's privacy cost: in the clear (dp.Noise.Mean), or under secure
+// aggregation, where the gateways clip their values before masking them and the noise is
+// the hub's on the unmasked sums (central) or the gateways' shares (distributed).
 // Without DP, the global model can leak information about rare events in one factory's
 // data (membership inference).
 package federation

@@ -98,11 +98,18 @@ func (f *fedRun) evaluationRecord(in, out ModelHeader, hash string, metrics map[
 	}
 	how := "combined by the round's rule, " + f.cfg.Strategy.Name
 	switch {
+	case priv.spent != nil:
+		mean, by := "their mean", ""
+		if f.cfg.SecAgg.Enabled {
+			mean, by = "their mean, learned under secure aggregation,", " (the hub's)"
+			if f.cfg.DP.Noise == dp.NoiseDistributed {
+				by = " (the gateways' shares)"
+			}
+		}
+		how = fmt.Sprintf("%s with client-level differential privacy: each value clipped into [0, %g], Gaussian noise%s of standard deviation %.3g on the mean, "+
+			"the evaluation's ε %.3g, the federation's %.3g at δ %g", mean, f.cfg.DP.MetricBound, by, priv.std, priv.spent.RoundEpsilon, priv.spent.Epsilon, priv.spent.Delta)
 	case f.cfg.SecAgg.Enabled:
 		how = "their weighted mean, learned under secure aggregation"
-	case priv.spent != nil:
-		how = fmt.Sprintf("their mean with client-level differential privacy: each value clipped into [0, %g], Gaussian noise of standard deviation %.3g on the mean, "+
-			"the evaluation's ε %.3g, the federation's %.3g at δ %g", f.cfg.DP.MetricBound, priv.std, priv.spent.RoundEpsilon, priv.spent.Epsilon, priv.spent.Delta)
 	}
 	when := "before training from it"
 	if out.Round > f.cfg.Rounds && f.cfg.Rounds > 0 {

@@ -163,7 +163,10 @@ func TestFinalEvaluationConfig(t *testing.T) {
 		{"dp", func(c *federation.FederationConfig) { c.DP.Enabled, c.DP.EpsilonLimit = true, 10 }, ""},
 		{"dp and secagg", func(c *federation.FederationConfig) {
 			c.DP.Enabled, c.DP.EpsilonLimit, c.SecAgg.Enabled, c.SecAgg.Metrics = true, 10, true, []string{"global_false_alarm_rate"}
-		}, "final_evaluation: cannot run with dp and secagg together"},
+		}, ""},
+		{"dp and secagg, a metric bound beyond the mask's range", func(c *federation.FederationConfig) {
+			c.DP.Enabled, c.DP.EpsilonLimit, c.DP.MetricBound, c.SecAgg.Enabled, c.SecAgg.Metrics = true, 10, 20, true, []string{"global_false_alarm_rate"}
+		}, "dp.metric_bound: 20 exceeds secagg.range 8, which the masked metrics are clipped to; expected at most 8"},
 		{"secagg without global metrics", func(c *federation.FederationConfig) {
 			c.SecAgg.Enabled, c.SecAgg.Metrics = true, []string{"false_alarm_rate"}
 		}, `final_evaluation: with secagg, secagg.metrics ["false_alarm_rate"] names no global_ metric`},
@@ -256,6 +259,59 @@ func TestPrivateFinalEvaluation(t *testing.T) {
 			// σ·bound·√m/k = 2·1·1/2.
 			if want := "with client-level differential privacy: each value clipped into [0, 1], Gaussian noise of standard deviation 1 on the mean"; !strings.Contains(ev.Criteria, want) {
 				t.Errorf("criteria %q lack %q", ev.Criteria, want)
+			}
+		})
+	}
+}
+
+// TestPrivateSecAggFinalEvaluation: with DP and secure aggregation, the training rounds
+// mask no metrics (their sums would carry no noise); the final evaluation round masks the
+// global_ metrics clipped into [0, metric_bound] and noised, by the hub (central) or by
+// each gateway's share (distributed), spends a round of the privacy budget, and the hub
+// records their mean, saying how it was noised. One gateway's rate of 1.7 is clipped to 1.
+func TestPrivateSecAggFinalEvaluation(t *testing.T) {
+	const n, dim, rounds = 3, 16, 2
+	far := []float64{0.1, 0.2, 1.7}
+	clipped := (0.1 + 0.2 + 1) / 3
+	for _, mode := range []string{dp.NoiseCentral, dp.NoiseDistributed} {
+		t.Run(mode, func(t *testing.T) {
+			e := newEnv(t, n, false)
+			fc := secaggConfig(n, dim)
+			fc.Rounds, fc.FinalEvaluation = rounds, true
+			fc.SecAgg.Metrics = []string{federation.GlobalMetricPrefix + "false_alarm_rate"}
+			// σ = 0.03: the noise on the mean of 3 is 0.01, small enough to tell the clipped
+			// mean (0.433) from the unclipped (0.667).
+			fc.DP = dp.Config{Enabled: true, ClipNorm: 1, NoiseMultiplier: 0.03, Noise: mode, EpsilonLimit: 1e9}
+			h := startHub(t, e.hub, fc)
+			judged := make(chan federation.Task, n)
+			for i := range n {
+				e.gateway(t, i, &evalTrainer{pullTrainer: &pullTrainer{target: target(i, dim), samples: 10}, far: far[i], samples: 10, judged: judged})
+			}
+			var last federation.RoundReport
+			for r := range rounds {
+				if last = h.next(t); last.Outcome != "aggregated" || last.Privacy == nil || last.Metrics != nil {
+					t.Fatalf("round %d: %+v; want aggregated with privacy spent and no metrics", r+1, last)
+				}
+			}
+			final := h.next(t)
+			got := final.Metrics[federation.GlobalMetricPrefix+"false_alarm_rate"]
+			if final.Outcome != "evaluated" || final.Privacy == nil || final.Privacy.Round != rounds+1 || final.Privacy.Epsilon <= last.Privacy.Epsilon {
+				t.Fatalf("final round %+v, privacy %+v; want evaluated, a third round of privacy spent (after %+v)", final, final.Privacy, last.Privacy)
+			}
+			if got < 0 || got > 1 || math.Abs(got-clipped) > 0.06 {
+				t.Errorf("global_false_alarm_rate %v; want the clipped mean %.3f within 6σ of its noise (σ 0.01)", got, clipped)
+			}
+			h.rec.mu.Lock()
+			defer h.rec.mu.Unlock()
+			if len(h.rec.evals) != 1 {
+				t.Fatalf("%d evaluation records; want the final one", len(h.rec.evals))
+			}
+			ev := h.rec.evals[0]
+			by := map[string]string{dp.NoiseCentral: "the hub's", dp.NoiseDistributed: "the gateways' shares"}[mode]
+			want := "their mean, learned under secure aggregation, with client-level differential privacy: each value clipped into [0, 1], Gaussian noise (" +
+				by + ") of standard deviation 0.01 on the mean"
+			if ev.Version != "r2" || ev.Metrics["false_alarm_rate"] != got || !strings.Contains(ev.Criteria, want) {
+				t.Errorf("evaluation of %s, metrics %v, criteria %q; want r2's false_alarm_rate %v and %q", ev.ModelRef, ev.Metrics, ev.Criteria, got, want)
 			}
 		})
 	}

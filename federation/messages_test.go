@@ -210,7 +210,8 @@ func TestSecAggMetricsConfig(t *testing.T) {
 	}{
 		{"valid", secagg.Config{Enabled: true, Metrics: []string{"false_alarm_rate", "loss"}}, false, nil},
 		{"without secagg", secagg.Config{Metrics: []string{"loss"}}, false, []string{"secagg.metrics: is set but secagg is not enabled"}},
-		{"with dp", secagg.Config{Enabled: true, Metrics: []string{"loss"}}, true, []string{"secagg.metrics: cannot be combined with dp"}},
+		{"with dp", secagg.Config{Enabled: true, Metrics: []string{"loss"}}, true,
+			[]string{"secagg.metrics: with dp are masked, clipped and noised in the final evaluation round only", "expected final_evaluation true"}},
 		{"bad names", secagg.Config{Enabled: true, Metrics: []string{"loss", "loss", "Bad Name"}}, false,
 			[]string{`secagg.metrics[1]: "loss" appears twice`, `secagg.metrics[2]: "Bad Name" is not a valid name`}},
 		{"range", secagg.Config{Enabled: true, Range: 0.5, Metrics: []string{"loss"}}, false, []string{"secagg.range: 0.5 with metrics"}},

@@ -415,7 +415,7 @@ func (p *Participant) answerSecAgg(ctx context.Context, st RoundState) error {
 			if err != nil {
 				return err
 			}
-			r.input = sa.maskedInput(nil, res.Samples, res.Metrics)
+			r.input = sa.maskedInput(nil, res.Samples, res.Metrics, p.noise)
 		} else {
 			delta, res, err := p.train(ctx, st, nil) // kept for the round's phases
 			if err != nil {
@@ -423,7 +423,7 @@ func (p *Participant) answerSecAgg(ctx context.Context, st RoundState) error {
 			}
 			// Weighted inside the masked sum with a sample cap (the hub sees only Σw), and the
 			// metrics the hub asked for.
-			r.input = sa.maskedInput(delta, res.Samples, res.Metrics)
+			r.input = sa.maskedInput(delta, res.Samples, res.Metrics, p.noise)
 		}
 		if r.client, err = secagg.NewClient(sa.Params, id, p.key, ids, nil); err != nil {
 			p.m.failed.WithLabelValues("secagg").Inc()

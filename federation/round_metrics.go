@@ -3,6 +3,7 @@ package federation
 import (
 	"context"
 	"maps"
+	"math"
 	"slices"
 	"strconv"
 
@@ -85,6 +86,47 @@ func (f *fedRun) privateMetrics(ctx context.Context, updates map[string]*Update,
 		out[names[j]] = float32Value(float32(v))
 	}
 	return out, &rep, std, nil
+}
+
+// privateMaskedMetrics returns the means of the metrics whose sums pairs holds (a final
+// evaluation round with DP under secure aggregation; see SecAggState.maskedInput): each
+// gateway clipped its values into [0, dp.metric_bound] and, with distributed noise, added
+// its share of the noise; the hub adds central noise here, as dp.Noise.Mean does in the
+// clear. Only the metrics every survivor had are kept (one that some lacked also lacks
+// their noise); the others are returned as incomplete. It spends a round of the privacy
+// budget first, nothing when no metric is kept, and returns the noise's standard
+// deviation on each mean.
+func (f *fedRun) privateMaskedMetrics(ctx context.Context, sa *SecAggState, pairs []float32, survivors int) (map[string]float64, *dp.Report, float64, []string, error) {
+	const slack = 1e-3 // fixed-point rounding of the sums
+	var names, incomplete []string
+	var sums []float32
+	for i, name := range sa.Metrics {
+		if math.Abs(float64(pairs[2*i+1])-float64(survivors)) > slack {
+			incomplete = append(incomplete, name)
+			continue
+		}
+		names, sums = append(names, name), append(sums, pairs[2*i])
+	}
+	if len(names) == 0 {
+		return nil, nil, 0, incomplete, nil
+	}
+	rep, err := f.spend(ctx)
+	if err != nil {
+		return nil, nil, 0, nil, err
+	}
+	cfg := f.cfg.DP
+	// The noise on each sum: the hub's, or the survivors' shares (less than the whole when
+	// targets dropped out, as for the updates).
+	std := sa.MetricNoise * math.Sqrt(float64(survivors))
+	if cfg.Noise == dp.NoiseCentral {
+		std = cfg.MetricStd(len(sa.Metrics), survivors) // every masked metric counts in a gateway's sensitivity
+		f.noise.Add(sums, std)
+	}
+	out := make(map[string]float64, len(names))
+	for j, v := range cfg.MetricMeans(sums, survivors) {
+		out[names[j]] = float32Value(float32(v))
+	}
+	return out, &rep, std / float64(survivors), incomplete, nil
 }
 
 // float32Value is x as the shortest decimal that is the same float32 (0.31, not

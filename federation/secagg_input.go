@@ -3,6 +3,7 @@ package federation
 import (
 	"math"
 
+	"github.com/millwright-io/millwright/federation/dp"
 	"github.com/millwright-io/millwright/federation/secagg"
 )
 
@@ -13,7 +14,9 @@ import (
 //
 // w is secagg.Weight(samples, SampleCap) with a sample cap, else 1. A gateway without a
 // metric, or with a value beyond ±Params.Range (which the clipping would change), sends
-// 0, 0 for it, so the hub's mean of that metric is over the gateways that had it.
+// 0, 0 for it, so the hub's mean of that metric is over the gateways that had it. With DP
+// (the final evaluation round only), a value is clipped into [0, MetricBound] and noised
+// instead, and w is 1.
 
 // inputLen is the length of a masked input for a model of params parameters.
 func (sa *SecAggState) inputLen(params int) int {
@@ -25,7 +28,10 @@ func (sa *SecAggState) inputLen(params int) int {
 }
 
 // maskedInput lays out a gateway's update and metrics, trained on samples rows, as above.
-func (sa *SecAggState) maskedInput(delta []float32, samples int, metrics map[string]float64) []float32 {
+// With DP (MetricBound > 0) each metric it has is clipped into [0, MetricBound], and, with
+// MetricNoise > 0, gets noise's share of the noise (distributed DP); it is never left out
+// for its range, which the clipping bounds (the encoding clips a noised value to ±Range).
+func (sa *SecAggState) maskedInput(delta []float32, samples int, metrics map[string]float64, noise *dp.Noise) []float32 {
 	w := float32(1)
 	if sa.SampleCap > 0 {
 		w = secagg.Weight(samples, sa.SampleCap)
@@ -37,13 +43,21 @@ func (sa *SecAggState) maskedInput(delta []float32, samples int, metrics map[str
 	if sa.SampleCap > 0 {
 		in = append(in, w)
 	}
+	private := dp.Config{MetricBound: sa.MetricBound}
 	for _, name := range sa.Metrics {
 		v, ok := metrics[name]
-		if !ok || math.Abs(v) > sa.Params.Range {
+		switch {
+		case ok && sa.MetricBound > 0:
+			x := []float32{float32(private.ClipMetric(v))}
+			if sa.MetricNoise > 0 {
+				noise.Add(x, sa.MetricNoise)
+			}
+			in = append(in, x[0], 1)
+		case !ok || math.Abs(v) > sa.Params.Range:
 			in = append(in, 0, 0)
-			continue
+		default:
+			in = append(in, w*float32(v), w)
 		}
-		in = append(in, w*float32(v), w)
 	}
 	return in
 }

@@ -1,9 +1,11 @@
 package federation
 
 import (
+	"math"
 	"slices"
 	"testing"
 
+	"github.com/millwright-io/millwright/federation/dp"
 	"github.com/millwright-io/millwright/federation/secagg"
 )
 
@@ -48,5 +50,35 @@ func TestMetricMeansRefusesImplausibleSums(t *testing.T) {
 	}, 3)
 	if len(means) != 2 || means["far"] != 0.15 || means["edge"] != -8 || !slices.Equal(implausible, []string{"heavy", "wide"}) {
 		t.Fatalf("means %v, implausible %v; want far 0.15 and edge -8, heavy and wide left out", means, implausible)
+	}
+}
+
+// With DP a gateway's masked metrics are clipped into [0, MetricBound] with weight 1, and
+// with MetricNoise each gets noise of that standard deviation; a metric it lacks is 0, 0.
+func TestMaskedMetricsClippedAndNoised(t *testing.T) {
+	sa := &SecAggState{Metrics: []string{"global_far", "global_missing"}, MetricBound: 1, SampleCap: 0}
+	sa.Params.Range = 8
+	noise, err := dp.NewNoise(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics := map[string]float64{"global_far": 1.7}
+	if in := sa.maskedInput(nil, 10, metrics, noise); !slices.Equal(in, []float32{1, 1, 0, 0}) {
+		t.Fatalf("clipped, no noise: %v; want [1 1 0 0]", in)
+	}
+	sa.MetricNoise = 0.5
+	const draws = 20000
+	var s, s2 float64
+	for range draws {
+		in := sa.maskedInput(nil, 10, metrics, noise)
+		if in[1] != 1 || in[2] != 0 || in[3] != 0 {
+			t.Fatalf("noised: %v; want weight 1 and the missing metric 0, 0", in)
+		}
+		x := float64(in[0]) - 1
+		s, s2 = s+x, s2+x*x
+	}
+	mean, std := s/draws, math.Sqrt(s2/draws-(s/draws)*(s/draws))
+	if math.Abs(mean) > 0.02 || math.Abs(std-0.5) > 0.02 {
+		t.Errorf("noise on the clipped value: mean %.4f, std %.4f; want 0 and 0.5", mean, std)
 	}
 }

@@ -302,8 +302,21 @@ func (f *fedRun) secaggRound(ctx context.Context, st RoundState) (RoundState, er
 			return fail(SecAggFailUnmask, "the survivors' weights sum to no positive number", "sum", weight)
 		}
 	}
+	pairs := sum[len(sum)-2*len(sa.Metrics):]
+	if st.Phase == PhaseEvaluate && sa.MetricBound > 0 { // with DP
+		metrics, privacy, std, incomplete, err := f.privateMaskedMetrics(ctx, sa, pairs, len(used))
+		if err != nil {
+			return st, err
+		}
+		if incomplete != nil {
+			f.log.Warn("evaluation metrics left out: not every survivor had them", "round", st.Round, "metrics", incomplete)
+		}
+		report.Metrics, report.Privacy = metrics, privacy
+		st.SecAgg = nil
+		return f.finishEvaluation(ctx, st, report, start, global.Header, used, std)
+	}
 	var implausible []string
-	report.Metrics, implausible = sa.metricMeans(sum[len(sum)-2*len(sa.Metrics):], len(used))
+	report.Metrics, implausible = sa.metricMeans(pairs, len(used))
 	if implausible != nil {
 		f.log.Warn("round metrics left out: their masked sums are implausible (a gateway sent values it could not have)", "round", st.Round, "metrics", implausible)
 	}
@@ -353,7 +366,17 @@ func (f *fedRun) secaggState(st RoundState, targets []string) (*SecAggState, err
 	if f.cfg.SecAgg.SampleCap > 0 && !f.cfg.DP.Enabled { // DP needs equal weights
 		sa.SampleCap = f.cfg.SecAgg.SampleCap
 	}
-	sa.Metrics = slices.Clone(f.cfg.SecAgg.Metrics) // none with DP (refused by Validate)
+	// With DP the metrics are masked in the final evaluation round only, clipped and noised
+	// (their sums in a training round would carry no noise).
+	if !f.cfg.DP.Enabled || st.Phase == PhaseEvaluate {
+		sa.Metrics = slices.Clone(f.cfg.SecAgg.Metrics)
+	}
+	if f.cfg.DP.Enabled && len(sa.Metrics) > 0 {
+		sa.MetricBound = f.cfg.DP.MetricBound
+		if f.cfg.DP.Noise == dp.NoiseDistributed {
+			sa.MetricNoise = f.cfg.DP.MetricStd(len(sa.Metrics), len(targets))
+		}
+	}
 	params, err := f.cfg.SecAgg.Params(st.Round, len(targets), sa.inputLen(maskedParams(st, f.cfg.Architecture.Params)))
 	if err != nil {
 		return nil, err
@@ -408,9 +431,10 @@ func bundleRecord(b map[string][]byte) []byte {
 // configuration describes now: same parameters, client ids and identity keys.
 func sameSecAggRound(rec, now *SecAggState) error {
 	switch {
-	case rec.Params != now.Params || rec.SampleCap != now.SampleCap || !slices.Equal(rec.Metrics, now.Metrics):
-		return fmt.Errorf("parameters %+v (sample cap %d, metrics %q) recorded, %+v (%d, %q) configured",
-			rec.Params, rec.SampleCap, rec.Metrics, now.Params, now.SampleCap, now.Metrics)
+	case rec.Params != now.Params || rec.SampleCap != now.SampleCap || !slices.Equal(rec.Metrics, now.Metrics) ||
+		rec.MetricBound != now.MetricBound || rec.MetricNoise != now.MetricNoise:
+		return fmt.Errorf("parameters %+v (sample cap %d, metrics %q, bound %g, noise %g) recorded, %+v (%d, %q, %g, %g) configured",
+			rec.Params, rec.SampleCap, rec.Metrics, rec.MetricBound, rec.MetricNoise, now.Params, now.SampleCap, now.Metrics, now.MetricBound, now.MetricNoise)
 	case !maps.Equal(rec.IDs, now.IDs):
 		return errors.New("client ids differ")
 	case !maps.EqualFunc(rec.Keys, now.Keys, func(a, b ed25519.PublicKey) bool { return a.Equal(b) }):

@@ -70,30 +70,57 @@ func (n *Noise) Add(v []float32, std float64) {
 
 // Mean returns the mean of rows (one value per metric in each, the same metrics in
 // every row; at least one row) with client-level DP, at the privacy cost of one round:
-// each value is clipped into [0, cfg.MetricBound], so that a row is a vector of L2 norm at
-// most B = MetricBound·√m for m metrics; each metric's sum gets N(0, (σB)²) noise, σ the
-// noise multiplier, as a round's sum of updates clipped to B would; the noised means are
-// clamped into [0, MetricBound] again, which costs no privacy (post-processing). It also
-// returns the noise's standard deviation on the mean, σB/len(rows).
+// each value is clipped into [0, cfg.MetricBound] (ClipMetric), so that a row is a vector
+// of L2 norm at most B = MetricBound·√m for m metrics; each metric's sum gets N(0, (σB)²)
+// noise, σ the noise multiplier, as a round's sum of updates clipped to B would; the
+// noised means are clamped into [0, MetricBound] again (MetricMeans). It also returns the
+// noise's standard deviation on the mean, σB/len(rows). It is the central mechanism; under
+// secure aggregation the gateways clip, and the noise is the hub's on the unmasked sums
+// (central) or the gateways' shares in them (distributed, MetricStd).
 func (n *Noise) Mean(rows [][]float64, cfg Config) ([]float64, float64) {
 	m := len(rows[0])
 	sum := make([]float32, m)
 	for _, r := range rows {
 		for j, v := range r {
-			if math.IsNaN(v) {
-				v = 0 // the decoders refuse it; clipped all the same
-			}
-			sum[j] += float32(min(max(v, 0), cfg.MetricBound))
+			sum[j] += float32(cfg.ClipMetric(v))
 		}
 	}
-	std := cfg.NoiseMultiplier * cfg.MetricBound * math.Sqrt(float64(m))
+	central := cfg
+	central.Noise = NoiseCentral
+	std := central.MetricStd(m, len(rows))
 	n.Add(sum, std)
-	k := float64(len(rows))
-	out := make([]float64, m)
-	for j, s := range sum {
-		out[j] = min(max(float64(s)/k, 0), cfg.MetricBound)
+	return cfg.MetricMeans(sum, len(rows)), std / float64(len(rows))
+}
+
+// ClipMetric clips a metric's value into [0, MetricBound] (NaN, which the decoders refuse,
+// to 0).
+func (c Config) ClipMetric(v float64) float64 {
+	if math.IsNaN(v) {
+		return 0
 	}
-	return out, std / k
+	return min(max(v, 0), c.MetricBound)
+}
+
+// MetricStd returns the standard deviation of the noise one party adds to each sum of m
+// metrics, each clipped into [0, MetricBound], over n clients: σ·MetricBound·√m for central
+// noise (the L2 sensitivity of a client's metrics is MetricBound·√m), σ·MetricBound·√m/√n
+// for each of the n clients with distributed noise, as NoiseStd is for updates.
+func (c Config) MetricStd(m, n int) float64 {
+	s := c.NoiseMultiplier * c.MetricBound * math.Sqrt(float64(m))
+	if c.Noise == NoiseDistributed {
+		s /= math.Sqrt(float64(max(n, 1)))
+	}
+	return s
+}
+
+// MetricMeans returns the means of sums (each over k clients, noised) clamped into
+// [0, MetricBound], which costs no privacy (post-processing).
+func (c Config) MetricMeans(sums []float32, k int) []float64 {
+	out := make([]float64, len(sums))
+	for j, s := range sums {
+		out[j] = min(max(float64(s)/float64(k), 0), c.MetricBound)
+	}
+	return out
 }
 
 // Privatize clips v to cfg.ClipNorm and adds noise of standard deviation cfg.NoiseStd(n)

@@ -227,3 +227,19 @@ func TestConfigValidateReportsEveryProblem(t *testing.T) {
 		t.Error("budget from a zero config")
 	}
 }
+
+// The metrics' noise is a round's: σ·bound·√m on each sum from the hub, a 1/√n share of it
+// from each of n clients with distributed noise, so that the shares add up to the same.
+func TestMetricStd(t *testing.T) {
+	c := Config{NoiseMultiplier: 1.5, MetricBound: 2, Noise: NoiseCentral}
+	if got, want := c.MetricStd(3, 4), 1.5*2*math.Sqrt(3); math.Abs(got-want) > 1e-12 {
+		t.Errorf("central: %v, want %v", got, want)
+	}
+	c.Noise = NoiseDistributed
+	if got, want := c.MetricStd(3, 4), 1.5*2*math.Sqrt(3)/2; math.Abs(got-want) > 1e-12 {
+		t.Errorf("distributed share of 4: %v, want %v", got, want)
+	}
+	if got := c.ClipMetric(math.NaN()); got != 0 {
+		t.Errorf("NaN clipped to %v, want 0", got)
+	}
+}

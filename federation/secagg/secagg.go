@@ -96,7 +96,9 @@ type Config struct {
 	// beside the update, two elements each (w·value and w, or 0 and 0 from a gateway that
 	// has no such metric or one outside ±Range), so that the hub learns their weighted mean
 	// over the survivors and no gateway's value. Default none. The federation's
-	// configuration checks the names (package federation).
+	// configuration checks the names (package federation). With differential privacy they
+	// are masked only in the final evaluation round, clipped and noised (package
+	// federation, SecAggState).
 	Metrics []string `yaml:"metrics"`
 }
 
