@@ -87,7 +87,7 @@ federations:
 		{
 			name: "config check a bad hub file", args: []string{"config", "check", badHub}, code: 1,
 			stderr: []string{badHub + ":", `federations[0].secagg.metrics[1]: "loss" appears twice`,
-				"federations[0].secagg.metrics: cannot be combined with dp"}, noStdout: true,
+				"federations[0].secagg.metrics: with dp are masked, clipped and noised in the final evaluation round only"}, noStdout: true,
 		},
 		{
 			name: "config check a bad file", args: []string{"config", "check", badConfig}, code: 1,
