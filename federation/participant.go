@@ -194,7 +194,8 @@ func (p *Participant) Run(ctx context.Context) error {
 // Answer trains for round st and sends the update, if the gateway is a target of an open
 // round it has not answered yet, or judges the model of a final evaluation round
 // (PhaseEvaluate) and sends its metrics, if its trainer is an Evaluator; otherwise it
-// does nothing.
+// does nothing. It is not safe for concurrent use (Run calls it from one goroutine): the
+// participant keeps the last model and its buffers from one call to the next.
 func (p *Participant) Answer(ctx context.Context, st RoundState) error {
 	if !slices.Contains(st.Targets, p.cfg.Name) || st.Phase != PhaseOpen && st.Phase != PhaseEvaluate {
 		return nil
