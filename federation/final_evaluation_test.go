@@ -2,6 +2,7 @@ package federation_test
 
 import (
 	"context"
+	"crypto/ed25519"
 	"math"
 	"slices"
 	"strings"
@@ -314,5 +315,63 @@ func TestPrivateSecAggFinalEvaluation(t *testing.T) {
 				t.Errorf("evaluation of %s, metrics %v, criteria %q; want r2's false_alarm_rate %v and %q", ev.ModelRef, ev.Metrics, ev.Criteria, got, want)
 			}
 		})
+	}
+}
+
+// TestPrivateSecAggFinalEvaluationAcrossARestart: the hub dies while the final evaluation
+// round with DP and secure aggregation unmasks, after one gateway's answer; the restarted
+// hub rebuilds the round (its metric bound and noise included) and records the noised
+// mean once.
+func TestPrivateSecAggFinalEvaluationAcrossARestart(t *testing.T) {
+	const n, dim = 3, 16
+	e := newEnv(t, n, false)
+	fc := secaggConfig(n, dim)
+	fc.FinalEvaluation = true
+	fc.SecAgg.Metrics = []string{federation.GlobalMetricPrefix + "false_alarm_rate"}
+	fc.DP = dp.Config{Enabled: true, ClipNorm: 1, NoiseMultiplier: 0.03, Noise: dp.NoiseDistributed, EpsilonLimit: 1e9}
+	h := startHub(t, e.hub, fc)
+	far := []float64{0.1, 0.2, 0.6}
+	judged := make(chan federation.Task, 2*n)
+	ps := make([]*federation.Participant, n)
+	for i := range n {
+		p, err := federation.NewParticipant(federation.ParticipantConfig{Federation: fedName, Name: gwName(i), HubKey: hubKey().Public().(ed25519.PublicKey)},
+			e.gatewayBus(i), gatewayKey(i), &evalTrainer{pullTrainer: &pullTrainer{target: target(i, dim), samples: 10}, far: far[i], samples: 10, judged: judged}, discard, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ps[i] = p
+	}
+	phases := []string{federation.SecAggAdvertise, federation.SecAggShare, federation.SecAggMask, federation.SecAggCheck, federation.SecAggUnmask}
+	for _, phase := range phases { // round 1 trains
+		answer(t, ps, waitPhase(t, e.hub, phase))
+	}
+	if r := h.next(t); r.Outcome != "aggregated" || r.Metrics != nil {
+		t.Fatalf("round 1: %+v; want aggregated without metrics", r)
+	}
+	for k, phase := range phases { // round 2 evaluates
+		st := waitPhase(t, e.hub, phase)
+		if st.Round != 2 || st.Phase != federation.PhaseEvaluate || st.SecAgg.MetricBound != 1 || st.SecAgg.MetricNoise == 0 {
+			t.Fatalf("round %d %s, metric bound %v and noise %v; want round 2 evaluating with both", st.Round, st.Phase, st.SecAgg.MetricBound, st.SecAgg.MetricNoise)
+		}
+		if phase != federation.SecAggUnmask {
+			answer(t, ps, st)
+			continue
+		}
+		answer(t, ps, st, 0)
+		waitAccepted(t, h, float64(5*n+k*n+1))
+		h.stop()
+		answer(t, ps, st, 1, 2)
+		h = startHub(t, e.hub, fc)
+	}
+	final := h.next(t)
+	want := (0.1 + 0.2 + 0.6) / 3
+	got := final.Metrics[federation.GlobalMetricPrefix+"false_alarm_rate"]
+	if final.Outcome != "evaluated" || final.Privacy == nil || math.Abs(got-want) > 0.06 {
+		t.Fatalf("after the restart: %+v; want evaluated, privacy spent, global_false_alarm_rate near %.2f", final, want)
+	}
+	h.rec.mu.Lock()
+	defer h.rec.mu.Unlock()
+	if len(h.rec.evals) != 1 || h.rec.evals[0].Metrics["false_alarm_rate"] != got {
+		t.Fatalf("the restarted hub's evaluation records %+v; want one with %v", h.rec.evals, got)
 	}
 }
