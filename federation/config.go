@@ -334,7 +334,7 @@ type SecAggState struct {
 	// counts them.
 	Metrics []string `json:"metrics,omitempty"`
 	// MetricBound > 0 (DP, the final evaluation round only): each metric's value is clipped
-	// into [0, MetricBound] before it is masked (dp.Config.ClipMetric), and MetricNoise > 0
+	// into [0, MetricBound] before it is masked (dp.ClipMetric), and MetricNoise > 0
 	// (distributed DP) is the standard deviation of the noise each gateway adds to it
 	// (dp.Config.MetricStd). The weight is then 1.
 	MetricBound float64 `json:"metric_bound,omitempty"`

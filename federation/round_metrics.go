@@ -92,8 +92,9 @@ func (f *fedRun) privateMetrics(ctx context.Context, updates map[string]*Update,
 // evaluation round with DP under secure aggregation; see SecAggState.maskedInput): each
 // gateway clipped its values into [0, dp.metric_bound] and, with distributed noise, added
 // its share of the noise; the hub adds central noise here, as dp.Noise.Mean does in the
-// clear. Only the metrics every survivor had are kept (one that some lacked also lacks
-// their noise); the others are returned as incomplete. It spends a round of the privacy
+// clear. Only the metrics whose count is one per survivor are kept (one that some lacked
+// also lacks their noise, and a larger count no honest survivors send); the others are
+// returned as incomplete. It spends a round of the privacy
 // budget first, nothing when no metric is kept, and returns the noise's standard
 // deviation on each mean.
 func (f *fedRun) privateMaskedMetrics(ctx context.Context, sa *SecAggState, pairs []float32, survivors int) (map[string]float64, *dp.Report, float64, []string, error) {

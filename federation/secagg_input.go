@@ -43,12 +43,11 @@ func (sa *SecAggState) maskedInput(delta []float32, samples int, metrics map[str
 	if sa.SampleCap > 0 {
 		in = append(in, w)
 	}
-	private := dp.Config{MetricBound: sa.MetricBound}
 	for _, name := range sa.Metrics {
 		v, ok := metrics[name]
 		switch {
 		case ok && sa.MetricBound > 0:
-			x := []float32{float32(private.ClipMetric(v))}
+			x := []float32{float32(dp.ClipMetric(v, sa.MetricBound))}
 			if sa.MetricNoise > 0 {
 				noise.Add(x, sa.MetricNoise)
 			}

@@ -309,7 +309,7 @@ func (f *fedRun) secaggRound(ctx context.Context, st RoundState) (RoundState, er
 			return st, err
 		}
 		if incomplete != nil {
-			f.log.Warn("evaluation metrics left out: not every survivor had them", "round", st.Round, "metrics", incomplete)
+			f.log.Warn("evaluation metrics left out: their counts are not one per survivor (some survivors lacked them, or a gateway sent a count it could not have)", "round", st.Round, "metrics", incomplete)
 		}
 		report.Metrics, report.Privacy = metrics, privacy
 		st.SecAgg = nil

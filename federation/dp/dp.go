@@ -82,23 +82,23 @@ func (n *Noise) Mean(rows [][]float64, cfg Config) ([]float64, float64) {
 	sum := make([]float32, m)
 	for _, r := range rows {
 		for j, v := range r {
-			sum[j] += float32(cfg.ClipMetric(v))
+			sum[j] += float32(ClipMetric(v, cfg.MetricBound))
 		}
 	}
-	central := cfg
+	central := cfg // the hub adds the whole noise
 	central.Noise = NoiseCentral
 	std := central.MetricStd(m, len(rows))
 	n.Add(sum, std)
 	return cfg.MetricMeans(sum, len(rows)), std / float64(len(rows))
 }
 
-// ClipMetric clips a metric's value into [0, MetricBound] (NaN, which the decoders refuse,
-// to 0).
-func (c Config) ClipMetric(v float64) float64 {
+// ClipMetric clips a metric's value into [0, bound] (NaN, which the decoders refuse, to 0),
+// as a gateway's metrics are before their noised mean (Config.MetricBound).
+func ClipMetric(v, bound float64) float64 {
 	if math.IsNaN(v) {
 		return 0
 	}
-	return min(max(v, 0), c.MetricBound)
+	return min(max(v, 0), bound)
 }
 
 // MetricStd returns the standard deviation of the noise one party adds to each sum of m

@@ -239,7 +239,7 @@ func TestMetricStd(t *testing.T) {
 	if got, want := c.MetricStd(3, 4), 1.5*2*math.Sqrt(3)/2; math.Abs(got-want) > 1e-12 {
 		t.Errorf("distributed share of 4: %v, want %v", got, want)
 	}
-	if got := c.ClipMetric(math.NaN()); got != 0 {
+	if got := ClipMetric(math.NaN(), 2); got != 0 {
 		t.Errorf("NaN clipped to %v, want 0", got)
 	}
 }
