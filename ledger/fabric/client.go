@@ -98,13 +98,6 @@ func Open(cfg Config, opts ...Option) (*Client, error) {
 	if c.m, err = newMetrics(c.reg); err != nil {
 		return nil, err
 	}
-	readPEM := func(field, path string) ([]byte, error) {
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return nil, fmt.Errorf("fabric %s: %w", field, err)
-		}
-		return b, nil
-	}
 	caPEM, err := readPEM("tls_ca", cfg.TLSCA)
 	if err != nil {
 		return nil, err
@@ -125,17 +118,9 @@ func Open(cfg Config, opts ...Option) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fabric cert %s: %w", cfg.Cert, err)
 	}
-	keyPEM, err := readPEM("key", cfg.Key)
+	sign, err := signer(cfg)
 	if err != nil {
 		return nil, err
-	}
-	key, err := identity.PrivateKeyFromPEM(keyPEM)
-	if err != nil {
-		return nil, fmt.Errorf("fabric key %s: %w", cfg.Key, err)
-	}
-	sign, err := identity.NewPrivateKeySign(key)
-	if err != nil {
-		return nil, fmt.Errorf("fabric key %s: %w", cfg.Key, err)
 	}
 	serverName := cfg.ServerName
 	if serverName == "" {
@@ -155,6 +140,32 @@ func Open(cfg Config, opts ...Option) (*Client, error) {
 	c.network = c.gw.GetNetwork(cfg.Channel)
 	c.contract = c.network.GetContract(cfg.Chaincode)
 	return c, nil
+}
+
+// readPEM reads the PEM file of configuration field at path.
+func readPEM(field, path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("fabric %s: %w", field, err)
+	}
+	return b, nil
+}
+
+// signer returns the signing function of cfg.Key, the client identity's private key.
+func signer(cfg Config) (identity.Sign, error) {
+	keyPEM, err := readPEM("key", cfg.Key)
+	if err != nil {
+		return nil, err
+	}
+	key, err := identity.PrivateKeyFromPEM(keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("fabric key %s: %w", cfg.Key, err)
+	}
+	sign, err := identity.NewPrivateKeySign(key)
+	if err != nil {
+		return nil, fmt.Errorf("fabric key %s: %w", cfg.Key, err)
+	}
+	return sign, nil
 }
 
 // Close releases the connection to the peer.

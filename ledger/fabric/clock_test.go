@@ -4,13 +4,11 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/hyperledger/fabric-gateway/pkg/client"
-	"github.com/hyperledger/fabric-gateway/pkg/identity"
 	"github.com/hyperledger/fabric-protos-go-apiv2/common"
 	"github.com/hyperledger/fabric-protos-go-apiv2/gateway"
 	"github.com/hyperledger/fabric-protos-go-apiv2/peer"
@@ -66,61 +64,39 @@ func TestSkewedClockRefused(t *testing.T) {
 // client's key.
 func skewed(t *testing.T, c *Client, cfg Config, skew time.Duration, fn string, args ...string) *client.Proposal {
 	t.Helper()
-	prop, err := c.contract.NewProposal(fn, client.WithArguments(args...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := prop.Bytes()
-	if err != nil {
-		t.Fatal(err)
-	}
-	pt := &gateway.ProposedTransaction{}
-	p := &peer.Proposal{}
-	h := &common.Header{}
-	ch := &common.ChannelHeader{}
 	must := func(err error) {
 		t.Helper()
 		if err != nil {
 			t.Fatal(err)
 		}
 	}
+	prop, err := c.contract.NewProposal(fn, client.WithArguments(args...))
+	must(err)
+	b, err := prop.Bytes()
+	must(err)
+	pt := &gateway.ProposedTransaction{}
+	p := &peer.Proposal{}
+	h := &common.Header{}
+	ch := &common.ChannelHeader{}
 	must(proto.Unmarshal(b, pt))
 	must(proto.Unmarshal(pt.GetProposal().GetProposalBytes(), p))
 	must(proto.Unmarshal(p.GetHeader(), h))
 	must(proto.Unmarshal(h.GetChannelHeader(), ch))
 	ch.Timestamp = timestamppb.New(ch.GetTimestamp().AsTime().Add(skew))
-	if h.ChannelHeader, err = proto.Marshal(ch); err != nil {
-		t.Fatal(err)
-	}
-	if p.Header, err = proto.Marshal(h); err != nil {
-		t.Fatal(err)
-	}
-	if pt.Proposal.ProposalBytes, err = proto.Marshal(p); err != nil {
-		t.Fatal(err)
-	}
-	if b, err = proto.Marshal(pt); err != nil {
-		t.Fatal(err)
-	}
-	keyPEM, err := os.ReadFile(cfg.Key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := identity.PrivateKeyFromPEM(keyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sign, err := identity.NewPrivateKeySign(key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	h.ChannelHeader, err = proto.Marshal(ch)
+	must(err)
+	p.Header, err = proto.Marshal(h)
+	must(err)
+	pt.Proposal.ProposalBytes, err = proto.Marshal(p)
+	must(err)
+	b, err = proto.Marshal(pt)
+	must(err)
+	sign, err := signer(cfg) // the client's own key, as Dial loads it
+	must(err)
 	digest := sha256.Sum256(pt.GetProposal().GetProposalBytes())
 	sig, err := sign(digest[:])
-	if err != nil {
-		t.Fatal(err)
-	}
+	must(err)
 	out, err := c.gw.NewSignedProposal(b, sig)
-	if err != nil {
-		t.Fatal(err)
-	}
+	must(err)
 	return out
 }
