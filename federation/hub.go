@@ -386,7 +386,7 @@ func (f *fedRun) open(round uint64, global string, globalRound uint64) RoundStat
 		}
 		st.SecAgg = sa
 		if f.cfg.DP.Noise == dp.NoiseDistributed && f.cfg.DP.Enabled {
-			st.Noise = f.cfg.DP.NoiseStd(len(st.Targets))
+			st.Noise = f.cfg.DP.NoiseStd(fewestSurvivors(st.Quorum, sa.Params))
 		}
 	}
 	return st
@@ -507,7 +507,7 @@ func (f *fedRun) round(ctx context.Context, st RoundState) (RoundState, error) {
 	}
 	var privacy *dp.Report
 	if f.budget != nil {
-		rep, err := f.spend(ctx)
+		rep, err := f.spend(ctx, f.cfg.DP.NoiseMultiplier)
 		if err != nil {
 			return st, err
 		}
@@ -532,8 +532,8 @@ func (f *fedRun) round(ctx context.Context, st RoundState) (RoundState, error) {
 
 // spend accounts one round in the privacy budget and persists the privacy spent before
 // anything is published (a crash after it over-counts, which is safe).
-func (f *fedRun) spend(ctx context.Context) (dp.Report, error) {
-	rep, err := f.budget.Spend()
+func (f *fedRun) spend(ctx context.Context, sigma float64) (dp.Report, error) {
+	rep, err := f.budget.SpendAt(sigma)
 	if err != nil { // Preview said yes; only a concurrent change could get here
 		return rep, err
 	}

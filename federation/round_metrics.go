@@ -76,7 +76,7 @@ func (f *fedRun) privateMetrics(ctx context.Context, updates map[string]*Update,
 			rows[i][j] = updates[name].Metrics[k]
 		}
 	}
-	rep, err := f.spend(ctx)
+	rep, err := f.spend(ctx, f.cfg.DP.NoiseMultiplier)
 	if err != nil {
 		return nil, nil, 0, err
 	}
@@ -111,16 +111,20 @@ func (f *fedRun) privateMaskedMetrics(ctx context.Context, sa *SecAggState, pair
 	if len(names) == 0 {
 		return nil, nil, 0, incomplete, nil
 	}
-	rep, err := f.spend(ctx)
+	cfg := f.cfg.DP
+	// The noise on each sum: the hub's, or the survivors' shares (sized for the fewest
+	// survivors, as for the updates, so that more of them add more). Every masked metric
+	// counts in a gateway's sensitivity, the left-out ones too.
+	std, sigma := sa.MetricNoise*math.Sqrt(float64(survivors)), cfg.NoiseMultiplier
+	if sa.MetricNoise > 0 {
+		sigma = dp.SharedMultiplier(sa.MetricNoise, survivors, cfg.MetricSensitivity(len(sa.Metrics)))
+	}
+	rep, err := f.spend(ctx, sigma)
 	if err != nil {
 		return nil, nil, 0, nil, err
 	}
-	cfg := f.cfg.DP
-	// The noise on each sum: the hub's, or the survivors' shares (less than the whole when
-	// targets dropped out, as for the updates).
-	std := sa.MetricNoise * math.Sqrt(float64(survivors))
 	if cfg.Noise == dp.NoiseCentral {
-		std = cfg.MetricStd(len(sa.Metrics), survivors) // every masked metric counts in a gateway's sensitivity
+		std = cfg.MetricStd(len(sa.Metrics), survivors)
 		f.noise.Add(sums, std)
 	}
 	out := make(map[string]float64, len(names))

@@ -327,7 +327,11 @@ func (f *fedRun) secaggRound(ctx context.Context, st RoundState) (RoundState, er
 	var privacy *dp.Report
 	var noise []float32
 	if f.budget != nil {
-		rep, err := f.spend(ctx)
+		sigma := f.cfg.DP.NoiseMultiplier
+		if st.Noise > 0 { // distributed: the survivors' shares, sized for fewer of them
+			sigma = dp.SharedMultiplier(st.Noise, len(used), st.ClipNorm)
+		}
+		rep, err := f.spend(ctx, sigma)
 		if err != nil {
 			return st, err
 		}
@@ -373,19 +377,27 @@ func (f *fedRun) secaggState(st RoundState, targets []string) (*SecAggState, err
 	}
 	if f.cfg.DP.Enabled && len(sa.Metrics) > 0 {
 		sa.MetricBound = f.cfg.DP.MetricBound
-		if f.cfg.DP.Noise == dp.NoiseDistributed {
-			sa.MetricNoise = f.cfg.DP.MetricStd(len(sa.Metrics), len(targets))
-		}
 	}
 	params, err := f.cfg.SecAgg.Params(st.Round, len(targets), sa.inputLen(maskedParams(st, f.cfg.Architecture.Params)))
 	if err != nil {
 		return nil, err
 	}
 	sa.Params = params
+	if sa.MetricBound > 0 && f.cfg.DP.Noise == dp.NoiseDistributed {
+		sa.MetricNoise = f.cfg.DP.MetricStd(len(sa.Metrics), fewestSurvivors(st.Quorum, params))
+	}
 	for i, t := range targets {
 		sa.IDs[t], sa.Keys[t] = uint32(i+1), f.members[t]
 	}
 	return sa, nil
+}
+
+// fewestSurvivors is the fewest gateways whose masked sum a round with params and quorum
+// may release: the quorum or the shares unmasking needs (the threshold), whichever is
+// more, and at most the round's clients. The gateways' shares of distributed DP noise are
+// sized for it, so that no released sum carries less than the whole noise.
+func fewestSurvivors(quorum int, p secagg.Params) int {
+	return min(p.Clients, max(quorum, p.Threshold, 1))
 }
 
 // maskedParams is how many model parameters a gateway masks in round st: none in a final

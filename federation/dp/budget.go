@@ -13,9 +13,10 @@ const (
 	// NoiseCentral: clients clip, the hub adds N(0, (σC)²) to the sum. The hub sees
 	// un-noised (clipped) updates or sums; the published model is protected.
 	NoiseCentral = "central"
-	// NoiseDistributed: each of the n clients of a round adds N(0, (σC)²/n) before secure
-	// aggregation, so that the sum the hub unmasks carries N(0, (σC)²) and the hub never
-	// sees less noise than that unless clients drop out or collude.
+	// NoiseDistributed: each client of a round adds N(0, (σC)²/k) before secure
+	// aggregation, k the fewest clients whose sum the hub may release, so that the sum it
+	// unmasks carries at least N(0, (σC)²) however many of the others drop out, unless
+	// clients collude (or skip their noise).
 	NoiseDistributed = "distributed"
 )
 
@@ -141,9 +142,16 @@ func NewBudget(cfg Config, steps ...Step) (*Budget, error) {
 // exceed the limit, it returns an error wrapping ErrBudgetExceeded that names the ε the
 // round would reach, δ and the limit, and spends nothing: the round must not run (or its
 // result must not be released).
-func (b *Budget) Spend() (Report, error) {
-	step := Step{Q: b.cfg.SamplingRate, Sigma: b.cfg.NoiseMultiplier, Count: 1}
-	r, err := b.Preview()
+func (b *Budget) Spend() (Report, error) { return b.SpendAt(b.cfg.NoiseMultiplier) }
+
+// SpendAt is Spend for a round whose sum carried noise of multiplier sigma rather than the
+// configured σ: with distributed noise, the shares of more clients than the fewest they
+// were sized for (SharedMultiplier). A round with more noise costs less; one with less
+// (never, when the shares were sized right) costs more, and Preview's answer does not
+// bound it. A sigma that is not positive and finite is refused, naming it.
+func (b *Budget) SpendAt(sigma float64) (Report, error) {
+	step := Step{Q: b.cfg.SamplingRate, Sigma: sigma, Count: 1}
+	r, err := b.preview(step)
 	if err != nil {
 		return r, err
 	}
@@ -153,10 +161,16 @@ func (b *Budget) Spend() (Report, error) {
 	return r, nil
 }
 
-// Preview reports the privacy the next round would reach, and the same error Spend
-// would return, without spending anything.
+// Preview reports the privacy the next round would reach at the configured σ, and the
+// same error Spend would return, without spending anything.
 func (b *Budget) Preview() (Report, error) {
-	step := Step{Q: b.cfg.SamplingRate, Sigma: b.cfg.NoiseMultiplier, Count: 1}
+	return b.preview(Step{Q: b.cfg.SamplingRate, Sigma: b.cfg.NoiseMultiplier, Count: 1})
+}
+
+func (b *Budget) preview(step Step) (Report, error) {
+	if err := step.check(); err != nil {
+		return Report{}, err
+	}
 	eps, order := epsilon(addRDP(b.acct.rdp, step), b.cfg.Delta)
 	one, _ := epsilon(addRDP(make([]float64, len(Orders)), step), b.cfg.Delta)
 	r := Report{Round: b.acct.Rounds() + 1, RoundEpsilon: one, Epsilon: eps, Delta: b.cfg.Delta, Order: order, Limit: b.cfg.EpsilonLimit}
@@ -177,11 +191,21 @@ func (b *Budget) Spent() Report {
 func (b *Budget) Steps() []Step { return b.acct.Steps() }
 
 // NoiseStd returns the standard deviation of the noise one party adds: σ·C for central
-// noise, σ·C/√n for each of n clients with distributed noise.
+// noise; with distributed noise, σ·C/√n for each client, n the fewest clients whose sum may
+// be released (the sum of more carries more noise: SharedMultiplier).
 func (c Config) NoiseStd(n int) float64 {
 	s := c.NoiseMultiplier * c.ClipNorm
 	if c.Noise == NoiseDistributed {
 		s /= math.Sqrt(float64(max(n, 1)))
 	}
 	return s
+}
+
+// SharedMultiplier returns the noise multiplier of a sum that carries the noise shares of
+// parties clients, each of standard deviation share, when one client's contribution to
+// the sum has L2 sensitivity: share·√parties/sensitivity (C for updates,
+// MetricSensitivity for metrics). It is what Budget.SpendAt is told for a round with
+// distributed noise.
+func SharedMultiplier(share float64, parties int, sensitivity float64) float64 {
+	return share * math.Sqrt(float64(parties)) / sensitivity
 }

@@ -10,8 +10,11 @@
 // configured ε at δ. What leaks: everything within (ε, δ), which is a bound, not a
 // measurement; the set of participants and their sample counts are not protected; noise
 // is drawn in floating point, which is known to leak through the low bits (Mironov 2012)
-// and is not hardened here; when the noise is split across n clients (distributed DP with
-// secure aggregation), dropped or colluding clients reduce the noise in the sum below σ·C.
+// and is not hardened here; when the noise is split across clients (distributed DP with
+// secure aggregation), each share is sized for the fewest clients whose sum may be
+// released, so dropouts down to them leave at least σ·C in the sum (and more survivors
+// leave more, which the accountant is told: SharedMultiplier), but clients that collude
+// with the hub, or skip their noise, reduce it below σ·C.
 // The sensitivity analysis assumes each client's clipped update enters the sum with
 // weight 1: combine DP with an unweighted mean (every Samples equal), not with
 // sample-weighted FedAvg, where a client claiming many samples gets more than its share.
@@ -102,15 +105,21 @@ func ClipMetric(v, bound float64) float64 {
 }
 
 // MetricStd returns the standard deviation of the noise one party adds to each sum of m
-// metrics, each clipped into [0, MetricBound], over n clients: σ·MetricBound·√m for central
-// noise (the L2 sensitivity of a client's metrics is MetricBound·√m), σ·MetricBound·√m/√n
-// for each of the n clients with distributed noise, as NoiseStd is for updates.
+// metrics, each clipped into [0, MetricBound]: σ·MetricSensitivity(m) for central noise;
+// with distributed noise σ·MetricSensitivity(m)/√n for each client, n the fewest clients
+// whose sum may be released, as NoiseStd is for updates.
 func (c Config) MetricStd(m, n int) float64 {
-	s := c.NoiseMultiplier * c.MetricBound * math.Sqrt(float64(m))
+	s := c.NoiseMultiplier * c.MetricSensitivity(m)
 	if c.Noise == NoiseDistributed {
 		s /= math.Sqrt(float64(max(n, 1)))
 	}
 	return s
+}
+
+// MetricSensitivity is the L2 sensitivity of one client's m metrics, each clipped into
+// [0, MetricBound]: MetricBound·√m.
+func (c Config) MetricSensitivity(m int) float64 {
+	return c.MetricBound * math.Sqrt(float64(m))
 }
 
 // MetricMeans returns the means of sums (each over k clients, noised) clamped into
@@ -124,10 +133,10 @@ func (c Config) MetricMeans(sums []float32, k int) []float64 {
 }
 
 // Privatize clips v to cfg.ClipNorm and adds noise of standard deviation cfg.NoiseStd(n)
-// to every element, where n is the number of clients in the round: the whole noise for
-// central DP (the hub calls it on the sum), a 1/√n share for distributed DP (each client
-// calls it on its update before secure aggregation). It returns the norm v had before
-// clipping.
+// to every element, where n is the fewest clients whose sum may be released: the whole
+// noise for central DP (the hub calls it on the sum), a 1/√n share for distributed DP
+// (each client calls it on its update before secure aggregation). It returns the norm v
+// had before clipping.
 func (n *Noise) Privatize(v []float32, cfg Config, clients int) float64 {
 	norm := Clip(v, cfg.ClipNorm)
 	n.Add(v, cfg.NoiseStd(clients))

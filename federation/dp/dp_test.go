@@ -243,3 +243,44 @@ func TestMetricStd(t *testing.T) {
 		t.Errorf("NaN clipped to %v, want 0", got)
 	}
 }
+
+// A round charged at the noise its sum carried: more than σ costs less, less costs more,
+// the same is Spend; a multiplier that is not positive and finite is refused, spending
+// nothing. SharedMultiplier gives that multiplier for distributed shares: k shares sized
+// for k clients (NoiseStd(k), MetricStd(m, k)) are σ itself, and more of them are more.
+func TestSpendAtTheNoiseCarried(t *testing.T) {
+	cfg := Config{Enabled: true, NoiseMultiplier: 2, Noise: NoiseDistributed, EpsilonLimit: 100}
+	cfg.SetDefaults()
+	round := func(sigma float64) Report {
+		b, _ := NewBudget(cfg)
+		r, err := b.SpendAt(sigma)
+		if err != nil {
+			t.Fatalf("SpendAt(%v): %v", sigma, err)
+		}
+		return r
+	}
+	b, _ := NewBudget(cfg)
+	at, _ := b.Spend()
+	if more, less := round(2.5), round(1.5); !(more.RoundEpsilon < at.RoundEpsilon && at.RoundEpsilon < less.RoundEpsilon) || round(2) != at {
+		t.Errorf("round ε at σ 2.5, 2 and 1.5: %v, %v, %v; want decreasing in σ, and Spend's at 2", more.RoundEpsilon, at.RoundEpsilon, less.RoundEpsilon)
+	}
+	for _, bad := range []float64{0, -1, math.NaN(), math.Inf(1)} {
+		if _, err := b.SpendAt(bad); err == nil || !strings.Contains(err.Error(), "noise multiplier σ=") {
+			t.Errorf("SpendAt(%v): %v; want a refusal naming the noise multiplier", bad, err)
+		}
+	}
+	if s := b.Spent(); s.Round != 1 || s.Epsilon != at.Epsilon {
+		t.Errorf("spent %v after the refusals, want %v", s, at)
+	}
+
+	const k = 3
+	if got := SharedMultiplier(cfg.NoiseStd(k), k, cfg.ClipNorm); math.Abs(got-2) > 1e-12 {
+		t.Errorf("%d shares sized for %d: σ %v, want 2", k, k, got)
+	}
+	if got, want := SharedMultiplier(cfg.NoiseStd(k), 5, cfg.ClipNorm), 2*math.Sqrt(5.0/3); math.Abs(got-want) > 1e-12 {
+		t.Errorf("5 shares sized for %d: σ %v, want %v", k, got, want)
+	}
+	if got := SharedMultiplier(cfg.MetricStd(4, k), k, cfg.MetricSensitivity(4)); math.Abs(got-2) > 1e-12 {
+		t.Errorf("%d metric shares sized for %d: σ %v, want 2", k, k, got)
+	}
+}
