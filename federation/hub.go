@@ -530,11 +530,15 @@ func (f *fedRun) round(ctx context.Context, st RoundState) (RoundState, error) {
 	return f.finish(ctx, report, start, outcomeAggregated, f.open(st.Round+1, hash, st.Round))
 }
 
-// spend accounts one round in the privacy budget and persists the privacy spent before
-// anything is published (a crash after it over-counts, which is safe).
+// spend accounts one round whose sums carried noise of multiplier sigma in the privacy
+// budget, and persists the privacy spent before anything is published (a crash after it
+// over-counts, which is safe).
 func (f *fedRun) spend(ctx context.Context, sigma float64) (dp.Report, error) {
 	rep, err := f.budget.SpendAt(sigma)
-	if err != nil { // Preview said yes; only a concurrent change could get here
+	if err != nil {
+		// Preview said yes at the configured σ. Only a round that carried less noise (its
+		// shares sized by a hub before this one) or a concurrent change gets here; nothing
+		// of it is published.
 		return rep, err
 	}
 	b, _ := json.Marshal(f.budget.Steps())
