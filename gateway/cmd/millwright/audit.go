@@ -59,42 +59,6 @@ type auditFlags struct {
 	fourEyes                               bool
 }
 
-// parseInterspersed parses fs over args allowing flags after positional arguments
-// ("report pump@3 --format md"), returning the positional ones.
-func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
-		}
-		args = fs.Args()
-		if len(args) == 0 {
-			return pos, nil
-		}
-		pos = append(pos, args[0])
-		args = args[1:]
-	}
-}
-
-// parseCommand parses a command's args with fs as parseInterspersed does, its errors
-// silenced. printUsage writes usage and fs's flags; on -h it has written them to stdout
-// and help is set.
-func parseCommand(fs *flag.FlagSet, usage string, args []string, stdout io.Writer) (pos []string, printUsage func(io.Writer), help bool, err error) {
-	fs.SetOutput(io.Discard)
-	printUsage = func(w io.Writer) {
-		fmt.Fprint(w, usage)
-		fs.SetOutput(w)
-		fs.PrintDefaults()
-		fs.SetOutput(io.Discard)
-	}
-	pos, err = parseInterspersed(fs, args)
-	if errors.Is(err, flag.ErrHelp) {
-		printUsage(stdout)
-		return nil, printUsage, true, nil
-	}
-	return pos, printUsage, false, err
-}
-
 func cmdAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, auditUsage)

@@ -121,9 +121,17 @@ func demoOPCUAMachines(n int) []sim.Machine {
 	return all[:n]
 }
 
+const demoUsage = `usage: millwright demo [flags]
+
+A simulated plant end to end, against the MQTT broker and InfluxDB of the flags: ingest,
+training, an alarm, the lineage in a local ledger and, with -federation, a federation of
+three factories.
+
+Flags:
+`
+
 func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	var o demoOptions
 	fs.StringVar(&o.mqttURL, "mqtt", "tcp://127.0.0.1:1883", "MQTT broker: the simulated machines publish to it, the gateway reads from it and publishes alarms to it")
 	fs.StringVar(&o.influxURL, "influx", "http://127.0.0.1:8086", "InfluxDB the gateway writes to and trains from")
@@ -140,8 +148,8 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&o.federation, "federation", true, "run step 5: an embedded federation hub and three factory gateways train one shared model")
 	fs.IntVar(&o.fedRounds, "federation-rounds", 2, "federated rounds of step 5 (1 to 3)")
 	fs.StringVar(&o.logLevel, "log-level", "error", "the gateway's log level on standard error: debug, info, warn or error")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := parseOnlyFlags(fs, demoUsage, args, stdout, stderr); !ok {
+		return code
 	}
 	if err := o.validate(); err != nil {
 		fmt.Fprintln(stderr, "demo:", err)

@@ -153,19 +153,25 @@ func parseHubConfig(data []byte) (hubFileConfig, error) {
 	return c, config.Merge(derr, c.Validate())
 }
 
+const hubUsage = `usage: millwright hub [--config FILE]
+       millwright hub passwd < FILE
+
+Runs the federation hub of the configuration until interrupted (SIGINT or SIGTERM). With
+passwd, prints the bcrypt hash of the first line of standard input, for a factory's NATS
+password in the hub's configuration.
+
+Flags:
+`
+
 // cmdHub runs the federation hub until interrupted.
 func cmdHub(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "passwd" {
 		return cmdHubPasswd(os.Stdin, stdout, stderr)
 	}
 	fs := flag.NewFlagSet("hub", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	path := fs.String("config", "/etc/millwright/hub.yaml", "hub configuration file")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, ok := parseOnlyFlags(fs, hubUsage, args, stdout, stderr); !ok {
+		return code
 	}
 	cfg, err := loadHubConfig(*path)
 	if err != nil {

@@ -55,7 +55,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	switch args[0] {
 	case "run":
-		return cmdRun(ctx, args[1:], stderr)
+		return cmdRun(ctx, args[1:], stdout, stderr)
 	case "config":
 		if len(args) < 2 || args[1] != "check" {
 			fmt.Fprint(stderr, "usage: millwright config check FILE...\n")
@@ -91,12 +91,18 @@ func buildVersion() string {
 	return version
 }
 
-func cmdRun(ctx context.Context, args []string, stderr io.Writer) int {
+const runUsage = `usage: millwright run [--config FILE]
+
+Runs the gateway of the configuration until interrupted (SIGINT or SIGTERM).
+
+Flags:
+`
+
+func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	path := fs.String("config", "/etc/millwright/gateway.yaml", "configuration file")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := parseOnlyFlags(fs, runUsage, args, stdout, stderr); !ok {
+		return code
 	}
 	cfg, err := gateway.Load(*path)
 	if err != nil {

@@ -119,9 +119,21 @@ federations:
 			name: "run with an unknown flag", args: []string{"run", "--nope"}, code: 2,
 			stderr: []string{"flag provided but not defined: -nope", "-config"}, noStdout: true,
 		},
+		{name: "run -h", args: []string{"run", "-h"}, code: 0, stdout: []string{"usage: millwright run [--config FILE]", "-config", "configuration file"}},
 		{
-			name: "run -h", args: []string{"run", "-h"}, code: 2,
-			stderr: []string{"-config", "configuration file"}, noStdout: true,
+			name: "run with a stray argument", args: []string{"run", "gateway.yaml"}, code: 2,
+			stderr: []string{`millwright run: unexpected argument "gateway.yaml"; it takes flags only`, "usage: millwright run"}, noStdout: true,
+		},
+		{name: "hub -h", args: []string{"hub", "-h"}, code: 0, stdout: []string{"usage: millwright hub [--config FILE]", "hub passwd", "-config"}},
+		{
+			name: "hub with an unknown flag", args: []string{"hub", "--nope"}, code: 2,
+			stderr: []string{"millwright hub: flag provided but not defined: -nope", "-config"}, noStdout: true,
+		},
+		{name: "demo -h", args: []string{"demo", "-h"}, code: 0, stdout: []string{"usage: millwright demo [flags]", "-federation-rounds"}},
+		{name: "models train -h", args: []string{"models", "train", "-h"}, code: 0, stdout: []string{"usage: millwright models train", "-machine"}},
+		{
+			name: "models train without a machine", args: []string{"models", "train"}, code: 2,
+			stderr: []string{"millwright models train: --machine is required"}, noStdout: true,
 		},
 		{
 			name: "demo with an unknown flag", args: []string{"demo", "--nope"}, code: 2,

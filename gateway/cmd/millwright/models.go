@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -82,11 +81,6 @@ Flags:
 
 func cmdModelsEval(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("models eval", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, evalUsage)
-		fs.PrintDefaults()
-	}
 	dataset := fs.String("dataset", "", "benchmark format: skab, nab or cmapss (required)")
 	dir := fs.String("dir", "", "directory holding the benchmark's files (required)")
 	detector := fs.String("detector", "pca", "anomaly detector for skab and nab: "+strings.Join(eval.Setups(), ", "))
@@ -97,15 +91,8 @@ func cmdModelsEval(ctx context.Context, args []string, stdout, stderr io.Writer)
 	window := fs.Int("window", 0, "skab, nab: rows per detector window (0: the detector setup's)")
 	factor := fs.Float64("threshold-factor", 0, "skab, nab: multiplier of the fitted threshold (0: the detector setup's)")
 	tuneOn := fs.String("tune-on", "", "skab: choose window, threshold factor and alarm on these experiment folders (comma-separated, e.g. valve1) and report on the rest, or \""+eval.TuneLOGO+"\" to hold out each folder in turn")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "millwright models eval: unexpected argument %q\n", fs.Arg(0))
-		return 2
+	if code, ok := parseOnlyFlags(fs, evalUsage, args, stdout, stderr); !ok {
+		return code
 	}
 	var problems []string
 	switch *dataset {

@@ -259,21 +259,13 @@ Flags:
 // cmdModelsSubscribe watches a federation and writes every new global model.
 func cmdModelsSubscribe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("models subscribe", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, subscribeUsage)
-		fs.PrintDefaults()
-	}
 	fed := fs.String("federation", "", "federation to follow (required)")
 	channel := fs.String("channel", "", "follow only the versions released on this channel, read from the ledger (needs --ledger or --fabric)")
 	poll := fs.Duration("poll", 30*time.Second, "with --channel: how often the ledger is read for a new release")
 	var cf modelsClientFlags
 	cf.register(fs)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, ok := parseOnlyFlags(fs, subscribeUsage, args, stdout, stderr); !ok {
+		return code
 	}
 	if *fed == "" {
 		fmt.Fprint(stderr, "millwright models subscribe: --federation is required: the federation to follow\n")
@@ -415,22 +407,19 @@ Flags:
 // cmdModelsPull downloads one version (FED@rN, or FED@latest) of a federation's model.
 func cmdModelsPull(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("models pull", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, pullUsage)
-		fs.PrintDefaults()
-	}
 	var cf modelsClientFlags
 	cf.register(fs)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
+	pos, code, ok := parseFlags(fs, pullUsage, args, stdout, stderr)
+	if !ok {
+		return code
+	}
+	if len(pos) != 1 {
+		fmt.Fprintf(stderr, "millwright models pull: %d arguments %q; expected one, FEDERATION@VERSION (VERSION: rN or latest)\n", len(pos), pos)
 		return 2
 	}
-	fed, version, ok := strings.Cut(fs.Arg(0), "@")
-	if fs.NArg() != 1 || !ok || federation.CheckName(fed) != nil || version == "" {
-		fmt.Fprintln(stderr, "usage: millwright models pull [flags] FEDERATION@VERSION (VERSION: rN or latest)")
+	fed, version, found := strings.Cut(pos[0], "@")
+	if !found || federation.CheckName(fed) != nil || version == "" {
+		fmt.Fprintf(stderr, "millwright models pull: %q is not FEDERATION@VERSION (VERSION: rN or latest)\n", pos[0])
 		return 2
 	}
 	lc, err := cf.lineage()

@@ -11,20 +11,27 @@ import (
 	"github.com/millwright-io/millwright/models/train"
 )
 
+const trainUsage = `usage: millwright models train --config FILE --machine ID
+
+Trains one machine's model by hand from the history in the configuration's InfluxDB, and
+installs it if it validates at least as well as the installed one.
+
+Flags:
+`
+
 // cmdModelsTrain runs one training of one machine by hand (millwright models train), with a
 // progress bar on stderr. It reads the history from the InfluxDB of the configuration and
 // installs the model in the models directory if it validates at least as well as the one
 // there. No ledger records are written: the ledger outbox belongs to the running gateway.
 func cmdModelsTrain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("models train", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	path := fs.String("config", "/etc/millwright/gateway.yaml", "configuration file")
 	machine := fs.String("machine", "", "machine id to train (required)")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := parseOnlyFlags(fs, trainUsage, args, stdout, stderr); !ok {
+		return code
 	}
 	if *machine == "" {
-		fmt.Fprintln(stderr, "usage: millwright models train --config FILE --machine ID")
+		fmt.Fprint(stderr, "millwright models train: --machine is required: the machine to train\n\n"+trainUsage)
 		return 2
 	}
 	cfg, err := gateway.Load(*path)
