@@ -442,11 +442,7 @@ func decodeModel(b []byte, hubKey ed25519.PublicKey, params []float32) (*GlobalM
 	if r.err != nil {
 		return nil, r.err
 	}
-	g.Params = params[:0]
-	if cap(params) < int(n) {
-		g.Params = make([]float32, n)
-	}
-	g.Params = g.Params[:n]
+	g.Params = slices.Grow(params[:0], int(n))[:n]
 	for i := range g.Params {
 		bits := binary.LittleEndian.Uint32(r.b[4*i:])
 		if bits&f32ExpMask == f32ExpMask { // exponent all ones: NaN or ±Inf

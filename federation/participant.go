@@ -93,11 +93,11 @@ type Participant struct {
 	rnd     *rand.Rand
 	noise   *dp.Noise
 	m       participantMetrics
-	last    uint64 // last round answered
-	models  map[string]*GlobalModel
-	delta   []float32 // the buffer of the last update without secure aggregation
-	input   []float32 // the buffer of the trainer's copy of the global model
-	msg     []byte    // the buffer of the last message sent (the transport keeps none)
+	last    uint64       // last round answered
+	global  *GlobalModel // the last global model fetched, verified (one is kept: the next round's is new anyway)
+	delta   []float32    // the buffer of the last update without secure aggregation
+	input   []float32    // the buffer of the trainer's copy of the global model
+	msg     []byte       // the buffer of the last message sent (the transport keeps none)
 	sa      *saRound
 	// watched is the newest round state Run's watcher has received (nil when Run is not
 	// running): Answer reads it instead of asking the store again.
@@ -135,7 +135,7 @@ func NewParticipant(cfg ParticipantConfig, tr Transport, key ed25519.PrivateKey,
 	if err != nil {
 		return nil, err
 	}
-	p := &Participant{cfg: cfg, tr: tr, key: key, trainer: trainer, noise: noise, models: map[string]*GlobalModel{},
+	p := &Participant{cfg: cfg, tr: tr, key: key, trainer: trainer, noise: noise,
 		log: log.With("component", "federation_participant", "federation", cfg.Federation),
 		rnd: rand.New(rand.NewPCG(binary.LittleEndian.Uint64(seed[:8]), binary.LittleEndian.Uint64(seed[8:]))),
 		m: participantMetrics{
@@ -521,23 +521,22 @@ func (p *Participant) identities(sa *SecAggState) (secagg.Identities, error) {
 	return ids, nil
 }
 
-// model fetches, verifies and caches a global model.
+// model fetches, verifies and keeps a global model (p.global).
 func (p *Participant) model(ctx context.Context, hash string) (*GlobalModel, error) {
-	if g, ok := p.models[hash]; ok {
-		return g, nil
+	if p.global != nil && p.global.Hash() == hash {
+		return p.global, nil
 	}
-	// One is kept: the next round's is new anyway. Its parameters, which nothing else
-	// holds, are decoded over, so it is dropped first, whether the new one checks or not.
+	// The kept model's parameters, which nothing else holds, are decoded over, so it is
+	// dropped first, whether the new one checks or not.
 	var reuse []float32
-	for _, old := range p.models {
-		reuse = old.Params
+	if p.global != nil {
+		reuse, p.global = p.global.Params, nil
 	}
-	clear(p.models)
 	g, err := fetchModel(ctx, p.tr, p.cfg.Federation, hash, p.cfg.HubKey, reuse)
 	if err != nil {
 		return nil, err
 	}
-	p.models[hash] = g
+	p.global = g
 	return g, nil
 }
 

@@ -326,7 +326,7 @@ func DecodeTo(dst []float32, b []byte, maxParams int) ([]float32, string, error)
 		if len(rest) != 4*n {
 			return fail("%d bytes of float32 data for %d parameters", len(rest), n)
 		}
-		out := resize(dst, n)
+		out := slices.Grow(dst[:0], n)[:n]
 		for i := range out {
 			bits := binary.LittleEndian.Uint32(rest[4*i:])
 			if bits&f32ExpMask == f32ExpMask {
@@ -348,7 +348,7 @@ func DecodeTo(dst []float32, b []byte, maxParams int) ([]float32, string, error)
 		if len(rest) != n+4*chunks {
 			return fail("%d bytes of int8 data for %d parameters in %d chunks; expected %d", len(rest), n, chunks, n+4*chunks)
 		}
-		out := resize(dst, n)
+		out := slices.Grow(dst[:0], n)[:n]
 		for start := 0; start < n; start += chunk {
 			scale := math.Float32frombits(binary.LittleEndian.Uint32(rest))
 			if !finite(scale) || scale < 0 || !finite(127*scale) { // ±127·scale must be finite too
@@ -393,7 +393,7 @@ func DecodeTo(dst []float32, b []byte, maxParams int) ([]float32, string, error)
 		if len(rest) != 4*k {
 			return fail("%d bytes of values for %d entries", len(rest), k)
 		}
-		out := resize(dst, n)
+		out := slices.Grow(dst[:0], n)[:n]
 		clear(out)
 		for j, i := range idx {
 			x := math.Float32frombits(binary.LittleEndian.Uint32(rest[4*j:]))
@@ -404,14 +404,6 @@ func DecodeTo(dst []float32, b []byte, maxParams int) ([]float32, string, error)
 		}
 		return out, kind, nil
 	}
-}
-
-// resize returns dst resized to n values when it has room for them, else a new slice.
-func resize(dst []float32, n int) []float32 {
-	if cap(dst) < n {
-		return make([]float32, n)
-	}
-	return dst[:n]
 }
 
 func finite(x float32) bool { return !math.IsNaN(float64(x)) && !math.IsInf(float64(x), 0) }

@@ -281,10 +281,12 @@ func (b *Bus) Updates(ctx context.Context, fed string, round uint64, fn func(dat
 // SHA-256 hash names.
 func (b *Bus) PutModel(ctx context.Context, fed, hash string, data []byte) error {
 	var sum [sha256.Size]byte
-	if len(hash) != hex.EncodedLen(sha256.Size) || hash != strings.ToLower(hash) {
-		return fmt.Errorf("natsbus: put model %s: hash %q is not a lower-case hex SHA-256", fed, hash)
+	ok := len(hash) == hex.EncodedLen(sha256.Size) && hash == strings.ToLower(hash) // sum has room
+	if ok {
+		_, err := hex.Decode(sum[:], []byte(hash))
+		ok = err == nil
 	}
-	if _, err := hex.Decode(sum[:], []byte(hash)); err != nil {
+	if !ok {
 		return fmt.Errorf("natsbus: put model %s: hash %q is not a lower-case hex SHA-256", fed, hash)
 	}
 	ctx, cancel := b.bounded(ctx)
