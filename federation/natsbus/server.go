@@ -258,13 +258,15 @@ func StartLeaf(cfg LeafConfig, log *slog.Logger) (*Server, error) {
 // ErrLeafNotLinked is returned (wrapped) by WaitLinked when the link to the hub is not up.
 var ErrLeafNotLinked = errors.New("natsbus: leaf node not linked to the hub")
 
-// WaitLinked waits until the leaf node's link to the hub is up, or ctx ends: it then
-// returns ErrLeafNotLinked with the server's last error about the link (a refused
-// certificate, wrong credentials, an unreachable hub).
+// WaitLinked waits until the leaf node's link to the hub is up and the hub's interest
+// (its JetStream API among it) has come over it, so that a request through the leaf finds
+// its responders; or until ctx ends: it then returns ErrLeafNotLinked with the server's
+// last error about the link (a refused certificate, wrong credentials, an unreachable
+// hub).
 func (s *Server) WaitLinked(ctx context.Context) error {
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
-	for s.srv.NumLeafNodes() == 0 {
+	for !s.linked() {
 		select {
 		case <-ctx.Done():
 			last, _ := s.lastErr.Load().(string)
@@ -281,6 +283,24 @@ func (s *Server) WaitLinked(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// linked reports whether a link to the hub is up with the hub's subscriptions received
+// (a link counts from its handshake, before they arrive).
+func (s *Server) linked() bool {
+	if s.srv.NumLeafNodes() == 0 {
+		return false
+	}
+	lz, err := s.srv.Leafz(nil)
+	if err != nil {
+		return false
+	}
+	for _, l := range lz.Leafs {
+		if l.NumSubs > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // ClientURL is the address clients connect to.
