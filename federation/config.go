@@ -59,7 +59,8 @@ type FederationConfig struct {
 	Architecture models.Architecture `yaml:"architecture"`
 	InitScale    float64             `yaml:"init_scale"`
 	InitSeed     uint64              `yaml:"init_seed"`
-	// Rounds stops the federation after this many aggregated rounds (0: run until stopped).
+	// Rounds is the federation's last round (0: run until stopped): it stops after round
+	// Rounds, whether each round was aggregated or abandoned for want of its quorum.
 	Rounds uint64 `yaml:"rounds"`
 	// Participants is the number of members asked per round (0: all).
 	Participants int `yaml:"participants"`

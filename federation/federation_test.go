@@ -306,6 +306,22 @@ func TestQuorumNotMetAbandonsRound(t *testing.T) {
 	}
 }
 
+// rounds is the federation's last round, aggregated or abandoned: a federation of one
+// round whose round is abandoned has finished.
+func TestRoundsCountAbandonedRounds(t *testing.T) {
+	const n, dim = 2, 8
+	e := newEnv(t, n, false)
+	fc := fedConfig(n, dim)
+	fc.Quorum, fc.Rounds, fc.RoundTimeout = 2, 1, time.Second
+	h := startHub(t, e.hub, fc)
+	if r := h.next(t); r.Round != 1 || r.Outcome != "abandoned" {
+		t.Fatalf("round 1 without updates: %+v", r)
+	}
+	if st := roundState(t, e.hub); st.Round != 2 || st.Phase != federation.PhaseFinished {
+		t.Fatalf("after round 1 of rounds: 1, the state is round %d, phase %s; want 2, finished", st.Round, st.Phase)
+	}
+}
+
 func TestByzantineContained(t *testing.T) {
 	cases := []struct {
 		strategy aggregate.Strategy
@@ -539,4 +555,47 @@ func TestHubRestartMidRound(t *testing.T) {
 	if st2 := roundState(t, e.hub); st2.Round != 2 || st2.Global != r.Model {
 		t.Fatalf("after the restart the state is %+v", st2)
 	}
+}
+
+// A hub that comes back after the round's deadline does not abandon a round that had its
+// quorum: the updates it accepted are in the stream, and the round gets a fresh deadline
+// to read them (the one member left may still answer), then closes with them.
+func TestHubRestartedPastTheDeadline(t *testing.T) {
+	const n, dim = 3, 8
+	e := newEnv(t, n, false)
+	fc := fedConfig(n, dim)
+	fc.Quorum, fc.RoundTimeout = 2, 2*time.Second
+	h1 := startHub(t, e.hub, fc)
+	ps := e.participants(t, dim)
+	st := waitRound(t, e.hub, 1)
+	for i := range 2 {
+		if err := ps[i].Answer(context.Background(), st); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for h1.counter("millwright_federation_updates_total", "result", "accepted") < 2 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	h1.stop()
+	time.Sleep(time.Until(st.Deadline) + 100*time.Millisecond)
+	h2 := startHub(t, e.hub, fc)
+	if st2 := waitDeadline(t, e.hub, st.Deadline); st2.Round != 1 {
+		t.Fatalf("the restarted hub's state: %+v", st2)
+	}
+	r := h2.next(t)
+	if r.Round != 1 || r.Outcome != "aggregated" || !slices.Equal(r.Used, []string{"g0", "g1"}) {
+		t.Fatalf("round 1 after a restart past its deadline: %s (%s), used %v; want its two updates aggregated", r.Outcome, r.Reason, r.Used)
+	}
+}
+
+// waitDeadline returns the round state once its deadline is after than.
+func waitDeadline(t *testing.T, tr federation.Transport, than time.Time) federation.RoundState {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if st := roundState(t, tr); st.Deadline.After(than) {
+			return st
+		}
+	}
+	t.Fatalf("no round state with a deadline after %v", than)
+	return federation.RoundState{}
 }

@@ -36,6 +36,15 @@ type message struct {
 	ready chan struct{}
 }
 
+// id returns m's identity: its update's id, computed with its signature's hash, or, for a
+// message that did not decode, the SHA-256 of its bytes.
+func (m *message) id() string {
+	if m.u != nil {
+		return m.u.ID()
+	}
+	return HashHex(m.b)
+}
+
 // decode decodes m.b and, for a plain update, its payload of at most maxParams values,
 // into a buffer of bufs.
 func (m *message) decode(maxParams int, bufs *buffers) {
@@ -67,12 +76,12 @@ func (b *buffers) get() []float32 {
 	return v
 }
 
-// put keeps bufs, which nothing uses any more, up to max buffers.
+// put keeps bufs, which nothing uses any more, up to max buffers (nil ones are no buffer).
 func (b *buffers) put(bufs ...[]float32) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for _, v := range bufs {
-		if len(b.free) < b.max {
+		if v != nil && len(b.free) < b.max {
 			b.free = append(b.free, v)
 		}
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/millwright-io/millwright/federation/compress"
 	"github.com/millwright-io/millwright/federation/dp"
 	"github.com/millwright-io/millwright/ledger"
+	"github.com/millwright-io/millwright/models"
 )
 
 // Reasons an update is rejected; the label values of the rejection counter.
@@ -423,6 +424,7 @@ type collected struct {
 	updates map[string]*Update // by participant
 	deltas  map[string][]float32
 	nonces  map[[nonceLen]byte]string // nonce → update id
+	seen    map[string]bool           // ids of the messages handled, accepted or not
 	bytes   int
 	rejects []Rejection
 }
@@ -455,6 +457,17 @@ func (f *fedRun) round(ctx context.Context, st RoundState) (RoundState, error) {
 	}
 	if f.cfg.SecAgg.Enabled {
 		return f.secaggRound(ctx, st)
+	}
+	if time.Now().After(st.Deadline) {
+		// The hub was stopped past the round's deadline and came back: the updates the
+		// round accepted are in the stream, and a fresh deadline lets it read them (and
+		// the members still answer), as secure aggregation does, instead of abandoning
+		// a round that had its quorum.
+		st.Deadline = time.Now().Add(f.cfg.RoundTimeout).UTC()
+		if err := f.putState(ctx, st); err != nil {
+			return st, err
+		}
+		f.log.Info("round resumed past its deadline, with a new one", "round", st.Round, "deadline", st.Deadline)
 	}
 	c, err := f.collect(ctx, st)
 	if err != nil {
@@ -518,6 +531,14 @@ func (f *fedRun) round(ctx context.Context, st RoundState) (RoundState, error) {
 		for i := range res.Params {
 			res.Params[i] += float32(f.cfg.Strategy.ServerLR) * noise[i]
 		}
+		// Aggregate refuses a model that is not finite; the noise can still push a value at
+		// float32's edge over it. The privacy stays spent (over-counting is safe).
+		if i := models.NonFinite32(res.Params); i >= 0 {
+			f.agg.Undo()
+			f.log.Warn("round abandoned: the noised model is not finite", "round", st.Round, "parameter", i, "value", res.Params[i])
+			report.Reason, report.Privacy = RejectAggregate, privacy
+			return f.finish(ctx, report, start, outcomeAbandoned, f.open(st.Round+1, st.Global, st.GlobalRound))
+		}
 	}
 	out := GlobalModel{Header: ModelHeader{Federation: f.cfg.Name, Round: st.Round, Architecture: global.Header.Architecture,
 		Parent: st.Global, Created: time.Now().UTC(), Participants: res.Used}, Params: res.Params}
@@ -577,7 +598,7 @@ func (f *fedRun) notify(r RoundReport) {
 // collect receives the round's updates until every target has answered, or until the
 // deadline once the quorum is reached (or not: the caller abandons the round).
 func (f *fedRun) collect(ctx context.Context, st RoundState) (*collected, error) {
-	c := &collected{updates: map[string]*Update{}, deltas: map[string][]float32{}, nonces: map[[nonceLen]byte]string{}}
+	c := &collected{updates: map[string]*Update{}, deltas: map[string][]float32{}, nonces: map[[nonceLen]byte]string{}, seen: map[string]bool{}}
 	fd := f.feed(ctx, st.Round)
 	defer fd.close()
 	timer := time.NewTimer(time.Until(st.Deadline))
@@ -642,16 +663,30 @@ func (f *fedRun) verify(st RoundState, targets map[string]bool, reject rejectFun
 	return nil
 }
 
+// redelivered reports whether m was handled before in the round, whose handled messages'
+// ids seen holds, and counts it; else it adds m's id to seen. JetStream redelivers, and a
+// consumer started again reads the round from its start: a message accepted or rejected
+// once is neither counted nor rejected again.
+func (f *fedRun) redelivered(seen map[string]bool, m *message) bool {
+	id := m.id()
+	if seen[id] {
+		f.h.m.updates.WithLabelValues(resultRedelivered).Inc()
+		f.bufs.put(m.delta) // its delta is the first delivery's again
+		return true
+	}
+	seen[id] = true
+	return false
+}
+
 // handle verifies one update message; it is idempotent (a redelivered message is
 // recognised by its id and changes nothing).
 func (f *fedRun) handle(st RoundState, targets map[string]bool, c *collected, m *message) {
+	if f.redelivered(c.seen, m) {
+		return
+	}
 	reject := f.rejecter(st.Round, &c.rejects)
 	u := f.verify(st, targets, reject, m)
 	if u == nil {
-		return
-	}
-	if prev, ok := c.updates[u.Participant]; ok && prev.ID() == u.ID() {
-		f.h.m.updates.WithLabelValues(resultRedelivered).Inc()
 		return
 	}
 	evaluating := st.Phase == PhaseEvaluate

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"regexp"
 	"slices"
@@ -53,6 +54,35 @@ var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
 func CheckName(s string) error {
 	if !nameRE.MatchString(s) {
 		return fmt.Errorf("%q is not a valid name; expected %s", s, nameRE)
+	}
+	return nil
+}
+
+// checkMetric reports whether v can be metric k's value: finite and within float32's
+// range, since the hub combines metrics as it combines parameters (a larger value would
+// become an infinity there).
+func checkMetric(k string, v float64) error {
+	if math.IsNaN(v) || math.Abs(v) > math.MaxFloat32 {
+		return fmt.Errorf("metric %q is %v; expected a finite number within ±%g", k, v, math.MaxFloat32)
+	}
+	return nil
+}
+
+// checkMetrics reports the first reason DecodeUpdate would refuse metrics: too many of
+// them, a name that is not a valid name, or a value checkMetric refuses. A gateway checks
+// its trainer's metrics with it before it sends them, so that a bad metric is its own
+// error, not a malformed update the hub drops with the model update it came with.
+func checkMetrics(metrics map[string]float64) error {
+	if len(metrics) > maxMetrics {
+		return fmt.Errorf("%d metrics; expected at most %d", len(metrics), maxMetrics)
+	}
+	for _, k := range slices.Sorted(maps.Keys(metrics)) {
+		if err := CheckName(k); err != nil {
+			return fmt.Errorf("metric name: %w", err)
+		}
+		if err := checkMetric(k, metrics[k]); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -293,8 +323,8 @@ func DecodeUpdate(b []byte) (*Update, error) {
 			if i > 0 && k <= prev {
 				r.fail("metric names not strictly increasing at %q", k)
 			}
-			if math.IsNaN(v) || math.IsInf(v, 0) {
-				r.fail("metric %q is %v; expected a finite number", k, v)
+			if err := checkMetric(k, v); err != nil {
+				r.fail("%v", err)
 			}
 			if u.Metrics == nil {
 				u.Metrics = map[string]float64{}

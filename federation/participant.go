@@ -281,6 +281,10 @@ func (p *Participant) judge(ctx context.Context, st RoundState) (Evaluation, err
 	for k, v := range res.Metrics {
 		metrics[GlobalMetricPrefix+k] = v
 	}
+	if err := checkMetrics(metrics); err != nil {
+		p.m.failed.WithLabelValues("evaluate").Inc()
+		return Evaluation{}, fmt.Errorf("evaluate round %d: %w", st.Round, err)
+	}
 	return Evaluation{Samples: res.Samples, Metrics: metrics}, nil
 }
 
@@ -313,6 +317,10 @@ func (p *Participant) train(ctx context.Context, st RoundState, into []float32) 
 	if len(res.Params) != len(g.Params) || res.Samples <= 0 {
 		p.m.failed.WithLabelValues("train").Inc()
 		return nil, res, fmt.Errorf("train round %d: %d parameters and %d samples; expected %d and > 0", st.Round, len(res.Params), res.Samples, len(g.Params))
+	}
+	if err := checkMetrics(res.Metrics); err != nil { // the hub would drop the update with them
+		p.m.failed.WithLabelValues("train").Inc()
+		return nil, res, fmt.Errorf("train round %d: %w", st.Round, err)
 	}
 	delta := into[:0]
 	if cap(delta) < len(g.Params) {

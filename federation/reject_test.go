@@ -3,7 +3,9 @@ package federation_test
 import (
 	"context"
 	"crypto/ed25519"
+	"math"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -19,16 +21,140 @@ func signedUpdate(t *testing.T, key ed25519.PrivateKey, participant string, roun
 // signedUpdateFrom is a zero update for round trained from the model of round base.
 func signedUpdateFrom(t *testing.T, key ed25519.PrivateKey, participant string, round, base uint64, dim int, nonce byte) []byte {
 	t.Helper()
+	return signedDelta(t, key, federation.Update{Round: round, BaseRound: base, Participant: participant, Samples: 10}, make([]float32, dim), nonce)
+}
+
+// signedDelta is u (its federation fedName) carrying delta with codec none, signed.
+func signedDelta(t *testing.T, key ed25519.PrivateKey, u federation.Update, delta []float32, nonce byte) []byte {
+	t.Helper()
 	c := compress.Codec{Kind: compress.None}
 	c.SetDefaults()
-	payload, err := compress.Encode(c, make([]float32, dim), nil)
+	payload, err := compress.Encode(c, delta, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	u := federation.Update{Federation: fedName, Round: round, BaseRound: base, Participant: participant, Samples: 10, Payload: payload}
+	u.Federation, u.Payload = fedName, payload
 	u.Nonce[0] = nonce
 	u.Sign(key)
 	return u.Marshal()
+}
+
+// publish publishes gateway i's message b for round.
+func (e *env) publish(t *testing.T, i int, round uint64, b []byte) {
+	t.Helper()
+	if err := e.gatewayBus(i).PublishUpdate(context.Background(), fedName, round, gwName(i), b); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A metric beyond float32's range is finite as a float64, but the hub combines metrics in
+// float32, where it would be an infinity that no ledger record or JSON can hold: the
+// update is malformed, the round goes on with the others, and the hub keeps running.
+// A gateway whose trainer reports one says so itself and sends nothing.
+func TestMetricBeyondFloat32Refused(t *testing.T) {
+	const n, dim = 2, 8
+	e := newEnv(t, n, false)
+	fc := fedConfig(n, dim)
+	fc.Quorum, fc.RoundTimeout = 1, 2*time.Second // the round closes at its deadline with g1's
+	h := startHub(t, e.hub, fc)
+	waitRound(t, e.hub, 1)
+	for i, loss := range []float64{1e39, 0.5} {
+		e.publish(t, i, 1, signedDelta(t, gatewayKey(i), federation.Update{Round: 1, BaseRound: 1, Participant: gwName(i), Samples: 10,
+			Metrics: map[string]float64{"loss": loss}}, make([]float32, dim), byte(i+1)))
+	}
+	r := h.next(t)
+	if r.Outcome != "aggregated" || !slices.Equal(r.Used, []string{"g1"}) || len(r.Rejected) != 1 || r.Rejected[0].Reason != federation.RejectMalformed ||
+		!strings.Contains(r.Rejected[0].Detail, `metric "loss" is 1e+39`) || r.Metrics["loss"] != 0.5 {
+		t.Fatalf("round 1: %s, used %v, rejected %+v, metrics %v; want g1's update alone and g0's refused as malformed", r.Outcome, r.Used, r.Rejected, r.Metrics)
+	}
+	waitRound(t, e.hub, 2) // the hub goes on
+
+	p, err := federation.NewParticipant(federation.ParticipantConfig{Federation: fedName, Name: "g0", HubKey: hubKey().Public().(ed25519.PublicKey)},
+		e.gatewayBus(0), gatewayKey(0), &pullTrainer{target: target(0, dim), samples: 10, metrics: func(uint64) map[string]float64 {
+			return map[string]float64{"loss": math.Inf(1)}
+		}}, discard, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Answer(context.Background(), roundState(t, e.hub)); err == nil || !strings.Contains(err.Error(), `metric "loss" is +Inf`) {
+		t.Fatalf("a trainer's infinite metric: Answer = %v; want an error naming it", err)
+	}
+}
+
+// A message the transport delivers twice (JetStream redelivers; a consumer started again
+// reads the round from its start) is handled once: a rejected one is one rejection, as an
+// accepted one is one update.
+func TestRedeliveredRejectionCountedOnce(t *testing.T) {
+	const n, dim = 3, 8
+	e := newEnv(t, n, false)
+	h := startHub(t, twice{e.hub}, fedConfig(n, dim))
+	waitRound(t, e.hub, 1)
+	e.publish(t, 0, 1, signedDelta(t, gatewayKey(0), federation.Update{Round: 1, BaseRound: 1, Participant: "g0", Samples: 10}, make([]float32, dim+1), 1))
+	e.publish(t, 1, 1, []byte("not an update"))
+	for i := range n {
+		e.publish(t, i, 1, signedUpdate(t, gatewayKey(i), gwName(i), 1, dim, byte(10+i)))
+	}
+	r := h.next(t)
+	if r.Outcome != "aggregated" || len(r.Used) != n {
+		t.Fatalf("round 1: %+v", r)
+	}
+	bad, malformed := h.counter("millwright_federation_updates_rejected_total", "reason", federation.RejectBadPayload),
+		h.counter("millwright_federation_updates_rejected_total", "reason", federation.RejectMalformed)
+	if len(r.Rejected) != 2 || bad != 1 || malformed != 1 {
+		t.Fatalf("two bad messages, each delivered twice: rejections %+v, counters bad_payload %v, malformed %v; want one each", r.Rejected, bad, malformed)
+	}
+	// Every message's second delivery is a redelivery, but the last update's: the round
+	// closed with the first.
+	if got := h.counter("millwright_federation_updates_total", "result", "redelivered"); got != n+1 {
+		t.Fatalf("%v redeliveries counted; want %d", got, n+1)
+	}
+}
+
+// twice delivers every update message twice, as the Transport contract allows.
+type twice struct{ federation.Transport }
+
+func (d twice) Updates(ctx context.Context, fed string, round uint64, fn func([]byte)) error {
+	return d.Transport.Updates(ctx, fed, round, func(b []byte) { fn(b); fn(b) })
+}
+
+// Finite updates whose FedAvg overflows float32 (one member's huge deltas with an
+// inflated sample count: FedAvg trusts counts) would make a model no decoder accepts, the
+// hub's own after a restart included. The round is abandoned instead, and the next one
+// trains from the last good model.
+func TestOverflowingRoundAbandoned(t *testing.T) {
+	const n, dim = 2, 8
+	e := newEnv(t, n, false)
+	fc := fedConfig(n, dim)
+	fc.Quorum = 2
+	h := startHub(t, e.hub, fc)
+	var good string
+	for round := uint64(1); round <= 2; round++ {
+		waitRound(t, e.hub, round)
+		for i := range n {
+			delta, samples := make([]float32, dim), uint64(1)
+			if i == 0 {
+				delta, samples = slices.Repeat([]float32{math.MaxFloat32}, dim), 1<<40
+			}
+			e.publish(t, i, round, signedDelta(t, gatewayKey(i), federation.Update{Round: round, BaseRound: round, Participant: gwName(i), Samples: samples}, delta, byte(i+1)))
+		}
+		r := h.next(t)
+		if round == 1 {
+			if r.Outcome != "aggregated" {
+				t.Fatalf("round 1: %+v", r)
+			}
+			good = r.Model
+			continue
+		}
+		if r.Outcome != "abandoned" || r.Reason != federation.RejectAggregate || r.Model != "" {
+			t.Fatalf("round 2, whose mean overflows: %s (%s), model %q; want abandoned for aggregation", r.Outcome, r.Reason, r.Model)
+		}
+	}
+	if st := waitRound(t, e.hub, 3); st.Global != good || st.GlobalRound != 1 {
+		t.Fatalf("round 3 trains from %s (round %d); want round 1's model %s", st.Global, st.GlobalRound, good)
+	}
+	if _, err := federation.FetchModel(context.Background(), e.hub, fedName, good, hubKey().Public().(ed25519.PublicKey)); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func waitRound(t *testing.T, tr federation.Transport, round uint64) federation.RoundState {

@@ -139,15 +139,13 @@ func (f *fedRun) secaggRound(ctx context.Context, st RoundState) (RoundState, er
 			if msg == nil {
 				return false, nil
 			}
+			if f.redelivered(seen, msg) {
+				continue
+			}
 			u := f.verify(st, targets, reject, msg)
 			if u == nil {
 				continue
 			}
-			if seen[u.ID()] {
-				f.h.m.updates.WithLabelValues(resultRedelivered).Inc()
-				continue
-			}
-			seen[u.ID()] = true
 			if u.Kind != KindSecAgg {
 				reject(u.Participant, RejectBadPayload, "a plain update in a round with secure aggregation")
 				continue

@@ -59,6 +59,13 @@ type Result struct {
 // strategy needs.
 var ErrTooFewUpdates = errors.New("too few usable updates")
 
+// ErrNotFinite is returned (wrapped) when the new global model would hold an infinity or a
+// NaN: finite updates whose combination overflows float32 (large deltas weighted by an
+// inflated sample count, or a server optimizer's state grown without bound). No model
+// could be published from it (every decoder refuses it), so the round has no result and
+// the optimizer state is left as it was.
+var ErrNotFinite = errors.New("new global model not finite")
+
 // Aggregator applies a Strategy round after round, keeping the server optimizer's state.
 // It is not safe for concurrent use.
 type Aggregator struct {
@@ -88,7 +95,8 @@ func (a *Aggregator) Strategy() Strategy { return a.s }
 // does not modify global or the updates. The result depends only on the set of updates,
 // not on their order. Updates that are malformed, duplicated, or rejected as outliers
 // are reported in Result.Rejected; if fewer than the strategy needs remain, it returns an
-// error wrapping ErrTooFewUpdates and leaves the optimizer state unchanged.
+// error wrapping ErrTooFewUpdates, and if the new model would not be finite one wrapping
+// ErrNotFinite, and either way leaves the optimizer state unchanged.
 func (a *Aggregator) Aggregate(global []float32, updates []Update) (Result, error) {
 	var res Result
 	ups := a.check(len(global), updates, &res)
@@ -134,6 +142,11 @@ func (a *Aggregator) Aggregate(global []float32, updates []Update) (Result, erro
 				res.Params[i] = float32(float64(global[i]) + a.s.ServerLR*float64(step[i]))
 			}
 		})
+	}
+	if i := models.NonFinite32(res.Params); i >= 0 {
+		a.Undo()
+		sortRejections(res.Rejected)
+		return Result{Rejected: res.Rejected}, fmt.Errorf("aggregate: %s of %d updates: parameter %d would be %v: %w", a.s.Name, len(ups), i, res.Params[i], ErrNotFinite)
 	}
 	slices.Sort(res.Used)
 	slices.Sort(res.Clipped)

@@ -374,6 +374,66 @@ func TestOptimizerStateRestore(t *testing.T) {
 	}
 }
 
+// A round whose new model would overflow float32 has no result (ErrNotFinite) and leaves
+// the server optimizer as it was: the next round gives the same model and state as on an
+// aggregator that never saw it. Undo takes back a successful round's step the same way.
+func TestNotFiniteModelLeavesTheOptimizer(t *testing.T) {
+	const d = 8
+	global := make([]float32, d)
+	for i := range global {
+		global[i] = math.MaxFloat32 * 0.75
+	}
+	finite := []Update{{Participant: "a", Delta: make([]float32, d), Samples: 1}}
+	finite[0].Delta[0] = -1e37
+	huge := []Update{{Participant: "a", Delta: slices.Repeat([]float32{math.MaxFloat32 / 2}, d), Samples: 1}}
+	for _, tc := range []struct {
+		name      string
+		edit      func(*Strategy)
+		overflows bool // FedAdam's and FedYogi's steps are normalised: about lr at most
+	}{
+		{FedAvg, nil, true},
+		{FedAvg, func(s *Strategy) { s.ServerMomentum = 0.9 }, true},
+		{FedAdam, nil, false},
+		{FedYogi, nil, false},
+	} {
+		t.Run(fmt.Sprintf("%s/momentum=%v", tc.name, tc.edit != nil), func(t *testing.T) {
+			a, ref := strategy(t, tc.name, tc.edit), strategy(t, tc.name, tc.edit)
+			for _, x := range []*Aggregator{a, ref} {
+				if _, err := x.Aggregate(global, finite); err != nil {
+					t.Fatal(err)
+				}
+			}
+			before := a.State()
+			if tc.overflows {
+				res, err := a.Aggregate(global, huge)
+				if !errors.Is(err, ErrNotFinite) || res.Params != nil || res.Used != nil {
+					t.Fatalf("an overflowing round: %v, params %v, used %v; want ErrNotFinite and no model", err, res.Params, res.Used)
+				}
+				if got := a.State(); !slices.Equal(got.M, before.M) || !slices.Equal(got.V, before.V) {
+					t.Fatal("the overflowing round changed the optimizer state")
+				}
+			}
+			// A successful step taken back is as if it never happened, once.
+			if _, err := a.Aggregate(global, finite); err != nil {
+				t.Fatal(err)
+			}
+			a.Undo()
+			a.Undo()
+			if got := a.State(); !slices.Equal(got.M, before.M) || !slices.Equal(got.V, before.V) {
+				t.Fatal("Undo did not restore the state before the step")
+			}
+			ra, err := a.Aggregate(global, finite)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rr, _ := ref.Aggregate(global, finite)
+			if !slices.Equal(ra.Params, rr.Params) || !slices.Equal(a.State().M, ref.State().M) {
+				t.Fatalf("after the refused round and an undone one: params %v, want %v", ra.Params[:2], rr.Params[:2])
+			}
+		})
+	}
+}
+
 // The rules are computed on as many goroutines as GOMAXPROCS allows, each taking a range
 // of coordinates or updates: the result, rejections and server state after two rounds are
 // the same bits on one goroutine as on several, for every rule, with clipping, outlier

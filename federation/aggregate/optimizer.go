@@ -10,6 +10,8 @@ import (
 // round's combined update (step) into the new global model out.
 type optimizer interface {
 	apply(out, global, step []float32, lr float64)
+	// undo takes back the state's last step, once; a no-op when there is none.
+	undo()
 	state() OptimizerState
 	// restore replaces the state with s, checked; it keeps no reference to s.
 	restore(s OptimizerState) error
@@ -22,6 +24,13 @@ type adaptive struct {
 	yogi bool
 	cfg  AdamConfig
 	m, v []float64
+	prev moments // the state before the last step, for undo; its buffers are reused
+}
+
+// moments keeps a state before its step: m and v, and whether they are there to go back to.
+type moments struct {
+	m, v []float64
+	ok   bool
 }
 
 func (o *adaptive) apply(out, global, step []float32, lr float64) {
@@ -32,29 +41,45 @@ func (o *adaptive) apply(out, global, step []float32, lr float64) {
 			o.v[i] = o.cfg.Tau * o.cfg.Tau
 		}
 	}
+	// The step is written into the previous state's buffers and the state before it kept,
+	// so that undo costs nothing and a step no copy.
+	if len(o.prev.m) != len(step) {
+		o.prev.m, o.prev.v = make([]float64, len(step)), make([]float64, len(step))
+	}
+	o.m, o.prev.m = o.prev.m, o.m
+	o.v, o.prev.v = o.prev.v, o.v
+	o.prev.ok = true
 	forChunks(len(step), 1, func(lo, hi int) { o.applyRange(out, global, step, lr, lo, hi) })
 }
 
-// applyRange is apply on the coordinates [lo, hi).
+// applyRange is apply on the coordinates [lo, hi): the new moments from o.prev's.
 func (o *adaptive) applyRange(out, global, step []float32, lr float64, lo, hi int) {
 	b1, b2, tau := o.cfg.Beta1, o.cfg.Beta2, o.cfg.Tau
 	for i := lo; i < hi; i++ {
 		d := float64(step[i])
-		o.m[i] = b1*o.m[i] + (1-b1)*d
+		o.m[i] = b1*o.prev.m[i] + (1-b1)*d
 		d2 := d * d
 		if o.yogi {
-			diff := o.v[i] - d2
+			diff := o.prev.v[i] - d2
 			sign := 0.0
 			if diff > 0 {
 				sign = 1
 			} else if diff < 0 {
 				sign = -1
 			}
-			o.v[i] -= (1 - b2) * d2 * sign
+			o.v[i] = o.prev.v[i] - (1-b2)*d2*sign
 		} else {
-			o.v[i] = b2*o.v[i] + (1-b2)*d2
+			o.v[i] = b2*o.prev.v[i] + (1-b2)*d2
 		}
 		out[i] = float32(float64(global[i]) + lr*o.m[i]/(math.Sqrt(o.v[i])+tau))
+	}
+}
+
+func (o *adaptive) undo() {
+	if o.prev.ok {
+		o.m, o.prev.m = o.prev.m, o.m
+		o.v, o.prev.v = o.prev.v, o.v
+		o.prev.ok = false
 	}
 }
 
@@ -75,6 +100,7 @@ func (o *adaptive) restore(s OptimizerState) error {
 		}
 	}
 	o.m, o.v = slices.Clone(s.M), slices.Clone(s.V)
+	o.prev.ok = false
 	return nil
 }
 
@@ -83,18 +109,31 @@ func (o *adaptive) restore(s OptimizerState) error {
 type momentum struct {
 	beta float64
 	m    []float64
+	prev moments // m before the last step, for undo (v unused)
 }
 
 func (o *momentum) apply(out, global, step []float32, lr float64) {
 	if len(o.m) != len(step) {
 		o.m = make([]float64, len(step))
 	}
+	if len(o.prev.m) != len(step) {
+		o.prev.m = make([]float64, len(step))
+	}
+	o.m, o.prev.m = o.prev.m, o.m
+	o.prev.ok = true
 	forChunks(len(step), 1, func(lo, hi int) {
 		for i := lo; i < hi; i++ {
-			o.m[i] = o.beta*o.m[i] + float64(step[i])
+			o.m[i] = o.beta*o.prev.m[i] + float64(step[i])
 			out[i] = float32(float64(global[i]) + lr*o.m[i])
 		}
 	})
+}
+
+func (o *momentum) undo() {
+	if o.prev.ok {
+		o.m, o.prev.m = o.prev.m, o.m
+		o.prev.ok = false
+	}
 }
 
 func (o *momentum) state() OptimizerState { return OptimizerState{M: slices.Clone(o.m)} }
@@ -107,6 +146,7 @@ func (o *momentum) restore(s OptimizerState) error {
 		return fmt.Errorf("aggregate: optimizer state element %d (m=%v) is not finite", i, s.M[i])
 	}
 	o.m = slices.Clone(s.M)
+	o.prev.ok = false
 	return nil
 }
 
@@ -120,6 +160,16 @@ func notFinite(v []float64) int {
 // FedYogi's moments M and V, or server momentum's velocity M.
 type OptimizerState struct {
 	M, V []float64
+}
+
+// Undo takes back the server optimizer's step of the last Aggregate, for a round that
+// its caller abandons after all (the hub's DP noise made the new model non-finite): the
+// state is again what it was before that call. Only the last step can be taken back, once;
+// after Restore, or for rules without server state, Undo does nothing.
+func (a *Aggregator) Undo() {
+	if a.opt != nil {
+		a.opt.undo()
+	}
 }
 
 // State returns a copy of the server optimizer's state.
