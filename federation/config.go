@@ -199,6 +199,8 @@ func (c FederationConfig) Validate() error {
 		if c.Strategy.Name != aggregate.FedAvg && c.Strategy.Name != aggregate.FedProx {
 			p.Addf("strategy.name", "%q cannot be combined with dp (the noise calibration assumes a mean); expected fedavg or fedprox", c.Strategy.Name)
 		}
+		c.validateRejectWithDP(&p)
+		c.validateNoiseShares(&p)
 	}
 	c.validateSecAggMetrics(&p)
 	c.validateAcceptance(&p)
@@ -220,6 +222,69 @@ func (c FederationConfig) Validate() error {
 		p.Nest(config.Index("codecs", i), cd.Validate())
 	}
 	return p.Err()
+}
+
+// validateRejectWithDP refuses outlier rejection with DP: it compares every update with the
+// round's median norm or center, so one gateway's update can bring others in or leave them
+// out, and move the sum by more than dp.clip_norm, the sensitivity the noise is calibrated
+// to.
+func (c FederationConfig) validateRejectWithDP(p *config.Problems) {
+	const why = "cannot be combined with dp.enabled: rejection relative to the round's median lets one gateway change which other updates are used, moving the sum by more than dp.clip_norm, the sensitivity the noise is calibrated to"
+	r := c.Strategy.Reject
+	if r.NormRatio != 0 {
+		p.Addf("strategy.reject.norm_ratio", "%v %s; expected 0 (off) with dp", r.NormRatio, why)
+	}
+	if r.MinCosine != nil {
+		p.Addf("strategy.reject.min_cosine", "%v %s; expected it unset with dp", *r.MinCosine, why)
+	}
+}
+
+// validateNoiseShares checks that, with distributed DP noise and secure aggregation, a
+// gateway's masked elements keep their noise shares: secure aggregation clips every element
+// to ±secagg.range, so an element's bound plus 6 standard deviations of its share must fit,
+// or the sum carries less noise than the budget charges for. The shares are largest for
+// the fewest survivors a round may be released with (fewestSurvivors: every round has
+// the configured participants and quorum).
+func (c FederationConfig) validateNoiseShares(p *config.Problems) {
+	if c.DP.Noise != dp.NoiseDistributed || !c.SecAgg.Enabled {
+		return
+	}
+	for _, v := range []float64{c.DP.ClipNorm, c.DP.NoiseMultiplier, c.DP.MetricBound} {
+		if !(v > 0) || math.IsInf(v, 0) {
+			return // dp.Config.Validate reports it
+		}
+	}
+	params, err := c.SecAgg.Params(0, c.participants(), 1)
+	if err != nil {
+		return // no round can run; secagg.Config.Validate or the hub report why
+	}
+	k := fewestSurvivors(c.quorum(), params)
+	c.checkNoiseShare(p, "update", "dp.clip_norm", c.DP.ClipNorm, c.DP.NoiseStd(k), k)
+	if c.FinalEvaluation && len(c.SecAgg.Metrics) > 0 {
+		c.checkNoiseShare(p, "final evaluation metric", "dp.metric_bound", c.DP.MetricBound, c.DP.MetricStd(len(c.SecAgg.Metrics), k), k)
+	}
+}
+
+// checkNoiseShare reports at dp.noise_multiplier a masked element, bounded by field
+// (bound), whose noise share of standard deviation std (sized for k survivors) can reach
+// beyond ±secagg.range, naming the smallest range and the largest multiplier that fit.
+func (c FederationConfig) checkNoiseShare(p *config.Problems, what, field string, bound, std float64, k int) {
+	reach := bound + 6*std
+	if reach <= c.SecAgg.Range {
+		return
+	}
+	fit := fmt.Sprintf("secagg.range ≥ %.3g", roundSignificant(reach, math.Ceil))
+	if sigma := c.DP.NoiseMultiplier * (c.SecAgg.Range - bound) / (6 * std); sigma > 0 {
+		fit += fmt.Sprintf(", or dp.noise_multiplier ≤ %.3g", roundSignificant(sigma, math.Floor))
+	}
+	p.Addf("dp.noise_multiplier", "%v with dp.noise distributed and secagg.range %v: a gateway's %s element (up to %s %v) plus 6 standard deviations of its noise share (%.3g, sized for %d survivors, the fewest a round may be released with) reaches %.3g, and secure aggregation clips it to ±secagg.range, removing noise the budget charges for; expected %s",
+		c.DP.NoiseMultiplier, c.SecAgg.Range, what, field, bound, std, k, reach, fit)
+}
+
+// roundSignificant rounds x > 0 to 3 significant digits with round (math.Ceil or math.Floor).
+func roundSignificant(x float64, round func(float64) float64) float64 {
+	unit := math.Pow(10, math.Floor(math.Log10(x))-2)
+	return round(x/unit) * unit
 }
 
 // validateSecAggMetrics checks secagg.metrics: names like an update's metric names, at

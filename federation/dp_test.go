@@ -72,12 +72,13 @@ func TestDistributedNoiseSizedForTheFewestSurvivors(t *testing.T) {
 			fc := dropoutConfig(n, dim) // quorum 3; the threshold ⌈0.67·4⌉ is 3 too
 			fc.DP = dp.Config{Enabled: true, ClipNorm: 1, NoiseMultiplier: sigma, Noise: dp.NoiseDistributed, EpsilonLimit: 1e9}
 			h := startHub(t, e.hub, fc)
-			for i := range survivors {
-				e.gateway(t, i, stillTrainer{})
-			}
+			// Read before any gateway runs: four of them end the phase at once.
 			st := waitPhase(t, e.hub, federation.SecAggAdvertise)
 			if want := sigma / math.Sqrt(3); math.Abs(st.Noise-want) > 1e-12 {
 				t.Fatalf("each gateway's share of the noise is %v, want σC/√3 = %v", st.Noise, want)
+			}
+			for i := range survivors {
+				e.gateway(t, i, stillTrainer{})
 			}
 			if survivors < n { // the last gateway shares its keys and dies
 				dying := e.participants(t, dim)[n-1]

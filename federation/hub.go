@@ -393,9 +393,8 @@ func (f *fedRun) open(round uint64, global string, globalRound uint64) RoundStat
 	return st
 }
 
-// selectTargets picks the round's participants: Poisson sampling at the DP sampling rate
-// when it is below 1 (the amplification the accountant claims needs it), else a uniformly
-// random subset of Participants members (all by default).
+// selectTargets picks the round's participants: a uniformly random subset of Participants
+// members (all by default).
 func (f *fedRun) selectTargets() []string {
 	var seed [8]byte
 	_, _ = crand.Read(seed[:])
@@ -403,15 +402,6 @@ func (f *fedRun) selectTargets() []string {
 	names := make([]string, 0, len(f.cfg.Members))
 	for _, m := range f.cfg.Members {
 		names = append(names, m.Name)
-	}
-	if f.cfg.DP.Enabled && f.cfg.DP.SamplingRate < 1 {
-		var out []string
-		for _, n := range names {
-			if r.Float64() < f.cfg.DP.SamplingRate {
-				out = append(out, n)
-			}
-		}
-		return out
 	}
 	r.Shuffle(len(names), func(i, j int) { names[i], names[j] = names[j], names[i] })
 	out := names[:f.cfg.participants()]

@@ -239,6 +239,79 @@ func TestSecAggMetricsConfig(t *testing.T) {
 	}
 }
 
+// TestDPConfigRefusesWhatTheNoiseDoesNotCover: the configuration refuses, with DP, what
+// would make a round cost more privacy than the budget charges: a sampling rate below 1
+// (the hub publishes who took part, so sampling does not amplify privacy), outlier
+// rejection (one gateway could move the sum by more than the clip norm), and distributed
+// noise shares that secure aggregation would clip to ±range (sized for the fewest
+// survivors, 3 of 3 or 4 by default: the secagg threshold).
+func TestDPConfigRefusesWhatTheNoiseDoesNotCover(t *testing.T) {
+	minCosine := -0.1
+	for _, c := range []struct {
+		name    string
+		edit    func(*federation.FederationConfig)
+		problem []string // what the error says; nil: valid
+	}{
+		{"valid", func(*federation.FederationConfig) {}, nil},
+		{"sampling rate below 1", func(fc *federation.FederationConfig) { fc.DP.SamplingRate = 0.5 },
+			[]string{"dp.sampling_rate: 0.5 is not supported: the hub publishes who took part", "expected 1, or leave it unset"}},
+		{"sampling rate 1", func(fc *federation.FederationConfig) { fc.DP.SamplingRate = 1 }, nil},
+		{"rejection by norm", func(fc *federation.FederationConfig) { fc.Strategy.Reject.NormRatio = 2 },
+			[]string{"strategy.reject.norm_ratio: 2 cannot be combined with dp.enabled", "more than dp.clip_norm"}},
+		{"rejection by cosine", func(fc *federation.FederationConfig) { fc.Strategy.Reject.MinCosine = &minCosine },
+			[]string{"strategy.reject.min_cosine: -0.1 cannot be combined with dp.enabled"}},
+		{"rejection without dp", func(fc *federation.FederationConfig) {
+			fc.DP.Enabled = false
+			fc.Strategy.Reject.NormRatio, fc.Strategy.Reject.MinCosine = 2, &minCosine
+		}, nil},
+		{"distributed shares within range", func(fc *federation.FederationConfig) {
+			fc.SecAgg.Enabled, fc.DP.Noise, fc.DP.ClipNorm, fc.DP.NoiseMultiplier = true, dp.NoiseDistributed, 1, 2
+		}, nil},
+		{"distributed shares beyond range", func(fc *federation.FederationConfig) {
+			fc.SecAgg.Enabled, fc.DP.Noise, fc.DP.ClipNorm, fc.DP.NoiseMultiplier = true, dp.NoiseDistributed, 4, 4
+		}, []string{"dp.noise_multiplier: 4 with dp.noise distributed and secagg.range 8: a gateway's update element (up to dp.clip_norm 4)",
+			"noise share (9.24, sized for 3 survivors", "reaches 59.4", "expected secagg.range ≥ 59.5, or dp.noise_multiplier ≤ 0.288"}},
+		{"central noise beyond range", func(fc *federation.FederationConfig) {
+			fc.SecAgg.Enabled, fc.DP.ClipNorm, fc.DP.NoiseMultiplier = true, 4, 4 // the hub adds it after unmasking
+		}, nil},
+		{"clip norm at range", func(fc *federation.FederationConfig) {
+			fc.SecAgg.Enabled, fc.SecAgg.Range, fc.DP.Noise, fc.DP.ClipNorm, fc.DP.NoiseMultiplier = true, 2, dp.NoiseDistributed, 2, 0.1
+		}, []string{"reaches 2.69", "expected secagg.range ≥ 2.7"}},
+		{"shares sized for the quorum", func(fc *federation.FederationConfig) { // 1 + 6·2.2/√3 > 8 ≥ 1 + 6·2.2/√4
+			fc.Members = fedConfig(4, 10).Members
+			fc.SecAgg.Enabled, fc.DP.Noise, fc.DP.NoiseMultiplier, fc.Quorum = true, dp.NoiseDistributed, 2.2, 4
+		}, nil},
+		{"shares sized for the threshold", func(fc *federation.FederationConfig) {
+			fc.Members = fedConfig(4, 10).Members
+			fc.SecAgg.Enabled, fc.DP.Noise, fc.DP.NoiseMultiplier = true, dp.NoiseDistributed, 2.2
+		}, []string{"sized for 3 survivors", "or dp.noise_multiplier ≤ 2.02"}},
+		{"final evaluation metric shares beyond range", func(fc *federation.FederationConfig) {
+			fc.SecAgg = secagg.Config{Enabled: true, Metrics: []string{federation.GlobalMetricPrefix + "false_alarm_rate"}}
+			fc.Rounds, fc.FinalEvaluation = 1, true
+			fc.DP.Noise, fc.DP.ClipNorm, fc.DP.NoiseMultiplier = dp.NoiseDistributed, 0.1, 4
+		}, []string{"a gateway's final evaluation metric element (up to dp.metric_bound 1)", "noise share (2.31, sized for 3 survivors", "expected secagg.range ≥ 14.9, or dp.noise_multiplier ≤ 2.02"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			fc := fedConfig(3, 10)
+			fc.DP = dp.Config{Enabled: true, EpsilonLimit: 5}
+			c.edit(&fc)
+			fc.SetDefaults()
+			err := fc.Validate()
+			if c.problem == nil {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			for _, want := range c.problem {
+				if err == nil || !strings.Contains(err.Error(), want) {
+					t.Errorf("error does not say %q: %v", want, err)
+				}
+			}
+		})
+	}
+}
+
 func TestAcceptanceConfig(t *testing.T) {
 	f := func(v float64) *float64 { return &v }
 	fc := fedConfig(3, 10)

@@ -13,10 +13,10 @@ import (
 //	update·w | w (with SampleCap) | value₁·w, w | … | valueₘ·w, w (one pair per Metrics name)
 //
 // w is secagg.Weight(samples, SampleCap) with a sample cap, else 1. A gateway without a
-// metric, or with a value beyond ±Params.Range (which the clipping would change), sends
-// 0, 0 for it, so the hub's mean of that metric is over the gateways that had it. With DP
-// (the final evaluation round only), a value is clipped into [0, MetricBound] and noised
-// instead, and w is 1.
+// metric, or with a value not within ±Params.Range (which the clipping would change; NaN,
+// which secagg refuses), sends 0, 0 for it, so the hub's mean of that metric is over the
+// gateways that had it. With DP (the final evaluation round only), a value is clipped into
+// [0, MetricBound] and noised instead, and w is 1.
 
 // inputLen is the length of a masked input for a model of params parameters.
 func (sa *SecAggState) inputLen(params int) int {
@@ -52,7 +52,7 @@ func (sa *SecAggState) maskedInput(delta []float32, samples int, metrics map[str
 				noise.Add(x, sa.MetricNoise)
 			}
 			in = append(in, x[0], 1)
-		case !ok || math.Abs(v) > sa.Params.Range:
+		case !ok || !(math.Abs(v) <= sa.Params.Range): // NaN too
 			in = append(in, 0, 0)
 		default:
 			in = append(in, w*float32(v), w)

@@ -53,6 +53,18 @@ func TestMetricMeansRefusesImplausibleSums(t *testing.T) {
 	}
 }
 
+// Without DP a gateway masks a metric as its weighted value and weight only if the value
+// lies within ±range: one beyond it, ±Inf or NaN (which would reach the fixed-point
+// encoding unclipped) is 0, 0, as if it lacked the metric.
+func TestMaskedMetricsOutsideRangeLeftOut(t *testing.T) {
+	sa := &SecAggState{Metrics: []string{"in", "edge", "wide", "inf", "nan"}}
+	sa.Params.Range = 8
+	metrics := map[string]float64{"in": 0.5, "edge": -8, "wide": 9, "inf": math.Inf(1), "nan": math.NaN()}
+	if in := sa.maskedInput(nil, 10, metrics, nil); !slices.Equal(in, []float32{0.5, 1, -8, 1, 0, 0, 0, 0, 0, 0}) {
+		t.Errorf("masked metrics %v; want in and edge with weight 1, the others 0, 0", in)
+	}
+}
+
 // With DP a gateway's masked metrics are clipped into [0, MetricBound] with weight 1, and
 // with MetricNoise each gets noise of that standard deviation; a metric it lacks is 0, 0.
 func TestMaskedMetricsClippedAndNoised(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/millwright-io/millwright/gateway/config"
 )
@@ -31,9 +32,10 @@ type Config struct {
 	NoiseMultiplier float64 `yaml:"noise_multiplier"`
 	// Noise says who adds the noise: "central" (default) or "distributed".
 	Noise string `yaml:"noise"`
-	// SamplingRate is q, the probability that a client takes part in a round, drawn
-	// independently per client by the hub (Poisson sampling). 1 (default) when every
-	// client takes part: no amplification by sampling is claimed then.
+	// SamplingRate must be 1 (the default): every round is charged as the Gaussian
+	// mechanism, without amplification by subsampling, because the hub publishes who took
+	// part in each round (the round state's targets, the model header's participants, the
+	// ledger). It is kept so that a configuration that sets it to anything else is told why.
 	SamplingRate float64 `yaml:"sampling_rate"`
 	// Delta is δ of the guarantee; it should be well below 1/(number of clients).
 	// Default 1e-5.
@@ -82,8 +84,8 @@ func (c Config) Validate() error {
 	if c.Noise != NoiseCentral && c.Noise != NoiseDistributed {
 		p.Addf("noise", "%q is not a mode; expected %q or %q", c.Noise, NoiseCentral, NoiseDistributed)
 	}
-	if !(c.SamplingRate > 0 && c.SamplingRate <= 1) {
-		p.Addf("sampling_rate", "%v is out of range; expected (0, 1]", c.SamplingRate)
+	if c.SamplingRate != 1 {
+		p.Addf("sampling_rate", "%v is not supported: the hub publishes who took part in each round (round state targets, model participants, ledger), so sampling cannot amplify privacy; expected 1, or leave it unset", c.SamplingRate)
 	}
 	if !(c.Delta > 0 && c.Delta < 1) {
 		p.Addf("delta", "%v is out of range; expected (0, 1)", c.Delta)
@@ -123,13 +125,18 @@ type Budget struct {
 }
 
 // NewBudget returns the budget of cfg (which must be valid and enabled) that has already
-// spent steps (as returned by Steps, persisted by the hub).
+// spent steps (as returned by Steps, persisted by the hub). A step persisted with a
+// sampling rate below 1 is charged at 1: its round's participants were published too.
 func NewBudget(cfg Config, steps ...Step) (*Budget, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("dp: config: %w", err)
 	}
 	if !cfg.Enabled {
 		return nil, errors.New("dp: config: enabled is false; a budget needs DP enabled")
+	}
+	steps = slices.Clone(steps)
+	for i := range steps {
+		steps[i].Q = 1
 	}
 	a, err := NewAccountant(steps...)
 	if err != nil {
@@ -138,10 +145,10 @@ func NewBudget(cfg Config, steps ...Step) (*Budget, error) {
 	return &Budget{cfg: cfg, acct: a}, nil
 }
 
-// Spend accounts one round at the configured σ and q. If the cumulative ε after it would
-// exceed the limit, it returns an error wrapping ErrBudgetExceeded that names the ε the
-// round would reach, δ and the limit, and spends nothing: the round must not run (or its
-// result must not be released).
+// Spend accounts one round at the configured σ, as the Gaussian mechanism (q = 1). If the
+// cumulative ε after it would exceed the limit, it returns an error wrapping
+// ErrBudgetExceeded that names the ε the round would reach, δ and the limit, and spends
+// nothing: the round must not run (or its result must not be released).
 func (b *Budget) Spend() (Report, error) { return b.SpendAt(b.cfg.NoiseMultiplier) }
 
 // SpendAt is Spend for a round whose sum carried noise of multiplier sigma rather than the
@@ -150,7 +157,7 @@ func (b *Budget) Spend() (Report, error) { return b.SpendAt(b.cfg.NoiseMultiplie
 // (never, when the shares were sized right) costs more, and Preview's answer does not
 // bound it. A sigma that is not positive and finite is refused, naming it.
 func (b *Budget) SpendAt(sigma float64) (Report, error) {
-	step := Step{Q: b.cfg.SamplingRate, Sigma: sigma, Count: 1}
+	step := Step{Q: 1, Sigma: sigma, Count: 1}
 	r, err := b.preview(step)
 	if err != nil {
 		return r, err
@@ -164,7 +171,7 @@ func (b *Budget) SpendAt(sigma float64) (Report, error) {
 // Preview reports the privacy the next round would reach at the configured σ, and the
 // same error Spend would return, without spending anything.
 func (b *Budget) Preview() (Report, error) {
-	return b.preview(Step{Q: b.cfg.SamplingRate, Sigma: b.cfg.NoiseMultiplier, Count: 1})
+	return b.preview(Step{Q: 1, Sigma: b.cfg.NoiseMultiplier, Count: 1})
 }
 
 func (b *Budget) preview(step Step) (Report, error) {

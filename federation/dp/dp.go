@@ -1,14 +1,18 @@
 // Package dp makes each participant's contribution to a federation differentially private
 // and accounts for the privacy spent.
 //
-// Threat model: the guarantee is client-level (ε, δ)-DP: whether one whole factory took
-// part or not changes the probability of any published model by at most a factor e^ε,
-// except with probability δ. Trusted: the clipping and noise really happen (on the client
-// for local/distributed noise, on the hub for central noise) with an unpredictable noise
-// source (crypto/rand in production), and the accountant is told the true noise
-// multiplier and sampling rate. Verified: Budget refuses a round that would exceed the
-// configured ε at δ. What leaks: everything within (ε, δ), which is a bound, not a
-// measurement; the set of participants and their sample counts are not protected; noise
+// Threat model: the guarantee is client-level (ε, δ)-DP given who took part: replacing
+// what one participating factory contributed (its clipped update, its clipped metrics) with
+// a zero contribution changes the probability of any published model by at most a factor
+// e^ε, except with probability δ. Whether a factory took part is published (the round's
+// participants), not protected, so every round is charged as the Gaussian mechanism,
+// without amplification by sampling; two arbitrary contributions of one factory are two
+// such replacements apart, (2ε, (1+e^ε)δ) by group privacy. Trusted: the clipping and
+// noise really happen (on the client for local/distributed noise, on the hub for central
+// noise) with an unpredictable noise source (crypto/rand in production), and the
+// accountant is told the true noise multiplier. Verified: Budget refuses a round that would
+// exceed the configured ε at δ. What leaks: everything within (ε, δ), which is a bound, not
+// a measurement; the set of participants and their sample counts are not protected; noise
 // is drawn in floating point, which is known to leak through the low bits (Mironov 2012)
 // and is not hardened here; when the noise is split across clients (distributed DP with
 // secure aggregation), each share is sized for the fewest clients whose sum may be

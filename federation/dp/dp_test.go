@@ -3,6 +3,7 @@ package dp
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"math"
 	"strings"
 	"testing"
@@ -191,7 +192,7 @@ func TestBudgetRefusesRoundPastLimit(t *testing.T) {
 }
 
 func TestPerRoundAndCumulative(t *testing.T) {
-	cfg := Config{Enabled: true, NoiseMultiplier: 5, SamplingRate: 0.1, EpsilonLimit: 100}
+	cfg := Config{Enabled: true, NoiseMultiplier: 5, EpsilonLimit: 100}
 	cfg.SetDefaults()
 	b, _ := NewBudget(cfg)
 	first, _ := b.Spend()
@@ -225,6 +226,58 @@ func TestConfigValidateReportsEveryProblem(t *testing.T) {
 	}
 	if _, err := NewBudget(Config{}); err == nil {
 		t.Error("budget from a zero config")
+	}
+}
+
+// TestSamplingRateMustBeOne: the hub publishes every round's participants, so a sampling
+// rate below 1 cannot amplify privacy; the configuration refuses it, saying why, and
+// accepts 1 or nothing.
+func TestSamplingRateMustBeOne(t *testing.T) {
+	for _, q := range []float64{0, 1, 0.5, 1e-3, 2} {
+		c := Config{Enabled: true, SamplingRate: q, EpsilonLimit: 8}
+		c.SetDefaults()
+		err := c.Validate()
+		if q == 0 || q == 1 {
+			if err != nil {
+				t.Errorf("sampling_rate %v: %v", q, err)
+			}
+			continue
+		}
+		for _, want := range []string{fmt.Sprintf("sampling_rate: %v is not supported", q), "publishes who took part", "expected 1, or leave it unset"} {
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("sampling_rate %v: error does not say %q: %v", q, want, err)
+			}
+		}
+	}
+}
+
+// TestBudgetChargesTheGaussianMechanism: every round costs the Gaussian mechanism's ε
+// (q = 1), the rounds a hub spent before a restart included, even if they were persisted
+// at a sampling rate below 1.
+func TestBudgetChargesTheGaussianMechanism(t *testing.T) {
+	cfg := Config{Enabled: true, NoiseMultiplier: 2, EpsilonLimit: 100}
+	cfg.SetDefaults()
+	gaussian := func(rounds int) float64 {
+		a, err := NewAccountant(Step{Q: 1, Sigma: 2, Count: rounds})
+		if err != nil {
+			t.Fatal(err)
+		}
+		eps, _ := a.Epsilon(cfg.Delta)
+		return eps
+	}
+	b, err := NewBudget(cfg, Step{Q: 0.1, Sigma: 2, Count: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := b.Spent().Epsilon, gaussian(5); got != want {
+		t.Errorf("5 restored rounds persisted at q=0.1 cost ε=%v; want the Gaussian mechanism's %v", got, want)
+	}
+	r, err := b.Spend()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.RoundEpsilon != gaussian(1) || r.Epsilon != gaussian(6) {
+		t.Errorf("round 6 costs ε=%v (cumulative %v); want the Gaussian mechanism's %v (%v)", r.RoundEpsilon, r.Epsilon, gaussian(1), gaussian(6))
 	}
 }
 

@@ -178,13 +178,17 @@ func roundAD(round uint64) []byte {
 
 // MaskInput decrypts the shares addressed to this client (their senders form U2), then
 // returns x clipped, fixed-point encoded and masked with its self mask and one pairwise
-// mask per other member of U2. len(x) must be Params.Dim.
+// mask per other member of U2. len(x) must be Params.Dim, and every element finite: an
+// error names the first that is not, and the client stays in its phase.
 func (c *Client) MaskInput(b *ShareBundle, x []float32) (*MaskedInput, error) {
 	if err := c.expect(cMask, "MaskInput"); err != nil {
 		return nil, err
 	}
 	if len(x) != c.p.Dim {
 		return nil, fmt.Errorf("secagg: input has %d elements, params say %d", len(x), c.p.Dim)
+	}
+	if err := checkFinite(x); err != nil {
+		return nil, err
 	}
 	if b.To != c.id {
 		return nil, invalid("bundle for client %d delivered to %d", b.To, c.id)

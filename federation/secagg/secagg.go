@@ -35,12 +35,13 @@
 // aggregation is impossible on masked inputs. What leaks: the sum, the participants, who
 // dropped out, and message sizes.
 //
-// Inputs are float32 vectors, clipped to ±Range and encoded in fixed point with FracBits
-// fractional bits as elements of Z_{2^32}; Params.Validate ensures a sum of N clipped
-// inputs cannot wrap around. The protocol is modelled as pure state machines (Client,
-// Server) exchanging messages; the transport is someone else's. Every close of the
-// Server is a deterministic function of the messages accepted before it, so a server can
-// be rebuilt after a crash by replaying a durable log of them.
+// Inputs are vectors of finite float32 (MaskInput refuses NaN and ±Inf), clipped to ±Range
+// and encoded in fixed point with FracBits fractional bits as elements of Z_{2^32};
+// Params.Validate ensures a sum of N clipped inputs cannot wrap around. The protocol is
+// modelled as pure state machines (Client, Server) exchanging messages; the transport is
+// someone else's. Every close of the Server is a deterministic function of the messages
+// accepted before it, so a server can be rebuilt after a crash by replaying a durable log
+// of them.
 package secagg
 
 import (
@@ -188,7 +189,19 @@ func (p Params) Validate() error {
 	return pr.Err()
 }
 
-// encode writes x, clipped to ±Range, in fixed point into out (elements of Z_{2^32}).
+// checkFinite refuses an input with a NaN or infinite element, naming the first: clipping
+// leaves NaN as it is, and its fixed-point encoding is implementation-defined.
+func checkFinite(x []float32) error {
+	for i, v := range x {
+		if f := float64(v); math.IsNaN(f) || math.IsInf(f, 0) {
+			return fmt.Errorf("secagg: input element %d is %v; expected a finite number", i, v)
+		}
+	}
+	return nil
+}
+
+// encode writes x (finite: checkFinite), clipped to ±Range, in fixed point into out
+// (elements of Z_{2^32}).
 func (p Params) encode(out []uint32, x []float32) {
 	scale := math.Ldexp(1, p.FracBits)
 	for i, v := range x {

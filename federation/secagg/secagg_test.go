@@ -216,6 +216,27 @@ func TestClippingToRange(t *testing.T) {
 	}
 }
 
+// TestNonFiniteInputRefused: clipping leaves NaN as it is, and its fixed-point encoding is
+// implementation-defined (the 32-bit sum could wrap), so MaskInput refuses a NaN or
+// infinite element, naming it, and masks a finite input afterwards.
+func TestNonFiniteInputRefused(t *testing.T) {
+	for _, bad := range []float32{float32(math.NaN()), float32(math.Inf(1)), float32(math.Inf(-1))} {
+		r := newRound(t, params(3, 2, 3), 1)
+		bundles, err := r.setup(t)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := wire(t, r.p.Round, bundles[1])
+		_, err = r.clients[1].MaskInput(b, []float32{1, bad, 2})
+		if want := fmt.Sprintf("input element 1 is %v; expected a finite number", bad); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("input with %v: error %v; want it to say %q", bad, err, want)
+		}
+		if _, err := r.clients[1].MaskInput(b, []float32{1, 1, 2}); err != nil {
+			t.Errorf("a finite input after the refused one: %v", err)
+		}
+	}
+}
+
 func TestDropoutsRecovered(t *testing.T) {
 	for _, tc := range []struct {
 		name                 string
