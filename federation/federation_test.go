@@ -520,29 +520,9 @@ func TestHubRestartMidRound(t *testing.T) {
 	const n, dim = 3, 30
 	e := newEnv(t, n, false)
 	fc := fedConfig(n, dim)
-	h1 := startHub(t, e.hub, fc)
 	// Two gateways answer round 1 while the first hub runs.
 	ps := e.participants(t, dim) // driven by hand with Answer
-	var st federation.RoundState
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		if b, err := e.hub.GetRound(context.Background(), fedName); err == nil {
-			st, _ = federation.DecodeRoundState(b)
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the hub did not open round 1")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	for i := range 2 {
-		if err := ps[i].Answer(context.Background(), st); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for h1.counter("millwright_federation_updates_total", "result", "accepted") < 2 {
-		time.Sleep(10 * time.Millisecond)
-	}
-	h1.stop()
+	st := answerThenStop(t, e, startHub(t, e.hub, fc), ps[:2])
 	// The third answers while no hub runs; a new hub picks the round up with all three.
 	if err := ps[2].Answer(context.Background(), st); err != nil {
 		t.Fatal(err)
@@ -565,18 +545,7 @@ func TestHubRestartedPastTheDeadline(t *testing.T) {
 	e := newEnv(t, n, false)
 	fc := fedConfig(n, dim)
 	fc.Quorum, fc.RoundTimeout = 2, 2*time.Second
-	h1 := startHub(t, e.hub, fc)
-	ps := e.participants(t, dim)
-	st := waitRound(t, e.hub, 1)
-	for i := range 2 {
-		if err := ps[i].Answer(context.Background(), st); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for h1.counter("millwright_federation_updates_total", "result", "accepted") < 2 {
-		time.Sleep(10 * time.Millisecond)
-	}
-	h1.stop()
+	st := answerThenStop(t, e, startHub(t, e.hub, fc), e.participants(t, dim)[:2])
 	time.Sleep(time.Until(st.Deadline) + 100*time.Millisecond)
 	h2 := startHub(t, e.hub, fc)
 	if st2 := waitDeadline(t, e.hub, st.Deadline); st2.Round != 1 {
@@ -586,6 +555,23 @@ func TestHubRestartedPastTheDeadline(t *testing.T) {
 	if r.Round != 1 || r.Outcome != "aggregated" || !slices.Equal(r.Used, []string{"g0", "g1"}) {
 		t.Fatalf("round 1 after a restart past its deadline: %s (%s), used %v; want its two updates aggregated", r.Outcome, r.Reason, r.Used)
 	}
+}
+
+// answerThenStop has ps answer round 1 while hub h runs, waits until h has accepted their
+// updates, stops h and returns the round's state.
+func answerThenStop(t *testing.T, e *env, h *hubRun, ps []*federation.Participant) federation.RoundState {
+	t.Helper()
+	st := waitRound(t, e.hub, 1)
+	for _, p := range ps {
+		if err := p.Answer(context.Background(), st); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for h.counter("millwright_federation_updates_total", "result", "accepted") < float64(len(ps)) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	h.stop()
+	return st
 }
 
 // waitDeadline returns the round state once its deadline is after than.

@@ -223,18 +223,7 @@ func TestSecAggMetricsConfig(t *testing.T) {
 				fc.DP = dp.Config{Enabled: true, EpsilonLimit: 5}
 			}
 			fc.SetDefaults()
-			err := fc.Validate()
-			if c.problem == nil {
-				if err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			for _, want := range c.problem {
-				if err == nil || !strings.Contains(err.Error(), want) {
-					t.Errorf("error does not say %q: %v", want, err)
-				}
-			}
+			wantProblems(t, fc.Validate(), c.problem)
 		})
 	}
 }
@@ -296,18 +285,7 @@ func TestDPConfigRefusesWhatTheNoiseDoesNotCover(t *testing.T) {
 			fc.DP = dp.Config{Enabled: true, EpsilonLimit: 5}
 			c.edit(&fc)
 			fc.SetDefaults()
-			err := fc.Validate()
-			if c.problem == nil {
-				if err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			for _, want := range c.problem {
-				if err == nil || !strings.Contains(err.Error(), want) {
-					t.Errorf("error does not say %q: %v", want, err)
-				}
-			}
+			wantProblems(t, fc.Validate(), c.problem)
 		})
 	}
 }
@@ -333,5 +311,21 @@ func TestAcceptanceConfig(t *testing.T) {
 	}
 	if err != nil && strings.Contains(err.Error(), "acceptance.false_alarm_rate") {
 		t.Errorf("a valid bound reported: %v", err)
+	}
+}
+
+// wantProblems checks a validation's err: nil when problems is nil, else saying each of them.
+func wantProblems(t *testing.T, err error, problems []string) {
+	t.Helper()
+	if problems == nil {
+		if err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	for _, want := range problems {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not say %q: %v", want, err)
+		}
 	}
 }
