@@ -49,6 +49,11 @@ type Bus struct {
 
 var _ federation.Transport = (*Bus)(nil)
 
+// ErrNotPermitted is returned when the server refused to look up a federation's bucket
+// because the user may not read it: the federation is not in the user's list, or does not
+// exist (permissions are granted per federation name, so an unknown name is refused too).
+var ErrNotPermitted = errors.New("natsbus: not permitted")
+
 // Dial connects with cfg (defaults set, valid).
 func Dial(ctx context.Context, cfg ClientConfig, log *slog.Logger) (*Bus, error) {
 	closed := make(chan struct{})
@@ -182,6 +187,9 @@ func (b *Bus) obj(ctx context.Context, bucket string) (jetstream.ObjectStore, er
 	if errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
 		return nil, fmt.Errorf("natsbus: object store %s: %w", bucket, federation.ErrNotFound)
 	}
+	if err != nil && b.denied("OBJ_"+bucket) {
+		return nil, fmt.Errorf("natsbus: object store %s: %w", bucket, ErrNotPermitted)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("natsbus: object store %s: %w", bucket, err)
 	}
@@ -200,11 +208,22 @@ func (b *Bus) kv(ctx context.Context, bucket string) (jetstream.KeyValue, error)
 	if errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
 		return nil, fmt.Errorf("natsbus: kv %s: %w", bucket, federation.ErrNotFound)
 	}
+	if err != nil && b.denied("KV_"+bucket) {
+		return nil, fmt.Errorf("natsbus: kv %s: %w", bucket, ErrNotPermitted)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("natsbus: kv %s: %w", bucket, err)
 	}
 	b.kvs[bucket] = k
 	return k, nil
+}
+
+// denied reports whether the server refused this connection a JetStream API request on
+// stream: it drops a request the user may not publish and says so only in an error on the
+// connection (LastError), so the request itself ends in a timeout.
+func (b *Bus) denied(stream string) bool {
+	err := b.nc.LastError()
+	return errors.Is(err, nats.ErrPermissionViolation) && strings.Contains(err.Error(), "."+stream+`"`)
 }
 
 // PublishUpdate implements federation.Transport.
@@ -593,8 +612,11 @@ func (b *Bus) GetVersion(ctx context.Context, fed, version string) (string, erro
 }
 
 // WatchRound implements federation.Transport.
+// The bucket is looked up within the configured timeout, whatever ctx's deadline.
 func (b *Bus) WatchRound(ctx context.Context, fed string, fn func(state []byte)) error {
-	k, err := b.kv(ctx, roundBucket(fed))
+	lctx, cancel := b.bounded(ctx)
+	k, err := b.kv(lctx, roundBucket(fed))
+	cancel()
 	if err != nil {
 		return err
 	}

@@ -487,3 +487,38 @@ func TestUpdatesDeleteTheirConsumer(t *testing.T) {
 		return err == nil && info.State.Consumers == 0
 	})
 }
+
+// TestUnreadableFederation: a factory looking up a federation it may not read (another
+// one's, or a name that exists nowhere) gets ErrNotPermitted within its own timeout, also
+// when its context has no deadline; one it may read but the hub never created is
+// ErrNotFound.
+func TestUnreadableFederation(t *testing.T) {
+	srv, hub := startServer(t, false)
+	ctx := context.Background()
+	c := factory(srv, "a", "pa")
+	c.Timeout = 300 * time.Millisecond
+	a := dial(t, c)
+	for _, fed := range []string{"f2", "nowhere"} {
+		start := time.Now()
+		err := a.WatchRound(ctx, fed, func([]byte) { t.Errorf("a watched the round state of %s", fed) })
+		if !errors.Is(err, ErrNotPermitted) || !strings.Contains(err.Error(), "mwround-"+fed) {
+			t.Errorf("WatchRound of %s: %v; want ErrNotPermitted naming its bucket", fed, err)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("WatchRound of %s took %v: not bounded by the bus's timeout", fed, d)
+		}
+		if _, err := a.GetVersion(ctx, fed, "r1"); !errors.Is(err, ErrNotPermitted) {
+			t.Errorf("GetVersion in %s: %v; want ErrNotPermitted", fed, err)
+		}
+		if _, err := a.GetModel(ctx, fed, federation.HashHex([]byte("m"))); !errors.Is(err, ErrNotPermitted) {
+			t.Errorf("GetModel in %s: %v; want ErrNotPermitted", fed, err)
+		}
+	}
+	// f1 is a's, but the hub has deleted it.
+	if err := hub.DeleteFederation(ctx, "f1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.WatchRound(ctx, "f1", func([]byte) {}); !errors.Is(err, federation.ErrNotFound) {
+		t.Errorf("WatchRound of the deleted f1: %v; want ErrNotFound", err)
+	}
+}

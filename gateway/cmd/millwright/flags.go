@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strings"
 )
 
 // parseInterspersed parses fs over args allowing flags after positional arguments
@@ -29,12 +30,7 @@ func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 // and help is set.
 func parseCommand(fs *flag.FlagSet, usage string, args []string, stdout io.Writer) (pos []string, printUsage func(io.Writer), help bool, err error) {
 	fs.SetOutput(io.Discard)
-	printUsage = func(w io.Writer) {
-		fmt.Fprint(w, usage)
-		fs.SetOutput(w)
-		fs.PrintDefaults()
-		fs.SetOutput(io.Discard)
-	}
+	printUsage = func(w io.Writer) { writeUsage(w, fs, usage) }
 	pos, err = parseInterspersed(fs, args)
 	if errors.Is(err, flag.ErrHelp) {
 		printUsage(stdout)
@@ -69,4 +65,24 @@ func parseOnlyFlags(fs *flag.FlagSet, usage string, args []string, stdout, stder
 		return 2, false
 	}
 	return code, ok
+}
+
+// usageError ends a command whose flags parsed but are not valid, as parseFlags ends one
+// with a bad flag: it writes each problem in err (one per line), usage and fs's flags to
+// stderr, and returns code 2.
+func usageError(fs *flag.FlagSet, usage string, err error, stderr io.Writer) int {
+	for line := range strings.SplitSeq(err.Error(), "\n") {
+		fmt.Fprintf(stderr, "millwright %s: %s\n", fs.Name(), line)
+	}
+	fmt.Fprintln(stderr)
+	writeUsage(stderr, fs, usage)
+	return 2
+}
+
+// writeUsage writes usage and fs's flags to w (fs's own output stays discarded).
+func writeUsage(w io.Writer, fs *flag.FlagSet, usage string) {
+	fmt.Fprint(w, usage)
+	fs.SetOutput(w)
+	fs.PrintDefaults()
+	fs.SetOutput(io.Discard)
 }
