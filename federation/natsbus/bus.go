@@ -4,7 +4,9 @@
 // Threat model: the NATS server authenticates every factory by its credentials (and TLS)
 // and enforces subject permissions (FactoryPermissions): a factory publishes updates only
 // under its own name, reads only its federations' models and round state, and receives
-// only on its own inbox prefix. The embedded server can hold bcrypt hashes of the factories'
+// only on its own inbox prefix. What a factory can make the hub keep is bounded per
+// factory: the update stream keeps its latest UpdatesPerMember messages, and a consumer it
+// creates goes once idle for ConsumerIdle. The embedded server can hold bcrypt hashes of the factories'
 // passwords instead of the passwords, and a site's leaf node verifies the hub's certificate
 // (and shows its own) on its link. Nothing here checks message contents: the round protocol
 // (package federation) verifies every signature, hash and binding to a round, so a
@@ -43,6 +45,9 @@ type Bus struct {
 	kvs     map[string]jetstream.KeyValue // by bucket name
 	timeout time.Duration
 	closed  chan struct{} // closed by the client library when the connection is closed
+	// read records, by federation and round, what Updates saw of the update stream, for
+	// DeleteUpdates.
+	read map[string]map[uint64]*roundSeqs
 	// cleanup runs the deletions of stopped update consumers (Updates); Close waits for it.
 	cleanup sync.WaitGroup
 }
@@ -103,7 +108,7 @@ func Dial(ctx context.Context, cfg ClientConfig, log *slog.Logger) (*Bus, error)
 		return nil, fmt.Errorf("natsbus: jetstream: %w", err)
 	}
 	return &Bus{nc: nc, js: js, log: log, objs: map[string]jetstream.ObjectStore{}, streams: map[string]jetstream.Stream{},
-		kvs: map[string]jetstream.KeyValue{}, timeout: cfg.Timeout, closed: closed}, nil
+		kvs: map[string]jetstream.KeyValue{}, read: map[string]map[uint64]*roundSeqs{}, timeout: cfg.Timeout, closed: closed}, nil
 }
 
 // Close drains the connection (pending publishes are flushed) and waits until it is
@@ -124,18 +129,19 @@ func (b *Bus) Close() error {
 }
 
 // EnsureFederation creates (or updates) the JetStream assets of fed: the update stream
-// (one subject filter per member, the only subjects updates are stored under), the model
+// (one subject per member, the only subjects updates are stored under, each keeping the
+// member's UpdatesPerMember latest messages), the model
 // object store, the round-state KV bucket and the hub's private bucket. Only the hub's
 // credentials may do this. maxAge bounds how long updates are kept.
 func (b *Bus) EnsureFederation(ctx context.Context, fed string, members []string, maxAge time.Duration) error {
 	subjects := make([]string, 0, len(members))
 	for _, m := range members {
-		subjects = append(subjects, "mw.upd."+fed+".*."+m)
+		subjects = append(subjects, updateSubject(fed, m))
 	}
 	if _, err := b.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name: updateStream(fed), Subjects: subjects,
 		Storage: jetstream.FileStorage, MaxAge: maxAge, Discard: jetstream.DiscardOld,
-		MaxMsgSize: 8 << 20,
+		MaxMsgSize: 8 << 20, MaxMsgsPerSubject: UpdatesPerMember,
 	}); err != nil {
 		return fmt.Errorf("natsbus: update stream of %s: %w", fed, err)
 	}
@@ -150,7 +156,35 @@ func (b *Bus) EnsureFederation(ctx context.Context, fed string, members []string
 	if _, err := b.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: receiptBucket(fed), History: 1, Storage: jetstream.FileStorage}); err != nil {
 		return fmt.Errorf("natsbus: kv %s: %w", receiptBucket(fed), err)
 	}
+	for _, s := range []string{"OBJ_" + modelBucket(fed), "KV_" + roundBucket(fed)} {
+		if err := b.limitConsumers(ctx, s); err != nil {
+			return fmt.Errorf("natsbus: consumer limits of %s: %w", s, err)
+		}
+	}
 	return nil
+}
+
+// ConsumerIdle is the longest a consumer on a stream the factories may read (the model
+// store and the round state) lives without a reader: a factory may create consumers there,
+// durable ones too, and the server drops each once it has been idle this long instead of
+// keeping it for good. It is the client library's own threshold for ordered consumers,
+// which the readers here use; a consumer asking for a longer one is refused.
+const ConsumerIdle = 5 * time.Minute
+
+// limitConsumers sets ConsumerIdle as the inactivity limit of stream's consumers (the
+// object store and KV configurations do not carry it).
+func (b *Bus) limitConsumers(ctx context.Context, stream string) error {
+	st, err := b.js.Stream(ctx, stream)
+	if err != nil {
+		return err
+	}
+	cfg := st.CachedInfo().Config
+	if cfg.ConsumerLimits.InactiveThreshold == ConsumerIdle {
+		return nil
+	}
+	cfg.ConsumerLimits.InactiveThreshold = ConsumerIdle
+	_, err = b.js.UpdateStream(ctx, cfg)
+	return err
 }
 
 // bounded returns ctx limited to the configured request timeout.
@@ -224,76 +258,6 @@ func (b *Bus) kv(ctx context.Context, bucket string) (jetstream.KeyValue, error)
 func (b *Bus) denied(stream string) bool {
 	err := b.nc.LastError()
 	return errors.Is(err, nats.ErrPermissionViolation) && strings.Contains(err.Error(), "."+stream+`"`)
-}
-
-// PublishUpdate implements federation.Transport.
-func (b *Bus) PublishUpdate(ctx context.Context, fed string, round uint64, participant string, data []byte) error {
-	ctx, cancel := b.bounded(ctx)
-	defer cancel()
-	if _, err := b.js.Publish(ctx, updateSubject(fed, round, participant), data); err != nil {
-		return fmt.Errorf("natsbus: publish update %s round %d as %s: %w", fed, round, participant, err)
-	}
-	return nil
-}
-
-// DeleteUpdates implements federation.Transport: it purges the round's subjects from the
-// update stream.
-func (b *Bus) DeleteUpdates(ctx context.Context, fed string, round uint64) error {
-	ctx, cancel := b.bounded(ctx)
-	defer cancel()
-	st, err := b.stream(ctx, updateStream(fed))
-	if err == nil {
-		err = st.Purge(ctx, jetstream.WithPurgeSubject(updateSubject(fed, round, "*")))
-	}
-	if err != nil {
-		return fmt.Errorf("natsbus: delete updates %s round %d: %w", fed, round, err)
-	}
-	return nil
-}
-
-// Updates implements federation.Transport with an ordered consumer from the start of the
-// round's subjects. When ctx ends it stops the consumer and returns once fn is not
-// running, without waiting for the client library to tear the subscription down (a
-// scheduling round trip on the hub's path from the last update to the aggregation): a
-// message the library still delivers after that is dropped, not given to fn. The
-// consumer is then deleted in the background (Close waits for that): the server would
-// otherwise keep it until its inactivity threshold, and a stream has a bounded number of
-// consumers, which fast rounds reached after 1000 rounds (TestUpdatesDeleteTheirConsumer).
-func (b *Bus) Updates(ctx context.Context, fed string, round uint64, fn func(data []byte)) error {
-	cons, err := b.js.OrderedConsumer(ctx, updateStream(fed), jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{updateSubject(fed, round, "*")},
-		DeliverPolicy:  jetstream.DeliverAllPolicy,
-	})
-	if err != nil {
-		return fmt.Errorf("natsbus: consume updates %s round %d: %w", fed, round, err)
-	}
-	var mu sync.Mutex // held while fn runs
-	stopped := false
-	cc, err := cons.Consume(func(m jetstream.Msg) {
-		mu.Lock()
-		defer mu.Unlock()
-		if !stopped {
-			fn(m.Data())
-		}
-	})
-	if err != nil {
-		return fmt.Errorf("natsbus: consume updates %s round %d: %w", fed, round, err)
-	}
-	<-ctx.Done()
-	cc.Stop()
-	mu.Lock()
-	stopped = true
-	mu.Unlock()
-	b.cleanup.Go(func() {
-		dctx, cancel := context.WithTimeout(context.Background(), b.timeout)
-		defer cancel()
-		// An ordered consumer that the library recreated (after a gap) has a new name:
-		// CachedInfo names the current one; an earlier one expires by itself.
-		if err := b.js.DeleteConsumer(dctx, updateStream(fed), cons.CachedInfo().Name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
-			b.log.Debug("update consumer not deleted; the server drops it when inactive", "federation", fed, "round", round, "err", err)
-		}
-	})
-	return nil
 }
 
 // PutModel implements federation.Transport: the object's name is hash, and its digest the

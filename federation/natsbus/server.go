@@ -34,9 +34,6 @@ func hubBucket(fed string) string   { return "mwhub-" + fed }
 func updateStream(fed string) string {
 	return "MWUPD-" + fed
 }
-func updateSubject(fed string, round uint64, participant string) string {
-	return "mw.upd." + fed + "." + strconv.FormatUint(round, 10) + "." + participant
-}
 
 // inboxPrefix is a user's private inbox prefix: a factory may subscribe only below it, so
 // it cannot read replies (model downloads) meant for another factory.
@@ -61,7 +58,7 @@ func FactoryPermissions(name string, feds []string, domain string) *server.Permi
 	}
 	api("INFO")
 	for _, fed := range feds {
-		pub = append(pub, "mw.upd."+fed+".*."+name)
+		pub = append(pub, updateSubject(fed, name))
 		for _, s := range []string{"OBJ_" + modelBucket(fed), "KV_" + roundBucket(fed)} {
 			api("STREAM.INFO." + s)
 			api("STREAM.MSG.GET." + s)
