@@ -33,8 +33,10 @@ fabric-down: ## stop exactly the Fabric processes fabric-up started and remove .
 fabric-status:
 	deploy/fabric/network.sh status
 
-vet:
+vet: ## go vet, here and for the appliances' arm64 and armv7 (32-bit int: constants and counts that overflow it)
 	$(GO) vet ./...
+	GOARCH=arm64 CGO_ENABLED=0 $(GO) vet ./...
+	GOARCH=arm GOARM=7 CGO_ENABLED=0 $(GO) vet ./...
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "not gofmt-formatted:"; echo "$$out"; exit 1; fi

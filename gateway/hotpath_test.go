@@ -31,7 +31,7 @@ func BenchmarkHotPath(b *testing.B) {
 	payloads := make([][]byte, machines)
 	for i := range machines {
 		topics[i] = fmt.Sprintf("plant/line-%d/machine-%d/telemetry", i%4, i)
-		payloads[i] = fmt.Appendf(nil, `{"ts": %d, "temperature": 41.25, "vibration_rms": 1.2034, "current": 12.5, "speed": 1480}`, 1700000000000+i)
+		payloads[i] = fmt.Appendf(nil, `{"ts": %d, "temperature": 41.25, "vibration_rms": 1.2034, "current": 12.5, "speed": 1480}`, int64(1700000000000)+int64(i))
 	}
 	for _, withWAL := range []bool{false, true} {
 		name := "decode_encode"

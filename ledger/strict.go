@@ -156,7 +156,7 @@ func checkValue(c *checker, path string, v any, t reflect.Type) {
 			return
 		}
 		if i, err := strconv.ParseInt(n.String(), 10, 64); err != nil || i > MaxSafeInteger || i < -MaxSafeInteger {
-			c.badf(path, "%s is not an integer in range, expected an integer between -%d and %d", n, MaxSafeInteger, MaxSafeInteger)
+			c.badf(path, "%s is not an integer in range, expected an integer between -%d and %d", n, int64(MaxSafeInteger), int64(MaxSafeInteger))
 		}
 	case reflect.Float64:
 		n, ok := v.(json.Number)

@@ -561,7 +561,7 @@ func drainOnce(b *testing.B, url string, conns, n int) time.Duration {
 		b.Fatal(err)
 	}
 	for i := range n {
-		payload := fmt.Appendf(nil, `{"ts": %d, "temp": 21.5, "rpm": %d, "pressure": 3.25, "motor": {"current": 12.75}}`, 1700000000000+i, i)
+		payload := fmt.Appendf(nil, `{"ts": %d, "temp": 21.5, "rpm": %d, "pressure": 3.25, "motor": {"current": 12.75}}`, int64(1700000000000)+int64(i), i)
 		if err := pub.Publish(ctx, fmt.Sprintf("%s/line-1/m%d/telemetry", prefix, i%300), payload, nil); err != nil {
 			b.Fatal(err)
 		}
