@@ -90,6 +90,7 @@ type Participant struct {
 	trainer Trainer
 	log     *slog.Logger
 	fb      compress.Feedback
+	owed    uint64 // the round of the last update fb encoded, until the next tells whether the hub used it (0: none)
 	rnd     *rand.Rand
 	noise   *dp.Noise
 	m       participantMetrics
@@ -215,21 +216,40 @@ func (p *Participant) Answer(ctx context.Context, st RoundState) error {
 		return err
 	}
 	p.delta = delta
-	codec, err := compress.Negotiate(st.Codecs, p.cfg.Codecs)
+	u := Update{Federation: p.cfg.Federation, Round: st.Round, BaseRound: st.Round, Participant: p.cfg.Name,
+		Samples: uint64(res.Samples), Metrics: res.Metrics}
+	// A slow gateway whose round has moved on sends to the current round, if its model is
+	// fresh enough for the hub's staleness limit, with a codec that round offers (the hub
+	// refuses the others; a hub restarted with new codecs offers them from its next round).
+	offer := st.Codecs
+	if cur, err := p.current(ctx); err == nil && cur.Round > st.Round && cur.Phase == PhaseOpen && cur.SecAgg == nil &&
+		cur.Round-st.Round <= cur.MaxStaleness && slices.Contains(cur.Targets, p.cfg.Name) {
+		u.Round, offer = cur.Round, cur.Codecs
+	}
+	codec, err := compress.Negotiate(offer, p.cfg.Codecs)
 	if err != nil {
 		p.m.failed.WithLabelValues("codec").Inc()
 		return err
 	}
-	u := Update{Federation: p.cfg.Federation, Round: st.Round, BaseRound: st.Round, Participant: p.cfg.Name,
-		Samples: uint64(res.Samples), Metrics: res.Metrics}
-	// A slow gateway whose round has moved on sends to the current round, if its model is
-	// fresh enough for the hub's staleness limit.
-	if cur, err := p.current(ctx); err == nil && cur.Round > st.Round && cur.Phase == PhaseOpen && cur.SecAgg == nil &&
-		cur.Round-st.Round <= cur.MaxStaleness && slices.Contains(cur.Targets, p.cfg.Name) {
-		u.Round = cur.Round
+	// Error feedback kept what the last update left out on the ground that the hub applied
+	// the rest. If it did not (the global model is older than that update's round, which
+	// closed without a model, or is its model and does not list this gateway), the update
+	// is forgotten, as if the gateway had sat the round out: its delta is trained again
+	// from this model. A newer model says nothing about it: the residual is kept.
+	if p.owed != 0 {
+		if h := p.global.Header; h.Round < p.owed || h.Round == p.owed && !slices.Contains(h.Participants, p.cfg.Name) {
+			p.fb.Undo()
+		}
+		p.owed = 0
 	}
 	// The delta is encoded, with error feedback, straight into the signed message.
-	err = p.send(ctx, &u, compress.Bound(codec, len(delta)), func(b []byte) ([]byte, error) { return p.fb.Append(b, codec, delta, p.rnd) })
+	err = p.send(ctx, &u, compress.Bound(codec, len(delta)), func(b []byte) ([]byte, error) {
+		b, err := p.fb.Append(b, codec, delta, p.rnd)
+		if err == nil {
+			p.owed = u.Round // sent or not, the next round's model says whether it was used
+		}
+		return b, err
+	})
 	if err != nil {
 		return err
 	}

@@ -238,7 +238,10 @@ func appendInt8Chunk(b []byte, v []float32, seed uint64, res []float32) ([]byte,
 		q := int8(max(-127, min(127, int64(float64(v[i])*inv+u+128)-128)))
 		out[i] = byte(q)
 		if res != nil {
-			res[i] = v[i] - float32(q)*scale
+			// The product is rounded to float32 first, as Decode rounds it: without the
+			// conversion the compiler may fuse v − q·s into one instruction (FMSUB on
+			// arm64), and the residual would not be what decoding lost.
+			res[i] = v[i] - float32(float32(q)*scale)
 		}
 	}
 	for i := 0; i < len(v); i += 2 {
@@ -316,10 +319,13 @@ func DecodeTo(dst []float32, b []byte, maxParams int) ([]float32, string, error)
 	if kind == "" {
 		return fail("unknown codec %d", b[4])
 	}
-	n := int(binary.LittleEndian.Uint32(b[5:]))
-	if n > maxParams {
-		return fail("%d parameters, more than the %d allowed", n, maxParams)
+	// The counts are compared before they become ints: on 32-bit platforms int(2³¹) is
+	// negative and would pass every check after.
+	count := binary.LittleEndian.Uint32(b[5:])
+	if int64(count) > int64(maxParams) {
+		return fail("%d parameters, more than the %d allowed", count, maxParams)
 	}
+	n := int(count)
 	rest := b[headerLen:]
 	switch kind {
 	case None:
@@ -368,10 +374,11 @@ func DecodeTo(dst []float32, b []byte, maxParams int) ([]float32, string, error)
 		if len(rest) < 4 {
 			return fail("topk without a count")
 		}
-		k := int(binary.LittleEndian.Uint32(rest))
-		if k > n {
-			return fail("%d entries for %d parameters", k, n)
+		entries := binary.LittleEndian.Uint32(rest)
+		if int64(entries) > int64(n) {
+			return fail("%d entries for %d parameters", entries, n)
 		}
+		k := int(entries)
 		rest = rest[4:]
 		if len(rest) < 5*k { // at least one varint byte and four value bytes each
 			return fail("%d bytes for %d entries", len(rest), k)
@@ -418,6 +425,11 @@ type Feedback struct {
 	// zero says the residual is all zeros (nothing owed yet, or the last codec was
 	// lossless): v is then encoded as it is, without the pass that adds the residual.
 	zero bool
+	// before is the residual before the last Append (unless beforeZero: all zeros), for
+	// Undo; undo says there is one to restore.
+	before     []float32
+	beforeZero bool
+	undo       bool
 }
 
 // Encode adds the residual to v (without changing v), encodes the sum with c and keeps
@@ -432,15 +444,21 @@ func (f *Feedback) Append(dst []byte, c Codec, v []float32, r *rand.Rand) ([]byt
 	if len(f.residual) != len(v) {
 		f.residual, f.zero = make([]float32, len(v)), true
 	}
+	f.beforeZero, f.undo = f.zero, false
+	if !f.zero {
+		f.before = append(f.before[:0], f.residual...)
+	}
 	if f.zero {
 		if c.Kind == None { // lossless: the residual stays zero
-			return encode(dst, c, v, r, nil)
+			b, err := encode(dst, c, v, r, nil)
+			f.undo = err == nil
+			return b, err
 		}
 		if models.NonFinite32(v) >= 0 { // refused before encode writes a residual
 			return dst, notFinite(v)
 		}
 		b, err := encode(dst, c, v, r, f.residual)
-		f.zero = false
+		f.zero, f.undo = false, err == nil
 		return b, err
 	}
 	if len(f.corrected) != len(v) {
@@ -458,8 +476,24 @@ func (f *Feedback) Append(dst []byte, c Codec, v []float32, r *rand.Rand) ([]byt
 	if err != nil {
 		return dst, err
 	}
-	f.zero = c.Kind == None
+	f.zero, f.undo = c.Kind == None, true
 	return b, nil
+}
+
+// Undo forgets the last Append's update, whose sender learned that it was not used (its
+// round closed without a model, or the model left it out): the residual is again what
+// it was before, as if that update had not been made. Only the last Append can be
+// undone, once.
+func (f *Feedback) Undo() {
+	if !f.undo {
+		return
+	}
+	f.undo = false
+	if f.zero = f.beforeZero; f.zero {
+		clear(f.residual)
+	} else {
+		copy(f.residual, f.before)
+	}
 }
 
 // Residual returns a copy of what has not been sent yet.

@@ -1,6 +1,7 @@
 package compress
 
 import (
+	"encoding/binary"
 	"errors"
 	"math"
 	"math/rand/v2"
@@ -411,5 +412,66 @@ func BenchmarkFeedbackEncode(b *testing.B) {
 			}
 			b.ReportMetric(float64(len(v))*float64(b.N)/b.Elapsed().Seconds(), "params/s")
 		})
+	}
+}
+
+// TestDecodeRefusesCountsPastInt: a parameter or entry count of 2³¹ or more is refused
+// as too many, never taken as a negative int (on 386 and arm, int is 32 bits: a 13-byte
+// topk payload with both counts 0xffffffff got past every check and made the decoder
+// panic allocating a slice of length -1, taking the hub down with it).
+func TestDecodeRefusesCountsPastInt(t *testing.T) {
+	head := func(kind string, n uint32) []byte {
+		b := append(magic[:0:0], magic[:]...)
+		b = append(b, kindByte[kind])
+		return binary.LittleEndian.AppendUint32(b, n)
+	}
+	for _, n := range []uint32{1 << 31, 0xfffffffe, 0xffffffff} {
+		for name, b := range map[string][]byte{
+			"none":          head(None, n),
+			"int8":          binary.LittleEndian.AppendUint32(head(Int8, n), 1<<31),
+			"topk":          binary.LittleEndian.AppendUint32(head(TopK, n), n),
+			"topk count":    binary.LittleEndian.AppendUint32(head(TopK, 3), n),
+			"topk k=n":      append(binary.LittleEndian.AppendUint32(head(TopK, n), 0xffffffff), 0, 0, 0, 0, 0),
+			"int8 chunk":    binary.LittleEndian.AppendUint32(head(Int8, 3), n),
+			"none too many": append(head(None, n), make([]byte, 16)...),
+		} {
+			if out, _, err := Decode(b, 1000); !errors.Is(err, ErrMalformed) || out != nil {
+				t.Errorf("%s with count %#x: %d values, %v; want ErrMalformed", name, n, len(out), err)
+			}
+		}
+	}
+}
+
+// TestFeedbackUndo: Undo puts the residual back as it was before the last Append, once,
+// whatever the codecs of the updates before and of the one undone; after an Append that
+// failed (and left the residual alone) there is nothing to undo.
+func TestFeedbackUndo(t *testing.T) {
+	for _, cs := range [][]Codec{{codec(TopK, 5)}, {codec(Int8, 0)}, {codec(None, 0), codec(TopK, 5)}, {codec(TopK, 5), codec(None, 0)}} {
+		var f Feedback
+		r := rand.New(rand.NewPCG(3, 3))
+		var before []float32
+		for round := range 3 {
+			before = f.Residual()
+			if _, err := f.Encode(cs[round%len(cs)], vec(uint64(round), 50), r); err != nil {
+				t.Fatal(err)
+			}
+		}
+		f.Undo()
+		if got := f.Residual(); !slices.Equal(got, before) {
+			t.Errorf("%v: after Undo the residual is %v, want %v", cs, got, before)
+		}
+		f.Undo() // once only
+		if got := f.Residual(); !slices.Equal(got, before) {
+			t.Errorf("%v: a second Undo changed the residual to %v", cs, got)
+		}
+		bad := vec(9, 50)
+		bad[3] = float32(math.NaN())
+		if _, err := f.Encode(codec(Int8, 0), bad, r); err == nil {
+			t.Fatal("NaN encoded")
+		}
+		f.Undo() // nothing to undo
+		if got := f.Residual(); !slices.Equal(got, before) {
+			t.Errorf("%v: Undo after a failed Append changed the residual to %v", cs, got)
+		}
 	}
 }
