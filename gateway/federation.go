@@ -8,7 +8,9 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"path/filepath"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -119,7 +121,14 @@ func (c FederationConfig) validate(m ModelsConfig, sinks []SinkConfig) error {
 	var p config.Problems
 	nc := c.NATS
 	if l := c.Leaf; l != nil {
-		nc.URL = "nats://leaf" // the leaf node's address
+		// The gateway connects to its own leaf node, over local plain TCP.
+		if c.NATS.URL != "" {
+			p.Addf("nats.url", "%q is not used with leaf: the gateway connects to its own leaf node (leaf.listen); expected no nats.url, or no leaf block to connect directly", c.NATS.URL)
+		}
+		if c.NATS.TLS.Active() {
+			p.Addf("nats.tls", "is not used with leaf: the link to the gateway's own leaf node is local plain TCP; expected the hub's TLS settings under leaf.tls")
+		}
+		nc.URL, nc.TLS = "nats://leaf", config.TLS{} // the leaf node's address
 		l.validate(&p)
 	}
 	p.Nest("nats", nc.Validate())
@@ -160,9 +169,18 @@ func (c FederationConfig) validate(m ModelsConfig, sinks []SinkConfig) error {
 		if len(f.Machines) == 0 {
 			p.Addf(config.Join(path, "machines"), "is empty; expected the machines whose data trains the model")
 		}
+		machines := map[string]int{}
 		for j, mc := range f.Machines {
-			if !namePattern.MatchString(mc) {
-				p.Addf(config.Index(config.Join(path, "machines"), j), "%q is not a machine id", mc)
+			mp := config.Index(config.Join(path, "machines"), j)
+			switch first, dup := machines[mc]; {
+			case !namePattern.MatchString(mc):
+				p.Addf(mp, "%q is not a machine id; expected letters, digits, '_', '.', '-', at most 63", mc)
+			case dup:
+				// It would be trained twice a round and its windows counted twice: the
+				// gateway's weight in the hub's average doubled.
+				p.Addf(mp, "%q is already machines[%d]; expected each machine once", mc, first)
+			default:
+				machines[mc] = j
 			}
 		}
 		a := f.Architecture
@@ -191,6 +209,11 @@ type federationRuntime struct {
 	querier  *influxdb.Querier // the trainer's, when the federation has its own (models off)
 	recorder func() ledger.Recorder
 	status   []*fedStatus // one per federation, in the configuration's order
+	// dir keeps, per federation, the round of the last update sent (<name>.sent).
+	dir string
+	// closing is set when run closes its connection: the client reports that as a lost
+	// link, which it is not.
+	closing atomic.Bool
 	// leaf is the site's leaf node once it has linked to the hub (nil without one).
 	leaf interface{ LeafConnected() int }
 }
@@ -241,11 +264,15 @@ func newFederation(c Config, key ed25519.PrivateKey, mods *modelsRuntime, log *s
 			fc.NATS.Domain = "hub" // the hub's JetStream is reached by its domain through the leaf
 		}
 	}
-	fr := &federationRuntime{cfg: fc, client: fc.NATS, log: log, reg: reg, key: key, trainer: tr, querier: q, recorder: recorder}
+	fr := &federationRuntime{cfg: fc, client: fc.NATS, log: log, reg: reg, key: key, trainer: tr, querier: q, recorder: recorder,
+		dir: filepath.Join(c.Gateway.StateDir, "federation")}
 	for _, f := range fc.Federations {
 		fr.status = append(fr.status, newFedStatus(f.Name, fc.NATS.User, fc.HubKey.PublicKey, m))
 	}
 	fr.client.OnLink = func(up bool) {
+		if fr.closing.Load() {
+			return
+		}
 		if !up {
 			fr.log.Warn("connection to the federation hub lost, reconnecting", "url", fr.client.URL)
 		}
@@ -299,13 +326,20 @@ func (fr *federationRuntime) run(ctx context.Context) error {
 	if err != nil || bus == nil {
 		return err
 	}
-	defer func() { _ = bus.Close() }()
+	defer func() {
+		fr.closing.Store(true)
+		_ = bus.Close()
+	}()
 	grp, gctx := errgroup.WithContext(ctx)
 	if fr.leaf != nil {
 		grp.Go(func() error { fr.watchLeaf(gctx, leafPoll); return nil })
 	}
 	for i, jc := range fr.cfg.Federations {
 		st := fr.status[i]
+		if err := st.restore(filepath.Join(fr.dir, jc.Name+".sent")); err != nil {
+			fr.log.Warn("the round of the last update sent is not known; a round answered before the restart may be answered again",
+				"federation", jc.Name, "err", err)
+		}
 		tr := observedTransport{Transport: bus, st: st}
 		p, err := federation.NewParticipant(federation.ParticipantConfig{Federation: jc.Name, Name: fr.client.User, HubKey: fr.cfg.HubKey.PublicKey, Peers: fr.cfg.peerKeys()},
 			tr, fr.key, &fedTrainer{cfg: jc, tr: fr.trainer, st: st, log: fr.log.With("federation", jc.Name)},

@@ -3,8 +3,12 @@ package gateway
 import (
 	"context"
 	"crypto/ed25519"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"time"
@@ -13,6 +17,8 @@ import (
 
 	"github.com/millwright-io/millwright/federation"
 	"github.com/millwright-io/millwright/gateway/api"
+	"github.com/millwright-io/millwright/internal/atomicfile"
+	"github.com/millwright-io/millwright/internal/backoff"
 )
 
 // FederationStatus is the gateway's view of one federation it joined, as GET
@@ -85,8 +91,8 @@ const (
 	OutcomePending   = "pending"   // the round has not closed yet
 	OutcomeUsed      = "used"      // the round's global model lists the gateway
 	OutcomeExcluded  = "excluded"  // the round's global model does not list it: the hub refused it or it came too late
-	OutcomeAbandoned = "abandoned" // the round closed without a model (quorum not met or aggregation failed)
-	OutcomeUnknown   = "unknown"   // later rounds closed before the gateway saw this one's result
+	OutcomeAbandoned = "abandoned" // the round closed without a model (quorum not met, aggregation failed, or the privacy budget ran out)
+	OutcomeUnknown   = "unknown"   // later rounds closed before the gateway saw this one's result, or a final evaluation's receipt did not come
 )
 
 // UpdateSent is an update the gateway sent (with secure aggregation, the messages of one
@@ -210,6 +216,12 @@ type fedStatus struct {
 	leafDown  bool   // the site's leaf node lost its link to the hub
 	modelHash string // the last model fetched and verified, served again from memory
 	model     []byte
+
+	// sentPath keeps the round of the last update sent ("": not kept); answered is the
+	// round it held when the gateway started, a round not to answer again, and written
+	// the round it holds now.
+	sentPath          string
+	answered, written uint64
 }
 
 func newFedStatus(name, member string, hubKey ed25519.PublicKey, m *fedMetrics) *fedStatus {
@@ -290,12 +302,15 @@ func (f *fedStatus) fail(stage string, err error) {
 }
 
 // roundState records a round state and, when it closes the round of the pending update,
-// settles the update (abandoned) or asks the checker to look at the new global model.
-func (f *fedStatus) roundState(b []byte) {
+// settles the update (abandoned) or asks the checker to look at the new global model. It
+// reports whether the participant is to see the state: not when the gateway sent its
+// update for that round before it was restarted (a second one would be trained again and
+// refused by the hub as a duplicate).
+func (f *fedStatus) roundState(b []byte) bool {
 	st, err := federation.DecodeRoundState(b)
 	if err != nil {
 		f.fail("round_state", err)
-		return
+		return true // the participant refuses it too
 	}
 	f.m.round.WithLabelValues(f.name).Set(float64(st.Round))
 	f.mu.Lock()
@@ -304,6 +319,57 @@ func (f *fedStatus) roundState(b []byte) {
 		Targets: len(st.Targets), Quorum: st.Quorum, GlobalRound: st.GlobalRound, Global: st.Global,
 		Deadline: st.Deadline, SeenAt: time.Now().UTC()}
 	f.closed()
+	// Only that round: the hub's rounds never go back, unless the federation was made
+	// anew, whose rounds are answered.
+	return f.answered == 0 || st.Round != f.answered
+}
+
+// sentRound is what sentPath holds.
+type sentRound struct {
+	Round uint64 `json:"round"`
+}
+
+// restore reads from path the round of the last update the gateway sent before it
+// started, not to be answered again, and keeps the round of every update sent there. A
+// missing file is a gateway that has sent nothing yet.
+func (f *fedStatus) restore(path string) error {
+	var r sentRound
+	err := os.MkdirAll(filepath.Dir(path), 0o750)
+	if err == nil {
+		var b []byte
+		if b, err = os.ReadFile(path); err == nil {
+			if err = json.Unmarshal(b, &r); err != nil {
+				err = fmt.Errorf("%s: %w", path, err)
+			}
+		} else if errors.Is(err, fs.ErrNotExist) {
+			err = nil
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.sentPath, f.answered, f.written = path, r.Round, r.Round
+	return err
+}
+
+// remember keeps the round of the last update sent in sentPath, once per round; it is
+// called from the participant's goroutine only.
+func (f *fedStatus) remember() {
+	f.mu.Lock()
+	path, u := f.sentPath, f.s.LastUpdate
+	if path == "" || u == nil || u.Round == f.written {
+		f.mu.Unlock()
+		return
+	}
+	round := u.Round
+	f.mu.Unlock()
+	b, _ := json.Marshal(sentRound{Round: round})
+	if err := atomicfile.WriteFile(path, b, 0o640, true); err != nil {
+		f.fail("publish", fmt.Errorf("keep the round of the update sent: %w", err))
+		return
+	}
+	f.mu.Lock()
+	f.written = round
+	f.mu.Unlock()
 }
 
 // closed settles the pending update when the last round state seen closed its round
@@ -313,6 +379,12 @@ func (f *fedStatus) roundState(b []byte) {
 func (f *fedStatus) closed() {
 	u, r := f.s.LastUpdate, f.s.Round
 	if u == nil || r == nil || u.Outcome != OutcomePending {
+		return
+	}
+	if r.Round == u.Round && r.Phase == federation.PhaseBudgetExhausted {
+		// The hub's privacy budget could not pay for the round: it ended without a model,
+		// and the federation with it.
+		f.settle(OutcomeAbandoned)
 		return
 	}
 	if r.Round == u.Round && r.Phase == federation.PhaseFinished {
@@ -432,13 +504,15 @@ func (f *fedStatus) fetched(hash string, b []byte) {
 	}
 }
 
-// trained records a round's local training.
+// trained records a round's local training; a failed one (no machine trained) is not a
+// round joined.
 func (f *fedStatus) trained(t RoundTraining, err error) {
-	f.m.joined.WithLabelValues(f.name).Inc()
 	f.m.training.WithLabelValues(f.name).Observe(t.Seconds)
 	if err != nil {
 		t.Error = err.Error()
 		f.fail("train", err)
+	} else {
+		f.m.joined.WithLabelValues(f.name).Inc()
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -448,20 +522,48 @@ func (f *fedStatus) trained(t RoundTraining, err error) {
 // runChecker fetches the global models that closed the rounds of the gateway's updates
 // (through tr, so the model is verified and kept for the participant's next round) until
 // ctx ends: it settles whether the update was used even when the gateway is not asked
-// to train in the next round.
+// to train in the next round. A download that fails is tried again with backoff while
+// the update is pending and no newer model is asked for: in a federation's last round
+// nothing else fetches that model.
 func (f *fedStatus) runChecker(ctx context.Context, tr federation.Transport) {
+	bo := backoff.Backoff{Initial: time.Second, Max: time.Minute}
+	var (
+		hash  string           // the model to try again
+		again <-chan time.Time // when; nil: nothing to try again
+	)
+	fetch := func(h string) {
+		again = nil
+		if _, err := tr.GetModel(ctx, f.name, h); err != nil && ctx.Err() == nil {
+			f.fail("model", err)
+			if f.awaits(h) {
+				hash, again = h, time.After(bo.Next())
+			}
+		}
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case hash := <-f.check:
-			if _, err := tr.GetModel(ctx, f.name, hash); err != nil && ctx.Err() == nil {
-				f.fail("model", err)
+		case h := <-f.check:
+			bo.Reset()
+			fetch(h)
+		case <-again:
+			if f.awaits(hash) {
+				fetch(hash)
 			}
 		case round := <-f.receipts:
 			f.readReceipt(ctx, tr, round)
 		}
 	}
+}
+
+// awaits reports whether the pending update still waits for the model stored under hash:
+// the last round state closed the update's round with it.
+func (f *fedStatus) awaits(hash string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	u, r := f.s.LastUpdate, f.s.Round
+	return u != nil && u.Outcome == OutcomePending && r != nil && r.GlobalRound == u.Round && r.Global == hash
 }
 
 // Reading a round's receipt: the hub writes it just after the round state that closes
@@ -473,7 +575,9 @@ const (
 
 // readReceipt reads the hub's receipt of round and adds what it says to the last
 // rejection, if that is still round's. A hub that writes no receipts (an older one) or a
-// receipt that does not come leaves the rejection as it is.
+// receipt that does not come leaves the rejection as it is; an update of round still
+// pending (a final evaluation's, which only the receipt settles) is then unknown: its
+// round has closed.
 func (f *fedStatus) readReceipt(ctx context.Context, tr federation.Transport, round uint64) {
 	for range receiptTries {
 		b, err := tr.GetReceipt(ctx, f.name, f.member)
@@ -481,9 +585,11 @@ func (f *fedStatus) readReceipt(ctx context.Context, tr federation.Transport, ro
 			r, err := federation.DecodeReceipt(b)
 			if err != nil {
 				f.fail("receipt", err)
+				f.noReceipt(round)
 				return
 			}
 			if r.Round > round || r.Participant != f.member || r.Federation != f.name {
+				f.noReceipt(round)
 				return
 			}
 			if r.Round == round {
@@ -498,16 +604,27 @@ func (f *fedStatus) readReceipt(ctx context.Context, tr federation.Transport, ro
 				return
 			}
 		} else if !errors.Is(err, federation.ErrNotFound) {
-			if ctx.Err() == nil {
-				f.fail("receipt", err)
+			if ctx.Err() != nil {
+				return
 			}
-			return
+			f.fail("receipt", err) // and try again: a final evaluation's outcome depends on it
 		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-time.After(receiptWait):
 		}
+	}
+	f.noReceipt(round)
+}
+
+// noReceipt settles the update of round as unknown if it is still pending: its round
+// closed and the hub's receipt, the only word on it, did not come.
+func (f *fedStatus) noReceipt(round uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if u := f.s.LastUpdate; u != nil && u.Round == round && u.Outcome == OutcomePending {
+		f.settle(OutcomeUnknown)
 	}
 }
 
@@ -520,7 +637,11 @@ type observedTransport struct {
 // WatchRound implements federation.Transport.
 func (o observedTransport) WatchRound(ctx context.Context, fed string, fn func([]byte)) error {
 	o.st.setHub(hubConnected)
-	err := o.Transport.WatchRound(ctx, fed, func(b []byte) { o.st.roundState(b); fn(b) })
+	err := o.Transport.WatchRound(ctx, fed, func(b []byte) {
+		if o.st.roundState(b) {
+			fn(b)
+		}
+	})
 	switch {
 	case ctx.Err() != nil:
 		o.st.setHub(hubStopped)
@@ -557,6 +678,7 @@ func (o observedTransport) PublishUpdate(ctx context.Context, fed string, round 
 		return err
 	}
 	o.st.sent(data)
+	o.st.remember()
 	return nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -129,6 +130,11 @@ type modelsRuntime struct {
 	scores  *influxdb.Sink
 	pub     *mqtt.Publisher
 	alarms  *alarmlog.Log
+
+	// machines are the machines whose promoted models the scorer runs from the start: the
+	// trained ones and the federations' (a federation trains its machines through this
+	// trainer, which judges each new model against the one the scorer runs).
+	machines []string
 }
 
 // newModels opens the artifact store and builds the trainer and the scorer (no network
@@ -143,7 +149,14 @@ func newModels(c Config, log *slog.Logger, reg prometheus.Registerer, recorder f
 	if err != nil {
 		return nil, err
 	}
-	rt := &modelsRuntime{cfg: mc, log: log}
+	rt := &modelsRuntime{cfg: mc, log: log, machines: slices.Clone(mc.Train.Machines)}
+	if c.Federation.Enabled {
+		for _, f := range c.Federation.Federations {
+			rt.machines = append(rt.machines, f.Machines...)
+		}
+		slices.Sort(rt.machines)
+		rt.machines = slices.Compact(rt.machines)
+	}
 	if rt.store, rt.querier, err = openHistory(c); err != nil {
 		return nil, err
 	}
@@ -196,7 +209,7 @@ func (rt *modelsRuntime) tap() func(telemetry.Batch) {
 // trainer under grp. A failed connection is logged: scoring goes on and the failed
 // writes or publishes are counted.
 func (rt *modelsRuntime) start(ctx context.Context, grp *errgroup.Group) {
-	rt.scorer.Load(rt.store, rt.cfg.Train.Machines)
+	rt.scorer.Load(rt.store, rt.machines)
 	if rt.scores != nil {
 		grp.Go(func() error { rt.connect(ctx, "influxdb", rt.scores.Connect); return nil })
 	}
@@ -207,7 +220,7 @@ func (rt *modelsRuntime) start(ctx context.Context, grp *errgroup.Group) {
 	// scorer publishes while stopping is still in the period's file and its digest.
 	runThen(ctx, grp, rt.scorer.Run, rt.alarms.Run)
 	grp.Go(func() error { return rt.trainer.Run(ctx) })
-	rt.log.Info("models running", "machines", len(rt.cfg.Train.Machines), "dir", filepath.Clean(rt.cfg.Dir))
+	rt.log.Info("models running", "machines", len(rt.machines), "dir", filepath.Clean(rt.cfg.Dir))
 }
 
 // runThen runs first and then under grp, both until ctx ends, but then's context ends only
