@@ -376,6 +376,14 @@ func (f *fedRun) open(round uint64, global string, globalRound uint64) RoundStat
 		}
 		st.Phase = PhaseEvaluate
 	}
+	if f.budget != nil {
+		if _, err := f.budget.Preview(); err != nil {
+			// The round cannot be paid for: round ends the federation on this state at
+			// once, and no gateway is to train for it in between.
+			st.Targets = nil
+			return st
+		}
+	}
 	if f.cfg.SecAgg.Enabled {
 		sa, err := f.secaggState(st, st.Targets)
 		if err != nil {
