@@ -193,8 +193,43 @@ func (c FederationConfig) validate(m ModelsConfig, sinks []SinkConfig) error {
 		if a.Params <= 0 || a.Params > federation.MaxParams {
 			p.Addf(config.Join(path, "architecture.params"), "%d is out of range; expected 1..%d", a.Params, federation.MaxParams)
 		}
+		if a.Kind == autoencoder.Kind && a.Inputs > 0 {
+			checkLayout(&p, config.Join(path, "architecture"), a)
+		}
 	}
 	return p.Err()
+}
+
+// checkLayout reports where architecture a differs from the network the gateway builds
+// from its inputs, layers and activation: every round's global model would otherwise be
+// refused, each time with both layouts in the error.
+func checkLayout(p *config.Problems, path string, a models.Architecture) {
+	ac := autoencoder.Config{Inputs: a.Inputs, Layers: a.Layers, Activation: a.Activation}
+	ac.SetDefaults()
+	if err := ac.Validate(); err != nil {
+		p.Nest(path, err)
+		return
+	}
+	d, err := autoencoder.New(ac)
+	if err != nil {
+		p.Addf(path, "%v", err)
+		return
+	}
+	built := d.Architecture()
+	if a.Version != built.Version {
+		p.Addf(config.Join(path, "version"), "%d is not the autoencoder's layout; expected %d", a.Version, built.Version)
+	}
+	if !slices.Equal(a.Layers, built.Layers) {
+		p.Addf(config.Join(path, "layers"), "%v; expected the hidden widths as the hub's architecture lists them (the default for %d inputs is %v)", a.Layers, a.Inputs, built.Layers)
+	} else if a.Params != built.Params {
+		p.Addf(config.Join(path, "params"), "%d does not match inputs %d and layers %v; expected %d", a.Params, a.Inputs, a.Layers, built.Params)
+	}
+	if a.Activation != built.Activation {
+		p.Addf(config.Join(path, "activation"), "%q; expected the hub's, e.g. %q", a.Activation, built.Activation)
+	}
+	if a.Channels != 0 || a.Kernel != 0 {
+		p.Addf(path, "channels %d and kernel %d describe a convolutional layout; expected 0 for %q", a.Channels, a.Kernel, a.Kind)
+	}
 }
 
 // federationRuntime is the gateway's running membership: one participant per federation

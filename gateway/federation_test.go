@@ -83,6 +83,18 @@ federation:
 				"federation.federations[0].name", "federation.federations[0].machines", "federation.federations[0].architecture.kind",
 				"federation.federations[0].architecture.inputs", "federation.federations[0].architecture.params",
 				"federation.federations[1].machines[0]", "federation.federations[2].name"}},
+		{"a layout the gateway does not build", `
+federation:
+  enabled: true
+  nats: {url: "nats://hub:4222", user: factory-a, password: pw}
+  hub_key: ` + key + `
+  federations:
+    - {name: a, machines: [m], architecture: {kind: autoencoder, version: 1, inputs: 8, layers: [6, 3, 6], activation: tanh, params: 154}}
+    - {name: b, machines: [m], architecture: {kind: autoencoder, version: 2, inputs: 8, layers: [], params: 155}}
+    - {name: c, machines: [m], architecture: {kind: autoencoder, version: 1, inputs: 8, layers: [6, 0], activation: relu6, params: 155}}`,
+			[]string{"federation.federations[0].architecture.params",
+				"federation.federations[1].architecture.version", "federation.federations[1].architecture.layers", "federation.federations[1].architecture.activation",
+				"federation.federations[2].architecture.layers[1]", "federation.federations[2].architecture.activation"}},
 		{"through a leaf node", `
 federation:
   enabled: true
