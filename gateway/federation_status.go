@@ -482,11 +482,8 @@ func (f *fedStatus) cached(hash string) []byte {
 // settles the pending update it answers. A model that does not verify is not recorded
 // (the participant refuses and counts it too).
 func (f *fedStatus) fetched(hash string, b []byte) {
-	if federation.HashHex(b) != hash {
-		return
-	}
-	g, err := federation.DecodeModel(b, f.hubKey)
-	if err != nil || g.Header.Federation != f.name {
+	g, err := federation.DecodeModel(b, f.hubKey) // hashes b once, for the signature and Hash
+	if err != nil || g.Hash() != hash || g.Header.Federation != f.name {
 		return
 	}
 	f.m.globalRound.WithLabelValues(f.name).Set(float64(g.Header.Round))
