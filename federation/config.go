@@ -3,6 +3,7 @@ package federation
 import (
 	"crypto/ed25519"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -136,6 +137,18 @@ func (c FederationConfig) participants() int {
 	return len(c.Members)
 }
 
+// RoundSpan is the longest a round lasts while the hub runs: a deadline of round_timeout
+// per phase, of which a round with secure aggregation has five, any other round one. A hub
+// restarted in a round reads its updates again from the update stream, which must still
+// hold them.
+func (c FederationConfig) RoundSpan() (span time.Duration, phases int) {
+	phases = 1
+	if c.SecAgg.Enabled {
+		phases = len(secaggPhases)
+	}
+	return time.Duration(phases) * c.RoundTimeout, phases
+}
+
 func (c FederationConfig) quorum() int {
 	if c.Quorum > 0 {
 		return c.Quorum
@@ -182,6 +195,10 @@ func (c FederationConfig) Validate() error {
 		p.Addf("quorum", "%d is out of range; expected 0..%d (the participants per round)", c.Quorum, c.participants())
 	} else if q := c.quorum(); q < c.Strategy.MinUpdates() {
 		p.Addf("quorum", "%d is below the %d updates strategy %s needs", q, c.Strategy.MinUpdates(), c.Strategy.Name)
+	} else if n := c.participants(); c.Quorum == 0 && q > n && c.Participants <= len(c.Members) {
+		// The default quorum is what the strategy needs: no round could close.
+		p.Addf("strategy.name", "%q needs %d updates per round (2·byzantine + 3, byzantine %d), more than the %d participants per round, so every round would be abandoned; expected at least %d participants, a lower strategy.byzantine, or another strategy",
+			c.Strategy.Name, q, c.Strategy.Byzantine, n, q)
 	}
 	if c.RoundTimeout <= 0 {
 		p.Addf("round_timeout", "%v must be positive", c.RoundTimeout)
@@ -192,6 +209,16 @@ func (c FederationConfig) Validate() error {
 	p.Nest("strategy", c.Strategy.Validate())
 	p.Nest("dp", c.DP.Validate())
 	p.Nest("secagg", c.SecAgg.Validate())
+	if c.SecAgg.Enabled && c.SecAgg.Validate() == nil && c.Participants >= 0 && c.Participants <= len(c.Members) {
+		// Every round has the configured participants: if they do not fit, the hub abandons
+		// every round (reason params).
+		if _, err := c.SecAgg.Params(0, c.participants(), 1); err != nil {
+			if inner := errors.Unwrap(err); inner != nil {
+				err = inner
+			}
+			p.Addf("secagg.enabled", "true, but no round can run with %d participants per round: %v", c.participants(), err)
+		}
+	}
 	if c.DP.Enabled {
 		if c.DP.Noise == dp.NoiseDistributed && !c.SecAgg.Enabled {
 			p.Addf("dp.noise", "%q needs secagg.enabled (without it the hub sees each noised update); expected %q", c.DP.Noise, dp.NoiseCentral)

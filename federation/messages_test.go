@@ -329,3 +329,42 @@ func wantProblems(t *testing.T, err error, problems []string) {
 		}
 	}
 }
+
+// TestConfigRefusesRoundsThatCannotRun: a configuration with which every round would be
+// abandoned is refused, naming the setting: a default quorum (what krum or multi_krum
+// needs, 2·byzantine + 3) above the participants per round, and secure aggregation with
+// participants it cannot run with (fewer than 2, or as many as the 32-bit sum overflows
+// for range and frac_bits). Before, both were accepted and the hub abandoned round after
+// round (reason quorum, or params).
+func TestConfigRefusesRoundsThatCannotRun(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		edit    func(*federation.FederationConfig)
+		problem []string // what the error says; nil: valid
+	}{
+		{"krum with enough members", func(fc *federation.FederationConfig) {
+			fc.Members, fc.Strategy = fedConfig(5, 10).Members, aggregate.Strategy{Name: aggregate.Krum}
+		}, nil},
+		{"krum with too few members", func(fc *federation.FederationConfig) { fc.Strategy = aggregate.Strategy{Name: aggregate.Krum} },
+			[]string{`strategy.name: "krum" needs 5 updates per round (2·byzantine + 3, byzantine 1), more than the 3 participants per round`, "expected at least 5 participants"}},
+		{"multi_krum with too few participants", func(fc *federation.FederationConfig) {
+			fc.Members, fc.Participants, fc.Strategy = fedConfig(6, 10).Members, 4, aggregate.Strategy{Name: aggregate.MultiKrum}
+		}, []string{`strategy.name: "multi_krum" needs 5 updates per round`, "more than the 4 participants per round"}},
+		{"secagg with one member", func(fc *federation.FederationConfig) {
+			fc.Members, fc.SecAgg.Enabled = fedConfig(1, 10).Members, true
+		}, []string{"secagg.enabled: true, but no round can run with 1 participants per round: clients: 1 is out of range; expected 2 to 1024"}},
+		{"secagg sum overflows", func(fc *federation.FederationConfig) {
+			fc.Members, fc.SecAgg.Enabled, fc.SecAgg.FracBits = fedConfig(20, 10).Members, true, 24
+		}, []string{"secagg.enabled: true, but no round can run with 20 participants per round: range: 8 with frac_bits 24 and 20 clients can overflow the 32-bit sum"}},
+		{"secagg with two members", func(fc *federation.FederationConfig) {
+			fc.Members, fc.SecAgg.Enabled = fedConfig(2, 10).Members, true
+		}, nil},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			fc := fedConfig(3, 10)
+			c.edit(&fc)
+			fc.SetDefaults()
+			wantProblems(t, fc.Validate(), c.problem)
+		})
+	}
+}

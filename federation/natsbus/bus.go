@@ -3,10 +3,11 @@
 //
 // Threat model: the NATS server authenticates every factory by its credentials (and TLS)
 // and enforces subject permissions (FactoryPermissions): a factory publishes updates only
-// under its own name, reads only its federations' models and round state, and receives
-// only on its own inbox prefix. What a factory can make the hub keep is bounded per
-// factory: the update stream keeps its latest UpdatesPerMember messages, and a consumer it
-// creates goes once idle for ConsumerIdle. The embedded server can hold bcrypt hashes of the factories'
+// under its own name, reads only its federations' models and round state, message by
+// message (it creates no consumers: a push consumer delivers wherever its creator says),
+// and receives only on its own inbox prefix and its federations' round-state notices. What
+// a factory can make the hub keep is bounded per factory: the update stream keeps its
+// latest UpdatesPerMember messages. The embedded server can hold bcrypt hashes of the factories'
 // passwords instead of the passwords, and a site's leaf node verifies the hub's certificate
 // (and shows its own) on its link. Nothing here checks message contents: the round protocol
 // (package federation) verifies every signature, hash and binding to a round, so a
@@ -23,8 +24,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -131,7 +134,8 @@ func (b *Bus) Close() error {
 // EnsureFederation creates (or updates) the JetStream assets of fed: the update stream
 // (one subject per member, the only subjects updates are stored under, each keeping the
 // member's UpdatesPerMember latest messages), the model
-// object store, the round-state KV bucket and the hub's private bucket. Only the hub's
+// object store, the round-state KV bucket (which announces each state it has stored on
+// roundNotice) and the hub's private bucket. Only the hub's
 // credentials may do this. maxAge bounds how long updates are kept.
 func (b *Bus) EnsureFederation(ctx context.Context, fed string, members []string, maxAge time.Duration) error {
 	subjects := make([]string, 0, len(members))
@@ -150,7 +154,8 @@ func (b *Bus) EnsureFederation(ctx context.Context, fed string, members []string
 			return fmt.Errorf("natsbus: object store %s: %w", bucket, err)
 		}
 	}
-	if _, err := b.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: roundBucket(fed), History: 8, Storage: jetstream.FileStorage}); err != nil {
+	if _, err := b.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: roundBucket(fed), History: 8, Storage: jetstream.FileStorage,
+		RePublish: &jetstream.RePublish{Source: roundStateSubject(fed), Destination: roundNotice(fed), HeadersOnly: true}}); err != nil {
 		return fmt.Errorf("natsbus: kv %s: %w", roundBucket(fed), err)
 	}
 	if _, err := b.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: receiptBucket(fed), History: 1, Storage: jetstream.FileStorage}); err != nil {
@@ -165,26 +170,66 @@ func (b *Bus) EnsureFederation(ctx context.Context, fed string, members []string
 }
 
 // ConsumerIdle is the longest a consumer on a stream the factories may read (the model
-// store and the round state) lives without a reader: a factory may create consumers there,
-// durable ones too, and the server drops each once it has been idle this long instead of
-// keeping it for good. It is the client library's own threshold for ordered consumers,
-// which the readers here use; a consumer asking for a longer one is refused.
+// store and the round state) lives without a reader: the server drops each once it has been
+// idle this long instead of keeping it for good, and refuses one asking for longer. The
+// factories may not create consumers (FactoryPermissions); the limit bounds those made
+// before they lost the right, and any made with other credentials.
 const ConsumerIdle = 5 * time.Minute
 
 // limitConsumers sets ConsumerIdle as the inactivity limit of stream's consumers (the
-// object store and KV configurations do not carry it).
+// object store and KV configurations do not carry it: updating the bucket, as
+// EnsureFederation does first, removes it), then bounds the consumers created while there
+// was none. The server refuses the limit while a consumer asks for a longer one, and a
+// durable consumer created without it never expires.
 func (b *Bus) limitConsumers(ctx context.Context, stream string) error {
 	st, err := b.js.Stream(ctx, stream)
 	if err != nil {
 		return err
 	}
 	cfg := st.CachedInfo().Config
-	if cfg.ConsumerLimits.InactiveThreshold == ConsumerIdle {
-		return nil
+	if cfg.ConsumerLimits.InactiveThreshold != ConsumerIdle {
+		cfg.ConsumerLimits.InactiveThreshold = ConsumerIdle
+		// Another unbounded consumer can be made until the limit is in place.
+		for attempt := 0; ; attempt++ {
+			if err = b.boundConsumers(ctx, st); err != nil {
+				return err
+			}
+			if _, err = b.js.UpdateStream(ctx, cfg); err == nil || attempt == 2 {
+				break
+			}
+		}
+		if err != nil {
+			return err
+		}
 	}
-	cfg.ConsumerLimits.InactiveThreshold = ConsumerIdle
-	_, err = b.js.UpdateStream(ctx, cfg)
-	return err
+	return b.boundConsumers(ctx, st)
+}
+
+// boundConsumers deletes every consumer of st that delivers to a subject other than an
+// inbox (a stream's subject keeps it busy, and the stream stores what it delivers), and
+// gives every other one that is never dropped when idle, or only after more than
+// ConsumerIdle, the limit ConsumerIdle (it is deleted if it cannot be updated). Factories
+// may no longer create consumers (FactoryPermissions); these are ones made before.
+func (b *Bus) boundConsumers(ctx context.Context, st jetstream.Stream) error {
+	name := st.CachedInfo().Config.Name
+	cl := st.ListConsumers(ctx)
+	for info := range cl.Info() {
+		c := info.Config
+		pushed := c.DeliverSubject != "" && !strings.HasPrefix(c.DeliverSubject, "_INBOX")
+		if !pushed && c.InactiveThreshold > 0 && c.InactiveThreshold <= ConsumerIdle {
+			continue
+		}
+		c.InactiveThreshold = ConsumerIdle
+		if !pushed {
+			if _, err := b.js.UpdateConsumer(ctx, name, c); err == nil {
+				continue
+			}
+		}
+		if err := b.js.DeleteConsumer(ctx, name, info.Name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return fmt.Errorf("consumer %s: %w", info.Name, err)
+		}
+	}
+	return cl.Err()
 }
 
 // bounded returns ctx limited to the configured request timeout.
@@ -575,31 +620,97 @@ func (b *Bus) GetVersion(ctx context.Context, fed, version string) (string, erro
 	return string(v), err
 }
 
-// WatchRound implements federation.Transport.
+// kvOperation is the header that marks a KV message that is not a put (a delete or a
+// purge of the key).
+const kvOperation = "KV-Operation"
+
+// roundPoll is how often WatchRound looks for a newer round state without being told of
+// one: after a reconnect, or a notice lost.
+const roundPoll = 5 * time.Second
+
+// roundStateSubject is the subject of fed's round state in its bucket; roundNotice is
+// where the bucket announces (headers only) each one it has stored. The notice is not
+// under $KV, which a leaf node with JetStream of its own does not pass on.
+func roundStateSubject(fed string) string { return "$KV." + roundBucket(fed) + "." + roundKey }
+func roundNotice(fed string) string       { return "mw.round." + fed }
+
+// WatchRound implements federation.Transport without a consumer (a factory may not create
+// one, FactoryPermissions): it reads the round state's messages in order with direct
+// gets, the current one first and then each after the last it read. The bucket announces
+// each state it stores (roundNotice, with the state's sequence): a notice makes it read up
+// to that state, one get for each new state; every roundPoll, and at the start, it reads
+// until there is no newer one, for a notice lost (a reconnect).
 // The bucket is looked up within the configured timeout, whatever ctx's deadline.
 func (b *Bus) WatchRound(ctx context.Context, fed string, fn func(state []byte)) error {
+	bucket := roundBucket(fed)
 	lctx, cancel := b.bounded(ctx)
-	k, err := b.kv(lctx, roundBucket(fed))
-	cancel()
-	if err != nil {
+	defer cancel()
+	if _, err := b.kv(lctx, bucket); err != nil { // an unknown or forbidden federation, named as such
 		return err
 	}
-	w, err := k.Watch(ctx, roundKey)
+	st, err := b.stream(lctx, "KV_"+bucket)
 	if err != nil {
 		return fmt.Errorf("natsbus: watch round state of %s: %w", fed, err)
 	}
-	defer func() { _ = w.Stop() }()
-	for {
+	subject := roundStateSubject(fed)
+	var announced atomic.Uint64 // the highest sequence announced
+	wake := make(chan struct{}, 1)
+	sub, err := b.nc.Subscribe(roundNotice(fed), func(m *nats.Msg) {
+		if seq, err := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64); err == nil {
+			for cur := announced.Load(); seq > cur && !announced.CompareAndSwap(cur, seq); cur = announced.Load() {
+			}
+		}
+		select {
+		case wake <- struct{}{}:
+		default:
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("natsbus: watch round state of %s: %w", fed, err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	started := false // the current state was looked up
+	var last uint64  // the sequence of the last state read
+	// read hands fn the states after last: up to the one announced last, or with all, until
+	// there is no newer one.
+	read := func(all bool) {
+		for ctx.Err() == nil && (all || !started || last < announced.Load()) {
+			rctx, cancel := b.bounded(ctx)
+			var m *jetstream.RawStreamMsg
+			var err error
+			if started {
+				m, err = st.GetMsg(rctx, last+1, jetstream.WithGetMsgSubject(subject))
+			} else {
+				m, err = st.GetLastMsgForSubject(rctx, subject)
+			}
+			cancel()
+			if errors.Is(err, jetstream.ErrMsgNotFound) {
+				started = true // none yet: every state from now on is new
+				return
+			}
+			if err != nil {
+				if ctx.Err() == nil {
+					b.log.Debug("round state not read; trying again", "federation", fed, "err", err)
+				}
+				return
+			}
+			started, last = true, m.Sequence
+			if m.Header.Get(kvOperation) == "" {
+				fn(m.Data)
+			}
+		}
+	}
+	tick := time.NewTicker(roundPoll)
+	defer tick.Stop()
+	for all := true; ; {
+		read(all)
 		select {
 		case <-ctx.Done():
 			return nil
-		case e, ok := <-w.Updates():
-			if !ok {
-				return fmt.Errorf("natsbus: watch round state of %s: watcher closed", fed)
-			}
-			if e != nil && e.Operation() == jetstream.KeyValuePut {
-				fn(e.Value())
-			}
+		case <-wake:
+			all = false
+		case <-tick.C:
+			all = true
 		}
 	}
 }

@@ -42,10 +42,10 @@ func inboxPrefix(user string) string { return "_INBOX_" + user }
 // FactoryPermissions returns the subject permissions of factory name in federations feds
 // on a server whose JetStream domain is domain: publish its own updates, read the models
 // and round state of its federations and its own round receipts through the JetStream
-// API (also under the domain prefix that clients behind a leaf node use), and receive on
-// its own inbox prefix.
-// Nothing else: no stream administration, no other factory's updates, no other
-// federation's models. The same permissions serve a factory whose site's leaf node
+// API's message gets (also under the domain prefix that clients behind a leaf node use),
+// receive on its own inbox prefix and its federations' round-state notices.
+// Nothing else: no stream administration, no consumers, no other factory's updates, no
+// other federation's models. The same permissions serve a factory whose site's leaf node
 // connects with its credentials (the update stream's subjects are per member, so that
 // the hub's interest in them passes the leaf connection's permissions).
 func FactoryPermissions(name string, feds []string, domain string) *server.Permissions {
@@ -57,19 +57,21 @@ func FactoryPermissions(name string, feds []string, domain string) *server.Permi
 		}
 	}
 	api("INFO")
+	sub := []string{inboxPrefix(name) + ".>"}
 	for _, fed := range feds {
 		pub = append(pub, updateSubject(fed, name))
+		// Reads only, message by message: no consumers. A push consumer delivers to
+		// whatever subject its creator names, unchecked, so one could have the server copy
+		// the models into the update stream and, that stream's interest keeping it busy,
+		// never be dropped. The round state is watched through the bucket's notices and
+		// direct gets (WatchRound).
 		for _, s := range []string{"OBJ_" + modelBucket(fed), "KV_" + roundBucket(fed)} {
 			api("STREAM.INFO." + s)
 			api("STREAM.MSG.GET." + s)
 			api("DIRECT.GET." + s)
 			api("DIRECT.GET." + s + ".>")
-			api("CONSUMER.CREATE." + s)
-			api("CONSUMER.CREATE." + s + ".>")
-			api("CONSUMER.DELETE." + s + ".>")
-			api("CONSUMER.INFO." + s + ".>")
-			pub = append(pub, "$JS.FC."+s+".>")
 		}
+		sub = append(sub, roundNotice(fed))
 		// Its own round receipt, and nobody else's.
 		rb := receiptBucket(fed)
 		api("STREAM.INFO.KV_" + rb)
@@ -77,7 +79,7 @@ func FactoryPermissions(name string, feds []string, domain string) *server.Permi
 	}
 	p := &server.Permissions{
 		Publish:   &server.SubjectPermission{Allow: pub},
-		Subscribe: &server.SubjectPermission{Allow: []string{inboxPrefix(name) + ".>"}},
+		Subscribe: &server.SubjectPermission{Allow: sub},
 	}
 	return p
 }

@@ -58,13 +58,14 @@ func (b *Bus) PublishUpdate(ctx context.Context, fed string, round uint64, parti
 }
 
 // roundSeqs is what a reader of one round's updates saw of the update stream, in stream
-// order: enough for DeleteUpdates to purge the round without touching a later round's
-// updates.
+// order: enough for DeleteUpdates to purge the round, with the messages of earlier rounds
+// it read (late ones, or with no round), without touching a later round's updates.
 type roundSeqs struct {
 	mu       sync.Mutex
-	last     uint64            // the highest sequence of a message of the round; 0: none seen
+	round    uint64            // the highest sequence of a message of the round; 0: none seen
+	last     uint64            // the highest sequence of a message of the round or an earlier one
 	later    uint64            // the lowest sequence of a message of a later round; 0: none
-	subjects map[string]uint64 // the highest sequence of the round's messages, by subject
+	subjects map[string]uint64 // the highest sequence of those of the round or an earlier one, by subject
 }
 
 // see records the message at seq on subject, of round r, as read for round.
@@ -72,10 +73,13 @@ func (s *roundSeqs) see(round, r uint64, subject string, seq uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {
-	case r == round:
+	case r <= round:
+		if r == round {
+			s.round = max(s.round, seq)
+		}
 		s.last = max(s.last, seq)
 		s.subjects[subject] = max(s.subjects[subject], seq)
-	case r > round && (s.later == 0 || seq < s.later):
+	case s.later == 0 || seq < s.later:
 		s.later = seq
 	}
 }
@@ -172,10 +176,12 @@ func (b *Bus) Updates(ctx context.Context, fed string, round uint64, fn func(dat
 }
 
 // DeleteUpdates implements federation.Transport. From what Updates saw of the round (or,
-// for a round this Bus did not read, from a scan of the stream's headers), it purges
-// every message up to the round's last one in one request when no later round's message
-// came before it, and otherwise each member's messages up to that member's last of the
-// round: a member's messages are in the order it sent them.
+// for a round this Bus did not read, from a scan of the stream's headers), it purges the
+// round's messages with those of earlier rounds (late ones, and any without a round): every
+// message up to the last of them in one request when no later round's message came before
+// it, and otherwise every message before the later round's first one, then each member's
+// messages up to that member's last of them: a member's messages are in the order it sent
+// them.
 func (b *Bus) DeleteUpdates(ctx context.Context, fed string, round uint64) error {
 	ctx, cancel := b.bounded(ctx)
 	defer cancel()
@@ -199,13 +205,20 @@ func (b *Bus) deleteUpdates(ctx context.Context, fed string, round uint64) error
 	}
 	seen.mu.Lock()
 	defer seen.mu.Unlock()
-	if seen.last == 0 {
+	if seen.round == 0 {
 		return nil
 	}
 	if seen.later == 0 || seen.later > seen.last {
 		return st.Purge(ctx, jetstream.WithPurgeSequence(seen.last+1))
 	}
+	// Everything before the later round's first message, then member by member.
+	if err := st.Purge(ctx, jetstream.WithPurgeSequence(seen.later)); err != nil {
+		return err
+	}
 	for subject, seq := range seen.subjects {
+		if seq < seen.later {
+			continue
+		}
 		if err := st.Purge(ctx, jetstream.WithPurgeSubject(subject), jetstream.WithPurgeSequence(seq+1)); err != nil {
 			return err
 		}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -123,10 +124,9 @@ func strs(bs [][]byte) []string {
 	return s
 }
 
-// TestFactoryConsumersExpire: a consumer a factory creates on the streams it may read
-// (the model store and the round state), a durable one too, is dropped by the server once
-// idle for ConsumerIdle, and one asking to live longer is refused: a factory cannot pile
-// up consumers on the hub for good.
+// TestFactoryConsumersExpire: a consumer on the streams the factories may read (the model
+// store and the round state), a durable one too, is dropped by the server once idle for
+// ConsumerIdle, and one asking to live longer is refused. A factory may create none.
 func TestFactoryConsumersExpire(t *testing.T) {
 	srv, hub := startServer(t, false)
 	ctx := context.Background()
@@ -137,15 +137,21 @@ func TestFactoryConsumersExpire(t *testing.T) {
 	}
 	a := dial(t, factory(srv, "a", "pa"))
 	for _, stream := range []string{"OBJ_" + modelBucket("f1"), "KV_" + roundBucket("f1")} {
-		c, err := a.js.CreateOrUpdateConsumer(ctx, stream, jetstream.ConsumerConfig{Durable: "kept", AckPolicy: jetstream.AckNonePolicy})
+		actx, cancel := context.WithTimeout(ctx, time.Second) // a refused request has no answer
+		_, err := a.js.CreateOrUpdateConsumer(actx, stream, jetstream.ConsumerConfig{Durable: "a", AckPolicy: jetstream.AckNonePolicy})
+		cancel()
+		if err == nil {
+			t.Errorf("%s: a created a consumer", stream)
+		}
+		c, err := hub.js.CreateOrUpdateConsumer(ctx, stream, jetstream.ConsumerConfig{Durable: "kept", AckPolicy: jetstream.AckNonePolicy})
 		if err != nil {
-			t.Fatalf("%s: a durable consumer of a: %v", stream, err)
+			t.Fatalf("%s: a durable consumer: %v", stream, err)
 		}
 		if got := c.CachedInfo().Config.InactiveThreshold; got != ConsumerIdle {
-			t.Errorf("%s: a's durable consumer is dropped after %v idle; want %v", stream, got, ConsumerIdle)
+			t.Errorf("%s: the durable consumer is dropped after %v idle; want %v", stream, got, ConsumerIdle)
 		}
-		if _, err := a.js.CreateOrUpdateConsumer(ctx, stream, jetstream.ConsumerConfig{Durable: "forever", AckPolicy: jetstream.AckNonePolicy, InactiveThreshold: 1000 * time.Hour}); err == nil {
-			t.Errorf("%s: a created a consumer that stays 1000h idle", stream)
+		if _, err := hub.js.CreateOrUpdateConsumer(ctx, stream, jetstream.ConsumerConfig{Durable: "forever", AckPolicy: jetstream.AckNonePolicy, InactiveThreshold: 1000 * time.Hour}); err == nil {
+			t.Errorf("%s: a consumer that stays 1000h idle was created", stream)
 		}
 	}
 	// The readers still work under the limits.
@@ -155,5 +161,129 @@ func TestFactoryConsumersExpire(t *testing.T) {
 	}
 	if got, err := a.GetModel(ctx, "f1", h); err != nil || string(got) != "model" {
 		t.Fatalf("a reads the model: %q, %v", got, err)
+	}
+}
+
+// TestEnsureFederationLimitsConsumersItFinds: the consumer limit also holds for consumers
+// that exist when EnsureFederation sets it. The buckets' own configuration carries no
+// limit, so on a stream from before the limit (or one EnsureFederation has just updated as
+// a bucket, its first step at every start) a consumer could be made that never expires or
+// asks for 1000 hours (factories could create consumers until now; here the hub's
+// connection stands in for them), or one that delivers into the update stream. The hub's
+// next EnsureFederation must neither fail on them (the hub would not start) nor leave them.
+func TestEnsureFederationLimitsConsumersItFinds(t *testing.T) {
+	_, hub := startServer(t, false)
+	ctx := context.Background()
+	// The buckets as their own configuration leaves them: no consumer limit.
+	if _, err := hub.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: roundBucket("f1"), History: 8, Storage: jetstream.FileStorage}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := hub.js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: modelBucket("f1"), Storage: jetstream.FileStorage}); err != nil {
+		t.Fatal(err)
+	}
+	streams := []string{"OBJ_" + modelBucket("f1"), "KV_" + roundBucket("f1")}
+	for _, stream := range streams {
+		for _, c := range []jetstream.ConsumerConfig{
+			{Durable: "forever"},
+			{Durable: "long", InactiveThreshold: 1000 * time.Hour},
+			{Durable: "copy", DeliverSubject: updateSubject("f1", "a"), InactiveThreshold: time.Minute},
+		} {
+			c.AckPolicy = jetstream.AckNonePolicy
+			if _, err := hub.js.CreateOrUpdateConsumer(ctx, stream, c); err != nil {
+				t.Fatalf("%s: consumer %s without the limit: %v", stream, c.Durable, err)
+			}
+		}
+	}
+	if err := hub.EnsureFederation(ctx, "f1", []string{"a", "b"}, time.Hour); err != nil {
+		t.Fatalf("EnsureFederation with consumers on the buckets: %v", err)
+	}
+	for _, stream := range streams {
+		st, err := hub.js.Stream(ctx, stream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for info := range st.ListConsumers(ctx).Info() {
+			if idle := info.Config.InactiveThreshold; idle <= 0 || idle > ConsumerIdle {
+				t.Errorf("%s: consumer %s is dropped after %v idle (0: never); want at most %v", stream, info.Name, idle, ConsumerIdle)
+			}
+			if d := info.Config.DeliverSubject; d != "" && !strings.HasPrefix(d, "_INBOX") {
+				t.Errorf("%s: consumer %s still delivers to %s", stream, info.Name, d)
+			}
+		}
+	}
+}
+
+// TestDeleteUpdatesTakesTheClosedRoundsBefore: a round's deletion also removes the updates
+// of earlier rounds it read, which arrived after their own round's deletion, also when it
+// goes member by member. Here a's message names a later round (the header is a's to
+// write) before a's update of round 2, and b's late update of round 1, which b sent after
+// round 1's deletion and nothing since, must go with round 2's updates, as the docs say.
+func TestDeleteUpdatesTakesTheClosedRoundsBefore(t *testing.T) {
+	for _, read := range []bool{true, false} {
+		t.Run(fmt.Sprintf("read=%v", read), func(t *testing.T) {
+			srv, hub := startServer(t, false)
+			ctx := context.Background()
+			a, b := dial(t, factory(srv, "a", "pa")), dial(t, factory(srv, "b", "pb"))
+			publish := func(bus *Bus, round uint64, who, data string) {
+				t.Helper()
+				if err := bus.PublishUpdate(ctx, "f1", round, who, []byte(data)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			publish(a, 99, "a", "a99")
+			publish(b, 1, "b", "b1 late")
+			publish(a, 2, "a", "a2")
+			if read {
+				if got := collect(t, hub, "f1", 2, 1); !slices.Equal(strs(got), []string{"a2"}) {
+					t.Fatalf("round 2 holds %q", got)
+				}
+			}
+			if err := hub.DeleteUpdates(ctx, "f1", 2); err != nil {
+				t.Fatal(err)
+			}
+			if got := collect(t, hub, "f1", 1, 0); len(got) != 0 {
+				t.Errorf("round 1 still holds %q after round 2's deletion", got)
+			}
+			if got := collect(t, hub, "f1", 2, 0); len(got) != 0 {
+				t.Errorf("round 2 still holds %q after its deletion", got)
+			}
+		})
+	}
+}
+
+// TestFactoryCannotDeliverIntoTheUpdateStream: a factory cannot make the server copy what
+// it may read into the update stream. A push consumer delivers to any subject its creator
+// names, which the server does not check against the creator's permissions; one that
+// delivers to an update subject has the update stream's interest, so it is never idle and
+// never dropped, and the stream stores every model chunk and round state it delivers
+// (under their own subjects, outside any member's limit).
+func TestFactoryCannotDeliverIntoTheUpdateStream(t *testing.T) {
+	srv, hub := startServer(t, false)
+	ctx := context.Background()
+	h := federation.HashHex([]byte("model"))
+	if err := hub.PutModel(ctx, "f1", h, []byte("model")); err != nil {
+		t.Fatal(err)
+	}
+	if err := hub.PutRound(ctx, "f1", []byte(`{"round":1}`)); err != nil {
+		t.Fatal(err)
+	}
+	a := dial(t, factory(srv, "a", "pa"))
+	for _, stream := range []string{"OBJ_" + modelBucket("f1"), "KV_" + roundBucket("f1")} {
+		actx, cancel := context.WithTimeout(ctx, time.Second) // a refused request has no answer
+		_, err := a.js.CreateOrUpdateConsumer(actx, stream, jetstream.ConsumerConfig{Name: "copy", DeliverSubject: updateSubject("f1", "a"),
+			AckPolicy: jetstream.AckNonePolicy, InactiveThreshold: time.Second})
+		cancel()
+		if err == nil {
+			t.Errorf("%s: a created a push consumer that delivers to its update subject", stream)
+		}
+	}
+	if t.Failed() {
+		// What the consumers do: the update stream stores copies (it would take up to 10 s).
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			stored := storedUpdates(t, hub, "f1")
+			if len(stored) > 0 {
+				t.Fatalf("the update stream stores %v", stored)
+			}
+		}
 	}
 }

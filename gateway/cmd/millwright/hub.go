@@ -117,6 +117,18 @@ func (c hubFileConfig) Validate() error {
 	if c.UpdateRetention <= 0 {
 		p.Addf("update_retention", "%v must be positive", c.UpdateRetention)
 	}
+	for _, fc := range c.Federations {
+		span, phases := fc.RoundSpan()
+		if c.UpdateRetention <= 0 || fc.RoundTimeout <= 0 || c.UpdateRetention > span {
+			continue
+		}
+		of := fmt.Sprintf("round_timeout %v", fc.RoundTimeout)
+		if phases > 1 {
+			of += fmt.Sprintf(" for each of the %d phases of secure aggregation", phases)
+		}
+		p.Addf("update_retention", "%v is not above the longest round of federation %q (%s); expected more than %v: a hub restarted in a round reads the round's updates again from the stream",
+			c.UpdateRetention, fc.Name, of, span)
+	}
 	p.Nest("", federation.HubConfig{Federations: c.Federations}.Validate())
 	if c.StateDir != "" {
 		lc := c.Ledger

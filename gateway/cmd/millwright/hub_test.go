@@ -135,3 +135,39 @@ func loadHubExample(t *testing.T) hubFileConfig {
 	}
 	return cfg
 }
+
+// TestHubConfigRetentionCoversARound: update_retention must be above the longest a round
+// lasts (round_timeout, once per phase with secure aggregation): a hub restarted in a
+// round reads the round's updates again from the stream, and the stream would have
+// dropped the first ones. Before, any positive update_retention was accepted.
+func TestHubConfigRetentionCoversARound(t *testing.T) {
+	const base = `
+state_dir: /tmp/hub
+nats: {embedded: {listen: "127.0.0.1:4222"}}
+federations:
+  - name: f
+    members: [{name: b, key: d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a}, {name: c, key: 3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29}]
+    architecture: {kind: autoencoder, params: 10}
+    round_timeout: 15m
+`
+	for _, tc := range []struct{ name, extra, want string }{
+		{"default", "", ""},
+		{"above a round", "update_retention: 16m\n", ""},
+		{"a round", "update_retention: 15m\n",
+			`update_retention: 15m0s is not above the longest round of federation "f" (round_timeout 15m0s); expected more than 15m0s`},
+		{"shorter than secure aggregation's phases", "update_retention: 1h\n    secagg: {enabled: true}\n",
+			`update_retention: 1h0m0s is not above the longest round of federation "f" (round_timeout 15m0s for each of the 5 phases of secure aggregation); expected more than 1h15m0s`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			doc := base
+			if strings.HasPrefix(tc.extra, "update_retention") {
+				first, rest, _ := strings.Cut(tc.extra, "\n")
+				doc = first + "\n" + base + rest
+			}
+			_, err := parseHubConfig([]byte(doc))
+			if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+				t.Errorf("parse: %v; want %q", err, tc.want)
+			}
+		})
+	}
+}
