@@ -101,45 +101,66 @@ type HubOptions struct {
 	SignedOff func(ctx context.Context, fed string) (map[string]bool, error)
 }
 
+// hubMetrics are the hub's metrics; every one but the round metrics' gauge carries the
+// federation's name (runMetrics binds it), so that a hub with several federations shows
+// which one rejects or fails.
 type hubMetrics struct {
 	rounds       *prometheus.CounterVec
 	updates      *prometheus.CounterVec
 	rejected     *prometheus.CounterVec
-	bytes        prometheus.Counter
-	ledger       prometheus.Counter
-	receipts     prometheus.Counter
+	bytes        *prometheus.CounterVec
+	ledger       *prometheus.CounterVec
+	receipts     *prometheus.CounterVec
 	deleteErrors *prometheus.CounterVec
 	secaggFailed *prometheus.CounterVec
 	roundMetric  *prometheus.GaugeVec
 }
 
 func newHubMetrics(reg prometheus.Registerer) *hubMetrics {
+	fed := []string{"federation"}
 	m := &hubMetrics{
-		rounds:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "millwright_federation_rounds_total", Help: "Rounds closed by the hub, by outcome."}, []string{"outcome"}),
-		updates:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "millwright_federation_updates_total", Help: "Update messages handled by the hub, accepted or redelivered."}, []string{"result"}),
-		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "millwright_federation_updates_rejected_total", Help: "Updates rejected by the hub, by reason."}, []string{"reason"}),
-		bytes:    prometheus.NewCounter(prometheus.CounterOpts{Name: "millwright_federation_update_bytes_total", Help: "Bytes of accepted updates."}),
-		ledger:   prometheus.NewCounter(prometheus.CounterOpts{Name: "millwright_federation_ledger_errors_total", Help: "FederatedRound records the ledger refused."}),
-		receipts: prometheus.NewCounter(prometheus.CounterOpts{Name: "millwright_federation_receipt_errors_total", Help: "Rounds whose receipts the hub failed to write (some or all of them; the log names the error)."}),
+		rounds:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "millwright_federation_rounds_total", Help: "Rounds closed by the hub, by outcome."}, append(fed, "outcome")),
+		updates:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "millwright_federation_updates_total", Help: "Update messages handled by the hub, accepted or redelivered."}, append(fed, "result")),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "millwright_federation_updates_rejected_total", Help: "Updates rejected by the hub, by reason."}, append(fed, "reason")),
+		bytes:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "millwright_federation_update_bytes_total", Help: "Bytes of accepted updates."}, fed),
+		ledger:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "millwright_federation_ledger_errors_total", Help: "FederatedRound records the ledger refused."}, fed),
+		receipts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "millwright_federation_receipt_errors_total", Help: "Rounds whose receipts the hub failed to write (some or all of them; the log names the error)."}, fed),
 		deleteErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "millwright_federation_delete_errors_total",
-			Help: "Deletions the hub failed: of a model older than keep_models rounds (what=model; tried again after the next round), or of a closed round's updates (what=updates; they stay until update_retention). The log names the error."}, []string{"what"}),
+			Help: "Deletions the hub failed: of a model older than keep_models rounds (what=model; tried again after the next round), or of a closed round's updates (what=updates; they stay until update_retention). The log names the error."}, append(fed, "what")),
 		secaggFailed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "millwright_federation_secagg_failures_total",
-			Help: "Rounds with secure aggregation abandoned, by reason."}, []string{"reason"}),
+			Help: "Rounds with secure aggregation abandoned, by reason."}, append(fed, "reason")),
 		roundMetric: roundMetricGauge(),
-	}
-	for _, r := range rejectReasons {
-		m.rejected.WithLabelValues(r)
-	}
-	for _, r := range secaggFailReasons {
-		m.secaggFailed.WithLabelValues(r)
-	}
-	for _, w := range []string{"model", "updates"} {
-		m.deleteErrors.WithLabelValues(w)
 	}
 	if reg != nil {
 		reg.MustRegister(m.rounds, m.updates, m.rejected, m.bytes, m.ledger, m.receipts, m.deleteErrors, m.secaggFailed, m.roundMetric)
 	}
 	return m
+}
+
+// runMetrics are the hub's metrics of one federation.
+type runMetrics struct {
+	rounds, updates, rejected, deleteErrors, secaggFailed *prometheus.CounterVec
+	bytes, ledger, receipts                               prometheus.Counter
+}
+
+// of returns the metrics of federation fed, each series it can have at 0 from the start.
+func (m *hubMetrics) of(fed string) *runMetrics {
+	l := prometheus.Labels{"federation": fed}
+	r := &runMetrics{
+		rounds: m.rounds.MustCurryWith(l), updates: m.updates.MustCurryWith(l), rejected: m.rejected.MustCurryWith(l),
+		deleteErrors: m.deleteErrors.MustCurryWith(l), secaggFailed: m.secaggFailed.MustCurryWith(l),
+		bytes: m.bytes.With(l), ledger: m.ledger.With(l), receipts: m.receipts.With(l),
+	}
+	for _, reason := range rejectReasons {
+		r.rejected.WithLabelValues(reason)
+	}
+	for _, reason := range secaggFailReasons {
+		r.secaggFailed.WithLabelValues(reason)
+	}
+	for _, w := range []string{"model", "updates"} {
+		r.deleteErrors.WithLabelValues(w)
+	}
+	return r
 }
 
 // Hub runs the round protocol of its federations: it opens rounds, verifies and collects
@@ -194,6 +215,7 @@ type fedRun struct {
 	cfg     FederationConfig
 	log     *slog.Logger
 	members map[string]ed25519.PublicKey
+	m       *runMetrics
 	agg     *aggregate.Aggregator
 	budget  *dp.Budget
 	noise   *dp.Noise
@@ -217,7 +239,7 @@ func newFedRun(h *Hub, fc FederationConfig) (*fedRun, error) {
 	if err != nil {
 		return nil, fmt.Errorf("federation %s: %w", fc.Name, err)
 	}
-	f := &fedRun{h: h, cfg: fc, log: h.log.With("federation", fc.Name), members: map[string]ed25519.PublicKey{}, agg: agg,
+	f := &fedRun{h: h, cfg: fc, log: h.log.With("federation", fc.Name), members: map[string]ed25519.PublicKey{}, agg: agg, m: h.m.of(fc.Name),
 		bufs: buffers{max: len(fc.Members)}}
 	for _, m := range fc.Members {
 		f.members[m.Name] = m.Key.PublicKey
@@ -447,7 +469,7 @@ func (f *fedRun) round(ctx context.Context, st RoundState) (RoundState, error) {
 			if err := f.putState(ctx, st); err != nil {
 				return st, err
 			}
-			f.h.m.rounds.WithLabelValues(outcomeBudget).Inc()
+			f.m.rounds.WithLabelValues(outcomeBudget).Inc()
 			report.Outcome = outcomeBudget
 			f.notify(report)
 			return st, nil
@@ -508,7 +530,7 @@ func (f *fedRun) round(ctx context.Context, st RoundState) (RoundState, error) {
 	f.bufs.put(slices.Collect(maps.Values(c.deltas))...) // res holds none of them
 	for _, r := range res.Rejected {
 		report.Rejected = append(report.Rejected, Rejection{Participant: r.Participant, Round: st.Round, Reason: RejectAggregate, Detail: r.Reason})
-		f.h.m.rejected.WithLabelValues(RejectAggregate).Inc()
+		f.m.rejected.WithLabelValues(RejectAggregate).Inc()
 		f.log.Warn("update rejected", "participant", r.Participant, "round", st.Round, "reason", RejectAggregate, "detail", r.Reason)
 	}
 	if err != nil {
@@ -571,7 +593,7 @@ func (f *fedRun) finish(ctx context.Context, report RoundReport, start time.Time
 		return next, err
 	}
 	report.Outcome, report.Duration = outcome, time.Since(start)
-	f.h.m.rounds.WithLabelValues(outcome).Inc()
+	f.m.rounds.WithLabelValues(outcome).Inc()
 	if outcome == outcomeAggregated {
 		f.h.m.setRoundMetrics(f.cfg.Name, report.Metrics)
 	}
@@ -624,7 +646,7 @@ type rejectFunc func(participant, reason, detail string)
 func (f *fedRun) rejecter(round uint64, into *[]Rejection) rejectFunc {
 	return func(participant, reason, detail string) {
 		*into = append(*into, Rejection{Participant: participant, Round: round, Reason: reason, Detail: detail})
-		f.h.m.rejected.WithLabelValues(reason).Inc()
+		f.m.rejected.WithLabelValues(reason).Inc()
 		f.log.Warn("update rejected", "participant", participant, "round", round, "reason", reason, "detail", detail)
 	}
 }
@@ -668,7 +690,7 @@ func (f *fedRun) verify(st RoundState, targets map[string]bool, reject rejectFun
 func (f *fedRun) redelivered(seen map[string]bool, m *message) bool {
 	id := m.id()
 	if seen[id] {
-		f.h.m.updates.WithLabelValues(resultRedelivered).Inc()
+		f.m.updates.WithLabelValues(resultRedelivered).Inc()
 		f.bufs.put(m.delta) // its delta is the first delivery's again
 		return true
 	}
@@ -724,8 +746,8 @@ func (f *fedRun) accept(c *collected, u *Update, delta []float32, m *message) {
 		c.deltas[u.Participant] = delta
 	}
 	c.bytes += len(m.b)
-	f.h.m.updates.WithLabelValues(resultAccepted).Inc()
-	f.h.m.bytes.Add(float64(len(m.b)))
+	f.m.updates.WithLabelValues(resultAccepted).Inc()
+	f.m.bytes.Add(float64(len(m.b)))
 }
 
 // globalModel returns the round's global model: the one this hub stored last, or else

@@ -107,7 +107,7 @@ func (f *fedRun) sendReceipts(ctx context.Context, r RoundReport) {
 		return
 	}
 	if err := f.h.tr.PutReceipts(ctx, f.cfg.Name, enc); err != nil && ctx.Err() == nil {
-		f.h.m.receipts.Inc()
+		f.m.receipts.Inc()
 		f.log.Warn("round receipts not written", "round", r.Round, "receipts", len(enc), "err", err)
 	}
 }

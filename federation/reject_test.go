@@ -11,6 +11,7 @@ import (
 
 	"github.com/millwright-io/millwright/federation"
 	"github.com/millwright-io/millwright/federation/compress"
+	"github.com/millwright-io/millwright/internal/servicetest"
 )
 
 func signedUpdate(t *testing.T, key ed25519.PrivateKey, participant string, round uint64, dim int, nonce byte) []byte {
@@ -259,4 +260,58 @@ func TestForgedAndReplayedUpdatesRejected(t *testing.T) {
 	if got := h.counter("millwright_federation_updates_total", "result", "redelivered"); got != 1 {
 		t.Errorf("redelivered = %v, want 1", got)
 	}
+}
+
+// TestMetricsNameTheFederation: a hub running two federations counts each one's
+// rejections under its own name, so an operator sees which federation is being fed bad
+// updates (the counters had no federation label and added the two together).
+func TestMetricsNameTheFederation(t *testing.T) {
+	const dim = 8
+	e := newEnv(t, 2, false)
+	const other = "plant-b"
+	if err := e.hub.EnsureFederation(context.Background(), other, []string{gwName(0), gwName(1)}, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	fa, fb := fedConfig(2, dim), fedConfig(2, dim)
+	fb.Name = other
+	h := startHub(t, e.hub, fa, fb)
+	waitRound := func(fed string) {
+		t.Helper()
+		servicetest.WaitFor(t, 10*time.Second, fed+"'s round 1", func() bool {
+			b, err := e.hub.GetRound(context.Background(), fed)
+			return err == nil && len(b) > 0
+		})
+	}
+	waitRound(fedName)
+	waitRound(other)
+	if err := e.hub.PublishUpdate(context.Background(), other, 1, gwName(0), []byte("not an update")); err != nil {
+		t.Fatal(err)
+	}
+	servicetest.WaitFor(t, 10*time.Second, "the rejection counted", func() bool {
+		return metricValue(h, "millwright_federation_updates_rejected_total", other, federation.RejectMalformed) == 1
+	})
+	if got := metricValue(h, "millwright_federation_updates_rejected_total", fedName, federation.RejectMalformed); got != 0 {
+		t.Fatalf("%s counts %v malformed updates; only %s received one", fedName, got, other)
+	}
+}
+
+// metricValue is the counter name of federation fed with the second label's value value.
+func metricValue(h *hubRun, name, fed, value string) float64 {
+	mfs, _ := h.reg.Gather()
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			var f, v bool
+			for _, l := range m.GetLabel() {
+				f = f || l.GetName() == "federation" && l.GetValue() == fed
+				v = v || l.GetName() != "federation" && l.GetValue() == value
+			}
+			if f && v {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return -1
 }

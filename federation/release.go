@@ -120,7 +120,7 @@ func (f *fedRun) record(ctx context.Context, round uint64, what, id string, body
 		_, err = f.h.opts.Recorder.Record(ctx, body)
 	}
 	if err != nil {
-		f.h.m.ledger.Inc()
+		f.m.ledger.Inc()
 		f.log.Error(what+" not recorded", "round", round, "err", err)
 	}
 }

@@ -53,7 +53,7 @@ func (f *fedRun) deleteExpired(ctx context.Context, round uint64, global string)
 		}
 		if err != nil {
 			if ctx.Err() == nil {
-				f.h.m.deleteErrors.WithLabelValues("model").Inc()
+				f.m.deleteErrors.WithLabelValues("model").Inc()
 				f.log.Warn("model past keep_models not deleted; trying again after the next round", "version", version, "keep_models", keep, "err", err)
 			}
 			return
@@ -67,7 +67,7 @@ func (f *fedRun) deleteExpired(ctx context.Context, round uint64, global string)
 // failure is logged and counted, and those updates stay until update_retention.
 func (f *fedRun) deleteUpdates(ctx context.Context, round uint64) {
 	if err := f.h.tr.DeleteUpdates(ctx, f.cfg.Name, round); err != nil && ctx.Err() == nil {
-		f.h.m.deleteErrors.WithLabelValues("updates").Inc()
+		f.m.deleteErrors.WithLabelValues("updates").Inc()
 		f.log.Warn("closed round's updates not deleted; they stay until update_retention", "round", round, "err", err)
 	}
 }

@@ -64,7 +64,7 @@ func (f *fedRun) secaggRound(ctx context.Context, st RoundState) (RoundState, er
 	start := time.Now()
 	report := RoundReport{Federation: f.cfg.Name, Round: st.Round, Targets: st.Targets}
 	fail := func(reason, why string, args ...any) (RoundState, error) {
-		f.h.m.secaggFailed.WithLabelValues(reason).Inc()
+		f.m.secaggFailed.WithLabelValues(reason).Inc()
 		report.Reason = reason
 		f.log.Warn("round abandoned: "+why, append([]any{"round", st.Round, "reason", reason}, args...)...)
 		return f.finish(ctx, report, start, outcomeAbandoned, f.open(st.Round+1, st.Global, st.GlobalRound))
@@ -172,8 +172,8 @@ func (f *fedRun) secaggRound(ctx context.Context, st RoundState) (RoundState, er
 			}
 			accepted[i][u.Participant] = u
 			report.Bytes += len(msg.b)
-			f.h.m.updates.WithLabelValues(resultAccepted).Inc()
-			f.h.m.bytes.Add(float64(len(msg.b)))
+			f.m.updates.WithLabelValues(resultAccepted).Inc()
+			f.m.bytes.Add(float64(len(msg.b)))
 		}
 		return true, nil
 	}
