@@ -155,7 +155,7 @@ func (b *Bus) EnsureFederation(ctx context.Context, fed string, members []string
 		}
 	}
 	if _, err := b.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: roundBucket(fed), History: 8, Storage: jetstream.FileStorage,
-		RePublish: &jetstream.RePublish{Source: roundStateSubject(fed), Destination: roundNotice(fed), HeadersOnly: true}}); err != nil {
+		RePublish: &jetstream.RePublish{Source: roundStateSubject(fed), Destination: roundNotice(fed)}}); err != nil {
 		return fmt.Errorf("natsbus: kv %s: %w", roundBucket(fed), err)
 	}
 	if _, err := b.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: receiptBucket(fed), History: 1, Storage: jetstream.FileStorage}); err != nil {
@@ -629,17 +629,18 @@ const kvOperation = "KV-Operation"
 const roundPoll = 5 * time.Second
 
 // roundStateSubject is the subject of fed's round state in its bucket; roundNotice is
-// where the bucket announces (headers only) each one it has stored. The notice is not
-// under $KV, which a leaf node with JetStream of its own does not pass on.
+// where the bucket republishes each state it has stored, with its sequence and the
+// sequence of the state before it (a watcher that read that one needs no other read). The
+// notice is not under $KV, which a leaf node with JetStream of its own does not pass on.
 func roundStateSubject(fed string) string { return "$KV." + roundBucket(fed) + "." + roundKey }
 func roundNotice(fed string) string       { return "mw.round." + fed }
 
 // WatchRound implements federation.Transport without a consumer (a factory may not create
-// one, FactoryPermissions): it reads the round state's messages in order with direct
-// gets, the current one first and then each after the last it read. The bucket announces
-// each state it stores (roundNotice, with the state's sequence): a notice makes it read up
-// to that state, one get for each new state; every roundPoll, and at the start, it reads
-// until there is no newer one, for a notice lost (a reconnect).
+// one, FactoryPermissions). The bucket republishes each state it stores (roundNotice): a
+// notice whose previous state is the last one read is handed on as it is; after a gap (a
+// notice lost to a reconnect, or dropped because fn was slow) the states are read in order
+// with direct gets, each after the last one read, up to the one announced. At the start,
+// and every roundPoll, it reads that way until there is no newer state.
 // The bucket is looked up within the configured timeout, whatever ctx's deadline.
 func (b *Bus) WatchRound(ctx context.Context, fed string, fn func(state []byte)) error {
 	bucket := roundBucket(fed)
@@ -653,28 +654,32 @@ func (b *Bus) WatchRound(ctx context.Context, fed string, fn func(state []byte))
 		return fmt.Errorf("natsbus: watch round state of %s: %w", fed, err)
 	}
 	subject := roundStateSubject(fed)
-	var announced atomic.Uint64 // the highest sequence announced
-	wake := make(chan struct{}, 1)
+	notices := make(chan *nats.Msg, 16)
+	var dropped atomic.Bool
 	sub, err := b.nc.Subscribe(roundNotice(fed), func(m *nats.Msg) {
-		if seq, err := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64); err == nil {
-			for cur := announced.Load(); seq > cur && !announced.CompareAndSwap(cur, seq); cur = announced.Load() {
-			}
-		}
 		select {
-		case wake <- struct{}{}:
+		case notices <- m:
 		default:
+			dropped.Store(true) // the next read catches up
 		}
 	})
 	if err != nil {
 		return fmt.Errorf("natsbus: watch round state of %s: %w", fed, err)
 	}
 	defer func() { _ = sub.Unsubscribe() }()
-	started := false // the current state was looked up
-	var last uint64  // the sequence of the last state read
-	// read hands fn the states after last: up to the one announced last, or with all, until
+	started := false     // the current state was looked up
+	var last uint64      // the sequence of the last state read
+	var announced uint64 // the highest sequence a notice announced
+	deliver := func(seq uint64, h nats.Header, data []byte) {
+		started, last = true, seq
+		if h.Get(kvOperation) == "" { // not a deletion of the key
+			fn(data)
+		}
+	}
+	// read hands fn the states after last: up to the one announced, or with all, until
 	// there is no newer one.
 	read := func(all bool) {
-		for ctx.Err() == nil && (all || !started || last < announced.Load()) {
+		for ctx.Err() == nil && (all || !started || last < announced) {
 			rctx, cancel := b.bounded(ctx)
 			var m *jetstream.RawStreamMsg
 			var err error
@@ -694,21 +699,33 @@ func (b *Bus) WatchRound(ctx context.Context, fed string, fn func(state []byte))
 				}
 				return
 			}
-			started, last = true, m.Sequence
-			if m.Header.Get(kvOperation) == "" {
-				fn(m.Data)
-			}
+			deliver(m.Sequence, m.Header, m.Data)
 		}
 	}
 	tick := time.NewTicker(roundPoll)
 	defer tick.Stop()
 	for all := true; ; {
+		if dropped.Swap(false) {
+			all = true
+		}
 		read(all)
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-wake:
-			all = false
+		case m := <-notices:
+			seq, err1 := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
+			prev, err2 := strconv.ParseUint(m.Header.Get(jetstream.LastSequenceHeader), 10, 64)
+			switch {
+			case err1 != nil || err2 != nil:
+				all = true // not a notice this bucket sends: look
+			case seq <= last && started:
+				all = false // read already
+			case started && prev == last:
+				deliver(seq, m.Header, m.Data)
+				all = false
+			default:
+				announced, all = max(announced, seq), false
+			}
 		case <-tick.C:
 			all = true
 		}

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -13,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/millwright-io/millwright/federation"
+	"github.com/millwright-io/millwright/internal/servicetest"
 )
 
 // storedUpdates returns how many messages fed's update stream holds, by subject.
@@ -285,5 +288,76 @@ func TestFactoryCannotDeliverIntoTheUpdateStream(t *testing.T) {
 				t.Fatalf("the update stream stores %v", stored)
 			}
 		}
+	}
+}
+
+// TestWatchRoundInOrder: a factory watching the round state gets each state once, in
+// order, and ends on the newest: every one of them when the hub writes them one at a time
+// (from the notices), and when they come in a burst while it is slow (its notices
+// overflow) the ones the bucket still keeps, read again from it, without a gap among the
+// newest eight (the bucket's history).
+func TestWatchRoundInOrder(t *testing.T) {
+	srv, hub := startServer(t, false)
+	ctx := context.Background()
+	const states = 40
+	for _, slow := range []bool{false, true} {
+		t.Run(fmt.Sprintf("slow=%v", slow), func(t *testing.T) {
+			a := dial(t, factory(srv, "a", "pa"))
+			if err := hub.PutRound(ctx, "f1", []byte("0")); err != nil {
+				t.Fatal(err)
+			}
+			wctx, stop := context.WithCancel(ctx)
+			var mu sync.Mutex
+			var got []int
+			done := make(chan error, 1)
+			first := make(chan struct{})
+			go func() {
+				done <- a.WatchRound(wctx, "f1", func(b []byte) {
+					n, _ := strconv.Atoi(string(b))
+					mu.Lock()
+					got = append(got, n)
+					if len(got) == 1 {
+						close(first)
+					}
+					mu.Unlock()
+					if slow {
+						time.Sleep(20 * time.Millisecond)
+					}
+				})
+			}()
+			<-first
+			for i := 1; i <= states; i++ {
+				if err := hub.PutRound(ctx, "f1", []byte(strconv.Itoa(i))); err != nil {
+					t.Fatal(err)
+				}
+				if !slow { // as a hub writes them: a round's state, then the next
+					servicetest.WaitFor(t, 5*time.Second, fmt.Sprintf("state %d", i), func() bool {
+						mu.Lock()
+						defer mu.Unlock()
+						return got[len(got)-1] == i
+					})
+				}
+			}
+			servicetest.WaitFor(t, 20*time.Second, "the newest state", func() bool {
+				mu.Lock()
+				defer mu.Unlock()
+				return len(got) > 0 && got[len(got)-1] == states
+			})
+			stop()
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if !slices.IsSorted(got) || len(slices.Compact(slices.Clone(got))) != len(got) {
+				t.Fatalf("states seen %v: not each once, in order", got)
+			}
+			if !slow && len(got) != states+1 {
+				t.Fatalf("the watcher saw %d of the %d states written one at a time: %v", len(got), states+1, got)
+			}
+			if tail := got[max(0, len(got)-8):]; tail[len(tail)-1]-tail[0] != len(tail)-1 {
+				t.Fatalf("a gap among the newest states: %v", got)
+			}
+		})
 	}
 }
