@@ -9,8 +9,6 @@ import (
 	"testing/synctest"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/millwright-io/millwright/federation"
 )
 
@@ -56,11 +54,7 @@ func TestFederationStatusReadsTheHubsReceipt(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				m, err := newFedMetrics(prometheus.NewRegistry(), []string{"pumps"})
-				if err != nil {
-					t.Fatal(err)
-				}
-				st := newFedStatus("pumps", "factory-a", msg.hub.Public().(ed25519.PublicKey), m)
+				st := testStatus(t, msg.hub.Public().(ed25519.PublicKey))
 				r := c.receipt
 				r.Version, r.Federation, r.Participant, r.Round = federation.ReceiptVersion, "pumps", "factory-a", 3
 				hash, model := msg.model(t, 3, "factory-b")

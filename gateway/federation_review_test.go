@@ -59,14 +59,8 @@ func TestFinalEvaluationNotPendingWithoutItsReceipt(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				m, err := newFedMetrics(prometheus.NewRegistry(), []string{"pumps"})
-				if err != nil {
-					t.Fatal(err)
-				}
-				st := newFedStatus("pumps", "factory-a", msg.hub.Public().(ed25519.PublicKey), m)
-				ctx, cancel := context.WithCancel(context.Background())
-				done := make(chan struct{})
-				go func() { st.runChecker(ctx, observedTransport{Transport: c.tr(), st: st}); close(done) }()
+				st := testStatus(t, msg.hub.Public().(ed25519.PublicKey))
+				stop := startChecker(st, observedTransport{Transport: c.tr(), st: st})
 
 				st.roundState(phaseState(t, 2, 1, federation.PhaseEvaluate))
 				u := federation.Update{Federation: "pumps", Round: 2, BaseRound: 2, Participant: "factory-a",
@@ -79,8 +73,7 @@ func TestFinalEvaluationNotPendingWithoutItsReceipt(t *testing.T) {
 				if got := st.snapshot().LastUpdate; got == nil || got.Kind != kindEvaluation || got.Outcome == OutcomePending {
 					t.Errorf("last update %+v an hour after the federation finished; want the evaluation, no longer pending", got)
 				}
-				cancel()
-				<-done
+				stop()
 			})
 		})
 	}
@@ -112,16 +105,10 @@ func (s *flakyShelf) GetModel(ctx context.Context, fed, hash string) ([]byte, er
 func TestUpdateOutcomeSurvivesAFailedDownload(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		msg := newFedMessages(t)
-		m, err := newFedMetrics(prometheus.NewRegistry(), []string{"pumps"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		st := newFedStatus("pumps", "factory-a", msg.hub.Public().(ed25519.PublicKey), m)
+		st := testStatus(t, msg.hub.Public().(ed25519.PublicKey))
 		hash, b := msg.model(t, 1, "factory-a", "factory-b")
 		shelf := &flakyShelf{modelShelf: &modelShelf{models: map[string][]byte{hash: b}}}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { st.runChecker(ctx, observedTransport{Transport: shelf, st: st}); close(done) }()
+		stop := startChecker(st, observedTransport{Transport: shelf, st: st})
 
 		st.roundState(msg.state(t, 1, 0, "initial", "factory-a", "factory-b"))
 		st.sent(msg.update(t, 1, federation.KindDelta, 720))
@@ -141,8 +128,7 @@ func TestUpdateOutcomeSurvivesAFailedDownload(t *testing.T) {
 		if g := s.GlobalModel; g == nil || g.Hash != hash {
 			t.Errorf("global model %+v; want round 1's %s", g, hash)
 		}
-		cancel()
-		<-done
+		stop()
 	})
 }
 
@@ -308,14 +294,8 @@ func TestUpdateOfARoundEndedByThePrivacyBudget(t *testing.T) {
 		t.Run(fmt.Sprintf("state first %t", stateFirst), func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				msg := newFedMessages(t)
-				m, err := newFedMetrics(prometheus.NewRegistry(), []string{"pumps"})
-				if err != nil {
-					t.Fatal(err)
-				}
-				st := newFedStatus("pumps", "factory-a", msg.hub.Public().(ed25519.PublicKey), m)
-				ctx, cancel := context.WithCancel(context.Background())
-				done := make(chan struct{})
-				go func() { st.runChecker(ctx, observedTransport{Transport: &modelShelf{}, st: st}); close(done) }()
+				st := testStatus(t, msg.hub.Public().(ed25519.PublicKey))
+				stop := startChecker(st, observedTransport{Transport: &modelShelf{}, st: st})
 
 				st.roundState(phaseState(t, 3, 2, federation.PhaseOpen))
 				exhausted := func() { st.roundState(phaseState(t, 3, 2, federation.PhaseBudgetExhausted)) }
@@ -335,8 +315,7 @@ func TestUpdateOfARoundEndedByThePrivacyBudget(t *testing.T) {
 				if s.Rejections[OutcomeAbandoned] != 1 || s.LastRejection == nil || s.LastRejection.Round != 3 {
 					t.Errorf("rejections %v, last %+v; want round 3 abandoned once", s.Rejections, s.LastRejection)
 				}
-				cancel()
-				<-done
+				stop()
 			})
 		})
 	}

@@ -393,11 +393,7 @@ func TestFederationUpdateOutcome(t *testing.T) {
 // carry 1); a model that the hub did not sign is not recorded.
 func TestFederationStatusSecAgg(t *testing.T) {
 	msg := newFedMessages(t)
-	m, err := newFedMetrics(prometheus.NewRegistry(), []string{"pumps"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := newFedStatus("pumps", "factory-a", msg.hub.Public().(ed25519.PublicKey), m)
+	st := testStatus(t, msg.hub.Public().(ed25519.PublicKey))
 	st.trained(RoundTraining{Round: 4, Samples: 720}, nil)
 	a, b := msg.update(t, 4, federation.KindSecAgg, 1), msg.update(t, 4, federation.KindSecAgg, 1)
 	st.sent(a)
@@ -775,4 +771,23 @@ func TestFederationPeerKeys(t *testing.T) {
 	if len(keys) != 2 || !keys["factory-b"].Equal(a) || !keys["factory-c"].Equal(b) {
 		t.Fatalf("peer keys %v", keys)
 	}
+}
+
+// testStatus is the federation status of factory-a in federation pumps, whose models hub
+// signs.
+func testStatus(t *testing.T, hub ed25519.PublicKey) *fedStatus {
+	t.Helper()
+	m, err := newFedMetrics(prometheus.NewRegistry(), []string{"pumps"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return newFedStatus("pumps", "factory-a", hub, m)
+}
+
+// startChecker runs st's checker over tr until stop, which waits for it to end.
+func startChecker(st *fedStatus, tr federation.Transport) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { st.runChecker(ctx, tr); close(done) }()
+	return func() { cancel(); <-done }
 }
