@@ -167,10 +167,13 @@ func parseHubConfig(data []byte) (hubFileConfig, error) {
 
 const hubUsage = `usage: millwright hub [--config FILE]
        millwright hub passwd < FILE
+       millwright hub permissions --federations F[,F...] FACTORY...
 
 Runs the federation hub of the configuration until interrupted (SIGINT or SIGTERM). With
 passwd, prints the bcrypt hash of the first line of standard input, for a factory's NATS
-password in the hub's configuration.
+password in the hub's configuration. With permissions, prints the NATS users of a hub
+that connects to a NATS server of its own and of its factories, with their permissions,
+for that server's configuration.
 
 Flags:
 `
@@ -179,6 +182,9 @@ Flags:
 func cmdHub(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "passwd" {
 		return cmdHubPasswd(os.Stdin, stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "permissions" {
+		return cmdHubPermissions(args[1:], stdout, stderr)
 	}
 	fs := flag.NewFlagSet("hub", flag.ContinueOnError)
 	path := fs.String("config", "/etc/millwright/hub.yaml", "hub configuration file")

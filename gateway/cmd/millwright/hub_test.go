@@ -171,3 +171,34 @@ federations:
 		})
 	}
 }
+
+// TestHubPermissions: hub permissions prints a user for the hub and one per factory, each
+// with its password variable and the factory's own update subject; missing flags and bad
+// names are usage errors (exit 2) naming what is expected. That a real nats-server loads
+// the block and enforces it is TestAuthorizationOnAServerOfItsOwn (natsbus).
+func TestHubPermissions(t *testing.T) {
+	var stdout, stderr strings.Builder
+	if code := run([]string{"hub", "permissions", "--federations", "pumps,valves", "factory-a", "factory-b"}, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	for _, want := range []string{`{user: "hub", password: $MILLWRIGHT_NATS_PASSWORD_HUB}`,
+		`{user: "factory-a", password: $MILLWRIGHT_NATS_PASSWORD_FACTORY_A, permissions:`, `"mw.upd.pumps.factory-a"`, `"mw.upd.valves.factory-b"`} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("output lacks %s:\n%s", want, stdout.String())
+		}
+	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"factory-a"}, "--federations is missing"},
+		{[]string{"--federations", "pumps"}, "no FACTORY"},
+		{[]string{"--federations", "pumps", "Factory A"}, `user "Factory A"`},
+	} {
+		stdout.Reset()
+		stderr.Reset()
+		if code := run(append([]string{"hub", "permissions"}, c.args...), &stdout, &stderr); code != 2 || !strings.Contains(stderr.String(), c.want) {
+			t.Errorf("%v: exit %d, %q; want 2 and %q", c.args, code, stderr.String(), c.want)
+		}
+	}
+}

@@ -36,6 +36,7 @@ Usage:
                                        sign off a model version in the ledger: a person's approval, its release
   millwright hub --config FILE         run a federation hub (NATS JetStream, aggregation, signed models)
   millwright hub passwd < FILE         print the bcrypt hash of a factory's NATS password (first line of stdin)
+  millwright hub permissions ...       print the NATS users and permissions of a hub on a NATS server of its own
   millwright version                   print the version
 
 Run 'millwright COMMAND -h' for a command's flags.
