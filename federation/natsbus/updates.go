@@ -203,27 +203,47 @@ func (b *Bus) deleteUpdates(ctx context.Context, fed string, round uint64) error
 			return err
 		}
 	}
-	seen.mu.Lock()
-	defer seen.mu.Unlock()
-	if seen.round == 0 {
-		return nil
-	}
-	if seen.later == 0 || seen.later > seen.last {
-		return st.Purge(ctx, jetstream.WithPurgeSequence(seen.last+1))
-	}
-	// Everything before the later round's first message, then member by member.
-	if err := st.Purge(ctx, jetstream.WithPurgeSequence(seen.later)); err != nil {
-		return err
-	}
-	for subject, seq := range seen.subjects {
-		if seq < seen.later {
-			continue
+	for _, p := range seen.purges() {
+		opts := []jetstream.StreamPurgeOpt{jetstream.WithPurgeSequence(p.before)}
+		if p.subject != "" {
+			opts = append(opts, jetstream.WithPurgeSubject(p.subject))
 		}
-		if err := st.Purge(ctx, jetstream.WithPurgeSubject(subject), jetstream.WithPurgeSequence(seq+1)); err != nil {
+		if err := st.Purge(ctx, opts...); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// purge is one purge of the update stream: the messages before sequence before, on
+// subject ("": every subject).
+type purge struct {
+	subject string
+	before  uint64
+}
+
+// purges returns the purges that delete the round's messages with those of earlier rounds
+// it saw (late ones, and any without a round), and no later round's: every message up to
+// the last of them at once when no later round's message came before it; otherwise
+// everything before the later round's first message, then each member's messages up to
+// that member's last of them (a member's messages are in the order it sent them). None
+// when the round had no message.
+func (s *roundSeqs) purges() []purge {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.round == 0 {
+		return nil
+	}
+	if s.later == 0 || s.later > s.last {
+		return []purge{{before: s.last + 1}}
+	}
+	out := []purge{{before: s.later}}
+	for subject, seq := range s.subjects {
+		if seq >= s.later {
+			out = append(out, purge{subject: subject, before: seq + 1})
+		}
+	}
+	return out
 }
 
 // scanRound reads the headers of every message in fed's update stream, with a consumer of
