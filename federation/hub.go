@@ -126,7 +126,7 @@ func newHubMetrics(reg prometheus.Registerer) *hubMetrics {
 		ledger:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "millwright_federation_ledger_errors_total", Help: "FederatedRound records the ledger refused."}, fed),
 		receipts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "millwright_federation_receipt_errors_total", Help: "Rounds whose receipts the hub failed to write (some or all of them; the log names the error)."}, fed),
 		deleteErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "millwright_federation_delete_errors_total",
-			Help: "Deletions the hub failed: of a model older than keep_models rounds (what=model; tried again after the next round), or of a closed round's updates (what=updates; they stay until update_retention). The log names the error."}, append(fed, "what")),
+			Help: "Deletions the hub failed: of a model older than keep_models rounds (what=model; tried again after the next round), or of a closed round's updates (what=updates; the next round's deletion takes them). The log names the error."}, append(fed, "what")),
 		secaggFailed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "millwright_federation_secagg_failures_total",
 			Help: "Rounds with secure aggregation abandoned, by reason."}, append(fed, "reason")),
 		roundMetric: roundMetricGauge(),

@@ -62,12 +62,13 @@ func (f *fedRun) deleteExpired(ctx context.Context, round uint64, global string)
 }
 
 // deleteUpdates removes the closed round's updates from the transport: nothing reads them
-// again (a later round's updates are published under that round), and a federation of
-// large models would otherwise keep every round's for update_retention. It tries once; a
-// failure is logged and counted, and those updates stay until update_retention.
+// again, and a federation of large models would otherwise keep every round's for
+// update_retention. It tries once; a failure is logged and counted, and the next round's
+// deletion takes those updates with its own (the transport deletes what a round's reader
+// saw of earlier rounds too).
 func (f *fedRun) deleteUpdates(ctx context.Context, round uint64) {
 	if err := f.h.tr.DeleteUpdates(ctx, f.cfg.Name, round); err != nil && ctx.Err() == nil {
 		f.m.deleteErrors.WithLabelValues("updates").Inc()
-		f.log.Warn("closed round's updates not deleted; they stay until update_retention", "round", round, "err", err)
+		f.log.Warn("closed round's updates not deleted; the next round's deletion takes them", "round", round, "err", err)
 	}
 }
