@@ -28,7 +28,7 @@ func cmdHubPermissions(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("hub permissions", flag.ContinueOnError)
 	feds := fs.String("federations", "", "the federations the factories belong to, comma-separated")
 	hub := fs.String("hub-user", "hub", "the hub's NATS user (nats.connect.user in its configuration)")
-	domain := fs.String("domain", "", "the server's JetStream domain, when it has one")
+	domain := fs.String("domain", "", "the server's JetStream domain, when it has one (gateways linked through leaf nodes need it: hub, their default nats.domain)")
 	factories, code, ok := parseFlags(fs, hubPermissionsUsage, args, stdout, stderr)
 	if !ok {
 		return code

@@ -175,7 +175,8 @@ federations:
 // TestHubPermissions: hub permissions prints a user for the hub and one per factory, each
 // with its password variable and the factory's own update subject; missing flags and bad
 // names are usage errors (exit 2) naming what is expected. That a real nats-server loads
-// the block and enforces it is TestAuthorizationOnAServerOfItsOwn (natsbus).
+// the block and enforces it is TestAuthorizationOnAServerOfItsOwn (natsbus), and through a
+// gateway's leaf node TestAuthorizationThroughALeafNode.
 func TestHubPermissions(t *testing.T) {
 	var stdout, stderr strings.Builder
 	if code := run([]string{"hub", "permissions", "--federations", "pumps,valves", "factory-a", "factory-b"}, &stdout, &stderr); code != 0 {
