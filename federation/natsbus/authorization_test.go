@@ -46,25 +46,7 @@ func TestAuthorizationOnAServerOfItsOwn(t *testing.T) {
 		t.Fatal(err)
 	}
 	a := connect("a", "a-pw")
-	states := make(chan string, 4)
-	wctx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- a.WatchRound(wctx, "f1", func(b []byte) { states <- string(b) }) }()
-	if err := hub.PutRound(ctx, "f1", []byte("state 1")); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case s := <-states:
-		if s != "state 1" {
-			t.Fatalf("a watched %q", s)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("a did not see the round state")
-	}
-	stop()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	watchesState(t, hub, a, "a did not see the round state")
 	if got, err := a.GetModel(ctx, "f1", h); err != nil || string(got) != "model" {
 		t.Fatalf("a reads its federation's model: %q, %v", got, err)
 	}
@@ -144,25 +126,7 @@ func TestAuthorizationThroughALeafNode(t *testing.T) {
 	if err := hub.PutReceipts(ctx, "f1", map[string][]byte{"a": []byte("a@1"), "b": []byte("b@1")}); err != nil {
 		t.Fatal(err)
 	}
-	states := make(chan string, 4)
-	wctx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- a.WatchRound(wctx, "f1", func(b []byte) { states <- string(b) }) }()
-	if err := hub.PutRound(ctx, "f1", []byte("state 1")); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case s := <-states:
-		if s != "state 1" {
-			t.Fatalf("a watched %q", s)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("a did not see the round state through its leaf node")
-	}
-	stop()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	watchesState(t, hub, a, "a did not see the round state through its leaf node")
 	if got, err := a.GetModel(ctx, "f1", h); err != nil || !bytes.Equal(got, model) {
 		t.Fatalf("a reads its federation's model through its leaf node: %d bytes, %v", len(got), err)
 	}
@@ -281,5 +245,31 @@ func TestAuthorizationRefusesNames(t *testing.T) {
 		if _, err := Authorization(c.hub, c.fs, ""); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%v: %v; want an error saying %s", c.fs, err, c.want)
 		}
+	}
+}
+
+// watchesState checks that a, watching f1's round state, sees the state hub puts, and
+// fails with failure if it does not within 20 s.
+func watchesState(t *testing.T, hub, a *Bus, failure string) {
+	t.Helper()
+	ctx := context.Background()
+	states := make(chan string, 4)
+	wctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- a.WatchRound(wctx, "f1", func(b []byte) { states <- string(b) }) }()
+	if err := hub.PutRound(ctx, "f1", []byte("state 1")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case s := <-states:
+		if s != "state 1" {
+			t.Fatalf("a watched %q", s)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal(failure)
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }
