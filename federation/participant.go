@@ -79,6 +79,10 @@ type ParticipantConfig struct {
 	// relays in the round state, which still detects a hub that shows gateways different
 	// survivor sets, but not one that also invents members.
 	Peers map[string]ed25519.PublicKey
+	// Answered is a round the gateway answered before it was restarted (0: none): its
+	// states are not answered again (a second update would be trained anew and refused as
+	// duplicate_participant). Only that round: a federation made anew answers its rounds.
+	Answered uint64
 }
 
 // Participant takes part in a federation's rounds for one gateway: it watches the round
@@ -198,7 +202,8 @@ func (p *Participant) Run(ctx context.Context) error {
 // does nothing. It is not safe for concurrent use (Run calls it from one goroutine): the
 // participant keeps the last model and its buffers from one call to the next.
 func (p *Participant) Answer(ctx context.Context, st RoundState) error {
-	if !slices.Contains(st.Targets, p.cfg.Name) || st.Phase != PhaseOpen && st.Phase != PhaseEvaluate {
+	if !slices.Contains(st.Targets, p.cfg.Name) || st.Phase != PhaseOpen && st.Phase != PhaseEvaluate ||
+		p.cfg.Answered != 0 && st.Round == p.cfg.Answered {
 		return nil
 	}
 	if st.SecAgg != nil {

@@ -371,12 +371,14 @@ func (fr *federationRuntime) run(ctx context.Context) error {
 	}
 	for i, jc := range fr.cfg.Federations {
 		st := fr.status[i]
-		if err := st.restore(filepath.Join(fr.dir, jc.Name+".sent")); err != nil {
+		answered, err := st.restore(filepath.Join(fr.dir, jc.Name+".sent"))
+		if err != nil {
 			fr.log.Warn("the round of the last update sent is not known; a round answered before the restart may be answered again",
 				"federation", jc.Name, "err", err)
 		}
 		tr := observedTransport{Transport: bus, st: st}
-		p, err := federation.NewParticipant(federation.ParticipantConfig{Federation: jc.Name, Name: fr.client.User, HubKey: fr.cfg.HubKey.PublicKey, Peers: fr.cfg.peerKeys()},
+		p, err := federation.NewParticipant(federation.ParticipantConfig{Federation: jc.Name, Name: fr.client.User, HubKey: fr.cfg.HubKey.PublicKey,
+			Peers: fr.cfg.peerKeys(), Answered: answered},
 			tr, fr.key, &fedTrainer{cfg: jc, tr: fr.trainer, st: st, log: fr.log.With("federation", jc.Name)},
 			fr.log, prometheus.WrapRegistererWith(prometheus.Labels{"federation": jc.Name}, fr.reg))
 		if err != nil {

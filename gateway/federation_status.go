@@ -217,11 +217,10 @@ type fedStatus struct {
 	modelHash string // the last model fetched and verified, served again from memory
 	model     []byte
 
-	// sentPath keeps the round of the last update sent ("": not kept); answered is the
-	// round it held when the gateway started, a round not to answer again, and written
-	// the round it holds now.
-	sentPath          string
-	answered, written uint64
+	// sentPath keeps the round of the last update sent ("": not kept); written is the
+	// round it holds.
+	sentPath string
+	written  uint64
 }
 
 func newFedStatus(name, member string, hubKey ed25519.PublicKey, m *fedMetrics) *fedStatus {
@@ -302,15 +301,12 @@ func (f *fedStatus) fail(stage string, err error) {
 }
 
 // roundState records a round state and, when it closes the round of the pending update,
-// settles the update (abandoned) or asks the checker to look at the new global model. It
-// reports whether the participant is to see the state: not when the gateway sent its
-// update for that round before it was restarted (a second one would be trained again and
-// refused by the hub as a duplicate).
-func (f *fedStatus) roundState(b []byte) bool {
+// settles the update (abandoned) or asks the checker to look at the new global model.
+func (f *fedStatus) roundState(b []byte) {
 	st, err := federation.DecodeRoundState(b)
 	if err != nil {
 		f.fail("round_state", err)
-		return true // the participant refuses it too
+		return
 	}
 	f.m.round.WithLabelValues(f.name).Set(float64(st.Round))
 	f.mu.Lock()
@@ -319,9 +315,6 @@ func (f *fedStatus) roundState(b []byte) bool {
 		Targets: len(st.Targets), Quorum: st.Quorum, GlobalRound: st.GlobalRound, Global: st.Global,
 		Deadline: st.Deadline, SeenAt: time.Now().UTC()}
 	f.closed()
-	// Only that round: the hub's rounds never go back, unless the federation was made
-	// anew, whose rounds are answered.
-	return f.answered == 0 || st.Round != f.answered
 }
 
 // sentRound is what sentPath holds.
@@ -330,9 +323,9 @@ type sentRound struct {
 }
 
 // restore reads from path the round of the last update the gateway sent before it
-// started, not to be answered again, and keeps the round of every update sent there. A
-// missing file is a gateway that has sent nothing yet.
-func (f *fedStatus) restore(path string) error {
+// started, the round not to answer again (0: none), and keeps the round of every update
+// sent there. A missing file is a gateway that has sent nothing yet.
+func (f *fedStatus) restore(path string) (uint64, error) {
 	var r sentRound
 	err := os.MkdirAll(filepath.Dir(path), 0o750)
 	if err == nil {
@@ -347,8 +340,8 @@ func (f *fedStatus) restore(path string) error {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.sentPath, f.answered, f.written = path, r.Round, r.Round
-	return err
+	f.sentPath, f.written = path, r.Round
+	return r.Round, err
 }
 
 // remember keeps the round of the last update sent in sentPath, once per round; it is
@@ -634,11 +627,7 @@ type observedTransport struct {
 // WatchRound implements federation.Transport.
 func (o observedTransport) WatchRound(ctx context.Context, fed string, fn func([]byte)) error {
 	o.st.setHub(hubConnected)
-	err := o.Transport.WatchRound(ctx, fed, func(b []byte) {
-		if o.st.roundState(b) {
-			fn(b)
-		}
-	})
+	err := o.Transport.WatchRound(ctx, fed, func(b []byte) { o.st.roundState(b); fn(b) })
 	switch {
 	case ctx.Err() != nil:
 		o.st.setHub(hubStopped)

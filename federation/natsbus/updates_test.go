@@ -75,15 +75,9 @@ func TestDeleteUpdatesKeepsLaterRounds(t *testing.T) {
 			if _, err := a.js.PublishMsg(ctx, &nats.Msg{Subject: updateSubject("f1", "a"), Data: []byte("no round")}); err != nil {
 				t.Fatal(err)
 			}
-			publish := func(bus *Bus, round uint64, who, data string) {
-				t.Helper()
-				if err := bus.PublishUpdate(ctx, "f1", round, who, []byte(data)); err != nil {
-					t.Fatal(err)
-				}
-			}
-			publish(b, 1, "b", "b1")
-			publish(b, 2, "b", "b2")
-			publish(a, 1, "a", "a1 late") // after b's round-2 update: the purge must go member by member
+			publishAs(t, b, 1, "b", "b1")
+			publishAs(t, b, 2, "b", "b2")
+			publishAs(t, a, 1, "a", "a1 late") // after b's round-2 update: the purge must go member by member
 			if read {
 				if got := collect(t, hub, "f1", 1, 2); !slices.Equal(strs(got), []string{"b1", "a1 late"}) {
 					t.Fatalf("round 1 holds %q", got)
@@ -105,7 +99,7 @@ func TestDeleteUpdatesKeepsLaterRounds(t *testing.T) {
 			}
 			// Round 2, read again with a's update, has no later round's message before its
 			// last: one purge takes everything up to it.
-			publish(a, 2, "a", "a2")
+			publishAs(t, a, 2, "a", "a2")
 			if got := collect(t, hub, "f1", 2, 2); !slices.Equal(strs(got), []string{"b2", "a2"}) {
 				t.Fatalf("round 2 holds %q; want b2 and a2", got)
 			}
@@ -227,15 +221,9 @@ func TestDeleteUpdatesTakesTheClosedRoundsBefore(t *testing.T) {
 			srv, hub := startServer(t, false)
 			ctx := context.Background()
 			a, b := dial(t, factory(srv, "a", "pa")), dial(t, factory(srv, "b", "pb"))
-			publish := func(bus *Bus, round uint64, who, data string) {
-				t.Helper()
-				if err := bus.PublishUpdate(ctx, "f1", round, who, []byte(data)); err != nil {
-					t.Fatal(err)
-				}
-			}
-			publish(a, 99, "a", "a99")
-			publish(b, 1, "b", "b1 late")
-			publish(a, 2, "a", "a2")
+			publishAs(t, a, 99, "a", "a99")
+			publishAs(t, b, 1, "b", "b1 late")
+			publishAs(t, a, 2, "a", "a2")
 			if read {
 				if got := collect(t, hub, "f1", 2, 1); !slices.Equal(strs(got), []string{"a2"}) {
 					t.Fatalf("round 2 holds %q", got)
@@ -359,5 +347,13 @@ func TestWatchRoundInOrder(t *testing.T) {
 				t.Fatalf("a gap among the newest states: %v", got)
 			}
 		})
+	}
+}
+
+// publishAs publishes data as who's update of round in f1, through bus.
+func publishAs(t *testing.T, bus *Bus, round uint64, who, data string) {
+	t.Helper()
+	if err := bus.PublishUpdate(context.Background(), "f1", round, who, []byte(data)); err != nil {
+		t.Fatal(err)
 	}
 }
