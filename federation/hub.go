@@ -21,8 +21,8 @@ import (
 	"github.com/millwright-io/millwright/federation/aggregate"
 	"github.com/millwright-io/millwright/federation/compress"
 	"github.com/millwright-io/millwright/federation/dp"
+	"github.com/millwright-io/millwright/internal/f32le"
 	"github.com/millwright-io/millwright/ledger"
-	"github.com/millwright-io/millwright/models"
 )
 
 // Reasons an update is rejected; the label values of the rejection counter.
@@ -553,7 +553,7 @@ func (f *fedRun) round(ctx context.Context, st RoundState) (RoundState, error) {
 		}
 		// Aggregate refuses a model that is not finite; the noise can still push a value at
 		// float32's edge over it. The privacy stays spent (over-counting is safe).
-		if i := models.NonFinite32(res.Params); i >= 0 {
+		if i := f32le.NonFinite(res.Params); i >= 0 {
 			f.agg.Undo()
 			f.log.Warn("round abandoned: the noised model is not finite", "round", st.Round, "parameter", i, "value", res.Params[i])
 			report.Reason, report.Privacy = RejectAggregate, privacy

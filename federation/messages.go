@@ -15,6 +15,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/millwright-io/millwright/internal/f32le"
 	"github.com/millwright-io/millwright/models"
 )
 
@@ -409,9 +410,8 @@ func (g *GlobalModel) body() ([]byte, error) {
 	w.b = binary.BigEndian.AppendUint32(w.b, uint32(len(g.Params)))
 	start := len(w.b)
 	w.b = w.b[:start+4*len(g.Params)]
-	params := w.b[start:]
-	for i, v := range g.Params {
-		binary.LittleEndian.PutUint32(params[4*i:], math.Float32bits(v))
+	if i := f32le.Encode(w.b[start:], g.Params); i >= 0 {
+		return nil, fmt.Errorf("parameter %d is %v; a model's parameters must be finite", i, g.Params[i])
 	}
 	return w.b, nil
 }
@@ -473,12 +473,8 @@ func decodeModel(b []byte, hubKey ed25519.PublicKey, params []float32) (*GlobalM
 		return nil, r.err
 	}
 	g.Params = slices.Grow(params[:0], int(n))[:n]
-	for i := range g.Params {
-		bits := binary.LittleEndian.Uint32(r.b[4*i:])
-		if bits&f32ExpMask == f32ExpMask { // exponent all ones: NaN or ±Inf
-			return nil, fmt.Errorf("%w: parameter %d is %v", ErrMalformed, i, math.Float32frombits(bits))
-		}
-		g.Params[i] = math.Float32frombits(bits)
+	if i := f32le.Decode(g.Params, r.b); i >= 0 {
+		return nil, fmt.Errorf("%w: parameter %d is %v", ErrMalformed, i, g.Params[i])
 	}
 	if err := CheckName(g.Header.Federation); err != nil {
 		return nil, fmt.Errorf("%w: federation: %v", ErrMalformed, err)
@@ -499,9 +495,6 @@ func decodeModel(b []byte, hubKey ed25519.PublicKey, params []float32) (*GlobalM
 	g.Raw, g.hash = b, hash
 	return g, nil
 }
-
-// f32ExpMask is a float32's exponent field: all ones for NaN and the infinities only.
-const f32ExpMask = 0x7f800000
 
 // HashHex returns the lower-case hex SHA-256 of b.
 func HashHex(b []byte) string {

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"math/rand/v2"
 	"slices"
 	"sync/atomic"
@@ -19,6 +18,7 @@ import (
 	"github.com/millwright-io/millwright/federation/compress"
 	"github.com/millwright-io/millwright/federation/dp"
 	"github.com/millwright-io/millwright/federation/secagg"
+	"github.com/millwright-io/millwright/internal/f32le"
 	"github.com/millwright-io/millwright/models"
 )
 
@@ -354,10 +354,10 @@ func (p *Participant) train(ctx context.Context, st RoundState, into []float32) 
 	delta = delta[:len(g.Params)]
 	for i := range delta {
 		delta[i] = res.Params[i] - g.Params[i]
-		if math.Float32bits(delta[i])&f32ExpMask == f32ExpMask { // NaN or ±Inf
-			p.m.failed.WithLabelValues("train").Inc()
-			return nil, res, fmt.Errorf("train round %d: parameter %d is not finite", st.Round, i)
-		}
+	}
+	if i := f32le.NonFinite(delta); i >= 0 {
+		p.m.failed.WithLabelValues("train").Inc()
+		return nil, res, fmt.Errorf("train round %d: parameter %d is not finite", st.Round, i)
 	}
 	if st.ClipNorm > 0 {
 		dp.Clip(delta, st.ClipNorm) // the gateway clips; the noise is the hub's (central) or below

@@ -160,19 +160,6 @@ func CheckFinite(what string, v []float64) error {
 	return nil
 }
 
-// NonFinite32 returns the index of v's first NaN or infinity, or -1. It tests the
-// exponent bits (all ones only for NaN and ±Inf), which is cheaper than converting each
-// value: the federation checks every parameter of every update with it.
-func NonFinite32(v []float32) int {
-	const exp = 0x7f800000
-	for i, x := range v {
-		if math.Float32bits(x)&exp == exp {
-			return i
-		}
-	}
-	return -1
-}
-
 // Quantile returns the q-quantile of sorted values by linear interpolation (type 7).
 func Quantile(sorted []float64, q float64) float64 {
 	if len(sorted) == 0 {

@@ -85,21 +85,3 @@ func TestMatrix(t *testing.T) {
 		t.Error("a malformed matrix passed")
 	}
 }
-
-func TestNonFinite32(t *testing.T) {
-	inf, nan := float32(math.Inf(1)), float32(math.NaN())
-	for _, c := range []struct {
-		v    []float32
-		want int
-	}{
-		{nil, -1},
-		{[]float32{0, -1, math.MaxFloat32, -math.MaxFloat32, math.SmallestNonzeroFloat32}, -1},
-		{[]float32{1, nan, inf}, 1},
-		{[]float32{1, 2, -inf}, 2},
-		{[]float32{inf}, 0},
-	} {
-		if got := NonFinite32(c.v); got != c.want {
-			t.Errorf("NonFinite32(%v) = %d, want %d", c.v, got, c.want)
-		}
-	}
-}

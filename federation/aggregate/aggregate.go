@@ -18,7 +18,7 @@ import (
 	"math"
 	"slices"
 
-	"github.com/millwright-io/millwright/models"
+	"github.com/millwright-io/millwright/internal/f32le"
 )
 
 // Update is one participant's contribution to a round: the difference between its locally
@@ -143,7 +143,7 @@ func (a *Aggregator) Aggregate(global []float32, updates []Update) (Result, erro
 			}
 		})
 	}
-	if i := models.NonFinite32(res.Params); i >= 0 {
+	if i := f32le.NonFinite(res.Params); i >= 0 {
 		a.Undo()
 		sortRejections(res.Rejected)
 		return Result{Rejected: res.Rejected}, fmt.Errorf("aggregate: %s of %d updates: parameter %d would be %v: %w", a.s.Name, len(ups), i, res.Params[i], ErrNotFinite)
@@ -166,7 +166,7 @@ func (a *Aggregator) check(n int, updates []Update, res *Result) []Update {
 		for j := lo; j < hi; j++ {
 			bad[j] = -1
 			if !updates[j].Finite {
-				bad[j] = models.NonFinite32(updates[j].Delta)
+				bad[j] = f32le.NonFinite(updates[j].Delta)
 			}
 		}
 	})
@@ -330,8 +330,26 @@ func sumBlocks(out []float32, ups []Update, weight func(Update) float64, div flo
 			end := min(b+block, hi)
 			a := acc[:end-b]
 			clear(a)
-			for j, u := range ups {
-				for i, x := range u.Delta[b:end] {
+			// Four updates per pass over the sums, each added in turn as one at a time would
+			// be (the same order, so the same result): a quarter of the loads and stores
+			// of the sums.
+			j := 0
+			for ; j+4 <= len(ups); j += 4 {
+				x0, x1 := ups[j].Delta[b:end], ups[j+1].Delta[b:end]
+				x2, x3 := ups[j+2].Delta[b:end], ups[j+3].Delta[b:end]
+				w0, w1, w2, w3 := w[j], w[j+1], w[j+2], w[j+3]
+				x0, x1, x2, x3 = x0[:len(a)], x1[:len(a)], x2[:len(a)], x3[:len(a)]
+				for i := range a {
+					s := a[i]
+					s += w0 * float64(x0[i])
+					s += w1 * float64(x1[i])
+					s += w2 * float64(x2[i])
+					s += w3 * float64(x3[i])
+					a[i] = s
+				}
+			}
+			for ; j < len(ups); j++ {
+				for i, x := range ups[j].Delta[b:end] {
 					a[i] += w[j] * float64(x)
 				}
 			}

@@ -498,6 +498,49 @@ func BenchmarkAggregate(b *testing.B) {
 	}
 }
 
+// TestSumBlocksAddsInOrder: the weighted sums add each update's term in the updates'
+// order, one at a time in float64, whatever the number of updates (sumBlocks adds four at
+// a time, then the rest) and the length: bit for bit what the plain loop gives. Each
+// coordinate has a pair of large terms that cancel exactly, so the small terms added
+// between them are rounded to the large one's precision: another order of addition gives
+// another sum.
+func TestSumBlocksAddsInOrder(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	for _, n := range []int{1, 3, 4, 5, 8, 9, 11} {
+		for _, d := range []int{1, 1023, 1025, 5000} {
+			ups := make([]Update, n)
+			for j := range ups {
+				ups[j] = Update{Participant: fmt.Sprint(j), Delta: make([]float32, d), Samples: 7}
+				for i := range ups[j].Delta {
+					ups[j].Delta[i] = float32(r.NormFloat64())
+				}
+			}
+			if n >= 2 {
+				for i := range d {
+					a, b := r.IntN(n), r.IntN(n-1)
+					if b >= a {
+						b++
+					}
+					big := float32(1+r.Float64()) * (1 << 40)
+					ups[a].Delta[i], ups[b].Delta[i] = big, -big
+				}
+			}
+			weight := func(u Update) float64 { return float64(u.Samples) / 3.7 }
+			got := make([]float32, d)
+			sumBlocks(got, ups, weight, 1.3)
+			for i := range got {
+				var s float64
+				for _, u := range ups {
+					s += weight(u) * float64(u.Delta[i])
+				}
+				if want := float32(s / 1.3); math.Float32bits(got[i]) != math.Float32bits(want) {
+					t.Fatalf("%d updates of %d: sum %d is %v, the plain loop's %v", n, d, i, got[i], want)
+				}
+			}
+		}
+	}
+}
+
 // TestCombineFollowsTheRule: side values (a metric per update) are combined as the rule
 // combines updates: five updates, one an outlier of 100 claiming most of the samples.
 func TestCombineFollowsTheRule(t *testing.T) {

@@ -17,7 +17,7 @@ import (
 	"slices"
 
 	"github.com/millwright-io/millwright/gateway/config"
-	"github.com/millwright-io/millwright/models"
+	"github.com/millwright-io/millwright/internal/f32le"
 )
 
 // The kinds of Codec.
@@ -131,13 +131,8 @@ func encode(dst []byte, c Codec, v []float32, r *rand.Rand, residual []float32) 
 	switch c.Kind {
 	case None:
 		b = b[:start+headerLen+4*len(v)]
-		out := b[start+headerLen:]
-		for i, x := range v {
-			bits := math.Float32bits(x)
-			if bits&f32ExpMask == f32ExpMask {
-				return dst, notFinite(v)
-			}
-			binary.LittleEndian.PutUint32(out[4*i:], bits)
+		if f32le.Encode(b[start+headerLen:], v) >= 0 {
+			return dst, notFinite(v)
 		}
 		if residual != nil {
 			clear(residual) // float32 is sent exactly
@@ -156,7 +151,7 @@ func encode(dst []byte, c Codec, v []float32, r *rand.Rand, residual []float32) 
 			}
 		}
 	case TopK:
-		if models.NonFinite32(v) >= 0 {
+		if f32le.NonFinite(v) >= 0 {
 			return dst, notFinite(v)
 		}
 		idx := topK(v, c.K)
@@ -183,7 +178,7 @@ func encode(dst []byte, c Codec, v []float32, r *rand.Rand, residual []float32) 
 const f32ExpMask = 0x7f800000
 
 func notFinite(v []float32) error {
-	i := models.NonFinite32(v)
+	i := f32le.NonFinite(v)
 	return fmt.Errorf("compress: parameter %d is %v; expected a finite number", i, v[i])
 }
 
@@ -333,12 +328,8 @@ func DecodeTo(dst []float32, b []byte, maxParams int) ([]float32, string, error)
 			return fail("%d bytes of float32 data for %d parameters", len(rest), n)
 		}
 		out := slices.Grow(dst[:0], n)[:n]
-		for i := range out {
-			bits := binary.LittleEndian.Uint32(rest[4*i:])
-			if bits&f32ExpMask == f32ExpMask {
-				return fail("parameter %d is %v", i, math.Float32frombits(bits))
-			}
-			out[i] = math.Float32frombits(bits)
+		if i := f32le.Decode(out, rest); i >= 0 {
+			return fail("parameter %d is %v", i, out[i])
 		}
 		return out, kind, nil
 	case Int8:
@@ -454,7 +445,7 @@ func (f *Feedback) Append(dst []byte, c Codec, v []float32, r *rand.Rand) ([]byt
 			f.undo = err == nil
 			return b, err
 		}
-		if models.NonFinite32(v) >= 0 { // refused before encode writes a residual
+		if f32le.NonFinite(v) >= 0 { // refused before encode writes a residual
 			return dst, notFinite(v)
 		}
 		b, err := encode(dst, c, v, r, f.residual)
@@ -464,12 +455,11 @@ func (f *Feedback) Append(dst []byte, c Codec, v []float32, r *rand.Rand) ([]byt
 	if len(f.corrected) != len(v) {
 		f.corrected = make([]float32, len(v))
 	}
-	corrected, ok := f.corrected, true
+	corrected := f.corrected
 	for i := range v {
 		corrected[i] = v[i] + f.residual[i]
-		ok = ok && math.Float32bits(corrected[i])&f32ExpMask != f32ExpMask
 	}
-	if !ok { // refused before encode writes a residual
+	if f32le.NonFinite(corrected) >= 0 { // refused before encode writes a residual
 		return dst, notFinite(corrected)
 	}
 	b, err := encode(dst, c, corrected, r, f.residual)
