@@ -92,8 +92,12 @@ func finite(v []float32) bool {
 		acc = uint64(math.Float32bits(v[0])&expMask + one)
 		v = v[1:]
 	}
-	for _, w := range unsafe.Slice((*uint64)(unsafe.Pointer(unsafe.SliceData(v))), len(v)/2) {
-		acc |= w&exps + ones
+	// The view is made only over pairs that exist: a pointer to where v's array ends,
+	// made a *uint64, would reach into the next allocation.
+	if pairs := len(v) / 2; pairs > 0 {
+		for _, w := range unsafe.Slice((*uint64)(unsafe.Pointer(&v[0])), pairs) {
+			acc |= w&exps + ones
+		}
 	}
 	if len(v)%2 == 1 {
 		acc |= uint64(math.Float32bits(v[len(v)-1])&expMask + one)

@@ -206,3 +206,37 @@ func TestNonFiniteEdges(t *testing.T) {
 		}
 	}
 }
+
+// TestSlicesAtTheEndOfTheirArray checks every subslice of arrays of 1 to 40 values, and
+// every tail of arrays around NonFinite's block of 1024: with the race detector on, the
+// runtime checks that no pointer made from them reaches past their array (checkptr), as a
+// view of two values from the last one would.
+func TestSlicesAtTheEndOfTheirArray(t *testing.T) {
+	for _, n := range append(seq(1, 40), 1025, 1026, 2048, 2049) {
+		a := make([]float32, n)
+		a[n-1] = float32(math.Inf(-1))
+		for i := range n {
+			from := i // every end for short arrays; the array's end for long ones
+			if n > 40 {
+				from = n
+			}
+			for j := from; j <= n; j++ {
+				want := -1
+				if j == n {
+					want = n - 1 - i
+				}
+				if got := NonFinite(a[i:j]); got != want {
+					t.Fatalf("array of %d, values %d to %d: NonFinite returned %d, want %d", n, i, j, got, want)
+				}
+			}
+		}
+	}
+}
+
+func seq(from, to int) []int {
+	var s []int
+	for i := from; i <= to; i++ {
+		s = append(s, i)
+	}
+	return s
+}
