@@ -101,3 +101,67 @@ func TestWatchLeafShowsALostLink(t *testing.T) {
 		<-done
 	})
 }
+
+// heldWatch is a transport whose round watch has reached nothing until the test sends it
+// a state to deliver; it then delivers the states sent, until its context ends. asked is
+// closed once the watch was asked for.
+type heldWatch struct {
+	modelShelf
+	asked  chan struct{}
+	states chan []byte
+}
+
+func (h *heldWatch) WatchRound(ctx context.Context, _ string, fn func([]byte)) error {
+	close(h.asked)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case b := <-h.states:
+			fn(b)
+		}
+	}
+}
+
+// TestFederationShowsConnectedOnceWatching: a gateway whose round watch has not
+// delivered the round state yet (the hub's NATS does not answer) shows connecting, with
+// the connected gauge at 0, and connected from the first state; a stopped watch shows
+// stopped.
+func TestFederationShowsConnectedOnceWatching(t *testing.T) {
+	msg := newFedMessages(t)
+	reg := prometheus.NewRegistry()
+	m, err := newFedMetrics(reg, []string{"pumps"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := newFedStatus("pumps", "factory-a", nil, m)
+	h := &heldWatch{asked: make(chan struct{}), states: make(chan []byte)}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	delivered := make(chan struct{}, 1)
+	go func() {
+		done <- observedTransport{Transport: h, st: st}.WatchRound(ctx, "pumps", func([]byte) { delivered <- struct{}{} })
+	}()
+	want := func(hub string, gauge float64) {
+		t.Helper()
+		if got := st.snapshot().Hub; got != hub {
+			t.Fatalf("hub %q, want %q", got, hub)
+		}
+		if got := testutil.ToFloat64(m.connected.WithLabelValues("pumps")); got != gauge {
+			t.Fatalf("connected gauge %v, want %v", got, gauge)
+		}
+	}
+	<-h.asked
+	want(hubConnecting, 0)
+	h.states <- msg.state(t, 2, 1, "h1", "factory-a")
+	<-delivered
+	want(hubConnected, 1)
+	if r := st.snapshot().Round; r == nil || r.Round != 2 {
+		t.Fatalf("round seen %+v, want round 2", r)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	want(hubStopped, 0)
+}

@@ -28,7 +28,8 @@ type FederationStatus struct {
 	// Member is the gateway's name in the federation (its NATS user).
 	Member string `json:"member"`
 	// Hub is the state of the link to the hub for this federation: connecting (dialling
-	// the hub's NATS), connected (watching the federation's round state), reconnecting
+	// the hub's NATS, until the round watch delivered the round state), connected
+	// (watching the federation's round state, from the first it delivered), reconnecting
 	// (the NATS connection dropped, or the site's leaf node lost its link to the hub; the
 	// client or the leaf node relinks, and the watch resumes when it is back), retrying (the watch stopped with an error, such as a federation the hub has
 	// not created yet; it is retried with backoff) or stopped.
@@ -624,10 +625,19 @@ type observedTransport struct {
 	st *fedStatus
 }
 
-// WatchRound implements federation.Transport.
+// WatchRound implements federation.Transport. The link shows connected once the watch
+// has delivered the round state (a watch starts with the current one), not when it is
+// asked for: a watch that cannot reach the hub leaves the state it had.
 func (o observedTransport) WatchRound(ctx context.Context, fed string, fn func([]byte)) error {
-	o.st.setHub(hubConnected)
-	err := o.Transport.WatchRound(ctx, fed, func(b []byte) { o.st.roundState(b); fn(b) })
+	watching := false // fn's calls are not concurrent
+	err := o.Transport.WatchRound(ctx, fed, func(b []byte) {
+		if !watching {
+			watching = true
+			o.st.setHub(hubConnected)
+		}
+		o.st.roundState(b)
+		fn(b)
+	})
 	switch {
 	case ctx.Err() != nil:
 		o.st.setHub(hubStopped)
