@@ -185,8 +185,9 @@ func (c FederationConfig) Validate() error {
 	if c.Architecture.Params <= 0 || c.Architecture.Params > MaxParams {
 		p.Addf("architecture.params", "%d is out of range; expected 1..%d", c.Architecture.Params, MaxParams)
 	}
-	if !(c.InitScale > 0) || math.IsInf(c.InitScale, 0) {
-		p.Addf("init_scale", "%v must be a positive finite number", c.InitScale)
+	if !(c.InitScale > 0) || c.InitScale > math.MaxFloat32 {
+		// The parameters are float32: a larger scale draws infinities.
+		p.Addf("init_scale", "%v; expected a positive number up to %g (float32's largest)", c.InitScale, math.MaxFloat32)
 	}
 	if c.Participants < 0 || c.Participants > len(c.Members) {
 		p.Addf("participants", "%d is out of range; expected 0..%d (the members)", c.Participants, len(c.Members))

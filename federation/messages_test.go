@@ -186,6 +186,7 @@ func TestFederationConfigValidate(t *testing.T) {
 	fc.Strategy = aggregate.Strategy{Name: aggregate.Median}
 	fc.DP = dp.Config{Enabled: true, EpsilonLimit: 5, Noise: dp.NoiseDistributed}
 	fc.MaxStaleness, fc.KeepModels = 3, 3
+	fc.InitScale = 1e39 // beyond float32
 	fc.SetDefaults()
 	err := fc.Validate()
 	paths := map[string]bool{}
@@ -195,7 +196,7 @@ func TestFederationConfigValidate(t *testing.T) {
 			paths[fe.Path] = true
 		}
 	}
-	for _, want := range []string{"name", "members[3].name", "members[3].key", "quorum", "keep_models", "dp.noise", "strategy.name"} {
+	for _, want := range []string{"name", "members[3].name", "members[3].key", "quorum", "keep_models", "dp.noise", "strategy.name", "init_scale"} {
 		if !paths[want] {
 			t.Errorf("no problem at %s; got %v", want, err)
 		}
@@ -205,7 +206,7 @@ func TestFederationConfigValidate(t *testing.T) {
 	if err := good.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"Bad Name", "keep_models: 3 is not above max_staleness 3; expected at least 4"} {
+	for _, want := range []string{"Bad Name", "keep_models: 3 is not above max_staleness 3; expected at least 4", "init_scale: 1e+39; expected a positive number up to 3.4028234663852886e+38"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error does not say %q: %v", want, err)
 		}
