@@ -285,7 +285,7 @@ func readUpdates(b *testing.B, hub federation.Transport, round uint64, n int) {
 	got := 0
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	if err := hub.Updates(ctx, fedName, round, func([]byte) {
+	if err := hub.Updates(ctx, fedName, round, func(federation.UpdateMessage) {
 		if got++; got == n {
 			cancel()
 		}
@@ -394,11 +394,11 @@ func (t timed) PublishUpdate(ctx context.Context, fed string, round uint64, part
 	return t.Transport.PublishUpdate(ctx, fed, round, participant, data)
 }
 
-func (t timed) Updates(ctx context.Context, fed string, round uint64, fn func([]byte)) error {
+func (t timed) Updates(ctx context.Context, fed string, round uint64, fn func(federation.UpdateMessage)) error {
 	defer t.span("consume updates")()
 	stop := context.AfterFunc(ctx, func() { t.tl.add(t.hub, "consume updates cancelled") })
 	defer stop()
-	return t.Transport.Updates(ctx, fed, round, func(b []byte) { t.tl.add(t.hub, "update received"); fn(b) })
+	return t.Transport.Updates(ctx, fed, round, func(m federation.UpdateMessage) { t.tl.add(t.hub, "update received"); fn(m) })
 }
 
 func (t timed) WatchRound(ctx context.Context, fed string, fn func([]byte)) error {

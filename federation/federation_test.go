@@ -72,7 +72,7 @@ func TestHubKeepsTheLatestModels(t *testing.T) {
 	for r := uint64(1); r < rounds; r++ {
 		uctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
 		n := 0
-		if err := e.hub.Updates(uctx, fedName, r, func([]byte) { n++ }); err != nil {
+		if err := e.hub.Updates(uctx, fedName, r, func(federation.UpdateMessage) { n++ }); err != nil {
 			t.Fatal(err)
 		}
 		cancel()

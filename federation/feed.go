@@ -22,6 +22,36 @@ type feed struct {
 	done    chan error
 	cancel  context.CancelFunc
 	workers sync.WaitGroup
+	// taken holds, by sender, the messages read (their Seq); over, the senders logged for
+	// going past MemberMessages. Only the reader (one Updates call at a time) uses them.
+	taken map[string]map[uint64]bool
+	over  map[string]bool
+}
+
+// MemberMessages is how many distinct messages of one member the hub reads in a round. A
+// member sends one update a round, five with secure aggregation (one per phase), and a
+// few more if it retried a publish; past that a member could only make the hub hash and
+// decode message after message, delay the others' behind them and fill the log with
+// rejections. The hub leaves the rest of that member's messages in the round unread,
+// counted (millwright_federation_updates_total{result="unread"}) and logged once.
+const MemberMessages = 8
+
+// admit reports whether the hub reads m: a message it read before (redelivered), or one
+// of the first MemberMessages of its sender in the round.
+func (fd *feed) admit(m UpdateMessage) bool {
+	seqs := fd.taken[m.Sender]
+	if seqs[m.Seq] {
+		return true
+	}
+	if len(seqs) >= MemberMessages {
+		return false
+	}
+	if seqs == nil {
+		seqs = map[uint64]bool{}
+		fd.taken[m.Sender] = seqs
+	}
+	seqs[m.Seq] = true
+	return true
 }
 
 // message is one received update message and what decoding it found. ready is closed
@@ -89,13 +119,23 @@ func (b *buffers) put(bufs ...[]float32) {
 
 // feed starts reading round's messages from the transport. The hand-off is bounded: the
 // consumer blocks (JetStream holds the rest) while GOMAXPROCS messages wait for the
-// round loop; nothing is dropped. close stops the reader and waits for it and the workers.
+// round loop; nothing is dropped but a member's messages past MemberMessages (admit). close stops the reader and waits for it and the workers.
 func (f *fedRun) feed(ctx context.Context, round uint64) *feed {
 	cctx, cancel := context.WithCancel(ctx)
 	n := runtime.GOMAXPROCS(0)
-	fd := &feed{ch: make(chan *message, n), ahead: make(chan struct{}, n), done: make(chan error, 1), cancel: cancel}
+	fd := &feed{ch: make(chan *message, n), ahead: make(chan struct{}, n), done: make(chan error, 1), cancel: cancel,
+		taken: map[string]map[uint64]bool{}, over: map[string]bool{}}
 	maxParams := f.cfg.Architecture.Params
-	read := func(b []byte) {
+	read := func(um UpdateMessage) {
+		if !fd.admit(um) {
+			f.m.updates.WithLabelValues(resultUnread).Inc()
+			if !fd.over[um.Sender] {
+				fd.over[um.Sender] = true
+				f.log.Warn("member sent more messages than a round takes; the rest of them are not read", "participant", um.Sender, "round", round, "limit", MemberMessages)
+			}
+			return
+		}
+		b := um.Data
 		select {
 		case fd.ahead <- struct{}{}:
 		case <-cctx.Done():

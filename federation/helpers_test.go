@@ -374,3 +374,8 @@ func runFederationWith(t *testing.T, arch models.Architecture, strategy aggregat
 	}
 	return g.Params, reports
 }
+
+// dataOf adapts fn, which looks at a message's bytes only, to Transport.Updates.
+func dataOf(fn func([]byte)) func(federation.UpdateMessage) {
+	return func(m federation.UpdateMessage) { fn(m.Data) }
+}

@@ -45,6 +45,7 @@ const (
 	outcomeEvaluated     = "evaluated"
 	resultAccepted       = "accepted"
 	resultRedelivered    = "redelivered"
+	resultUnread         = "unread" // a member's messages past MemberMessages in a round
 	blobOptimizer        = "optimizer"
 	blobPrivacy          = "privacy"
 	transportRetryPeriod = time.Second
@@ -120,7 +121,7 @@ func newHubMetrics(reg prometheus.Registerer) *hubMetrics {
 	fed := []string{"federation"}
 	m := &hubMetrics{
 		rounds:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "millwright_federation_rounds_total", Help: "Rounds closed by the hub, by outcome."}, append(fed, "outcome")),
-		updates:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "millwright_federation_updates_total", Help: "Update messages handled by the hub, accepted or redelivered."}, append(fed, "result")),
+		updates:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "millwright_federation_updates_total", Help: "Update messages handled by the hub: accepted, redelivered, or unread (a member's messages in a round past the 8 the hub reads)."}, append(fed, "result")),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "millwright_federation_updates_rejected_total", Help: "Updates rejected by the hub, by reason."}, append(fed, "reason")),
 		bytes:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "millwright_federation_update_bytes_total", Help: "Bytes of accepted updates."}, fed),
 		ledger:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "millwright_federation_ledger_errors_total", Help: "FederatedRound records the ledger refused."}, fed),
@@ -159,6 +160,9 @@ func (m *hubMetrics) of(fed string) *runMetrics {
 	}
 	for _, w := range []string{"model", "updates"} {
 		r.deleteErrors.WithLabelValues(w)
+	}
+	for _, res := range []string{resultAccepted, resultRedelivered, resultUnread} {
+		r.updates.WithLabelValues(res)
 	}
 	return r
 }

@@ -3,6 +3,7 @@ package federation_test
 import (
 	"context"
 	"crypto/ed25519"
+	"fmt"
 	"math"
 	"slices"
 	"strings"
@@ -114,8 +115,8 @@ func TestRedeliveredRejectionCountedOnce(t *testing.T) {
 // twice delivers every update message twice, as the Transport contract allows.
 type twice struct{ federation.Transport }
 
-func (d twice) Updates(ctx context.Context, fed string, round uint64, fn func([]byte)) error {
-	return d.Transport.Updates(ctx, fed, round, func(b []byte) { fn(b); fn(b) })
+func (d twice) Updates(ctx context.Context, fed string, round uint64, fn func(federation.UpdateMessage)) error {
+	return d.Transport.Updates(ctx, fed, round, func(m federation.UpdateMessage) { fn(m); fn(m) })
 }
 
 // Finite updates whose FedAvg overflows float32 (one member's huge deltas with an
@@ -188,12 +189,12 @@ func TestForgedAndReplayedUpdatesRejected(t *testing.T) {
 	var old []byte
 	cctx, cancel := context.WithCancel(ctx)
 	go func() {
-		_ = e.hub.Updates(cctx, fedName, 1, func(b []byte) {
+		_ = e.hub.Updates(cctx, fedName, 1, dataOf(func(b []byte) {
 			if u, err := federation.DecodeUpdate(b); err == nil && u.Participant == "g0" {
 				old = b
 				cancel()
 			}
-		})
+		}))
 	}()
 	<-cctx.Done()
 	if err := ps[n-1].Answer(ctx, st); err != nil {
@@ -224,12 +225,12 @@ func TestForgedAndReplayedUpdatesRejected(t *testing.T) {
 	var genuine []byte
 	cctx, cancel = context.WithCancel(ctx)
 	go func() {
-		_ = e.hub.Updates(cctx, fedName, 2, func(b []byte) {
+		_ = e.hub.Updates(cctx, fedName, 2, dataOf(func(b []byte) {
 			if u, err := federation.DecodeUpdate(b); err == nil && u.Participant == "g0" && u.Round == 2 && u.Key.Equal(gatewayKey(0).Public().(ed25519.PublicKey)) {
 				genuine = b
 				cancel()
 			}
-		})
+		}))
 	}()
 	<-cctx.Done()
 	pub("g0", genuine)                                         // redelivery: harmless
@@ -314,4 +315,49 @@ func metricValue(h *hubRun, name, fed, value string) float64 {
 		}
 	}
 	return -1
+}
+
+// TestHubReadsAtMostEightMessagesOfAMember: a member that sends message after message in a
+// round (here junk, each handled before the next is sent) has its first
+// federation.MemberMessages read and rejected, and the rest left unread and counted, its
+// own valid update at the end included; the other members' updates are read and the
+// round aggregates them. Redelivered messages do not count again (TestRedeliveredRejectionCountedOnce).
+func TestHubReadsAtMostEightMessagesOfAMember(t *testing.T) {
+	const n, dim, junk = 3, 8, federation.MemberMessages + 4
+	e := newEnv(t, n, false)
+	fc := fedConfig(n, dim)
+	fc.Quorum = n - 1
+	fc.RoundTimeout = 8 * time.Second // g0's update goes unread: the round closes at its deadline
+	h := startHub(t, e.hub, fc)
+	waitRound(t, e.hub, 1)
+	handled := func() float64 {
+		return h.counter("millwright_federation_updates_rejected_total", "reason", federation.RejectMalformed) +
+			h.counter("millwright_federation_updates_total", "result", "unread")
+	}
+	send := func(b []byte, want float64) {
+		t.Helper()
+		e.publish(t, 0, 1, b)
+		for deadline := time.Now().Add(10 * time.Second); handled() < want; time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("the hub handled %v of g0's messages; want %v", handled(), want)
+			}
+		}
+	}
+	for i := range junk {
+		send(fmt.Appendf(nil, "junk %d", i), float64(i+1))
+	}
+	send(signedUpdate(t, gatewayKey(0), "g0", 1, dim, 1), junk+1)
+	for i := 1; i < n; i++ {
+		e.publish(t, i, 1, signedUpdate(t, gatewayKey(i), gwName(i), 1, dim, byte(i+1)))
+	}
+	r := h.next(t)
+	if r.Outcome != "aggregated" || !slices.Equal(r.Used, []string{"g1", "g2"}) {
+		t.Fatalf("round 1: %s, used %v; want g1's and g2's updates", r.Outcome, r.Used)
+	}
+	malformed := h.counter("millwright_federation_updates_rejected_total", "reason", federation.RejectMalformed)
+	unread := h.counter("millwright_federation_updates_total", "result", "unread")
+	if malformed != federation.MemberMessages || unread != junk+1-federation.MemberMessages {
+		t.Fatalf("g0 sent %d messages: %v rejected as malformed and %v unread; want %d and %d",
+			junk+1, malformed, unread, federation.MemberMessages, junk+1-federation.MemberMessages)
+	}
 }

@@ -515,7 +515,7 @@ type failingUpdates struct {
 	fails int
 }
 
-func (f *failingUpdates) Updates(ctx context.Context, fed string, round uint64, fn func([]byte)) error {
+func (f *failingUpdates) Updates(ctx context.Context, fed string, round uint64, fn func(federation.UpdateMessage)) error {
 	f.mu.Lock()
 	fail := f.fails > 0
 	f.fails--

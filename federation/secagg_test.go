@@ -401,7 +401,7 @@ func roundMessages(t *testing.T, tr federation.Transport, round uint64) map[stri
 // secaggMessages calls add with the sender and the message of every secagg message of round
 // the transport delivers, until ctx ends (an update that does not decode is an error of t).
 func secaggMessages(ctx context.Context, t *testing.T, tr federation.Transport, round uint64, add func(from string, m secagg.Message)) error {
-	return tr.Updates(ctx, fedName, round, func(b []byte) {
+	return tr.Updates(ctx, fedName, round, dataOf(func(b []byte) {
 		u, err := federation.DecodeUpdate(b)
 		if err != nil {
 			t.Error(err)
@@ -410,7 +410,7 @@ func secaggMessages(ctx context.Context, t *testing.T, tr federation.Transport, 
 		if _, m, err := secagg.Unmarshal(u.Payload); err == nil {
 			add(u.Participant, m)
 		}
-	})
+	}))
 }
 
 // roundLog keeps the secagg messages of a round as the transport delivers them, read from

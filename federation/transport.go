@@ -9,6 +9,16 @@ import (
 // exist.
 var ErrNotFound = errors.New("federation: not found")
 
+// UpdateMessage is one stored update message, as Transport.Updates hands it over.
+type UpdateMessage struct {
+	// Sender is the member the transport took the message from, by its credentials (with
+	// natsbus, the member whose subject it was published to), whatever the message says.
+	Sender string
+	// Seq identifies the stored message: a redelivered message has the Seq it had.
+	Seq  uint64
+	Data []byte
+}
+
 // Transport moves the round protocol's bytes between hub and gateways. Package natsbus
 // implements it over NATS JetStream. Every method is safe for concurrent use and honours
 // ctx; a returned error other than ErrNotFound is transient (the caller retries).
@@ -21,8 +31,9 @@ type Transport interface {
 	PublishUpdate(ctx context.Context, fed string, round uint64, participant string, data []byte) error
 	// Updates calls fn with every update of round stored so far, then with each new one,
 	// until ctx ends (it then returns nil). fn is called from one goroutine at a time and
-	// may be called again with a message it has seen (redelivery): handlers are idempotent.
-	Updates(ctx context.Context, fed string, round uint64, fn func(data []byte)) error
+	// may be called again with a message it has seen (redelivery, with the same Seq):
+	// handlers are idempotent.
+	Updates(ctx context.Context, fed string, round uint64, fn func(UpdateMessage)) error
 	// DeleteUpdates removes every update stored for round, which the hub has closed.
 	DeleteUpdates(ctx context.Context, fed string, round uint64) error
 	// PutModel stores a signed global model under hash, its SHA-256 (lower-case hex),

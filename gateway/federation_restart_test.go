@@ -69,7 +69,8 @@ type updateCounter struct {
 	seen map[[32]byte]bool
 }
 
-func (c *updateCounter) add(b []byte) {
+func (c *updateCounter) add(m federation.UpdateMessage) {
+	b := m.Data
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.seen[sha256.Sum256(b)] = true

@@ -76,7 +76,7 @@ func BenchmarkTransfer(b *testing.B) {
 			}
 			got := 0
 			cctx, cancel := context.WithCancel(ctx)
-			_ = hub.Updates(cctx, "f1", round, func([]byte) {
+			_ = hub.Updates(cctx, "f1", round, func(federation.UpdateMessage) {
 				if got++; got == n {
 					cancel()
 				}

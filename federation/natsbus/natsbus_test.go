@@ -102,10 +102,20 @@ func factory(srv *Server, name, pw string) ClientConfig {
 // collect reads the updates of round stored so far.
 func collect(t *testing.T, b *Bus, fed string, round uint64, want int) [][]byte {
 	t.Helper()
+	var got [][]byte
+	for _, m := range collectMessages(t, b, fed, round, want) {
+		got = append(got, m.Data)
+	}
+	return got
+}
+
+// collectMessages reads the update messages of round stored so far.
+func collectMessages(t *testing.T, b *Bus, fed string, round uint64, want int) []federation.UpdateMessage {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	var mu sync.Mutex
-	var got [][]byte
+	var got []federation.UpdateMessage
 	go func() {
 		for ctx.Err() == nil {
 			mu.Lock()
@@ -119,7 +129,7 @@ func collect(t *testing.T, b *Bus, fed string, round uint64, want int) [][]byte 
 			time.Sleep(10 * time.Millisecond)
 		}
 	}()
-	if err := b.Updates(ctx, fed, round, func(d []byte) { mu.Lock(); got = append(got, d); mu.Unlock() }); err != nil {
+	if err := b.Updates(ctx, fed, round, func(m federation.UpdateMessage) { mu.Lock(); got = append(got, m); mu.Unlock() }); err != nil {
 		t.Fatal(err)
 	}
 	mu.Lock()
@@ -474,7 +484,7 @@ func TestUpdatesDeleteTheirConsumer(t *testing.T) {
 		}
 		rctx, cancel := context.WithCancel(ctx)
 		// The reader stops at the round's update, so its consumer exists by then.
-		if err := hub.Updates(rctx, "f1", round+1, func([]byte) { cancel() }); err != nil {
+		if err := hub.Updates(rctx, "f1", round+1, func(federation.UpdateMessage) { cancel() }); err != nil {
 			t.Fatalf("round %d: %v", round+1, err)
 		}
 	}

@@ -5,11 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/millwright-io/millwright/federation"
 )
 
 // Updates are stored in one stream per federation, on one subject per member
@@ -27,8 +30,9 @@ const roundHeader = "Mw-Round"
 // one replaces the member's oldest. A round with secure aggregation takes five messages
 // from each member (one per phase), so a member has three retried publishes to spare
 // before a message of its own current round could be replaced. A member can store at
-// most UpdatesPerMember × 8 MiB, whatever it sends.
-const UpdatesPerMember = 8
+// most UpdatesPerMember × 8 MiB, whatever it sends. It is as many as the hub reads of a
+// member in a round (federation.MemberMessages).
+const UpdatesPerMember = federation.MemberMessages
 
 // updateSubject is the subject of member's updates in fed; updateSubjects matches every
 // member's.
@@ -120,7 +124,8 @@ func (b *Bus) takeReads(fed string, round uint64) *roundSeqs {
 }
 
 // Updates implements federation.Transport with an ordered consumer from the start of the
-// update stream, handing fn the messages whose header names round (after the hub's
+// update stream, handing fn the messages whose header names round, each with the member
+// its subject names as Sender and its stream sequence as Seq (after the hub's
 // deletions the stream holds little else: the current round's updates and at most
 // UpdatesPerMember of each member's late or stray ones). When ctx ends it stops the
 // consumer and returns once fn is not running, without waiting for the client library to
@@ -130,7 +135,7 @@ func (b *Bus) takeReads(fed string, round uint64) *roundSeqs {
 // the server would otherwise keep it until its inactivity threshold, and a stream has a
 // bounded number of consumers, which fast rounds reached after 1000 rounds
 // (TestUpdatesDeleteTheirConsumer).
-func (b *Bus) Updates(ctx context.Context, fed string, round uint64, fn func(data []byte)) error {
+func (b *Bus) Updates(ctx context.Context, fed string, round uint64, fn func(federation.UpdateMessage)) error {
 	cons, err := b.js.OrderedConsumer(ctx, updateStream(fed), jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{updateSubjects(fed)},
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
@@ -148,11 +153,13 @@ func (b *Bus) Updates(ctx context.Context, fed string, round uint64, fn func(dat
 			return
 		}
 		r := msgRound(m.Headers())
-		if meta, err := m.Metadata(); err == nil {
-			seen.see(round, r, m.Subject(), meta.Sequence.Stream)
+		meta, err := m.Metadata()
+		if err != nil { // not a JetStream message: nothing this consumer delivers
+			return
 		}
+		seen.see(round, r, m.Subject(), meta.Sequence.Stream)
 		if r == round {
-			fn(m.Data())
+			fn(federation.UpdateMessage{Sender: strings.TrimPrefix(m.Subject(), updateSubject(fed, "")), Seq: meta.Sequence.Stream, Data: m.Data()})
 		}
 	})
 	if err != nil {

@@ -357,3 +357,29 @@ func publishAs(t *testing.T, bus *Bus, round uint64, who, data string) {
 		t.Fatal(err)
 	}
 }
+
+// TestUpdatesNameTheirSender: Updates hands each message over with the member whose
+// subject it came on (the only one its credentials let publish there) and its stream
+// sequence, the same when the round is read again.
+func TestUpdatesNameTheirSender(t *testing.T) {
+	srv, hub := startServer(t, false)
+	a, b := dial(t, factory(srv, "a", "pa")), dial(t, factory(srv, "b", "pb"))
+	publishAs(t, a, 1, "a", "a1")
+	publishAs(t, b, 1, "b", "b1")
+	publishAs(t, a, 1, "a", "a1 again")
+	first := collectMessages(t, hub, "f1", 1, 3)
+	var got []string
+	for _, m := range first {
+		got = append(got, fmt.Sprintf("%s:%s", m.Sender, m.Data))
+	}
+	if want := []string{"a:a1", "b:b1", "a:a1 again"}; !slices.Equal(got, want) {
+		t.Fatalf("round 1 read as %q; want %q", got, want)
+	}
+	if first[0].Seq == first[1].Seq || first[1].Seq == first[2].Seq || first[0].Seq == first[2].Seq {
+		t.Fatalf("sequences %d, %d, %d; want three", first[0].Seq, first[1].Seq, first[2].Seq)
+	}
+	again := collectMessages(t, hub, "f1", 1, 3)
+	if !slices.EqualFunc(first, again, func(x, y federation.UpdateMessage) bool { return x.Sender == y.Sender && x.Seq == y.Seq }) {
+		t.Fatalf("read again: %+v; first %+v", again, first)
+	}
+}
