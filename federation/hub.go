@@ -464,6 +464,7 @@ func (f *fedRun) round(ctx context.Context, st RoundState) (RoundState, error) {
 			return st, err
 		}
 		report.Model, report.Used, report.Privacy = rel.Model, rel.Used, rel.Privacy
+		report.Rejected, report.Bytes, report.Metrics = rel.Rejected, rel.Bytes, rel.Metrics
 		return f.finish(ctx, report, start, outcomeAggregated, f.open(st.Round+1, rel.Model, st.Round))
 	}
 	if f.budget != nil {
@@ -567,7 +568,7 @@ func (f *fedRun) round(ctx context.Context, st RoundState) (RoundState, error) {
 	out := GlobalModel{Header: ModelHeader{Federation: f.cfg.Name, Round: st.Round, Architecture: global.Header.Architecture,
 		Parent: st.Global, Created: time.Now().UTC(), Participants: res.Used}, Params: res.Params}
 	report.Metrics = roundMetrics(f.cfg.Strategy, c.updates, res.Used)
-	hash, err := f.release(ctx, st, global.Header, &out, c, privacy, report.Metrics)
+	hash, err := f.release(ctx, st, global.Header, &out, c, privacy, report)
 	if err != nil {
 		return st, err
 	}

@@ -28,6 +28,11 @@ type releasing struct {
 	Model   string     `json:"model"`  // SHA-256 of the stored model
 	Used    []string   `json:"used"`
 	Privacy *dp.Report `json:"privacy,omitempty"`
+	// Rejected, Bytes and Metrics are the rest of the round's report, for a restarted hub
+	// to report the round, and write its receipts, as this one would have.
+	Rejected []Rejection        `json:"rejected,omitempty"`
+	Bytes    int                `json:"bytes,omitempty"`
+	Metrics  map[string]float64 `json:"metrics,omitempty"`
 	// Record is the round's ledger record (nil without a recorder), and RecordID its id
 	// when the recorder takes one (ledger.IDRecorder): a restarted hub asks whether it was
 	// recorded before the stop instead of recording it again.
@@ -44,16 +49,19 @@ type releasing struct {
 }
 
 // release publishes the model out of round st, aggregated from in, with the updates c
-// (used: the participants it averaged): it stores the signed model, commits the release
+// (used: the participants it averaged) and the round's report so far (its rejections,
+// bytes and metrics, which the release keeps for a restarted hub's report): it stores the signed model, commits the release
 // (blobRelease, with the optimizer's new state), records the round in the ledger and
 // names the model by its version, in that order. It returns the model's hash.
-func (f *fedRun) release(ctx context.Context, st RoundState, in ModelHeader, out *GlobalModel, c *collected, privacy *dp.Report, metrics map[string]float64) (string, error) {
+func (f *fedRun) release(ctx context.Context, st RoundState, in ModelHeader, out *GlobalModel, c *collected, privacy *dp.Report, report RoundReport) (string, error) {
 	hash, err := f.storeModel(ctx, out)
 	if err != nil {
 		return "", err
 	}
-	roundM, inputM := splitMetrics(metrics)
-	rel := releasing{Round: st.Round, Parent: st.Global, Model: hash, Used: out.Header.Participants, Privacy: privacy, Record: f.roundRecord(in, out.Header, hash, c, privacy, roundM),
+	roundM, inputM := splitMetrics(report.Metrics)
+	rel := releasing{Round: st.Round, Parent: st.Global, Model: hash, Used: out.Header.Participants, Privacy: privacy,
+		Rejected: report.Rejected, Bytes: report.Bytes, Metrics: report.Metrics,
+		Record:     f.roundRecord(in, out.Header, hash, c, privacy, roundM),
 		Evaluation: f.evaluationRecord(in, out.Header, st.Global, inputM, evalPrivacy{}), Expired: f.expireFrom}
 	if _, ok := f.h.opts.Recorder.(ledger.IDRecorder); ok {
 		key := ledger.KeyID(f.h.PublicKey())

@@ -544,3 +544,40 @@ func TestHubRetriesTheUpdateConsumer(t *testing.T) {
 		}
 	}
 }
+
+// TestRestartedReleaseKeepsTheRoundsReport: a hub restarted after committing round 1's
+// release reports the round as the hub before it closed it, with the update bytes it
+// accepted and the member it rejected, and that member's receipt says rejected, with the
+// reason, not missing.
+func TestRestartedReleaseKeepsTheRoundsReport(t *testing.T) {
+	const n, dim = 3, 16
+	e := newEnv(t, n, false)
+	fc := fedConfig(n, dim)
+	fc.Quorum, fc.Rounds, fc.RoundTimeout = 2, 1, 2*time.Second
+	crash := newCrashingTransport(e.hub, crashAfterCommit)
+	h := startHubRecording(t, crash, nil, fc)
+	waitRound(t, e.hub, 1)
+	bytes := 0
+	for i := range 2 {
+		b := signedUpdate(t, gatewayKey(i), gwName(i), 1, dim, byte(i+1))
+		bytes += len(b)
+		e.publish(t, i, 1, b)
+	}
+	e.publish(t, 2, 1, signedDelta(t, gatewayKey(2), federation.Update{Round: 1, BaseRound: 1, Participant: "g2", Samples: 10}, make([]float32, dim+1), 3))
+	select {
+	case <-crash.crashed:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the hub did not commit round 1's release")
+	}
+	h.stop()
+
+	r := startHub(t, e.hub, fc).next(t)
+	if r.Round != 1 || r.Outcome != "aggregated" || !slices.Equal(r.Used, []string{"g0", "g1"}) || r.Bytes != bytes ||
+		len(r.Rejected) != 1 || r.Rejected[0].Participant != "g2" || r.Rejected[0].Reason != federation.RejectBadPayload {
+		t.Fatalf("round 1 completed after the restart: %s, used %v, %d bytes, rejected %+v; want g0 and g1, %d bytes, g2 rejected for its payload",
+			r.Outcome, r.Used, r.Bytes, r.Rejected, bytes)
+	}
+	if rc := receipt(t, e.hub, "g2", 1); rc.Outcome != federation.ReceiptRejected || rc.Reason != federation.RejectBadPayload {
+		t.Fatalf("g2's receipt: %+v; want rejected for its payload", rc)
+	}
+}

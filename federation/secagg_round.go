@@ -350,7 +350,7 @@ func (f *fedRun) secaggRound(ctx context.Context, st RoundState) (RoundState, er
 	sort.Strings(used)
 	out := GlobalModel{Header: ModelHeader{Federation: f.cfg.Name, Round: st.Round, Architecture: global.Header.Architecture,
 		Parent: st.Global, Created: time.Now().UTC(), Participants: used}, Params: params2}
-	hash, err := f.release(ctx, st, global.Header, &out, &collected{updates: inputs}, privacy, report.Metrics)
+	hash, err := f.release(ctx, st, global.Header, &out, &collected{updates: inputs}, privacy, report)
 	if err != nil {
 		return st, err
 	}
