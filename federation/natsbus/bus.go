@@ -40,6 +40,7 @@ import (
 type Bus struct {
 	nc  *nats.Conn
 	js  jetstream.JetStream
+	api string // the JetStream API's subject prefix, with the domain: $JS.API. or $JS.<domain>.API.
 	log *slog.Logger
 
 	mu      sync.Mutex
@@ -101,7 +102,9 @@ func Dial(ctx context.Context, cfg ClientConfig, log *slog.Logger) (*Bus, error)
 		return nil, fmt.Errorf("natsbus: connect %s: %w", cfg.URL, err)
 	}
 	var js jetstream.JetStream
+	api := jetstream.DefaultAPIPrefix
 	if cfg.Domain != "" {
+		api = "$JS." + cfg.Domain + ".API."
 		js, err = jetstream.NewWithDomain(nc, cfg.Domain)
 	} else {
 		js, err = jetstream.New(nc)
@@ -110,7 +113,7 @@ func Dial(ctx context.Context, cfg ClientConfig, log *slog.Logger) (*Bus, error)
 		nc.Close()
 		return nil, fmt.Errorf("natsbus: jetstream: %w", err)
 	}
-	return &Bus{nc: nc, js: js, log: log, objs: map[string]jetstream.ObjectStore{}, streams: map[string]jetstream.Stream{},
+	return &Bus{nc: nc, js: js, api: api, log: log, objs: map[string]jetstream.ObjectStore{}, streams: map[string]jetstream.Stream{},
 		kvs: map[string]jetstream.KeyValue{}, read: map[string]map[uint64]*roundSeqs{}, timeout: cfg.Timeout, closed: closed}, nil
 }
 
@@ -300,9 +303,17 @@ func (b *Bus) kv(ctx context.Context, bucket string) (jetstream.KeyValue, error)
 // denied reports whether the server refused this connection a JetStream API request on
 // stream: it drops a request the user may not publish and says so only in an error on the
 // connection (LastError), so the request itself ends in a timeout.
-func (b *Bus) denied(stream string) bool {
+func (b *Bus) denied(stream string) bool { return b.refused("." + stream + `"`) }
+
+// deniedSubject reports whether the server refused this connection a publish to subject,
+// as denied does.
+func (b *Bus) deniedSubject(subject string) bool { return b.refused(`"` + subject + `"`) }
+
+// refused reports whether the connection's last error is a permission violation whose
+// text holds quoted.
+func (b *Bus) refused(quoted string) bool {
 	err := b.nc.LastError()
-	return errors.Is(err, nats.ErrPermissionViolation) && strings.Contains(err.Error(), "."+stream+`"`)
+	return errors.Is(err, nats.ErrPermissionViolation) && strings.Contains(err.Error(), quoted)
 }
 
 // PutModel implements federation.Transport: the object's name is hash, and its digest the

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/millwright-io/millwright/federation"
@@ -46,7 +47,36 @@ func (b *Bus) PutReceipts(ctx context.Context, fed string, receipts map[string][
 	return errors.Join(errs...)
 }
 
-// GetReceipt implements federation.Transport.
+// GetReceipt implements federation.Transport. It reads the key with one direct get and
+// no lookup of the bucket: a factory may not read the bucket's stream info, which would
+// list every key, so every member the hub wrote a receipt to (those it rejected a
+// message from included).
 func (b *Bus) GetReceipt(ctx context.Context, fed, participant string) ([]byte, error) {
-	return b.get(ctx, receiptBucket(fed), participant)
+	if err := federation.CheckName(participant); err != nil {
+		return nil, fmt.Errorf("natsbus: receipt of %q: %w", participant, err)
+	}
+	ctx, cancel := b.bounded(ctx)
+	defer cancel()
+	rb := receiptBucket(fed)
+	subject := b.api + "DIRECT.GET.KV_" + rb + ".$KV." + rb + "." + participant
+	m, err := b.nc.RequestWithContext(ctx, subject, nil)
+	switch {
+	case errors.Is(err, nats.ErrNoResponders):
+		// No such bucket, or, through a leaf node, a read the hub's server refused: the
+		// leaf forwards only what the link's user may publish, and answers the rest so.
+		return nil, fmt.Errorf("natsbus: receipt of %s in %s: no receipt bucket, or not permitted: %w", participant, fed, err)
+	case err != nil && b.deniedSubject(subject):
+		return nil, fmt.Errorf("natsbus: receipt of %s in %s: %w", participant, fed, ErrNotPermitted)
+	case err != nil:
+		return nil, fmt.Errorf("natsbus: receipt of %s in %s: %w", participant, fed, err)
+	}
+	if status := m.Header.Get("Status"); status == "404" {
+		return nil, fmt.Errorf("natsbus: receipt of %s in %s: %w", participant, fed, federation.ErrNotFound)
+	} else if status != "" {
+		return nil, fmt.Errorf("natsbus: receipt of %s in %s: status %s %s", participant, fed, status, m.Header.Get("Description"))
+	}
+	if op := m.Header.Get("KV-Operation"); op == "DEL" || op == "PURGE" {
+		return nil, fmt.Errorf("natsbus: receipt of %s in %s: %w", participant, fed, federation.ErrNotFound)
+	}
+	return m.Data, nil
 }

@@ -3,7 +3,12 @@ package natsbus
 import (
 	"context"
 	"errors"
+	"maps"
+	"slices"
 	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/millwright-io/millwright/federation"
 )
@@ -42,5 +47,29 @@ func TestReceiptsOnlyForTheirParticipant(t *testing.T) {
 	}
 	if err := hub.PutReceipts(ctx, "f1", map[string][]byte{"../x": nil}); err == nil {
 		t.Fatal("a receipt under a name that is not a participant's was written")
+	}
+}
+
+// TestReceiptKeysNotListable: a factory cannot list the receipt bucket's keys (which would
+// name every member the hub wrote a receipt to, those it rejected a message from
+// included): the stream's info, which lists them, is refused, and its own receipt still
+// reads.
+func TestReceiptKeysNotListable(t *testing.T) {
+	srv, hub := startServer(t, false)
+	ctx := context.Background()
+	a := dial(t, factory(srv, "a", "pa"))
+	if err := hub.PutReceipts(ctx, "f1", map[string][]byte{"a": []byte("a's"), "b": []byte("b's")}); err != nil {
+		t.Fatal(err)
+	}
+	lctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	if st, err := a.js.Stream(lctx, "KV_"+receiptBucket("f1")); err == nil {
+		info, err := st.Info(lctx, jetstream.WithSubjectFilter(">"))
+		if err == nil {
+			t.Fatalf("a listed the receipt bucket's keys: %v", slices.Collect(maps.Keys(info.State.Subjects)))
+		}
+	}
+	if got, err := a.GetReceipt(ctx, "f1", "a"); err != nil || string(got) != "a's" {
+		t.Fatalf("a's receipt: %q, %v", got, err)
 	}
 }

@@ -72,9 +72,9 @@ func FactoryPermissions(name string, feds []string, domain string) *server.Permi
 			api("DIRECT.GET." + s + ".>")
 		}
 		sub = append(sub, roundNotice(fed))
-		// Its own round receipt, and nobody else's.
+		// Its own round receipt, and nobody else's, by a direct get: not the bucket's stream
+		// info, which lists every key (GetReceipt).
 		rb := receiptBucket(fed)
-		api("STREAM.INFO.KV_" + rb)
 		api("DIRECT.GET.KV_" + rb + ".$KV." + rb + "." + name)
 	}
 	p := &server.Permissions{
