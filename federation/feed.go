@@ -3,6 +3,7 @@ package federation
 import (
 	"context"
 	"errors"
+	"hash/maphash"
 	"runtime"
 	"sync"
 	"time"
@@ -22,36 +23,66 @@ type feed struct {
 	done    chan error
 	cancel  context.CancelFunc
 	workers sync.WaitGroup
-	// taken holds, by sender, the messages read (their Seq); over, the senders logged for
-	// going past MemberMessages. Only the reader (one Updates call at a time) uses them.
-	taken map[string]map[uint64]bool
-	over  map[string]bool
+	// senders is what admit knows of each sender's messages in the round, seed the seed of
+	// their checksums. Only the reader (one Updates call at a time) uses them.
+	senders map[string]*sender
+	seed    maphash.Seed
+}
+
+// sender is what the feed knows of one sender's messages in a round.
+type sender struct {
+	last uint64              // the highest Seq delivered: a message at or below it was delivered before
+	read map[uint64]bool     // the Seqs of the messages read (at most MemberMessages)
+	sums map[uint64]struct{} // the checksums of the messages read
+	over bool                // logged for going past MemberMessages
 }
 
 // MemberMessages is how many distinct messages of one member the hub reads in a round. A
-// member sends one update a round, five with secure aggregation (one per phase), and a
-// few more if it retried a publish; past that a member could only make the hub hash and
-// decode message after message, delay the others' behind them and fill the log with
-// rejections. The hub leaves the rest of that member's messages in the round unread,
-// counted (millwright_federation_updates_total{result="unread"}) and logged once.
+// member sends one update a round, five with secure aggregation (one per phase); a publish
+// it retried because the acknowledgement was lost is stored again, as a copy, which does
+// not count. Past that a member could only make the hub hash and decode message after
+// message, delay the others' behind them and fill the log with rejections. The hub leaves
+// the rest of that member's messages in the round unread, counted
+// (millwright_federation_updates_total{result="unread"}, once per message) and logged once.
 const MemberMessages = 8
 
-// admit reports whether the hub reads m: a message it read before (redelivered), or one
-// of the first MemberMessages of its sender in the round.
-func (fd *feed) admit(m UpdateMessage) bool {
-	seqs := fd.taken[m.Sender]
-	if seqs[m.Seq] {
-		return true
+// admission is what the feed does with a delivered message.
+type admission int
+
+const (
+	admitRead      admission = iota // decode and handle it (handle knows a redelivery of one read before)
+	admitRepeat                     // leave it: delivered before, or a copy of one read (counted redelivered)
+	admitOverLimit                  // leave it: past the sender's MemberMessages (counted unread)
+)
+
+// admit says what the feed does with m. A message at or below the highest Seq of its
+// sender seen in the round was delivered before (a consumer delivers in stream order, and
+// one started again starts over): read again if it was read, else left. A new message
+// with the bytes of one read (a checksum with the feed's random seed) is a copy, left.
+// Otherwise it is read if its sender has had fewer than MemberMessages read. Memory is
+// bounded by the members: per sender one Seq, and MemberMessages Seqs and checksums.
+func (fd *feed) admit(m UpdateMessage) admission {
+	s := fd.senders[m.Sender]
+	if s == nil {
+		s = &sender{read: map[uint64]bool{}, sums: map[uint64]struct{}{}}
+		fd.senders[m.Sender] = s
 	}
-	if len(seqs) >= MemberMessages {
-		return false
+	if m.Seq <= s.last {
+		if s.read[m.Seq] {
+			return admitRead
+		}
+		return admitRepeat
 	}
-	if seqs == nil {
-		seqs = map[uint64]bool{}
-		fd.taken[m.Sender] = seqs
+	s.last = m.Seq
+	sum := maphash.Bytes(fd.seed, m.Data)
+	if _, copied := s.sums[sum]; copied {
+		return admitRepeat
 	}
-	seqs[m.Seq] = true
-	return true
+	if len(s.read) >= MemberMessages {
+		return admitOverLimit
+	}
+	s.read[m.Seq], s.sums[sum] = true, struct{}{}
+	return admitRead
 }
 
 // message is one received update message and what decoding it found. ready is closed
@@ -124,13 +155,17 @@ func (f *fedRun) feed(ctx context.Context, round uint64) *feed {
 	cctx, cancel := context.WithCancel(ctx)
 	n := runtime.GOMAXPROCS(0)
 	fd := &feed{ch: make(chan *message, n), ahead: make(chan struct{}, n), done: make(chan error, 1), cancel: cancel,
-		taken: map[string]map[uint64]bool{}, over: map[string]bool{}}
+		senders: map[string]*sender{}, seed: maphash.MakeSeed()}
 	maxParams := f.cfg.Architecture.Params
 	read := func(um UpdateMessage) {
-		if !fd.admit(um) {
+		switch fd.admit(um) {
+		case admitRepeat:
+			f.m.updates.WithLabelValues(resultRedelivered).Inc()
+			return
+		case admitOverLimit:
 			f.m.updates.WithLabelValues(resultUnread).Inc()
-			if !fd.over[um.Sender] {
-				fd.over[um.Sender] = true
+			if s := fd.senders[um.Sender]; !s.over {
+				s.over = true
 				f.log.Warn("member sent more messages than a round takes; the rest of them are not read", "participant", um.Sender, "round", round, "limit", MemberMessages)
 			}
 			return

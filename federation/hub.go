@@ -79,10 +79,11 @@ type RoundReport struct {
 	// Metrics are the round's local metrics, combined over the updates the round used as
 	// its rule combined them (roundMetrics), for the names every one of them reported;
 	// with secure aggregation, the weighted mean of each metric secagg.metrics names over
-	// the survivors that had it (nil when there are none, and for a round a restarted hub
-	// completed).
-	// They go to OnRound, the hub's log and /metrics, and into the round's ledger record
-	// unless the round has DP (they carry no noise); never into the model or a receipt.
+	// the survivors that had it (nil when there are none). A restarted hub that completes
+	// a round from its release commit reports the ones the release kept.
+	// They go to OnRound, the hub's log and /metrics, the hub-only release commit, and into
+	// the round's ledger record unless the round has DP (they carry no noise); never into
+	// the model or a receipt.
 	Metrics  map[string]float64
 	Bytes    int // update bytes accepted
 	Duration time.Duration

@@ -3,10 +3,12 @@ package federation_test
 import (
 	"context"
 	"crypto/ed25519"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -319,45 +321,109 @@ func metricValue(h *hubRun, name, fed, value string) float64 {
 
 // TestHubReadsAtMostEightMessagesOfAMember: a member that sends message after message in a
 // round (here junk, each handled before the next is sent) has its first
-// federation.MemberMessages read and rejected, and the rest left unread and counted, its
-// own valid update at the end included; the other members' updates are read and the
-// round aggregates them. Redelivered messages do not count again (TestRedeliveredRejectionCountedOnce).
+// federation.MemberMessages read and rejected, and the rest left unread and counted once
+// each, its own valid update at the end included; the other members' updates are read and
+// the round aggregates them. Through a transport that delivers every message twice, each
+// is counted once, the second delivery as a redelivery.
 func TestHubReadsAtMostEightMessagesOfAMember(t *testing.T) {
 	const n, dim, junk = 3, 8, federation.MemberMessages + 4
-	e := newEnv(t, n, false)
-	fc := fedConfig(n, dim)
-	fc.Quorum = n - 1
-	fc.RoundTimeout = 8 * time.Second // g0's update goes unread: the round closes at its deadline
-	h := startHub(t, e.hub, fc)
-	waitRound(t, e.hub, 1)
-	handled := func() float64 {
-		return h.counter("millwright_federation_updates_rejected_total", "reason", federation.RejectMalformed) +
-			h.counter("millwright_federation_updates_total", "result", "unread")
-	}
-	send := func(b []byte, want float64) {
-		t.Helper()
-		e.publish(t, 0, 1, b)
-		for deadline := time.Now().Add(10 * time.Second); handled() < want; time.Sleep(5 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("the hub handled %v of g0's messages; want %v", handled(), want)
+	for _, redeliver := range []bool{false, true} {
+		t.Run(fmt.Sprintf("redelivered=%v", redeliver), func(t *testing.T) {
+			e := newEnv(t, n, false)
+			fc := fedConfig(n, dim)
+			fc.Quorum = n - 1
+			fc.RoundTimeout = 8 * time.Second // g0's update goes unread: the round closes at its deadline
+			var tr federation.Transport = e.hub
+			if redeliver {
+				tr = twice{e.hub}
 			}
-		}
+			h := startHub(t, tr, fc)
+			waitRound(t, e.hub, 1)
+			handled := func() float64 {
+				return h.counter("millwright_federation_updates_rejected_total", "reason", federation.RejectMalformed) +
+					h.counter("millwright_federation_updates_total", "result", "unread")
+			}
+			send := func(b []byte, want float64) {
+				t.Helper()
+				e.publish(t, 0, 1, b)
+				for deadline := time.Now().Add(10 * time.Second); handled() < want; time.Sleep(5 * time.Millisecond) {
+					if time.Now().After(deadline) {
+						t.Fatalf("the hub handled %v of g0's messages; want %v", handled(), want)
+					}
+				}
+			}
+			for i := range junk {
+				send(fmt.Appendf(nil, "junk %d", i), float64(i+1))
+			}
+			send(signedUpdate(t, gatewayKey(0), "g0", 1, dim, 1), junk+1)
+			for i := 1; i < n; i++ {
+				e.publish(t, i, 1, signedUpdate(t, gatewayKey(i), gwName(i), 1, dim, byte(i+1)))
+			}
+			r := h.next(t)
+			if r.Outcome != "aggregated" || !slices.Equal(r.Used, []string{"g1", "g2"}) {
+				t.Fatalf("round 1: %s, used %v; want g1's and g2's updates", r.Outcome, r.Used)
+			}
+			malformed := h.counter("millwright_federation_updates_rejected_total", "reason", federation.RejectMalformed)
+			unread := h.counter("millwright_federation_updates_total", "result", "unread")
+			if malformed != federation.MemberMessages || unread != junk+1-federation.MemberMessages {
+				t.Fatalf("g0 sent %d messages: %v rejected as malformed and %v unread; want %d and %d",
+					junk+1, malformed, unread, federation.MemberMessages, junk+1-federation.MemberMessages)
+			}
+			if want := float64(junk + 1 + n - 1); redeliver && h.counter("millwright_federation_updates_total", "result", "redelivered") < want-1 {
+				t.Errorf("%v redeliveries counted; want at least %v (every message's second delivery but, maybe, the last one's)",
+					h.counter("millwright_federation_updates_total", "result", "redelivered"), want-1)
+			}
+		})
 	}
-	for i := range junk {
-		send(fmt.Appendf(nil, "junk %d", i), float64(i+1))
+}
+
+// lostAcks stores every update publish and then reports the calls in lose (1-based) as
+// failed, as when JetStream stored the message and its acknowledgement was lost on the
+// way back: the participant publishes the same bytes again.
+type lostAcks struct {
+	federation.Transport
+	mu   sync.Mutex
+	n    int
+	lose map[int]bool
+}
+
+func (l *lostAcks) PublishUpdate(ctx context.Context, fed string, round uint64, p string, data []byte) error {
+	err := l.Transport.PublishUpdate(ctx, fed, round, p, data)
+	l.mu.Lock()
+	l.n++
+	lose := l.lose[l.n]
+	l.mu.Unlock()
+	if err == nil && lose {
+		return errors.New("nats: timeout (ack lost)")
 	}
-	send(signedUpdate(t, gatewayKey(0), "g0", 1, dim, 1), junk+1)
+	return err
+}
+
+// TestRetriedPublishesDoNotCountAgainstTheLimit: in a round with secure aggregation (five
+// messages a member), g0's acknowledgements are lost four times for its first message
+// and twice for its second, so the stream holds eleven of its messages, six of them
+// copies. The copies are not counted against federation.MemberMessages: g0's masked input
+// is read and the round uses all four members.
+func TestRetriedPublishesDoNotCountAgainstTheLimit(t *testing.T) {
+	const n, dim = 4, 64
+	e := newEnv(t, n, false)
+	fc := secaggConfig(n, dim)
+	fc.Quorum = n - 1
+	fc.RoundTimeout = 10 * time.Second
+	h := startHub(t, e.hub, fc)
+	tr := &lostAcks{Transport: e.gatewayBus(0), lose: map[int]bool{1: true, 2: true, 3: true, 4: true, 6: true, 7: true}}
+	p, err := federation.NewParticipant(federation.ParticipantConfig{Federation: fedName, Name: gwName(0), HubKey: hubKey().Public().(ed25519.PublicKey)},
+		tr, gatewayKey(0), &pullTrainer{target: target(0, dim), samples: 10}, discard, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runParticipant(t, p)
 	for i := 1; i < n; i++ {
-		e.publish(t, i, 1, signedUpdate(t, gatewayKey(i), gwName(i), 1, dim, byte(i+1)))
+		e.gateway(t, i, &pullTrainer{target: target(i, dim), samples: 10})
 	}
 	r := h.next(t)
-	if r.Outcome != "aggregated" || !slices.Equal(r.Used, []string{"g1", "g2"}) {
-		t.Fatalf("round 1: %s, used %v; want g1's and g2's updates", r.Outcome, r.Used)
-	}
-	malformed := h.counter("millwright_federation_updates_rejected_total", "reason", federation.RejectMalformed)
 	unread := h.counter("millwright_federation_updates_total", "result", "unread")
-	if malformed != federation.MemberMessages || unread != junk+1-federation.MemberMessages {
-		t.Fatalf("g0 sent %d messages: %v rejected as malformed and %v unread; want %d and %d",
-			junk+1, malformed, unread, federation.MemberMessages, junk+1-federation.MemberMessages)
+	if r.Outcome != "aggregated" || !slices.Equal(r.Used, []string{"g0", "g1", "g2", "g3"}) || unread != 0 {
+		t.Fatalf("round 1: %s, used %v, %v messages unread; want all four members used and nothing unread", r.Outcome, r.Used, unread)
 	}
 }

@@ -14,7 +14,9 @@ type UpdateMessage struct {
 	// Sender is the member the transport took the message from, by its credentials (with
 	// natsbus, the member whose subject it was published to), whatever the message says.
 	Sender string
-	// Seq identifies the stored message: a redelivered message has the Seq it had.
+	// Seq identifies the stored message: numbered from 1 in the order the messages were
+	// stored, and delivered in that order (a redelivered message has the Seq it had, and
+	// one delivering the round again starts over).
 	Seq  uint64
 	Data []byte
 }
