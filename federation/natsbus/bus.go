@@ -24,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -240,18 +241,23 @@ func (b *Bus) bounded(ctx context.Context) (context.Context, context.CancelFunc)
 	return context.WithTimeout(ctx, b.timeout)
 }
 
-// DeleteFederation removes every JetStream asset of fed (hub credentials only).
+// DeleteFederation removes every JetStream asset of fed (hub credentials only): its update
+// stream, its models and the hub's objects, its round state and versions, and its
+// receipts. What is already gone is no error.
 func (b *Bus) DeleteFederation(ctx context.Context, fed string) error {
+	streams := []string{updateStream(fed), "OBJ_" + modelBucket(fed), "OBJ_" + hubBucket(fed), "KV_" + roundBucket(fed), "KV_" + receiptBucket(fed)}
 	b.mu.Lock()
 	delete(b.kvs, roundBucket(fed))
 	delete(b.kvs, receiptBucket(fed))
-	for _, bucket := range []string{modelBucket(fed), hubBucket(fed)} {
-		delete(b.objs, bucket)
-		delete(b.streams, bucket)
+	delete(b.objs, modelBucket(fed))
+	delete(b.objs, hubBucket(fed))
+	for _, s := range streams {
+		delete(b.streams, s)
 	}
+	delete(b.read, fed)
 	b.mu.Unlock()
 	var errs []error
-	for _, s := range []string{updateStream(fed), "OBJ_" + modelBucket(fed), "OBJ_" + hubBucket(fed), "KV_" + roundBucket(fed), "KV_" + receiptBucket(fed)} {
+	for _, s := range streams {
 		if err := b.js.DeleteStream(ctx, s); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
 			errs = append(errs, fmt.Errorf("natsbus: delete %s: %w", s, err))
 		}
@@ -741,4 +747,24 @@ func (b *Bus) WatchRound(ctx context.Context, fed string, fn func(state []byte))
 			all = true
 		}
 	}
+}
+
+// Federations returns the names of the federations whose storage is on the server (their
+// round state bucket), sorted.
+func (b *Bus) Federations(ctx context.Context) ([]string, error) {
+	ctx, cancel := b.bounded(ctx)
+	defer cancel()
+	prefix := "KV_" + roundBucket("")
+	var feds []string
+	names := b.js.StreamNames(ctx)
+	for name := range names.Name() {
+		if fed, ok := strings.CutPrefix(name, prefix); ok {
+			feds = append(feds, fed)
+		}
+	}
+	if err := names.Err(); err != nil {
+		return nil, fmt.Errorf("natsbus: list federations: %w", err)
+	}
+	sort.Strings(feds)
+	return feds, nil
 }

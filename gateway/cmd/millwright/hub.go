@@ -9,8 +9,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -36,6 +38,11 @@ type hubFileConfig struct {
 	// open round's, for a hub restarted mid-round; the hub deletes a closed round's.
 	UpdateRetention time.Duration                 `yaml:"update_retention"`
 	Federations     []federation.FederationConfig `yaml:"federations"`
+	// RetiredFederations are federations this hub ran and no longer does: at start it
+	// deletes what each keeps on the NATS server (its models, round state and versions,
+	// updates and receipts; its ledger records stay). A federation removed from
+	// federations and not listed here keeps its storage, and the hub warns of it.
+	RetiredFederations []string `yaml:"retired_federations"`
 	// Ledger records every aggregated round as a FederatedRound, signed with the hub's key:
 	// by default in a local hash-chained file under state_dir/ledger, or on Fabric.
 	Ledger gateway.LedgerConfig `yaml:"ledger"`
@@ -100,6 +107,18 @@ func (c hubFileConfig) Validate() error {
 				members[fed][f.Name] = true
 			}
 		}
+		configured := map[string]bool{}
+		for _, fc := range c.Federations {
+			configured[fc.Name] = true
+		}
+		for i, f := range c.NATS.Embedded.Factories {
+			for j, fed := range f.Federations {
+				if !configured[fed] {
+					p.Addf(config.Join(config.Index("nats.embedded.factories", i), config.Index("federations", j)),
+						"%q is not one of the hub's federations; expected one of federations (a factory listed for another could still read its models and store updates)", fed)
+				}
+			}
+		}
 		if len(c.NATS.Embedded.Factories) > 0 {
 			for i, fc := range c.Federations {
 				for j, m := range fc.Members {
@@ -130,6 +149,15 @@ func (c hubFileConfig) Validate() error {
 			c.UpdateRetention, fc.Name, of, span)
 	}
 	p.Nest("", federation.HubConfig{Federations: c.Federations}.Validate())
+	for i, name := range c.RetiredFederations {
+		path := config.Index("retired_federations", i)
+		if err := federation.CheckName(name); err != nil {
+			p.Addf(path, "%v", err)
+		}
+		if slices.ContainsFunc(c.Federations, func(fc federation.FederationConfig) bool { return fc.Name == name }) {
+			p.Addf(path, "%q is in federations too; a federation the hub runs cannot be retired (remove it from federations first)", name)
+		}
+	}
 	if c.StateDir != "" {
 		lc := c.Ledger
 		gateway.ResolveLedger(&lc, c.StateDir, hubOrg)
@@ -246,6 +274,10 @@ func cmdHub(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer func() { _ = bus.Close() }()
+	if err := retireFederations(ctx, bus, cfg, log); err != nil {
+		fmt.Fprintf(stderr, "millwright hub: %v\n", err)
+		return 1
+	}
 	for _, fc := range cfg.Federations {
 		var members []string
 		for _, m := range fc.Members {
@@ -278,4 +310,33 @@ func cmdHubPasswd(stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintln(stdout, hash)
 	return 0
+}
+
+// retireFederations deletes the NATS storage of cfg's retired federations and warns of
+// any other federation with storage on the server that cfg does not run.
+func retireFederations(ctx context.Context, bus *natsbus.Bus, cfg hubFileConfig, log *slog.Logger) error {
+	present, err := bus.Federations(ctx)
+	if err != nil {
+		return err
+	}
+	known := map[string]bool{}
+	for _, fc := range cfg.Federations {
+		known[fc.Name] = true
+	}
+	for _, name := range cfg.RetiredFederations {
+		known[name] = true
+		if !slices.Contains(present, name) {
+			continue
+		}
+		if err := bus.DeleteFederation(ctx, name); err != nil {
+			return fmt.Errorf("retire federation %s: %w", name, err)
+		}
+		log.Info("retired federation's storage deleted: its models, round state, updates and receipts (its ledger records stay)", "federation", name)
+	}
+	for _, name := range present {
+		if !known[name] {
+			log.Warn("a federation the hub does not run keeps its storage on the NATS server: its models, round state, updates and receipts; list it in retired_federations to delete them", "federation", name)
+		}
+	}
+	return nil
 }
