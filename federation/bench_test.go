@@ -53,11 +53,7 @@ func BenchmarkRound(b *testing.B) {
 			var stops []context.CancelFunc
 			for i := range n {
 				buses[i] = e.gatewayBus(i)
-				p, err := federation.NewParticipant(federation.ParticipantConfig{Federation: fedName, Name: gwName(i), HubKey: hubKey().Public().(ed25519.PublicKey)},
-					timed{Transport: e.gatewayBus(i), tl: tl}, gatewayKey(i), &pullTrainer{target: target(i, dim), samples: 10}, discard, nil)
-				if err != nil {
-					b.Fatal(err)
-				}
+				p := gatewayOver(b, i, timed{Transport: e.gatewayBus(i), tl: tl}, &pullTrainer{target: target(i, dim), samples: 10})
 				stops = append(stops, runParticipant(b, p))
 			}
 			last := h.next(b) // warm-up: connections, consumers, caches

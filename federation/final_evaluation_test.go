@@ -2,7 +2,6 @@ package federation_test
 
 import (
 	"context"
-	"crypto/ed25519"
 	"math"
 	"slices"
 	"strings"
@@ -331,12 +330,7 @@ func TestPrivateSecAggFinalEvaluationAcrossARestart(t *testing.T) {
 	judged := make(chan federation.Task, 2*n)
 	ps := make([]*federation.Participant, n)
 	for i := range n {
-		p, err := federation.NewParticipant(federation.ParticipantConfig{Federation: fedName, Name: gwName(i), HubKey: hubKey().Public().(ed25519.PublicKey)},
-			e.gatewayBus(i), gatewayKey(i), &evalTrainer{pullTrainer: &pullTrainer{target: target(i, dim), samples: 10}, far: far[i], samples: 10, judged: judged}, discard, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ps[i] = p
+		ps[i] = gatewayOver(t, i, e.gatewayBus(i), &evalTrainer{pullTrainer: &pullTrainer{target: target(i, dim), samples: 10}, far: far[i], samples: 10, judged: judged})
 	}
 	phases := []string{federation.SecAggAdvertise, federation.SecAggShare, federation.SecAggMask, federation.SecAggCheck, federation.SecAggUnmask}
 	for _, phase := range phases { // round 1 trains

@@ -286,24 +286,27 @@ func dist(a, b []float32) float64 {
 // gateway starts participant i running on its own connection; the returned cancel kills it.
 func (e *env) gateway(t testing.TB, i int, tr federation.Trainer) (*federation.Participant, context.CancelFunc) {
 	t.Helper()
+	p := gatewayOver(t, i, e.gatewayBus(i), tr)
+	return p, runParticipant(t, p)
+}
+
+// gatewayOver is gateway i's participant (not running) on transport tr, training with
+// trainer.
+func gatewayOver(t testing.TB, i int, tr federation.Transport, trainer federation.Trainer) *federation.Participant {
+	t.Helper()
 	p, err := federation.NewParticipant(federation.ParticipantConfig{Federation: fedName, Name: gwName(i), HubKey: hubKey().Public().(ed25519.PublicKey)},
-		e.gatewayBus(i), gatewayKey(i), tr, discard, nil)
+		tr, gatewayKey(i), trainer, discard, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return p, runParticipant(t, p)
+	return p
 }
 
 // participants returns one participant per gateway, not running.
 func (e *env) participants(t testing.TB, dim int) []*federation.Participant {
 	ps := make([]*federation.Participant, e.n)
 	for i := range e.n {
-		p, err := federation.NewParticipant(federation.ParticipantConfig{Federation: fedName, Name: gwName(i), HubKey: hubKey().Public().(ed25519.PublicKey)},
-			e.gatewayBus(i), gatewayKey(i), &pullTrainer{target: target(i, dim), samples: 10}, discard, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ps[i] = p
+		ps[i] = gatewayOver(t, i, e.gatewayBus(i), &pullTrainer{target: target(i, dim), samples: 10})
 	}
 	return ps
 }

@@ -2,11 +2,9 @@ package federation_test
 
 import (
 	"context"
-	"crypto/ed25519"
 	"testing"
 	"time"
 
-	"github.com/millwright-io/millwright/federation"
 	"github.com/millwright-io/millwright/federation/natsbus"
 	"github.com/millwright-io/millwright/gateway/config"
 	"github.com/millwright-io/millwright/internal/testpki"
@@ -32,12 +30,7 @@ func TestRoundThroughLeafNode(t *testing.T) {
 	fc.RoundTimeout = 3 * time.Second
 	h := startHub(t, e.hub, fc)
 	viaLeaf := e.dial(natsbus.ClientConfig{URL: leaf.ClientURL(), User: "g0", Password: config.NewSecret("local"), Domain: "hub"})
-	p, err := federation.NewParticipant(federation.ParticipantConfig{Federation: fedName, Name: "g0", HubKey: hubKey().Public().(ed25519.PublicKey)},
-		viaLeaf, gatewayKey(0), &pullTrainer{target: target(0, dim), samples: 5}, discard, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	runParticipant(t, p)
+	runParticipant(t, gatewayOver(t, 0, viaLeaf, &pullTrainer{target: target(0, dim), samples: 5}))
 	for i := 1; i < n; i++ {
 		e.gateway(t, i, &pullTrainer{target: target(i, dim), samples: 5})
 	}
@@ -79,12 +72,7 @@ func TestRoundThroughTLSLeafNodes(t *testing.T) {
 			}
 			c = natsbus.ClientConfig{URL: leaf.ClientURL(), User: gwName(i), Password: config.NewSecret("local"), Domain: "hub"}
 		}
-		p, err := federation.NewParticipant(federation.ParticipantConfig{Federation: fedName, Name: gwName(i), HubKey: hubKey().Public().(ed25519.PublicKey)},
-			e.dial(c), gatewayKey(i), &pullTrainer{target: target(i, dim), samples: 5}, discard, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		runParticipant(t, p)
+		runParticipant(t, gatewayOver(t, i, e.dial(c), &pullTrainer{target: target(i, dim), samples: 5}))
 	}
 	if got := srv.LeafConnected(); got != 2 {
 		t.Fatalf("%d leaf links to the hub, want 2", got)

@@ -412,12 +412,7 @@ func TestRetriedPublishesDoNotCountAgainstTheLimit(t *testing.T) {
 	fc.RoundTimeout = 10 * time.Second
 	h := startHub(t, e.hub, fc)
 	tr := &lostAcks{Transport: e.gatewayBus(0), lose: map[int]bool{1: true, 2: true, 3: true, 4: true, 6: true, 7: true}}
-	p, err := federation.NewParticipant(federation.ParticipantConfig{Federation: fedName, Name: gwName(0), HubKey: hubKey().Public().(ed25519.PublicKey)},
-		tr, gatewayKey(0), &pullTrainer{target: target(0, dim), samples: 10}, discard, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	runParticipant(t, p)
+	runParticipant(t, gatewayOver(t, 0, tr, &pullTrainer{target: target(0, dim), samples: 10}))
 	for i := 1; i < n; i++ {
 		e.gateway(t, i, &pullTrainer{target: target(i, dim), samples: 10})
 	}
