@@ -165,3 +165,34 @@ func TestFederationShowsConnectedOnceWatching(t *testing.T) {
 	}
 	want(hubStopped, 0)
 }
+
+// silentReceipts is a transport whose receipt reads get no answer until their context
+// ends, as through a leaf node from a hub that made no receipt bucket.
+type silentReceipts struct{ modelShelf }
+
+func (*silentReceipts) GetReceipt(ctx context.Context, _, _ string) ([]byte, error) {
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+// TestReceiptReadsAreBounded: when no read of a round's receipt is ever answered, the
+// checker gives up after its tries, each bounded by receiptTry whatever the transport's
+// own timeout, instead of waiting for the context; the pending update is then unknown.
+func TestReceiptReadsAreBounded(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m, err := newFedMetrics(prometheus.NewRegistry(), []string{"pumps"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := newFedStatus("pumps", "f1", nil, m)
+		st.s.LastUpdate = &UpdateSent{Round: 3, Kind: kindEvaluation, Outcome: OutcomePending}
+		start := time.Now()
+		st.readReceipt(context.Background(), &silentReceipts{}, 3)
+		if took, most := time.Since(start), receiptTries*(receiptTry+receiptWait); took > most {
+			t.Fatalf("the receipt reads took %v; want at most %v", took, most)
+		}
+		if u := st.snapshot().LastUpdate; u == nil || u.Outcome != OutcomeUnknown {
+			t.Fatalf("last update %+v; want its outcome unknown", u)
+		}
+	})
+}

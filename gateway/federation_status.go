@@ -558,10 +558,14 @@ func (f *fedStatus) awaits(hash string) bool {
 }
 
 // Reading a round's receipt: the hub writes it just after the round state that closes
-// the round, so the first reads may still find the previous round's.
+// the round, so the first reads may still find the previous round's. Each read is bounded
+// by receiptTry, below the transport's own timeout: through a leaf node a read of a
+// bucket an older hub never made waits for that timeout, and the checker, which also
+// fetches the global models, would wait twenty of them.
 const (
 	receiptTries = 20
 	receiptWait  = 250 * time.Millisecond
+	receiptTry   = 3 * time.Second
 )
 
 // readReceipt reads the hub's receipt of round and adds what it says to the last
@@ -571,7 +575,9 @@ const (
 // round has closed.
 func (f *fedStatus) readReceipt(ctx context.Context, tr federation.Transport, round uint64) {
 	for range receiptTries {
-		b, err := tr.GetReceipt(ctx, f.name, f.member)
+		tctx, cancel := context.WithTimeout(ctx, receiptTry)
+		b, err := tr.GetReceipt(tctx, f.name, f.member)
+		cancel()
 		if err == nil {
 			r, err := federation.DecodeReceipt(b)
 			if err != nil {

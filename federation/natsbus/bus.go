@@ -39,10 +39,11 @@ import (
 
 // Bus is a connection to NATS implementing federation.Transport.
 type Bus struct {
-	nc  *nats.Conn
-	js  jetstream.JetStream
-	api string // the JetStream API's subject prefix, with the domain: $JS.API. or $JS.<domain>.API.
-	log *slog.Logger
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	api    string // the JetStream API's subject prefix, with the domain: $JS.API. or $JS.<domain>.API.
+	domain string // the hub's JetStream domain, for a client behind a leaf node ("" on a direct connection)
+	log    *slog.Logger
 
 	mu      sync.Mutex
 	objs    map[string]jetstream.ObjectStore
@@ -114,7 +115,7 @@ func Dial(ctx context.Context, cfg ClientConfig, log *slog.Logger) (*Bus, error)
 		nc.Close()
 		return nil, fmt.Errorf("natsbus: jetstream: %w", err)
 	}
-	return &Bus{nc: nc, js: js, api: api, log: log, objs: map[string]jetstream.ObjectStore{}, streams: map[string]jetstream.Stream{},
+	return &Bus{nc: nc, js: js, api: api, domain: cfg.Domain, log: log, objs: map[string]jetstream.ObjectStore{}, streams: map[string]jetstream.Stream{},
 		kvs: map[string]jetstream.KeyValue{}, read: map[string]map[uint64]*roundSeqs{}, timeout: cfg.Timeout, closed: closed}, nil
 }
 
@@ -245,7 +246,7 @@ func (b *Bus) bounded(ctx context.Context) (context.Context, context.CancelFunc)
 // stream, its models and the hub's objects, its round state and versions, and its
 // receipts. What is already gone is no error.
 func (b *Bus) DeleteFederation(ctx context.Context, fed string) error {
-	streams := []string{updateStream(fed), "OBJ_" + modelBucket(fed), "OBJ_" + hubBucket(fed), "KV_" + roundBucket(fed), "KV_" + receiptBucket(fed)}
+	streams := federationStreams(fed)
 	b.mu.Lock()
 	delete(b.kvs, roundBucket(fed))
 	delete(b.kvs, receiptBucket(fed))
@@ -749,22 +750,34 @@ func (b *Bus) WatchRound(ctx context.Context, fed string, fn func(state []byte))
 	}
 }
 
-// Federations returns the names of the federations whose storage is on the server (their
-// round state bucket), sorted.
+// Federations returns the names of the federations with any storage on the server (any
+// of the streams DeleteFederation deletes: one left by a deletion that stopped partway
+// counts), sorted. Streams whose name is not a federation's are left out.
 func (b *Bus) Federations(ctx context.Context) ([]string, error) {
 	ctx, cancel := b.bounded(ctx)
 	defer cancel()
-	prefix := "KV_" + roundBucket("")
-	var feds []string
+	prefixes := federationStreams("")
+	seen := map[string]bool{}
 	names := b.js.StreamNames(ctx)
 	for name := range names.Name() {
-		if fed, ok := strings.CutPrefix(name, prefix); ok {
-			feds = append(feds, fed)
+		for _, prefix := range prefixes {
+			if fed, ok := strings.CutPrefix(name, prefix); ok && federation.CheckName(fed) == nil {
+				seen[fed] = true
+			}
 		}
 	}
 	if err := names.Err(); err != nil {
 		return nil, fmt.Errorf("natsbus: list federations: %w", err)
 	}
+	feds := make([]string, 0, len(seen))
+	for fed := range seen {
+		feds = append(feds, fed)
+	}
 	sort.Strings(feds)
 	return feds, nil
+}
+
+// federationStreams names the streams that hold fed's storage.
+func federationStreams(fed string) []string {
+	return []string{updateStream(fed), "OBJ_" + modelBucket(fed), "OBJ_" + hubBucket(fed), "KV_" + receiptBucket(fed), "KV_" + roundBucket(fed)}
 }

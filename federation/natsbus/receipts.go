@@ -61,10 +61,14 @@ func (b *Bus) GetReceipt(ctx context.Context, fed, participant string) ([]byte, 
 	subject := b.api + "DIRECT.GET.KV_" + rb + ".$KV." + rb + "." + participant
 	m, err := b.nc.RequestWithContext(ctx, subject, nil)
 	switch {
+	case errors.Is(err, nats.ErrNoResponders) && b.domain == "":
+		// Nothing serves the bucket: a hub that writes no receipts (an older one). On a
+		// direct connection a refused read is a permission violation, not this.
+		return nil, fmt.Errorf("natsbus: receipt of %s in %s: no receipt bucket: %w", participant, fed, federation.ErrNotFound)
 	case errors.Is(err, nats.ErrNoResponders):
-		// No such bucket, or, through a leaf node, a read the hub's server refused: the
-		// leaf forwards only what the link's user may publish, and answers the rest so.
-		return nil, fmt.Errorf("natsbus: receipt of %s in %s: no receipt bucket, or not permitted: %w", participant, fed, err)
+		// Through a leaf node: the leaf forwards only what the link's user may publish, and
+		// answers the rest so (a missing bucket times out instead).
+		return nil, fmt.Errorf("natsbus: receipt of %s in %s: %w (%v)", participant, fed, ErrNotPermitted, err)
 	case err != nil && b.deniedSubject(subject):
 		return nil, fmt.Errorf("natsbus: receipt of %s in %s: %w", participant, fed, ErrNotPermitted)
 	case err != nil:

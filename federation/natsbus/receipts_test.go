@@ -73,3 +73,18 @@ func TestReceiptKeysNotListable(t *testing.T) {
 		t.Fatalf("a's receipt: %q, %v", got, err)
 	}
 }
+
+// TestReceiptWithoutABucket: reading a receipt of a federation whose hub made no receipt
+// bucket (an older hub) is ErrNotFound, at once, as it was before receipts were read by a
+// direct get.
+func TestReceiptWithoutABucket(t *testing.T) {
+	srv, hub := startServer(t, false)
+	ctx := context.Background()
+	a := dial(t, factory(srv, "a", "pa"))
+	if err := hub.js.DeleteKeyValue(ctx, receiptBucket("f1")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.GetReceipt(ctx, "f1", "a"); !errors.Is(err, federation.ErrNotFound) {
+		t.Fatalf("a's receipt with no receipt bucket: %v; want ErrNotFound", err)
+	}
+}

@@ -312,12 +312,14 @@ func cmdHubPasswd(stdin io.Reader, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// retireFederations deletes the NATS storage of cfg's retired federations and warns of
-// any other federation with storage on the server that cfg does not run.
+// retireFederations deletes the NATS storage of cfg's retired federations (what is left of
+// one whose deletion stopped partway too) and warns of any other federation with storage on
+// the server that cfg does not run. A listing the server refuses is a warning: the retired
+// federations are then deleted without it.
 func retireFederations(ctx context.Context, bus *natsbus.Bus, cfg hubFileConfig, log *slog.Logger) error {
 	present, err := bus.Federations(ctx)
 	if err != nil {
-		return err
+		log.Warn("cannot list the federations on the NATS server; federations the hub does not run are not looked for", "err", err)
 	}
 	known := map[string]bool{}
 	for _, fc := range cfg.Federations {
@@ -325,7 +327,7 @@ func retireFederations(ctx context.Context, bus *natsbus.Bus, cfg hubFileConfig,
 	}
 	for _, name := range cfg.RetiredFederations {
 		known[name] = true
-		if !slices.Contains(present, name) {
+		if err == nil && !slices.Contains(present, name) {
 			continue
 		}
 		if err := bus.DeleteFederation(ctx, name); err != nil {
@@ -335,7 +337,8 @@ func retireFederations(ctx context.Context, bus *natsbus.Bus, cfg hubFileConfig,
 	}
 	for _, name := range present {
 		if !known[name] {
-			log.Warn("a federation the hub does not run keeps its storage on the NATS server: its models, round state, updates and receipts; list it in retired_federations to delete them", "federation", name)
+			log.Warn("a federation the hub does not run keeps its storage on the NATS server: its models, round state, updates and receipts; "+
+				"list it in retired_federations to delete them, unless another hub on the same NATS account runs it", "federation", name)
 		}
 	}
 	return nil

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"slices"
@@ -10,17 +11,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/millwright-io/millwright/federation"
 	"github.com/millwright-io/millwright/federation/natsbus"
 	"github.com/millwright-io/millwright/internal/servicetest"
 	"github.com/millwright-io/millwright/internal/testlog"
 )
 
-// TestHubRetiresFederations: at start the hub deletes what a retired federation keeps on
-// the NATS server, keeps the federations it runs, and warns of one it neither runs nor
-// retires, naming it.
-func TestHubRetiresFederations(t *testing.T) {
-	ctx := context.Background()
+// embeddedHub starts an embedded NATS server and returns the hub's connection to it.
+func embeddedHub(t *testing.T) (*natsbus.Server, *natsbus.Bus) {
+	t.Helper()
 	sc := natsbus.ServerConfig{Listen: net.JoinHostPort("127.0.0.1", strconv.Itoa(servicetest.FreePort(t))), StoreDir: t.TempDir()}
 	sc.SetDefaults()
 	srv, err := natsbus.StartServer(sc, slog.New(slog.DiscardHandler))
@@ -28,11 +30,20 @@ func TestHubRetiresFederations(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(srv.Shutdown)
-	bus, err := natsbus.Dial(ctx, srv.HubClient(), slog.New(slog.DiscardHandler))
+	bus, err := natsbus.Dial(context.Background(), srv.HubClient(), slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = bus.Close() })
+	return srv, bus
+}
+
+// TestHubRetiresFederations: at start the hub deletes what a retired federation keeps on
+// the NATS server, keeps the federations it runs, and warns of one it neither runs nor
+// retires, naming it.
+func TestHubRetiresFederations(t *testing.T) {
+	ctx := context.Background()
+	_, bus := embeddedHub(t)
 	for _, fed := range []string{"pumps", "old", "stray"} {
 		if err := bus.EnsureFederation(ctx, fed, []string{"g0"}, time.Hour); err != nil {
 			t.Fatal(err)
@@ -86,5 +97,42 @@ federations:
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("error does not say %q: %v", want, err)
 		}
+	}
+}
+
+// TestHubFinishesARetirement: a retirement that stopped partway (everything deleted but
+// the receipts, which name the members the hub rejected) is finished at the next start.
+func TestHubFinishesARetirement(t *testing.T) {
+	ctx := context.Background()
+	srv, bus := embeddedHub(t)
+	if err := bus.EnsureFederation(ctx, "old", []string{"g0"}, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if err := bus.PutReceipts(ctx, "old", map[string][]byte{"g0": []byte("rejected")}); err != nil {
+		t.Fatal(err)
+	}
+	hc := srv.HubClient()
+	nc, err := nats.Connect(hc.URL, nats.UserInfo(hc.User, hc.Password.Value()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"MWUPD-old", "OBJ_mwmodels-old", "OBJ_mwhub-old", "KV_mwround-old"} {
+		if err := js.DeleteStream(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := retireFederations(ctx, bus, hubFileConfig{RetiredFederations: []string{"old"}}, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Stream(ctx, "KV_mwrcpt-old"); !errors.Is(err, jetstream.ErrStreamNotFound) {
+		t.Fatalf("old's receipts after the start: %v; want them deleted", err)
+	}
+	if got, err := bus.Federations(ctx); err != nil || len(got) != 0 {
+		t.Fatalf("federations on the server after the start: %v, %v; want none", got, err)
 	}
 }
