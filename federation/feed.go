@@ -150,7 +150,8 @@ func (b *buffers) put(bufs ...[]float32) {
 
 // feed starts reading round's messages from the transport. The hand-off is bounded: the
 // consumer blocks (JetStream holds the rest) while GOMAXPROCS messages wait for the
-// round loop; nothing is dropped but a member's messages past MemberMessages (admit). close stops the reader and waits for it and the workers.
+// round loop; nothing is left unread but repeats and a member's messages past
+// MemberMessages (admit). close stops the reader and waits for it and the workers.
 func (f *fedRun) feed(ctx context.Context, round uint64) *feed {
 	cctx, cancel := context.WithCancel(ctx)
 	n := runtime.GOMAXPROCS(0)
