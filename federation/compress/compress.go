@@ -417,7 +417,9 @@ type Feedback struct {
 	// lossless): v is then encoded as it is, without the pass that adds the residual.
 	zero bool
 	// before is the residual before the last Append (unless beforeZero: all zeros), for
-	// Undo; undo says there is one to restore.
+	// Undo; undo says there is one to restore. It is the buffer the residual was in: an
+	// Append writes the new residual into the other one and swaps them, so no
+	// model-sized copy is made to keep the old one.
 	before     []float32
 	beforeZero bool
 	undo       bool
@@ -436,9 +438,6 @@ func (f *Feedback) Append(dst []byte, c Codec, v []float32, r *rand.Rand) ([]byt
 		f.residual, f.zero = make([]float32, len(v)), true
 	}
 	f.beforeZero, f.undo = f.zero, false
-	if !f.zero {
-		f.before = append(f.before[:0], f.residual...)
-	}
 	if f.zero {
 		if c.Kind == None { // lossless: the residual stays zero
 			b, err := encode(dst, c, v, r, nil)
@@ -462,10 +461,14 @@ func (f *Feedback) Append(dst []byte, c Codec, v []float32, r *rand.Rand) ([]byt
 	if f32le.NonFinite(corrected) >= 0 { // refused before encode writes a residual
 		return dst, notFinite(corrected)
 	}
-	b, err := encode(dst, c, corrected, r, f.residual)
-	if err != nil {
-		return dst, err
+	if len(f.before) != len(v) {
+		f.before = make([]float32, len(v))
 	}
+	b, err := encode(dst, c, corrected, r, f.before)
+	if err != nil {
+		return dst, err // the residual is untouched: the new one went into before
+	}
+	f.residual, f.before = f.before, f.residual
 	f.zero, f.undo = c.Kind == None, true
 	return b, nil
 }
@@ -482,7 +485,7 @@ func (f *Feedback) Undo() {
 	if f.zero = f.beforeZero; f.zero {
 		clear(f.residual)
 	} else {
-		copy(f.residual, f.before)
+		f.residual, f.before = f.before, f.residual
 	}
 }
 
