@@ -559,13 +559,13 @@ func (f *fedStatus) awaits(hash string) bool {
 
 // Reading a round's receipt: the hub writes it just after the round state that closes
 // the round, so the first reads may still find the previous round's. Each read is bounded
-// by receiptTry, below the transport's own timeout: through a leaf node a read of a
-// bucket an older hub never made waits for that timeout, and the checker, which also
-// fetches the global models, would wait twenty of them.
+// by the transport's timeout (nats.timeout); one that gets no answer within it is not
+// tried again: through a leaf node, a read of the bucket an older hub never made waits
+// for that timeout every time, and the checker, which also fetches the global models,
+// would wait twenty of them.
 const (
 	receiptTries = 20
 	receiptWait  = 250 * time.Millisecond
-	receiptTry   = 3 * time.Second
 )
 
 // readReceipt reads the hub's receipt of round and adds what it says to the last
@@ -575,9 +575,7 @@ const (
 // round has closed.
 func (f *fedStatus) readReceipt(ctx context.Context, tr federation.Transport, round uint64) {
 	for range receiptTries {
-		tctx, cancel := context.WithTimeout(ctx, receiptTry)
-		b, err := tr.GetReceipt(tctx, f.name, f.member)
-		cancel()
+		b, err := tr.GetReceipt(ctx, f.name, f.member)
 		if err == nil {
 			r, err := federation.DecodeReceipt(b)
 			if err != nil {
@@ -604,7 +602,11 @@ func (f *fedStatus) readReceipt(ctx context.Context, tr federation.Transport, ro
 			if ctx.Err() != nil {
 				return
 			}
-			f.fail("receipt", err) // and try again: a final evaluation's outcome depends on it
+			f.fail("receipt", err)
+			if errors.Is(err, context.DeadlineExceeded) {
+				break // no answer in the transport's time: another try waits as long
+			}
+			// and try again: a final evaluation's outcome depends on it
 		}
 		select {
 		case <-ctx.Done():

@@ -66,9 +66,10 @@ func (b *Bus) GetReceipt(ctx context.Context, fed, participant string) ([]byte, 
 		// direct connection a refused read is a permission violation, not this.
 		return nil, fmt.Errorf("natsbus: receipt of %s in %s: no receipt bucket: %w", participant, fed, federation.ErrNotFound)
 	case errors.Is(err, nats.ErrNoResponders):
-		// Through a leaf node: the leaf forwards only what the link's user may publish, and
-		// answers the rest so (a missing bucket times out instead).
-		return nil, fmt.Errorf("natsbus: receipt of %s in %s: %w (%v)", participant, fed, ErrNotPermitted, err)
+		// Through a leaf node (a domain is set): the leaf forwards only what the link's user
+		// may publish, and answers the rest so; it answers so too while it has no link to
+		// the hub. A missing bucket times out instead.
+		return nil, fmt.Errorf("natsbus: receipt of %s in %s: %w, or the leaf node has no link to the hub (%v)", participant, fed, ErrNotPermitted, err)
 	case err != nil && b.deniedSubject(subject):
 		return nil, fmt.Errorf("natsbus: receipt of %s in %s: %w", participant, fed, ErrNotPermitted)
 	case err != nil:
