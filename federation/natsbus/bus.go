@@ -41,7 +41,6 @@ import (
 type Bus struct {
 	nc     *nats.Conn
 	js     jetstream.JetStream
-	api    string // the JetStream API's subject prefix, with the domain: $JS.API. or $JS.<domain>.API.
 	domain string // the hub's JetStream domain, for a client behind a leaf node ("" on a direct connection)
 	log    *slog.Logger
 
@@ -104,9 +103,7 @@ func Dial(ctx context.Context, cfg ClientConfig, log *slog.Logger) (*Bus, error)
 		return nil, fmt.Errorf("natsbus: connect %s: %w", cfg.URL, err)
 	}
 	var js jetstream.JetStream
-	api := jetstream.DefaultAPIPrefix
 	if cfg.Domain != "" {
-		api = "$JS." + cfg.Domain + ".API."
 		js, err = jetstream.NewWithDomain(nc, cfg.Domain)
 	} else {
 		js, err = jetstream.New(nc)
@@ -115,7 +112,7 @@ func Dial(ctx context.Context, cfg ClientConfig, log *slog.Logger) (*Bus, error)
 		nc.Close()
 		return nil, fmt.Errorf("natsbus: jetstream: %w", err)
 	}
-	return &Bus{nc: nc, js: js, api: api, domain: cfg.Domain, log: log, objs: map[string]jetstream.ObjectStore{}, streams: map[string]jetstream.Stream{},
+	return &Bus{nc: nc, js: js, domain: cfg.Domain, log: log, objs: map[string]jetstream.ObjectStore{}, streams: map[string]jetstream.Stream{},
 		kvs: map[string]jetstream.KeyValue{}, read: map[string]map[uint64]*roundSeqs{}, timeout: cfg.Timeout, closed: closed}, nil
 }
 
@@ -235,6 +232,14 @@ func (b *Bus) boundConsumers(ctx context.Context, st jetstream.Stream) error {
 		}
 	}
 	return cl.Err()
+}
+
+// api is the JetStream API's subject prefix, with the domain if there is one.
+func (b *Bus) api() string {
+	if b.domain != "" {
+		return "$JS." + b.domain + ".API."
+	}
+	return jetstream.DefaultAPIPrefix
 }
 
 // bounded returns ctx limited to the configured request timeout.

@@ -58,7 +58,7 @@ func (b *Bus) GetReceipt(ctx context.Context, fed, participant string) ([]byte, 
 	ctx, cancel := b.bounded(ctx)
 	defer cancel()
 	rb := receiptBucket(fed)
-	subject := b.api + "DIRECT.GET.KV_" + rb + ".$KV." + rb + "." + participant
+	subject := b.api() + "DIRECT.GET.KV_" + rb + ".$KV." + rb + "." + participant
 	m, err := b.nc.RequestWithContext(ctx, subject, nil)
 	switch {
 	case errors.Is(err, nats.ErrNoResponders) && b.domain == "":

@@ -88,8 +88,18 @@ func (c *hubFileConfig) finish() {
 	}
 }
 
+// runs returns the names of the federations the hub runs.
+func (c hubFileConfig) runs() map[string]bool {
+	names := map[string]bool{}
+	for _, fc := range c.Federations {
+		names[fc.Name] = true
+	}
+	return names
+}
+
 func (c hubFileConfig) Validate() error {
 	var p config.Problems
+	runs := c.runs()
 	if c.StateDir == "" {
 		p.Addf("state_dir", "is required")
 	}
@@ -99,24 +109,16 @@ func (c hubFileConfig) Validate() error {
 	case c.NATS.Embedded != nil:
 		p.Nest("nats.embedded", c.NATS.Embedded.Validate())
 		members := map[string]map[string]bool{}
-		for _, f := range c.NATS.Embedded.Factories {
-			for _, fed := range f.Federations {
+		for i, f := range c.NATS.Embedded.Factories {
+			for j, fed := range f.Federations {
+				if !runs[fed] {
+					p.Addf(config.Join(config.Index("nats.embedded.factories", i), config.Index("federations", j)),
+						"%q is not one of the hub's federations; expected one of federations (a factory listed for another could still read its models and store updates)", fed)
+				}
 				if members[fed] == nil {
 					members[fed] = map[string]bool{}
 				}
 				members[fed][f.Name] = true
-			}
-		}
-		configured := map[string]bool{}
-		for _, fc := range c.Federations {
-			configured[fc.Name] = true
-		}
-		for i, f := range c.NATS.Embedded.Factories {
-			for j, fed := range f.Federations {
-				if !configured[fed] {
-					p.Addf(config.Join(config.Index("nats.embedded.factories", i), config.Index("federations", j)),
-						"%q is not one of the hub's federations; expected one of federations (a factory listed for another could still read its models and store updates)", fed)
-				}
 			}
 		}
 		if len(c.NATS.Embedded.Factories) > 0 {
@@ -154,7 +156,7 @@ func (c hubFileConfig) Validate() error {
 		if err := federation.CheckName(name); err != nil {
 			p.Addf(path, "%v", err)
 		}
-		if slices.ContainsFunc(c.Federations, func(fc federation.FederationConfig) bool { return fc.Name == name }) {
+		if runs[name] {
 			p.Addf(path, "%q is in federations too; a federation the hub runs cannot be retired (remove it from federations first)", name)
 		}
 	}
@@ -321,10 +323,7 @@ func retireFederations(ctx context.Context, bus *natsbus.Bus, cfg hubFileConfig,
 	if err != nil {
 		log.Warn("cannot list the federations on the NATS server; federations the hub does not run are not looked for", "err", err)
 	}
-	known := map[string]bool{}
-	for _, fc := range cfg.Federations {
-		known[fc.Name] = true
-	}
+	known := cfg.runs()
 	for _, name := range cfg.RetiredFederations {
 		known[name] = true
 		if err == nil && !slices.Contains(present, name) {
