@@ -42,11 +42,16 @@ const (
 // Limits of decoded messages.
 const (
 	MaxParams   = 1 << 24 // parameters of a model
+	maxHeader   = 1 << 20 // bytes of a model's JSON header
 	maxNameLen  = 64
 	maxMetrics  = 32
 	maxPayload  = 4*MaxParams + 1024
 	nonceLen    = 16
 	sigOverhead = ed25519.PublicKeySize + ed25519.SignatureSize
+	// MaxModelBytes bounds a global model's wire form: magic, header length, header,
+	// parameter count, parameters, key and signature. A transport refuses a larger object
+	// before reading it.
+	MaxModelBytes = 12 + maxHeader + 4*MaxParams + sigOverhead
 )
 
 var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
@@ -454,7 +459,7 @@ func decodeModel(b []byte, hubKey ed25519.PublicKey, params []float32) (*GlobalM
 	g := &GlobalModel{}
 	if lp := r.take(4, "header length"); lp != nil {
 		n := binary.BigEndian.Uint32(lp)
-		if n > 1<<20 {
+		if n > maxHeader {
 			r.fail("header length %d exceeds 1 MiB", n)
 		} else if hj := r.take(int(n), "header"); hj != nil {
 			if err := models.DecodeJSON(hj, &g.Header); err != nil {

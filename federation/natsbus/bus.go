@@ -24,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"sort"
 	"strconv"
 	"strings"
@@ -423,7 +424,7 @@ func (b *Bus) putObject(ctx context.Context, bucket, name string, data []byte, s
 // GetModel implements federation.Transport. The content is not hashed here: the caller
 // checks that it hashes to hash, as the Transport contract says.
 func (b *Bus) GetModel(ctx context.Context, fed, hash string) ([]byte, error) {
-	return b.getObject(ctx, modelBucket(fed), hash, false)
+	return b.getObject(ctx, modelBucket(fed), hash, false, federation.MaxModelBytes)
 }
 
 // DeleteModel implements federation.Transport. It purges the object's metadata, so that it
@@ -489,13 +490,14 @@ func (b *Bus) PutBlob(ctx context.Context, fed, name string, data []byte) error 
 // GetBlob implements federation.Transport; the content is checked against the digest
 // stored with it.
 func (b *Bus) GetBlob(ctx context.Context, fed, name string) ([]byte, error) {
-	return b.getObject(ctx, hubBucket(fed), name, true)
+	return b.getObject(ctx, hubBucket(fed), name, true, maxBlob)
 }
 
 // getObject reads an object: its metadata, then its chunks with JetStream direct gets
 // (the object store's own reader creates a consumer for every read, which costs more
 // than the transfer of a model of a few chunks), checking the digest when verify is set.
-func (b *Bus) getObject(ctx context.Context, bucket, name string, verify bool) ([]byte, error) {
+// An object whose metadata says it holds more than limit bytes is refused unread.
+func (b *Bus) getObject(ctx context.Context, bucket, name string, verify bool, limit uint64) ([]byte, error) {
 	ctx, cancel := b.bounded(ctx)
 	defer cancel()
 	o, err := b.obj(ctx, bucket)
@@ -511,6 +513,9 @@ func (b *Bus) getObject(ctx context.Context, bucket, name string, verify bool) (
 	}
 	if info.Opts != nil && info.Opts.Link != nil { // never made by this package
 		return nil, fmt.Errorf("natsbus: get %s/%s: object is a link", bucket, name)
+	}
+	if info.Size > limit {
+		return nil, fmt.Errorf("natsbus: get %s/%s: its metadata says %d bytes; expected at most %d", bucket, name, info.Size, limit)
 	}
 	st, err := b.objStream(ctx, bucket)
 	if err != nil {
@@ -536,9 +541,18 @@ func (b *Bus) getObject(ctx context.Context, bucket, name string, verify bool) (
 	return data, nil
 }
 
+// Bounds of the objects getObject reads. A blob holds the hub's release of a round with
+// its server optimizer's state, as JSON: a few GiB for the largest model. What a reader
+// reserves before the chunks arrive is bounded apart from that: the size is the
+// metadata's claim.
+const (
+	maxBlob  = 1 << 31
+	reserved = 64 << 20
+)
+
 // readChunks reads the size bytes stored in the messages of subject, in order.
 func readChunks(ctx context.Context, st jetstream.Stream, subject string, size uint64) ([]byte, error) {
-	if size > 1<<31 {
+	if size > maxBlob || size > math.MaxInt {
 		return nil, fmt.Errorf("object of %d bytes is too large", size)
 	}
 	var out []byte
@@ -551,7 +565,7 @@ func readChunks(ctx context.Context, st jetstream.Stream, subject string, size u
 			return m.Data, nil // one chunk: no copy
 		}
 		if out == nil {
-			out = make([]byte, 0, size)
+			out = make([]byte, 0, min(size, reserved))
 		}
 		if uint64(len(out)+len(m.Data)) > size {
 			return nil, fmt.Errorf("chunks hold more than the %d bytes of the object", size)
