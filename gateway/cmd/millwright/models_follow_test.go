@@ -402,6 +402,8 @@ func TestModelsClientFlagErrors(t *testing.T) {
 			stderr: []string{`--password: environment variable NOT_SET_ANYWHERE named by "env:NOT_SET_ANYWHERE" is not set`}},
 		{name: "negative poll", args: sub("--hub-key", key, "--channel", "stable", "--ledger", ".", "--keys", "k.txt", "--poll", "-5s"), code: 2,
 			stderr: []string{"--poll -5s is not positive; expected how often --channel reads the ledger"}},
+		{name: "channel latest", args: sub("--hub-key", key, "--channel", "latest", "--ledger", ".", "--keys", "k.txt"), code: 2,
+			stderr: []string{`--channel "latest" is reserved: OUT/FED.latest names the newest round's model; expected another name, such as stable`}},
 		{name: "keys without a ledger", args: sub("--hub-key", key, "--keys", "k.txt"), code: 2, stderr: []string{`--keys "k.txt" is for the lineage check; expected --ledger DIR or --fabric FILE with it`}},
 		{name: "ledger without keys", args: sub("--hub-key", key, "--ledger", "."), code: 2, stderr: []string{"--keys FILE is required with --ledger or --fabric"}},
 		{name: "two ledgers", args: sub("--hub-key", key, "--ledger", ".", "--fabric", "f.yaml", "--keys", "k.txt"), code: 2, stderr: []string{`--ledger "." and --fabric "f.yaml": expected one ledger`}},

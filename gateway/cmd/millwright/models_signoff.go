@@ -103,6 +103,9 @@ func cmdModelsRelease(ctx context.Context, args []string, stdout, stderr io.Writ
 		if channel == "" {
 			return nil, "", errors.New("--channel is required: the channel the version is released on, such as stable")
 		}
+		if err := checkChannel(channel); err != nil {
+			return nil, "", err
+		}
 		b, err := v.Release(signoff.ReleaseRequest{Channel: channel, Notes: notes, File: file, KeyID: ledger.KeyID(key), Sole: sole})
 		if errors.Is(err, signoff.ErrSameApprover) {
 			err = fmt.Errorf("%w; a second person releases it, or --sole-approver records that the approver did", err)

@@ -43,6 +43,7 @@ func TestModelsApproveAndRelease(t *testing.T) {
 			stderr: []string{"the artifact in hand (sha256 " + audittest.Hash(audittest.Artifact) + ") is not pump-anomaly@1-a"}},
 		{name: "release before approval", args: args("models", "release", M, "--channel", "stable"), code: 1, stderr: []string{"pump-anomaly@1-a has no approval in the ledger"}},
 		{name: "release without channel", args: args("models", "release", M), code: 1, stderr: []string{"--channel is required"}},
+		{name: "release on latest", args: args("models", "release", M, "--channel", "latest"), code: 1, stderr: []string{`--channel "latest" is reserved`}},
 
 		{name: "reject", args: args("models", "approve", M, "--reject", "--reason", "false alarms on site-b"), code: 0,
 			stdout: []string{"created key " + key, "Carol Diaz oem ", "(ending it with records=approval lets this key sign approval records only, and with models=pump-anomaly sign off pump-anomaly only)", "pump-anomaly@1-a rejected by Carol Diaz (oem): sha256 ", "in the local ledger " + L}},

@@ -93,15 +93,23 @@ func (f *modelsClientFlags) lineage() (*lineageCheck, error) {
 	return c, nil
 }
 
-// verify waits until the ledger attests the model with hash (a signed record naming it,
-// its evidence's signatures valid, the chain intact), polling until c.wait has passed; the
-// last verdict is the error. A local ledger is reopened on each attempt to see new records.
-func (c *lineageCheck) verify(ctx context.Context, name, hash string) (audit.Result, error) {
+// verify waits until the ledger attests that hash is model version ref (signed records
+// naming it as ref and as no other version, their evidence's signatures valid, the chain
+// intact), polling until c.wait has passed; the last verdict is the error. A local ledger
+// is reopened on each attempt to see new records.
+func (c *lineageCheck) verify(ctx context.Context, ref ledger.ModelRef, hash string) (audit.Result, error) {
 	opts := c.opts
 	opts.Digest = func(string) (string, error) { return hash, nil }
+	name := ref.String()
 	deadline := time.Now().Add(c.wait)
 	for {
 		res, err := audit.VerifyArtifact(ctx, c.l, name, opts)
+		if err == nil && res.OK && res.Models[0] != ref { // OK: named as one version only
+			// Attested, but as another version: a trusted signer's record of another
+			// federation, or of another round, is no lineage of this one.
+			res.OK = false
+			res.Verdict = fmt.Sprintf("NOT VERIFIED: sha256:%s is recorded as %s, not as %s", hash, res.Models[0], name)
+		}
 		if err == nil && res.OK {
 			return res, nil
 		}
@@ -137,13 +145,16 @@ func (c *lineageCheck) release(ctx context.Context, fed, channel string) (rec le
 	if err != nil {
 		return rec, rel, false, err
 	}
-	for i := len(recs) - 1; i >= 0; i-- {
-		body, err := recs[i].DecodeBody()
-		if r, is := body.(ledger.Release); err == nil && is && r.Channel == channel {
-			return recs[i], r, true, nil
+	// The latest by the time the release says it was made: a query's order is not the
+	// order of appending on every ledger (Fabric's walks its index of versions in
+	// string order, r10 before r9, sorting by time only within each page).
+	for _, r := range recs {
+		body, err := r.DecodeBody()
+		if b, is := body.(ledger.Release); err == nil && is && b.Channel == channel && (!ok || !r.Header.Time.Before(rec.Header.Time)) {
+			rec, rel, ok = r, b, true
 		}
 	}
-	return rec, rel, false, nil
+	return rec, rel, ok, nil
 }
 
 // resolve checks the flags the two commands share, reporting every problem at once, each
@@ -332,7 +343,7 @@ func (s *modelSource) fetch(ctx context.Context, hash, want string, latest bool)
 		return f, refuse("the model sha256 %s is %s@%s, not %s@%s; not written", hash, s.fed, v, s.fed, want)
 	}
 	if s.lc != nil {
-		res, err := s.lc.verify(ctx, s.fed+"@"+g.Header.Version(), hash)
+		res, err := s.lc.verify(ctx, ledger.ModelRef{Model: s.fed, Version: g.Header.Version()}, hash)
 		if err != nil {
 			return f, err
 		}
@@ -399,7 +410,7 @@ func (s *modelSource) write(g *federation.GlobalModel, hash string, latest bool)
 		return "", &writeError{err}
 	}
 	if latest {
-		if err := s.writeRef("latest", v, hash); err != nil {
+		if err := s.writeRef(latestRef, v, hash); err != nil {
 			return "", err
 		}
 	}
@@ -489,8 +500,8 @@ func checkSubscribeFlags(fed, channel string, poll time.Duration, cf *modelsClie
 		errs = append(errs, fmt.Errorf("--federation: %w", err))
 	}
 	if channel != "" {
-		if err := federation.CheckName(channel); err != nil {
-			errs = append(errs, fmt.Errorf("--channel: %w", err))
+		if err := checkChannel(channel); err != nil {
+			errs = append(errs, err)
 		}
 		if cf.ledger == "" && cf.fabric == "" {
 			errs = append(errs, fmt.Errorf("--channel needs --ledger DIR or --fabric FILE: the releases on %q are read there", channel))
@@ -501,6 +512,22 @@ func checkSubscribeFlags(fed, channel string, poll time.Duration, cf *modelsClie
 	}
 	c, key, err := cf.resolve()
 	return c, key, errors.Join(append(errs, err)...)
+}
+
+// latestRef is the suffix of OUT/FED.latest, which names the newest round's model written
+// (subscribe without --channel writes it and starts after it): no channel may be named so,
+// or following it would write an older version there.
+const latestRef = "latest"
+
+// checkChannel checks a release channel's name as --channel gives it.
+func checkChannel(channel string) error {
+	if channel == latestRef {
+		return fmt.Errorf("--channel %q is reserved: OUT/FED.latest names the newest round's model; expected another name, such as stable", channel)
+	}
+	if err := federation.CheckName(channel); err != nil {
+		return fmt.Errorf("--channel: %w", err)
+	}
+	return nil
 }
 
 // followChannel writes the version each new latest release of the federation on channel
