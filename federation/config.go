@@ -224,8 +224,8 @@ func (c FederationConfig) Validate() error {
 		if c.DP.Noise == dp.NoiseDistributed && !c.SecAgg.Enabled {
 			p.Addf("dp.noise", "%q needs secagg.enabled (without it the hub sees each noised update); expected %q", c.DP.Noise, dp.NoiseCentral)
 		}
-		if c.Strategy.Name != aggregate.FedAvg && c.Strategy.Name != aggregate.FedProx {
-			p.Addf("strategy.name", "%q cannot be combined with dp (the noise calibration assumes a mean); expected fedavg or fedprox", c.Strategy.Name)
+		if !c.Strategy.Mean() {
+			p.Addf("strategy.name", "%q cannot be combined with dp (the noise calibration assumes a mean); expected fedavg, fedprox, fedadam or fedyogi", c.Strategy.Name)
 		}
 		c.validateRejectWithDP(&p)
 		c.validateNoiseShares(&p)
@@ -240,8 +240,8 @@ func (c FederationConfig) Validate() error {
 			p.Addf("final_evaluation", "with secagg, secagg.metrics %q names no %s metric, so the round would learn nothing; expected them listed (global_false_alarm_rate, ...)", c.SecAgg.Metrics, GlobalMetricPrefix)
 		}
 	}
-	if c.SecAgg.Enabled && c.Strategy.Name != aggregate.FedAvg && c.Strategy.Name != aggregate.FedProx {
-		p.Addf("strategy.name", "%q needs every update in the clear and cannot run on masked updates; expected fedavg or fedprox with secagg", c.Strategy.Name)
+	if c.SecAgg.Enabled && !c.Strategy.Mean() {
+		p.Addf("strategy.name", "%q needs every update in the clear and cannot run on masked updates; expected fedavg, fedprox, fedadam or fedyogi with secagg", c.Strategy.Name)
 	}
 	if len(c.Codecs) == 0 {
 		p.Addf("codecs", "is empty; expected at least {kind: none}")

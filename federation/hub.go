@@ -21,7 +21,6 @@ import (
 	"github.com/millwright-io/millwright/federation/aggregate"
 	"github.com/millwright-io/millwright/federation/compress"
 	"github.com/millwright-io/millwright/federation/dp"
-	"github.com/millwright-io/millwright/internal/f32le"
 	"github.com/millwright-io/millwright/ledger"
 )
 
@@ -421,9 +420,7 @@ func (f *fedRun) open(round uint64, global string, globalRound uint64) RoundStat
 			return st
 		}
 		st.SecAgg = sa
-		if f.cfg.DP.Noise == dp.NoiseDistributed && f.cfg.DP.Enabled {
-			st.Noise = f.cfg.DP.NoiseStd(fewestSurvivors(st.Quorum, sa.Params))
-		}
+		_, st.Noise = f.dpOf(st.Quorum, sa.Params)
 	}
 	return st
 }
@@ -532,39 +529,33 @@ func (f *fedRun) round(ctx context.Context, st RoundState) (RoundState, error) {
 		// Finite: compress.Decode refused any NaN or infinity.
 		ups = append(ups, aggregate.Update{Participant: name, Delta: c.deltas[name], Samples: samples, Finite: true})
 	}
-	res, err := f.agg.Aggregate(global.Params, ups)
+	var noise func(step []float32, n int)
+	if f.budget != nil {
+		// Central noise on the mean of n clipped updates, N(0, (σC/n)²), before the server
+		// optimizer (momentum) takes the step: its state then holds no un-noised mean.
+		noise = func(step []float32, n int) { f.noise.Add(step, f.cfg.DP.NoiseStd(n)/float64(n)) }
+	}
+	res, err := f.agg.AggregateNoised(global.Params, ups, noise)
 	f.bufs.put(slices.Collect(maps.Values(c.deltas))...) // res holds none of them
 	for _, r := range res.Rejected {
 		report.Rejected = append(report.Rejected, Rejection{Participant: r.Participant, Round: st.Round, Reason: RejectAggregate, Detail: r.Reason})
 		f.m.rejected.WithLabelValues(RejectAggregate).Inc()
 		f.log.Warn("update rejected", "participant", r.Participant, "round", st.Round, "reason", RejectAggregate, "detail", r.Reason)
 	}
-	if err != nil {
-		f.log.Warn("round abandoned: aggregation failed", "round", st.Round, "err", err)
-		report.Reason = RejectAggregate
-		return f.finish(ctx, report, start, outcomeAbandoned, f.open(st.Round+1, st.Global, st.GlobalRound))
-	}
 	var privacy *dp.Report
-	if f.budget != nil {
+	if f.budget != nil && (err == nil || errors.Is(err, aggregate.ErrNotFinite)) {
+		// A model the noise pushed past float32's edge is not published, but whether it
+		// was depends on the noised mean: the round is paid for (over-counting is safe).
 		rep, err := f.spend(ctx, f.cfg.DP.NoiseMultiplier)
 		if err != nil {
 			return st, err
 		}
 		privacy = &rep
-		// Central noise on the mean of n clipped updates: N(0, (σC/n)²), scaled by η.
-		noise := make([]float32, len(res.Params))
-		f.noise.Add(noise, f.cfg.DP.NoiseStd(len(res.Used))/float64(len(res.Used)))
-		for i := range res.Params {
-			res.Params[i] += float32(f.cfg.Strategy.ServerLR) * noise[i]
-		}
-		// Aggregate refuses a model that is not finite; the noise can still push a value at
-		// float32's edge over it. The privacy stays spent (over-counting is safe).
-		if i := f32le.NonFinite(res.Params); i >= 0 {
-			f.agg.Undo()
-			f.log.Warn("round abandoned: the noised model is not finite", "round", st.Round, "parameter", i, "value", res.Params[i])
-			report.Reason, report.Privacy = RejectAggregate, privacy
-			return f.finish(ctx, report, start, outcomeAbandoned, f.open(st.Round+1, st.Global, st.GlobalRound))
-		}
+	}
+	if err != nil {
+		f.log.Warn("round abandoned: aggregation failed", "round", st.Round, "err", err)
+		report.Reason, report.Privacy = RejectAggregate, privacy
+		return f.finish(ctx, report, start, outcomeAbandoned, f.open(st.Round+1, st.Global, st.GlobalRound))
 	}
 	out := GlobalModel{Header: ModelHeader{Federation: f.cfg.Name, Round: st.Round, Architecture: global.Header.Architecture,
 		Parent: st.Global, Created: time.Now().UTC(), Participants: res.Used}, Params: res.Params}

@@ -92,11 +92,11 @@ func (f *fedRun) privateMetrics(ctx context.Context, updates map[string]*Update,
 // evaluation round with DP under secure aggregation; see SecAggState.maskedInput): each
 // gateway clipped its values into [0, dp.metric_bound] and, with distributed noise, added
 // its share of the noise; the hub adds central noise here, as dp.Noise.Mean does in the
-// clear. Only the metrics whose count is one per survivor are kept (one that some lacked
-// also lacks their noise, and a larger count no honest survivors send); the others are
-// returned as incomplete. It spends a round of the privacy
-// budget first, nothing when no metric is kept, and returns the noise's standard
-// deviation on each mean.
+// clear. Only the metrics whose count is one per survivor are kept (a mean over the
+// survivors that had a metric is not the mean the noise was sized for, and a larger count
+// no honest survivors send); the others are returned as incomplete. It spends a round of
+// the privacy budget first, whatever is kept (the hub has unmasked every sum), and returns
+// the noise's standard deviation on each mean.
 func (f *fedRun) privateMaskedMetrics(ctx context.Context, sa *SecAggState, pairs []float32, survivors int) (map[string]float64, *dp.Report, float64, []string, error) {
 	const slack = 1e-3 // fixed-point rounding of the sums
 	var names, incomplete []string
@@ -107,9 +107,6 @@ func (f *fedRun) privateMaskedMetrics(ctx context.Context, sa *SecAggState, pair
 			continue
 		}
 		names, sums = append(names, name), append(sums, pairs[2*i])
-	}
-	if len(names) == 0 {
-		return nil, nil, 0, incomplete, nil
 	}
 	cfg := f.cfg.DP
 	// The noise on each sum: the hub's, or the survivors' shares (sized for the fewest
@@ -122,6 +119,9 @@ func (f *fedRun) privateMaskedMetrics(ctx context.Context, sa *SecAggState, pair
 	rep, err := f.spend(ctx, sigma)
 	if err != nil {
 		return nil, nil, 0, nil, err
+	}
+	if len(names) == 0 {
+		return nil, &rep, 0, incomplete, nil
 	}
 	if cfg.Noise == dp.NoiseCentral {
 		std = cfg.MetricStd(len(sa.Metrics), survivors)

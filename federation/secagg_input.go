@@ -16,7 +16,8 @@ import (
 // metric, or with a value not within ±Params.Range (which the clipping would change; NaN,
 // which secagg refuses), sends 0, 0 for it, so the hub's mean of that metric is over the
 // gateways that had it. With DP (the final evaluation round only), a value is clipped into
-// [0, MetricBound] and noised instead, and w is 1.
+// [0, MetricBound] and noised instead, and w is 1; a metric the gateway lacks is its share
+// of the noise alone, with w 0.
 
 // inputLen is the length of a masked input for a model of params parameters.
 func (sa *SecAggState) inputLen(params int) int {
@@ -29,8 +30,9 @@ func (sa *SecAggState) inputLen(params int) int {
 
 // maskedInput lays out a gateway's update and metrics, trained on samples rows, as above.
 // With DP (MetricBound > 0) each metric it has is clipped into [0, MetricBound], and, with
-// MetricNoise > 0, gets noise's share of the noise (distributed DP); it is never left out
-// for its range, which the clipping bounds (the encoding clips a noised value to ±Range).
+// MetricNoise > 0, every metric, had or not, gets noise's share of the noise (distributed
+// DP); none is left out for its range, which the clipping bounds (the encoding clips a
+// noised value to ±Range).
 func (sa *SecAggState) maskedInput(delta []float32, samples int, metrics map[string]float64, noise *dp.Noise) []float32 {
 	w := float32(1)
 	if sa.SampleCap > 0 {
@@ -46,12 +48,18 @@ func (sa *SecAggState) maskedInput(delta []float32, samples int, metrics map[str
 	for _, name := range sa.Metrics {
 		v, ok := metrics[name]
 		switch {
-		case ok && sa.MetricBound > 0:
-			x := []float32{float32(dp.ClipMetric(v, sa.MetricBound))}
+		case sa.MetricBound > 0:
+			// Every survivor's share of the noise goes into every sum, one it lacks the
+			// metric for too (as 0 with weight 0): the hub unmasks all the sums, and each
+			// must carry the noise the budget pays for.
+			x, w := []float32{0}, float32(0)
+			if ok {
+				x[0], w = float32(dp.ClipMetric(v, sa.MetricBound)), 1
+			}
 			if sa.MetricNoise > 0 {
 				noise.Add(x, sa.MetricNoise)
 			}
-			in = append(in, x[0], 1)
+			in = append(in, x[0], w)
 		case !ok || !(math.Abs(v) <= sa.Params.Range): // NaN too
 			in = append(in, 0, 0)
 		default:

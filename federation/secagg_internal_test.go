@@ -66,7 +66,9 @@ func TestMaskedMetricsOutsideRangeLeftOut(t *testing.T) {
 }
 
 // With DP a gateway's masked metrics are clipped into [0, MetricBound] with weight 1, and
-// with MetricNoise each gets noise of that standard deviation; a metric it lacks is 0, 0.
+// with MetricNoise each gets noise of that standard deviation; a metric it lacks is 0 with
+// weight 0, and with MetricNoise its share of the noise all the same: the hub unmasks that
+// sum too.
 func TestMaskedMetricsClippedAndNoised(t *testing.T) {
 	sa := &SecAggState{Metrics: []string{"global_far", "global_missing"}, MetricBound: 1, SampleCap: 0}
 	sa.Params.Range = 8
@@ -80,17 +82,22 @@ func TestMaskedMetricsClippedAndNoised(t *testing.T) {
 	}
 	sa.MetricNoise = 0.5
 	const draws = 20000
-	var s, s2 float64
+	var s, s2, m, m2 float64
 	for range draws {
 		in := sa.maskedInput(nil, 10, metrics, noise)
-		if in[1] != 1 || in[2] != 0 || in[3] != 0 {
-			t.Fatalf("noised: %v; want weight 1 and the missing metric 0, 0", in)
+		if in[1] != 1 || in[3] != 0 {
+			t.Fatalf("noised: %v; want weight 1, and 0 for the missing metric", in)
 		}
-		x := float64(in[0]) - 1
-		s, s2 = s+x, s2+x*x
+		x, y := float64(in[0])-1, float64(in[2])
+		s, s2, m, m2 = s+x, s2+x*x, m+y, m2+y*y
 	}
-	mean, std := s/draws, math.Sqrt(s2/draws-(s/draws)*(s/draws))
-	if math.Abs(mean) > 0.02 || math.Abs(std-0.5) > 0.02 {
-		t.Errorf("noise on the clipped value: mean %.4f, std %.4f; want 0 and 0.5", mean, std)
+	for _, c := range []struct {
+		what  string
+		s, s2 float64
+	}{{"the clipped value", s, s2}, {"the missing metric", m, m2}} {
+		mean, std := c.s/draws, math.Sqrt(c.s2/draws-(c.s/draws)*(c.s/draws))
+		if math.Abs(mean) > 0.02 || math.Abs(std-0.5) > 0.02 {
+			t.Errorf("noise on %s: mean %.4f, std %.4f; want 0 and 0.5", c.what, mean, std)
+		}
 	}
 }

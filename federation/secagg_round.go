@@ -101,6 +101,13 @@ func (f *fedRun) secaggRound(ctx context.Context, st RoundState) (RoundState, er
 	if err := sameSecAggRound(st.SecAgg, sa); err != nil {
 		return fail(SecAggFailResume, "interrupted round does not match the configuration", "err", err)
 	}
+	// The gateways clip and noise as the round state says; the hub noises and charges as
+	// its configuration says. After a restart under another DP configuration the two
+	// would not agree, and the round would pay for noise it does not carry.
+	if clip, noise := f.dpOf(st.Quorum, sa.Params); st.ClipNorm != clip || st.Noise != noise {
+		return fail(SecAggFailResume, "interrupted round was opened under another DP configuration",
+			"clip_norm", st.ClipNorm, "noise", st.Noise, "configured_clip_norm", clip, "configured_noise", noise)
+	}
 	sa = st.SecAgg
 	// A restarted hub gives the open phase a fresh deadline once a phase has closed (the
 	// gateways wait for the next one) or the round's has passed.
@@ -252,6 +259,12 @@ func (f *fedRun) secaggRound(ctx context.Context, st RoundState) (RoundState, er
 	if err != nil && live(2) {
 		return fail(SecAggFailInputs, "too few masked inputs", "err", err)
 	}
+	// The quorum is checked before anyone is asked to unmask: a sum of fewer survivors
+	// would carry less of the distributed noise than the round's shares were sized for, and
+	// a round abandoned after the hub learned it would pay nothing for it.
+	if err == nil && len(req.Survivors) < st.Quorum {
+		return fail(SecAggFailQuorum, "quorum not met", "survivors", len(req.Survivors), "quorum", st.Quorum)
+	}
 	if stop, next, err := settle(2, complete, marshal(req, err), &sa.Request); stop {
 		return next, err
 	}
@@ -339,13 +352,20 @@ func (f *fedRun) secaggRound(ctx context.Context, st RoundState) (RoundState, er
 			f.noise.Add(noise, f.cfg.DP.NoiseStd(len(used))/n)
 		}
 	}
-	params2 := make([]float32, len(global.Params))
-	for i := range params2 {
-		step := sum[i] / weight
+	step := make([]float32, len(global.Params))
+	for i := range step {
+		step[i] = sum[i] / weight
 		if noise != nil {
-			step += noise[i]
+			step[i] += noise[i]
 		}
-		params2[i] = global.Params[i] + float32(f.cfg.Strategy.ServerLR)*step
+	}
+	// The server optimizer (momentum, FedAdam, FedYogi), if any, steps on the noised mean.
+	params2, err := f.agg.Step(global.Params, step)
+	if err != nil {
+		f.log.Warn("round abandoned: aggregation failed", "round", st.Round, "err", err)
+		report.Reason, report.Privacy = RejectAggregate, privacy // spent: over-counting is safe
+		st.SecAgg = nil
+		return f.finish(ctx, report, start, outcomeAbandoned, f.open(st.Round+1, st.Global, st.GlobalRound))
 	}
 	sort.Strings(used)
 	out := GlobalModel{Header: ModelHeader{Federation: f.cfg.Name, Round: st.Round, Architecture: global.Header.Architecture,
@@ -396,6 +416,20 @@ func (f *fedRun) secaggState(st RoundState, targets []string) (*SecAggState, err
 // sized for it, so that no released sum carries less than the whole noise.
 func fewestSurvivors(quorum int, p secagg.Params) int {
 	return min(p.Clients, max(quorum, p.Threshold, 1))
+}
+
+// dpOf returns what a round state tells the gateways of DP under the configuration: the
+// norm they clip their updates to and, with distributed noise (secure aggregation, whose
+// parameters are sa), the standard deviation of each one's share of the noise; zero
+// where there is none.
+func (f *fedRun) dpOf(quorum int, sa secagg.Params) (clipNorm, noise float64) {
+	if !f.cfg.DP.Enabled {
+		return 0, 0
+	}
+	if f.cfg.DP.Noise == dp.NoiseDistributed && f.cfg.SecAgg.Enabled {
+		noise = f.cfg.DP.NoiseStd(fewestSurvivors(quorum, sa))
+	}
+	return f.cfg.DP.ClipNorm, noise
 }
 
 // maskedParams is how many model parameters a gateway masks in round st: none in a final

@@ -98,6 +98,15 @@ func (a *Aggregator) Strategy() Strategy { return a.s }
 // error wrapping ErrTooFewUpdates, and if the new model would not be finite one wrapping
 // ErrNotFinite, and either way leaves the optimizer state unchanged.
 func (a *Aggregator) Aggregate(global []float32, updates []Update) (Result, error) {
+	return a.AggregateNoised(global, updates, nil)
+}
+
+// AggregateNoised is Aggregate with noise added to the combined step (Result.Step) before
+// the server optimizer uses it; noise gets the step and the number of updates combined in
+// it, and may be nil. With differential privacy the optimizer then sees noised steps only:
+// its state (momentum, Adam's moments), which carries every step into later models, is
+// post-processing of what the privacy budget pays for, as the noised model is.
+func (a *Aggregator) AggregateNoised(global []float32, updates []Update, noise func(step []float32, n int)) (Result, error) {
 	var res Result
 	ups := a.check(len(global), updates, &res)
 	ups = a.clip(ups, &res)
@@ -132,26 +141,41 @@ func (a *Aggregator) Aggregate(global []float32, updates []Update) (Result, erro
 		mean(step, chosen)
 		res.Used = participants(chosen)
 	}
-	res.Step = step
-	res.Params = make([]float32, len(global))
-	if a.opt != nil {
-		a.opt.apply(res.Params, global, step, a.s.ServerLR)
-	} else {
-		forChunks(len(global), 1, func(lo, hi int) {
-			for i := lo; i < hi; i++ {
-				res.Params[i] = float32(float64(global[i]) + a.s.ServerLR*float64(step[i]))
-			}
-		})
+	if noise != nil {
+		noise(step, len(res.Used))
 	}
-	if i := f32le.NonFinite(res.Params); i >= 0 {
-		a.Undo()
+	res.Step = step
+	var err error
+	if res.Params, err = a.Step(global, step); err != nil {
 		sortRejections(res.Rejected)
-		return Result{Rejected: res.Rejected}, fmt.Errorf("aggregate: %s of %d updates: parameter %d would be %v: %w", a.s.Name, len(ups), i, res.Params[i], ErrNotFinite)
+		return Result{Rejected: res.Rejected}, fmt.Errorf("aggregate: %s of %d updates: %w", a.s.Name, len(ups), err)
 	}
 	slices.Sort(res.Used)
 	slices.Sort(res.Clipped)
 	sortRejections(res.Rejected)
 	return res, nil
+}
+
+// Step returns the new global model from global and a round's combined step (a mean of
+// updates, combined here or elsewhere: under secure aggregation, by unmasking their sum),
+// stepping the server optimizer if the strategy has one. If the model would not be finite
+// it returns an error wrapping ErrNotFinite and leaves the optimizer state unchanged.
+func (a *Aggregator) Step(global, step []float32) ([]float32, error) {
+	params := make([]float32, len(global))
+	if a.opt != nil {
+		a.opt.apply(params, global, step, a.s.ServerLR)
+	} else {
+		forChunks(len(global), 1, func(lo, hi int) {
+			for i := lo; i < hi; i++ {
+				params[i] = float32(float64(global[i]) + a.s.ServerLR*float64(step[i]))
+			}
+		})
+	}
+	if i := f32le.NonFinite(params); i >= 0 {
+		a.Undo()
+		return nil, fmt.Errorf("parameter %d would be %v: %w", i, params[i], ErrNotFinite)
+	}
+	return params, nil
 }
 
 // check drops malformed and duplicate updates and sorts the rest by participant, so that

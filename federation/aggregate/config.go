@@ -185,6 +185,17 @@ func (s Strategy) Validate() error {
 	return p.Err()
 }
 
+// Mean reports whether the strategy combines the updates by their (weighted) mean, with or
+// without a server optimizer on it (FedAvg, FedProx, FedAdam, FedYogi): what secure
+// aggregation, which yields only a sum, and the DP noise's calibration need.
+func (s Strategy) Mean() bool {
+	switch s.Name {
+	case FedAvg, FedProx, FedAdam, FedYogi:
+		return true
+	}
+	return false
+}
+
 // MinUpdates is the least number of updates (after rejection) the strategy needs.
 func (s Strategy) MinUpdates() int {
 	switch s.Name {
