@@ -19,7 +19,8 @@ import (
 )
 
 // ErrNotConnected is returned (wrapped) by Read or Write when the connection was lost. The
-// pipeline then calls Close and Connect again, with backoff.
+// pipeline then calls Close and Connect again, with backoff; a sink is then handed the
+// batch that failed again, before any later one.
 var ErrNotConnected = errors.New("not connected")
 
 // AckFunc settles a batch returned by Source.Read. The pipeline calls it exactly once: with a
@@ -49,7 +50,8 @@ type Source interface {
 // Sink writes telemetry to a store.
 //
 // The pipeline calls Connect before the first Write, Write from a single goroutine with
-// batches in the order they were stored, and Close at shutdown.
+// batches in the order they were stored, and Close at shutdown (also when Connect never
+// succeeded) and after Write returned ErrNotConnected, before it calls Connect again.
 type Sink interface {
 	// Connect prepares the sink (checks the peer is reachable). Errors are retried.
 	Connect(ctx context.Context) error
@@ -63,7 +65,8 @@ type Sink interface {
 }
 
 // Batcher is implemented by sinks that want batches of a given size: the pipeline hands
-// Write at most maxPoints points, waiting up to linger after the first for more to arrive.
+// Write at most maxPoints points, waiting up to linger after the first for more to arrive
+// (with a linger of 0 it does not wait: Write gets what is stored when it is read).
 type Batcher interface {
 	BatchPolicy() (maxPoints int, linger time.Duration)
 }

@@ -45,7 +45,8 @@ type Config struct {
 	BatchPoints int `yaml:"batch_points"`
 	// Writers is the number of concurrent requests; a batch is sharded by series over them.
 	Writers int `yaml:"writers"`
-	// FlushInterval is the longest time points wait in the pipeline to fill a batch.
+	// FlushInterval is the longest time points wait in the pipeline to fill a batch; 0 does
+	// not wait: points are written as soon as they are stored (in smaller requests).
 	FlushInterval time.Duration `yaml:"flush_interval"`
 	// Timeout bounds each HTTP request.
 	Timeout time.Duration `yaml:"timeout"`

@@ -56,7 +56,10 @@
 //     large) is split in halves and retried.
 //   - *WriteError: the batch was not (entirely) stored and is to be retried as a whole, which is
 //     safe because rewriting a point is idempotent in InfluxDB. Its RetryAfter method returns
-//     the server's Retry-After (429, 503), or 0. Connection failures (refused, reset) also
-//     wrap connectors.ErrNotConnected. 401, 403 and 404 say what to check (the token, that
-//     the bucket or database exists).
+//     the server's Retry-After (429, 503), or 0; the pipeline waits that long (up to an hour)
+//     before it retries. Connection failures (refused, reset) and a server certificate the
+//     configured CA does not verify also wrap connectors.ErrNotConnected: the pipeline then
+//     closes the sink and connects it again, and Connect reads the TLS files again, so a
+//     rotated CA is picked up without a restart. 401, 403 and 404 say what to check (the
+//     token, that the bucket or database exists).
 package influxdb

@@ -2,6 +2,7 @@ package influxdb
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -21,9 +22,11 @@ import (
 // WriteError is a request to InfluxDB that failed as a whole: nothing of it, or not all of
 // it, was stored, and the pipeline retries the batch (rewriting points is idempotent).
 //
-// Connection failures (refused, reset, DNS) also match connectors.ErrNotConnected with
-// errors.Is. RetryAfter returns how long the server asked clients to wait (the Retry-After
-// header of a 429 or 503), or 0; the pipeline waits at least that long before retrying.
+// Connection failures (refused, reset, DNS) and a server certificate that the configured CA
+// does not verify also match connectors.ErrNotConnected with errors.Is. RetryAfter returns
+// how long the server asked clients to wait (the Retry-After header of a 429 or 503), or 0;
+// the pipeline waits at least that long before retrying (up to pipeline.MaxRetryAfter, an
+// hour).
 type WriteError struct {
 	// Op is what failed: "write" or "ping".
 	Op string
@@ -34,7 +37,8 @@ type WriteError struct {
 	StatusCode int
 	// Message is the server's error message, or the transport error's text.
 	Message string
-	// Hint says what to check, for errors a configuration change fixes (401, 403, 404).
+	// Hint says what to check, for errors a configuration change fixes (401, 403, 404, an
+	// unverified server certificate).
 	Hint string
 
 	retryAfter time.Duration
@@ -99,10 +103,21 @@ func classifyTransport(ctx context.Context, op, baseURL string, err error) error
 	switch {
 	case errors.Is(err, context.DeadlineExceeded) || isNetTimeout(err):
 		we.timeout = true
+	case isCertificateError(err):
+		// Connect reads the TLS files again, so a lost connection is the report that helps:
+		// after a CA rotation the pipeline's reconnect picks up the new ca_file.
+		we.notConn = true
+		we.Hint = "check that tls.ca_file holds the CA that signed the server's certificate (every reconnect reads it again)"
 	case isConnectionError(err):
 		we.notConn = true
 	}
 	return we
+}
+
+// isCertificateError reports whether err is the server's certificate failing verification.
+func isCertificateError(err error) bool {
+	var ve *tls.CertificateVerificationError
+	return errors.As(err, &ve)
 }
 
 // transportMessage strips the "Post \"url\": " prefix net/http puts on errors (the URL is in

@@ -53,11 +53,18 @@ type Sink struct {
 	Name   string
 	Sink   connectors.Sink
 	Cursor Cursor
-	// MaxPoints and Linger size the chunks read from the log; when zero they come from the
-	// sink's connectors.Batcher, or default to 5,000 points and 1 s.
+	// MaxPoints and Linger size the chunks read from the log. When MaxPoints is zero both
+	// come from the sink's connectors.Batcher, or default to 5,000 points and 1 s. A Linger
+	// of zero (or less) does not wait: a chunk holds what the log has when it is read.
 	MaxPoints int
 	Linger    time.Duration
 }
+
+// MaxRetryAfter bounds the wait a sink's Retry-After asks for. A server's Retry-After is
+// honoured even beyond BackoffMax (retrying sooner only earns another refusal), but a
+// broken or hostile server must not stall a sink for days: an hour is longer than any
+// overload or maintenance window a real server announces.
+const MaxRetryAfter = time.Hour
 
 // Options configures an Engine. Zero values take the documented defaults.
 type Options struct {
@@ -67,7 +74,7 @@ type Options struct {
 	// Factory is filled into points that carry none.
 	Factory string
 	// BackoffInitial and BackoffMax bound the waits between reconnects and retries
-	// (defaults 100 ms and 30 s).
+	// (defaults 100 ms and 30 s); a sink's Retry-After may ask for more, see MaxRetryAfter.
 	BackoffInitial time.Duration
 	BackoffMax     time.Duration
 	// DrainTimeout is how long shutdown waits for a batch already read to become durable
@@ -122,15 +129,16 @@ func New(log Log, sources []Source, sinks []Sink, opts Options) (*Engine, error)
 			return nil, fmt.Errorf("pipeline: sink %q is unnamed, nil, without cursor or named twice", s.Name)
 		}
 		seen["sink/"+s.Name] = true
-		if b, ok := s.Sink.(connectors.Batcher); ok && s.MaxPoints == 0 {
-			sinks[i].MaxPoints, sinks[i].Linger = b.BatchPolicy()
+		if s.MaxPoints == 0 {
+			sinks[i].MaxPoints, sinks[i].Linger = 5000, time.Second
+			if b, ok := s.Sink.(connectors.Batcher); ok {
+				sinks[i].MaxPoints, sinks[i].Linger = b.BatchPolicy()
+			}
 		}
 		if sinks[i].MaxPoints <= 0 {
 			sinks[i].MaxPoints = 5000
 		}
-		if sinks[i].Linger <= 0 {
-			sinks[i].Linger = time.Second
-		}
+		sinks[i].Linger = max(sinks[i].Linger, 0) // 0: do not wait for a chunk to fill
 	}
 	m, err := newMetrics(opts.Registerer)
 	if err != nil {
@@ -353,7 +361,10 @@ func (e *Engine) runSink(ctx context.Context, s Sink) {
 }
 
 // deliver writes b to the sink, retrying with backoff until it is stored (rejected points
-// dead-lettered) or ctx is done, and reports whether it was stored.
+// dead-lettered) or ctx is done, and reports whether it was stored. After a Write that
+// returned connectors.ErrNotConnected it closes the sink and connects it again (see
+// connect) before the next attempt; b is written again in full either way, so nothing is
+// lost and the sink sees no later batch before it.
 func (e *Engine) deliver(ctx context.Context, s Sink, b telemetry.Batch) bool {
 	log := e.logger.With("component", "sink", "name", s.Name)
 	bo := backoff.Backoff{Initial: e.opts.BackoffInitial, Max: e.opts.BackoffMax}
@@ -390,18 +401,31 @@ func (e *Engine) deliver(ctx context.Context, s Sink, b telemetry.Batch) bool {
 		if failedSince.IsZero() {
 			failedSince = time.Now()
 		}
-		if errors.Is(err, connectors.ErrNotConnected) {
+		lost := errors.Is(err, connectors.ErrNotConnected)
+		if lost {
 			e.setUp("sink", s.Name, false)
+			closeCtx, cancel := e.drainContext(ctx)
+			if cerr := s.Sink.Close(closeCtx); cerr != nil {
+				log.Debug("close after lost connection", "err", cerr)
+			}
+			cancel()
 		}
 		wait := bo.Next()
 		var ra interface{ RetryAfter() time.Duration }
 		if errors.As(err, &ra) && ra.RetryAfter() > wait {
-			wait = min(ra.RetryAfter(), e.opts.BackoffMax)
+			wait = min(ra.RetryAfter(), MaxRetryAfter)
 		}
 		if n := bo.Attempts() - 1; n&(n-1) == 0 {
-			log.Warn("sink write failed; the points stay in the write-ahead log and are retried", "err", err, "points", b.Len(), "attempt", n+1, "retry_in", wait.Round(time.Millisecond))
+			msg := "sink write failed; the points stay in the write-ahead log and are retried"
+			if lost {
+				msg = "sink write failed, reconnecting; the points stay in the write-ahead log and are retried"
+			}
+			log.Warn(msg, "err", err, "points", b.Len(), "attempt", n+1, "retry_in", wait.Round(time.Millisecond))
 		}
 		if !backoff.Sleep(ctx, wait) {
+			return false
+		}
+		if lost && !e.connect(ctx, "sink", s.Name, s.Sink.Connect) {
 			return false
 		}
 	}
