@@ -10,7 +10,6 @@ import (
 
 	"github.com/millwright-io/millwright/connectors"
 	"github.com/millwright-io/millwright/connectors/influxdb"
-	"github.com/millwright-io/millwright/gateway/buffer"
 )
 
 // batcherSink is a fakeSink that asks for chunks of maxPoints, lingering linger.
@@ -39,14 +38,7 @@ func TestZeroFlushIntervalDoesNotLinger(t *testing.T) {
 	}
 
 	synctest.Test(t, func(t *testing.T) {
-		var wcfg buffer.Config
-		wcfg.SetDefaults()
-		wcfg.Dir = t.TempDir()
-		wal, err := buffer.Open(wcfg, []string{"influx"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer wal.Close()
+		wal := openWAL(t, nil, "influx")
 		sink := &batcherSink{maxPoints: maxPoints, linger: linger}
 		e, err := New(wal, nil, []Sink{{Name: "influx", Sink: sink, Cursor: wal.Reader("influx")}}, Options{Registerer: prometheus.NewRegistry()})
 		if err != nil {

@@ -166,16 +166,8 @@ type harness struct {
 
 func start(t *testing.T, walCfg func(*buffer.Config), sink *fakeSink) *harness {
 	t.Helper()
-	var cfg buffer.Config
-	cfg.SetDefaults()
-	cfg.Dir = t.TempDir()
-	if walCfg != nil {
-		walCfg(&cfg)
-	}
-	wal, err := buffer.Open(cfg, []string{"out"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	wal := openWAL(t, walCfg, "out")
+	var err error
 	h := &harness{wal: wal, src: newFakeSource(), sink: sink, dl: &recordedLetters{}, reg: prometheus.NewRegistry(), done: make(chan struct{})}
 	h.engine, err = New(wal, []Source{{Name: "src", Source: h.src}},
 		[]Sink{{Name: "out", Sink: sink, Cursor: wal.Reader("out"), MaxPoints: 100, Linger: time.Millisecond}},
@@ -318,14 +310,7 @@ func TestBatchLargerThanASegmentIsSplit(t *testing.T) {
 }
 
 func TestNewRejectsBadWiring(t *testing.T) {
-	var cfg buffer.Config
-	cfg.SetDefaults()
-	cfg.Dir = t.TempDir()
-	wal, err := buffer.Open(cfg, []string{"a"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer wal.Close()
+	wal := openWAL(t, nil, "a")
 	src := newFakeSource()
 	if _, err := New(wal, []Source{{Name: "x", Source: src}, {Name: "x", Source: src}}, nil, Options{}); err == nil {
 		t.Error("duplicate source names accepted")
@@ -333,4 +318,22 @@ func TestNewRejectsBadWiring(t *testing.T) {
 	if _, err := New(wal, nil, []Sink{{Name: "a", Sink: &fakeSink{}}}, Options{}); err == nil {
 		t.Error("sink without cursor accepted")
 	}
+}
+
+// openWAL opens a write-ahead log in a temporary directory with the default configuration,
+// changed by adjust (nil: none), and a reader per name; the test closes it.
+func openWAL(t testing.TB, adjust func(*buffer.Config), readers ...string) *buffer.WAL {
+	t.Helper()
+	var cfg buffer.Config
+	cfg.SetDefaults()
+	cfg.Dir = t.TempDir()
+	if adjust != nil {
+		adjust(&cfg)
+	}
+	wal, err := buffer.Open(cfg, readers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = wal.Close() })
+	return wal
 }

@@ -8,7 +8,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/millwright-io/millwright/gateway/buffer"
 	"github.com/millwright-io/millwright/gateway/telemetry"
 	"github.com/millwright-io/millwright/internal/servicetest"
 )
@@ -16,14 +15,7 @@ import (
 // TestTapSeesEveryDurableBatchBeforeItsAck checks the tap's contract: it is handed every
 // stored batch, with the factory filled in, before the source is acknowledged.
 func TestTapSeesEveryDurableBatchBeforeItsAck(t *testing.T) {
-	var cfg buffer.Config
-	cfg.SetDefaults()
-	cfg.Dir = t.TempDir()
-	wal, err := buffer.Open(cfg, []string{"out"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer wal.Close()
+	wal := openWAL(t, nil, "out")
 	src, sink := newFakeSource(), &fakeSink{}
 	var (
 		mu         sync.Mutex
