@@ -88,13 +88,14 @@ func (fd *feed) admit(m UpdateMessage) admission {
 // message is one received update message and what decoding it found. ready is closed
 // once u, err, delta, kind and derr are set.
 type message struct {
-	b     []byte
-	u     *Update // the decoded update, its signature checked; nil when err is set
-	err   error   // DecodeUpdate's error
-	delta []float32
-	kind  string // the payload's codec, decoded (only for a KindDelta update)
-	derr  error  // compress.Decode's error
-	ready chan struct{}
+	b      []byte
+	sender string  // the member the transport took it from (UpdateMessage.Sender)
+	u      *Update // the decoded update, its signature checked; nil when err is set
+	err    error   // DecodeUpdate's error
+	delta  []float32
+	kind   string // the payload's codec, decoded (only for a KindDelta update)
+	derr   error  // compress.Decode's error
+	ready  chan struct{}
 }
 
 // id returns m's identity: its update's id, computed with its signature's hash, or, for a
@@ -177,7 +178,7 @@ func (f *fedRun) feed(ctx context.Context, round uint64) *feed {
 		case <-cctx.Done():
 			return
 		}
-		m := &message{b: b, ready: make(chan struct{})}
+		m := &message{b: b, sender: um.Sender, ready: make(chan struct{})}
 		fd.workers.Go(func() { m.decode(maxParams, &f.bufs) })
 		fd.ch <- m // never blocks: ch has room for every token of ahead
 	}

@@ -38,6 +38,7 @@ const (
 	RejectNonceReuse     = "nonce_reuse"
 	RejectBadPayload     = "bad_payload"
 	RejectAggregate      = "aggregation"
+	RejectWrongSender    = "wrong_sender" // names another participant than the member that sent it
 	outcomeAggregated    = "aggregated"
 	outcomeAbandoned     = "abandoned"
 	outcomeBudget        = "budget_exhausted"
@@ -52,7 +53,7 @@ const (
 
 var rejectReasons = []string{RejectMalformed, RejectBadSignature, RejectWrongFed, RejectUnknownMember, RejectWrongKey,
 	RejectWrongRound, RejectStale, RejectNotSelected, RejectDuplicate, RejectNonceReuse, RejectBadPayload, RejectAggregate, RejectSecAgg,
-	RejectSecAggInconsistent}
+	RejectSecAggInconsistent, RejectWrongSender}
 
 // Rejection is one update the hub refused, with the reason.
 type Rejection struct {
@@ -648,16 +649,22 @@ func (f *fedRun) rejecter(round uint64, into *[]Rejection) rejectFunc {
 	}
 }
 
-// verify checks a decoded message of the round and who sent it: signature, federation,
-// membership and key, round, staleness and selection. It returns nil after rejecting.
+// verify checks a decoded message of the round and who sent it: signature, sender,
+// federation, membership and key, round, staleness and selection. It returns nil after
+// rejecting. A rejection names the member the transport took the message from, not the
+// participant the message names: one member cannot have another blamed.
 func (f *fedRun) verify(st RoundState, targets map[string]bool, reject rejectFunc, m *message) *Update {
 	u, err := m.u, m.err
 	if errors.Is(err, ErrBadSignature) {
-		reject("", RejectBadSignature, err.Error())
+		reject(m.sender, RejectBadSignature, err.Error())
 		return nil
 	}
 	if err != nil {
-		reject("", RejectMalformed, err.Error())
+		reject(m.sender, RejectMalformed, err.Error())
+		return nil
+	}
+	if m.sender != "" && u.Participant != m.sender { // "": a transport that cannot tell
+		reject(m.sender, RejectWrongSender, fmt.Sprintf("the update names participant %q; %q sent it", u.Participant, m.sender))
 		return nil
 	}
 	key, member := f.members[u.Participant]

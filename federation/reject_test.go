@@ -219,7 +219,7 @@ func TestForgedAndReplayedUpdatesRejected(t *testing.T) {
 	pub("g0", old)                                             // cross-round replay
 	pub("g0", tampered.Marshal())                              // tampered binding
 	pub("g1", signedUpdate(t, attacker, "g1", 2, dim, 1))      // forged: g1's name, another key
-	pub("g2", signedUpdate(t, attacker, "mallory", 2, dim, 2)) // not a member
+	pub("g2", signedUpdate(t, attacker, "mallory", 2, dim, 2)) // naming another than its sender (a non-member)
 	pub("g1", []byte("MWU1 garbage"))                          // malformed
 	if err := ps[0].Answer(ctx, st); err != nil {              // the genuine one
 		t.Fatal(err)
@@ -251,7 +251,7 @@ func TestForgedAndReplayedUpdatesRejected(t *testing.T) {
 		reasons = append(reasons, rj.Reason)
 	}
 	want := []string{federation.RejectWrongRound, federation.RejectBadSignature, federation.RejectWrongKey,
-		federation.RejectUnknownMember, federation.RejectMalformed, federation.RejectDuplicate}
+		federation.RejectWrongSender, federation.RejectMalformed, federation.RejectDuplicate}
 	if !slices.Equal(reasons, want) {
 		t.Fatalf("rejections %q, want %q", reasons, want)
 	}
