@@ -39,6 +39,7 @@ models:
     chunk: 30m
   score:
     topic_prefix: %s
+    future_tolerance: 30m # the live data below runs up to 20 minutes ahead of the clock
   mqtt:
     server: %s
 `, s.root, servicetest.MQTTURL())

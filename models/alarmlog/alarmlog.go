@@ -20,6 +20,10 @@
 //
 // Every file is bounded (MaxBytes); a message beyond it is dropped and counted. The newest
 // Keep digested files are kept.
+//
+// Open reads back the last message of each machine (Last), so the scorer knows which
+// alarms the previous run left raised. It reads the newest files first, at most
+// lastScanBytes of them.
 package alarmlog
 
 import (
@@ -113,6 +117,8 @@ type Log struct {
 	from time.Time // start of the open period
 	size int64
 	full bool // a message of this period was dropped
+
+	last []score.AlarmMessage // per machine, the last message logged before Open
 }
 
 const (
@@ -166,12 +172,85 @@ func Open(cfg Config, opts Options) (*Log, error) {
 		}
 		l.log.Warn("alarm log left open by a crash closed at its last write", "from", from, "to", to)
 	}
+	l.last = l.readLast()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if err := l.openPeriod(l.now().UTC()); err != nil {
 		return nil, err
 	}
 	return l, nil
+}
+
+// Last returns the last message of each factory's machine logged before Open, in any order.
+func (l *Log) Last() []score.AlarmMessage { return slices.Clone(l.last) }
+
+// lastScanBytes bounds how much of the log Open reads back for Last (so start-up time is
+// bounded whatever max_bytes and keep are): a machine whose last message is older than
+// the newest lastScanBytes of the log is not in Last.
+const lastScanBytes = 64 << 20
+
+// readLast reads the period files, newest first, for the last message of each machine.
+// Only Open calls it, before any period is open and before Run renames pending files.
+// A file that cannot be read is logged and skipped.
+func (l *Log) readLast() []score.AlarmMessage {
+	var names []string
+	for _, pattern := range []string{"*" + openSuffix, "*" + pendingSuffix} {
+		m, _ := filepath.Glob(filepath.Join(l.cfg.Dir, pattern))
+		names = append(names, m...)
+	}
+	// Names start with the period's start, written in fixed width: newest last.
+	slices.SortFunc(names, func(a, b string) int { return strings.Compare(filepath.Base(a), filepath.Base(b)) })
+	type key struct{ factory, machine string }
+	found := map[key]score.AlarmMessage{}
+	budget := int64(lastScanBytes)
+	for i := len(names) - 1; i >= 0; i-- {
+		if budget <= 0 {
+			l.log.Warn("alarm log read back only in part: alarms last logged in older files are not restored",
+				"read_bytes", lastScanBytes, "before", filepath.Base(names[i+1]))
+			break
+		}
+		b, err := readAtMost(names[i], budget)
+		if err != nil {
+			l.log.Warn("cannot read an alarm log file back", "file", filepath.Base(names[i]), "err", err)
+			continue
+		}
+		budget -= int64(len(b))
+		inFile := map[key]score.AlarmMessage{}
+		for line := range bytes.Lines(b) {
+			var m score.AlarmMessage
+			if json.Unmarshal(line, &m) == nil && m.Machine != "" {
+				inFile[key{m.Factory, m.Machine}] = m // later lines are later messages
+			}
+		}
+		for k, m := range inFile {
+			if _, newer := found[k]; !newer {
+				found[k] = m
+			}
+		}
+	}
+	out := make([]score.AlarmMessage, 0, len(found))
+	for _, m := range found {
+		out = append(out, m)
+	}
+	return out
+}
+
+// readAtMost reads the file at path, or its last n bytes when it is longer (the first,
+// partial line then fails to decode and is skipped).
+func readAtMost(path string, n int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	off := max(0, fi.Size()-n)
+	b := make([]byte, fi.Size()-off)
+	_, err = f.ReadAt(b, off)
+	return b, err
 }
 
 // openFrom parses the start of an open period's file name.

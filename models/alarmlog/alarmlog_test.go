@@ -225,3 +225,44 @@ func TestConfigValidate(t *testing.T) {
 		}
 	}
 }
+
+// TestLastReadBack: Open reads back each machine's last message, across the periods of
+// earlier runs, newest first, including a file a crash left open. The scorer restores the
+// alarms it finds raised.
+func TestLastReadBack(t *testing.T) {
+	dir := t.TempDir()
+	start := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	msg := func(machine, state string) score.AlarmMessage {
+		m := alarm(state)
+		m.Machine = machine
+		return m
+	}
+	write := func(l *alarmlog.Log, msgs ...score.AlarmMessage) {
+		for _, m := range msgs {
+			if err := l.Append(m); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	first := open(t, alarmlog.Config{Dir: dir}, nil, clock(start), nil)
+	if got := first.Last(); len(got) != 0 {
+		t.Fatalf("an empty log's last messages: %+v", got)
+	}
+	write(first, msg("pump-1", "raised"), msg("pump-2", "raised"), msg("pump-2", "cleared"))
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := first.Run(ctx); err != nil { // closes and digests the period
+		t.Fatal(err)
+	}
+	crashed := open(t, alarmlog.Config{Dir: dir}, nil, clock(start.Add(time.Hour)), nil)
+	write(crashed, msg("pump-2", "raised")) // and the process dies: the file stays open
+	l := open(t, alarmlog.Config{Dir: dir}, nil, clock(start.Add(2*time.Hour)), nil)
+	got := map[string]string{}
+	for _, m := range l.Last() {
+		got[m.Factory+"/"+m.Machine] = m.State
+	}
+	want := map[string]string{"acme/pump-1": "raised", "acme/pump-2": "raised"}
+	if len(got) != len(want) || got["acme/pump-1"] != "raised" || got["acme/pump-2"] != "raised" {
+		t.Errorf("last messages %v, want %v", got, want)
+	}
+}

@@ -74,6 +74,22 @@ func (s *Stream) Add(p *telemetry.Point) { s.a.Add(p) }
 // Stats returns the aligner's counts so far.
 func (s *Stream) Stats() Stats { return s.a.Stats() }
 
+// Totals returns the aligner's per-signal counts summed over the signals (Signal, First and
+// Last left zero) and its count of incomplete rows. Unlike Stats it does not allocate, so
+// the live path can read it per batch.
+func (s *Stream) Totals() (sum SignalStats, incompleteRows int) {
+	for _, sg := range s.a.stats.Signals {
+		sum.Samples += sg.Samples
+		sum.BadQuality += sg.BadQuality
+		sum.Invalid += sg.Invalid
+		sum.Late += sg.Late
+		sum.Overflow += sg.Overflow
+		sum.Filled += sg.Filled
+		sum.Missing += sg.Missing
+	}
+	return sum, s.a.stats.IncompleteRows
+}
+
 // Advance emits the grid rows up to until (from sets the first row on the first call) and
 // calls fn with every window they complete: the grid time of the window's last row and
 // the scaled window (valid only during the call).

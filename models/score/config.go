@@ -1,6 +1,8 @@
 package score
 
 import (
+	"time"
+
 	"github.com/millwright-io/millwright/gateway/config"
 	"github.com/millwright-io/millwright/models/threshold"
 )
@@ -12,6 +14,10 @@ const (
 	DefaultTopicPrefix = "millwright"
 	DefaultTopSignals  = 3
 	DefaultMaxPending  = 20000
+	// DefaultFutureTolerance is how far ahead of the gateway's clock a sample may be
+	// stamped. It is also the longest one mis-stamped sample can hold back a machine's
+	// scoring (see Config.FutureTolerance).
+	DefaultFutureTolerance = time.Minute
 )
 
 // Config configures live scoring and its outputs.
@@ -31,6 +37,11 @@ type Config struct {
 	MaxPending int `yaml:"max_pending"`
 	// TopicPrefix starts the MQTT alarm topic: <prefix>/<factory>/<machine>/alarm.
 	TopicPrefix string `yaml:"topic_prefix"`
+	// FutureTolerance is how far ahead of the gateway's clock a sample's time may be.
+	// Later samples are refused and counted (millwright_scorer_dropped_samples_total,
+	// reason future): one sample would otherwise move the machine's grid to its time, and
+	// every correctly stamped sample before that time would be late, unscored.
+	FutureTolerance time.Duration `yaml:"future_tolerance"`
 }
 
 // SetDefaults fills the defaults in.
@@ -41,6 +52,7 @@ func (c *Config) SetDefaults() {
 	c.Measurement = DefaultMeasurement
 	c.MaxPending = DefaultMaxPending
 	c.TopicPrefix = DefaultTopicPrefix
+	c.FutureTolerance = DefaultFutureTolerance
 }
 
 // Validate reports every problem at once, with paths relative to the block.
@@ -58,6 +70,9 @@ func (c Config) Validate() error {
 	}
 	if c.TopicPrefix == "" {
 		p.Addf("topic_prefix", "must be set, such as millwright")
+	}
+	if c.FutureTolerance < time.Second || c.FutureTolerance > 24*time.Hour {
+		p.Addf("future_tolerance", "%v is out of range; expected 1s to 24h", c.FutureTolerance)
 	}
 	return p.Err()
 }

@@ -6,6 +6,10 @@
 // model's feature stream (grid, scaler, windows), scores each window, updates the
 // machine's alarm (k of n, hysteresis) and emits the score points (InfluxDB) and the alarm
 // transitions (MQTT). Models are swapped in between batches.
+//
+// Samples stamped further ahead of the gateway's clock than Config.FutureTolerance are
+// refused, and every sample the live path drops is counted per machine and reason. A
+// machine's alarm raised before a restart is restored from the alarm log (see restore).
 package score
 
 import (
@@ -44,7 +48,12 @@ type Publisher interface {
 
 // AlarmLog keeps every alarm message (package alarmlog implements it).
 type AlarmLog interface {
+	// Append logs one message; it is called from Run's goroutine.
 	Append(AlarmMessage) error
+	// Last returns the last message of each factory's machine logged before this start
+	// (the previous run's), in any order. The scorer calls it once, before its first
+	// batch; it does no I/O.
+	Last() []AlarmMessage
 }
 
 // Options are the scorer's outputs and observability; every field may be nil.
@@ -54,6 +63,9 @@ type Options struct {
 	Log        AlarmLog
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
+	// Now is the clock samples' times are checked against (Config.FutureTolerance);
+	// nil means time.Now.
+	Now func() time.Time
 }
 
 // Contribution is one signal's share of an alarm's score.
@@ -67,7 +79,7 @@ type AlarmMessage struct {
 	Factory      string         `json:"factory"`
 	Machine      string         `json:"machine"`
 	State        string         `json:"state"`            // raised or cleared
-	Reason       string         `json:"reason,omitempty"` // model_swapped when a new model ended the alarm
+	Reason       string         `json:"reason,omitempty"` // model_swapped when a new model ended the alarm (also across a restart)
 	Time         time.Time      `json:"time"`
 	Score        float64        `json:"score"`
 	Threshold    float64        `json:"threshold"`
@@ -109,6 +121,7 @@ type Scorer struct {
 	factory string
 	opts    Options
 	log     *slog.Logger
+	now     func() time.Time
 	m       *metrics
 
 	in   chan *[]telemetry.Point
@@ -121,6 +134,11 @@ type Scorer struct {
 	want    map[string]*train.Model // models to run; Run picks them up
 	states  map[string]State
 	pending []telemetry.Point // score points not yet written
+
+	// Owned by Run.
+	resumed bool
+	resume  map[string]AlarmMessage // machine → its raised alarm of the previous run, until the machine starts
+	touched []*machine              // machines of the current batch, whose drops are counted after it
 }
 
 // New checks cfg and registers the metrics. It does no I/O.
@@ -134,11 +152,14 @@ func New(cfg Config, factory string, opts Options) (*Scorer, error) {
 	if opts.Registerer == nil {
 		opts.Registerer = prometheus.NewRegistry()
 	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
 	m, err := newMetrics(opts.Registerer)
 	if err != nil {
 		return nil, fmt.Errorf("scorer: register metrics: %w", err)
 	}
-	s := &Scorer{cfg: cfg, factory: factory, opts: opts, log: opts.Logger, m: m,
+	s := &Scorer{cfg: cfg, factory: factory, opts: opts, log: opts.Logger, now: opts.Now, m: m,
 		in: make(chan *[]telemetry.Point, cfg.Queue), want: map[string]*train.Model{}, states: map[string]State{}}
 	s.known.Store(&map[string]bool{})
 	return s, nil
@@ -273,6 +294,15 @@ type machine struct {
 	cols    []float64
 	shares  []float64
 	started bool
+
+	// Samples dropped on the live path: counted so far by reason and incomplete rows, and
+	// how many of them the metrics have.
+	future      int // refused: stamped beyond Config.FutureTolerance
+	counted     [numReasons]int
+	countedRows int
+	drops       [numReasons]prometheus.Counter
+	incomplete  prometheus.Counter
+	inBatch     bool // in Scorer.touched
 }
 
 // Run scores queued batches until ctx is done, then writes the score points still
@@ -302,6 +332,9 @@ func (s *Scorer) Run(ctx context.Context) error {
 // score runs one batch's points through their machines' streams. Models installed since
 // the last batch replace the running ones first.
 func (s *Scorer) score(ctx context.Context, machines map[string]*machine, gen *int64, pts []telemetry.Point) {
+	if !s.resumed {
+		s.resumed, s.resume = true, s.lastRaised()
+	}
 	if g := s.gen.Load(); g != *gen {
 		*gen = g
 		for name, mc := range machines {
@@ -320,6 +353,7 @@ func (s *Scorer) score(ctx context.Context, machines map[string]*machine, gen *i
 			}
 		}
 	}
+	horizon := s.now().Add(s.cfg.FutureTolerance).UnixNano()
 	for i := range pts {
 		p := &pts[i]
 		mc := machines[p.Machine]
@@ -331,12 +365,116 @@ func (s *Scorer) score(ctx context.Context, machines map[string]*machine, gen *i
 				continue
 			}
 			machines[p.Machine] = mc
+			s.restore(ctx, mc, p.Time())
+		}
+		if !mc.inBatch {
+			mc.inBatch = true
+			s.touched = append(s.touched, mc)
+		}
+		if p.Time() > horizon {
+			if _, known := mc.index[p.Signal]; known {
+				s.refuseFuture(mc, p, horizon)
+				continue
+			}
 		}
 		mc.stream.Add(p)
 		if until, ok := mc.watermark(p); ok {
 			mc.stream.Advance(p.Time(), until, func(end int64, window []float64) { s.window(ctx, mc, end, window) })
 		}
 	}
+	for i, mc := range s.touched {
+		s.countDrops(mc)
+		mc.inBatch, s.touched[i] = false, nil
+	}
+	s.touched = s.touched[:0]
+}
+
+// refuseFuture counts p, stamped after horizon (the scorer's clock plus FutureTolerance),
+// instead of feeding it to the stream: the watermark would move to its time, emitting the
+// grid rows up to it at once (one goroutine scores every machine) and making every
+// correctly stamped sample before it late. The first such sample of a machine is logged.
+func (s *Scorer) refuseFuture(mc *machine, p *telemetry.Point, horizon int64) {
+	mc.future++
+	if mc.future == 1 {
+		s.log.Warn("samples stamped ahead of the gateway's clock are refused and counted", "machine", p.Machine,
+			"signal", p.Signal, "time", time.Unix(0, p.Time()).UTC(),
+			"clock", time.Unix(0, horizon).Add(-s.cfg.FutureTolerance).UTC(), "future_tolerance", s.cfg.FutureTolerance)
+	}
+}
+
+// countDrops adds to the metrics what mc's stream has dropped since the last call.
+func (s *Scorer) countDrops(mc *machine) {
+	sum, incomplete := mc.stream.Totals()
+	var n [numReasons]int
+	n[reasonFuture], n[reasonLate], n[reasonOverflow], n[reasonInvalid], n[reasonBadQuality] =
+		mc.future, sum.Late, sum.Overflow, sum.Invalid, sum.BadQuality
+	for r := range n {
+		if d := n[r] - mc.counted[r]; d > 0 {
+			mc.drops[r].Add(float64(d))
+		}
+	}
+	mc.counted = n
+	if d := incomplete - mc.countedRows; d > 0 {
+		mc.incomplete.Add(float64(d))
+	}
+	mc.countedRows = incomplete
+}
+
+// lastRaised returns, per machine of this factory, the alarm the alarm log says the
+// previous run left raised.
+func (s *Scorer) lastRaised() map[string]AlarmMessage {
+	if s.opts.Log == nil {
+		return nil
+	}
+	out := map[string]AlarmMessage{}
+	for _, msg := range s.opts.Log.Last() {
+		if msg.Factory == s.factory && msg.State == threshold.Raised.String() {
+			out[msg.Machine] = msg
+		}
+	}
+	return out
+}
+
+// restore carries the alarm of a machine starting its first scoring of this run across
+// the restart, when the alarm log says the previous run left it raised: the subscribers
+// (and the log's auditor) hold it raised. The alarm is restored rather than ended with a
+// "cleared" at start, as an operator of an alarm system expects (ISA-18.2: an alarm
+// returns to normal when its condition does, not when the system restarts): a fault still
+// present stays one alarm, not cleared and raised again moments later as if it were a
+// second fault, and a machine repaired meanwhile gets the usual "cleared" after
+// clear_count quiet windows. Only when the model that raised it no longer runs is the
+// alarm cleared at once, with reason model_swapped, as a swap without a restart does.
+func (s *Scorer) restore(ctx context.Context, mc *machine, at int64) {
+	m := mc.model
+	msg, ok := s.resume[m.Machine]
+	if !ok {
+		return
+	}
+	delete(s.resume, m.Machine)
+	if msg.ModelHash == m.Hash {
+		// threshold.Alarm has no setter: scores above the threshold (k of them) leave it
+		// exactly as a raise does, active with no quiet windows. n ≤ 64 bounds k.
+		for i := 0; i < 64 && !mc.alarm.Active(); i++ {
+			mc.alarm.Update(math.Inf(1))
+		}
+	}
+	if mc.alarm.Active() {
+		s.mu.Lock()
+		st := s.states[m.Machine]
+		st.Active, st.Since, st.Score, st.Top = true, msg.Time, msg.Score, msg.Top
+		s.states[m.Machine] = st
+		s.mu.Unlock()
+		s.log.Info("alarm raised before the restart restored", "machine", m.Machine, "since", msg.Time, "model_version", m.Version)
+		return
+	}
+	reason := "model_swapped"
+	if msg.ModelHash == m.Hash {
+		reason = "restarted" // a threshold no score exceeds: the alarm cannot be held
+	}
+	s.m.alarms.WithLabelValues(threshold.Cleared.String()).Inc()
+	s.publish(ctx, AlarmMessage{Factory: s.factory, Machine: m.Machine, State: threshold.Cleared.String(),
+		Reason: reason, Time: time.Unix(0, at).UTC(), Score: msg.Score, Threshold: msg.Threshold,
+		ModelVersion: msg.ModelVersion, ModelHash: msg.ModelHash})
 }
 
 // watermark records p's time and returns the time up to which the grid rows can be
@@ -380,6 +518,10 @@ func (s *Scorer) newMachine(name string) (*machine, error) {
 		mc.index[sig] = i
 	}
 	mc.contrib, _ = m.Detector.(models.Contributor)
+	for r := range mc.drops {
+		mc.drops[r] = s.m.droppedSamples.WithLabelValues(name, reasons[r])
+	}
+	mc.incomplete = s.m.incompleteRows.WithLabelValues(name)
 	s.mu.Lock()
 	s.states[name] = State{Machine: name, Threshold: m.Threshold, ModelVersion: m.Version, ModelHash: m.Hash}
 	s.mu.Unlock()
@@ -529,10 +671,22 @@ func (s *Scorer) publish(ctx context.Context, msg AlarmMessage) {
 	}
 }
 
+// Reasons a live sample is dropped, the reason label of millwright_scorer_dropped_samples_total.
+const (
+	reasonFuture = iota
+	reasonLate
+	reasonOverflow
+	reasonInvalid
+	reasonBadQuality
+	numReasons
+)
+
+var reasons = [numReasons]string{"future", "late", "overflow", "invalid", "bad_quality"}
+
 type metrics struct {
 	queued, skippedBatches, skippedPoints, windows, scoreErrors  prometheus.Counter
 	droppedPoints, writeErrors, publishErrors, loadErrors, swaps prometheus.Counter
-	alarms                                                       *prometheus.CounterVec
+	alarms, droppedSamples, incompleteRows                       *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -552,9 +706,17 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		swaps:          c("model_swaps_total", "Models installed."),
 		alarms: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "millwright_scorer_alarms_total",
 			Help: "Alarm transitions by state (raised, cleared)."}, []string{"state"}),
+		// machine is bounded: only machines with a model are scored.
+		droppedSamples: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "millwright_scorer_dropped_samples_total",
+			Help: "Live samples of a model's signals not used, by machine and reason: future (stamped beyond future_tolerance " +
+				"ahead of the gateway's clock), late (older than a sample already used for its grid step), overflow " +
+				"(too far ahead of the machine's other signals), invalid (not a finite number, no time), bad_quality."},
+			[]string{"machine", "reason"}),
+		incompleteRows: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "millwright_scorer_incomplete_rows_total",
+			Help: "Grid rows not scored because a signal had no value within fill_limit steps, by machine."}, []string{"machine"}),
 	}
 	for _, col := range []prometheus.Collector{m.queued, m.skippedBatches, m.skippedPoints, m.windows, m.scoreErrors,
-		m.droppedPoints, m.writeErrors, m.publishErrors, m.loadErrors, m.swaps, m.alarms} {
+		m.droppedPoints, m.writeErrors, m.publishErrors, m.loadErrors, m.swaps, m.alarms, m.droppedSamples, m.incompleteRows} {
 		if err := reg.Register(col); err != nil {
 			return nil, err
 		}

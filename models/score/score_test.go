@@ -108,6 +108,21 @@ func (f *fakePublisher) Append(m AlarmMessage) error {
 	return nil
 }
 
+// Last returns the last message logged of each factory's machine.
+func (f *fakePublisher) Last() []AlarmMessage {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	last := map[[2]string]AlarmMessage{}
+	for _, m := range f.logged {
+		last[[2]string{m.Factory, m.Machine}] = m
+	}
+	out := make([]AlarmMessage, 0, len(last))
+	for _, m := range last {
+		out = append(out, m)
+	}
+	return out
+}
+
 func (f *fakePublisher) Publish(_ context.Context, topic string, payload []byte, done func(error)) error {
 	var m AlarmMessage
 	if err := json.Unmarshal(payload, &m); err != nil {
