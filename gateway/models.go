@@ -13,7 +13,6 @@ import (
 
 	"github.com/millwright-io/millwright/connectors"
 	"github.com/millwright-io/millwright/connectors/influxdb"
-	"github.com/millwright-io/millwright/connectors/mqtt"
 	"github.com/millwright-io/millwright/gateway/api"
 	"github.com/millwright-io/millwright/gateway/config"
 	"github.com/millwright-io/millwright/gateway/telemetry"
@@ -56,6 +55,9 @@ type AlarmMQTTConfig struct {
 	Password config.Secret `yaml:"password"`
 	QoS      int           `yaml:"qos"`
 	TLS      config.TLS    `yaml:"tls"`
+	// Queue bounds the alarm messages kept while the broker is unreachable (default
+	// 1000); when it is full the oldest is dropped and counted.
+	Queue int `yaml:"queue"`
 }
 
 // SetDefaults fills the defaults in.
@@ -66,7 +68,7 @@ func (c *ModelsConfig) SetDefaults() {
 }
 
 // SetDefaults fills the defaults in.
-func (c *AlarmMQTTConfig) SetDefaults() { c.QoS = 1 }
+func (c *AlarmMQTTConfig) SetDefaults() { c.QoS, c.Queue = 1, 1000 }
 
 // validate reports every problem at once, with paths relative to the block.
 func (c ModelsConfig) validate(sinks []SinkConfig) error {
@@ -89,6 +91,9 @@ func (c ModelsConfig) validate(sinks []SinkConfig) error {
 		}
 		if m.QoS < 0 || m.QoS > 2 {
 			p.Addf("mqtt.qos", "%d is not 0, 1 or 2", m.QoS)
+		}
+		if m.Queue < 1 || m.Queue > 1<<20 {
+			p.Addf("mqtt.queue", "queue %d is out of range; expected 1 to %d alarm messages", m.Queue, 1<<20)
 		}
 		p.Nest("mqtt.tls", m.TLS.Validate())
 	}
@@ -128,7 +133,7 @@ type modelsRuntime struct {
 	querier *influxdb.Querier
 	store   *store.Dir
 	scores  *influxdb.Sink
-	pub     *mqtt.Publisher
+	outbox  *alarmOutbox // the alarms' MQTT output, nil without models.mqtt
 	alarms  *alarmlog.Log
 
 	// machines are the machines whose promoted models the scorer runs from the start: the
@@ -173,15 +178,10 @@ func newModels(c Config, log *slog.Logger, reg prometheus.Registerer, recorder f
 		opts.Points = rt.scores
 	}
 	if m := mc.MQTT; m != nil {
-		id := m.ClientID
-		if id == "" {
-			id = "millwright-alarms-" + c.Gateway.Factory
+		if rt.outbox, err = newAlarmOutbox(*m, c.Gateway.Factory, log.With("name", "alarm_mqtt"), reg); err != nil {
+			return nil, fmt.Errorf("models: mqtt: %w", err)
 		}
-		if rt.pub, err = mqtt.NewPublisher(mqtt.PublisherConfig{Server: m.Server, ClientID: id, Username: m.Username,
-			Password: m.Password, TLS: m.TLS, QoS: byte(m.QoS), MaxInflight: 100}); err != nil {
-			return nil, fmt.Errorf("models: %w", err)
-		}
-		opts.Alarms = rt.pub
+		opts.Alarms = rt.outbox
 	}
 	if rt.scorer, err = score.New(mc.Score, c.Gateway.Factory, opts); err != nil {
 		return nil, err
@@ -213,27 +213,31 @@ func (rt *modelsRuntime) start(ctx context.Context, grp *errgroup.Group) {
 	if rt.scores != nil {
 		grp.Go(func() error { rt.connect(ctx, "influxdb", rt.scores.Connect); return nil })
 	}
-	if rt.pub != nil {
-		grp.Go(func() error { rt.connect(ctx, "mqtt", rt.pub.Connect); return nil })
+	// The alarm log closes its period, and the alarm output drains its queue, only once
+	// the scorer has stopped, so an alarm the scorer publishes while stopping is still in
+	// the period's file and its digest, and still published.
+	then := []func(context.Context) error{rt.alarms.Run}
+	if rt.outbox != nil {
+		then = append(then, rt.outbox.Run)
 	}
-	// The alarm log closes its period only once the scorer has stopped, so an alarm the
-	// scorer publishes while stopping is still in the period's file and its digest.
-	runThen(ctx, grp, rt.scorer.Run, rt.alarms.Run)
+	runThen(ctx, grp, rt.scorer.Run, then...)
 	grp.Go(func() error { return rt.trainer.Run(ctx) })
 	rt.log.Info("models running", "machines", len(rt.machines), "dir", filepath.Clean(rt.cfg.Dir))
 }
 
-// runThen runs first and then under grp, both until ctx ends, but then's context ends only
-// once first has returned: what first does while it stops, then still takes.
-func runThen(ctx context.Context, grp *errgroup.Group, first, then func(context.Context) error) {
+// runThen runs first and each of then under grp, all until ctx ends, but then's context
+// ends only once first has returned: what first does while it stops, then still takes.
+func runThen(ctx context.Context, grp *errgroup.Group, first func(context.Context) error, then ...func(context.Context) error) {
 	thenCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	grp.Go(func() error { defer stop(); return first(ctx) })
-	grp.Go(func() error { return then(thenCtx) })
+	for _, f := range then {
+		grp.Go(func() error { return f(thenCtx) })
+	}
 }
 
-// connect connects an output, retrying with backoff until it succeeds or ctx ends. Until
-// then the scores (or alarms) that cannot be written (or published) are counted and
-// dropped; scoring goes on.
+// connect connects the scores' output, retrying with backoff until it succeeds or ctx
+// ends. Until then the scores that cannot be written are counted and dropped; scoring goes
+// on. (The alarms' MQTT output keeps its own connection: see alarmOutbox.)
 func (rt *modelsRuntime) connect(ctx context.Context, what string, connect func(context.Context) error) {
 	bo := backoff.Backoff{Initial: time.Second, Max: time.Minute}
 	for {
@@ -260,6 +264,9 @@ func (rt *modelsRuntime) serve(srv *api.Server) {
 	}
 	srv.HandleJSON("/api/v1/alarms", func() any { return rt.scorer.States() })
 	srv.HandleJSON("/api/v1/models", func() any { return rt.scorer.Models() })
+	if rt.outbox != nil {
+		srv.HandleJSON("/api/v1/alarms/mqtt", func() any { return rt.outbox.Status() })
+	}
 }
 
 // close releases the outputs after the services stopped.
@@ -270,8 +277,8 @@ func (rt *modelsRuntime) close() {
 	if rt.scores != nil {
 		_ = rt.scores.Close(context.Background())
 	}
-	if rt.pub != nil {
-		rt.pub.Close()
+	if rt.outbox != nil {
+		rt.outbox.close()
 	}
 	rt.querier.Close()
 }

@@ -27,11 +27,17 @@ type PublisherConfig struct {
 	// Will, when not nil, is the message the broker publishes if the connection ends
 	// without a DISCONNECT.
 	Will *Message
+	// OnConnectionLost, when not nil, is called from the client's goroutine when an
+	// established connection ends without Close; it must not block.
+	OnConnectionLost func(error)
 }
 
 // Publisher publishes messages to a broker with a bounded window of unacknowledged
-// messages, so it can keep a broker busy without waiting for each acknowledgement. The demo,
-// the benchmarks and the tests use it to play machines; it is safe for concurrent use.
+// messages, so it can keep a broker busy without waiting for each acknowledgement. It does
+// not reconnect by itself: after a lost connection (Connected reports false, and the
+// messages in flight are settled with an error) its owner calls Connect again. The demo,
+// the benchmarks and the tests use it to play machines, and the gateway's alarm outbox
+// publishes alarms with it, reconnecting with backoff; it is safe for concurrent use.
 type Publisher struct {
 	cfg    PublisherConfig
 	client paho.Client
@@ -70,16 +76,22 @@ func NewPublisher(cfg PublisherConfig) (*Publisher, error) {
 	if tlsCfg != nil {
 		opts.SetTLSConfig(tlsCfg)
 	}
+	if lost := cfg.OnConnectionLost; lost != nil {
+		opts.SetConnectionLostHandler(func(_ paho.Client, err error) { lost(err) })
+	}
 	if w := cfg.Will; w != nil {
 		opts.SetBinaryWill(w.Topic, w.Payload, w.QoS, w.Retained)
 	}
 	return &Publisher{cfg: cfg, client: paho.NewClient(opts), window: make(chan struct{}, cfg.MaxInflight)}, nil
 }
 
-// Connect connects to the broker.
+// Connect connects to the broker, again after a lost connection too.
 func (p *Publisher) Connect(ctx context.Context) error {
 	return publisherWait(ctx, p.client.Connect(), "connect to "+p.cfg.Server)
 }
+
+// Connected reports whether the connection to the broker is up.
+func (p *Publisher) Connected() bool { return p.client.IsConnectionOpen() }
 
 // Publish sends payload to topic. It blocks while MaxInflight messages are unacknowledged
 // and returns ctx's error if ctx ends first. done, when not nil, is called exactly once from

@@ -1,6 +1,10 @@
 package pipeline
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/millwright-io/millwright/internal/metricreg"
+)
 
 // metrics are the standard series the framework keeps for every connector. Labels are the
 // configured connector names only, so their number is bounded by the configuration.
@@ -36,12 +40,6 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "millwright_points_rejected_total", Help: "Points a sink refused for good; each is dead-lettered.",
 		}, []string{"sink"}),
-		connectionUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "millwright_connection_up", Help: "1 while a connector is connected, else 0.",
-		}, []string{"kind", "name"}),
-		connectErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "millwright_connect_errors_total", Help: "Failed connection attempts (each is retried with backoff).",
-		}, []string{"kind", "name"}),
 		readErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "millwright_source_read_errors_total", Help: "Reads that ended in an error (the source then reconnects).",
 		}, []string{"source"}),
@@ -61,10 +59,34 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 	}
 	for _, c := range []prometheus.Collector{m.pointsIn, m.batchesIn, m.pointsOut, m.batchesOut, m.rejected,
-		m.connectionUp, m.connectErrors, m.readErrors, m.writeErrors, m.appendErrors, m.writeSeconds, m.appendSeconds} {
+		m.readErrors, m.writeErrors, m.appendErrors, m.writeSeconds, m.appendSeconds} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
 	}
+	var err error
+	if m.connectionUp, m.connectErrors, err = ConnectionMetrics(reg); err != nil {
+		return nil, err
+	}
 	return m, nil
+}
+
+// ConnectionMetrics returns the standard connection series, millwright_connection_up and
+// millwright_connect_errors_total labelled kind and name, registered on reg or shared with
+// those already registered there: the pipeline's connectors and the gateway's other
+// connections (the models' alarm output) report on the same series.
+func ConnectionMetrics(reg prometheus.Registerer) (*prometheus.GaugeVec, *prometheus.CounterVec, error) {
+	up, err := metricreg.Register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "millwright_connection_up", Help: "1 while a connector is connected, else 0.",
+	}, []string{"kind", "name"}))
+	if err != nil {
+		return nil, nil, err
+	}
+	errs, err := metricreg.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "millwright_connect_errors_total", Help: "Failed connection attempts (each is retried with backoff).",
+	}, []string{"kind", "name"}))
+	if err != nil {
+		return nil, nil, err
+	}
+	return up, errs, nil
 }

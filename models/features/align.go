@@ -76,8 +76,9 @@ func (c Config) Validate() error {
 	if c.Step < time.Millisecond || c.Step > 24*time.Hour {
 		p.Addf("step", "step %s is out of range; expected 1ms to 24h", c.Step)
 	}
-	if c.FillLimit < 0 || c.FillLimit > 1<<20 {
-		p.Addf("fill_limit", "fill_limit %d is out of range; expected 0 to %d", c.FillLimit, 1<<20)
+	if c.FillLimit < 0 || c.FillLimit > MaxFillLimit {
+		p.Addf("fill_limit", "fill_limit %d (%s at step %s) is out of range; expected 0 to %d (%s at this step): live scoring holds every signal's samples while it waits for a signal lagging up to fill_limit steps, and holds at most %d per signal; use a longer step",
+			c.FillLimit, time.Duration(c.FillLimit)*c.Step, c.Step, MaxFillLimit, time.Duration(MaxFillLimit)*c.Step, pendingLimit(MaxFillLimit))
 	}
 	if c.WindowSize < 1 || c.WindowSize > 4096 {
 		p.Addf("window_size", "window_size %d is out of range; expected 1 to 4096", c.WindowSize)
@@ -104,8 +105,8 @@ type SignalStats struct {
 	BadQuality int `json:"bad_quality"`
 	Invalid    int `json:"invalid"`
 	Late       int `json:"late"`
-	// Overflow counts samples dropped because more than maxPending grid steps of them
-	// waited for Emit.
+	// Overflow counts samples dropped because more grid steps of them waited for Emit
+	// than the aligner holds (the larger of 64 and fill_limit+2).
 	Overflow int `json:"overflow"`
 	// First and Last are the times of the first and last usable samples, Unix nanoseconds
 	// (0 when there were none): the signal's data window.
@@ -125,10 +126,22 @@ type Stats struct {
 	Signals        []SignalStats `json:"signals"`
 }
 
-// maxPending bounds, per signal, the samples held for grid rows not emitted yet: one per
-// grid step, so a source may run up to maxPending steps ahead of Emit. Beyond that the
-// oldest pending sample is dropped and counted as Overflow.
-const maxPending = 64
+// MaxFillLimit caps Config.FillLimit, and with it the samples an Aligner holds per signal
+// (pendingLimit): at most MaxFillLimit+2 samples of about 24 bytes, 393 KiB per signal,
+// allocated only as samples wait.
+const MaxFillLimit = 1 << 14
+
+// minPending is the smallest pending bound, so a source may always run 64 steps ahead of
+// Emit whatever the fill limit.
+const minPending = 64
+
+// pendingLimit bounds, per signal, the samples held for grid rows not emitted yet (one per
+// grid step). A live scorer emits a row only once every signal lagging the newest by at
+// most fillLimit steps has moved past it (models/score's watermark), so the newest signal
+// holds the samples of up to fillLimit+1 steps, plus the one just added before the rows are
+// emitted: fillLimit+2. Beyond the bound the oldest pending sample is dropped and counted
+// as Overflow, and its row would differ from the one training aligns from the same samples.
+func pendingLimit(fillLimit int) int { return max(minPending, fillLimit+2) }
 
 // sample is one accepted sample.
 type sample struct {
@@ -147,8 +160,8 @@ type signalState struct {
 // Aligner aligns one machine's samples onto the grid, incrementally: Add samples, then Emit
 // the grid rows up to a time. Row t holds, per signal, the newest sample of the step
 // [t, t+Step) or, when there is none, of the last FillLimit steps before it. Samples may
-// arrive in any order and ahead of Emit (see maxPending). It is not safe for concurrent
-// use; its memory is fixed by the number of signals.
+// arrive in any order and ahead of Emit (see pendingLimit). It is not safe for concurrent
+// use; its memory is bounded by the number of signals and the fill limit.
 type Aligner struct {
 	machine string
 	signals []string
@@ -157,6 +170,7 @@ type Aligner struct {
 	fill    int64
 	uncert  bool
 	sig     []signalState
+	pending int   // most samples held per signal (pendingLimit)
 	next    int64 // next grid time to emit, once started
 	started bool
 	stats   Stats
@@ -175,7 +189,7 @@ func NewAligner(cfg Config, machine string, signals []string) (*Aligner, error) 
 	}
 	a := &Aligner{
 		machine: machine, signals: slices.Clone(signals), index: make(map[string]int, len(signals)),
-		step: int64(cfg.Step), fill: int64(cfg.FillLimit), uncert: cfg.ExcludeUncertain,
+		step: int64(cfg.Step), fill: int64(cfg.FillLimit), uncert: cfg.ExcludeUncertain, pending: pendingLimit(cfg.FillLimit),
 		sig: make([]signalState, len(signals)), row: make([]float64, len(signals)),
 	}
 	a.stats.Signals = make([]SignalStats, len(signals))
@@ -185,7 +199,7 @@ func NewAligner(cfg Config, machine string, signals []string) (*Aligner, error) 
 		}
 		a.index[s] = i
 		a.stats.Signals[i].Signal = s
-		a.sig[i].pending = make([]sample, 0, maxPending)
+		a.sig[i].pending = make([]sample, 0, minPending)
 	}
 	return a, nil
 }
@@ -239,11 +253,11 @@ func (a *Aligner) Add(p *telemetry.Point) {
 				return
 			}
 			s.pending[k] = smp
-		case len(s.pending) == maxPending && k == 0:
+		case len(s.pending) == a.pending && k == 0:
 			st.Overflow++
 			return
 		default:
-			if len(s.pending) == maxPending {
+			if len(s.pending) == a.pending {
 				st.Overflow++
 				s.pending = s.pending[:copy(s.pending, s.pending[1:])]
 				k--
@@ -383,38 +397,86 @@ func (g *Grid) Coverage() []float64 {
 	return out
 }
 
+// Continuity is how continuously one signal has values on a grid.
+type Continuity struct {
+	Signal     string
+	Coverage   float64 // share of rows with a value
+	LongestRun int     // most consecutive rows with a value
+	LongestGap int     // most consecutive rows without one
+}
+
+// Continuity returns, per signal in column order, its coverage and its longest run of rows
+// with and without a value.
+func (g *Grid) Continuity() []Continuity {
+	out := make([]Continuity, len(g.Signals))
+	run, gap := make([]int, len(g.Signals)), make([]int, len(g.Signals))
+	for j := range out {
+		out[j].Signal = g.Signals[j]
+	}
+	for r := range g.Values.Rows {
+		for j, v := range g.Values.Row(r) {
+			if math.IsNaN(v) {
+				run[j], gap[j] = 0, gap[j]+1
+			} else {
+				run[j], gap[j] = run[j]+1, 0
+			}
+			out[j].LongestRun = max(out[j].LongestRun, run[j])
+			out[j].LongestGap = max(out[j].LongestGap, gap[j])
+		}
+	}
+	for j, c := range g.Coverage() {
+		out[j].Coverage = c
+	}
+	return out
+}
+
 // DropSparse returns the grid without the signals whose coverage is below minCoverage,
 // with completeness recomputed, and the names of the dropped signals. It returns g itself
 // when nothing is dropped.
 func (g *Grid) DropSparse(minCoverage float64) (*Grid, []string) {
 	cov := g.Coverage()
-	var keep []int
+	return g.keep(func(i int) bool { return cov[i] >= minCoverage && cov[i] > 0 })
+}
+
+// DropShortRuns returns the grid without the signals that have a value in no run of size
+// consecutive rows, with completeness recomputed, and the names of the dropped signals: no
+// window of size rows can be complete with such a signal, whatever the others do. It
+// returns g itself when nothing is dropped.
+func (g *Grid) DropShortRuns(size int) (*Grid, []string) {
+	cont := g.Continuity()
+	return g.keep(func(i int) bool { return cont[i].LongestRun >= size })
+}
+
+// keep returns the grid with only the signals i for which keep(i) holds, and the names of
+// the others.
+func (g *Grid) keep(keep func(i int) bool) (*Grid, []string) {
+	var kept []int
 	var dropped []string
-	for i, c := range cov {
-		if c >= minCoverage && c > 0 {
-			keep = append(keep, i)
+	for i, name := range g.Signals {
+		if keep(i) {
+			kept = append(kept, i)
 		} else {
-			dropped = append(dropped, g.Signals[i])
+			dropped = append(dropped, name)
 		}
 	}
 	if len(dropped) == 0 {
 		return g, nil
 	}
 	out := &Grid{Start: g.Start, Step: g.Step, Complete: make([]bool, g.Values.Rows)}
-	out.Values = models.NewMatrix(g.Values.Rows, len(keep))
-	for _, i := range keep {
+	out.Values = models.NewMatrix(g.Values.Rows, len(kept))
+	for _, i := range kept {
 		out.Signals = append(out.Signals, g.Signals[i])
 	}
 	out.Stats = g.Stats
 	out.Stats.Signals = nil
-	for _, i := range keep {
+	for _, i := range kept {
 		out.Stats.Signals = append(out.Stats.Signals, g.Stats.Signals[i])
 	}
 	out.Stats.IncompleteRows = 0
 	for r := range g.Values.Rows {
 		src, dst := g.Values.Row(r), out.Values.Row(r)
 		complete := true
-		for j, i := range keep {
+		for j, i := range kept {
 			dst[j] = src[i]
 			if math.IsNaN(src[i]) {
 				complete = false

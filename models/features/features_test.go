@@ -3,6 +3,7 @@ package features
 import (
 	"math"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -241,6 +242,56 @@ func TestConfigValidate(t *testing.T) {
 	}
 }
 
+// A live aligner holds, per signal, the samples of fill_limit+2 steps ahead of its rows (the
+// rows wait for a signal lagging up to fill_limit steps): none of them is dropped, so
+// the rows are those training aligns from the same samples.
+func TestAlignerHoldsFillLimitPlusTwoPendingSamples(t *testing.T) {
+	const fill = 100
+	a, err := NewAligner(Config{FillLimit: fill}, "m", []string{"a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	add := func(s int) {
+		p := pt("m", "a", time.Duration(s)*time.Second, float64(s), telemetry.Good)
+		a.Add(&p)
+	}
+	for s := range fill + 2 {
+		add(s)
+	}
+	if n := a.Stats().Signals[0].Overflow; n != 0 {
+		t.Fatalf("%d of %d pending samples dropped with fill_limit %d; want none", n, fill+2, fill)
+	}
+	add(fill + 2)
+	if n := a.Stats().Signals[0].Overflow; n != 1 {
+		t.Errorf("one sample beyond fill_limit+2 pending: %d dropped, want 1", n)
+	}
+	var rows []float64
+	a.Emit(t0.UnixNano(), t0.Add((fill+2)*time.Second).UnixNano(), func(_ int64, r []float64, _ bool) { rows = append(rows, r[0]) })
+	if len(rows) != fill+3 || !math.IsNaN(rows[0]) || rows[1] != 1 || rows[fill+2] != fill+2 {
+		t.Errorf("%d rows %v...; want %d, the first missing (its sample was dropped), then every sample in its row", len(rows), rows[:min(4, len(rows))], fill+3)
+	}
+}
+
+// A fill limit beyond the cap is refused with the fields, the values and what to change.
+func TestConfigRefusesFillLimitAboveTheCap(t *testing.T) {
+	ok := Config{FillLimit: MaxFillLimit}
+	ok.SetDefaults()
+	if err := ok.Validate(); err != nil {
+		t.Errorf("fill_limit %d (the cap) refused: %v", MaxFillLimit, err)
+	}
+	c := Config{FillLimit: MaxFillLimit + 1, Step: 2 * time.Second}
+	c.SetDefaults()
+	err := c.Validate()
+	if err == nil {
+		t.Fatalf("fill_limit %d accepted; want it refused above %d", c.FillLimit, MaxFillLimit)
+	}
+	for _, want := range []string{"fill_limit 16385", "step 2s", "expected 0 to 16384", "9h6m8s at this step", "longer step"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
+	}
+}
+
 // BenchmarkStream measures the live path per grid row of 10 signals with windows of 10.
 func BenchmarkStream(b *testing.B) {
 	signals := []string{"s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9"}
@@ -294,8 +345,8 @@ func TestAlignerAheadAndOutOfOrder(t *testing.T) {
 	if !same(rows[4], 3) || !math.IsNaN(rows[5]) {
 		t.Errorf("rows %v; want 3 carried one step, then missing", rows)
 	}
-	// More than maxPending steps ahead: the oldest pending are dropped and counted.
-	for s := range maxPending + 3 {
+	// More than minPending steps ahead (the bound of a small fill limit): the oldest pending are dropped and counted.
+	for s := range minPending + 3 {
 		add(float64(10+s), float64(10+s))
 	}
 	st := a.Stats().Signals[0]

@@ -1,9 +1,12 @@
 package features
 
 import (
+	"cmp"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 
 	"github.com/millwright-io/millwright/gateway/telemetry"
 	"github.com/millwright-io/millwright/models"
@@ -12,14 +15,20 @@ import (
 // Training is one machine's history turned into detector rows.
 type Training struct {
 	Grid    *Grid         // the aligned grid, without the dropped signals, unscaled
-	Dropped []string      // signals dropped for coverage below Config.MinCoverage
+	Dropped []string      // signals dropped for coverage below Config.MinCoverage, then those with values in no WindowSize consecutive rows
 	Scaler  *Scaler       // fitted on the kept signals
 	Windows models.Matrix // scaled, flattened windows
 	Starts  []int         // per window, the grid row it starts at
 }
 
-// Prepare drops the sparse signals of g, fits the scaler on the rest and cuts the scaled
-// grid into windows with Config.TrainStride. g is not modified.
+// ErrNoSignal is Prepare's error when every signal is dropped: the history is too sparse
+// (or too gappy) to train on.
+var ErrNoSignal = errors.New("no signal left to train on")
+
+// Prepare drops the sparse signals of g (coverage below Config.MinCoverage) and those with
+// values in no Config.WindowSize consecutive rows (no window can be complete with them),
+// fits the scaler on the rest and cuts the scaled grid into windows with
+// Config.TrainStride. g is not modified.
 func Prepare(cfg Config, g *Grid) (*Training, error) {
 	cfg.SetDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -27,8 +36,17 @@ func Prepare(cfg Config, g *Grid) (*Training, error) {
 	}
 	kept, dropped := g.DropSparse(cfg.MinCoverage)
 	if len(kept.Signals) == 0 {
-		return nil, fmt.Errorf("features: every signal (%v) has coverage below %v; nothing to train on", g.Signals, cfg.MinCoverage)
+		return nil, fmt.Errorf("features: every signal has coverage below min_coverage %v: %s: %w",
+			cfg.MinCoverage, DescribeGaps(cfg, g.Continuity()), ErrNoSignal)
 	}
+	// A signal with values in no window_size consecutive rows is in no complete window;
+	// it is dropped as a sparse one is, so the other signals still train.
+	kept, short := kept.DropShortRuns(cfg.WindowSize)
+	if len(kept.Signals) == 0 {
+		return nil, fmt.Errorf("features: no signal has values in window_size %d consecutive rows, so no window is complete: %s: %w",
+			cfg.WindowSize, DescribeGaps(cfg, g.Continuity()), ErrNoSignal)
+	}
+	dropped = append(dropped, short...)
 	sc, err := FitScaler(kept.Signals, kept.Values)
 	if err != nil {
 		return nil, err
@@ -40,6 +58,41 @@ func Prepare(cfg Config, g *Grid) (*Training, error) {
 		return nil, err
 	}
 	return &Training{Grid: kept, Dropped: dropped, Scaler: sc, Windows: win, Starts: starts}, nil
+}
+
+// maxDescribed bounds the signals DescribeGaps names.
+const maxDescribed = 5
+
+// DescribeGaps names the signals of cont that have gaps, at most maxDescribed of them, the
+// least covered first: their coverage, longest runs with and without a value, and the
+// fill_limit that would carry each value across its longest gap. Errors and logs use it
+// to say which signal keeps rows incomplete and which setting would fix it.
+func DescribeGaps(cfg Config, cont []Continuity) string {
+	cfg.SetDefaults()
+	var gaps []Continuity
+	for _, c := range cont {
+		if c.LongestGap > 0 {
+			gaps = append(gaps, c)
+		}
+	}
+	if len(gaps) == 0 {
+		return "no signal has gaps"
+	}
+	slices.SortStableFunc(gaps, func(a, b Continuity) int { return cmp.Compare(a.Coverage, b.Coverage) })
+	var b strings.Builder
+	for i, c := range gaps[:min(len(gaps), maxDescribed)] {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		fmt.Fprintf(&b, "%q has values in %.0f%% of the rows, in runs of at most %d rows, with gaps of up to %d rows of %s (fill_limit %d would bridge them)",
+			c.Signal, 100*c.Coverage, c.LongestRun, c.LongestGap, cfg.Step, cfg.FillLimit+c.LongestGap)
+	}
+	if len(gaps) > maxDescribed {
+		fmt.Fprintf(&b, "; and %d more", len(gaps)-maxDescribed)
+	}
+	fmt.Fprintf(&b, "; raise fill_limit (%d, at most %d) or step (%s) to carry slow signals across their gaps, or raise min_coverage (%v) to drop sparse ones",
+		cfg.FillLimit, MaxFillLimit, cfg.Step, cfg.MinCoverage)
+	return b.String()
 }
 
 // Stream turns live samples of one machine into scaled windows, with the model's signals,

@@ -14,8 +14,9 @@ type AlarmConfig struct {
 	// threshold (default 3 of 5).
 	K int `yaml:"k" json:"k"`
 	N int `yaml:"n" json:"n"`
-	// ClearRatio sets the lower level that clears an alarm, as a share of the threshold, in
-	// (0, 1] (default 0.8).
+	// ClearRatio sets the lower level that clears an alarm, in (0, 1] (default 0.8): for a
+	// threshold T ≥ 0 the level is ClearRatio·T, for T < 0 it is T − (1−ClearRatio)·|T|,
+	// so it is always at or below T (see Alarm).
 	ClearRatio float64 `yaml:"clear_ratio" json:"clear_ratio"`
 	// ClearCount is how many consecutive scores below the lower level clear an alarm
 	// (default N).
@@ -78,13 +79,17 @@ func (t Transition) String() string {
 }
 
 // Alarm is the debounced alarm state of one machine: raised when K of the last N scores
-// exceed the threshold T, cleared when ClearCount consecutive scores stay below
-// ClearRatio·T. It is deterministic (its state depends only on the scores) and not safe for
-// concurrent use.
+// exceed the threshold T, cleared when ClearCount consecutive scores stay below the clear
+// level. The clear level is T − (1−ClearRatio)·|T|: ClearRatio·T when T ≥ 0, and further
+// below T when T < 0 (the ensemble scores in robust units, so its threshold may be
+// negative; ClearRatio·T would then lie above T, and a score between the two would at once
+// raise and clear the alarm). It is deterministic (its state depends only on the scores)
+// and not safe for concurrent use.
 type Alarm struct {
 	cfg    AlarmConfig
 	t      float64
-	window uint64 // bit i: the score i updates ago was above T
+	clear  float64 // the clear level, at or below t
+	window uint64  // bit i: the score i updates ago was above T
 	active bool
 	quiet  int // consecutive scores below the lower level
 }
@@ -95,7 +100,17 @@ func NewAlarm(cfg AlarmConfig, t float64) (*Alarm, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("alarm: %w", err)
 	}
-	return &Alarm{cfg: cfg, t: t}, nil
+	return &Alarm{cfg: cfg, t: t, clear: clearLevel(t, cfg.ClearRatio)}, nil
+}
+
+// clearLevel returns the level below which scores clear an alarm of threshold t:
+// t − (1−ratio)·|t|, computed as ratio·t when t ≥ 0 so positive thresholds clear exactly
+// where they always did. For ratio in (0, 1] it is never above t.
+func clearLevel(t, ratio float64) float64 {
+	if t >= 0 {
+		return ratio * t
+	}
+	return t - (1-ratio)*-t
 }
 
 // Active reports whether the alarm is raised.
@@ -112,7 +127,7 @@ func (a *Alarm) Update(score float64) Transition {
 		a.window |= 1
 	}
 	a.window &= (1 << uint(a.cfg.N)) - 1
-	if score < a.cfg.ClearRatio*a.t {
+	if score < a.clear {
 		a.quiet++
 	} else {
 		a.quiet = 0

@@ -3,6 +3,8 @@ package threshold
 import (
 	"math"
 	"math/rand/v2"
+	"slices"
+	"strings"
 	"testing"
 )
 
@@ -147,5 +149,47 @@ func TestAlarm(t *testing.T) {
 	}
 	if _, err := NewAlarm(AlarmConfig{K: 6, N: 5}, 1); err == nil {
 		t.Error("k > n accepted")
+	}
+}
+
+// The ensemble scores in robust units, so a trained threshold may be negative; its clear
+// level must still lie below it, or a steady score between the two raises and clears the
+// alarm over and over.
+func TestAlarmWithNegativeThresholdClearsBelowIt(t *testing.T) {
+	const T = -1.0
+	a, err := NewAlarm(AlarmConfig{K: 3, N: 5, ClearRatio: 0.8, ClearCount: 5}, T)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := ""
+	// 20 scores above T, 10 between the clear level (-1.2) and T, 5 below the clear level.
+	scores := append(append(slices.Repeat([]float64{-0.9}, 20), slices.Repeat([]float64{-1.1}, 10)...), slices.Repeat([]float64{-1.3}, 5)...)
+	for _, s := range scores {
+		switch a.Update(s) {
+		case Raised:
+			got += "R"
+		case Cleared:
+			got += "C"
+		default:
+			got += "."
+		}
+	}
+	want := "..R" + strings.Repeat(".", 17) + strings.Repeat(".", 10) + "....C"
+	if got != want {
+		t.Errorf("threshold %v, clear ratio 0.8: transitions\n%s, want\n%s", T, got, want)
+	}
+}
+
+// The clear level is exactly ClearRatio·T for a threshold T ≥ 0, as it always was, and
+// T − (1−ClearRatio)·|T| below a negative one.
+func TestAlarmClearLevelIsAtOrBelowTheThreshold(t *testing.T) {
+	for _, tc := range []struct{ t, ratio, want float64 }{
+		{1.557, 0.8, 0.8 * 1.557}, {2.376, 0.3, 0.3 * 2.376}, {0, 0.8, 0}, {5, 1, 5},
+		{-1, 0.8, -1.2}, {-2, 1, -2}, {-0.5, 0.5, -0.75},
+	} {
+		got := clearLevel(tc.t, tc.ratio)
+		if tc.t >= 0 && got != tc.want || math.Abs(got-tc.want) > 1e-12 || got > tc.t {
+			t.Errorf("clear level of threshold %v at ratio %v = %v, want %v", tc.t, tc.ratio, got, tc.want)
+		}
 	}
 }

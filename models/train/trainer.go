@@ -305,6 +305,9 @@ func (t *Trainer) TrainHistory(ctx context.Context, h *History, progress func(Pr
 	return t.fit(ctx, h, progress, nil)
 }
 
+// minWindows is the fewest complete windows a detector is fitted on.
+const minWindows = 10
+
 // prepared is a machine's history made ready to fit on and to judge with: its grid, the
 // rows from the first complete one, the windows and scaler of the fitting part, and the
 // held-out part split in two, the first half to set a threshold on (calib), the second to
@@ -332,18 +335,27 @@ func (t *Trainer) prepare(hist *History, progress func(Progress)) (*prepared, er
 	// The first rows before any sample are not data: start at the first complete row.
 	first := slices.Index(grid.Complete, true)
 	if first < 0 || countTrue(grid.Complete) < cfg.MinRows {
-		return nil, fmt.Errorf("train %s: %d complete grid rows, expected at least %d: %w", machine, countTrue(grid.Complete), cfg.MinRows, errTooLittle)
+		return nil, fmt.Errorf("train %s: %d complete grid rows, expected at least %d (min_rows); %s: %w",
+			machine, countTrue(grid.Complete), cfg.MinRows, features.DescribeGaps(cfg.Features, grid.Continuity()), errTooLittle)
 	}
 	rows := grid.Values.Rows - first
 	split := first + int(float64(rows)*(1-cfg.Holdout))
 	fitGrid, holdGrid := gridRows(grid, first, split), gridRows(grid, split, grid.Values.Rows)
 	prep, err := features.Prepare(cfg.Features, fitGrid)
+	if errors.Is(err, features.ErrNoSignal) {
+		return nil, fmt.Errorf("train %s: %w: %w", machine, err, errTooLittle)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("train %s: %w", machine, err)
 	}
 	t.report(progress, machine, StageAlign, 1, 1)
-	if prep.Windows.Rows < 10 {
-		return nil, fmt.Errorf("train %s: %d complete windows to fit on: %w", machine, prep.Windows.Rows, errTooLittle)
+	if prep.Windows.Rows < minWindows {
+		return nil, fmt.Errorf("train %s: %d complete windows of %d rows to fit on, expected at least %d; %s: %w",
+			machine, prep.Windows.Rows, cfg.Features.WindowSize, minWindows, features.DescribeGaps(cfg.Features, prep.Grid.Continuity()), errTooLittle)
+	}
+	if len(prep.Dropped) > 0 {
+		t.log.Warn("signals left out of the model", "machine", machine, "signals", prep.Dropped,
+			"why", features.DescribeGaps(cfg.Features, fitGrid.Continuity()))
 	}
 	// The held-out part is split in two: the threshold is set on the first half, and both
 	// the new and the current model are judged on the second.
