@@ -41,7 +41,8 @@ type Message struct {
 type Hooks struct {
 	// Filters are the subscriptions (topic filter → QoS) in place of the configured topics.
 	Filters map[string]byte
-	// Handler decodes every message received.
+	// Handler decodes every message received whose payload is within max_payload_bytes
+	// (larger ones are dead-lettered as payload_too_large without being handed over).
 	Handler Handler
 	// Will, when not nil, is called before each client connects and returns the will
 	// message the broker publishes if the connection ends without a DISCONNECT (nil: none).

@@ -703,6 +703,11 @@ func (r *receiver) onMessage(cl paho.Client, m paho.Message) {
 // whose pattern matches, into the receiver's slab.
 func (r *receiver) decode(topic string, payload []byte, now int64) ([]telemetry.Point, error) {
 	h := r.c.src.hooks.handler()
+	// The JSON decoders check max_payload_bytes themselves; a handler is given no more.
+	if limit := int(r.c.src.cfg.MaxPayloadBytes); h != nil && limit > 0 && len(payload) > limit {
+		return nil, &DecodeError{Class: ClassPayloadTooLarge,
+			Reason: fmt.Sprintf("payload is %d bytes, more than max_payload_bytes %d", len(payload), limit)}
+	}
 	dec := r.decs[0]
 	if h == nil && len(r.decs) > 1 {
 		dec = nil

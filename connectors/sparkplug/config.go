@@ -63,7 +63,9 @@ type Config struct {
 	// Control/Rebirth) to one edge node (default 10s); requests within it are counted and
 	// not sent.
 	RebirthInterval time.Duration `yaml:"rebirth_interval"`
-	// MaxNodes bounds the edge nodes tracked (default 10000); messages of further nodes
+	// MaxNodes bounds the edge nodes tracked (default 10000). A node that is not born (never,
+	// or dead) gives its place to the birth of another, and to data of another once its
+	// rebirth request is older than rebirth_interval; otherwise messages of further nodes
 	// are counted and ignored.
 	MaxNodes int `yaml:"max_nodes"`
 	// MaxDevicesPerNode bounds the devices tracked per edge node (default 1000).

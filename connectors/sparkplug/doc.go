@@ -16,19 +16,35 @@
 // datatype. An NBIRTH forgets the node's devices (they are born again after it) and records
 // the node's bdSeq. NDATA and DDATA name their metrics by alias (or by name); every metric
 // becomes a point whose time is the metric's timestamp, or else the payload's (Unix ms), and
-// whose server time is the receive time. The births' own values are points too.
+// whose server time is the receive time. The births' own values are points too. A metric's
+// property "Quality" (0 BAD, 192 GOOD, 500 STALE) sets the point's quality: good for GOOD,
+// bad for BAD and STALE, uncertain for any other code, with the code kept. A transient
+// metric (is_transient, in its birth or its message) is not for a historian: it gives no
+// point. A historical one (is_historical) is stored at its time but is not the metric's
+// current value.
 //
 // Sequence numbers (0 to 255, then 0 again) are checked per edge node on every message after
 // the NBIRTH. A gap, data or a DBIRTH from a node or device that has no birth, or an alias
 // the birth did not define, makes the source ask the node for its births again: an NCMD to
 // spBv1.0/<group>/NCMD/<edge node> with the Boolean metric Node Control/Rebirth = true, at
 // most once per rebirth_interval per node. The data of a message with a gap is still used;
-// data without a birth is counted and dropped.
+// data without a birth is counted and dropped. An alias unknown to a birth that exceeded
+// max_metrics_per_node is taken for one the host refused: it is counted as table_full and
+// asks for no rebirth, which would be refused the same way.
 //
 // NDEATH (whose bdSeq must be that of the current NBIRTH; an older one is counted and
 // ignored) and DDEATH mark the metrics of the node and its devices, or of the device, stale:
-// each gives a point with the last value and quality bad, and the metrics stay so until a
-// new birth, since data without a birth is dropped.
+// each gives a point with the last current value and quality bad (code 500, STALE), and the
+// metrics stay so until a new birth, since data without a birth is dropped. An NDEATH is the
+// will the node registered when it connected, so its timestamp is not the death's
+// (Sparkplug 3.0 §5): its points take the receive time, or the node's last data if later.
+// A DDEATH's points take its timestamp.
+//
+// When the connection to the broker ends (Close, which the pipeline calls after a loss),
+// every edge node becomes unborn as at its death: the points of the nodes that were born are
+// stamped with that time and returned by the next Read, before anything of the next
+// connection, and the node tables are forgotten, since the nodes may have been born again
+// with other aliases meanwhile. Their next messages ask for their births.
 //
 // # Values
 //
@@ -54,5 +70,9 @@
 // sequence numbers) follows the messages as they arrive, not as they are stored.
 //
 // Every table is bounded (max_nodes, max_devices_per_node, max_metrics_per_node); what
-// does not fit is counted, not stored.
+// does not fit is counted, not stored. An edge node that is not born (never, or dead) does
+// not hold its place: a birth takes the place of the one longest unborn, and data of an
+// unknown node does once that one's rebirth request is older than rebirth_interval. The
+// stale points of a lost connection wait for at most max_nodes nodes. Payloads larger than
+// mqtt.max_payload_bytes are dead-lettered unread.
 package sparkplug

@@ -1,9 +1,12 @@
 package sparkplug
 
 import (
+	"container/list"
+	"context"
 	"encoding/json"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -43,21 +46,26 @@ type nodeKey struct {
 
 // metricDef is a metric defined by a birth.
 type metricDef struct {
-	datatype uint32
-	excluded bool
-	names    pointNames
-	last     telemetry.Value
-	hasLast  bool
+	datatype  uint32
+	excluded  bool
+	transient bool // the birth says is_transient: not stored, as excluded
+	names     pointNames
+	last      telemetry.Value // the last current (not historical) value
+	hasLast   bool
 }
 
 // scope is the metric table of an edge node or one of its devices.
 type scope struct {
-	born    bool
+	born bool
+	// full is set when max_metrics_per_node kept metrics of the birth out of the table: an
+	// unknown alias is then taken for one of them, which a rebirth would keep out again.
+	full    bool
 	byAlias map[uint64]*metricDef
 	byName  map[string]*metricDef
 }
 
 func (s *scope) reset() {
+	s.full = false
 	s.byAlias = make(map[uint64]*metricDef)
 	s.byName = make(map[string]*metricDef)
 }
@@ -73,6 +81,18 @@ type edgeNode struct {
 	defined     int   // metric definitions of the node and its devices
 	lastRebirth time.Time
 	rebirthSent bool
+	// lastData is the latest source time of the current values of the node and its devices
+	// (Unix ns): the least time of the points that mark them stale.
+	lastData int64
+	// unborn is the node's element in host.unborn while its node scope is not born.
+	unborn *list.Element
+}
+
+// lostNode holds the metric tables of an edge node that was born when the host's connection
+// to the broker ended, until Read has returned their stale points.
+type lostNode struct {
+	scopes []*scope // the node's and its born devices'
+	at     int64    // source time of the stale points, Unix ns
 }
 
 // host is the Sparkplug B host application's state machine: it turns the messages of the
@@ -80,12 +100,20 @@ type edgeNode struct {
 // mqtt.Handler. The MQTT source calls it from one goroutine at a time; mu orders the calls
 // of successive connections.
 type host struct {
-	mu       sync.Mutex
-	cfg      Config
-	mapper   *mapper
-	names    *telemetry.Interner
-	m        *metrics
-	nodes    map[nodeKey]*edgeNode
+	mu     sync.Mutex
+	cfg    Config
+	mapper *mapper
+	names  *telemetry.Interner
+	m      *metrics
+	nodes  map[nodeKey]*edgeNode
+	// unborn lists the nodes that are not born (never, or dead), the longest unborn or
+	// least recently asked for a rebirth first: the first is the one a new node replaces
+	// when max_nodes are tracked.
+	unborn *list.List
+	// lost are the tables of the nodes born when the connection ended, whose stale points
+	// Read returns before anything of the new connection; at most max_nodes, the oldest
+	// dropped and counted.
+	lost     []lostNode
 	rebirths chan rebirthRequest // to the publisher; bounded, overflow counted
 	// offline is signalled when the broker delivers an offline STATE of this host (a will
 	// of an earlier connection, or another client's): the host publishes its online STATE
@@ -116,6 +144,7 @@ func newHost(cfg Config, m *metrics) (*host, error) {
 		names:    telemetry.NewInterner(internedNames),
 		m:        m,
 		nodes:    make(map[nodeKey]*edgeNode),
+		unborn:   list.New(),
 		rebirths: make(chan rebirthRequest, rebirthBacklog),
 		offline:  make(chan struct{}, 1),
 		now:      time.Now,
@@ -224,32 +253,63 @@ func isOffline(payload []byte) bool {
 	return json.Unmarshal(payload, &st) == nil && st.Online != nil && !*st.Online
 }
 
-// lookup returns the edge node of t, creating it when create is set and there is room.
-func (h *host) lookup(t topic, create bool) *edgeNode {
-	k := nodeKey{group: t.group, edgeNode: t.edgeNode}
-	if n := h.nodes[k]; n != nil || !create {
-		return n
-	}
+// lookup returns the edge node of t, or nil when it is not tracked.
+func (h *host) lookup(t topic) *edgeNode {
+	return h.nodes[nodeKey{group: t.group, edgeNode: t.edgeNode}]
+}
+
+// create starts tracking the edge node of t, which is not tracked, as unborn. When max_nodes
+// are tracked it takes the place of the first unborn node: for a birth always, for data only
+// when that node's rebirth request is older than rebirth_interval (so that forgetting it
+// does not lift its rate limit). Without a place it returns nil.
+func (h *host) create(t topic, forBirth bool) *edgeNode {
 	if len(h.nodes) >= h.cfg.MaxNodes {
-		h.m.nodesOverLimit.Inc()
-		return nil
+		e := h.unborn.Front()
+		if e == nil {
+			h.m.nodesOverLimit.Inc()
+			return nil
+		}
+		old := e.Value.(*edgeNode)
+		if !forBirth && old.rebirthSent && h.now().Sub(old.lastRebirth) < h.cfg.RebirthInterval {
+			h.m.nodesOverLimit.Inc()
+			return nil
+		}
+		h.unborn.Remove(e)
+		delete(h.nodes, old.key)
+		h.m.nodesEvicted.Inc()
 	}
-	k = nodeKey{group: h.names.String(t.group), edgeNode: h.names.String(t.edgeNode)}
+	k := nodeKey{group: h.names.String(t.group), edgeNode: h.names.String(t.edgeNode)}
 	n := &edgeNode{key: k, devices: make(map[string]*scope)}
 	n.node.reset()
+	n.unborn = h.unborn.PushBack(n)
 	h.nodes[k] = n
 	h.m.nodes.Set(float64(len(h.nodes)))
 	return n
 }
 
+// setBorn records whether n's node scope is born, and keeps h.unborn in step.
+func (h *host) setBorn(n *edgeNode, born bool) {
+	n.node.born = born
+	switch {
+	case born && n.unborn != nil:
+		h.unborn.Remove(n.unborn)
+		n.unborn = nil
+	case !born && n.unborn == nil:
+		n.unborn = h.unborn.PushBack(n)
+	}
+}
+
 func (h *host) nodeBirth(t topic, now int64, dst []telemetry.Point) ([]telemetry.Point, error) {
-	n := h.lookup(t, true)
+	n := h.lookup(t)
 	if n == nil {
-		return nil, nil
+		if n = h.create(t, true); n == nil {
+			return nil, nil
+		}
 	}
 	n.node.reset()
 	clear(n.devices)
 	n.defined = 0
+	n.lastData = 0
 	n.hasBdSeq = false
 	n.seq = uint8(h.payload.Seq)
 	if !h.payload.HasSeq() {
@@ -258,12 +318,12 @@ func (h *host) nodeBirth(t topic, now int64, dst []telemetry.Point) ([]telemetry
 	}
 	names := metricNames{group: n.key.group, edgeNode: n.key.edgeNode}
 	out, err := h.birth(n, &n.node, &names, now, dst)
-	n.node.born = err == nil
+	h.setBorn(n, err == nil)
 	return out, err
 }
 
 func (h *host) nodeDeath(t topic, now int64, dst []telemetry.Point) ([]telemetry.Point, error) {
-	n := h.lookup(t, false)
+	n := h.lookup(t)
 	if n == nil {
 		return nil, nil
 	}
@@ -288,24 +348,111 @@ func (h *host) nodeDeath(t topic, now int64, dst []telemetry.Point) ([]telemetry
 	if !n.node.born {
 		return nil, nil
 	}
-	out := h.stale(&n.node, now, dst)
+	// The NDEATH is the will registered when the node connected, so its timestamp is that
+	// of the connect (Sparkplug 3.0 §5): the stale points take the receive time, and never
+	// precede the node's last data.
+	at := max(now, n.lastData)
+	out := h.stale(&n.node, at, now, dst)
 	for _, d := range n.devices {
 		if d.born {
-			out = h.stale(d, now, out)
+			out = h.stale(d, at, now, out)
 		}
 	}
-	n.node.born = false
+	h.setBorn(n, false)
 	clear(n.devices)
 	return out, nil
+}
+
+// connectionLost makes every edge node unborn, as its death would: what the nodes did while
+// the host was away (a death, a birth with other aliases) is unknown, so their aliases and
+// sequence numbers are forgotten and their next message asks for a rebirth. The tables of
+// the nodes that were born are kept for takeStale, their points stamped at (Unix ns) or at
+// the node's last data if later (Sparkplug 3.0 §5: a host that loses its connection marks
+// the metrics of every known edge node stale).
+func (h *host) connectionLost(at int64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, n := range h.nodes {
+		if !n.node.born {
+			continue
+		}
+		node := n.node
+		ln := lostNode{scopes: []*scope{&node}, at: max(at, n.lastData)}
+		for _, d := range n.devices {
+			if d.born {
+				ln.scopes = append(ln.scopes, d)
+			}
+		}
+		if len(h.lost) >= h.cfg.MaxNodes {
+			h.m.staleDropped.Add(float64(h.lost[0].points()))
+			h.lost = slices.Delete(h.lost, 0, 1)
+		}
+		h.lost = append(h.lost, ln)
+		n.node.reset()
+		n.devices = make(map[string]*scope) // the old one is ln's
+		n.defined, n.hasBdSeq, n.lastData = 0, false, 0
+		n.rebirthSent = false // a request of the old connection does not limit the new one
+		h.setBorn(n, false)
+	}
+}
+
+// points returns how many stale points ln gives.
+func (ln *lostNode) points() int {
+	k := 0
+	for _, sc := range ln.scopes {
+		for _, def := range sc.byName {
+			if !def.excluded && def.hasLast {
+				k++
+			}
+		}
+	}
+	return k
+}
+
+// takeStale returns the stale points of the lost nodes, as many nodes as fit in max points
+// (at least one), and the AckFunc of the batch: settled with an error, it puts the nodes
+// back for the next call. now is the server time of the points.
+func (h *host) takeStale(maxPoints int, now int64) ([]telemetry.Point, func(context.Context, error)) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []telemetry.Point
+	k := 0
+	for ; k < len(h.lost); k++ {
+		if k > 0 && len(out)+h.lost[k].points() > maxPoints {
+			break
+		}
+		for _, sc := range h.lost[k].scopes {
+			out = h.stale(sc, h.lost[k].at, now, out)
+		}
+	}
+	taken := slices.Clone(h.lost[:k])
+	h.lost = slices.Delete(h.lost, 0, k)
+	if len(out) == 0 {
+		return nil, nil
+	}
+	return out, func(_ context.Context, err error) {
+		if err == nil {
+			return
+		}
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		h.lost = append(taken, h.lost...)
+		if drop := len(h.lost) - h.cfg.MaxNodes; drop > 0 {
+			for _, ln := range h.lost[:drop] {
+				h.m.staleDropped.Add(float64(ln.points()))
+			}
+			h.lost = slices.Delete(h.lost, 0, drop)
+		}
+	}
 }
 
 // deviceOrData handles the messages that carry a sequence number: NDATA, DBIRTH, DDATA,
 // DDEATH.
 func (h *host) deviceOrData(t topic, now int64, dst []telemetry.Point) ([]telemetry.Point, error) {
-	n := h.lookup(t, false)
+	n := h.lookup(t)
 	if n == nil || !n.node.born {
 		if n == nil {
-			n = h.lookup(t, true)
+			n = h.create(t, false)
 		}
 		h.skipAll(skipNotBorn)
 		if n != nil {
@@ -347,7 +494,12 @@ func (h *host) deviceOrData(t topic, now int64, dst []telemetry.Point) ([]teleme
 			return nil, nil
 		}
 		d.born = false
-		return h.stale(d, now, dst), nil
+		// A DDEATH is published when the device goes, with the time it went.
+		var ts int64
+		if h.payload.HasTimestamp() {
+			ts = msToNanos(h.payload.Timestamp)
+		}
+		return h.stale(d, ts, now, dst), nil
 	}
 }
 
@@ -380,6 +532,9 @@ func (h *host) requestRebirth(n *edgeNode, reason string) {
 	select {
 	case h.rebirths <- rebirthRequest{group: n.key.group, edgeNode: n.key.edgeNode}:
 		n.rebirthSent, n.lastRebirth = true, now
+		if n.unborn != nil {
+			h.unborn.MoveToBack(n.unborn) // its rate limit now runs until last
+		}
 		h.m.rebirths.WithLabelValues(reason).Inc()
 	default:
 		h.m.rebirthsFailed.Inc()
@@ -417,10 +572,11 @@ func (h *host) birth(n *edgeNode, sc *scope, names *metricNames, now int64, out 
 		}
 		if n.defined >= h.cfg.MaxMetricsPerNode {
 			h.m.skipped.WithLabelValues(skipTableFull).Inc()
+			sc.full = true
 			continue
 		}
 		name := string(m.Name)
-		def := &metricDef{datatype: m.Datatype, excluded: h.mapper.excluded(name)}
+		def := &metricDef{datatype: m.Datatype, excluded: h.mapper.excluded(name), transient: m.IsTransient}
 		if !def.excluded {
 			pn := h.mapper.names(names, name)
 			def.names = pointNames{
@@ -433,7 +589,7 @@ func (h *host) birth(n *edgeNode, sc *scope, names *metricNames, now int64, out 
 		if m.HasAlias() {
 			sc.byAlias[m.Alias] = def
 		}
-		out = h.point(def, m, now, out)
+		out = h.point(n, def, m, now, out)
 	}
 }
 
@@ -455,28 +611,34 @@ func (h *host) data(n *edgeNode, sc *scope, now int64, out []telemetry.Point) ([
 		case m.HasName():
 			def = sc.byName[string(m.Name)]
 		}
+		if def == nil && sc.full {
+			h.m.skipped.WithLabelValues(skipTableFull).Inc() // a rebirth would not make room
+			continue
+		}
 		if def == nil {
 			h.m.skipped.WithLabelValues(skipUnknownAlias).Inc()
 			h.requestRebirth(n, rebirthUnknownAlias)
 			continue
 		}
-		out = h.point(def, m, now, out)
+		out = h.point(n, def, m, now, out)
 	}
 }
 
-// point appends the point of metric m defined by def, or counts why there is none.
-func (h *host) point(def *metricDef, m *Metric, now int64, out []telemetry.Point) []telemetry.Point {
+// point appends the point of metric m of node n defined by def, or counts why there is
+// none. A historical value (is_historical) is stored with its time but is not the metric's
+// last value; a transient one (is_transient, here or in the birth) is not stored at all.
+func (h *host) point(n *edgeNode, def *metricDef, m *Metric, now int64, out []telemetry.Point) []telemetry.Point {
 	if m.IsNull {
 		h.m.skipped.WithLabelValues(skipNull).Inc()
+		return out
+	}
+	if def.transient || m.IsTransient {
+		h.m.skipped.WithLabelValues(skipTransient).Inc()
 		return out
 	}
 	v, reason := value(def.datatype, m)
 	if reason != "" {
 		h.m.skipped.WithLabelValues(reason).Inc()
-		return out
-	}
-	def.last, def.hasLast = v, true
-	if def.excluded {
 		return out
 	}
 	var ts int64
@@ -486,25 +648,53 @@ func (h *host) point(def *metricDef, m *Metric, now int64, out []telemetry.Point
 	case h.payload.HasTimestamp():
 		ts = msToNanos(h.payload.Timestamp)
 	}
+	if !m.IsHistorical {
+		def.last, def.hasLast = v, true
+		n.lastData = max(n.lastData, ts)
+	}
+	if def.excluded {
+		return out
+	}
+	var q telemetry.Quality
+	if m.HasQuality() {
+		q = quality(m.Quality)
+	}
 	return append(out, telemetry.Point{
 		Factory: def.names.factory, Line: def.names.line, Machine: def.names.machine, Signal: def.names.signal,
-		SourceTime: ts, ServerTime: now, Value: v,
+		SourceTime: ts, ServerTime: now, Value: v, Quality: q,
 	})
 }
 
-// stale appends a point of quality bad, with the last value, for every stored metric of sc.
-func (h *host) stale(sc *scope, now int64, out []telemetry.Point) []telemetry.Point {
-	var ts int64
-	if h.payload.HasTimestamp() {
-		ts = msToNanos(h.payload.Timestamp)
+// Sparkplug quality codes (Sparkplug 3.0 §6.4.18), the property "Quality" of a metric.
+const (
+	qualityBad   = 0
+	qualityGood  = 192
+	qualityStale = 500
+)
+
+// quality maps a Sparkplug quality code: GOOD is good, BAD and STALE bad, any other code
+// uncertain. Code keeps the Sparkplug code.
+func quality(code uint64) telemetry.Quality {
+	c := uint32(min(code, math.MaxUint32))
+	switch code {
+	case qualityGood:
+		return telemetry.Quality{Level: telemetry.Good, Code: c}
+	case qualityBad, qualityStale:
+		return telemetry.Quality{Level: telemetry.Bad, Code: c}
 	}
+	return telemetry.Quality{Level: telemetry.Uncertain, Code: c}
+}
+
+// stale appends a point of quality bad (Sparkplug STALE), with the last value and source
+// time ts, for every stored metric of sc.
+func (h *host) stale(sc *scope, ts, now int64, out []telemetry.Point) []telemetry.Point {
 	for _, def := range sc.byName {
 		if def.excluded || !def.hasLast {
 			continue
 		}
 		out = append(out, telemetry.Point{
 			Factory: def.names.factory, Line: def.names.line, Machine: def.names.machine, Signal: def.names.signal,
-			SourceTime: ts, ServerTime: now, Value: def.last, Quality: telemetry.Quality{Level: telemetry.Bad},
+			SourceTime: ts, ServerTime: now, Value: def.last, Quality: telemetry.Quality{Level: telemetry.Bad, Code: qualityStale},
 		})
 		h.m.stalePoints.Inc()
 	}

@@ -1,6 +1,7 @@
 package sparkplug
 
 import (
+	"context"
 	"errors"
 	"math"
 	"testing"
@@ -10,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/millwright-io/millwright/connectors"
 	"github.com/millwright-io/millwright/connectors/mqtt"
 	pb "github.com/millwright-io/millwright/connectors/sparkplug/sparkplugpb"
 	"github.com/millwright-io/millwright/gateway/telemetry"
@@ -467,6 +469,246 @@ func TestMappingRules(t *testing.T) {
 	pts := h.send(t, "spBv1.0/g/NBIRTH/n", nbirth(0, 1, mBool("Node Control/Reboot", 5, false)))
 	if len(pts) != 0 {
 		t.Errorf("control metrics stored: %v", pts)
+	}
+}
+
+// An NDEATH is the node's MQTT will, built when it connected (Sparkplug 3.0 §5: its
+// timestamp is not useful to a host): the stale points of a death take the time the host
+// received it, and never precede the node's last data.
+func TestDeathMarksPointsAtTheReceiveTime(t *testing.T) {
+	const connectMS = 1700000000000
+	death := &pb.Payload{Timestamp: proto.Uint64(connectMS), Metrics: []*pb.Payload_Metric{mLong(bdSeqMetric, 0, pb.DataType_Int64, 1)}}
+	for _, tc := range []struct {
+		name       string
+		lastDataMS uint64
+		want       int64
+	}{
+		{"data before the receive time", connectMS + 2*3600*1000, recv},
+		{"data stamped after the receive time", uint64(recv/1e6) + 60_000, recv + 60_000*1e6},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newTestHost(t, Config{})
+			birth := nbirth(0, 1, mDouble("t", 1, 20))
+			birth.Timestamp = proto.Uint64(connectMS + 5)
+			h.send(t, "spBv1.0/g/NBIRTH/n", birth)
+			d := msg(1, byAlias(mDouble("", 1, 21)))
+			d.Timestamp = proto.Uint64(tc.lastDataMS)
+			h.send(t, "spBv1.0/g/NDATA/n", d)
+			pts := h.send(t, "spBv1.0/g/NDEATH/n", death)
+			checkPoints(t, pts, want{"g", "n", "t", telemetry.Float(21), telemetry.Bad, tc.want})
+		})
+	}
+}
+
+// Sparkplug 3.0 §5: a host that loses its connection marks the metrics of every known edge
+// node stale, and it cannot use the old aliases afterwards (the node may have been born
+// again with others meanwhile). Close, which the pipeline calls after a loss, makes every
+// node unborn; Read returns the stale points before anything of the next connection.
+func TestConnectionLossMarksNodesStaleAndForgetsAliases(t *testing.T) {
+	s, err := New("lost", Config{MQTT: mqtt.Config{Servers: []string{"tcp://127.0.0.1:1"}}},
+		connectors.Env{Registerer: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &testHost{host: s.host, clock: time.Unix(1_900_000_000, 0)}
+	s.host.now = func() time.Time { return h.clock }
+	h.send(t, "spBv1.0/g/NBIRTH/n", nbirth(0, 1, mDouble("Temp", 1, 20), mDouble("Pressure", 2, 3)))
+	h.send(t, "spBv1.0/g/DBIRTH/n/d", msg(1, mDouble("Level", 1, 7)))
+	h.send(t, "spBv1.0/g/NBIRTH/other", nbirth(0, 1)) // born, with nothing to mark stale
+
+	lostAt := h.clock.UnixNano()
+	if err := s.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	h.clock = h.clock.Add(time.Minute)
+
+	// The node was born again meanwhile with 1=Pressure, 2=Temp; its data on the new
+	// connection is not resolved with the old aliases, and asks for the births.
+	if pts := h.send(t, "spBv1.0/g/NDATA/n", msg(1, byAlias(mDouble("", 1, 4.5)))); len(pts) != 0 {
+		t.Errorf("data after the connection was lost resolved with the old aliases: %+v", pts)
+	}
+	if r := h.rebirthRequests(); len(r) != 1 || r[0] != (rebirthRequest{"g", "n"}) {
+		t.Errorf("rebirth requests = %v, want one to g/n", r)
+	}
+
+	ctx := context.Background()
+	wantStale := map[string]telemetry.Value{"n/Temp": telemetry.Float(20), "n/Pressure": telemetry.Float(3), "d/Level": telemetry.Float(7)}
+	read := func(storeErr error) {
+		t.Helper()
+		b, ack, err := s.Read(ctx)
+		if err != nil {
+			t.Fatalf("Read: %v", err)
+		}
+		got := map[string]telemetry.Point{}
+		for _, p := range b.Points {
+			got[p.Machine+"/"+p.Signal] = p
+		}
+		if len(got) != len(wantStale) || len(b.Points) != len(wantStale) {
+			t.Fatalf("Read gave %+v, want the stale points of %v", b.Points, wantStale)
+		}
+		for k, v := range wantStale {
+			if p := got[k]; p.Value != v || p.Quality.Level != telemetry.Bad || p.SourceTime != lostAt {
+				t.Errorf("%s = %+v, want %v, quality bad, source time %d (the loss)", k, p, v, lostAt)
+			}
+		}
+		ack(ctx, storeErr)
+	}
+	read(errors.New("store failed"))
+	read(nil) // a batch that was not stored is read again
+	if pts, _ := s.host.takeStale(100, 0); len(pts) != 0 {
+		t.Errorf("stale points %+v left after they were stored", pts)
+	}
+
+	// The node's births on the new connection define the new aliases.
+	h.send(t, "spBv1.0/g/NBIRTH/n", nbirth(0, 2, mDouble("Pressure", 1, 4), mDouble("Temp", 2, 21)))
+	pts := h.send(t, "spBv1.0/g/NDATA/n", msg(1, byAlias(mDouble("", 1, 4.5))))
+	checkPoints(t, pts, want{"g", "n", "Pressure", telemetry.Float(4.5), telemetry.Good, 0})
+}
+
+// Sparkplug 3.0 §6.4.18 Quality Codes: the property "Quality" of a metric carries the
+// quality of its value (0 BAD, 192 GOOD, 500 STALE).
+func TestQualityPropertySetsPointQuality(t *testing.T) {
+	intValue := func(v uint32) *pb.Payload_PropertyValue {
+		return &pb.Payload_PropertyValue{Type: proto.Uint32(uint32(pb.DataType_Int32)), Value: &pb.Payload_PropertyValue_IntValue{IntValue: v}}
+	}
+	for _, tc := range []struct {
+		name   string
+		keys   []string
+		values []*pb.Payload_PropertyValue
+		want   telemetry.Quality
+	}{
+		{"none", nil, nil, telemetry.Quality{}},
+		{"bad", []string{"Quality"}, []*pb.Payload_PropertyValue{intValue(0)}, telemetry.Quality{Level: telemetry.Bad, Code: 0}},
+		{"good", []string{"Quality"}, []*pb.Payload_PropertyValue{intValue(192)}, telemetry.Quality{Level: telemetry.Good, Code: 192}},
+		{"stale", []string{"Quality"}, []*pb.Payload_PropertyValue{intValue(500)}, telemetry.Quality{Level: telemetry.Bad, Code: 500}},
+		{"unknown code", []string{"Quality"}, []*pb.Payload_PropertyValue{intValue(7)}, telemetry.Quality{Level: telemetry.Uncertain, Code: 7}},
+		{"long value, second key", []string{"engUnit", "Quality"},
+			[]*pb.Payload_PropertyValue{{Value: &pb.Payload_PropertyValue_StringValue{StringValue: "C"}}, {Value: &pb.Payload_PropertyValue_LongValue{LongValue: 0}}},
+			telemetry.Quality{Level: telemetry.Bad}},
+		{"null", []string{"Quality"}, []*pb.Payload_PropertyValue{{IsNull: proto.Bool(true)}}, telemetry.Quality{}},
+		{"string value", []string{"Quality"}, []*pb.Payload_PropertyValue{{Value: &pb.Payload_PropertyValue_StringValue{StringValue: "0"}}}, telemetry.Quality{}},
+		{"no value for the key", []string{"engUnit", "Quality"}, []*pb.Payload_PropertyValue{intValue(0)}, telemetry.Quality{}},
+		{"other key", []string{"quality"}, []*pb.Payload_PropertyValue{intValue(0)}, telemetry.Quality{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newTestHost(t, Config{})
+			h.send(t, "spBv1.0/g/NBIRTH/n", nbirth(0, 1, mDouble("t", 1, 20)))
+			m := byAlias(mDouble("", 1, -9999))
+			if tc.keys != nil {
+				m.Properties = &pb.Payload_PropertySet{Keys: tc.keys, Values: tc.values}
+			}
+			pts := h.send(t, "spBv1.0/g/NDATA/n", msg(1, m))
+			if len(pts) != 1 || pts[0].Quality != tc.want {
+				t.Errorf("points %+v, want one of quality %+v", pts, tc.want)
+			}
+		})
+	}
+}
+
+// is_transient: "should not be stored in a historian". A transient metric, flagged in its
+// birth or in a message, gives no point, is counted, and is not reported at a death.
+func TestTransientMetricsAreNotStored(t *testing.T) {
+	h := newTestHost(t, Config{})
+	tr := mDouble("tr", 2, 1)
+	tr.IsTransient = proto.Bool(true)
+	pts := h.send(t, "spBv1.0/g/NBIRTH/n", nbirth(0, 1, mDouble("t", 1, 20), tr))
+	checkPoints(t, pts, want{"g", "n", "t", telemetry.Float(20), telemetry.Good, 0})
+
+	m := byAlias(mDouble("", 1, 21))
+	m.IsTransient = proto.Bool(true)
+	if pts := h.send(t, "spBv1.0/g/NDATA/n", msg(1, m, byAlias(mDouble("", 2, 5)))); len(pts) != 0 {
+		t.Errorf("transient metrics gave points %+v", pts)
+	}
+	if s := h.skipped(skipTransient); s != 3 {
+		t.Errorf("skipped transient = %v, want 3", s)
+	}
+	pts = h.send(t, "spBv1.0/g/NDEATH/n", &pb.Payload{Metrics: []*pb.Payload_Metric{mLong(bdSeqMetric, 0, pb.DataType_Int64, 1)}})
+	checkPoints(t, pts, want{"g", "n", "t", telemetry.Float(20), telemetry.Bad, 0})
+}
+
+// is_historical: "should not be considered a real time/current value". A historical value is
+// stored at its own time but does not become the last value a death reports.
+func TestHistoricalValueIsStoredButNotCurrent(t *testing.T) {
+	h := newTestHost(t, Config{})
+	h.send(t, "spBv1.0/g/NBIRTH/n", nbirth(0, 1, mDouble("t", 1, 20)))
+	h.send(t, "spBv1.0/g/NDATA/n", msg(1, byAlias(mDouble("", 1, 30))))
+	old := byAlias(mDouble("", 1, 5)) // store-and-forward backfill
+	old.IsHistorical = proto.Bool(true)
+	old.Timestamp = proto.Uint64(1600000000000)
+	pts := h.send(t, "spBv1.0/g/NDATA/n", msg(2, old))
+	checkPoints(t, pts, want{"g", "n", "t", telemetry.Float(5), telemetry.Good, 1600000000000 * 1e6})
+	pts = h.send(t, "spBv1.0/g/NDEATH/n", &pb.Payload{Metrics: []*pb.Payload_Metric{mLong(bdSeqMetric, 0, pb.DataType_Int64, 1)}})
+	checkPoints(t, pts, want{"g", "n", "t", telemetry.Float(30), telemetry.Bad, recv})
+}
+
+// A rebirth cannot make room in a full metric table: data on the aliases a birth refused for
+// max_metrics_per_node is counted as table_full and asks for no rebirth (which would repeat
+// every rebirth_interval for ever).
+func TestDataOnAliasRefusedForTableFullAsksNoRebirth(t *testing.T) {
+	h := newTestHost(t, Config{MaxMetricsPerNode: 2, RebirthInterval: time.Second})
+	// Node Control/Rebirth and "a" fill the table; "b" is refused.
+	h.send(t, "spBv1.0/g/NBIRTH/n", nbirth(0, 1, mDouble("a", 1, 1), mDouble("b", 2, 2)))
+	for seq := range uint64(3) {
+		h.clock = h.clock.Add(2 * time.Second)
+		h.send(t, "spBv1.0/g/NDATA/n", msg(seq+1, byAlias(mDouble("", 2, 5))))
+	}
+	if r := h.rebirthRequests(); len(r) != 0 {
+		t.Errorf("rebirth requests %v for an alias refused by max_metrics_per_node, want none", r)
+	}
+	if s := h.skipped(skipTableFull); s != 4 {
+		t.Errorf("skipped table_full = %v, want 4 (1 at the birth, 3 data)", s)
+	}
+	// A birth that fits asks again for unknown aliases.
+	h.send(t, "spBv1.0/g/NBIRTH/n", nbirth(0, 2, mDouble("a", 1, 1)))
+	h.send(t, "spBv1.0/g/NDATA/n", msg(1, byAlias(mDouble("", 2, 5))))
+	if r := h.rebirthRequests(); len(r) != 1 {
+		t.Errorf("rebirth requests %v for an unknown alias of a table with room, want 1", r)
+	}
+}
+
+// Nodes that are not born (stray publishers, dead or renamed nodes) do not hold max_nodes
+// for ever: a birth takes the place of the longest unborn one; data from an unknown node does
+// only once that one's rebirth request is older than rebirth_interval, so that its rate
+// limit holds. Born nodes keep their places.
+func TestBirthTakesThePlaceOfAnUnbornNode(t *testing.T) {
+	h := newTestHost(t, Config{MaxNodes: 2, RebirthInterval: 10 * time.Second})
+	h.send(t, "spBv1.0/g/NDATA/stray-1", msg(5, byAlias(mDouble("", 1, 1))))
+	h.send(t, "spBv1.0/g/NDATA/stray-2", msg(5, byAlias(mDouble("", 1, 1))))
+	h.rebirthRequests()
+
+	// Data from a third unknown node within the interval: no place, no request.
+	h.send(t, "spBv1.0/g/NDATA/stray-3", msg(5, byAlias(mDouble("", 1, 1))))
+	if r := h.rebirthRequests(); len(r) != 0 {
+		t.Errorf("rebirth requests %v for a node without a place", r)
+	}
+	if c := testutil.ToFloat64(h.m.nodesOverLimit); c != 1 {
+		t.Errorf("nodes over limit = %v, want 1", c)
+	}
+
+	pts := h.send(t, "spBv1.0/g/NBIRTH/real", nbirth(0, 1, mDouble("t", 1, 20)))
+	checkPoints(t, pts, want{"g", "real", "t", telemetry.Float(20), telemetry.Good, 0})
+	if _, ok := h.nodes[nodeKey{"g", "stray-1"}]; ok {
+		t.Errorf("the birth did not take the place of the longest unborn node stray-1")
+	}
+
+	// After the interval, data from an unknown node takes stray-2's place and asks.
+	h.clock = h.clock.Add(10 * time.Second)
+	h.send(t, "spBv1.0/g/NDATA/late", msg(5, byAlias(mDouble("", 1, 1))))
+	if r := h.rebirthRequests(); len(r) != 1 || r[0] != (rebirthRequest{"g", "late"}) {
+		t.Errorf("rebirth requests %v, want one to g/late", r)
+	}
+	// A born node is never replaced; a dead one is.
+	h.send(t, "spBv1.0/g/NBIRTH/late", nbirth(0, 1))
+	h.send(t, "spBv1.0/g/NBIRTH/new", nbirth(0, 1))
+	if _, ok := h.nodes[nodeKey{"g", "new"}]; ok || len(h.nodes) != 2 {
+		t.Errorf("a birth took the place of a born node: %d nodes", len(h.nodes))
+	}
+	h.send(t, "spBv1.0/g/NDEATH/real", &pb.Payload{Metrics: []*pb.Payload_Metric{mLong(bdSeqMetric, 0, pb.DataType_Int64, 1)}})
+	if pts := h.send(t, "spBv1.0/g/NBIRTH/new", nbirth(0, 1, mDouble("t", 1, 1))); len(pts) != 1 {
+		t.Errorf("a birth did not take the place of a dead node: %d points", len(pts))
+	}
+	if e := testutil.ToFloat64(h.m.nodesEvicted); e != 3 || len(h.nodes) != 2 {
+		t.Errorf("nodes evicted = %v with %d nodes, want 3 and 2", e, len(h.nodes))
 	}
 }
 

@@ -19,7 +19,8 @@ const (
 	skipDuplicate       = "duplicate_alias"
 	skipTableFull       = "table_full" // max_metrics_per_node reached
 	skipExcluded        = "excluded"
-	skipNotBorn         = "not_born" // data of an edge node or device without a birth
+	skipNotBorn         = "not_born"  // data of an edge node or device without a birth
+	skipTransient       = "transient" // is_transient: not for a historian
 )
 
 // Reasons for a rebirth request (the "reason" label of rebirth_requests_total).
@@ -40,6 +41,8 @@ type metrics struct {
 	staleDeaths       prometheus.Counter
 	stalePoints       prometheus.Counter
 	nodesOverLimit    prometheus.Counter
+	nodesEvicted      prometheus.Counter
+	staleDropped      prometheus.Counter
 	devicesOverLimit  prometheus.Counter
 	nodes             prometheus.Gauge
 	statePublishFails prometheus.Counter
@@ -61,8 +64,10 @@ func newMetrics(reg prometheus.Registerer, source string) (*metrics, error) {
 		rebirthsFailed:    counter("rebirth_requests_failed_total", "Rebirth requests that could not be sent (queue full or publish failed)."),
 		seqGaps:           counter("seq_gaps_total", "Edge node messages whose sequence number was not the one expected."),
 		staleDeaths:       counter("stale_deaths_total", "NDEATH messages ignored because their bdSeq is not that of the node's current birth."),
-		stalePoints:       counter("stale_points_total", "Points of quality bad emitted for the metrics of dead edge nodes and devices."),
-		nodesOverLimit:    counter("nodes_over_limit_total", "Messages ignored because max_nodes edge nodes are already tracked."),
+		stalePoints:       counter("stale_points_total", "Points of quality bad emitted for the metrics of dead edge nodes and devices, and of every born edge node when the broker connection ends."),
+		nodesOverLimit:    counter("nodes_over_limit_total", "Messages ignored because max_nodes edge nodes are already tracked and none can be forgotten."),
+		nodesEvicted:      counter("nodes_evicted_total", "Unborn edge nodes (never born, or dead) forgotten to make room for another within max_nodes."),
+		staleDropped:      counter("stale_points_dropped_total", "Stale points of a lost broker connection dropped because those of max_nodes edge nodes were already waiting to be read."),
 		devicesOverLimit:  counter("devices_over_limit_total", "Device messages ignored because the edge node already has max_devices_per_node devices."),
 		statePublishFails: counter("state_publish_failed_total", "STATE messages of the host that could not be published."),
 		nodes:             prometheus.NewGauge(prometheus.GaugeOpts{Name: "millwright_sparkplug_edge_nodes", Help: "Edge nodes tracked.", ConstLabels: labels}),
@@ -82,6 +87,8 @@ func newMetrics(reg prometheus.Registerer, source string) (*metrics, error) {
 	m.staleDeaths = reg1(m.staleDeaths).(prometheus.Counter)
 	m.stalePoints = reg1(m.stalePoints).(prometheus.Counter)
 	m.nodesOverLimit = reg1(m.nodesOverLimit).(prometheus.Counter)
+	m.nodesEvicted = reg1(m.nodesEvicted).(prometheus.Counter)
+	m.staleDropped = reg1(m.staleDropped).(prometheus.Counter)
 	m.devicesOverLimit = reg1(m.devicesOverLimit).(prometheus.Counter)
 	m.statePublishFails = reg1(m.statePublishFails).(prometheus.Counter)
 	m.nodes = reg1(m.nodes).(prometheus.Gauge)

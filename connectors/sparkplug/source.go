@@ -99,8 +99,10 @@ func (s *Source) online(ctx context.Context, publish func(context.Context, mqtt.
 }
 
 // Connect connects to the broker with the offline STATE as will, subscribes, publishes the
-// online STATE and starts sending rebirth requests.
+// online STATE and starts sending rebirth requests. No edge node is born on a new connection
+// (see Close).
 func (s *Source) Connect(ctx context.Context) error {
+	s.host.connectionLost(s.host.now().UnixNano()) // none is born unless the old connection lingered
 	if err := s.mq.Connect(ctx); err != nil {
 		return fmt.Errorf("sparkplug source %q: %w", s.name, err)
 	}
@@ -115,8 +117,13 @@ func (s *Source) Connect(ctx context.Context) error {
 }
 
 // Read returns the points of the messages received, as the MQTT source does: the AckFunc
-// acknowledges the messages to the broker once the pipeline stored their points.
+// acknowledges the messages to the broker once the pipeline stored their points. The stale
+// points of the edge nodes that were born when the last connection ended come first, in
+// batches of whole nodes; an AckFunc called with an error returns them to the next Read.
 func (s *Source) Read(ctx context.Context) (telemetry.Batch, connectors.AckFunc, error) {
+	if pts, ack := s.host.takeStale(s.cfg.MQTT.MaxBatchPoints, s.host.now().UnixNano()); len(pts) > 0 {
+		return telemetry.Batch{Points: pts}, ack, nil
+	}
 	b, ack, err := s.mq.Read(ctx)
 	if err != nil {
 		return b, ack, fmt.Errorf("sparkplug source %q: %w", s.name, err)
@@ -125,8 +132,12 @@ func (s *Source) Read(ctx context.Context) (telemetry.Batch, connectors.AckFunc,
 }
 
 // Close stops sending rebirth requests, publishes the offline STATE (a clean disconnect
-// does not publish the will) and disconnects.
+// does not publish the will) and disconnects. Every edge node becomes unborn, its metrics
+// stale, as Sparkplug 3.0 requires of a host that loses its connection (the pipeline calls
+// Close when Read reports the loss): the next connection asks each node for its births
+// before it uses its data.
 func (s *Source) Close(ctx context.Context) error {
+	s.host.connectionLost(s.host.now().UnixNano())
 	s.mu.Lock()
 	cancel := s.cancel
 	s.cancel = nil

@@ -23,6 +23,7 @@ const (
 	fieldMetricIsHistorical = 5
 	fieldMetricIsTransient  = 6
 	fieldMetricIsNull       = 7
+	fieldMetricProperties   = 9
 
 	// The value oneof of Metric.
 	fieldMetricInt       = 10
@@ -35,7 +36,18 @@ const (
 	fieldMetricDataSet   = 17
 	fieldMetricTemplate  = 18
 	fieldMetricExtension = 19
+
+	// PropertySet and PropertyValue.
+	fieldPropertyKeys      = 1
+	fieldPropertyValues    = 2
+	fieldPropertyIsNull    = 2
+	fieldPropertyIntValue  = 3
+	fieldPropertyLongValue = 4
 )
+
+// qualityProperty is the key of the property that carries a metric's quality code
+// (Sparkplug 3.0 §6.4.18 Quality Codes: 0 BAD, 192 GOOD, 500 STALE).
+const qualityProperty = "Quality"
 
 // Presence bits of Payload and Metric fields.
 const (
@@ -44,6 +56,7 @@ const (
 	hasName
 	hasAlias
 	hasDatatype
+	hasQuality
 )
 
 // errMalformed is wrapped by every error of the wire decoder.
@@ -56,9 +69,10 @@ var errMalformed = errors.New("malformed sparkplug b payload")
 // The decoder reads what the protobuf encoding allows: fields in any order, repeated scalar
 // fields (the last one wins), unknown fields and known fields of another wire type (skipped,
 // as the generated code keeps them as unknown fields). It does not look inside the message
-// values it does not use (data sets, templates, properties, metadata, extensions) beyond
-// their length, so it accepts some payloads the generated code refuses because of a
-// malformed nested message; it never refuses a payload the generated code accepts.
+// values it does not use (data sets, templates, metadata, extensions, and of a metric's
+// properties all but the Quality property) beyond their length, so it accepts some payloads
+// the generated code refuses because of a malformed nested message; it never refuses a
+// payload the generated code accepts.
 type Payload struct {
 	Timestamp uint64 // Unix milliseconds
 	Seq       uint64
@@ -88,6 +102,8 @@ type Metric struct {
 	IsHistorical bool
 	IsTransient  bool
 	IsNull       bool
+	// Quality is the integer value of the property "Quality", when HasQuality.
+	Quality uint64
 	// Value is the field number of the value oneof that is set (fieldMetricInt ...
 	// fieldMetricExtension), 0 when none is.
 	Value protowire.Number
@@ -100,11 +116,13 @@ type Metric struct {
 	has   uint8
 }
 
-// HasName, HasAlias, HasTimestamp and HasDatatype report which optional fields are present.
+// HasName, HasAlias, HasTimestamp, HasDatatype and HasQuality report which optional fields
+// are present.
 func (m *Metric) HasName() bool      { return m.has&hasName != 0 }
 func (m *Metric) HasAlias() bool     { return m.has&hasAlias != 0 }
 func (m *Metric) HasTimestamp() bool { return m.has&hasTimestamp != 0 }
 func (m *Metric) HasDatatype() bool  { return m.has&hasDatatype != 0 }
+func (m *Metric) HasQuality() bool   { return m.has&hasQuality != 0 }
 
 // Unmarshal reads the payload's scalar fields and counts its metrics; NextMetric then reads
 // the metrics. It checks the framing of the whole payload, so NextMetric fails only on a
@@ -166,6 +184,7 @@ func (p *Payload) Reset() { p.off = 0 }
 
 func (m *Metric) unmarshal(b []byte) error {
 	*m = Metric{}
+	metric, props := b, false
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
@@ -223,6 +242,8 @@ func (m *Metric) unmarshal(b []byte) error {
 			switch num {
 			case fieldMetricName:
 				m.Name, m.has = s, m.has|hasName
+			case fieldMetricProperties:
+				props = true
 			case fieldMetricString, fieldMetricBytes, fieldMetricDataSet, fieldMetricTemplate, fieldMetricExtension:
 				m.Value, m.Bits, m.Bytes = num, 0, s
 			}
@@ -234,7 +255,141 @@ func (m *Metric) unmarshal(b []byte) error {
 		}
 		b = b[n:]
 	}
+	if props {
+		q, ok, err := propertyQuality(metric)
+		if err != nil {
+			return err
+		}
+		if ok {
+			m.Quality, m.has = q, m.has|hasQuality
+		}
+	}
 	return nil
+}
+
+// propertyQuality returns the integer value of the property "Quality" of an encoded metric
+// whose framing is checked: the value at the index of the first key "Quality" (keys and
+// values are parallel lists; protobuf merges the property sets of a metric that has more
+// than one). It reads the keys and that one value, in two passes, skips every other field,
+// and allocates nothing.
+func propertyQuality(metric []byte) (uint64, bool, error) {
+	idx, keys := -1, 0
+	err := eachProperty(metric, func(num protowire.Number, b []byte) bool {
+		if num == fieldPropertyKeys {
+			if string(b) == qualityProperty {
+				idx = keys
+				return true
+			}
+			keys++
+		}
+		return false
+	})
+	if err != nil || idx < 0 {
+		return 0, false, err
+	}
+	var value []byte
+	values := 0
+	if err := eachProperty(metric, func(num protowire.Number, b []byte) bool {
+		if num == fieldPropertyValues {
+			if values == idx {
+				value = b
+				return true
+			}
+			values++
+		}
+		return false
+	}); err != nil || value == nil {
+		return 0, false, err // or fewer values than keys
+	}
+	return propertyInt(value)
+}
+
+// eachProperty calls f with each length-delimited field of the property sets of an encoded
+// metric whose framing is checked, until f returns true.
+func eachProperty(metric []byte, f func(num protowire.Number, b []byte) bool) error {
+	for len(metric) > 0 {
+		num, typ, n := protowire.ConsumeTag(metric)
+		metric = metric[n:]
+		if num != fieldMetricProperties || typ != protowire.BytesType {
+			metric = metric[protowire.ConsumeFieldValue(num, typ, metric):]
+			continue
+		}
+		set, n := protowire.ConsumeBytes(metric)
+		metric = metric[n:]
+		for len(set) > 0 {
+			num, typ, n := protowire.ConsumeTag(set)
+			if n < 0 {
+				return wireError("property set", 0, n)
+			}
+			set = set[n:]
+			if typ == protowire.BytesType {
+				var b []byte
+				if b, n = protowire.ConsumeBytes(set); n >= 0 && f(num, b) {
+					return nil
+				}
+			} else {
+				n = protowire.ConsumeFieldValue(num, typ, set)
+			}
+			if n < 0 {
+				return wireError("property set", num, n)
+			}
+			set = set[n:]
+		}
+	}
+	return nil
+}
+
+// propertyInt returns the int_value or long_value of an encoded PropertyValue; false when it
+// is null or its value is of another type.
+func propertyInt(b []byte) (uint64, bool, error) {
+	var v uint64
+	ok, null := false, false
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return 0, false, wireError("property value", 0, n)
+		}
+		b = b[n:]
+		var x uint64
+		switch {
+		case typ == protowire.VarintType:
+			x, n = protowire.ConsumeVarint(b)
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if n < 0 {
+			return 0, false, wireError("property value", num, n)
+		}
+		b = b[n:]
+		switch {
+		case num == fieldPropertyIsNull && typ == protowire.VarintType:
+			null = x != 0
+		case num == fieldPropertyIntValue && typ == protowire.VarintType:
+			v, ok = uint64(uint32(x)), true
+		case num == fieldPropertyLongValue && typ == protowire.VarintType:
+			v, ok = x, true
+		case isPropertyValue(num, typ):
+			ok = false // the last member of the value oneof wins
+		}
+	}
+	return v, ok && !null, nil
+}
+
+// isPropertyValue reports whether a field is a member of PropertyValue's value oneof other
+// than int_value and long_value, with its own wire type (the generated code keeps a field of
+// another wire type as unknown).
+func isPropertyValue(num protowire.Number, typ protowire.Type) bool {
+	switch num {
+	case 5:
+		return typ == protowire.Fixed32Type // float_value
+	case 6:
+		return typ == protowire.Fixed64Type // double_value
+	case 7:
+		return typ == protowire.VarintType // boolean_value
+	case 8, 9, 10, 11:
+		return typ == protowire.BytesType // string, property set(s), extension
+	}
+	return false
 }
 
 func wireError(msg string, num protowire.Number, n int) error {

@@ -3,6 +3,7 @@ package sparkplug
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -124,6 +125,9 @@ func crossCheck(b []byte) error {
 		case g.IsNull != w.GetIsNull() || g.IsHistorical != w.GetIsHistorical() || g.IsTransient != w.GetIsTransient():
 			return errors.New("flags differ")
 		}
+		if q, ok := genQuality(w.GetProperties()); g.HasQuality() != ok || g.Quality != q {
+			return fmt.Errorf("quality differs: %d %v, generated %d %v", g.Quality, g.HasQuality(), q, ok)
+		}
 		var ok bool
 		switch v := w.Value.(type) {
 		case nil:
@@ -156,6 +160,26 @@ func crossCheck(b []byte) error {
 	return nil
 }
 
+// genQuality returns the integer value of the property "Quality" of a generated property set.
+func genQuality(ps *pb.Payload_PropertySet) (uint64, bool) {
+	for i, k := range ps.GetKeys() {
+		if k != qualityProperty {
+			continue
+		}
+		if i >= len(ps.GetValues()) || ps.GetValues()[i].GetIsNull() {
+			return 0, false
+		}
+		switch v := ps.GetValues()[i].GetValue().(type) {
+		case *pb.Payload_PropertyValue_IntValue:
+			return uint64(v.IntValue), true
+		case *pb.Payload_PropertyValue_LongValue:
+			return v.LongValue, true
+		}
+		return 0, false
+	}
+	return 0, false
+}
+
 // samplePayloads are valid payloads of every shape the host handles.
 func samplePayloads(t testing.TB) [][]byte {
 	full := &pb.Payload{
@@ -183,6 +207,11 @@ func samplePayloads(t testing.TB) [][]byte {
 				Properties: &pb.Payload_PropertySet{Keys: []string{"q"}, Values: []*pb.Payload_PropertyValue{{Type: proto.Uint32(3), Value: &pb.Payload_PropertyValue_IntValue{IntValue: 192}}}},
 				Metadata:   &pb.Payload_MetaData{ContentType: proto.String("text/plain")},
 				Value:      &pb.Payload_Metric_DoubleValue{DoubleValue: -1}},
+			{Alias: proto.Uint64(10), Value: &pb.Payload_Metric_DoubleValue{DoubleValue: 2},
+				Properties: &pb.Payload_PropertySet{Keys: []string{"engUnit", "Quality"}, Values: []*pb.Payload_PropertyValue{
+					{Type: proto.Uint32(12), Value: &pb.Payload_PropertyValue_StringValue{StringValue: "C"}},
+					{Type: proto.Uint32(3), Value: &pb.Payload_PropertyValue_IntValue{IntValue: 500}},
+				}}},
 		},
 	}
 	return [][]byte{
@@ -241,6 +270,32 @@ func TestWireOddEncodings(t *testing.T) {
 	if err := p.Unmarshal(b); err != nil || p.Seq != 2 || p.HasTimestamp() || p.Metrics != 1 {
 		t.Fatalf("Unmarshal = %v, seq %d, has timestamp %v, metrics %d; want seq 2, no timestamp, 1 metric", err, p.Seq, p.HasTimestamp(), p.Metrics)
 	}
+
+	// Two property sets in a metric are merged: the key in one, its value in the other.
+	var keys, values, vm []byte
+	keys = protowire.AppendTag(keys, fieldPropertyKeys, protowire.BytesType)
+	keys = protowire.AppendString(keys, qualityProperty)
+	vm = protowire.AppendTag(vm, fieldPropertyIntValue, protowire.VarintType)
+	vm = protowire.AppendVarint(vm, 500)
+	values = protowire.AppendTag(values, fieldPropertyValues, protowire.BytesType)
+	values = protowire.AppendBytes(values, vm)
+	m = m[:0]
+	for _, set := range [][]byte{keys, values} {
+		m = protowire.AppendTag(m, fieldMetricProperties, protowire.BytesType)
+		m = protowire.AppendBytes(m, set)
+	}
+	b = protowire.AppendTag(nil, fieldPayloadMetrics, protowire.BytesType)
+	b = protowire.AppendBytes(b, m)
+	if err := crossCheck(b); err != nil {
+		t.Fatal(err)
+	}
+	var metric Metric
+	if err := p.Unmarshal(b); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := p.NextMetric(&metric); !ok || err != nil || !metric.HasQuality() || metric.Quality != 500 {
+		t.Fatalf("merged property sets: quality %d (present %v), err %v; want 500", metric.Quality, metric.HasQuality(), err)
+	}
 }
 
 func TestWireMalformed(t *testing.T) {
@@ -254,6 +309,8 @@ func TestWireMalformed(t *testing.T) {
 		{"bad length", []byte{0x12, 0x7f, 0x01}},
 		{"bad varint", []byte{0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01}},
 		{"bad metric", []byte{0x12, 0x02, 0x08, 0xff}},
+		{"bad property set", []byte{0x12, 0x03, 0x4a, 0x01, 0x00}},
+		{"bad quality value", []byte{0x12, 0x0f, 0x4a, 0x0d, 0x0a, 0x07, 'Q', 'u', 'a', 'l', 'i', 't', 'y', 0x12, 0x02, 0x18, 0xff}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var p Payload
