@@ -55,6 +55,13 @@
 // twice. The commit names the round's ledger record id (ledger.NameID), so a hub stopped
 // between the record and the version asks its outbox instead of recording again.
 //
+// Transport: the hub alone writes the round state, models, versions and receipts (they are
+// trusted for that, not signed, except the models): package natsbus keeps every factory in
+// a NATS account of its own that imports from the hub's only the reads it may make and the
+// publish of its own updates, because subject permissions alone do not check reply
+// subjects, and JetStream stored the answer to a permitted request wherever its reply
+// subject pointed.
+//
 // Receipts: after each round the hub tells each target, and each member it rejected a
 // message from, what became of its part (used, rejected and why, missing, abandoned and
 // why). A member can read only its own receipt (transport permissions); receipts tell

@@ -737,12 +737,7 @@ func TestFederationEndToEnd(t *testing.T) {
 		if s.LastRejection != nil || s.Rejections[OutcomeExcluded]+s.Rejections[OutcomeAbandoned] != 0 {
 			t.Errorf("%s: rejections %v", n, s.Rejections)
 		}
-		b, err := get(urls[n] + "/metrics")
-		if err != nil {
-			t.Fatal(err)
-		}
-		metrics := string(b)
-		for _, want := range []string{
+		wantLines := []string{
 			`millwright_federation_participant_connected{federation="pumps"} 1`,
 			`millwright_federation_participant_rounds_joined_total{federation="pumps"} 1`,
 			`millwright_federation_participant_updates_sent_total{federation="pumps"} 2`, // the update and the evaluation
@@ -750,7 +745,21 @@ func TestFederationEndToEnd(t *testing.T) {
 			`millwright_federation_participant_global_round{federation="pumps"} 1`,
 			`millwright_federation_participant_rejections_total{federation="pumps",reason="excluded"} 0`,
 			`millwright_model_training_wait_seconds_count{kind="federated"} 2`, // the training and the evaluation
-		} {
+		}
+		// The status shows the evaluation sent once the transport has it, a moment before
+		// the participant counts it: /metrics is read until it has every line, for a while.
+		var metrics string
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			b, err := get(urls[n] + "/metrics")
+			if err != nil {
+				t.Fatal(err)
+			}
+			metrics = string(b)
+			if !slices.ContainsFunc(wantLines, func(w string) bool { return !strings.Contains(metrics, w+"\n") }) || time.Now().After(deadline) {
+				break
+			}
+		}
+		for _, want := range wantLines {
 			if !strings.Contains(metrics, want+"\n") {
 				t.Errorf("%s: /metrics has no line %s", n, want)
 			}

@@ -22,14 +22,16 @@ func PasswordVariable(user string) string {
 	}, user)
 }
 
-// Authorization returns the authorization block of a nats-server configuration for a hub
-// that connects to a NATS server of its own (nats.connect) instead of embedding one: the
-// hub's user, with every permission, and each factory's user with the permissions the
-// embedded server gives it (FactoryPermissions, for a server whose JetStream domain is
-// domain; "" without one). Each password is read from the environment variable
-// PasswordVariable names when the server loads the file (a bcrypt hash, or the password).
-// It refuses names that are not member names, a factory named twice or as the hub, and
-// two names with the same variable.
+// Authorization returns the accounts block of a nats-server configuration for a hub that
+// connects to a NATS server of its own (nats.connect) instead of embedding one, as the
+// embedded server sets itself up: the hub's account, named after the hub's user, with
+// JetStream and the hub's user, with every permission in it; and an account per factory,
+// named after it, with the factory's user, the permissions the embedded server gives it
+// (FactoryPermissions, for a server whose JetStream domain is domain; "" without one), and
+// imports from the hub's account of what it may use (accounts.go says why accounts).
+// Each password is read from the environment variable PasswordVariable names when the
+// server loads the file (a bcrypt hash, or the password). It refuses names that are not
+// member names, a factory named twice or as the hub, and two names with the same variable.
 func Authorization(hub string, factories []Factory, domain string) ([]byte, error) {
 	vars := map[string]string{}
 	user := func(name string) (string, error) {
@@ -46,16 +48,12 @@ func Authorization(hub string, factories []Factory, domain string) ([]byte, erro
 		vars[v] = name
 		return v, nil
 	}
-	var b bytes.Buffer
-	b.WriteString("# NATS users of a millwright hub and its factories (millwright hub permissions).\n")
-	b.WriteString("# Each password is read from the environment variable named after its user: a bcrypt\n")
-	b.WriteString("# hash from millwright hub passwd, or the password.\n")
-	b.WriteString("authorization {\n  users = [\n")
+	lines := map[string]string{}
 	v, err := user(hub)
 	if err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(&b, "    {user: %q, password: $%s}\n", hub, v)
+	lines[hub] = fmt.Sprintf("{user: %q, password: $%s}", hub, v)
 	for _, f := range factories {
 		v, err := user(f.Name)
 		if err != nil {
@@ -75,8 +73,15 @@ func Authorization(hub string, factories []Factory, domain string) ([]byte, erro
 		if err := enc.Encode(FactoryPermissions(f.Name, f.Federations, domain)); err != nil {
 			return nil, err
 		}
-		fmt.Fprintf(&b, "    {user: %q, password: $%s, permissions: %s}\n", f.Name, v, bytes.TrimSpace(perms.Bytes()))
+		lines[f.Name] = fmt.Sprintf("{user: %q, password: $%s, permissions: %s}", f.Name, v, bytes.TrimSpace(perms.Bytes()))
 	}
-	b.WriteString("  ]\n}\n")
+	var b bytes.Buffer
+	b.WriteString("# NATS accounts and users of a millwright hub and its factories (millwright hub permissions).\n")
+	b.WriteString("# The hub's account holds JetStream; each factory's account imports from it only what the\n")
+	b.WriteString("# factory may use. Each password is read from the environment variable named after its\n")
+	b.WriteString("# user: a bcrypt hash from millwright hub passwd, or the password.\n")
+	accounts(&b, hub, factories, domain, func(account string) string {
+		return "    users = [\n      " + lines[account] + "\n    ]\n"
+	})
 	return b.Bytes(), nil
 }

@@ -1,8 +1,12 @@
 // Package natsbus carries the federation round protocol over NATS JetStream, and is the
 // only importer of the NATS client and server libraries.
 //
-// Threat model: the NATS server authenticates every factory by its credentials (and TLS)
-// and enforces subject permissions (FactoryPermissions): a factory publishes updates only
+// Threat model: the NATS server authenticates every factory by its credentials (and TLS),
+// puts it in an account of its own and enforces subject permissions (FactoryPermissions).
+// The hub's account alone holds JetStream; a factory's account imports from it only what
+// the factory may use (accounts.go): the server checks a request's subject against the
+// permissions but never its reply subject, and in one shared account JetStream stored its
+// answer wherever a factory's reply subject pointed. A factory publishes updates only
 // under its own name, reads only its federations' models and round state, message by
 // message (it creates no consumers: a push consumer delivers wherever its creator says),
 // and receives only on its own inbox prefix and its federations' round-state notices. What

@@ -1,6 +1,7 @@
 package natsbus
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -23,8 +24,8 @@ import (
 	"github.com/millwright-io/millwright/gateway/config"
 )
 
-// hubUser is the embedded server's account for the hub itself, with a random password
-// generated at every start.
+// hubUser is the embedded server's user for the hub itself, with a random password
+// generated at every start, and the name of the hub's account, which holds JetStream.
 const hubUser = "millwright-hub"
 
 // Names of the JetStream assets of one federation.
@@ -47,41 +48,26 @@ func inboxPrefix(user string) string { return "_INBOX_" + user }
 // Nothing else: no stream administration, no consumers, no other factory's updates, no
 // other federation's models. The same permissions serve a factory whose site's leaf node
 // connects with its credentials (the update stream's subjects are per member, so that
-// the hub's interest in them passes the leaf connection's permissions).
+// the hub's interest in them passes the leaf connection's permissions). The factory's
+// account imports the same subjects from the hub's (accounts.go): the permissions name
+// what a refused request was, the account keeps the reply subjects away from the streams.
 func FactoryPermissions(name string, feds []string, domain string) *server.Permissions {
-	var pub []string
-	api := func(s string) {
-		pub = append(pub, "$JS.API."+s)
-		if domain != "" {
-			pub = append(pub, "$JS."+domain+".API."+s)
-		}
-	}
-	api("INFO")
 	sub := []string{inboxPrefix(name) + ".>"}
+	var pub []string
 	for _, fed := range feds {
 		pub = append(pub, updateSubject(fed, name))
-		// Reads only, message by message: no consumers. A push consumer delivers to
-		// whatever subject its creator names, unchecked, so one could have the server copy
-		// the models into the update stream and, that stream's interest keeping it busy,
-		// never be dropped. The round state is watched through the bucket's notices and
-		// direct gets (WatchRound).
-		for _, s := range []string{"OBJ_" + modelBucket(fed), "KV_" + roundBucket(fed)} {
-			api("STREAM.INFO." + s)
-			api("STREAM.MSG.GET." + s)
-			api("DIRECT.GET." + s)
-			api("DIRECT.GET." + s + ".>")
-		}
 		sub = append(sub, roundNotice(fed))
-		// Its own round receipt, and nobody else's, by a direct get: not the bucket's stream
-		// info, which lists every key (GetReceipt).
-		rb := receiptBucket(fed)
-		api("DIRECT.GET.KV_" + rb + ".$KV." + rb + "." + name)
 	}
-	p := &server.Permissions{
+	for _, api := range factoryAPI(name, feds) {
+		pub = append(pub, "$JS.API."+api)
+		if domain != "" {
+			pub = append(pub, "$JS."+domain+".API."+api)
+		}
+	}
+	return &server.Permissions{
 		Publish:   &server.SubjectPermission{Allow: pub},
 		Subscribe: &server.SubjectPermission{Allow: sub},
 	}
-	return p
 }
 
 // Server is an embedded NATS server with JetStream, for a single-node hub.
@@ -127,12 +113,25 @@ func StartServer(cfg ServerConfig, log *slog.Logger) (*Server, error) {
 		// that ends its handshake and gives up the connection.
 		DisableShortFirstPing: true,
 	}
-	users := []*server.User{{Username: hubUser, Password: string(hubHash)}}
+	// The accounts (accounts.go): the hub's holds JetStream, each factory's imports from it.
+	var block bytes.Buffer
+	accounts(&block, hubUser, cfg.Factories, cfg.Domain, func(string) string { return "" })
+	if err := opts.ProcessConfigString(block.String()); err != nil {
+		return nil, fmt.Errorf("natsbus: accounts: %w", err)
+	}
+	users := []*server.User{{Username: hubUser, Password: string(hubHash), Account: server.NewAccount(hubUser)}}
 	for _, f := range cfg.Factories {
 		if !IsBcrypt(f.Password.Value()) {
 			log.Warn("factory password is configured in plaintext; configure its bcrypt hash instead (millwright hub passwd)", "factory", f.Name)
 		}
-		users = append(users, &server.User{Username: f.Name, Password: f.Password.Value(), Permissions: FactoryPermissions(f.Name, f.Federations, cfg.Domain)})
+		users = append(users, &server.User{Username: f.Name, Password: f.Password.Value(), Permissions: FactoryPermissions(f.Name, f.Federations, cfg.Domain),
+			Account: server.NewAccount(f.Name)})
+	}
+	// A hub from before accounts kept its streams in the server's global account.
+	if moved, err := moveGlobalStreams(cfg.StoreDir, hubUser); err != nil {
+		return nil, err
+	} else if moved {
+		log.Info("moved the hub's streams from the global account to the hub's account", "store_dir", cfg.StoreDir)
 	}
 	if len(cfg.Factories) > 0 {
 		opts.Users = users

@@ -12,18 +12,22 @@ import (
 
 const hubPermissionsUsage = `usage: millwright hub permissions --federations F[,F...] [--hub-user NAME] [--domain D] FACTORY...
 
-Prints the authorization block of a nats-server configuration for a hub that connects to
-a NATS server of its own (nats.connect): the hub's user, with every permission, and each
-FACTORY's user with the permissions the embedded server gives a factory of federations F
-(publish only its own updates, read only its federations' models, round state and its own
-receipts, no consumers). Each password is read, when the server loads the file, from an
-environment variable named after its user (MILLWRIGHT_NATS_PASSWORD_<USER>): a bcrypt
-hash from millwright hub passwd, or the password.
+Prints the accounts block of a nats-server configuration for a hub that connects to a
+NATS server of its own (nats.connect), as the embedded server sets itself up: the hub's
+account, named after its user, with JetStream and the hub's user, with every permission;
+and an account per FACTORY, named after it, without JetStream, with the factory's user,
+the permissions the embedded server gives a factory of federations F (publish only its own
+updates, read only its federations' models, round state and its own receipts, no
+consumers), and imports from the hub's account of just that. Each password is read, when
+the server loads the file, from an environment variable named after its user
+(MILLWRIGHT_NATS_PASSWORD_<USER>): a bcrypt hash from millwright hub passwd, or the
+password. A server that loaded the authorization block of an earlier version needs this
+one instead, and its streams moved to the hub's account (docs/federation.md).
 
 Flags:
 `
 
-// cmdHubPermissions prints the NATS users of a hub and its factories.
+// cmdHubPermissions prints the NATS accounts and users of a hub and its factories.
 func cmdHubPermissions(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("hub permissions", flag.ContinueOnError)
 	feds := fs.String("federations", "", "the federations the factories belong to, comma-separated")

@@ -172,8 +172,9 @@ federations:
 	}
 }
 
-// TestHubPermissions: hub permissions prints a user for the hub and one per factory, each
-// with its password variable and the factory's own update subject; missing flags and bad
+// TestHubPermissions: hub permissions prints an account for the hub and one per factory,
+// with a user each, with its password variable, and the factory's own update subject, which
+// its account imports from the hub's; missing flags and bad
 // names are usage errors (exit 2) naming what is expected. That a real nats-server loads
 // the block and enforces it is TestAuthorizationOnAServerOfItsOwn (natsbus), and through a
 // gateway's leaf node TestAuthorizationThroughALeafNode.
@@ -183,7 +184,8 @@ func TestHubPermissions(t *testing.T) {
 		t.Fatalf("exit %d: %s", code, stderr.String())
 	}
 	for _, want := range []string{`{user: "hub", password: $MILLWRIGHT_NATS_PASSWORD_HUB}`,
-		`{user: "factory-a", password: $MILLWRIGHT_NATS_PASSWORD_FACTORY_A, permissions:`, `"mw.upd.pumps.factory-a"`, `"mw.upd.valves.factory-b"`} {
+		`{user: "factory-a", password: $MILLWRIGHT_NATS_PASSWORD_FACTORY_A, permissions:`, `"mw.upd.pumps.factory-a"`, `"mw.upd.valves.factory-b"`,
+		"accounts {", `"hub": {`, `"factory-a": {`, `{service: {account: "hub", subject: "mw.upd.valves.factory-b"}}`} {
 		if !strings.Contains(stdout.String(), want) {
 			t.Errorf("output lacks %s:\n%s", want, stdout.String())
 		}
