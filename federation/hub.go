@@ -393,9 +393,7 @@ func (f *fedRun) open(round uint64, global string, globalRound uint64) RoundStat
 		MaxStaleness: f.cfg.MaxStaleness, Codecs: f.cfg.Codecs, ProximalMu: f.cfg.Strategy.ProximalMu,
 		Targets: f.selectTargets(),
 	}
-	if f.cfg.DP.Enabled {
-		st.ClipNorm = f.cfg.DP.ClipNorm
-	}
+	st.ClipNorm = f.clipNorm()
 	if f.cfg.Rounds > 0 && round > f.cfg.Rounds {
 		if !f.cfg.FinalEvaluation || round > f.cfg.Rounds+1 {
 			st.Phase = PhaseFinished
@@ -421,7 +419,7 @@ func (f *fedRun) open(round uint64, global string, globalRound uint64) RoundStat
 			return st
 		}
 		st.SecAgg = sa
-		_, st.Noise = f.dpOf(st.Quorum, sa.Params)
+		st.Noise = f.noiseShare(st.Quorum, sa.Params)
 	}
 	return st
 }

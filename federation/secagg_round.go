@@ -104,7 +104,7 @@ func (f *fedRun) secaggRound(ctx context.Context, st RoundState) (RoundState, er
 	// The gateways clip and noise as the round state says; the hub noises and charges as
 	// its configuration says. After a restart under another DP configuration the two
 	// would not agree, and the round would pay for noise it does not carry.
-	if clip, noise := f.dpOf(st.Quorum, sa.Params); st.ClipNorm != clip || st.Noise != noise {
+	if clip, noise := f.clipNorm(), f.noiseShare(st.Quorum, sa.Params); st.ClipNorm != clip || st.Noise != noise {
 		return fail(SecAggFailResume, "interrupted round was opened under another DP configuration",
 			"clip_norm", st.ClipNorm, "noise", st.Noise, "configured_clip_norm", clip, "configured_noise", noise)
 	}
@@ -335,8 +335,11 @@ func (f *fedRun) secaggRound(ctx context.Context, st RoundState) (RoundState, er
 		st.SecAgg = nil
 		return f.finishEvaluation(ctx, st, report, start, global.Header, used, 0)
 	}
+	step := make([]float32, len(global.Params))
+	for i := range step {
+		step[i] = sum[i] / weight
+	}
 	var privacy *dp.Report
-	var noise []float32
 	if f.budget != nil {
 		sigma := f.cfg.DP.NoiseMultiplier
 		if st.Noise > 0 { // distributed: the survivors' shares, sized for fewer of them
@@ -348,15 +351,7 @@ func (f *fedRun) secaggRound(ctx context.Context, st RoundState) (RoundState, er
 		}
 		privacy = &rep
 		if f.cfg.DP.Noise == dp.NoiseCentral {
-			noise = make([]float32, len(sum))
-			f.noise.Add(noise, f.cfg.DP.NoiseStd(len(used))/n)
-		}
-	}
-	step := make([]float32, len(global.Params))
-	for i := range step {
-		step[i] = sum[i] / weight
-		if noise != nil {
-			step[i] += noise[i]
+			f.noise.Add(step, f.cfg.DP.NoiseStd(len(used))/n)
 		}
 	}
 	// The server optimizer (momentum, FedAdam, FedYogi), if any, steps on the noised mean.
@@ -418,18 +413,23 @@ func fewestSurvivors(quorum int, p secagg.Params) int {
 	return min(p.Clients, max(quorum, p.Threshold, 1))
 }
 
-// dpOf returns what a round state tells the gateways of DP under the configuration: the
-// norm they clip their updates to and, with distributed noise (secure aggregation, whose
-// parameters are sa), the standard deviation of each one's share of the noise; zero
-// where there is none.
-func (f *fedRun) dpOf(quorum int, sa secagg.Params) (clipNorm, noise float64) {
+// clipNorm is the norm a round state tells the gateways to clip their updates to under
+// the configuration: DP's, or 0 without it.
+func (f *fedRun) clipNorm() float64 {
 	if !f.cfg.DP.Enabled {
-		return 0, 0
+		return 0
 	}
-	if f.cfg.DP.Noise == dp.NoiseDistributed && f.cfg.SecAgg.Enabled {
-		noise = f.cfg.DP.NoiseStd(fewestSurvivors(quorum, sa))
+	return f.cfg.DP.ClipNorm
+}
+
+// noiseShare is the standard deviation of the share of the noise a round state tells each
+// gateway to add under the configuration, with distributed DP and secure aggregation of
+// parameters sa; 0 otherwise.
+func (f *fedRun) noiseShare(quorum int, sa secagg.Params) float64 {
+	if !f.cfg.DP.Enabled || f.cfg.DP.Noise != dp.NoiseDistributed || !f.cfg.SecAgg.Enabled {
+		return 0
 	}
-	return f.cfg.DP.ClipNorm, noise
+	return f.cfg.DP.NoiseStd(fewestSurvivors(quorum, sa))
 }
 
 // maskedParams is how many model parameters a gateway masks in round st: none in a final

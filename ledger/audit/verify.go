@@ -74,6 +74,10 @@ type Options struct {
 	// releasing the version too, `models release --sole-approver`) a problem: the
 	// artifact is then not verified.
 	FourEyes bool
+	// Model, when set, is the version the artifact must be: the records naming its hash
+	// as another version (another federation's, another round's) are then a problem, not
+	// its lineage.
+	Model *ledger.ModelRef
 }
 
 // RecordCheck is the outcome of checking one record's signature.
@@ -179,6 +183,9 @@ func VerifyArtifact(ctx context.Context, q ledger.Querier, path string, opts Opt
 	}
 	if len(res.Models) > 1 {
 		res.Problems = append(res.Problems, fmt.Sprintf("the artifact is named as %d model versions: %s", len(res.Models), joinRefs(res.Models)))
+	}
+	if m := opts.Model; m != nil && !slices.Equal(res.Models, []ledger.ModelRef{*m}) {
+		res.Problems = append(res.Problems, fmt.Sprintf("the artifact is recorded as %s, not as %s", joinRefs(res.Models), m))
 	}
 	evidence := map[string]ledger.Record{}
 	for _, rec := range res.Named {
