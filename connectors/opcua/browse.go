@@ -2,6 +2,7 @@ package opcua
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -16,11 +17,45 @@ type browsed struct {
 	path   string // browse names from the root, joined by "/"
 }
 
-// children returns the forward hierarchical references of n, except properties.
+// children returns the forward hierarchical references of n, except properties, following
+// continuation points. A bad status of the node's browse result is an error (a
+// *browseError), not a node without children: a server answers BadNoContinuationPoints or
+// BadTooManyOperations when busy (Part 4, 5.8.2), and taken for an empty folder that would
+// remove the monitored items below it.
 func children(ctx context.Context, c *opcua.Client, n *ua.NodeID) ([]*ua.ReferenceDescription, error) {
-	refs, err := c.Node(n).References(ctx, id.HierarchicalReferences, ua.BrowseDirectionForward, ua.NodeClassAll, true)
+	res, err := c.Browse(ctx, &ua.BrowseRequest{
+		View: &ua.ViewDescription{ViewID: ua.NewTwoByteNodeID(0)},
+		NodesToBrowse: []*ua.BrowseDescription{{
+			NodeID:          n,
+			BrowseDirection: ua.BrowseDirectionForward,
+			ReferenceTypeID: ua.NewNumericNodeID(0, id.HierarchicalReferences),
+			IncludeSubtypes: true,
+			NodeClassMask:   uint32(ua.NodeClassAll),
+			ResultMask:      uint32(ua.BrowseResultMaskAll),
+		}},
+	})
 	if err != nil {
 		return nil, err
+	}
+	results := res.Results
+	var refs []*ua.ReferenceDescription
+	for {
+		if len(results) != 1 || results[0] == nil {
+			return nil, fmt.Errorf("%d browse results for 1 node", len(results))
+		}
+		r := results[0]
+		if uint32(r.StatusCode)&severityMask != severityGood {
+			return nil, &browseError{node: n, code: r.StatusCode}
+		}
+		refs = append(refs, r.References...)
+		if len(r.ContinuationPoint) == 0 {
+			break
+		}
+		next, err := c.BrowseNext(ctx, &ua.BrowseNextRequest{ContinuationPoints: [][]byte{r.ContinuationPoint}})
+		if err != nil {
+			return nil, err
+		}
+		results = next.Results
 	}
 	out := refs[:0]
 	for _, r := range refs {
@@ -34,6 +69,15 @@ func children(ctx context.Context, c *opcua.Client, n *ua.NodeID) ([]*ua.Referen
 	}
 	return out, nil
 }
+
+// browseError is a bad status of a node's browse result.
+type browseError struct {
+	node *ua.NodeID
+	code ua.StatusCode
+}
+
+func (e *browseError) Error() string { return fmt.Sprintf("browse %s: %v", e.node, e.code) }
+func (e *browseError) Unwrap() error { return e.code }
 
 // discover browses below b's root breadth-first, down to max_depth levels, and returns the
 // variables whose path passes the include and exclude patterns, at most max_items of them;
@@ -56,7 +100,11 @@ func discover(ctx context.Context, c *opcua.Client, b Browse, include, exclude [
 		n := queue[0]
 		queue = queue[1:]
 		refs, err := children(ctx, c, n.id)
-		if err != nil {
+		var be *browseError
+		switch {
+		case errors.As(err, &be):
+			return found, over, err
+		case err != nil:
 			return found, over, fmt.Errorf("browse %s: %w", n.id, err)
 		}
 		for _, r := range refs {

@@ -166,6 +166,29 @@ func TestMapping(t *testing.T) {
 	}
 }
 
+// TestMappingErrorNamesTheRule: an item that a rule matches but that gets no machine (or
+// signal) from it is refused with an error naming that rule and what it lacks, not with
+// "no mapping rule matches it", which sends the user looking at the wrong thing.
+func TestMappingErrorNamesTheRule(t *testing.T) {
+	m, err := newMapper([]Rule{
+		{Match: `^Plant/(?P<line>[^/]+)/(?P<signal>.+)$`},
+		{Match: `^ns=3;s=(\w+)$`, Machine: "m-$1"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct{ path, want string }{
+		{"Plant/L1/Temp", `item "Plant/L1/Temp" has no machine: mapping[0].match "^Plant/(?P<line>[^/]+)/(?P<signal>.+)$" matches it but gives none (expected a "machine" group or template that is not empty)`},
+		{"ns=3;s=Pump", `item "ns=3;s=Pump" has no signal: mapping[1].match "^ns=3;s=(\\w+)$" matches it but gives none (expected a "signal" group or template that is not empty)`},
+		{"Level", `item "Level" has no machine: no mapping rule matches it and it fixes none`},
+	}
+	for _, tt := range tests {
+		if _, err := m.resolve(tt.path, names{}); err == nil || err.Error() != tt.want {
+			t.Errorf("resolve(%q) error\n %v\nwant\n %s", tt.path, err, tt.want)
+		}
+	}
+}
+
 func TestGlob(t *testing.T) {
 	tests := []struct {
 		pattern, path string

@@ -191,10 +191,20 @@ func (c *connection) discoverAll(ctx context.Context) ([]spec, error) {
 	s := c.src
 	var out []spec
 	for i, b := range s.cfg.Browse {
+		origin := fmt.Sprintf("browse[%d]", i)
 		found, over, err := discover(ctx, c.client, b, s.include[i], s.exclude[i])
-		if err != nil {
-			return nil, fmt.Errorf("browse[%d]: %w", i, err)
+		var be *browseError
+		if root, _ := ua.ParseNodeID(b.Root); errors.As(err, &be) && nodeUnknown(be.code) && root != nil && be.node.String() == root.String() {
+			// A root the server does not know is an item error; the other roots keep working.
+			c.itemFailed(b.Root, origin, b.Root, itemErrNodeUnknown, fmt.Errorf("%s: root: %w", origin, err))
+			continue
 		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", origin, err)
+		}
+		c.itemsMu.Lock()
+		delete(c.failed, b.Root) // the root is known (again)
+		c.itemsMu.Unlock()
 		if over > 0 {
 			s.m.drops.WithLabelValues(dropBrowseLimit).Add(float64(over))
 			s.log.Warn("browse found more items than max_items; the rest are not monitored", "origin", fmt.Sprintf("browse[%d]", i), "max_items", b.MaxItems, "over", over)
@@ -627,21 +637,16 @@ func (c *connection) poll() {
 	cv := conversion{maxArray: s.cfg.MaxArrayElements, names: s.names}
 	for {
 		start := time.Now()
+		// The points of the requests that succeeded go out even when a later one failed.
 		pts, err := c.pollOnce(&cv)
+		if !c.handOver(pts) {
+			return
+		}
 		if err != nil {
 			if c.ctx.Err() == nil {
 				c.fail(fmt.Errorf("poll: %w", err))
 			}
 			return
-		}
-		if len(pts) > 0 {
-			select {
-			case c.polled <- pts:
-			case <-c.ctx.Done():
-				return
-			case <-c.lost:
-				return
-			}
 		}
 		if skipped := int(time.Since(start)/interval) - 1; skipped > 0 {
 			s.m.drops.WithLabelValues(dropPollSkipped).Add(float64(skipped))
@@ -656,8 +661,25 @@ func (c *connection) poll() {
 	}
 }
 
-// pollOnce reads every item once, max_nodes_per_read at a time.
-func (c *connection) pollOnce(cv *conversion) ([]telemetry.Point, error) {
+// handOver gives the points of a poll cycle to Read. Read takes them even after the
+// connection was lost (data received goes out first), so it waits until Close; the points
+// it then still holds are counted lost. It reports whether the connection goes on.
+func (c *connection) handOver(pts []telemetry.Point) bool {
+	if len(pts) == 0 {
+		return c.ctx.Err() == nil
+	}
+	select {
+	case c.polled <- pts:
+		return true
+	case <-c.ctx.Done():
+		c.src.m.lost.Add(float64(len(pts)))
+		return false
+	}
+}
+
+// pollOnce reads every item once, max_nodes_per_read at a time. When a request fails it
+// returns the points of those before it with the error.
+func (c *connection) pollOnce(cv *conversion) (pts []telemetry.Point, err error) {
 	s := c.src
 	c.itemsMu.RLock()
 	items := make([]*item, 0, len(c.items))
@@ -666,9 +688,9 @@ func (c *connection) pollOnce(cv *conversion) ([]telemetry.Point, error) {
 	}
 	c.itemsMu.RUnlock()
 	slices.SortFunc(items, func(a, b *item) int { return int(a.handle) - int(b.handle) })
-	var pts []telemetry.Point
 	clear(cv.drops)
 	cv.overflow = 0
+	defer c.countConv(cv)
 	for chunk := range slices.Chunk(items, s.cfg.Polling.MaxNodesPerRead) {
 		req := &ua.ReadRequest{TimestampsToReturn: ua.TimestampsToReturnBoth, NodesToRead: make([]*ua.ReadValueID, len(chunk))}
 		for i, it := range chunk {
@@ -678,10 +700,10 @@ func (c *connection) pollOnce(cv *conversion) ([]telemetry.Point, error) {
 		res, err := c.client.Read(ctx, req)
 		cancel()
 		if err != nil {
-			return nil, err
+			return pts, err
 		}
 		if len(res.Results) != len(chunk) {
-			return nil, fmt.Errorf("read: %d results for %d nodes", len(res.Results), len(chunk))
+			return pts, fmt.Errorf("read: %d results for %d nodes", len(res.Results), len(chunk))
 		}
 		cv.now = time.Now().UnixNano()
 		for i, dv := range res.Results {
@@ -695,7 +717,6 @@ func (c *connection) pollOnce(cv *conversion) ([]telemetry.Point, error) {
 		s.m.values.Add(float64(len(chunk)))
 	}
 	s.m.notifications.Inc()
-	c.countConv(cv)
 	return pts, nil
 }
 
@@ -707,6 +728,29 @@ func (c *connection) countConv(cv *conversion) {
 	for r, k := range cv.drops {
 		if k > 0 {
 			s.m.drops.WithLabelValues(r).Add(float64(k))
+		}
+	}
+}
+
+// discard empties the queues of notifications and poll cycles that Read has not taken,
+// after shutdown, and returns how many points they held.
+func (c *connection) discard() int {
+	n := 0
+	var scratch []telemetry.Point
+	for {
+		select {
+		case nd := <-c.notifs:
+			if nd == nil || nd.Error != nil {
+				continue
+			}
+			if v, ok := nd.Value.(*ua.DataChangeNotification); ok {
+				scratch = c.convert(scratch[:0], v, time.Now().UnixNano())
+				n += len(scratch)
+			}
+		case pts := <-c.polled:
+			n += len(pts)
+		default:
+			return n
 		}
 	}
 }

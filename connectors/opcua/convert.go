@@ -93,27 +93,66 @@ func (cv *conversion) appendValue(dst []telemetry.Point, it *item, dv *ua.DataVa
 		cv.drop(dropUnsupported, 1)
 		return dst
 	}
-	n := rv.Len()
 	if it.arrays == ArraysSkip {
 		cv.drop(dropArraySkipped, 1)
 		return dst
 	}
-	if n > cv.maxArray {
-		cv.drop(dropArrayTruncated, n-cv.maxArray)
-		n = cv.maxArray
+	if rv.Len() == 0 {
+		cv.drop(dropNoValue, 1) // an empty array: a sample without a value
+		return dst
 	}
-	for i := range n {
-		v, ok := scalar(rv.Index(i).Interface())
+	// A multi-dimensional array (ArrayDimensions, Part 6, 5.2.2.16) arrives as nested
+	// slices: its elements are flattened in order and named signal[i][j]...
+	var idx [maxArrayRank]int
+	budget := cv.maxArray
+	return cv.appendElements(dst, it, &p, rv, idx[:0], &budget)
+}
+
+// maxArrayRank bounds the dimensions of an array the conversion walks; a deeper one is
+// counted as unsupported.
+const maxArrayRank = 8
+
+// appendElements appends the points of the elements of array rv, whose indices so far are
+// idx, while budget allows; the elements past the budget are counted as truncated.
+func (cv *conversion) appendElements(dst []telemetry.Point, it *item, p *telemetry.Point, rv reflect.Value, idx []int, budget *int) []telemetry.Point {
+	for i := range rv.Len() {
+		e := rv.Index(i)
+		if e.Kind() == reflect.Slice && e.Type() != reflect.TypeFor[[]byte]() {
+			if len(idx)+1 >= maxArrayRank {
+				cv.drop(dropUnsupported, leaves(e))
+				continue
+			}
+			dst = cv.appendElements(dst, it, p, e, append(idx, i), budget)
+			continue
+		}
+		if *budget <= 0 {
+			cv.drop(dropArrayTruncated, 1)
+			continue
+		}
+		v, ok := scalar(e.Interface())
 		if !ok {
 			cv.drop(dropUnsupported, 1)
 			continue
 		}
-		q := p
-		q.Signal = it.element(i, cv.names)
+		*budget--
+		q := *p
+		q.Signal = it.element(append(idx, i), cv.names)
 		q.Value = v
 		dst = append(dst, q)
 	}
 	return dst
+}
+
+// leaves counts the elements of a (nested) array.
+func leaves(rv reflect.Value) int {
+	if rv.Kind() != reflect.Slice || rv.Type() == reflect.TypeFor[[]byte]() {
+		return 1
+	}
+	n := 0
+	for i := range rv.Len() {
+		n += leaves(rv.Index(i))
+	}
+	return n
 }
 
 // scalar converts the Go value of a scalar variant: every numeric type, bool and string.
@@ -162,13 +201,16 @@ func unixNano(t time.Time) int64 {
 	return t.UnixNano()
 }
 
-// element returns the signal name of array element i, "signal[i]", interned.
-func (it *item) element(i int, in *telemetry.Interner) string {
+// element returns the signal name of the array element at idx, "signal[i]" (or
+// "signal[i][j]" in a multi-dimensional array), interned.
+func (it *item) element(idx []int, in *telemetry.Interner) string {
 	var buf [128]byte
 	b := append(buf[:0], it.names.signal...)
-	b = append(b, '[')
-	b = strconv.AppendInt(b, int64(i), 10)
-	b = append(b, ']')
+	for _, i := range idx {
+		b = append(b, '[')
+		b = strconv.AppendInt(b, int64(i), 10)
+		b = append(b, ']')
+	}
 	if in != nil {
 		return in.Bytes(b)
 	}

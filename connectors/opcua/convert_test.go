@@ -1,7 +1,9 @@
 package opcua
 
 import (
+	"fmt"
 	"math"
+	"strings"
 	"testing"
 	"time"
 
@@ -120,4 +122,36 @@ func decodeDataValue(data []byte) (dv ua.DataValue, ok bool) {
 	}()
 	_, err := dv.Decode(data)
 	return dv, err == nil
+}
+
+// TestAppendValueMultiDimensionalArray: a matrix (a Variant with ArrayDimensions, which
+// gopcua decodes into nested slices) is flattened element by element into signal[i][j],
+// within max_array_elements, and an empty array, a sample without a value, is counted.
+func TestAppendValueMultiDimensionalArray(t *testing.T) {
+	it := &item{names: names{machine: "m", signal: "s"}, arrays: ArraysFlatten}
+	wire := func(v any) *ua.DataValue {
+		b, err := (&ua.DataValue{EncodingMask: ua.DataValueValue, Value: ua.MustVariant(v)}).Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var dv ua.DataValue
+		if _, err := dv.Decode(b); err != nil {
+			t.Fatal(err)
+		}
+		return &dv
+	}
+	cv := conversion{maxArray: 5}
+	pts := cv.appendValue(nil, it, wire([][]int32{{1, 2, 3}, {4, 5, 6}}))
+	var got []string
+	for _, p := range pts {
+		got = append(got, fmt.Sprintf("%s=%d", p.Signal, p.Value.Int()))
+	}
+	want := "s[0][0]=1 s[0][1]=2 s[0][2]=3 s[1][0]=4 s[1][1]=5"
+	if strings.Join(got, " ") != want || cv.drops[dropArrayTruncated] != 1 || cv.drops[dropUnsupported] != 0 {
+		t.Errorf("matrix -> %v drops %v; want %s and 1 truncated", got, cv.drops, want)
+	}
+	cv = conversion{maxArray: 5}
+	if pts := cv.appendValue(nil, it, wire([]float64{})); len(pts) != 0 || cv.drops[dropNoValue] != 1 {
+		t.Errorf("empty array -> %+v drops %v; want no point and 1 no_value drop", pts, cv.drops)
+	}
 }

@@ -15,8 +15,10 @@
 //
 // Connect asks the endpoint for its endpoints (GetEndpoints) and picks the one with the
 // configured security policy and mode that accepts the configured user authentication
-// (anonymous, username/password, or an X.509 user certificate). When none fits, the error
-// lists every policy/mode and authentication the server offers.
+// (anonymous, username/password, or an X.509 user certificate). A password is never sent
+// in clear text: a UserName token policy whose security policy is None is used only on a
+// SignAndEncrypt channel (Part 4, 7.41.4). When none fits, the error lists every
+// policy/mode and authentication the server offers.
 //
 // The client's application certificate and key are created on the first Connect in
 // <pki.dir>/own/ (RSA 2048, the key in PKCS#1 PEM, the application URI in the certificate's
@@ -37,7 +39,9 @@
 // are entered down to max_depth levels, standard namespace-0 nodes and properties are
 // skipped) whose browse path below the root matches an include glob and no exclude glob,
 // up to max_items per root (the rest are counted in millwright_opcua_dropped_total
-// {reason="browse_limit"} and logged). A node named twice is one item (the first entry
+// {reason="browse_limit"} and logged). A Browse answered with a bad status fails the
+// browse (a rebrowse then keeps the current items); a root the server does not know is an
+// item error. A node named twice is one item (the first entry
 // wins). Discovery runs on every Connect and, with rebrowse_interval, on that schedule:
 // new variables are added and vanished ones removed, without duplicating any monitored
 // item.
@@ -60,8 +64,9 @@
 //
 // Every numeric type becomes an int value (uint64 above MaxInt64: a float) or a float
 // value (Float, Double); Boolean a bool, String and LocalizedText a string. Arrays are
-// flattened into signal[0], signal[1], ... (at most max_array_elements, the rest counted)
-// or skipped (counted), by the arrays setting. Other types (DateTime, ByteString,
+// flattened into signal[0], signal[1], ... (a multi-dimensional one into signal[i][j]...;
+// at most max_array_elements, the rest counted) or skipped (counted), by the arrays
+// setting; an empty array is counted as a value-less sample. Other types (DateTime, ByteString,
 // structures) and empty values are counted in millwright_opcua_dropped_total and skipped.
 // The StatusCode becomes the quality: Good, Uncertain or Bad by its severity bits, with
 // the raw code kept in Quality.Code. SourceTime is the source timestamp and ServerTime the

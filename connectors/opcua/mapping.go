@@ -41,13 +41,13 @@ var groupNames = [4]string{"factory", "line", "machine", "signal"}
 // the one before. It fails when no machine or no signal results.
 func (m *mapper) resolve(path string, fixed names) (names, error) {
 	out := [4]string{fixed.factory, fixed.line, fixed.machine, fixed.signal}
-	matched := false
-	for _, r := range m.rules {
+	matched := -1
+	for i, r := range m.rules {
 		sub := r.re.FindStringSubmatchIndex(path)
 		if sub == nil {
 			continue
 		}
-		matched = true
+		matched = i
 		for f := range 4 {
 			if out[f] != "" {
 				continue
@@ -60,7 +60,7 @@ func (m *mapper) resolve(path string, fixed names) (names, error) {
 		}
 		break
 	}
-	if !matched {
+	if matched < 0 {
 		segs := strings.Split(path, "/")
 		if out[3] == "" {
 			out[3] = segs[len(segs)-1]
@@ -69,11 +69,15 @@ func (m *mapper) resolve(path string, fixed names) (names, error) {
 			out[2] = segs[len(segs)-2]
 		}
 	}
-	switch {
-	case out[2] == "":
-		return names{}, fmt.Errorf("item %q has no machine: no mapping rule matches it and it fixes none", path)
-	case out[3] == "":
-		return names{}, fmt.Errorf("item %q has no signal: no mapping rule matches it and it fixes none", path)
+	for _, f := range [...]int{2, 3} {
+		switch {
+		case out[f] != "":
+		case matched >= 0:
+			return names{}, fmt.Errorf("item %q has no %s: mapping[%d].match %q matches it but gives none (expected a %q group or template that is not empty)",
+				path, groupNames[f], matched, m.rules[matched].re, groupNames[f])
+		default:
+			return names{}, fmt.Errorf("item %q has no %s: no mapping rule matches it and it fixes none", path, groupNames[f])
+		}
 	}
 	return names{out[0], out[1], out[2], out[3]}, nil
 }

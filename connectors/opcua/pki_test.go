@@ -157,3 +157,56 @@ func TestEndpointMismatchAgainstServer(t *testing.T) {
 		t.Errorf("no application certificate: %v", err)
 	}
 }
+
+// TestSelectEndpointNeverSendsPasswordInClear: a UserName token policy whose security
+// policy is None (its own, or the endpoint's when it names none) makes the client send the
+// password unencrypted (Part 4, 7.41.4). On a channel that does not encrypt, such a policy
+// is never chosen: a server, or anyone who rewrites its unauthenticated GetEndpoints
+// answer, cannot make the source disclose the password. An encrypting token policy of the
+// same endpoint is chosen even when a plaintext one comes first.
+func TestSelectEndpointNeverSendsPasswordInClear(t *testing.T) {
+	clearUser := &ua.UserTokenPolicy{PolicyID: "user_clear", TokenType: ua.UserTokenTypeUserName, SecurityPolicyURI: ua.SecurityPolicyURINone}
+	inherit := &ua.UserTokenPolicy{PolicyID: "user_inherit", TokenType: ua.UserTokenTypeUserName}
+	rsa := &ua.UserTokenPolicy{PolicyID: "user_rsa", TokenType: ua.UserTokenTypeUserName, SecurityPolicyURI: ua.SecurityPolicyURIBasic256Sha256}
+	anon := &ua.UserTokenPolicy{PolicyID: "anon", TokenType: ua.UserTokenTypeAnonymous}
+	ep := func(policy string, mode ua.MessageSecurityMode, toks ...*ua.UserTokenPolicy) *ua.EndpointDescription {
+		return &ua.EndpointDescription{SecurityPolicyURI: policy, SecurityMode: mode, UserIdentityTokens: toks}
+	}
+	none, sign, enc := ua.MessageSecurityModeNone, ua.MessageSecurityModeSign, ua.MessageSecurityModeSignAndEncrypt
+	b256 := ua.SecurityPolicyURIBasic256Sha256
+	tests := []struct {
+		name   string
+		ep     *ua.EndpointDescription
+		token  ua.UserTokenType
+		want   string // policy id chosen, or "" for an error
+		errHas string
+	}{
+		{"sign, token None", ep(b256, sign, clearUser), ua.UserTokenTypeUserName, "", "clear text"},
+		{"sign, token None first, then one that encrypts", ep(b256, sign, clearUser, inherit), ua.UserTokenTypeUserName, "user_inherit", ""},
+		{"sign, token inherits the channel's policy", ep(b256, sign, inherit), ua.UserTokenTypeUserName, "user_inherit", ""},
+		{"sign and encrypt, token None", ep(b256, enc, clearUser), ua.UserTokenTypeUserName, "user_clear", ""},
+		{"channel None, token inherits None", ep(ua.SecurityPolicyURINone, none, inherit), ua.UserTokenTypeUserName, "", "clear text"},
+		{"channel None, token None first, then Basic256Sha256", ep(ua.SecurityPolicyURINone, none, clearUser, rsa), ua.UserTokenTypeUserName, "user_rsa", ""},
+		{"anonymous on channel None", ep(ua.SecurityPolicyURINone, none, clearUser, anon), ua.UserTokenTypeAnonymous, "anon", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := selectEndpoint([]*ua.EndpointDescription{tt.ep}, tt.ep.SecurityPolicyURI, tt.ep.SecurityMode, tt.token)
+			if tt.want == "" {
+				if err == nil || !strings.Contains(err.Error(), tt.errHas) {
+					t.Fatalf("got %+v, %v; want an error containing %q", got, err, tt.errHas)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got.UserIdentityTokens) != 1 || got.UserIdentityTokens[0].PolicyID != tt.want {
+				t.Errorf("token policies offered to the client %+v; want only %q", got.UserIdentityTokens, tt.want)
+			}
+			if len(tt.ep.UserIdentityTokens) == 0 || tt.ep.UserIdentityTokens[0] == nil {
+				t.Fatal("the server's endpoint was modified")
+			}
+		})
+	}
+}

@@ -351,10 +351,12 @@ func (s *Source) Close(ctx context.Context) error {
 	s.conn = nil
 	s.mu.Unlock()
 	if c != nil {
-		if n := len(c.pending); n > 0 {
+		c.shutdown(ctx)
+		// Points converted and not yet read, and those of the notifications and poll
+		// cycles still queued for Read.
+		if n := len(c.pending) + c.discard(); n > 0 {
 			s.m.lost.Add(float64(n))
 		}
-		c.shutdown(ctx)
 	}
 	return nil
 }

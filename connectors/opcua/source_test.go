@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gopcua/opcua/ua"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -366,5 +367,129 @@ func TestWatchdogStalled(t *testing.T) {
 				t.Errorf("check = %v, want %v", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestCloseCountsQueuedNotificationsLost: points of notifications the client library has
+// handed over but Read has not taken yet are lost when the connection closes (OPC-UA
+// cannot deliver them again), and counted in millwright_opcua_lost_points_total like the
+// points converted and not yet read.
+func TestCloseCountsQueuedNotificationsLost(t *testing.T) {
+	u := startUnitServer(t)
+	cfg := unitConfig(t, u)
+	cfg.Browse = []Browse{{Root: "ns=1;s=folder:Plant"}}
+	cfg.Browse[0].SetDefaults()
+	s := connectUnit(t, cfg)
+	c := s.conn
+	// The server reports its clock at every publishing interval, so the queue fills up,
+	// after the first values of every item.
+	deadline := time.Now().Add(10 * time.Second)
+	for len(c.notifs) < cap(c.notifs) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if len(c.notifs) < cap(c.notifs) {
+		t.Fatalf("%d notifications queued after 10s, want the queue full (%d)", len(c.notifs), cap(c.notifs))
+	}
+	if err := s.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// Eight variables, one of them an array of three: ten points, none of them read.
+	if got := testutil.ToFloat64(s.m.lost); got != 10 {
+		t.Errorf("lost points = %v, want the 10 points of the first values, which Read never took", got)
+	}
+}
+
+// TestBrowseFailureKeepsItems: a Browse the server answers with a bad status for one node
+// (out of continuation points, Part 4, 5.8.2; too busy) is a failed browse, not a folder
+// without children: a rebrowse then keeps the current items instead of deleting the
+// monitored items below that folder. A browse root the server does not know is an item
+// error listed by Items, not an empty address space.
+func TestBrowseFailureKeepsItems(t *testing.T) {
+	u := startUnitServer(t)
+	cfg := unitConfig(t, u)
+	cfg.Browse = []Browse{{Root: "ns=1;s=folder:Plant"}, {Root: "ns=1;s=folder:NoSuchFolder"}}
+	cfg.Browse[0].SetDefaults()
+	cfg.Browse[1].SetDefaults()
+	s := connectUnit(t, cfg)
+	count := func() (ok int, failed []ItemStatus) {
+		for _, it := range s.Items() {
+			if it.Err == "" {
+				ok++
+			} else {
+				failed = append(failed, it)
+			}
+		}
+		return ok, failed
+	}
+	if ok, failed := count(); ok != 8 || len(failed) != 1 || failed[0].Origin != "browse[1]" || failed[0].Class != itemErrNodeUnknown {
+		t.Fatalf("%d items and failed %+v; want 8 and browse[1]'s root unknown", ok, failed)
+	}
+	u.failBrowse("ns=1;s=folder:Line1.Pump3", ua.StatusBadNoContinuationPoints)
+	s.conn.rebrowse()
+	if ok, _ := count(); ok != 8 {
+		t.Errorf("after a rebrowse whose Browse of Line1/Pump3 failed: %d items, want the 8 kept", ok)
+	}
+	u.failBrowse("ns=1;s=folder:Line1.Pump3", ua.StatusOK)
+	u.set(41.5, 0, "Line1", "Pump3", "Temperature")
+	readUntil(t, s, 10*time.Second, func(pts []telemetry.Point) bool {
+		for _, p := range pts {
+			if p.Machine == "Pump3" && p.Signal == "Temperature" && p.Value.Float() == 41.5 {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// TestPollingFailedReadKeepsCycleSoFar: a poll cycle reads max_nodes_per_read items per
+// request; when a later request fails (the connection then ends), the points the earlier
+// requests of the cycle read are delivered before Read reports the lost connection, not
+// dropped uncounted.
+func TestPollingFailedReadKeepsCycleSoFar(t *testing.T) {
+	u := startUnitServer(t)
+	cfg := unitConfig(t, u)
+	cfg.Mode = ModePolling
+	cfg.Polling.MaxNodesPerRead = 2
+	cfg.Browse = []Browse{{Root: "ns=1;s=folder:Plant"}}
+	cfg.Browse[0].SetDefaults()
+	fault := u.nodeID("Line1", "Diagnostics", "Errors").String() // browsed last: the last request
+	u.readFault.Store(&fault)
+	s := connectUnit(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var got []telemetry.Point
+	for {
+		b, ack, err := s.Read(ctx)
+		if errors.Is(err, connectors.ErrNotConnected) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("Read: %v (after %d points)", err, len(got))
+		}
+		got = append(got, b.Points...)
+		ack(ctx, nil)
+	}
+	// Two items per request in browse order: the fourth request (Pump3/Pressure and the
+	// faulted Diagnostics/Errors) fails; the first three read six items, one of them an
+	// array of three: eight points.
+	if len(got) != 8 {
+		t.Errorf("%d points before the connection ended, want the 8 of the requests that succeeded: %v", len(got), got)
+	}
+}
+
+// TestWatchdogUsesRevisedPublishingInterval: a server may publish less often than asked
+// (the revised publishing interval, Part 4, 5.13.2). The watchdog's deadlines count in
+// the interval the server uses: with the requested one, a server that publishes every 40s
+// would be taken for stalled before its first publish response, at every reconnection.
+func TestWatchdogUsesRevisedPublishingInterval(t *testing.T) {
+	u := startUnitServer(t)
+	u.revisedInterval.Store(int64(40 * time.Second))
+	cfg := unitConfig(t, u)
+	cfg.Browse = []Browse{{Root: "ns=1;s=folder:Plant"}}
+	cfg.Browse[0].SetDefaults()
+	s := connectUnit(t, cfg)
+	wd := &s.conn.wd
+	if least := 3 * 40 * time.Second; wd.first < least || wd.timeout < least || wd.resume != 0 && wd.resume < least {
+		t.Errorf("first-values deadline %s, stall timeout %s, resume after %s; want each at least three revised publishing intervals (%s)", wd.first, wd.timeout, wd.resume, least)
 	}
 }

@@ -48,6 +48,15 @@ type unitServer struct {
 	// server does to one that comes before a subscription exists; gopcua's client pauses
 	// its publish loop on that answer.
 	failPublish atomic.Int32
+	// browseFaults are the nodes whose Browse the server answers with a bad status (by
+	// node id string; guarded by mu).
+	browseFaults map[string]ua.StatusCode
+	// readFault, when set, is a node id string: a Read request that names it is answered
+	// with a service fault.
+	readFault atomic.Pointer[string]
+	// revisedInterval, when set, is the publishing interval the server's CreateSubscription
+	// answer claims (a server may revise the requested one upward, Part 4, 5.13.2).
+	revisedInterval atomic.Int64
 }
 
 type unitVar struct {
@@ -85,6 +94,55 @@ func startUnitServer(t testing.TB) *unitServer {
 			}
 		}
 		return u.srv.SubscriptionService.Publish(sc, r, reqID)
+	})
+	u.srv.RegisterHandler(id.BrowseRequest_Encoding_DefaultBinary, func(sc *uasc.SecureChannel, r ua.Request, reqID uint32) (ua.Response, error) {
+		req, ok := r.(*ua.BrowseRequest)
+		if !ok {
+			return nil, ua.StatusBadRequestTypeInvalid
+		}
+		res := &ua.BrowseResponse{ResponseHeader: responseHeader(req.RequestHeader, ua.StatusOK), Results: make([]*ua.BrowseResult, len(req.NodesToBrowse))}
+		for i, br := range req.NodesToBrowse {
+			u.mu.Lock()
+			code, fault := u.browseFaults[br.NodeID.String()]
+			u.mu.Unlock()
+			ns, err := u.srv.Namespace(int(br.NodeID.Namespace()))
+			switch {
+			case fault:
+				res.Results[i] = &ua.BrowseResult{StatusCode: code}
+			case err != nil:
+				res.Results[i] = &ua.BrowseResult{StatusCode: ua.StatusBadNodeIDUnknown}
+			default:
+				res.Results[i] = ns.Browse(br)
+			}
+		}
+		return res, nil
+	})
+	u.srv.RegisterHandler(id.CreateSubscriptionRequest_Encoding_DefaultBinary, func(sc *uasc.SecureChannel, r ua.Request, reqID uint32) (ua.Response, error) {
+		res, err := u.srv.SubscriptionService.CreateSubscription(sc, r, reqID)
+		if cs, ok := res.(*ua.CreateSubscriptionResponse); ok && u.revisedInterval.Load() > 0 {
+			cs.RevisedPublishingInterval = float64(time.Duration(u.revisedInterval.Load())) / float64(time.Millisecond)
+		}
+		return res, err
+	})
+	// The server's own Read, except for readFault.
+	u.srv.RegisterHandler(id.ReadRequest_Encoding_DefaultBinary, func(sc *uasc.SecureChannel, r ua.Request, reqID uint32) (ua.Response, error) {
+		req, ok := r.(*ua.ReadRequest)
+		if !ok {
+			return nil, ua.StatusBadRequestTypeInvalid
+		}
+		results := make([]*ua.DataValue, len(req.NodesToRead))
+		for i, n := range req.NodesToRead {
+			if f := u.readFault.Load(); f != nil && n.NodeID.String() == *f {
+				return &ua.ServiceFault{ResponseHeader: responseHeader(req.RequestHeader, ua.StatusBadTooManyOperations)}, nil
+			}
+			ns, err := u.srv.Namespace(int(n.NodeID.Namespace()))
+			if err != nil {
+				results[i] = &ua.DataValue{EncodingMask: ua.DataValueStatusCode, Status: ua.StatusBadNodeIDUnknown}
+				continue
+			}
+			results[i] = ns.Attribute(n.NodeID, n.AttributeID)
+		}
+		return &ua.ReadResponse{ResponseHeader: responseHeader(req.RequestHeader, ua.StatusOK), Results: results}, nil
 	})
 	u.url = "opc.tcp://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	u.ns = server.NewNodeNameSpace(u.srv, "urn:millwright:test")
@@ -176,6 +234,20 @@ func (u *unitServer) nodeID(path ...string) *ua.NodeID {
 		s += p
 	}
 	return ua.NewStringNodeID(u.ns.ID(), s)
+}
+
+// failBrowse makes the server answer Browse of node with code (StatusOK: answer again).
+func (u *unitServer) failBrowse(node string, code ua.StatusCode) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.browseFaults == nil {
+		u.browseFaults = map[string]ua.StatusCode{}
+	}
+	if code == ua.StatusOK {
+		delete(u.browseFaults, node)
+		return
+	}
+	u.browseFaults[node] = code
 }
 
 // set changes a value (status Good unless given) and notifies the monitored items.

@@ -54,6 +54,7 @@ var heartbeatNode = ua.NewNumericNodeID(0, id.Server_ServerStatus_CurrentTime)
 
 // watchdog is a connection's publish watchdog state.
 type watchdog struct {
+	interval   time.Duration // the publishing interval: the longer of the asked and the revised one
 	timeout    time.Duration
 	first      time.Duration // for the first notification: a server sends first values at once
 	resume     time.Duration // silence at the start after which the publish loop is resumed (0: never)
@@ -124,13 +125,20 @@ func (w *watchdog) tick() time.Duration {
 // item to it; watch then looks every tick.
 func (c *connection) armWatchdog(ctx context.Context) error {
 	s := c.src
+	// The server publishes at the revised interval, which may be longer than the one asked
+	// for (Part 4, 5.13.2): the deadlines count in it.
+	c.wd.interval = max(s.cfg.Subscription.PublishingInterval, c.sub.RevisedPublishingInterval)
 	c.wd.timeout = s.cfg.Subscription.StallTimeout
+	if least := 3 * c.wd.interval; c.wd.timeout < least {
+		s.log.Info("the server publishes less often than a third of stall_timeout; the stall timeout is longer", "publishing_interval", c.wd.interval, "stall_timeout", least)
+		c.wd.timeout = least
+	}
 	c.wd.last.Store(time.Now().UnixNano())
 	if err := c.monitorHeartbeat(ctx); err != nil {
 		return err
 	}
-	c.wd.first = min(c.wd.timeout, max(3*s.cfg.Subscription.PublishingInterval, s.cfg.RequestTimeout))
-	if r := max(3*s.cfg.Subscription.PublishingInterval, time.Second); r < c.wd.first {
+	c.wd.first = min(c.wd.timeout, max(3*c.wd.interval, s.cfg.RequestTimeout))
+	if r := max(3*c.wd.interval, time.Second); r < c.wd.first {
 		c.wd.resume = r
 	}
 	return nil
@@ -165,7 +173,7 @@ func (c *connection) monitorHeartbeat(ctx context.Context) error {
 	c.wd.expect.Store(true)
 	// A server may sample its clock less often than asked (node-opcua: once a second).
 	revised := time.Duration(res.Results[0].RevisedSamplingInterval * float64(time.Millisecond))
-	if least := 3*revised + s.cfg.Subscription.PublishingInterval; c.wd.timeout < least {
+	if least := 3*revised + c.wd.interval; c.wd.timeout < least {
 		s.log.Info("the server samples its clock less often than a third of stall_timeout; the stall timeout is longer", "sampling", revised, "stall_timeout", least)
 		c.wd.timeout = least
 	}
