@@ -200,8 +200,12 @@ func (l *Log) readLast() []score.AlarmMessage {
 	}
 	// Names start with the period's start, written in fixed width: newest last.
 	slices.SortFunc(names, func(a, b string) int { return strings.Compare(filepath.Base(a), filepath.Base(b)) })
-	type key struct{ factory, machine string }
-	found := map[key]score.AlarmMessage{}
+	type key struct {
+		Factory string `json:"factory"`
+		Machine string `json:"machine"`
+	}
+	found := map[key]bool{}
+	var out []score.AlarmMessage
 	budget := int64(lastScanBytes)
 	for i := len(names) - 1; i >= 0; i-- {
 		if budget <= 0 {
@@ -215,22 +219,22 @@ func (l *Log) readLast() []score.AlarmMessage {
 			continue
 		}
 		budget -= int64(len(b))
-		inFile := map[key]score.AlarmMessage{}
-		for line := range bytes.Lines(b) {
+		// Lines newest first: a machine's first line that decodes is its last message. Only
+		// the machine is decoded, and the whole message only for the first line of each.
+		for rest := b; len(rest) > 0; {
+			j := bytes.LastIndexByte(rest[:len(rest)-1], '\n')
+			line := rest[j+1:]
+			rest = rest[:j+1]
+			var k key
+			if json.Unmarshal(line, &k) != nil || k.Machine == "" || found[k] {
+				continue
+			}
 			var m score.AlarmMessage
-			if json.Unmarshal(line, &m) == nil && m.Machine != "" {
-				inFile[key{m.Factory, m.Machine}] = m // later lines are later messages
+			if json.Unmarshal(line, &m) == nil {
+				found[k] = true
+				out = append(out, m)
 			}
 		}
-		for k, m := range inFile {
-			if _, newer := found[k]; !newer {
-				found[k] = m
-			}
-		}
-	}
-	out := make([]score.AlarmMessage, 0, len(found))
-	for _, m := range found {
-		out = append(out, m)
 	}
 	return out
 }

@@ -266,3 +266,40 @@ func TestLastReadBack(t *testing.T) {
 		t.Errorf("last messages %v, want %v", got, want)
 	}
 }
+
+// TestLastSkipsLinesThatDoNotDecode: a machine's last line that is not an alarm message (a
+// torn write, a damaged file) is skipped for the line before it; lines of other factories
+// are kept apart.
+func TestLastSkipsLinesThatDoNotDecode(t *testing.T) {
+	dir := t.TempDir()
+	start := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	first := open(t, alarmlog.Config{Dir: dir}, nil, clock(start), nil)
+	other := alarm("cleared")
+	other.Factory = "globex"
+	for _, m := range []score.AlarmMessage{alarm("raised"), other} {
+		if err := first.Append(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "*.jsonl"))
+	if len(files) != 1 {
+		t.Fatalf("%d open files, want 1", len(files))
+	}
+	f, err := os.OpenFile(files[0], os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The crash: a line of pump-1 whose score is no number, then a torn one.
+	if _, err := f.WriteString(`{"factory":"acme","machine":"pump-1","state":"cleared","score":"x"}` + "\n" + `{"factory":"acme","mach`); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	l := open(t, alarmlog.Config{Dir: dir}, nil, clock(start.Add(time.Hour)), nil)
+	got := map[string]string{}
+	for _, m := range l.Last() {
+		got[m.Factory+"/"+m.Machine] = m.State
+	}
+	if len(got) != 2 || got["acme/pump-1"] != "raised" || got["globex/pump-1"] != "cleared" {
+		t.Errorf("last messages %v, want acme/pump-1 raised and globex/pump-1 cleared", got)
+	}
+}

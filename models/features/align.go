@@ -154,7 +154,42 @@ type sample struct {
 type signalState struct {
 	held    sample // newest sample of a step already emitted
 	has     bool
-	pending []sample // samples of steps not emitted yet, ascending by grid time, one per step
+	pending ring // samples of steps not emitted yet, ascending by grid time, one per step
+}
+
+// ring is a queue of samples in a circular buffer, so that dropping the oldest (as Emit and
+// an overflow do) costs O(1) however many are held. Its buffer grows by doubling up to the
+// limit insert is given.
+type ring struct {
+	buf  []sample
+	head int // index in buf of the oldest sample
+	n    int // samples held
+}
+
+// at returns the j-th oldest sample, 0 <= j < n.
+func (r *ring) at(j int) *sample { return &r.buf[(r.head+j)%len(r.buf)] }
+
+// drop removes the k oldest samples, 0 <= k <= n.
+func (r *ring) drop(k int) {
+	if k > 0 {
+		r.head, r.n = (r.head+k)%len(r.buf), r.n-k
+	}
+}
+
+// insert places smp at position k, 0 <= k <= n < limit, shifting the newer ones.
+func (r *ring) insert(k int, smp sample, limit int) {
+	if r.n == len(r.buf) {
+		buf := make([]sample, min(max(2*len(r.buf), minPending), limit))
+		for j := range r.n {
+			buf[j] = *r.at(j)
+		}
+		r.buf, r.head = buf, 0
+	}
+	for j := r.n; j > k; j-- {
+		*r.at(j) = *r.at(j - 1)
+	}
+	*r.at(k) = smp
+	r.n++
 }
 
 // Aligner aligns one machine's samples onto the grid, incrementally: Add samples, then Emit
@@ -199,7 +234,7 @@ func NewAligner(cfg Config, machine string, signals []string) (*Aligner, error) 
 		}
 		a.index[s] = i
 		a.stats.Signals[i].Signal = s
-		a.sig[i].pending = make([]sample, 0, minPending)
+		a.sig[i].pending.buf = make([]sample, minPending)
 	}
 	return a, nil
 }
@@ -245,24 +280,25 @@ func (a *Aligner) Add(p *telemetry.Point) {
 		}
 		s.held, s.has = smp, true
 	default:
-		k := sort.Search(len(s.pending), func(j int) bool { return s.pending[j].grid >= smp.grid })
+		q := &s.pending
+		k := sort.Search(q.n, func(j int) bool { return q.at(j).grid >= smp.grid })
 		switch {
-		case k < len(s.pending) && s.pending[k].grid == smp.grid:
-			if t < s.pending[k].at {
+		case k < q.n && q.at(k).grid == smp.grid:
+			if t < q.at(k).at {
 				st.Late++
 				return
 			}
-			s.pending[k] = smp
-		case len(s.pending) == a.pending && k == 0:
+			*q.at(k) = smp
+		case q.n == a.pending && k == 0:
 			st.Overflow++
 			return
 		default:
-			if len(s.pending) == a.pending {
+			if q.n == a.pending {
 				st.Overflow++
-				s.pending = s.pending[:copy(s.pending, s.pending[1:])]
+				q.drop(1)
 				k--
 			}
-			s.pending = slices.Insert(s.pending, k, smp)
+			q.insert(k, smp, a.pending)
 		}
 	}
 	if st.First == 0 || t < st.First {
@@ -295,15 +331,16 @@ func (a *Aligner) Emit(from, until int64, fn func(t int64, row []float64, comple
 		complete := true
 		for i := range a.sig {
 			s := &a.sig[i]
+			q := &s.pending
 			n := 0
-			for n < len(s.pending) && s.pending[n].grid <= t {
+			for n < q.n && q.at(n).grid <= t {
 				n++
 			}
 			if n > 0 {
-				if !s.has || s.pending[n-1].at >= s.held.at {
-					s.held, s.has = s.pending[n-1], true
+				if last := q.at(n - 1); !s.has || last.at >= s.held.at {
+					s.held, s.has = *last, true
 				}
-				s.pending = s.pending[:copy(s.pending, s.pending[n:])]
+				q.drop(n)
 			}
 			age := (t - s.held.grid) / a.step
 			if !s.has || age > a.fill {
@@ -419,13 +456,16 @@ func (g *Grid) Continuity() []Continuity {
 				run[j], gap[j] = 0, gap[j]+1
 			} else {
 				run[j], gap[j] = run[j]+1, 0
+				out[j].Coverage++ // counted here, divided below
 			}
 			out[j].LongestRun = max(out[j].LongestRun, run[j])
 			out[j].LongestGap = max(out[j].LongestGap, gap[j])
 		}
 	}
-	for j, c := range g.Coverage() {
-		out[j].Coverage = c
+	if g.Values.Rows > 0 {
+		for j := range out {
+			out[j].Coverage /= float64(g.Values.Rows)
+		}
 	}
 	return out
 }

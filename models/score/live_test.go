@@ -1,22 +1,13 @@
 package score
 
 import (
-	"context"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/millwright-io/millwright/gateway/telemetry"
 )
-
-// scoreSync runs batches through s synchronously, as Run does.
-func scoreSync(s *Scorer, machines map[string]*machine, gen *int64, batches [][]telemetry.Point) {
-	for _, pts := range batches {
-		s.score(context.Background(), machines, gen, pts)
-	}
-}
 
 // TestFutureSampleDoesNotBlindScoring: one sample whose device clock is a day ahead (a
 // glitching RTC, a mis-set PLC, milliseconds read as seconds) is refused and counted as
@@ -28,15 +19,9 @@ func TestFutureSampleDoesNotBlindScoring(t *testing.T) {
 	p := &fakePublisher{}
 	// The gateway's clock: the end of the test's data (the samples are never ahead of it).
 	now := func() time.Time { return start.Add(3 * time.Hour) }
-	s, err := New(defaultConfig(), "acme", Options{Points: &fakeWriter{}, Alarms: p, Registerer: prometheus.NewRegistry(), Now: now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Install(m)
-	machines := map[string]*machine{}
-	var gen int64
+	s := newSyncScorer(t, m, Options{Alarms: p, Now: now})
 	data := pump(t)
-	scoreSync(s, machines, &gen, data[7200:7800])
+	s.scoreAll(data[7200:7800])
 	before := testutil.ToFloat64(s.m.windows)
 	if before < 100 {
 		t.Fatalf("only %v windows on healthy data", before)
@@ -44,9 +29,9 @@ func TestFutureSampleDoesNotBlindScoring(t *testing.T) {
 	// One sample of one signal, stamped a day ahead.
 	bogus := data[7800][0]
 	bogus.SourceTime += int64(24 * time.Hour)
-	scoreSync(s, machines, &gen, [][]telemetry.Point{{bogus}})
+	s.scoreAll([][]telemetry.Point{{bogus}})
 	// The rest of the stream, correctly stamped: healthy, then the bearing wear.
-	scoreSync(s, machines, &gen, data[7801:10800])
+	s.scoreAll(data[7801:10800])
 	after := testutil.ToFloat64(s.m.windows)
 	t.Logf("windows scored: %v before the bogus sample, %v after 50 more minutes of data", before, after)
 	if after-before < 100 {
@@ -70,14 +55,7 @@ func TestAlarmSurvivesRestart(t *testing.T) {
 	p := &fakePublisher{} // the MQTT subscriber's view and the alarm log, across every run
 	data := pump(t)
 	run := func(batches [][]telemetry.Point) {
-		s, err := New(defaultConfig(), "acme", Options{Points: &fakeWriter{}, Alarms: p, Log: p, Registerer: prometheus.NewRegistry()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		s.Install(m)
-		machines := map[string]*machine{}
-		var gen int64
-		scoreSync(s, machines, &gen, batches)
+		newSyncScorer(t, m, Options{Alarms: p, Log: p}).scoreAll(batches)
 	}
 	states := func() []string {
 		var out []string
@@ -111,19 +89,13 @@ func TestAlarmSurvivesRestart(t *testing.T) {
 // sample was dropped as late looked merely quiet.
 func TestLiveSampleDropsCounted(t *testing.T) {
 	m := trainedModel(t)
-	s, err := New(defaultConfig(), "acme", Options{Points: &fakeWriter{}, Registerer: prometheus.NewRegistry()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Install(m)
-	machines := map[string]*machine{}
-	var gen int64
+	s := newSyncScorer(t, m, Options{})
 	data := pump(t)
-	scoreSync(s, machines, &gen, data[7200:7300])
+	s.scoreAll(data[7200:7300])
 	// The same 100 seconds again: every sample is older than its row, which is out: late.
-	scoreSync(s, machines, &gen, data[7200:7300])
+	s.scoreAll(data[7200:7300])
 	var late int
-	for _, sg := range machines["pump-1"].stream.Stats().Signals {
+	for _, sg := range s.machines["pump-1"].stream.Stats().Signals {
 		late += sg.Late
 	}
 	if late == 0 {

@@ -121,7 +121,6 @@ type Scorer struct {
 	factory string
 	opts    Options
 	log     *slog.Logger
-	now     func() time.Time
 	m       *metrics
 
 	in   chan *[]telemetry.Point
@@ -136,9 +135,7 @@ type Scorer struct {
 	pending []telemetry.Point // score points not yet written
 
 	// Owned by Run.
-	resumed bool
-	resume  map[string]AlarmMessage // machine → its raised alarm of the previous run, until the machine starts
-	touched []*machine              // machines of the current batch, whose drops are counted after it
+	resume map[string]AlarmMessage // machine → its raised alarm of the previous run, until the machine starts
 }
 
 // New checks cfg and registers the metrics. It does no I/O.
@@ -159,7 +156,7 @@ func New(cfg Config, factory string, opts Options) (*Scorer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("scorer: register metrics: %w", err)
 	}
-	s := &Scorer{cfg: cfg, factory: factory, opts: opts, log: opts.Logger, now: opts.Now, m: m,
+	s := &Scorer{cfg: cfg, factory: factory, opts: opts, log: opts.Logger, m: m,
 		in: make(chan *[]telemetry.Point, cfg.Queue), want: map[string]*train.Model{}, states: map[string]State{}}
 	s.known.Store(&map[string]bool{})
 	return s, nil
@@ -297,17 +294,18 @@ type machine struct {
 
 	// Samples dropped on the live path: counted so far by reason and incomplete rows, and
 	// how many of them the metrics have.
-	future      int // refused: stamped beyond Config.FutureTolerance
+	future      int // refused: stamped beyond Config.FutureTolerance (counted at once, in drops)
 	counted     [numReasons]int
 	countedRows int
 	drops       [numReasons]prometheus.Counter
 	incomplete  prometheus.Counter
-	inBatch     bool // in Scorer.touched
 }
 
-// Run scores queued batches until ctx is done, then writes the score points still
-// pending (bounded by a short drain) and returns nil.
+// Run reads the alarms the previous run left raised (AlarmLog.Last), scores queued batches
+// until ctx is done, then writes the score points still pending (bounded by a short
+// drain) and returns nil.
 func (s *Scorer) Run(ctx context.Context) error {
+	s.resume = s.lastRaised()
 	machines := map[string]*machine{}
 	var gen int64
 	flush := time.NewTicker(time.Second)
@@ -332,9 +330,6 @@ func (s *Scorer) Run(ctx context.Context) error {
 // score runs one batch's points through their machines' streams. Models installed since
 // the last batch replace the running ones first.
 func (s *Scorer) score(ctx context.Context, machines map[string]*machine, gen *int64, pts []telemetry.Point) {
-	if !s.resumed {
-		s.resumed, s.resume = true, s.lastRaised()
-	}
 	if g := s.gen.Load(); g != *gen {
 		*gen = g
 		for name, mc := range machines {
@@ -353,7 +348,7 @@ func (s *Scorer) score(ctx context.Context, machines map[string]*machine, gen *i
 			}
 		}
 	}
-	horizon := s.now().Add(s.cfg.FutureTolerance).UnixNano()
+	horizon := s.opts.Now().Add(s.cfg.FutureTolerance).UnixNano()
 	for i := range pts {
 		p := &pts[i]
 		mc := machines[p.Machine]
@@ -367,10 +362,6 @@ func (s *Scorer) score(ctx context.Context, machines map[string]*machine, gen *i
 			machines[p.Machine] = mc
 			s.restore(ctx, mc, p.Time())
 		}
-		if !mc.inBatch {
-			mc.inBatch = true
-			s.touched = append(s.touched, mc)
-		}
 		if p.Time() > horizon {
 			if _, known := mc.index[p.Signal]; known {
 				s.refuseFuture(mc, p, horizon)
@@ -382,11 +373,9 @@ func (s *Scorer) score(ctx context.Context, machines map[string]*machine, gen *i
 			mc.stream.Advance(p.Time(), until, func(end int64, window []float64) { s.window(ctx, mc, end, window) })
 		}
 	}
-	for i, mc := range s.touched {
-		s.countDrops(mc)
-		mc.inBatch, s.touched[i] = false, nil
+	for _, mc := range machines {
+		s.countDrops(mc) // a machine without points in this batch adds nothing
 	}
-	s.touched = s.touched[:0]
 }
 
 // refuseFuture counts p, stamped after horizon (the scorer's clock plus FutureTolerance),
@@ -394,6 +383,7 @@ func (s *Scorer) score(ctx context.Context, machines map[string]*machine, gen *i
 // grid rows up to it at once (one goroutine scores every machine) and making every
 // correctly stamped sample before it late. The first such sample of a machine is logged.
 func (s *Scorer) refuseFuture(mc *machine, p *telemetry.Point, horizon int64) {
+	mc.drops[reasonFuture].Inc()
 	mc.future++
 	if mc.future == 1 {
 		s.log.Warn("samples stamped ahead of the gateway's clock are refused and counted", "machine", p.Machine,
@@ -402,12 +392,13 @@ func (s *Scorer) refuseFuture(mc *machine, p *telemetry.Point, horizon int64) {
 	}
 }
 
-// countDrops adds to the metrics what mc's stream has dropped since the last call.
+// countDrops adds to the metrics what mc's stream has dropped since the last call (future
+// samples never reach the stream: refuseFuture counts them).
 func (s *Scorer) countDrops(mc *machine) {
 	sum, incomplete := mc.stream.Totals()
 	var n [numReasons]int
-	n[reasonFuture], n[reasonLate], n[reasonOverflow], n[reasonInvalid], n[reasonBadQuality] =
-		mc.future, sum.Late, sum.Overflow, sum.Invalid, sum.BadQuality
+	n[reasonLate], n[reasonOverflow], n[reasonInvalid], n[reasonBadQuality] =
+		sum.Late, sum.Overflow, sum.Invalid, sum.BadQuality
 	for r := range n {
 		if d := n[r] - mc.counted[r]; d > 0 {
 			mc.drops[r].Add(float64(d))
@@ -451,14 +442,7 @@ func (s *Scorer) restore(ctx context.Context, mc *machine, at int64) {
 		return
 	}
 	delete(s.resume, m.Machine)
-	if msg.ModelHash == m.Hash {
-		// threshold.Alarm has no setter: scores above the threshold (k of them) leave it
-		// exactly as a raise does, active with no quiet windows. n ≤ 64 bounds k.
-		for i := 0; i < 64 && !mc.alarm.Active(); i++ {
-			mc.alarm.Update(math.Inf(1))
-		}
-	}
-	if mc.alarm.Active() {
+	if msg.ModelHash == m.Hash && mc.alarm.Restore() {
 		s.mu.Lock()
 		st := s.states[m.Machine]
 		st.Active, st.Since, st.Score, st.Top = true, msg.Time, msg.Score, msg.Top

@@ -157,6 +157,48 @@ func runScorer(t *testing.T, cfg Config) (*Scorer, *fakeWriter, *fakePublisher, 
 	return s, w, p, reg, func() { cancel(); <-done }
 }
 
+// syncScorer is a scorer with m installed whose batches the test scores synchronously, as
+// Run does.
+type syncScorer struct {
+	*Scorer
+	machines map[string]*machine
+	gen      int64
+}
+
+// newSyncScorer returns a syncScorer with the default config; opts.Points is a fakeWriter
+// when nil.
+func newSyncScorer(t testing.TB, m *train.Model, opts Options) *syncScorer {
+	t.Helper()
+	if opts.Points == nil {
+		opts.Points = &fakeWriter{}
+	}
+	s, err := New(defaultConfig(), "acme", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Install(m)
+	s.resume = s.lastRaised() // as Run does before the first batch
+	return &syncScorer{Scorer: s, machines: map[string]*machine{}}
+}
+
+// scoreAll scores batches in order.
+func (s *syncScorer) scoreAll(batches [][]telemetry.Point) {
+	for _, pts := range batches {
+		s.score(context.Background(), s.machines, &s.gen, pts)
+	}
+}
+
+// scores returns the pending score points' values by time.
+func (s *syncScorer) scores() map[int64]float64 {
+	out := map[int64]float64{}
+	for _, p := range s.pending {
+		if p.Signal == "score" {
+			out[p.SourceTime] = p.Value.Float()
+		}
+	}
+	return out
+}
+
 func defaultConfig() Config {
 	var c Config
 	c.SetDefaults()
@@ -322,15 +364,8 @@ func TestCorruptArtifactKeepsModel(t *testing.T) {
 // BenchmarkScoreBatch measures the scorer's cost per ingest batch of one second of one
 // pump (5 points; a window is completed every window_stride batches) and per window.
 func BenchmarkScoreBatch(b *testing.B) {
-	m := trainedModel(b)
-	s, err := New(defaultConfig(), "acme", Options{Points: &fakeWriter{}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	s.Install(m)
+	s := newSyncScorer(b, trainedModel(b), Options{})
 	batches := pump(b)[7200 : 7200+1800]
-	machines := map[string]*machine{}
-	var gen int64
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := range b.N {
@@ -342,7 +377,7 @@ func BenchmarkScoreBatch(b *testing.B) {
 				}
 			}
 		}
-		s.score(context.Background(), machines, &gen, pts)
+		s.scoreAll([][]telemetry.Point{pts})
 		if len(s.pending) > 1000 {
 			s.pending = s.pending[:0]
 		}
@@ -359,23 +394,9 @@ func BenchmarkScoreBatch(b *testing.B) {
 func TestSkewedSignalsStillScored(t *testing.T) {
 	m := trainedModel(t)
 	scores := func(steps [][]telemetry.Point) map[int64]float64 {
-		s, err := New(defaultConfig(), "acme", Options{Points: &fakeWriter{}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		s.Install(m)
-		machines := map[string]*machine{}
-		var gen int64
-		for _, pts := range steps {
-			s.score(context.Background(), machines, &gen, pts)
-		}
-		out := map[int64]float64{}
-		for _, p := range s.pending {
-			if p.Signal == "score" {
-				out[p.SourceTime] = p.Value.Float()
-			}
-		}
-		return out
+		s := newSyncScorer(t, m, Options{})
+		s.scoreAll(steps)
+		return s.scores()
 	}
 	steps := pump(t)[7200:7500]
 	inOrder := scores(steps)

@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/millwright-io/millwright/gateway/telemetry"
 	"github.com/millwright-io/millwright/models/features"
 	"github.com/millwright-io/millwright/models/train"
@@ -70,22 +68,9 @@ func slowSignalLiveEqualsTraining(t *testing.T, slow int) {
 	liveFrom := t0.Add(3 * time.Hour)
 	live := mixedRates(2, liveFrom, 1200, slow)
 	// Live, through the scorer.
-	s, err := New(defaultConfig(), "acme", Options{Points: &fakeWriter{}, Registerer: prometheus.NewRegistry()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Install(m)
-	machines := map[string]*machine{}
-	var gen int64
-	for _, b := range live {
-		s.score(context.Background(), machines, &gen, b)
-	}
-	got := map[int64]float64{}
-	for _, p := range s.pending {
-		if p.Signal == "score" {
-			got[p.SourceTime] = p.Value.Float()
-		}
-	}
+	s := newSyncScorer(t, m, Options{})
+	s.scoreAll(live)
+	got := s.scores()
 	// As training would: align the same samples, cut and score the windows.
 	var pts []telemetry.Point
 	for _, b := range live {
@@ -117,7 +102,7 @@ func slowSignalLiveEqualsTraining(t *testing.T, slow int) {
 			differ++
 		}
 	}
-	overflow := machines["m1"].stream.Stats().Signals
+	overflow := s.machines["m1"].stream.Stats().Signals
 	t.Logf("%d windows: %d live scores equal training's, %d differ, %d not scored live; aligner overflow a=%d c=%d",
 		len(starts), same, differ, missing, overflow[0].Overflow, overflow[2].Overflow)
 	if overflow[0].Overflow+overflow[2].Overflow > 0 {

@@ -2,6 +2,7 @@ package threshold
 
 import (
 	"fmt"
+	"math"
 	"math/bits"
 
 	"github.com/millwright-io/millwright/gateway/config"
@@ -141,4 +142,21 @@ func (a *Alarm) Update(score float64) Transition {
 		return Cleared
 	}
 	return Unchanged
+}
+
+// Restore raises the alarm without a transition, leaving it as K scores above T leave a new
+// alarm: the last K windows above T, active, no quiet scores. A caller carries an alarm
+// raised before a restart across it this way. It returns whether the alarm is raised: not
+// when no score can exceed T (T is +Inf or NaN), and then the alarm is left with no window
+// above T and no quiet scores, as such scores leave it. An alarm already raised is left as
+// it is.
+func (a *Alarm) Restore() bool {
+	switch {
+	case a.active:
+	case !(math.Inf(1) > a.t):
+		a.window, a.quiet = 0, 0
+	default:
+		a.window, a.active, a.quiet = (1<<uint(a.cfg.K))-1, true, 0
+	}
+	return a.active
 }

@@ -193,3 +193,29 @@ func TestAlarmClearLevelIsAtOrBelowTheThreshold(t *testing.T) {
 		}
 	}
 }
+
+// TestAlarmRestoreMatchesScoresAbove: Restore leaves a new alarm as scores of +Inf do until
+// it is raised (at most 64 of them), for every K, N and threshold, including thresholds no
+// score exceeds.
+func TestAlarmRestoreMatchesScoresAbove(t *testing.T) {
+	for _, th := range []float64{2, 0, -3, math.Inf(-1), math.Inf(1), math.NaN()} {
+		for _, cfg := range []AlarmConfig{{}, {K: 1, N: 1}, {K: 4, N: 9, ClearRatio: 1}, {K: 64, N: 64}, {K: 63, N: 64, ClearCount: 2}} {
+			want, err := NewAlarm(cfg, th)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := 0; i < 64 && !want.Active(); i++ {
+				want.Update(math.Inf(1))
+			}
+			got, _ := NewAlarm(cfg, th)
+			raised := got.Restore()
+			if raised != want.Active() || got.active != want.active || got.window != want.window || got.quiet != want.quiet {
+				t.Errorf("threshold %v, %+v: Restore gives %v, window %b, quiet %d; scores of +Inf give %v, window %b, quiet %d",
+					th, cfg, raised, got.window, got.quiet, want.active, want.window, want.quiet)
+			}
+			if again := got.Restore(); again != raised || got.window != want.window {
+				t.Errorf("threshold %v, %+v: a second Restore gives %v, window %b", th, cfg, again, got.window)
+			}
+		}
+	}
+}
