@@ -20,6 +20,7 @@ type alarmPublisher interface {
 	Connect(ctx context.Context) error
 	Connected() bool
 	Publish(ctx context.Context, topic string, payload []byte, done func(error)) error
+	Close()
 }
 
 // Errors an alarm message's done callback receives when the outbox gives it up.
@@ -68,7 +69,6 @@ type alarmMessage struct {
 // the unacknowledged message again (at least once: the broker may see it twice).
 type alarmOutbox struct {
 	pub      alarmPublisher
-	closePub func() // disconnects the publisher
 	log      *slog.Logger
 	capacity int
 	// backoff between connection attempts and between failed publishes
@@ -83,9 +83,9 @@ type alarmOutbox struct {
 	wake chan struct{} // capacity 1: a message was queued or the connection was lost
 
 	mu     sync.Mutex
-	queue  []alarmMessage // oldest first, at most capacity
-	seq    uint64         // of the last message queued
-	status AlarmOutputStatus
+	queue  []alarmMessage    // oldest first, at most capacity
+	seq    uint64            // of the last message queued
+	status AlarmOutputStatus // Status fills in Connected and Queued when asked
 }
 
 // newAlarmOutbox builds the publisher of c and the outbox around it (no I/O).
@@ -103,7 +103,7 @@ func newAlarmOutbox(c AlarmMQTTConfig, factory string, log *slog.Logger, reg pro
 	if err != nil {
 		return nil, err
 	}
-	o.pub, o.closePub = pub, pub.Close
+	o.pub = pub
 	return o, nil
 }
 
@@ -139,13 +139,12 @@ func (o *alarmOutbox) Publish(_ context.Context, topic string, payload []byte, d
 	if len(o.queue) >= o.capacity {
 		m := o.queue[0]
 		oldest = &m
-		o.queue = o.queue[:copy(o.queue, o.queue[1:])]
+		o.pop()
 		o.status.Dropped++
 	}
 	o.seq++
 	o.queue = append(o.queue, alarmMessage{seq: o.seq, topic: topic, payload: payload, done: done})
 	n := len(o.queue)
-	o.status.Queued = n
 	o.mu.Unlock()
 	o.queued.Set(float64(n))
 	if oldest != nil {
@@ -159,9 +158,12 @@ func (o *alarmOutbox) Publish(_ context.Context, topic string, payload []byte, d
 
 // Status returns the output's state now.
 func (o *alarmOutbox) Status() AlarmOutputStatus {
+	up := o.pub.Connected() // outside o.mu: the publisher has its own lock
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	return o.status
+	st := o.status
+	st.Connected, st.Queued = up, len(o.queue)
+	return st
 }
 
 // Run publishes the queued messages until ctx ends, connecting and reconnecting with
@@ -190,8 +192,8 @@ func (o *alarmOutbox) Run(ctx context.Context) error {
 				break
 			}
 			o.setError(err)
-			if n := bo.Attempts(); n&(n-1) == 0 {
-				o.log.Warn("cannot publish an alarm, retrying it", "topic", m.topic, "err", err, "attempt", n+1)
+			if n := bo.Attempts() + 1; backoff.Logged(n) {
+				o.log.Warn("cannot publish an alarm, retrying it", "topic", m.topic, "err", err, "attempt", n)
 			}
 			if !backoff.Sleep(ctx, bo.Next()) {
 				break
@@ -206,27 +208,22 @@ func (o *alarmOutbox) Run(ctx context.Context) error {
 }
 
 // connect connects with backoff until it succeeds or ctx ends, and reports whether it
-// connected. Failures are logged at attempts 1, 2, 3, 5, 9, ...
+// connected.
 func (o *alarmOutbox) connect(ctx context.Context) bool {
 	bo := backoff.Backoff{Initial: o.backoffInitial, Max: o.backoffMax}
-	for {
+	try := func(ctx context.Context) error {
 		err := o.pub.Connect(ctx)
-		if err == nil || o.pub.Connected() { // a Connect cut short by ctx may still have connected
-			o.log.Info("alarm output connected", "server", o.status.Server, "attempts", bo.Attempts()+1, "queued", o.Status().Queued)
-			return true
+		if err != nil && o.pub.Connected() { // a Connect cut short by ctx may still have connected
+			return nil
 		}
-		if ctx.Err() != nil {
-			return false
-		}
-		o.connectErr.Inc()
-		o.setError(err)
-		if n := bo.Attempts(); n&(n-1) == 0 {
-			o.log.Warn("cannot connect the alarm output, retrying; alarms are queued meanwhile", "err", err, "attempt", n+1)
-		}
-		if !backoff.Sleep(ctx, bo.Next()) {
-			return false
-		}
+		return err
 	}
+	if !backoff.Retry(ctx, &bo, o.log, "cannot connect the alarm output, retrying; alarms are queued meanwhile", try,
+		func(err error) { o.connectErr.Inc(); o.setError(err) }) {
+		return false
+	}
+	o.log.Info("alarm output connected", "server", o.status.Server, "attempts", bo.Attempts()+1, "queued", o.Status().Queued)
+	return true
 }
 
 // send publishes m and waits for the broker's acknowledgement (or the publisher's error,
@@ -266,7 +263,6 @@ func (o *alarmOutbox) drain() {
 	o.mu.Lock()
 	left := o.queue
 	o.queue = nil
-	o.status.Queued = 0
 	o.status.Dropped += uint64(len(left))
 	o.mu.Unlock()
 	o.queued.Set(0)
@@ -280,11 +276,7 @@ func (o *alarmOutbox) drain() {
 }
 
 // close disconnects the publisher, once Run has returned.
-func (o *alarmOutbox) close() {
-	if o.closePub != nil {
-		o.closePub()
-	}
-}
+func (o *alarmOutbox) close() { o.pub.Close() }
 
 // lost is the publisher's connection-lost callback: it wakes Run to reconnect.
 func (o *alarmOutbox) lost(err error) {
@@ -311,6 +303,14 @@ func (o *alarmOutbox) head() (alarmMessage, bool) {
 	return o.queue[0], true
 }
 
+// pop removes the head of the queue, with o.mu held. The slice moves on rather than
+// copying the rest down (a queue of 1<<20 drained after an outage would copy it n
+// times); the next append that outgrows it reallocates and frees the consumed prefix.
+func (o *alarmOutbox) pop() {
+	o.queue[0] = alarmMessage{} // the payload and callback can be collected
+	o.queue = o.queue[1:]
+}
+
 // sent removes m, which the broker acknowledged, from the head of the queue and settles
 // it. Only Run removes the head, but Publish may have dropped m meanwhile (the queue was
 // full), and settled it already.
@@ -319,10 +319,9 @@ func (o *alarmOutbox) sent(m alarmMessage) {
 	o.status.Published++
 	still := len(o.queue) > 0 && o.queue[0].seq == m.seq
 	if still {
-		o.queue = o.queue[:copy(o.queue, o.queue[1:])]
+		o.pop()
 	}
 	n := len(o.queue)
-	o.status.Queued = n
 	o.mu.Unlock()
 	o.queued.Set(float64(n))
 	o.published.Inc()
@@ -331,10 +330,8 @@ func (o *alarmOutbox) sent(m alarmMessage) {
 	}
 }
 
+// setConnected sets connection_up{kind="alarms"}.
 func (o *alarmOutbox) setConnected(up bool) {
-	o.mu.Lock()
-	o.status.Connected = up
-	o.mu.Unlock()
 	v := 0.0
 	if up {
 		v = 1

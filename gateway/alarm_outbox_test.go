@@ -59,6 +59,8 @@ func (f *fakeAlarmBroker) Publish(_ context.Context, _ string, payload []byte, d
 	return nil
 }
 
+func (f *fakeAlarmBroker) Close() {}
+
 func (f *fakeAlarmBroker) set(fn func(*fakeAlarmBroker)) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -422,7 +422,9 @@ func (fr *federationRuntime) watchLeaf(ctx context.Context, period time.Duration
 }
 
 // waitLeaf waits until the leaf node is linked to the hub, logging why not (a refused
-// certificate, wrong credentials) with backoff; false when ctx ends first.
+// certificate, wrong credentials) with backoff; false when ctx ends first. (Not
+// backoff.Retry: the backoff is how long each wait for the link lasts, not a pause
+// between attempts.)
 func (fr *federationRuntime) waitLeaf(ctx context.Context, leaf *natsbus.Server) bool {
 	bo := backoff.Backoff{Initial: 5 * time.Second, Max: time.Minute}
 	for {
@@ -438,7 +440,7 @@ func (fr *federationRuntime) waitLeaf(ctx context.Context, leaf *natsbus.Server)
 		for _, st := range fr.status {
 			st.fail("leaf", err)
 		}
-		if n := bo.Attempts(); n&(n-1) == 0 {
+		if n := bo.Attempts(); backoff.Logged(n) {
 			fr.log.Warn("leaf node not linked to the federation hub, waiting", "err", err, "attempt", n)
 		}
 	}
@@ -449,38 +451,27 @@ func (fr *federationRuntime) waitLeaf(ctx context.Context, leaf *natsbus.Server)
 // training never stops the gateway.
 func (fr *federationRuntime) participate(ctx context.Context, fed string, p *federation.Participant) {
 	bo := backoff.Backoff{Initial: time.Second, Max: time.Minute}
-	for {
-		err := p.Run(ctx)
-		if ctx.Err() != nil {
-			return
-		}
-		if n := bo.Attempts(); n&(n-1) == 0 {
-			fr.log.Warn("federation participant stopped, restarting", "federation", fed, "err", err, "attempt", n+1)
-		}
-		if !backoff.Sleep(ctx, bo.Next()) {
-			return
-		}
-	}
+	// Run returns nil only once ctx has ended.
+	backoff.Retry(ctx, &bo, fr.log.With("federation", fed), "federation participant stopped, restarting", p.Run, nil)
 }
 
 // dial connects to the hub's NATS, retrying until it succeeds or ctx ends (then nil, nil).
 func (fr *federationRuntime) dial(ctx context.Context) (*natsbus.Bus, error) {
 	bo := backoff.Backoff{Initial: time.Second, Max: time.Minute}
-	for {
-		bus, err := natsbus.Dial(ctx, fr.client, fr.log.With("name", "natsbus"))
-		if err == nil {
-			return bus, nil
-		}
+	var bus *natsbus.Bus
+	try := func(ctx context.Context) (err error) {
+		bus, err = natsbus.Dial(ctx, fr.client, fr.log.With("name", "natsbus"))
+		return err
+	}
+	failed := func(err error) {
 		for _, st := range fr.status {
 			st.fail("connect", err)
 		}
-		if n := bo.Attempts(); n&(n-1) == 0 {
-			fr.log.Warn("cannot connect to the federation hub, retrying", "url", fr.client.URL, "err", err, "attempt", n+1)
-		}
-		if !backoff.Sleep(ctx, bo.Next()) {
-			return nil, nil
-		}
 	}
+	if !backoff.Retry(ctx, &bo, fr.log.With("url", fr.client.URL), "cannot connect to the federation hub, retrying", try, failed) {
+		return nil, nil
+	}
+	return bus, nil
 }
 
 func (fr *federationRuntime) close() {

@@ -211,7 +211,7 @@ func (rt *modelsRuntime) tap() func(telemetry.Batch) {
 func (rt *modelsRuntime) start(ctx context.Context, grp *errgroup.Group) {
 	rt.scorer.Load(rt.store, rt.machines)
 	if rt.scores != nil {
-		grp.Go(func() error { rt.connect(ctx, "influxdb", rt.scores.Connect); return nil })
+		grp.Go(func() error { rt.connectScores(ctx); return nil })
 	}
 	// The alarm log closes its period, and the alarm output drains its queue, only once
 	// the scorer has stopped, so an alarm the scorer publishes while stopping is still in
@@ -235,25 +235,16 @@ func runThen(ctx context.Context, grp *errgroup.Group, first func(context.Contex
 	}
 }
 
-// connect connects the scores' output, retrying with backoff until it succeeds or ctx
-// ends. Until then the scores that cannot be written are counted and dropped; scoring goes
-// on. (The alarms' MQTT output keeps its own connection: see alarmOutbox.)
-func (rt *modelsRuntime) connect(ctx context.Context, what string, connect func(context.Context) error) {
+// connectScores connects the scores' InfluxDB output, retrying with backoff until it
+// succeeds or ctx ends. Until then the scores that cannot be written are counted and
+// dropped; scoring goes on. (The alarms' MQTT output keeps its own connection: see
+// alarmOutbox.)
+func (rt *modelsRuntime) connectScores(ctx context.Context) {
 	bo := backoff.Backoff{Initial: time.Second, Max: time.Minute}
-	for {
-		err := connect(ctx)
-		if err == nil {
-			if bo.Attempts() > 0 {
-				rt.log.Info("alarm output connected after retries", "output", what, "attempts", bo.Attempts()+1)
-			}
-			return
-		}
-		if n := bo.Attempts(); n&(n-1) == 0 {
-			rt.log.Warn("cannot connect an alarm output, retrying; meanwhile its messages are dropped and counted", "output", what, "err", err, "attempt", n+1)
-		}
-		if !backoff.Sleep(ctx, bo.Next()) {
-			return
-		}
+	log := rt.log.With("output", "influxdb")
+	if backoff.Retry(ctx, &bo, log, "cannot connect the scores output, retrying; meanwhile the scores are dropped and counted",
+		rt.scores.Connect, nil) && bo.Attempts() > 0 {
+		log.Info("scores output connected after retries", "attempts", bo.Attempts()+1)
 	}
 }
 

@@ -107,9 +107,8 @@ func (s *Source) newDecoders() ([]*Decoder, error) {
 	decs := make([]*Decoder, len(s.cfg.Topics))
 	for i, t := range s.cfg.Topics {
 		d, err := NewDecoder(t, DecoderOptions{
-			MaxPayloadBytes: int(s.cfg.MaxPayloadBytes),
-			MaxPoints:       s.cfg.MaxBatchPoints,
-			Names:           s.names,
+			MaxPoints: s.cfg.MaxBatchPoints, // max_payload_bytes: receiver.decode checks it
+			Names:     s.names,
 		})
 		if err != nil {
 			return nil, err
@@ -700,34 +699,34 @@ func (r *receiver) onMessage(cl paho.Client, m paho.Message) {
 }
 
 // decode decodes a message with the hooks' handler, or else the decoder of the first topic
-// whose pattern matches, into the receiver's slab.
+// whose pattern matches, into the receiver's slab. A payload larger than max_payload_bytes
+// is refused here, after the topic is matched, whichever decodes it.
 func (r *receiver) decode(topic string, payload []byte, now int64) ([]telemetry.Point, error) {
 	h := r.c.src.hooks.handler()
-	// The JSON decoders check max_payload_bytes themselves; a handler is given no more.
-	if limit := int(r.c.src.cfg.MaxPayloadBytes); h != nil && limit > 0 && len(payload) > limit {
+	if h == nil {
+		dec := r.decs[0]
+		if len(r.decs) > 1 {
+			dec = nil
+			for _, d := range r.decs {
+				if d.Match(topic) {
+					dec = d
+					break
+				}
+			}
+			if dec == nil {
+				pats := make([]string, len(r.decs))
+				for i, d := range r.decs {
+					pats[i] = d.pat.text
+				}
+				return nil, &DecodeError{Class: ClassTopicMismatch,
+					Reason: fmt.Sprintf("topic %q matches none of the patterns %q", topic, pats)}
+			}
+		}
+		h = dec
+	}
+	if limit := int(r.c.src.cfg.MaxPayloadBytes); limit > 0 && len(payload) > limit {
 		return nil, &DecodeError{Class: ClassPayloadTooLarge,
 			Reason: fmt.Sprintf("payload is %d bytes, more than max_payload_bytes %d", len(payload), limit)}
-	}
-	dec := r.decs[0]
-	if h == nil && len(r.decs) > 1 {
-		dec = nil
-		for _, d := range r.decs {
-			if d.Match(topic) {
-				dec = d
-				break
-			}
-		}
-		if dec == nil {
-			pats := make([]string, len(r.decs))
-			for i, d := range r.decs {
-				pats[i] = d.pat.text
-			}
-			return nil, &DecodeError{Class: ClassTopicMismatch,
-				Reason: fmt.Sprintf("topic %q matches none of the patterns %q", topic, pats)}
-		}
-	}
-	if h == nil {
-		h = dec
 	}
 	if len(r.slab)-r.used < minSlabRoom {
 		r.slab, r.used = make([]telemetry.Point, slabPoints), 0

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -113,7 +114,10 @@ type host struct {
 	// lost are the tables of the nodes born when the connection ended, whose stale points
 	// Read returns before anything of the new connection; at most max_nodes, the oldest
 	// dropped and counted.
-	lost     []lostNode
+	lost []lostNode
+	// anyLost is len(lost) > 0, set with mu held, so that Read skips takeStale without
+	// taking mu (which the message handler holds) or reading the clock.
+	anyLost  atomic.Bool
 	rebirths chan rebirthRequest // to the publisher; bounded, overflow counted
 	// offline is signalled when the broker delivers an offline STATE of this host (a will
 	// of an earlier connection, or another client's): the host publishes its online STATE
@@ -388,6 +392,7 @@ func (h *host) connectionLost(at int64) {
 			h.lost = slices.Delete(h.lost, 0, 1)
 		}
 		h.lost = append(h.lost, ln)
+		h.anyLost.Store(true)
 		n.node.reset()
 		n.devices = make(map[string]*scope) // the old one is ln's
 		n.defined, n.hasBdSeq, n.lastData = 0, false, 0
@@ -427,6 +432,7 @@ func (h *host) takeStale(maxPoints int, now int64) ([]telemetry.Point, func(cont
 	}
 	taken := slices.Clone(h.lost[:k])
 	h.lost = slices.Delete(h.lost, 0, k)
+	h.anyLost.Store(len(h.lost) > 0)
 	if len(out) == 0 {
 		return nil, nil
 	}
@@ -443,6 +449,7 @@ func (h *host) takeStale(maxPoints int, now int64) ([]telemetry.Point, func(cont
 			}
 			h.lost = slices.Delete(h.lost, 0, drop)
 		}
+		h.anyLost.Store(len(h.lost) > 0)
 	}
 }
 
@@ -495,12 +502,17 @@ func (h *host) deviceOrData(t topic, now int64, dst []telemetry.Point) ([]teleme
 		}
 		d.born = false
 		// A DDEATH is published when the device goes, with the time it went.
-		var ts int64
-		if h.payload.HasTimestamp() {
-			ts = msToNanos(h.payload.Timestamp)
-		}
-		return h.stale(d, ts, now, dst), nil
+		return h.stale(d, h.payloadTime(), now, dst), nil
 	}
+}
+
+// payloadTime returns the timestamp of the payload being handled (Unix ns), 0 when it has
+// none.
+func (h *host) payloadTime() int64 {
+	if h.payload.HasTimestamp() {
+		return msToNanos(h.payload.Timestamp)
+	}
+	return 0
 }
 
 // checkSeq checks the sequence number of a message of n that carries one, and asks for a
@@ -641,12 +653,9 @@ func (h *host) point(n *edgeNode, def *metricDef, m *Metric, now int64, out []te
 		h.m.skipped.WithLabelValues(reason).Inc()
 		return out
 	}
-	var ts int64
-	switch {
-	case m.HasTimestamp():
+	ts := h.payloadTime()
+	if m.HasTimestamp() {
 		ts = msToNanos(m.Timestamp)
-	case h.payload.HasTimestamp():
-		ts = msToNanos(h.payload.Timestamp)
 	}
 	if !m.IsHistorical {
 		def.last, def.hasLast = v, true

@@ -121,8 +121,10 @@ func (s *Source) Connect(ctx context.Context) error {
 // points of the edge nodes that were born when the last connection ended come first, in
 // batches of whole nodes; an AckFunc called with an error returns them to the next Read.
 func (s *Source) Read(ctx context.Context) (telemetry.Batch, connectors.AckFunc, error) {
-	if pts, ack := s.host.takeStale(s.cfg.MQTT.MaxBatchPoints, s.host.now().UnixNano()); len(pts) > 0 {
-		return telemetry.Batch{Points: pts}, ack, nil
+	if s.host.anyLost.Load() {
+		if pts, ack := s.host.takeStale(s.cfg.MQTT.MaxBatchPoints, s.host.now().UnixNano()); len(pts) > 0 {
+			return telemetry.Batch{Points: pts}, ack, nil
+		}
 	}
 	b, ack, err := s.mq.Read(ctx)
 	if err != nil {

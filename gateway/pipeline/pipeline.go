@@ -36,7 +36,8 @@ type Log interface {
 // Cursor is one sink's position in the write-ahead log.
 type Cursor interface {
 	// Next blocks until at least one batch is unread and returns up to maxPoints points,
-	// waiting up to linger for more; pos is where the returned points end.
+	// waiting up to linger for more (not at all when linger is zero or less, as
+	// buffer.Reader does); pos is where the returned points end.
 	Next(ctx context.Context, maxPoints int, linger time.Duration) (telemetry.Batch, buffer.Position, error)
 	// Commit records that everything up to pos is stored by the sink.
 	Commit(pos buffer.Position) error
@@ -138,7 +139,6 @@ func New(log Log, sources []Source, sinks []Sink, opts Options) (*Engine, error)
 		if sinks[i].MaxPoints <= 0 {
 			sinks[i].MaxPoints = 5000
 		}
-		sinks[i].Linger = max(sinks[i].Linger, 0) // 0: do not wait for a chunk to fill
 	}
 	m, err := newMetrics(opts.Registerer)
 	if err != nil {
@@ -197,30 +197,19 @@ func (e *Engine) setUp(kind, name string, up bool) {
 }
 
 // connect calls connect until it succeeds or ctx is done, with backoff, and reports whether
-// it connected. Failures are logged quietly: the first, then at exponentially spaced attempts.
+// it connected. Failures are logged quietly (backoff.Retry).
 func (e *Engine) connect(ctx context.Context, kind, name string, connect func(context.Context) error) bool {
 	bo := backoff.Backoff{Initial: e.opts.BackoffInitial, Max: e.opts.BackoffMax}
 	log := e.logger.With("component", kind, "name", name)
-	for {
-		err := connect(ctx)
-		if err == nil {
-			if bo.Attempts() > 0 {
-				log.Info("connected after retries", "attempts", bo.Attempts()+1)
-			}
-			e.setUp(kind, name, true)
-			return true
-		}
-		if ctx.Err() != nil {
-			return false
-		}
-		e.m.connectErrors.WithLabelValues(kind, name).Inc()
-		if n := bo.Attempts(); n&(n-1) == 0 { // attempts 0, 1, 2, 4, 8, ...
-			log.Warn("cannot connect, retrying", "err", err, "attempt", n+1)
-		}
-		if !backoff.Sleep(ctx, bo.Next()) {
-			return false
-		}
+	if !backoff.Retry(ctx, &bo, log, "cannot connect, retrying", connect,
+		func(error) { e.m.connectErrors.WithLabelValues(kind, name).Inc() }) {
+		return false
 	}
+	if bo.Attempts() > 0 {
+		log.Info("connected after retries", "attempts", bo.Attempts()+1)
+	}
+	e.setUp(kind, name, true)
+	return true
 }
 
 func (e *Engine) runSource(ctx context.Context, s Source) {
@@ -231,12 +220,7 @@ func (e *Engine) runSource(ctx context.Context, s Source) {
 			break
 		}
 		err := e.readLoop(ctx, s)
-		e.setUp("source", s.Name, false)
-		closeCtx, cancel := e.drainContext(ctx)
-		if cerr := s.Source.Close(closeCtx); cerr != nil {
-			log.Debug("close after read error", "err", cerr)
-		}
-		cancel()
+		e.disconnect(ctx, log, "source", s.Name, s.Source.Close, "close after read error")
 		if ctx.Err() != nil {
 			return
 		}
@@ -249,6 +233,18 @@ func (e *Engine) runSource(ctx context.Context, s Source) {
 	closeCtx, cancel := e.drainContext(ctx)
 	defer cancel()
 	_ = s.Source.Close(closeCtx)
+}
+
+// disconnect shows kind/name down and closes it, for at most DrainTimeout even once ctx
+// has ended. A failed Close is logged at debug level with msg: the connection is gone
+// either way.
+func (e *Engine) disconnect(ctx context.Context, log *slog.Logger, kind, name string, close func(context.Context) error, msg string) {
+	e.setUp(kind, name, false)
+	closeCtx, cancel := e.drainContext(ctx)
+	defer cancel()
+	if err := close(closeCtx); err != nil {
+		log.Debug(msg, "err", err)
+	}
 }
 
 // drainContext returns a context for finishing work during shutdown: it outlives ctx's
@@ -403,24 +399,19 @@ func (e *Engine) deliver(ctx context.Context, s Sink, b telemetry.Batch) bool {
 		}
 		lost := errors.Is(err, connectors.ErrNotConnected)
 		if lost {
-			e.setUp("sink", s.Name, false)
-			closeCtx, cancel := e.drainContext(ctx)
-			if cerr := s.Sink.Close(closeCtx); cerr != nil {
-				log.Debug("close after lost connection", "err", cerr)
-			}
-			cancel()
+			e.disconnect(ctx, log, "sink", s.Name, s.Sink.Close, "close after lost connection")
 		}
 		wait := bo.Next()
 		var ra interface{ RetryAfter() time.Duration }
 		if errors.As(err, &ra) && ra.RetryAfter() > wait {
 			wait = min(ra.RetryAfter(), MaxRetryAfter)
 		}
-		if n := bo.Attempts() - 1; n&(n-1) == 0 {
+		if n := bo.Attempts(); backoff.Logged(n) {
 			msg := "sink write failed; the points stay in the write-ahead log and are retried"
 			if lost {
 				msg = "sink write failed, reconnecting; the points stay in the write-ahead log and are retried"
 			}
-			log.Warn(msg, "err", err, "points", b.Len(), "attempt", n+1, "retry_in", wait.Round(time.Millisecond))
+			log.Warn(msg, "err", err, "points", b.Len(), "attempt", n, "retry_in", wait.Round(time.Millisecond))
 		}
 		if !backoff.Sleep(ctx, wait) {
 			return false

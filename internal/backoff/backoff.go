@@ -3,6 +3,7 @@ package backoff
 
 import (
 	"context"
+	"log/slog"
 	"math/rand/v2"
 	"time"
 )
@@ -43,4 +44,38 @@ func Sleep(ctx context.Context, d time.Duration) bool {
 	case <-ctx.Done():
 		return false
 	}
+}
+
+// Retry calls try until it returns nil or ctx ends, waiting b.Next() after each failure,
+// and reports whether try succeeded. A failure once ctx has ended is not counted: Retry
+// returns false at once. Each other failure is passed to failed (when not nil) and logged
+// to log at warning level with msg, err and attempt, for the attempts Logged picks, so an
+// outage of hours takes a few lines. b is not reset: b.Attempts() after a success is the
+// number of failures before it.
+func Retry(ctx context.Context, b *Backoff, log *slog.Logger, msg string, try func(context.Context) error, failed func(error)) bool {
+	for {
+		err := try(ctx)
+		if err == nil {
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		if failed != nil {
+			failed(err)
+		}
+		if n := b.Attempts() + 1; Logged(n) {
+			log.Warn(msg, "err", err, "attempt", n)
+		}
+		if !Sleep(ctx, b.Next()) {
+			return false
+		}
+	}
+}
+
+// Logged reports whether a retry loop logs its attempt-th failure (counting from 1): the
+// 1st, 2nd, 3rd, 5th, 9th, 17th and so on, each gap twice the one before.
+func Logged(attempt int) bool {
+	n := attempt - 1
+	return n&(n-1) == 0
 }
