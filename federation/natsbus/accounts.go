@@ -143,15 +143,16 @@ func accounts(b *bytes.Buffer, hub string, factories []Factory, domain string, u
 // the embedded server kept the hub's streams before it had accounts.
 const globalAccount = "$G"
 
-// moveGlobalStreams moves the JetStream storage of the global account in storeDir (a
-// server's store_dir) to account's, unless account has storage there already: the
-// streams of a hub from before accounts carry over to the hub's account.
-func moveGlobalStreams(storeDir, account string) (bool, error) {
+// moveStreams moves the JetStream storage of one account to another in storeDir (a
+// server's store_dir), unless the other has storage there already, and reports whether it
+// did: the streams of a hub from before accounts carry over from the global account to
+// the hub's.
+func moveStreams(storeDir, fromAccount, toAccount string) (bool, error) {
 	if storeDir == "" {
 		return false, nil
 	}
-	from := filepath.Join(storeDir, "jetstream", globalAccount)
-	to := filepath.Join(storeDir, "jetstream", account)
+	from := filepath.Join(storeDir, "jetstream", fromAccount)
+	to := filepath.Join(storeDir, "jetstream", toAccount)
 	if _, err := os.Stat(from); err != nil {
 		return false, nil
 	}

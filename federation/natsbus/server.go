@@ -127,12 +127,6 @@ func StartServer(cfg ServerConfig, log *slog.Logger) (*Server, error) {
 		users = append(users, &server.User{Username: f.Name, Password: f.Password.Value(), Permissions: FactoryPermissions(f.Name, f.Federations, cfg.Domain),
 			Account: server.NewAccount(f.Name)})
 	}
-	// A hub from before accounts kept its streams in the server's global account.
-	if moved, err := moveGlobalStreams(cfg.StoreDir, hubUser); err != nil {
-		return nil, err
-	} else if moved {
-		log.Info("moved the hub's streams from the global account to the hub's account", "store_dir", cfg.StoreDir)
-	}
 	if len(cfg.Factories) > 0 {
 		opts.Users = users
 	} else {
@@ -160,15 +154,34 @@ func StartServer(cfg ServerConfig, log *slog.Logger) (*Server, error) {
 		opts.LeafNode.Host, opts.LeafNode.Port = lh, lp
 		opts.LeafNode.TLSConfig = opts.TLSConfig
 	}
+	// A hub from before accounts kept its streams in the server's global account: they
+	// move to the hub's, last thing before the server starts, and back if it does not
+	// (the previous version, which an operator may fall back to, finds them there).
+	moved, err := moveStreams(cfg.StoreDir, globalAccount, hubUser)
+	if err != nil {
+		return nil, err
+	}
+	failed := func(err error) (*Server, error) {
+		if moved {
+			if _, merr := moveStreams(cfg.StoreDir, hubUser, globalAccount); merr != nil {
+				err = errors.Join(err, merr)
+			}
+		}
+		return nil, err
+	}
 	srv, err := server.NewServer(opts)
 	if err != nil {
-		return nil, fmt.Errorf("natsbus: embedded server: %w", err)
+		return failed(fmt.Errorf("natsbus: embedded server: %w", err))
 	}
 	srv.SetLoggerV2(newSlogLogger(log, s.lastErr), false, false, false)
 	srv.Start()
 	if !srv.ReadyForConnections(10 * time.Second) {
 		srv.Shutdown()
-		return nil, fmt.Errorf("natsbus: embedded server on %s not ready after 10s", cfg.Listen)
+		srv.WaitForShutdown()
+		return failed(fmt.Errorf("natsbus: embedded server on %s not ready after 10s", cfg.Listen))
+	}
+	if moved {
+		log.Info("moved the hub's streams from the global account to the hub's account", "store_dir", cfg.StoreDir)
 	}
 	s.srv = srv
 	return s, nil
