@@ -228,18 +228,7 @@ func TestPrintedAuthorizationRefusesRepliesIntoStreams(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	leaf, err := StartLeaf(LeafConfig{Listen: freeAddr(t), ServerName: "millwright-leaf-a", Domain: "leaf-a", StoreDir: t.TempDir(),
-		HubURL: "nats-leaf://" + leafListen, User: "a", Password: "a-pw"}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(leaf.Shutdown)
-	lctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	defer cancel()
-	if err := leaf.WaitLinked(lctx); err != nil {
-		t.Fatal(err)
-	}
-	a := dial(t, ClientConfig{URL: leaf.ClientURL(), User: "a", Password: config.NewSecret("local"), Domain: "hub", Timeout: 2 * time.Second})
+	a := throughLeaf(t, leafListen)
 	if _, err := a.GetRound(ctx, "f1"); err != nil { // the leaf passes a's API requests under the domain
 		t.Fatal(err)
 	}
@@ -294,29 +283,15 @@ func TestFactoryLearnsNothingOfOtherFederations(t *testing.T) {
 // factory reads them.
 func TestHubFromBeforeAccountsKeepsItsStreams(t *testing.T) {
 	store := t.TempDir()
-	old, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: store, NoSigs: true, MaxPayload: 8 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	old.Start()
-	if !old.ReadyForConnections(10 * time.Second) {
-		t.Fatal("the old server is not ready")
-	}
 	ctx := context.Background()
-	hub := dial(t, ClientConfig{URL: old.ClientURL()})
 	h := federation.HashHex([]byte("model-1"))
-	for _, err := range []error{
-		hub.EnsureFederation(ctx, "f1", []string{"a"}, time.Hour),
-		hub.PutModel(ctx, "f1", h, []byte("model-1")),
-		hub.PutRound(ctx, "f1", []byte(`{"round":3}`)),
-	} {
-		if err != nil {
-			t.Fatal(err)
+	preAccounts(t, store, func(hub *Bus) []error {
+		return []error{
+			hub.EnsureFederation(ctx, "f1", []string{"a"}, time.Hour),
+			hub.PutModel(ctx, "f1", h, []byte("model-1")),
+			hub.PutRound(ctx, "f1", []byte(`{"round":3}`)),
 		}
-	}
-	_ = hub.Close()
-	old.Shutdown()
-	old.WaitForShutdown()
+	})
 
 	cfg := ServerConfig{Listen: freeAddr(t), StoreDir: store, Factories: []Factory{{Name: "a", Password: config.NewSecret("pa"), Federations: []string{"f1"}}}}
 	cfg.SetDefaults()
@@ -331,6 +306,28 @@ func TestHubFromBeforeAccountsKeepsItsStreams(t *testing.T) {
 		}
 		if got, err := b.GetModel(ctx, "f1", h); err != nil || string(got) != "model-1" {
 			t.Errorf("%s reads the model %q, %v", who, got, err)
+		}
+	}
+}
+
+// preAccounts writes, with fill, a hub's store in store as a server from before the
+// accounts kept it: in the server's global account.
+func preAccounts(t *testing.T, store string, fill func(hub *Bus) []error) {
+	t.Helper()
+	old, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: store, NoSigs: true, MaxPayload: 8 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old.Start()
+	defer func() { old.Shutdown(); old.WaitForShutdown() }()
+	if !old.ReadyForConnections(10 * time.Second) {
+		t.Fatal("the old server is not ready")
+	}
+	hub := dial(t, ClientConfig{URL: old.ClientURL()})
+	defer hub.Close()
+	for _, err := range fill(hub) {
+		if err != nil {
+			t.Fatal(err)
 		}
 	}
 }

@@ -99,19 +99,7 @@ func TestAuthorizationThroughALeafNode(t *testing.T) {
 		if err := hub.EnsureFederation(ctx, "f1", []string{"a", "b"}, time.Hour); err != nil {
 			t.Fatal(err)
 		}
-		// As the gateway starts its leaf node (gateway/federation.go).
-		leaf, err := StartLeaf(LeafConfig{Listen: freeAddr(t), ServerName: "millwright-leaf-a", Domain: "leaf-a", StoreDir: t.TempDir(),
-			HubURL: "nats-leaf://" + leafListen, User: "a", Password: "a-pw"}, slog.New(slog.DiscardHandler))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(leaf.Shutdown)
-		lctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-		defer cancel()
-		if err := leaf.WaitLinked(lctx); err != nil {
-			t.Fatal(err)
-		}
-		return hub, dial(t, ClientConfig{URL: leaf.ClientURL(), User: "a", Password: config.NewSecret("local"), Domain: "hub", Timeout: 2 * time.Second})
+		return hub, throughLeaf(t, leafListen)
 	}
 
 	hub, a := site(t, "hub")
@@ -211,6 +199,25 @@ func ownServer(t *testing.T, conf string, auth []byte) string {
 		}
 	})
 	return "nats://" + addr
+}
+
+// throughLeaf starts factory a's leaf node linked to the hub's leaf port leafListen (user
+// a, password a-pw), as a gateway starts its own (gateway/federation.go), and returns a
+// connection to it under the hub's JetStream domain, as the gateway's.
+func throughLeaf(t *testing.T, leafListen string) *Bus {
+	t.Helper()
+	leaf, err := StartLeaf(LeafConfig{Listen: freeAddr(t), ServerName: "millwright-leaf-a", Domain: "leaf-a", StoreDir: t.TempDir(),
+		HubURL: "nats-leaf://" + leafListen, User: "a", Password: "a-pw"}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(leaf.Shutdown)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := leaf.WaitLinked(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return dial(t, ClientConfig{URL: leaf.ClientURL(), User: "a", Password: config.NewSecret("local"), Domain: "hub", Timeout: 2 * time.Second})
 }
 
 // connectOwn connects to the server at url as user, waiting until the server is up.

@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-
 	"github.com/millwright-io/millwright/gateway/config"
 )
 
@@ -22,24 +20,10 @@ import (
 // a word.
 func TestFailedStartLeavesAPreAccountsStoreWhereItWas(t *testing.T) {
 	store := t.TempDir()
-	old, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: store, NoSigs: true, MaxPayload: 8 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	old.Start()
-	if !old.ReadyForConnections(10 * time.Second) {
-		t.Fatal("the old server is not ready")
-	}
-	hub := dial(t, ClientConfig{URL: old.ClientURL()})
-	if err := hub.EnsureFederation(context.Background(), "f1", []string{"a"}, time.Hour); err != nil {
-		t.Fatal(err)
-	}
-	if err := hub.PutRound(context.Background(), "f1", []byte(`{"round":3}`)); err != nil {
-		t.Fatal(err)
-	}
-	_ = hub.Close()
-	old.Shutdown()
-	old.WaitForShutdown()
+	preAccounts(t, store, func(hub *Bus) []error {
+		return []error{hub.EnsureFederation(context.Background(), "f1", []string{"a"}, time.Hour),
+			hub.PutRound(context.Background(), "f1", []byte(`{"round":3}`))}
+	})
 
 	cfg := ServerConfig{Listen: freeAddr(t), StoreDir: store, CertFile: filepath.Join(store, "missing.pem"), KeyFile: filepath.Join(store, "missing.key"),
 		Factories: []Factory{{Name: "a", Password: config.NewSecret("pa"), Federations: []string{"f1"}}}}
