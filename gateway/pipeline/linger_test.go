@@ -44,13 +44,10 @@ func TestZeroFlushIntervalDoesNotLinger(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { defer close(done); e.Run(ctx) }()
-		defer func() { cancel(); <-done }()
+		defer runEngine(e)()
 
 		start := time.Now()
-		if err := wal.Append(ctx, batch(1, 5)); err != nil {
+		if err := wal.Append(context.Background(), batch(1, 5)); err != nil {
 			t.Fatal(err)
 		}
 		synctest.Wait() // everything that can happen without time passing has happened

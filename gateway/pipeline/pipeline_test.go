@@ -337,3 +337,11 @@ func openWAL(t testing.TB, adjust func(*buffer.Config), readers ...string) *buff
 	t.Cleanup(func() { _ = wal.Close() })
 	return wal
 }
+
+// runEngine runs e until the returned stop is called; stop waits for Run to return.
+func runEngine(e *Engine) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); e.Run(ctx) }()
+	return func() { cancel(); <-done }
+}

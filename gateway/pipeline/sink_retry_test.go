@@ -115,9 +115,7 @@ func TestSinkReconnectsAfterNotConnected(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { defer close(done); e.Run(ctx) }()
+		stop := runEngine(e)
 		time.Sleep(time.Minute) // far beyond the backoff; no real time passes
 		synctest.Wait()
 
@@ -147,8 +145,7 @@ func TestSinkReconnectsAfterNotConnected(t *testing.T) {
 		if err := e.Ready(); err != nil {
 			t.Errorf("Ready after reconnecting: %v", err)
 		}
-		cancel()
-		<-done
+		stop()
 	})
 }
 
@@ -193,12 +190,9 @@ func TestRetryAfterIsHonouredBeyondBackoffMax(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				ctx, cancel := context.WithCancel(context.Background())
-				done := make(chan struct{})
-				go func() { defer close(done); e.Run(ctx) }()
+				stop := runEngine(e)
 				time.Sleep(5*tt.wantGap + tt.wantGap/2)
-				cancel()
-				<-done
+				stop()
 				sink.mu.Lock()
 				defer sink.mu.Unlock()
 				if len(sink.attempts) != 6 {

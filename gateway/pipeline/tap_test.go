@@ -1,7 +1,6 @@
 package pipeline
 
 import (
-	"context"
 	"sync"
 	"testing"
 	"time"
@@ -40,10 +39,7 @@ func TestTapSeesEveryDurableBatchBeforeItsAck(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); e.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	defer runEngine(e)()
 	for seq := range 20 {
 		src.batches <- batch(seq, 3)
 	}

@@ -131,18 +131,7 @@ func TestAlarm(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got := ""
-			for _, s := range tc.scores {
-				switch a.Update(s) {
-				case Raised:
-					got += "R"
-				case Cleared:
-					got += "C"
-				default:
-					got += "."
-				}
-			}
-			if got != tc.want {
+			if got := transitions(a, tc.scores); got != tc.want {
 				t.Errorf("transitions %s; want %s", got, tc.want)
 			}
 		})
@@ -161,19 +150,9 @@ func TestAlarmWithNegativeThresholdClearsBelowIt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := ""
 	// 20 scores above T, 10 between the clear level (-1.2) and T, 5 below the clear level.
 	scores := append(append(slices.Repeat([]float64{-0.9}, 20), slices.Repeat([]float64{-1.1}, 10)...), slices.Repeat([]float64{-1.3}, 5)...)
-	for _, s := range scores {
-		switch a.Update(s) {
-		case Raised:
-			got += "R"
-		case Cleared:
-			got += "C"
-		default:
-			got += "."
-		}
-	}
+	got := transitions(a, scores)
 	want := "..R" + strings.Repeat(".", 17) + strings.Repeat(".", 10) + "....C"
 	if got != want {
 		t.Errorf("threshold %v, clear ratio 0.8: transitions\n%s, want\n%s", T, got, want)
@@ -218,4 +197,20 @@ func TestAlarmRestoreMatchesScoresAbove(t *testing.T) {
 			}
 		}
 	}
+}
+
+// transitions feeds scores to a and returns what each did: R raised, C cleared, . neither.
+func transitions(a *Alarm, scores []float64) string {
+	got := ""
+	for _, s := range scores {
+		switch a.Update(s) {
+		case Raised:
+			got += "R"
+		case Cleared:
+			got += "C"
+		default:
+			got += "."
+		}
+	}
+	return got
 }
